@@ -1,0 +1,81 @@
+#!/usr/bin/env Rscript
+## lme4_fit.R -- time lme4::lmer() on a CSV, for comparison with reml_engine.
+##
+## Usage:
+##     Rscript benchmarks/lme4_fit.R DATA.csv "y ~ x + (1|g)" N_REPEATS
+##
+## Prints one JSON line:
+##     {"file", "formula", "n_obs", "repeats", "median_seconds",
+##      "timings_seconds": [...], "reml_criterion", "theta", "fixef": {...},
+##      "lme4_version", "R_version"}
+##
+## Only the lmer() call is timed (elapsed wall-clock time); reading the CSV,
+## loading packages and formatting output are excluded so the numbers are
+## comparable to timing the engine's fit call alone.  lme4's default start
+## is used, as a user would call it: this measures speed, not the global
+## optimum (tests/data/r/make_extra_reference.R handles that).
+
+args <- commandArgs(trailingOnly = TRUE)
+if (length(args) != 3)
+  stop("usage: Rscript benchmarks/lme4_fit.R DATA.csv FORMULA N_REPEATS")
+csv_path <- args[[1]]
+form <- as.formula(args[[2]])
+n_rep <- as.integer(args[[3]])
+if (is.na(n_rep) || n_rep < 1) stop("N_REPEATS must be a positive integer")
+
+suppressPackageStartupMessages(library(lme4))
+
+dat <- if (requireNamespace("data.table", quietly = TRUE)) {
+  as.data.frame(data.table::fread(csv_path))
+} else {
+  read.csv(csv_path)
+}
+
+## One untimed warm-up fit: the first call pays for lazy loading and method
+## dispatch caches, which would otherwise inflate the first timing.
+fit <- suppressMessages(lmer(form, data = dat, REML = TRUE))
+
+timings <- numeric(n_rep)
+for (i in seq_len(n_rep)) {
+  t0 <- proc.time()[["elapsed"]]
+  fit <- suppressMessages(lmer(form, data = dat, REML = TRUE))
+  timings[i] <- proc.time()[["elapsed"]] - t0
+}
+## proc.time() ticks in milliseconds; rounding drops subtraction noise such
+## as 0.0109999999999999.
+timings <- round(timings, 6)
+
+result <- list(
+  file = csv_path,
+  formula = deparse1(form),
+  n_obs = nobs(fit),
+  repeats = n_rep,
+  median_seconds = median(timings),
+  timings_seconds = I(timings),   # I(): stays an array even when N = 1
+  reml_criterion = REMLcrit(fit),
+  theta = unname(getME(fit, "theta")),
+  fixef = as.list(fixef(fit)),
+  lme4_version = as.character(packageVersion("lme4")),
+  R_version = R.version.string
+)
+
+if (requireNamespace("jsonlite", quietly = TRUE)) {
+  cat(jsonlite::toJSON(result, auto_unbox = TRUE, digits = NA), "\n", sep = "")
+} else {
+  ## Minimal hand-written JSON for the few value types used above.
+  num <- function(x) sprintf("%.17g", x)
+  str <- function(x) paste0('"', gsub('(["\\\\])', "\\\\\\1", x), '"')
+  arr <- function(x) paste0("[", paste(num(x), collapse = ","), "]")
+  obj <- function(x) paste0("{", paste(str(names(x)), num(unlist(x)),
+                                       sep = ":", collapse = ","), "}")
+  fields <- c(
+    file = str(result$file), formula = str(result$formula),
+    n_obs = num(result$n_obs), repeats = num(result$repeats),
+    median_seconds = num(result$median_seconds),
+    timings_seconds = arr(result$timings_seconds),
+    reml_criterion = num(result$reml_criterion),
+    theta = if (length(result$theta) == 1) num(result$theta) else arr(result$theta),
+    fixef = obj(result$fixef),
+    lme4_version = str(result$lme4_version), R_version = str(result$R_version))
+  cat("{", paste(str(names(fields)), fields, sep = ":", collapse = ","), "}\n", sep = "")
+}

@@ -1,0 +1,264 @@
+"""From an lme4-style formula and a DataFrame to the arrays the engine fits.
+
+``"y ~ x + cat + (1|g)"`` splits into the fixed part ``y ~ x + cat``, built by formulaic
+(categoricals, interactions, transforms, intercept removal), and the grouping term
+``(1|g)``; ``(1|a:b)`` groups by the combination of columns a and b. Rows with missing
+values in any variable used are dropped with a warning (``na_action="omit"``, lme4's
+default) or make the fit fail (``na_action="raise"``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .checks import ModelDataError, check_design_finite, check_response, warn
+
+_RANDOM_TERM = re.compile(r"\(\s*([^()|]*?)\s*\|\s*([^()]+?)\s*\)")
+
+#: Name of the intercept column, as lme4 prints it.
+INTERCEPT_NAME = "(Intercept)"
+
+
+@dataclass(frozen=True)
+class ParsedFormula:
+    """An lmer formula split into its fixed part and its grouping factor(s)."""
+
+    formula: str
+    fixed: str
+    response: str
+    group_columns: tuple[str, ...]
+
+    @property
+    def group_name(self) -> str:
+        return ":".join(self.group_columns)
+
+
+def parse_formula(formula: str) -> ParsedFormula:
+    """Split ``"y ~ fixed + (1|g)"`` into the fixed formula and the grouping columns.
+
+    Examples
+    --------
+    >>> parse_formula("y ~ x + (1|g)").fixed
+    'y ~ x'
+    >>> parse_formula("y ~ (1 | a:b) + x").group_columns
+    ('a', 'b')
+    """
+    if not isinstance(formula, str) or "~" not in formula:
+        raise ModelDataError(f"formula must be a string like 'y ~ x + (1|g)', got {formula!r}")
+    lhs, rhs = formula.split("~", 1)
+    response = lhs.strip()
+    if not response:
+        raise ModelDataError(f"formula {formula!r} has no response on the left of '~'")
+    terms = _RANDOM_TERM.findall(rhs)
+    if not terms:
+        raise ModelDataError(
+            f"formula {formula!r} has no random-intercept term; add one such as '(1|group)'"
+        )
+    if len(terms) > 1:
+        raise ModelDataError(
+            f"formula {formula!r} has {len(terms)} random terms; reml_engine fits one random intercept '(1|g)'"
+        )
+    effect, group = terms[0]
+    if effect.replace(" ", "") not in ("1", "1+0", "0+1", ""):
+        raise ModelDataError(
+            f"random term '({effect}|{group})' is not a random intercept; reml_engine fits '(1|{group})' only"
+        )
+    if "/" in group:
+        raise ModelDataError(f"nested grouping '({effect}|{group})' is not supported; use one factor or a:b")
+    group_columns = tuple(part.strip() for part in group.split(":"))
+    fixed_rhs = _RANDOM_TERM.sub("", rhs)
+    fixed_rhs = re.sub(r"\+\s*\+", "+", fixed_rhs).strip()
+    fixed_rhs = re.sub(r"^\+|\+$", "", fixed_rhs).strip()
+    fixed_rhs = re.sub(r"^\+|\+$", "", fixed_rhs).strip()
+    if not fixed_rhs:
+        fixed_rhs = "1"
+    elif fixed_rhs in ("0", "-1", "- 1", "0 +", "+ 0"):
+        fixed_rhs = "0"
+    return ParsedFormula(formula, f"{response} ~ {fixed_rhs}", response, group_columns)
+
+
+@dataclass(frozen=True)
+class Design:
+    """The arrays of a model: X (n, p), y (n,), group labels, and how they were made."""
+
+    X: np.ndarray
+    y: np.ndarray
+    groups: pd.Series
+    column_names: tuple[str, ...]
+    response_name: str
+    group_name: str
+    intercept_index: int | None
+    formula: ParsedFormula | None = None
+    model_spec: object | None = None
+    row_index: pd.Index | None = None
+    n_dropped_rows: int = 0
+
+
+def _required_variables(parsed: ParsedFormula) -> list[str]:
+    import formulaic
+
+    names = set(formulaic.Formula(parsed.fixed).required_variables)
+    names.update(parsed.group_columns)
+    return sorted(str(n) for n in names)
+
+
+def _check_columns_exist(data: pd.DataFrame, needed: list[str], parsed: ParsedFormula) -> list[str]:
+    """The variables of the formula that are columns (others are functions like np)."""
+    missing = [name for name in needed if name not in data.columns]
+    for name in [parsed.response, *parsed.group_columns]:
+        if name not in data.columns:
+            raise ModelDataError(
+                f"column {name!r} of formula {parsed.formula!r} is not in the data "
+                f"(columns: {', '.join(map(str, data.columns[:20]))})"
+            )
+    present = [name for name in needed if name in data.columns]
+    # Names formulaic needs that are neither columns nor importable are typos.
+    unknown = [m for m in missing if m not in ("np", "numpy", "pd", "C", "I", "Q")]
+    if unknown:
+        raise ModelDataError(
+            f"variable(s) {', '.join(map(repr, unknown))} of formula {parsed.formula!r} are not columns of the data"
+        )
+    return present
+
+
+def _drop_missing(data: pd.DataFrame, used: list[str], na_action: str) -> tuple[pd.DataFrame, int]:
+    missing = data[used].isna()
+    bad_rows = missing.any(axis=1)
+    n_bad = int(bad_rows.sum())
+    if n_bad == 0:
+        return data, 0
+    per_column = {c: int(v) for c, v in missing.sum().items() if v}
+    detail = ", ".join(f"{c!r}: {v}" for c, v in per_column.items())
+    if na_action == "raise":
+        raise ModelDataError(f"missing values in {n_bad} rows ({detail}); drop them or use na_action='omit'")
+    warn(f"dropped {n_bad} of {len(data)} rows with missing values ({detail})")
+    return data.loc[~bad_rows.to_numpy()], n_bad
+
+
+def group_labels(data: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
+    """The grouping factor: one column, or the interaction ``a:b`` of several."""
+    if len(columns) == 1:
+        return data[columns[0]]
+    parts = [data[c].astype(str) for c in columns]
+    combined = parts[0].str.cat(parts[1:], sep=":")
+    combined.name = ":".join(columns)
+    return combined
+
+
+def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> Design:
+    """Parse the formula and build the fixed-effect design, response and groups.
+
+    Parameters
+    ----------
+    formula : str
+        ``"response ~ fixed terms + (1|group)"``.
+    data : pandas.DataFrame
+    na_action : {"omit", "raise"}
+    """
+    import formulaic
+
+    if na_action not in ("omit", "raise"):
+        raise ValueError(f"na_action must be 'omit' or 'raise', got {na_action!r}")
+    if not isinstance(data, pd.DataFrame):
+        raise ModelDataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    parsed = parse_formula(formula)
+    if len(data) == 0:
+        raise ModelDataError("the data frame is empty: no observations to fit")
+    try:
+        needed = _required_variables(parsed)
+    except Exception as err:  # formulaic's parse errors
+        raise ModelDataError(f"cannot parse the fixed part {parsed.fixed!r}: {err}") from None
+    used = _check_columns_exist(data, needed, parsed)
+    response = data[parsed.response]
+    if not (pd.api.types.is_numeric_dtype(response) and not pd.api.types.is_bool_dtype(response)):
+        raise ModelDataError(
+            f"response {parsed.response!r} is not numeric (dtype {response.dtype}); convert it to numbers first"
+        )
+    clean, n_dropped = _drop_missing(data, used, na_action)
+    if len(clean) == 0:
+        raise ModelDataError(f"no observations left after dropping rows with missing values in {used}")
+    try:
+        matrices = formulaic.model_matrix(parsed.fixed, clean, na_action="ignore")
+    except Exception as err:
+        raise ModelDataError(f"cannot build the fixed-effect design from {parsed.fixed!r}: {err}") from None
+    rhs = matrices.rhs
+    names = tuple(INTERCEPT_NAME if c == "Intercept" else str(c) for c in rhs.columns)
+    X = np.asarray(rhs.to_numpy(dtype=np.float64))
+    y = np.asarray(matrices.lhs.to_numpy(dtype=np.float64))
+    if y.ndim == 2:
+        if y.shape[1] != 1:
+            raise ModelDataError(f"response {parsed.response!r} must be one column, got {y.shape[1]}")
+        y = y[:, 0]
+    check_response(y, parsed.response)
+    check_design_finite(X, names)
+    intercept = names.index(INTERCEPT_NAME) if INTERCEPT_NAME in names else None
+    groups = group_labels(clean, parsed.group_columns)
+    return Design(
+        X=X,
+        y=y,
+        groups=groups,
+        column_names=names,
+        response_name=parsed.response,
+        group_name=parsed.group_name,
+        intercept_index=intercept,
+        formula=parsed,
+        model_spec=rhs.model_spec,
+        row_index=clean.index,
+        n_dropped_rows=n_dropped,
+    )
+
+
+def find_intercept(X: np.ndarray) -> int | None:
+    """Index of a column of ones, if there is one."""
+    if X.shape[0] == 0:
+        return None
+    for j in np.flatnonzero(X[0] == 1.0):
+        if np.all(X[:, j] == 1.0):
+            return int(j)
+    return None
+
+
+def design_from_arrays(X, y, groups, names=None) -> Design:
+    """Validate arrays for :func:`reml_engine.fit` and wrap them as a :class:`Design`."""
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y)
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2:
+        raise ModelDataError(f"X must be a 2-d array (n, p), got shape {X.shape}")
+    if y.ndim != 1:
+        raise ModelDataError(f"y must be a 1-d array, got shape {y.shape}")
+    n = len(y)
+    if X.shape[0] != n:
+        raise ModelDataError(f"X has {X.shape[0]} rows but y has {n}")
+    if names is None:
+        names = tuple(f"x{j}" for j in range(X.shape[1]))
+    names = tuple(str(n_) for n_ in names)
+    if len(names) != X.shape[1]:
+        raise ModelDataError(f"{len(names)} names for {X.shape[1]} columns of X")
+    if not np.issubdtype(y.dtype, np.number):
+        raise ModelDataError(f"y is not numeric (dtype {y.dtype})")
+    y = y.astype(np.float64, copy=False)
+    check_response(y, "y")
+    check_design_finite(X, names)
+    groups = pd.Series(groups) if not isinstance(groups, pd.Series) else groups
+    if len(groups) != n:
+        raise ModelDataError(f"groups has {len(groups)} labels but y has {n} rows")
+    return Design(X=X, y=y, groups=groups, column_names=names, response_name="y",
+                  group_name=str(groups.name) if groups.name is not None else "group",
+                  intercept_index=find_intercept(X))
+
+
+def new_design_matrix(design: Design, newdata: pd.DataFrame) -> np.ndarray:
+    """The fixed-effect design for new data, with the fitting data's encoding."""
+    if design.model_spec is None:
+        raise ModelDataError("this fit was made from arrays: pass the design matrix of the new data instead")
+    mm = design.model_spec.get_model_matrix(newdata, na_action="ignore")
+    return np.asarray(mm.to_numpy(dtype=np.float64))
+
+
+__all__ = ["Design", "ParsedFormula", "build_design", "design_from_arrays", "parse_formula", "warn"]

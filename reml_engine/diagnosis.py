@@ -1,0 +1,102 @@
+"""Why the estimate is where it is: the boundary reason and the local-optimum notes.
+
+Written for the person who asks why their slope vanished: which optimum lme4 would have
+returned, how the fits differ, and what the compound-symmetry fit says about a negative
+within-group correlation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .optimizer import OptSummary
+from .results import Boundary, CompoundSymmetryFit, LocalOptimum
+
+#: Two criteria closer than this are reported as equal.
+CRITERION_TIE_TOL = 1e-6
+#: Coefficients listed when comparing two optima.
+MAX_COEFS_COMPARED = 3
+
+
+def _criterion_name(REML: bool) -> str:
+    return "REML criterion" if REML else "deviance"
+
+
+def boundary_diagnosis(summary: OptSummary, cs: CompoundSymmetryFit) -> Boundary:
+    """The reason for an estimate at var_group = 0, with the numbers behind it."""
+    slope = summary.derivative_at_zero
+    at_zero = next(o for o in summary.optima if o.kind == "boundary")
+    name = _criterion_name(summary.REML)
+    if slope > 0:
+        reason = "negative_icc"
+        message = (
+            f"var_group is estimated at 0 (boundary). The {name} rises from var_group = 0 into positive "
+            f"values (slope {slope:.4g} per unit of var_group/sigma2), so it keeps falling towards negative "
+            "values: the data point to a negative intra-class correlation, which a random intercept cannot "
+            f"express. Allowing it (compound symmetry, as nlme's gls with corCompSymm) gives ICC = "
+            f"{cs.icc:.4g} with {name} {cs.criterion:.4f}, against {at_zero.criterion:.4f} at the boundary."
+        )
+    else:
+        reason = "flat"
+        message = (
+            f"var_group is estimated at 0 (boundary), where the {name} is flat (zero slope): the data "
+            "cannot tell a small group variance from none."
+        )
+    return Boundary(reason, slope, at_zero.criterion, cs.icc, cs.criterion, message)
+
+
+def _compare_fits(a: LocalOptimum, b: LocalOptimum) -> str:
+    """The coefficients that differ most between two optima, with their SEs."""
+    rel = (a.fixef - b.fixef).abs() / np.maximum(b.se.abs(), 1e-300)
+    names = list(rel.sort_values(ascending=False).index[:MAX_COEFS_COMPARED])
+    parts = [
+        f"{name} {a.fixef[name]:.4g} (SE {a.se[name]:.3g}) vs {b.fixef[name]:.4g} (SE {b.se[name]:.3g})"
+        for name in names
+    ]
+    return "; ".join(parts)
+
+
+def _describe(o: LocalOptimum) -> str:
+    if o.kind == "boundary":
+        return "the boundary var_group = 0"
+    return f"var_group = {o.var_group:.4g} (ICC {o.icc:.4g})"
+
+
+def optimum_notes(
+    optima: tuple[LocalOptimum, ...],
+    estimate: LocalOptimum,
+    cs: CompoundSymmetryFit,
+    boundary: Boundary | None,
+    REML: bool,
+) -> list[str]:
+    """Notes printed below the summary: local optima, lme4's pick, compound symmetry."""
+    name = _criterion_name(REML)
+    notes: list[str] = []
+    if boundary is not None:
+        notes.append(boundary.message)
+    others = [o for o in optima if not o.is_global]
+    if others:
+        listing = ", ".join(f"{_describe(o)} ({name} {o.criterion:.4f})" for o in others)
+        notes.append(
+            f"The {name} has {len(optima)} local minima over var_group >= 0. The estimate is the global one, "
+            f"{_describe(estimate)} ({name} {estimate.criterion:.4f}); the other{'s are' if len(others) > 1 else ' is'} "
+            f"{listing}."
+        )
+    default = next(o for o in optima if o.is_lme4_default)
+    if not default.is_global:
+        notes.append(
+            f"lme4's lmer() from its default start (theta = 1) would stop at {_describe(default)} "
+            f"({name} {default.criterion:.4f}), a local optimum {default.criterion - estimate.criterion:.4f} worse "
+            f"than the estimate. The fits differ: {_compare_fits(estimate, default)} (estimate vs lme4's)."
+        )
+    if boundary is None and cs.icc < 0 and cs.criterion < estimate.criterion - CRITERION_TIE_TOL:
+        notes.append(
+            f"Allowing a negative within-group correlation (compound symmetry, as nlme's gls with corCompSymm) "
+            f"lowers the {name} further, to {cs.criterion:.4f} at ICC = {cs.icc:.4g}."
+        )
+    if cs.at_limit:
+        notes.append(
+            "The compound-symmetry criterion falls all the way to the limit where V stops being positive "
+            "definite; its estimate is at that limit."
+        )
+    return notes

@@ -1,0 +1,214 @@
+"""The pipeline: design -> sufficient statistics -> global optimum -> diagnosis -> result.
+
+:func:`fit_design` is what :func:`reml_engine.lmer` and :func:`reml_engine.fit` call
+after building the design; :func:`fit_stats` starts from statistics alone (chunked and
+distributed fits).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .checks import (
+    check_dof,
+    check_groups,
+    check_scales,
+    select_full_rank_columns,
+    warn_dropped_columns,
+)
+from .criterion import evaluate, fixed_effects
+from .design import Design
+from .diagnosis import boundary_diagnosis, optimum_notes
+from .groups import factorize_groups
+from .optimizer import Optimum, OptSummary, find_optima, lme4_default_optimum
+from .results import CompoundSymmetryFit, LmerFit, LocalOptimum
+from .stats import GroupStats, PooledStats, compute_group_stats, pilot_shift
+
+
+def fit_design(design: Design, REML: bool = True) -> LmerFit:
+    """Fit the random-intercept model to a validated :class:`~reml_engine.design.Design`."""
+    from dataclasses import replace
+
+    groups = factorize_groups(design.groups, design.group_name)
+    check_groups(len(design.y), groups.ngroups, design.group_name)
+    shift = pilot_shift(design.X, design.y, design.intercept_index)
+    skip = () if design.intercept_index is None else (design.intercept_index,)
+    group_stats = compute_group_stats(design.X, design.y, groups, shift, skip_columns=skip)
+    fit = fit_stats(
+        group_stats,
+        design.column_names,
+        design.intercept_index,
+        REML=REML,
+        response_name=design.response_name,
+        group_name=design.group_name,
+        formula=design.formula.formula if design.formula is not None else None,
+        design=design,
+    )
+    return replace(fit, group_codes=groups.codes)
+
+
+def fit_stats(
+    group_stats: GroupStats,
+    column_names,
+    intercept_index: int | None,
+    REML: bool = True,
+    response_name: str = "y",
+    group_name: str = "group",
+    formula: str | None = None,
+    design: Design | None = None,
+) -> LmerFit:
+    """Fit from sufficient statistics: rank check, global optimization, result."""
+    check_groups(group_stats.nobs, group_stats.ngroups, group_name)
+    kept, dropped = _full_rank_columns(group_stats, column_names, intercept_index)
+    warn_dropped_columns(dropped)
+    names = [column_names[j] for j in kept]
+    if len(kept) < len(column_names):
+        group_stats = group_stats.select(kept)
+        intercept_index = kept.index(intercept_index) if intercept_index in kept else None
+        if design is not None:
+            design = _select_design_columns(design, kept)
+    p = len(kept)
+    check_dof(group_stats.nobs, p, REML)
+    check_scales(_column_sd(group_stats), names, intercept_index)
+
+    model_shift = group_stats.shift.copy() if intercept_index is not None else np.zeros(group_stats.q)
+    pooled = group_stats.pooled(model_shift)
+    summary = find_optima(pooled, REML)
+
+    to_original = _Reparametrization(model_shift, intercept_index, names)
+    slope_at_start = float(evaluate([1.0], pooled, REML)["derivative"][0])
+    lme4_pick = lme4_default_optimum(summary.optima, slope_at_start)
+    best = summary.global_optimum
+    optima = tuple(
+        _local_optimum(o, pooled, REML, to_original, o is best, o is lme4_pick) for o in summary.optima
+    )
+    estimate = next(o for o in optima if o.is_global)
+    beta, vcov, sigma2 = fixed_effects(best.tau, pooled, REML)
+    fixef, vcov_df = to_original(beta, vcov)
+
+    cs = _compound_symmetry(summary, pooled, REML, to_original)
+    boundary = boundary_diagnosis(summary, cs) if best.kind == "boundary" else None
+    notes = optimum_notes(optima, estimate, cs, boundary, REML)
+    ranef = _ranef(group_stats, pooled, best.tau, beta, sigma2, model_shift)
+    return LmerFit(
+        REML=REML,
+        fixef=fixef,
+        vcov=vcov_df,
+        sigma2=sigma2,
+        tau=best.tau,
+        criterion=best.criterion,
+        nobs=group_stats.nobs,
+        ngroups=group_stats.ngroups,
+        optima=optima,
+        boundary=boundary,
+        compound_symmetry=cs,
+        ranef=ranef,
+        opt_summary=summary,
+        stats=pooled,
+        group_stats=group_stats,
+        response_name=response_name,
+        group_name=group_name,
+        formula=formula,
+        dropped_columns=tuple(dropped),
+        notes=tuple(notes),
+        design=design,
+    )
+
+
+class _Reparametrization:
+    """Map estimates from the centred model parametrization back to the user's columns.
+
+    With an intercept column, the engine fits ``y - c_y = b0 + sum_j b_j (x_j - c_j)``;
+    the user's coefficients are ``b_j`` and ``b0 + c_y - sum_j c_j b_j``. The map is
+    unit-triangular, so log|X'V^-1X| and the criterion are unchanged by it.
+    """
+
+    def __init__(self, model_shift: np.ndarray, intercept_index: int | None, names):
+        p = len(names)
+        self.names = list(names)
+        self.T = np.eye(p)
+        self.offset = np.zeros(p)
+        if intercept_index is not None:
+            self.T[intercept_index, :] -= model_shift[:p]
+            self.T[intercept_index, intercept_index] = 1.0
+            self.offset[intercept_index] = model_shift[p]
+
+    def __call__(self, beta: np.ndarray, vcov: np.ndarray) -> tuple[pd.Series, pd.DataFrame]:
+        fixef = pd.Series(self.T @ beta + self.offset, index=self.names, name="fixef")
+        cov = self.T @ vcov @ self.T.T
+        return fixef, pd.DataFrame(0.5 * (cov + cov.T), index=self.names, columns=self.names)
+
+
+def _local_optimum(opt: Optimum, pooled, REML, to_original, is_global, is_default) -> LocalOptimum:
+    beta, vcov, sigma2 = fixed_effects(opt.tau, pooled, REML)
+    fixef, vcov_df = to_original(beta, vcov)
+    se = pd.Series(np.sqrt(np.diag(vcov_df.to_numpy())), index=fixef.index, name="se")
+    return LocalOptimum(opt.tau, opt.criterion, opt.kind, sigma2, fixef, se, is_global, is_default)
+
+
+def _compound_symmetry(summary: OptSummary, pooled: PooledStats, REML: bool, to_original) -> CompoundSymmetryFit:
+    best = summary.extended_global_optimum
+    beta, vcov, sigma2 = fixed_effects(best.tau, pooled, REML)
+    fixef, vcov_df = to_original(beta, vcov)
+    return CompoundSymmetryFit(
+        tau=best.tau,
+        fixef=fixef,
+        vcov=vcov_df,
+        # nlme's sigma^2 is the total variance of one response: sigma2 (1 + tau).
+        sigma2=sigma2 * (1.0 + best.tau),
+        criterion=best.criterion,
+        REML=REML,
+        nobs=pooled.nobs,
+        at_limit=best.kind == "limit",
+        optima=summary.extended_optima,
+    )
+
+
+def _ranef(group_stats: GroupStats, pooled: PooledStats, tau, beta, sigma2, model_shift) -> pd.DataFrame:
+    """Conditional modes and variances of the random intercepts (lme4's ranef(condVar=TRUE)).
+
+    ``b_g = tau n_g / (1 + n_g tau) * mean_g(y - X beta)`` and
+    ``Var(b_g | y) = sigma2 tau / (1 + n_g tau)`` (given beta, as lme4 reports it).
+    """
+    counts = group_stats.counts.astype(np.float64)
+    sums = group_stats.sums + counts[:, None] * (group_stats.shift - model_shift)[None, :]
+    resid_mean = (sums[:, -1] - sums[:, :-1] @ beta) / counts
+    shrink = tau * counts / (1.0 + tau * counts)
+    return pd.DataFrame(
+        {"mode": shrink * resid_mean, "condvar": sigma2 * tau / (1.0 + tau * counts)},
+        index=group_stats.levels,
+    )
+
+
+def _full_rank_columns(group_stats: GroupStats, names, intercept_index) -> tuple[list[int], list[str]]:
+    p = group_stats.q - 1
+    raw = group_stats.rebase(np.zeros(group_stats.q)).cross[:p, :p]
+    if intercept_index == 0:
+        # Shifts of later columns are multiples of the intercept column, which comes first
+        # and is kept: the residual norms are the same, and computed without cancellation.
+        gram = group_stats.cross[:p, :p]
+    else:
+        gram = raw
+    kept = select_full_rank_columns(gram, np.diag(raw))
+    dropped = [names[j] for j in range(p) if j not in kept]
+    return kept, dropped
+
+
+def _column_sd(group_stats: GroupStats) -> np.ndarray:
+    n = group_stats.nobs
+    total = group_stats.sums.sum(axis=0)
+    var = (np.diag(group_stats.cross) - total**2 / n) / max(n - 1, 1)
+    return np.sqrt(np.maximum(var[:-1], 0.0))
+
+
+def _select_design_columns(design: Design, kept: list[int]) -> Design:
+    from dataclasses import replace
+
+    intercept = design.intercept_index
+    return replace(
+        design,
+        X=design.X[:, kept],
+        column_names=tuple(design.column_names[j] for j in kept),
+        intercept_index=kept.index(intercept) if intercept in kept else None,
+    )

@@ -1,0 +1,339 @@
+"""Global minimization of the profiled criterion over tau, reporting every local minimum.
+
+The criterion is a smooth function of one variable, tau = var_group / sigma2, cheap to
+evaluate at any tau (``O(U p^2 + p^3)``) and with an analytic derivative. So instead of a
+local search from one start (lme4 starts at theta = 1 and can stop at the first minimum
+it meets), the whole range is scanned and every bracketed minimum refined.
+
+The scan
+--------
+``tau`` ranges over ``[0, inf)`` for the random-intercept model, and over
+``(-1/max n_g, inf)`` for the compound-symmetry extension. The scan points are:
+
+* ``tau = 0`` itself;
+* ``tau = +/- exp(s)`` for ``s`` on a uniform grid from ``log(SCAN_TAU_SMALL / max n_g)``
+  to ``log(SCAN_TAU_LARGE / min n_g)`` (positive side) or ``log(0.5 / max n_g)``
+  (negative side);
+* near the negative limit, ``1 + tau max n_g = exp(t)`` for ``t`` on a uniform grid from
+  ``log(SCAN_LIMIT_GAP)`` to ``log(0.5)``.
+
+Why no minimum is missed
+------------------------
+tau enters the criterion only through the weights ``1 / (1 + n_u tau)``; on the scan
+variable ``s = log|tau|`` (or ``t`` near the negative limit) each weight is a logistic
+curve of unit width, and ``log(1 + n_u tau)`` a softplus with slope between 0 and 1.
+The criterion is a smooth (analytic) function of those weights, so its features in
+``s`` have widths of order one; the grid takes ``SCAN_POINTS_PER_UNIT`` points per unit.
+
+Every local minimum in the interior is a zero of the derivative where it changes sign
+from negative to positive. The scan evaluates the *derivative* at each point, so:
+
+1. a minimum between two scan points whose derivatives have opposite signs is
+   bracketed, and refined to full precision by Brent's root finder on the derivative;
+2. a minimum between two scan points whose derivatives have the *same* sign must come
+   with a maximum in the same interval: the derivative dips through zero and back. It
+   then has a local extremum of the wrong sign between the scan points, so the sampled
+   derivative has a local extremum towards zero at or next to that interval. Every
+   such local extremum of the sampled derivative is searched (bounded Brent on the
+   derivative over its two neighbouring intervals), and a sign change found there is
+   bracketed as in 1.
+3. Outside the scanned range the criterion is monotone to rounding: below
+   ``SCAN_TAU_SMALL / max n_g`` it is linear in tau to relative order
+   ``SCAN_TAU_SMALL``, so the sign of the derivative at 0 decides; above
+   ``SCAN_TAU_LARGE / min n_g`` every weight is in its ``1 / (n_u tau)`` tail, where
+   ``logdet_V`` grows like ``G log tau`` against at most ``p log tau`` from
+   ``logdet_XtVinvX`` and a bounded ``log pwrss``. If the derivative is still negative
+   at the top of the scan the scan is extended; if it stays negative, the model is
+   degenerate (residual variance not identified) and the fit raises.
+
+The boundary ``tau = 0`` is a local minimum of the constrained problem when the
+derivative there is non-negative.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import optimize
+
+from .criterion import evaluate, tau_lower_limit
+from .stats import PooledStats
+
+#: Scan points per unit of log(tau): every weight 1/(1 + n tau) is a logistic curve of
+#: unit width in log(tau), so 20 points resolve each transition.
+SCAN_POINTS_PER_UNIT = 20
+#: The scan starts at tau = SCAN_TAU_SMALL / max(n_g): below, the criterion is linear.
+SCAN_TAU_SMALL = 1e-8
+#: The scan ends at tau = SCAN_TAU_LARGE / min(n_g): above, every weight is in its tail.
+SCAN_TAU_LARGE = 1e8
+#: Closest approach, in 1 + tau max(n_g), to the positive-definite limit of V.
+SCAN_LIMIT_GAP = 1e-12
+#: Relative tolerance on tau of the Brent refinement (the criterion is then exact to
+#: rounding, since it is flat to second order at a minimum).
+REFINE_RTOL = 4 * np.finfo(float).eps
+#: Number of times the scan is extended upwards (by SCAN_TAU_LARGE each) while the
+#: criterion still falls at its top.
+SCAN_MAX_EXTENSIONS = 4
+
+
+class DegenerateCriterionError(ValueError):
+    """The criterion decreases without bound: the model is not identified."""
+
+
+@dataclass(frozen=True)
+class Optimum:
+    """A local minimum of the profiled criterion.
+
+    Attributes
+    ----------
+    tau : float
+        var_group / sigma2 at the minimum (negative for a compound-symmetry optimum).
+    criterion : float
+        The criterion there.
+    kind : str
+        ``"boundary"`` (tau = 0, the constraint is active), ``"interior"``, or
+        ``"limit"`` (the compound-symmetry criterion falls towards the
+        positive-definite limit tau = -1/max n_g).
+    derivative : float
+        d criterion / d tau at the minimum (non-negative at the boundary, ~0 inside).
+    """
+
+    tau: float
+    criterion: float
+    kind: str
+    derivative: float
+
+    @property
+    def theta(self) -> float:
+        """sigma_b / sigma = sqrt(tau) (NaN for negative tau)."""
+        return math.sqrt(self.tau) if self.tau >= 0 else math.nan
+
+    @property
+    def icc(self) -> float:
+        """Intra-class correlation tau / (1 + tau)."""
+        return self.tau / (1.0 + self.tau)
+
+
+@dataclass(frozen=True)
+class OptSummary:
+    """The record of one global optimization run (printed with the fit).
+
+    Attributes
+    ----------
+    REML : bool
+    n_evaluations : int
+        Criterion evaluations, scan and refinement together.
+    n_scan : int
+        Scan points.
+    scan_range : (float, float)
+        Lowest and highest tau scanned.
+    brackets : tuple of (float, float)
+        The tau intervals in which a minimum was bracketed and refined.
+    refined : tuple of float
+        The tau at which each refinement ended.
+    optima : tuple of Optimum
+        Local minima over tau >= 0, sorted by tau.
+    extended_optima : tuple of Optimum
+        Local minima over the extended range tau > -1/max n_g (compound symmetry).
+    derivative_at_zero : float
+        d criterion / d tau at tau = 0.
+    """
+
+    REML: bool
+    n_evaluations: int
+    n_scan: int
+    scan_range: tuple[float, float]
+    brackets: tuple[tuple[float, float], ...]
+    refined: tuple[float, ...]
+    optima: tuple[Optimum, ...]
+    extended_optima: tuple[Optimum, ...]
+    derivative_at_zero: float
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def global_optimum(self) -> Optimum:
+        """The estimate: the lowest minimum over tau >= 0."""
+        return min(self.optima, key=lambda o: o.criterion)
+
+    @property
+    def extended_global_optimum(self) -> Optimum:
+        """The compound-symmetry estimate: the lowest minimum over the extended range."""
+        return min(self.extended_optima, key=lambda o: o.criterion)
+
+
+class _CountingCriterion:
+    """Vectorized criterion with an evaluation counter."""
+
+    def __init__(self, stats: PooledStats, REML: bool):
+        self.stats = stats
+        self.REML = REML
+        self.count = 0
+
+    def __call__(self, taus) -> dict[str, np.ndarray]:
+        taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
+        self.count += len(taus)
+        return evaluate(taus, self.stats, self.REML)
+
+    def derivative(self, tau: float) -> float:
+        return float(self(tau)["derivative"][0])
+
+    def value(self, tau: float) -> float:
+        return float(self(tau)["criterion"][0])
+
+
+def scan_grid(stats: PooledStats, extended: bool = True, tau_large: float = SCAN_TAU_LARGE) -> np.ndarray:
+    """The scan points in tau, sorted (see the module docstring)."""
+    step = 1.0 / SCAN_POINTS_PER_UNIT
+    s_lo = math.log(SCAN_TAU_SMALL / stats.max_size)
+    s_hi = math.log(tau_large / stats.min_size)
+    positive = np.exp(np.arange(s_lo, s_hi + step, step))
+    parts = [np.zeros(1), positive]
+    if extended:
+        s_neg_hi = math.log(0.5 / stats.max_size)
+        negative = -np.exp(np.arange(s_lo, s_neg_hi + step, step))
+        t = np.arange(math.log(SCAN_LIMIT_GAP), math.log(0.5), step)
+        near_limit = -(1.0 - np.exp(t)) / stats.max_size
+        parts += [negative, near_limit]
+    return np.unique(np.concatenate(parts))
+
+
+def _refine(crit: _CountingCriterion, a: float, b: float) -> float:
+    """Root of the derivative in [a, b], where it goes from negative to positive."""
+    return optimize.brentq(crit.derivative, a, b, xtol=1e-300, rtol=REFINE_RTOL, maxiter=200)
+
+
+def _hidden_sign_changes(crit, taus, slopes) -> list[tuple[float, float]]:
+    """Brackets of minima hidden between scan points (case 2 of the module docstring)."""
+    brackets = []
+    sign = np.sign(slopes)
+    for i in range(1, len(taus) - 1):
+        s = sign[i]
+        if s == 0 or sign[i - 1] != s or sign[i + 1] != s:
+            continue
+        # A local extremum of the sampled derivative towards zero.
+        if abs(slopes[i]) <= abs(slopes[i - 1]) and abs(slopes[i]) <= abs(slopes[i + 1]):
+            lo, hi = taus[i - 1], taus[i + 1]
+            res = optimize.minimize_scalar(
+                lambda t: s * crit.derivative(t), bounds=(lo, hi), method="bounded",
+                options={"xatol": 1e-12 * max(abs(lo), abs(hi), 1e-300)},
+            )
+            if res.fun < 0:
+                turn = float(res.x)
+                # The derivative changes sign twice: lo -> turn and turn -> hi.
+                if s > 0:
+                    brackets.append((turn, hi))  # negative at turn, positive at hi
+                else:
+                    brackets.append((lo, turn))  # negative at lo... positive at turn
+    return brackets
+
+
+def find_optima(stats: PooledStats, REML: bool = True) -> OptSummary:
+    """Every local minimum of the criterion, over tau >= 0 and over the extended range.
+
+    Parameters
+    ----------
+    stats : PooledStats
+    REML : bool
+
+    Returns
+    -------
+    OptSummary
+
+    Raises
+    ------
+    DegenerateCriterionError
+        When the criterion keeps decreasing as tau grows without bound.
+    """
+    crit = _CountingCriterion(stats, REML)
+    tau_large = SCAN_TAU_LARGE
+    for _ in range(SCAN_MAX_EXTENSIONS + 1):
+        taus = scan_grid(stats, extended=True, tau_large=tau_large)
+        out = crit(taus)
+        if not (out["derivative"][-1] < 0):
+            break
+        tau_large *= SCAN_TAU_LARGE
+    else:
+        raise DegenerateCriterionError(
+            "the criterion keeps decreasing as var_group / sigma2 grows without bound: the "
+            "residual variance is not identified (the fixed effects fit every group's responses "
+            "exactly, or there are as many between-group fixed effects as groups)"
+        )
+    slopes = out["derivative"]
+    values = out["criterion"]
+    valid = np.isfinite(slopes) & np.isfinite(values)
+    taus, slopes, values = taus[valid], slopes[valid], values[valid]
+    n_scan = len(taus)
+
+    brackets = [
+        (float(taus[i]), float(taus[i + 1]))
+        for i in range(len(taus) - 1)
+        if slopes[i] < 0 <= slopes[i + 1]
+    ]
+    brackets += _hidden_sign_changes(crit, taus, slopes)
+
+    extended: list[Optimum] = []
+    refined = []
+    for a, b in sorted(set(brackets)):
+        fa = crit.derivative(a)
+        fb = crit.derivative(b)
+        if fb == 0.0:
+            root = b
+        elif fa < 0 < fb:
+            root = _refine(crit, a, b)
+        else:
+            continue
+        refined.append(root)
+        point = crit(root)
+        extended.append(Optimum(root, float(point["criterion"][0]), "interior", float(point["derivative"][0])))
+
+    lower = tau_lower_limit(stats)
+    if slopes[0] > 0:
+        # The compound-symmetry criterion falls all the way to the positive-definite limit.
+        extended.append(Optimum(float(taus[0]), float(values[0]), "limit", float(slopes[0])))
+
+    at_zero = crit(0.0)
+    slope_zero = float(at_zero["derivative"][0])
+    optima = [o for o in extended if o.tau > 0]
+    if slope_zero >= 0:
+        optima.append(Optimum(0.0, float(at_zero["criterion"][0]), "boundary", slope_zero))
+    extended = _dedupe(extended)
+    optima = _dedupe(optima)
+    return OptSummary(
+        REML=REML,
+        n_evaluations=crit.count,
+        n_scan=n_scan,
+        scan_range=(max(float(taus[0]), lower), float(taus[-1])),
+        brackets=tuple(sorted(set(brackets))),
+        refined=tuple(refined),
+        optima=tuple(optima),
+        extended_optima=tuple(extended),
+        derivative_at_zero=slope_zero,
+    )
+
+
+def _dedupe(optima: list[Optimum]) -> list[Optimum]:
+    """Sort by tau; two refinements that converged to the same root count once."""
+    result: list[Optimum] = []
+    for o in sorted(optima, key=lambda o: o.tau):
+        if result and abs(o.tau - result[-1].tau) <= 1e-9 * max(abs(o.tau), 1e-300):
+            continue
+        result.append(o)
+    return result
+
+
+def lme4_default_optimum(optima, slope_at_start: float, start_tau: float = 1.0) -> Optimum:
+    """The minimum a descent from lme4's default start (theta = 1, so tau = 1) reaches.
+
+    The criterion decreases from the start towards the nearest minimum on the downhill
+    side: that is the basin a local optimizer started there stays in.
+    """
+    if slope_at_start > 0:
+        below = [o for o in optima if o.tau <= start_tau]
+        if below:
+            return max(below, key=lambda o: o.tau)
+    above = [o for o in optima if o.tau >= start_tau]
+    if above:
+        return min(above, key=lambda o: o.tau)
+    return max(optima, key=lambda o: o.tau)

@@ -1,0 +1,277 @@
+"""Result objects: built once, complete, immutable. Derived values are properties."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from .optimizer import OptSummary
+from .stats import GroupStats, PooledStats
+
+#: lme4's isSingular() tolerance on theta = sigma_b / sigma.
+SINGULAR_TOL = 1e-4
+
+
+@dataclass(frozen=True)
+class LocalOptimum:
+    """One local minimum of the profiled criterion over var_group >= 0, as a fit.
+
+    Attributes
+    ----------
+    tau, theta, criterion : float
+        var_group / sigma2, sqrt(tau), and the criterion there.
+    kind : str
+        ``"boundary"`` (var_group = 0) or ``"interior"``.
+    sigma2, var_group : float
+    fixef, se : pandas.Series
+    is_global : bool
+        True for the estimate.
+    is_lme4_default : bool
+        True for the optimum a local search from lme4's default start (theta = 1)
+        reaches.
+    """
+
+    tau: float
+    criterion: float
+    kind: str
+    sigma2: float
+    fixef: pd.Series
+    se: pd.Series
+    is_global: bool
+    is_lme4_default: bool
+
+    @property
+    def theta(self) -> float:
+        return math.sqrt(self.tau)
+
+    @property
+    def var_group(self) -> float:
+        return self.tau * self.sigma2
+
+    @property
+    def icc(self) -> float:
+        return self.tau / (1.0 + self.tau)
+
+
+@dataclass(frozen=True)
+class CompoundSymmetryFit:
+    """The same fixed effects with var_group allowed below 0 (compound symmetry).
+
+    Equivalent to nlme's ``gls(..., correlation = corCompSymm(~1|g))``: within a group
+    the responses have variance ``sigma2`` and correlation ``icc`` (which may be
+    negative, down to ``-1 / (max n_g - 1)``).
+
+    Attributes
+    ----------
+    tau : float
+        var_group / residual variance of the random-intercept parametrization.
+    icc : float
+        Within-group correlation rho = tau / (1 + tau) (nlme's ``Rho``).
+    fixef, se : pandas.Series
+    vcov : pandas.DataFrame
+    sigma2 : float
+        Total variance of one response (nlme's ``sigma^2``).
+    criterion : float
+        -2 x (restricted) log-likelihood, comparable with the random-intercept fit's.
+    at_limit : bool
+        True when the criterion falls towards the positive-definite limit of V.
+    optima : tuple
+        Every local minimum over the extended range (Optimum objects).
+    """
+
+    tau: float
+    fixef: pd.Series
+    vcov: pd.DataFrame
+    sigma2: float
+    criterion: float
+    REML: bool
+    nobs: int
+    at_limit: bool
+    optima: tuple = ()
+
+    @property
+    def icc(self) -> float:
+        return self.tau / (1.0 + self.tau)
+
+    @property
+    def se(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.fixef.index, name="se")
+
+    @property
+    def n_params(self) -> int:
+        return len(self.fixef) + 2
+
+    @property
+    def loglik(self) -> float:
+        return -0.5 * self.criterion
+
+    @property
+    def aic(self) -> float:
+        return self.criterion + 2 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        # nlme counts N - p observations for REML fits.
+        n_eff = self.nobs - len(self.fixef) if self.REML else self.nobs
+        return self.criterion + self.n_params * math.log(n_eff)
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """Why the estimate sits at var_group = 0.
+
+    Attributes
+    ----------
+    reason : str
+        ``"negative_icc"``: the criterion rises from 0 into positive var_group, so it
+        falls towards negative values, i.e. towards a negative intra-class correlation,
+        which the random-intercept model cannot express.
+        ``"flat"``: the derivative at 0 is exactly zero.
+    derivative : float
+        d criterion / d tau at tau = 0 (positive for ``"negative_icc"``).
+    criterion : float
+        The criterion at the boundary.
+    extended_icc : float
+        The intra-class correlation at the optimum of the compound-symmetry criterion.
+    extended_criterion : float
+        The criterion there (lower than at the boundary).
+    message : str
+        The explanation, as printed in the summary.
+    """
+
+    reason: str
+    derivative: float
+    criterion: float
+    extended_icc: float
+    extended_criterion: float
+    message: str
+
+
+@dataclass(frozen=True)
+class LmerFit:
+    """A fitted random-intercept model ``y = X beta + b_group + e``.
+
+    Built by :func:`reml_engine.lmer` or :func:`reml_engine.fit`; see
+    ``shared/API.md`` for the contract. All attributes are read-only.
+    """
+
+    REML: bool
+    fixef: pd.Series
+    vcov: pd.DataFrame
+    sigma2: float
+    tau: float
+    criterion: float
+    nobs: int
+    ngroups: int
+    optima: tuple[LocalOptimum, ...]
+    boundary: Boundary | None
+    compound_symmetry: CompoundSymmetryFit
+    ranef: pd.DataFrame
+    opt_summary: OptSummary
+    stats: PooledStats = field(repr=False)
+    group_stats: GroupStats = field(repr=False)
+    response_name: str = "y"
+    group_name: str = "group"
+    formula: str | None = None
+    dropped_columns: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    design: object = field(default=None, repr=False)
+    group_codes: np.ndarray | None = field(default=None, repr=False)
+    singular_tol: float = SINGULAR_TOL
+
+    # -- the contract's derived values -------------------------------------------------
+    @property
+    def se(self) -> pd.Series:
+        """Standard errors of the fixed effects."""
+        return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.fixef.index, name="se")
+
+    @property
+    def var_group(self) -> float:
+        """Random-intercept variance sigma_b^2 = tau * sigma2."""
+        return self.tau * self.sigma2
+
+    @property
+    def theta(self) -> float:
+        """sigma_b / sigma (lme4's theta)."""
+        return math.sqrt(self.tau)
+
+    @property
+    def icc(self) -> float:
+        """Intra-class correlation var_group / (var_group + sigma2)."""
+        return self.tau / (1.0 + self.tau)
+
+    @property
+    def n_params(self) -> int:
+        """Parameters counted by AIC/BIC: fixed effects, theta and sigma (as lme4)."""
+        return len(self.fixef) + 2
+
+    @property
+    def loglik(self) -> float:
+        """(Restricted) log-likelihood, -criterion / 2."""
+        return -0.5 * self.criterion
+
+    @property
+    def aic(self) -> float:
+        return self.criterion + 2 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return self.criterion + self.n_params * math.log(self.nobs)
+
+    @property
+    def singular(self) -> bool:
+        """True when theta is within ``singular_tol`` of 0 (lme4's isSingular)."""
+        return self.theta < self.singular_tol
+
+    @property
+    def global_optimum(self) -> LocalOptimum:
+        return next(o for o in self.optima if o.is_global)
+
+    @property
+    def lme4_default(self) -> LocalOptimum:
+        """The optimum lme4's local search from its default start would return."""
+        return next(o for o in self.optima if o.is_lme4_default)
+
+    @property
+    def coef_names(self) -> list[str]:
+        return list(self.fixef.index)
+
+    # -- conditional fitted values -----------------------------------------------------
+    @cached_property
+    def fitted(self) -> np.ndarray | None:
+        """Fitted values X beta + b_g, conditional on the random intercepts."""
+        if self.design is None or self.group_codes is None:
+            return None
+        return self.design.X @ self.fixef.to_numpy() + self.ranef["mode"].to_numpy()[self.group_codes]
+
+    @property
+    def resid(self) -> np.ndarray | None:
+        """Conditional residuals y - fitted."""
+        fitted = self.fitted
+        return None if fitted is None else self.design.y - fitted
+
+    @property
+    def scaled_residuals(self) -> np.ndarray | None:
+        resid = self.resid
+        return None if resid is None else resid / math.sqrt(self.sigma2)
+
+    # -- rendering --------------------------------------------------------------------
+    def summary(self) -> str:
+        """lme4-style text report with the boundary and local-optimum notes."""
+        from .render import render_summary
+
+        return render_summary(self)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def __repr__(self) -> str:
+        kind = "REML" if self.REML else "ML"
+        return (
+            f"<LmerFit {kind} {self.formula or ''} nobs={self.nobs} ngroups={self.ngroups} "
+            f"var_group={self.var_group:.6g} sigma2={self.sigma2:.6g} criterion={self.criterion:.6f}>"
+        )

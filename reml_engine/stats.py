@@ -1,0 +1,266 @@
+"""Sufficient statistics of the random-intercept model.
+
+Everything the criterion needs from the data is, for the augmented matrix ``Z = [X | y]``:
+
+* per group g: the size ``n_g`` and the column sums ``s_g = Z_g' 1``;
+* globally: the cross-product ``Z'Z``.
+
+:class:`GroupStats` holds these, computed in one pass by a numba kernel. Two of them,
+from disjoint sets of rows, add up to the statistics of the union
+(``stats(A) + stats(B) == stats(A | B)``), groups split across both included: the basis
+for chunked and distributed fits.
+
+:class:`PooledStats` is what the criterion reads: the within-group cross-product ``W``
+and, per distinct group size ``n_u``, the pooled between-group cross-product
+``B_u = sum_{g: n_g = n_u} s_g s_g' / n_u``. Its size is ``O(U q^2)`` for ``U`` distinct
+sizes, independent of the number of rows and groups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .groups import GroupCodes
+from .kernels import group_sums_and_cross, pool_by_size, within_cross
+
+#: Within-group sums of squares at or below this fraction of the column's total sum of
+#: squares are rounding noise of the one-pass formula: the column is taken as constant
+#: within groups.
+WITHIN_ZERO_TOL = 64 * np.finfo(float).eps
+
+#: Rows used to estimate the column shift (a pilot mean) before the one-pass kernel.
+PILOT_ROWS = 1024
+
+#: When a column's within-group sum of squares, computed in one pass as
+#: ``Z'Z - sum s s' / n``, is below this fraction of its total sum of squares, too
+#: many digits may have cancelled: the within cross-product is recomputed exactly in a
+#: second pass (only possible while the raw data are at hand).
+WITHIN_CANCELLATION_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    """Mergeable per-group sums and global cross-products of ``Z - shift``.
+
+    Attributes
+    ----------
+    levels : pandas.Index
+        Group labels, one per row of ``counts`` and ``sums``.
+    counts : int64 array (G,)
+    sums : float64 array (G, q)
+        Per-group sums of ``Z - shift``; the last column is the response.
+    cross : float64 array (q, q)
+        ``sum over rows of (z - shift)(z - shift)'``.
+    shift : float64 array (q,)
+    within : float64 array (q, q) or None
+        Exact within-group cross-product when a second pass computed it.
+    """
+
+    levels: pd.Index
+    counts: np.ndarray
+    sums: np.ndarray
+    cross: np.ndarray
+    shift: np.ndarray
+    within: np.ndarray | None = None
+
+    @property
+    def nobs(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def ngroups(self) -> int:
+        return len(self.levels)
+
+    @property
+    def q(self) -> int:
+        return self.cross.shape[0]
+
+    def rebase(self, shift: np.ndarray) -> "GroupStats":
+        """The same statistics about another shift (exact algebra, no data needed)."""
+        shift = np.asarray(shift, dtype=np.float64)
+        delta = self.shift - shift
+        total = self.sums.sum(axis=0)
+        n = self.nobs
+        cross = (
+            self.cross
+            + np.outer(delta, total)
+            + np.outer(total, delta)
+            + n * np.outer(delta, delta)
+        )
+        sums = self.sums + self.counts[:, None] * delta[None, :]
+        return GroupStats(self.levels, self.counts, sums, cross, shift, self.within)
+
+    def select(self, columns) -> "GroupStats":
+        """The statistics of a subset of the X columns (the response column is kept)."""
+        keep = np.r_[np.asarray(columns, dtype=np.int64), self.q - 1]
+        within = None if self.within is None else self.within[np.ix_(keep, keep)]
+        return GroupStats(self.levels, self.counts, self.sums[:, keep],
+                          self.cross[np.ix_(keep, keep)], self.shift[keep], within)
+
+    def merge(self, other: "GroupStats") -> "GroupStats":
+        """Statistics of the union of two disjoint sets of rows."""
+        if other.q != self.q:
+            raise ValueError(f"cannot merge statistics with {self.q} and {other.q} columns")
+        other = other.rebase(self.shift)
+        levels = self.levels.union(other.levels)
+        pos_a = levels.get_indexer(self.levels)
+        pos_b = levels.get_indexer(other.levels)
+        counts = np.zeros(len(levels), dtype=np.int64)
+        sums = np.zeros((len(levels), self.q))
+        counts[pos_a] += self.counts
+        counts[pos_b] += other.counts
+        sums[pos_a] += self.sums
+        sums[pos_b] += other.sums
+        # The exact within part does not survive a merge of split groups; recompute it
+        # from the merged sums (one-pass formula) by leaving it unset.
+        return GroupStats(levels.rename(self.levels.name), counts, sums,
+                          self.cross + other.cross, self.shift.copy(), None)
+
+    __add__ = merge
+
+    def within_cross(self) -> np.ndarray:
+        """Within-group cross-product ``sum_g sum_i (z_i - zbar_g)(z_i - zbar_g)'``."""
+        if self.within is not None:
+            return self.within
+        within = self.cross - (self.sums / self.counts[:, None]).T @ self.sums
+        # A column constant within every group has no within part; what the one-pass
+        # formula leaves there is rounding, which could make W indefinite: zero it.
+        scale = np.maximum(np.diag(self.cross), np.finfo(float).tiny)
+        constant = np.diag(within) <= WITHIN_ZERO_TOL * scale
+        within[constant, :] = 0.0
+        within[:, constant] = 0.0
+        return within
+
+    def pooled(self, model_shift: np.ndarray | None = None) -> "PooledStats":
+        """Pool groups by size for the criterion.
+
+        Parameters
+        ----------
+        model_shift : array (q,) or None
+            The shift that defines the model's parametrization (see
+            :class:`PooledStats`); ``None`` for the raw columns.
+        """
+        if model_shift is None:
+            model_shift = np.zeros(self.q)
+        model_shift = np.asarray(model_shift, dtype=np.float64)
+        between_sums = self.sums + self.counts[:, None] * (self.shift - model_shift)[None, :]
+        sizes, size_index, groups_per_size = np.unique(
+            self.counts, return_inverse=True, return_counts=True
+        )
+        between = pool_by_size(self.counts, between_sums, size_index.astype(np.int64), len(sizes))
+        within = self.within_cross()
+        within = 0.5 * (within + within.T)
+        return PooledStats(
+            nobs=self.nobs,
+            within=within,
+            sizes=sizes.astype(np.float64),
+            groups_per_size=groups_per_size.astype(np.float64),
+            between=between,
+            model_shift=model_shift,
+        )
+
+
+@dataclass(frozen=True)
+class PooledStats:
+    """What the profiled criterion needs: ``O(U q^2)`` numbers.
+
+    With ``Z = [X | y] - 1 model_shift'`` (the model's parametrization; the shift is zero
+    unless the design has an intercept column that absorbs it), the relative covariance
+    ``H = V / sigma2 = I + tau Z_g Z_g'`` gives
+
+    ``Z' H^{-1} Z = within + sum_u between[u] / (1 + sizes[u] * tau)``.
+
+    Attributes
+    ----------
+    nobs : int
+    within : (q, q) within-group cross-product of Z
+    sizes : (U,) distinct group sizes n_u
+    groups_per_size : (U,) number of groups of each size
+    between : (U, q, q) pooled ``sum s_g s_g' / n_u`` over groups of size n_u
+    model_shift : (q,) the shift of the parametrization
+    """
+
+    nobs: int
+    within: np.ndarray
+    sizes: np.ndarray
+    groups_per_size: np.ndarray
+    between: np.ndarray
+    model_shift: np.ndarray
+
+    @property
+    def q(self) -> int:
+        return self.within.shape[0]
+
+    @property
+    def p(self) -> int:
+        return self.q - 1
+
+    @property
+    def ngroups(self) -> int:
+        return int(self.groups_per_size.sum())
+
+    @property
+    def max_size(self) -> float:
+        return float(self.sizes.max())
+
+    @property
+    def min_size(self) -> float:
+        return float(self.sizes.min())
+
+
+def pilot_shift(X: np.ndarray, y: np.ndarray, intercept_index: int | None) -> np.ndarray:
+    """Column means of the first rows: a cheap shift that removes large offsets.
+
+    The intercept column keeps shift 0 so that it stays a column of ones.
+    """
+    m = min(PILOT_ROWS, X.shape[0])
+    shift = np.empty(X.shape[1] + 1)
+    shift[:-1] = X[:m].mean(axis=0)
+    shift[-1] = y[:m].mean()
+    if intercept_index is not None:
+        shift[intercept_index] = 0.0
+    return shift
+
+
+def compute_group_stats(
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: GroupCodes,
+    shift: np.ndarray,
+    exact_within: bool = True,
+    skip_columns: tuple[int, ...] = (),
+) -> GroupStats:
+    """One pass over the rows: :class:`GroupStats` of ``[X | y] - shift``.
+
+    Parameters
+    ----------
+    X : float64 (n, p), C or Fortran order
+    y : float64 (n,)
+    groups : GroupCodes
+    shift : float64 (p + 1,)
+    exact_within : bool
+        Recompute the within cross-product in a second pass when the one-pass formula
+        would have cancelled more than ``WITHIN_CANCELLATION_TOL`` of a column's sum of
+        squares (a column nearly constant within groups).
+    skip_columns : tuple of int
+        Columns known to be exactly constant (the intercept), for which the one-pass
+        formula is exact.
+    """
+    counts, sums, cross = group_sums_and_cross(X, y, groups.codes, groups.ngroups, shift)
+    stats = GroupStats(groups.levels, counts, sums, cross, np.asarray(shift, dtype=np.float64))
+    if exact_within:
+        within = stats.within_cross()
+        total = np.diag(cross)
+        lossy = np.diag(within) < WITHIN_CANCELLATION_TOL * total
+        # A column of zeros (shifted constant) has nothing to lose.
+        lossy &= total > 0
+        if skip_columns:
+            lossy[list(skip_columns)] = False
+        if lossy.any():
+            means = sums / counts[:, None]
+            exact = within_cross(X, y, groups.codes, means)
+            stats = GroupStats(groups.levels, counts, sums, cross, stats.shift, 0.5 * (exact + exact.T))
+    return stats
