@@ -260,7 +260,7 @@ def compute_group_stats(
         if skip_columns:
             lossy[list(skip_columns)] = False
         if lossy.any():
-            means = sums / counts[:, None]
+            means = sums / counts[:, None] + stats.shift[None, :]
             exact = within_cross(X, y, groups.codes, means)
             stats = GroupStats(groups.levels, counts, sums, cross, stats.shift, 0.5 * (exact + exact.T))
     return stats

@@ -1,0 +1,56 @@
+"""Shared test helpers: the reference cases (lme4, lmerTest, pbkrtest, nlme, RLRsim values)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+DATA = Path(__file__).parent / "data"
+REFERENCE = DATA / "reference"
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def load_reference() -> dict:
+    with open(REFERENCE / "reference.json") as fh:
+        return json.load(fh)
+
+
+def load_extra_reference() -> dict:
+    with open(REFERENCE / "extra_reference.json") as fh:
+        return json.load(fh)
+
+
+def load_cases() -> pd.DataFrame:
+    return pd.read_csv(REFERENCE / "cases.tsv", sep="\t")
+
+
+def case_data(name: str) -> pd.DataFrame:
+    cases = load_cases().set_index("name")
+    return pd.read_csv(REFERENCE / cases.loc[name, "file"])
+
+
+def case_formula(name: str) -> str:
+    return load_cases().set_index("name").loc[name, "formula"]
+
+
+def lme4_name(name: str) -> str:
+    """formulaic's column name in lme4's spelling: 'x1:cat[T.b]' -> 'x1:catb'."""
+    return re.sub(r"\[T\.([^\]]+)\]", r"\1", name)
+
+
+def as_list(value) -> list:
+    """R's jsonlite writes length-one vectors as scalars."""
+    return value if isinstance(value, list) else [value]
+
+
+CASE_NAMES = list(load_cases()["name"])
+
+
+@pytest.fixture(scope="session")
+def reference() -> dict:
+    return load_reference()
