@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .checks import ModelDataError, check_design_finite, check_response, warn
+from .within_between import TRANSFORM_NAMES, formula_context
 
 _RANDOM_TERM = re.compile(r"\(\s*([^()|]*?)\s*\|\s*([^()]+?)\s*\)")
 
@@ -117,7 +118,7 @@ def _check_columns_exist(data: pd.DataFrame, needed: list[str], parsed: ParsedFo
             )
     present = [name for name in needed if name in data.columns]
     # Names formulaic needs that are neither columns nor importable are typos.
-    unknown = [m for m in missing if m not in ("np", "numpy", "pd", "C", "I", "Q")]
+    unknown = [m for m in missing if m not in ("np", "numpy", "pd", "C", "I", "Q", *TRANSFORM_NAMES)]
     if unknown:
         raise ModelDataError(
             f"variable(s) {', '.join(map(repr, unknown))} of formula {parsed.formula!r} are not columns of the data"
@@ -182,7 +183,8 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> D
     if len(clean) == 0:
         raise ModelDataError(f"no observations left after dropping rows with missing values in {used}")
     try:
-        matrices = formulaic.model_matrix(parsed.fixed, clean, na_action="ignore")
+        context = formula_context(group_labels(clean, parsed.group_columns))
+        matrices = formulaic.model_matrix(parsed.fixed, clean, na_action="ignore", context=context)
     except Exception as err:
         raise ModelDataError(f"cannot build the fixed-effect design from {parsed.fixed!r}: {err}") from None
     rhs = matrices.rhs
@@ -257,7 +259,9 @@ def new_design_matrix(design: Design, newdata: pd.DataFrame) -> np.ndarray:
     """The fixed-effect design for new data, with the fitting data's encoding."""
     if design.model_spec is None:
         raise ModelDataError("this fit was made from arrays: pass the design matrix of the new data instead")
-    mm = design.model_spec.get_model_matrix(newdata, na_action="ignore")
+    columns = design.formula.group_columns if design.formula is not None else ()
+    groups = group_labels(newdata, columns) if columns and all(c in newdata for c in columns) else None
+    mm = design.model_spec.get_model_matrix(newdata, na_action="ignore", context=formula_context(groups))
     return np.asarray(mm.to_numpy(dtype=np.float64))
 
 
