@@ -23,12 +23,17 @@ from importlib import resources
 import pandas as pd
 
 from .checks import ModelDataError, ModelDataWarning
+from .compare import compare_fe_re
 from .criterion import CriterionParts, criterion, criterion_derivative, criterion_parts, evaluate
 from .design import build_design, design_from_arrays
+from .estimators import LeastSquaresFit, between_estimator, pooled_estimator, within_estimator
+from .hausman import HausmanTest, MundlakTest, hausman, mundlak
 from .model import fit_design, fit_stats
 from .optimizer import DegenerateCriterionError, OptSummary, Optimum, find_optima
+from .profile import CriterionProfile, ProfilePoint, criterion_profile, profile_criterion
 from .results import Boundary, CompoundSymmetryFit, LmerFit, LocalOptimum
 from .stats import GroupStats, PooledStats, compute_group_stats
+from .within_between import between, within
 
 __version__ = "0.1.0"
 
@@ -103,6 +108,21 @@ __all__ = [
     "Optimum",
     "PooledStats",
     "compute_group_stats",
+    "CriterionProfile",
+    "HausmanTest",
+    "LeastSquaresFit",
+    "MundlakTest",
+    "ProfilePoint",
+    "between",
+    "between_estimator",
+    "compare_fe_re",
+    "criterion_profile",
+    "hausman",
+    "mundlak",
+    "pooled_estimator",
+    "profile_criterion",
+    "within",
+    "within_estimator",
     "criterion",
     "criterion_derivative",
     "criterion_parts",

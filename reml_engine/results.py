@@ -259,6 +259,28 @@ class LmerFit:
         resid = self.resid
         return None if resid is None else resid / math.sqrt(self.sigma2)
 
+    # -- teaching: the criterion at any tau, and plots ----------------------------------
+    def profile_criterion(self, tau: float | None = None, *, icc: float | None = None, REML: bool | None = None):
+        """The criterion and its named parts at any tau or ICC, negative ones included
+        (see :func:`reml_engine.profile.profile_criterion`)."""
+        from .profile import profile_criterion
+
+        return profile_criterion(self, tau, icc=icc, REML=REML)
+
+    def plot_profile(self, REML: bool | None = None, ax=None):
+        """Plot the criterion against the ICC with every optimum marked (needs matplotlib;
+        see :func:`reml_engine.plots.plot_profile`)."""
+        from .plots import plot_profile
+
+        return plot_profile(self, REML=REML, ax=ax)
+
+    def plot_ranef(self, ax=None, sort: bool = True):
+        """Caterpillar plot of the random intercepts (needs matplotlib; see
+        :func:`reml_engine.plots.plot_ranef`)."""
+        from .plots import plot_ranef
+
+        return plot_ranef(self, ax=ax, sort=sort)
+
     # -- rendering --------------------------------------------------------------------
     def summary(self) -> str:
         """lme4-style text report with the boundary and local-optimum notes."""
