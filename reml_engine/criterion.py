@@ -118,7 +118,9 @@ def evaluate(taus, stats: PooledStats, REML: bool = True) -> dict[str, np.ndarra
     Returns
     -------
     dict of arrays keyed by ``tau``, ``logdet_V``, ``logdet_XtVinvX``, ``pwrss``,
-    ``beta`` (K, p), ``sigma2``, ``criterion``, ``derivative``. Entries where the
+    ``beta`` (K, p), ``sigma2``, ``criterion``, ``derivative`` and
+    ``derivative_scale`` (the sum of the absolute values of the derivative's terms, the
+    scale against which a zero derivative is judged). Entries where the
     matrix is not numerically positive definite are NaN.
     """
     taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
@@ -150,9 +152,14 @@ def evaluate(taus, stats: PooledStats, REML: bool = True) -> dict[str, np.ndarra
     v = np.concatenate([-beta, np.ones((len(taus), 1))], axis=1)
     d_pwrss = -np.einsum("ka,kab,kb->k", v, D, v)
     with np.errstate(divide="ignore", invalid="ignore"):
-        derivative = d_logdet_V + dof * d_pwrss / pwrss
+        d_fit_term = dof * d_pwrss / pwrss
+    derivative = d_logdet_V + d_fit_term
+    # The size of the terms that cancel at a stationary point, to judge "zero" against.
+    derivative_scale = np.abs(d_logdet_V) + np.abs(d_fit_term)
     if REML and p > 0:
-        derivative = derivative - _trace_solve(L[:, :p, :p], D[:, :p, :p])
+        d_logdet_XtVinvX = -_trace_solve(L[:, :p, :p], D[:, :p, :p])
+        derivative = derivative + d_logdet_XtVinvX
+        derivative_scale = derivative_scale + np.abs(d_logdet_XtVinvX)
 
     out = {
         "tau": taus,
@@ -163,6 +170,7 @@ def evaluate(taus, stats: PooledStats, REML: bool = True) -> dict[str, np.ndarra
         "sigma2": sigma2,
         "criterion": criterion,
         "derivative": derivative,
+        "derivative_scale": derivative_scale,
     }
     if not ok.all():
         for key, value in out.items():

@@ -45,8 +45,8 @@ def factorize_groups(groups, name: str = "group") -> GroupCodes:
     >>> factorize_groups(["b", "a", "b"]).codes
     array([1, 0, 1])
     """
-    if isinstance(groups, (pd.Series, pd.Index)):
-        values = groups.array
+    if isinstance(groups, (pd.Series, pd.Index, pd.Categorical)):
+        values = groups.array if not isinstance(groups, pd.Categorical) else groups
     else:
         values = np.asarray(groups)
         if values.ndim != 1:

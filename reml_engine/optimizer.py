@@ -68,8 +68,14 @@ SCAN_POINTS_PER_UNIT = 20
 SCAN_TAU_SMALL = 1e-8
 #: The scan ends at tau = SCAN_TAU_LARGE / min(n_g): above, every weight is in its tail.
 SCAN_TAU_LARGE = 1e8
-#: Closest approach, in 1 + tau max(n_g), to the positive-definite limit of V.
-SCAN_LIMIT_GAP = 1e-12
+#: Closest approach, in 1 + tau max(n_g), to the positive-definite limit of V. Closer
+#: still, the matrix of the criterion has condition number beyond 1 / SCAN_LIMIT_GAP and
+#: rounding, not the data, would shape the criterion.
+SCAN_LIMIT_GAP = 1e-6
+#: A refined root is accepted as a stationary point when the derivative there is at most
+#: this fraction of the size of its cancelling terms; a sign change that does not pass
+#: is a rounding jump, not a minimum.
+STATIONARY_RTOL = 1e-6
 #: Relative tolerance on tau of the Brent refinement (the criterion is then exact to
 #: rounding, since it is flat to second order at a minimum).
 REFINE_RTOL = 4 * np.finfo(float).eps
@@ -192,7 +198,7 @@ def scan_grid(stats: PooledStats, extended: bool = True, tau_large: float = SCAN
     parts = [np.zeros(1), positive]
     if extended:
         s_neg_hi = math.log(0.5 / stats.max_size)
-        negative = -np.exp(np.arange(s_lo, s_neg_hi + step, step))
+        negative = -np.exp(np.append(np.arange(s_lo, s_neg_hi, step), s_neg_hi))
         t = np.arange(math.log(SCAN_LIMIT_GAP), math.log(0.5), step)
         near_limit = -(1.0 - np.exp(t)) / stats.max_size
         parts += [negative, near_limit]
@@ -284,8 +290,10 @@ def find_optima(stats: PooledStats, REML: bool = True) -> OptSummary:
             root = _refine(crit, a, b)
         else:
             continue
-        refined.append(root)
         point = crit(root)
+        if not abs(point["derivative"][0]) <= STATIONARY_RTOL * point["derivative_scale"][0]:
+            continue
+        refined.append(root)
         extended.append(Optimum(root, float(point["criterion"][0]), "interior", float(point["derivative"][0])))
 
     lower = tau_lower_limit(stats)

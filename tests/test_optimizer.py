@@ -1,0 +1,120 @@
+"""The global optimizer: every local minimum, compared with a much finer scan."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import reml_engine as rl
+from reml_engine.criterion import evaluate
+from reml_engine.optimizer import DegenerateCriterionError, find_optima, lme4_default_optimum
+
+FINE_POINTS = 200_000
+#: Half-width (in fine-grid points) of the window a fine-scan minimum must dominate, and
+#: the depth it must have on both sides: rounding ripples in flat tails are not minima.
+WINDOW = 400
+DEPTH = 1e-9
+
+
+def _fine_scan_minima(stats, REML):
+    """Local minima of the criterion on a grid 100 times finer than the optimizer's."""
+    lower = -1.0 / stats.max_size
+    positive = np.geomspace(1e-9 / stats.max_size, 1e9 / stats.min_size, FINE_POINTS)
+    negative = lower + (0 - lower) * np.geomspace(1e-5, 1, FINE_POINTS // 4)
+    taus = np.unique(np.concatenate([negative[negative < 0], [0.0], positive]))
+    f = evaluate(taus, stats, REML)["criterion"]
+    minima = []
+    for i in np.flatnonzero((f[1:-1] <= f[:-2]) & (f[1:-1] <= f[2:])) + 1:
+        lo, hi = max(i - WINDOW, 0), min(i + WINDOW, len(f) - 1)
+        if lo == 0 or hi == len(f) - 1:
+            continue
+        depth = DEPTH * max(1.0, abs(f[i]))
+        if f[i] <= f[lo:hi + 1].min() and f[lo] - f[i] > depth and f[hi] - f[i] > depth:
+            if not minima or i - minima[-1] > WINDOW:
+                minima.append(i)
+    return taus[minima], f[minima], taus
+
+
+def _contextual(seed, groups=5, size=4):
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(groups), size)
+    centres = rng.normal(scale=8, size=groups)
+    x = centres[g] + rng.normal(size=len(g))
+    y = 0.5 * (x - centres[g]) + rng.normal(scale=0.2, size=len(g))
+    return np.column_stack([np.ones(len(g)), x]), y, g
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.booleans(), st.sampled_from(["contextual", "ordinary"]))
+def test_optima_match_a_hundredfold_finer_scan(seed, REML, kind):
+    if kind == "contextual":
+        X, y, g = _contextual(seed)
+    else:
+        rng = np.random.default_rng(seed)
+        g = rng.integers(0, 8, size=40)
+        X = np.column_stack([np.ones(40), rng.normal(size=40)])
+        y = X @ [1, 2] + rng.normal(scale=rng.uniform(0, 2), size=8)[g] + rng.normal(size=40)
+    m = rl.fit(X, y, g, REML=REML)
+    taus, values, grid = _fine_scan_minima(m.stats, REML)
+    found = m.opt_summary.extended_optima
+    interior = [o for o in found if o.kind == "interior"]
+    assert len(interior) == len(taus)
+    for o, t, v in zip(interior, taus, values):
+        # Within the fine grid's own spacing there, and never worse than the fine grid.
+        spacing = np.diff(grid[np.searchsorted(grid, t) - 1: np.searchsorted(grid, t) + 2]).max()
+        assert abs(o.tau - t) <= 2 * spacing
+        assert o.criterion <= v + 1e-10 * max(1.0, abs(v))
+
+
+def test_hidden_pair_between_scan_points_is_found():
+    """A minimum and a maximum squeezed between scan points (same derivative sign at every
+    scan point) are bracketed through the search of the sampled derivative's extrema."""
+    from reml_engine.optimizer import _hidden_sign_changes
+
+    class DippingDerivative:
+        """Derivative positive at every scan point, dipping below zero near t = 2.3."""
+
+        def derivative(self, t):
+            return 1.0 - 1.5 * np.exp(-(((t - 2.3) / 0.25) ** 2))
+
+    crit = DippingDerivative()
+    taus = np.arange(0.0, 6.0)
+    slopes = np.array([crit.derivative(t) for t in taus])
+    assert (slopes > 0).all()
+    brackets = _hidden_sign_changes(crit, taus, slopes)
+    assert len(brackets) == 1
+    lo, hi = brackets[0]
+    assert crit.derivative(lo) < 0 < crit.derivative(hi)  # a minimum inside
+    root = 2.3 + 0.25 * np.sqrt(np.log(1.5))
+    assert lo < root < hi
+
+
+def test_refinement_precision():
+    m = rl.lmer("y ~ x + (1|f)", rl.load_seed())
+    for o in m.opt_summary.extended_optima:
+        h = 1e-6 * abs(o.tau)
+        around = evaluate([o.tau - h, o.tau + h], m.stats)["criterion"]
+        assert o.criterion <= around.min() + 1e-12 * abs(o.criterion)
+    record = m.opt_summary
+    assert record.n_evaluations > record.n_scan > 100
+    assert record.scan_range[0] < 0 < record.scan_range[1]
+    assert len(record.refined) == len([o for o in record.extended_optima if o.kind == "interior"])
+
+
+def test_exactly_fitted_groups_raise_degenerate():
+    g = np.repeat(np.arange(4), 3)
+    y = np.array([1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 5.0, 5.0, 5.0, 0.0, 0.0, 0.0])
+    with pytest.raises(DegenerateCriterionError, match="residual variance is not identified"):
+        rl.fit(np.ones((12, 1)), y, g)
+
+
+def test_lme4_default_basin():
+    class O:  # minimal stand-ins
+        def __init__(self, tau):
+            self.tau = tau
+
+    optima = [O(0.0), O(50.0)]
+    assert lme4_default_optimum(optima, slope_at_start=+1.0).tau == 0.0
+    assert lme4_default_optimum(optima, slope_at_start=-1.0).tau == 50.0
