@@ -47,7 +47,12 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
         lme4-style formula with exactly one random-intercept term, e.g.
         ``"y ~ x * cat + np.log(z) + (1|g)"``; ``(1|a:b)`` groups by the combination of
         columns a and b. The fixed part is built by formulaic.
-    data : pandas.DataFrame
+    data : pandas.DataFrame, or data too large for memory
+        A ``dask.dataframe.DataFrame``, a Parquet path or glob (``"data/*.parquet"``,
+        read lazily), an iterable of DataFrames (chunks), a function returning such an
+        iterator, or a structured (memory-mapped) NumPy array: fitted chunk by chunk
+        from mergeable statistics (:mod:`reml_engine.chunked`,
+        :mod:`reml_engine.distributed`), with ``fitted``/``resid`` None.
     REML : bool
         REML (default, as lme4) or maximum likelihood.
     na_action : {"omit", "raise"}
@@ -66,6 +71,10 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
     >>> round(m.fixef["x"], 4), m.boundary is None
     (0.451, True)
     """
+    if not isinstance(data, pd.DataFrame):
+        from .distributed import lmer_lazy
+
+        return lmer_lazy(formula, data, REML=REML, na_action=na_action)
     design = build_design(formula, data, na_action=na_action)
     return fit_design(design, REML=REML)
 

@@ -1,0 +1,384 @@
+"""One encoding for every chunk, and the mergeable statistics each chunk gives.
+
+A chunked or distributed fit (:mod:`reml_engine.chunked`, :mod:`reml_engine.distributed`)
+must turn every chunk into ``X`` the same way, or the columns would not mean the same
+thing from one chunk to the next. :class:`FormulaColumns` finds which variables the
+formula uses as categories (from a sample of complete rows); :class:`ChunkEncoding`
+fixes their level sets, the formulaic ``ModelSpec`` built from the sample with those
+levels, and one common ``shift`` (pilot means of the sample) for all chunks, so that
+merging needs no re-centring. :meth:`ChunkEncoding.partial_stats` is the per-chunk
+function; its :class:`PartialStats` merge in any order and any tree shape.
+
+The within-group cross-product comes from the one-pass formula ``cross - sum s s'/n``
+about the common shift (there is no second pass over the data): accurate while the
+shift is near the data's centre, which the pilot means ensure. A column that varies
+very little within groups compared with its spread between groups loses digits here
+that an in-memory fit recovers with its exact second pass.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .checks import ModelDataError, check_design_finite, warn
+from .design import (
+    INTERCEPT_NAME,
+    ParsedFormula,
+    _check_columns_exist,
+    _required_variables,
+    group_labels,
+    parse_formula,
+)
+from .groups import factorize_groups
+from .model import fit_stats
+from .results import LmerFit
+from .stats import GroupStats, compute_group_stats, pilot_shift
+from .within_between import formula_context
+
+# -- mergeable partial results ---------------------------------------------------------
+
+
+def merge_group_stats(parts: list[GroupStats]) -> GroupStats:
+    """Statistics of the union of disjoint row sets, in one step (levels sorted).
+
+    Equivalent to ``parts[0] + parts[1] + ...`` but with a single union of the levels,
+    so that merging ``k`` parts costs one pass over their groups rather than ``k``.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    parts = [part.rebase(first.shift) for part in parts]
+    levels = parts[0].levels.append([part.levels for part in parts[1:]]).unique()
+    try:
+        levels = levels.sort_values()
+    except TypeError:  # labels of mixed types keep their order of appearance
+        pass
+    levels = levels.rename(first.levels.name)
+    counts = np.zeros(len(levels), dtype=np.int64)
+    sums = np.zeros((len(levels), first.q))
+    cross = np.zeros((first.q, first.q))
+    for part in parts:
+        pos = levels.get_indexer(part.levels)
+        np.add.at(counts, pos, part.counts)
+        np.add.at(sums, pos, part.sums)
+        cross += part.cross
+    return GroupStats(levels, counts, sums, cross, first.shift.copy(), None)
+
+
+@dataclass(frozen=True)
+class PartialStats:
+    """What one chunk (or a merge of chunks) contributes to the fit.
+
+    Attributes
+    ----------
+    group_stats : GroupStats or None
+        Statistics of the complete rows; None when the chunk has none.
+    n_rows : int
+        Rows read, complete or not.
+    missing : dict
+        Per used column, the number of rows where it is missing.
+    n_dropped : int
+        Rows dropped because a used column is missing.
+    y_min, y_max : float
+        Range of the response over the complete rows (a constant response cannot be
+        fitted; its one-pass variance would only be rounding).
+    seen : dict
+        Per categorical variable, a boolean array over its levels: seen in a complete row.
+    """
+
+    group_stats: GroupStats | None
+    n_rows: int
+    missing: dict = field(default_factory=dict)
+    n_dropped: int = 0
+    y_min: float = math.inf
+    y_max: float = -math.inf
+    seen: dict = field(default_factory=dict)
+
+    @staticmethod
+    def merge_all(parts: list[PartialStats]) -> PartialStats:
+        """Merge the partial statistics of disjoint chunks."""
+        parts = list(parts)
+        stats = [p.group_stats for p in parts if p.group_stats is not None]
+        missing: dict = {}
+        seen: dict = {}
+        for part in parts:
+            for column, count in part.missing.items():
+                missing[column] = missing.get(column, 0) + count
+            for name, flags in part.seen.items():
+                seen[name] = flags if name not in seen else seen[name] | flags
+        return PartialStats(
+            group_stats=merge_group_stats(stats) if stats else None,
+            n_rows=sum(p.n_rows for p in parts),
+            missing=missing,
+            n_dropped=sum(p.n_dropped for p in parts),
+            y_min=min((p.y_min for p in parts), default=math.inf),
+            y_max=max((p.y_max for p in parts), default=-math.inf),
+            seen=seen,
+        )
+
+
+def observed_levels(chunk: pd.DataFrame, columns: tuple[str, ...]) -> dict[str, pd.Index]:
+    """Distinct non-missing values of each column in one chunk (the levels pass)."""
+    return {c: pd.Index(pd.unique(chunk[c].dropna().to_numpy(dtype=object))) for c in columns}
+
+
+def merge_levels(parts: list[dict[str, pd.Index]]) -> dict[str, pd.Index]:
+    """Union of the levels gathered from several chunks."""
+    merged: dict[str, pd.Index] = {}
+    for part in parts:
+        for column, levels in part.items():
+            merged[column] = levels if column not in merged else merged[column].append(levels).unique()
+    return merged
+
+
+def sorted_levels(levels: pd.Index) -> tuple:
+    """Levels in the order formulaic gives an in-memory column (sorted when possible)."""
+    try:
+        return tuple(levels.sort_values())
+    except TypeError:
+        return tuple(levels)
+
+
+# -- one encoding for every chunk ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FormulaColumns:
+    """The formula and the data columns it uses (known before any level is gathered)."""
+
+    parsed: ParsedFormula
+    used: tuple[str, ...]
+    categorical: tuple[str, ...]
+    declared: dict
+
+    @classmethod
+    def from_sample(cls, formula: str, columns, sample: pd.DataFrame | None, dtypes) -> FormulaColumns:
+        """Check the formula against the columns and find its categorical variables.
+
+        ``sample`` is a DataFrame of complete rows (or None if the caller has not found
+        one yet: the categorical variables are then left empty).
+        """
+
+        parsed = parse_formula(formula)
+        try:
+            needed = _required_variables(parsed)
+        except Exception as err:  # formulaic's parse errors
+            raise ModelDataError(f"cannot parse the fixed part {parsed.fixed!r}: {err}") from None
+        used = tuple(_check_columns_exist(_Columns(columns), needed, parsed))
+        response_dtype = dtypes[parsed.response]
+        if not (pd.api.types.is_numeric_dtype(response_dtype) and not pd.api.types.is_bool_dtype(response_dtype)):
+            raise ModelDataError(
+                f"response {parsed.response!r} is not numeric (dtype {response_dtype}); convert it to numbers first"
+            )
+        if sample is None:
+            return cls(parsed, used, (), {})
+        spec = _sample_spec(parsed, sample)
+        categorical, numerical = set(), set()
+        for factor, variables in spec.factor_variables.items():
+            kind = spec.encoder_state.get(str(factor), (None, None))[0]
+            target = categorical if kind is not None and kind.value == "categorical" else numerical
+            target.update(v for v in variables if v in used)
+        # Text columns are categories in an in-memory fit; formulaic may take Arrow
+        # strings (as Dask and Parquet give them) for something else.
+        text = {v for v in categorical | numerical if not _is_number_dtype(dtypes[v])}
+        categorical |= text
+        numerical -= text
+        both = sorted(categorical & numerical)
+        if both:
+            raise ModelDataError(
+                f"column(s) {', '.join(map(repr, both))} enter formula {parsed.formula!r} both as numbers and as "
+                "categories; a chunked fit encodes each column one way: make a categorical copy of the column"
+            )
+        categorical_cols = tuple(c for c in used if c in categorical)
+        declared = {}
+        for column in categorical_cols:
+            dtype = dtypes[column]
+            if isinstance(dtype, pd.CategoricalDtype) and _known_categories(dtype):
+                declared[column] = tuple(dtype.categories)
+        return cls(parsed, used, categorical_cols, declared)
+
+    @property
+    def undeclared(self) -> tuple[str, ...]:
+        """Categorical variables whose levels must be gathered from the data."""
+        return tuple(c for c in self.categorical if c not in self.declared)
+
+
+def _is_number_dtype(dtype) -> bool:
+    return pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
+
+
+class _Columns:
+    """Just enough of a DataFrame for the column checks of :mod:`reml_engine.design`."""
+
+    def __init__(self, columns):
+        self.columns = pd.Index(columns)
+
+
+def _known_categories(dtype: pd.CategoricalDtype) -> bool:
+    # Dask marks categories it has not read yet with a placeholder.
+    return dtype.categories is not None and "__UNKNOWN_CATEGORIES__" not in list(dtype.categories)
+
+
+#: How formulas are evaluated on a chunk: missing values were dropped before, and the
+#: names an lmer formula may use (``pd``; ``within``/``between`` are rejected below, as
+#: they learn group means from all rows) are those of an in-memory fit.
+_MATRIX_OPTIONS = {"na_action": "ignore", "context": formula_context()}
+
+
+def _sample_spec(parsed: ParsedFormula, sample: pd.DataFrame):
+    """formulaic's ``ModelSpec`` of the fixed part, built from complete sample rows."""
+    import formulaic
+
+    context = formula_context(group_labels(sample, parsed.group_columns))
+    try:
+        with np.errstate(all="ignore"):
+            spec = formulaic.model_matrix(parsed.fixed, sample, na_action="ignore", context=context).rhs.model_spec
+    except ModelDataError:
+        raise
+    except Exception as err:
+        raise ModelDataError(f"cannot build the fixed-effect design from {parsed.fixed!r}: {err}") from None
+    _reject_stateful_transforms(spec, parsed)
+    return spec
+
+
+def _reject_stateful_transforms(spec, parsed: ParsedFormula) -> None:
+    if spec.transform_state:
+        names = ", ".join(map(str, spec.transform_state))
+        raise ModelDataError(
+            f"formula {parsed.formula!r} uses transform(s) {names} that learn from the data (a mean, a scale, "
+            "knots); a chunked fit would learn them from the first chunk only: compute them beforehand"
+        )
+
+
+def drop_incomplete(chunk: pd.DataFrame, used: tuple[str, ...]) -> tuple[pd.DataFrame, dict, int]:
+    """The complete rows of a chunk, the missing count per column and the rows dropped."""
+    missing = chunk[list(used)].isna()
+    bad = missing.to_numpy().any(axis=1)
+    n_bad = int(bad.sum())
+    if n_bad == 0:
+        return chunk, {}, 0
+    per_column = {c: int(v) for c, v in missing.sum().items() if v}
+    return chunk.loc[~bad], per_column, n_bad
+
+
+@dataclass(frozen=True)
+class ChunkEncoding:
+    """How every chunk becomes ``X``, ``y`` and group codes: fixed levels, spec and shift.
+
+    Build it with :meth:`from_sample`; :meth:`partial_stats` is the per-chunk function
+    (picklable, so Dask workers on other machines can run it).
+    """
+
+    columns: FormulaColumns
+    levels: dict
+    model_spec: object
+    column_names: tuple[str, ...]
+    intercept_index: int | None
+    shift: np.ndarray
+    na_action: str = "omit"
+
+    @classmethod
+    def from_sample(cls, columns: FormulaColumns, levels: dict, sample: pd.DataFrame,
+                    na_action: str = "omit") -> ChunkEncoding:
+        """Fix the encoding from complete sample rows and the full level sets."""
+
+        data = _with_levels(sample, levels)
+        spec = _sample_spec(columns.parsed, data)
+        names = tuple(INTERCEPT_NAME if c == "Intercept" else str(c) for c in spec.column_names)
+        intercept = names.index(INTERCEPT_NAME) if INTERCEPT_NAME in names else None
+        X = np.asarray(spec.get_model_matrix(data, **_MATRIX_OPTIONS).to_numpy(dtype=np.float64))
+        y = data[columns.parsed.response].to_numpy(dtype=np.float64)
+        return cls(columns, dict(levels), spec, names, intercept, pilot_shift(X, y, intercept), na_action)
+
+    def with_levels(self, levels: dict, sample: pd.DataFrame) -> ChunkEncoding:
+        """The same encoding with other level sets (the spec and shift rebuilt for them)."""
+        return ChunkEncoding.from_sample(self.columns, levels, sample, self.na_action)
+
+    def design(self, chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+        """``X``, ``y`` and the (level-fixed) complete rows of a chunk without missing values."""
+        data = _with_levels(chunk, self.levels)
+        with np.errstate(all="ignore"):  # non-finite results are reported by the checks
+            matrix = self.model_spec.get_model_matrix(data, **_MATRIX_OPTIONS)
+        X = np.asarray(matrix.to_numpy(dtype=np.float64))
+        if X.shape[1] != len(self.column_names):
+            raise ModelDataError(
+                f"a chunk gave {X.shape[1]} design columns instead of {len(self.column_names)}; "
+                "check that every chunk has the same columns and types"
+            )
+        response = self.columns.parsed.response
+        if not pd.api.types.is_numeric_dtype(data[response].dtype) or pd.api.types.is_bool_dtype(data[response].dtype):
+            raise ModelDataError(f"response {response!r} is not numeric in a chunk (dtype {data[response].dtype})")
+        y = data[response].to_numpy(dtype=np.float64)
+        return X, y, data
+
+    def partial_stats(self, chunk: pd.DataFrame) -> PartialStats:
+        """The statistics of one chunk (the function mapped over chunks and partitions)."""
+        parsed = self.columns.parsed
+        clean, missing, n_bad = drop_incomplete(chunk, self.columns.used)
+        if n_bad and self.na_action == "raise":
+            detail = ", ".join(f"{c!r}: {v}" for c, v in missing.items())
+            raise ModelDataError(f"missing values in {n_bad} rows of a chunk ({detail}); drop them or use na_action='omit'")
+        seen = {c: np.zeros(len(self.levels[c]), dtype=bool) for c in self.columns.categorical}
+        if len(clean) == 0:
+            return PartialStats(None, len(chunk), missing, n_bad, seen=seen)
+        X, y, data = self.design(clean)
+        check_design_finite(X, self.column_names)
+        check_finite_response(y, parsed.response)
+        groups = factorize_groups(group_labels(data, parsed.group_columns), parsed.group_name)
+        stats = compute_group_stats(X, y, groups, self.shift, exact_within=False)
+        for column in self.columns.categorical:
+            seen[column][np.unique(data[column].cat.codes.to_numpy())] = True
+        return PartialStats(stats, len(chunk), missing, n_bad, float(y.min()), float(y.max()), seen)
+
+
+def _with_levels(chunk: pd.DataFrame, levels: dict) -> pd.DataFrame:
+    """The chunk with each categorical column as a ``Categorical`` of the full level set."""
+    if not levels:
+        return chunk
+    data = chunk.copy(deep=False)
+    for column, column_levels in levels.items():
+        values = chunk[column]
+        fixed = pd.Categorical(values, categories=pd.Index(list(column_levels), dtype=object))
+        unknown = (fixed.codes < 0) & values.notna().to_numpy()
+        if unknown.any():
+            example = values[unknown].iloc[0]
+            raise ModelDataError(
+                f"column {column!r} has {int(unknown.sum())} values outside its {len(column_levels)} known levels "
+                f"(e.g. {example!r}); pass every level in levels= or use a source that can be read twice"
+            )
+        data[column] = fixed
+    return data
+
+
+def check_finite_response(y: np.ndarray, name: str) -> None:
+    bad = ~np.isfinite(y)
+    if bad.any():
+        raise ModelDataError(f"response {name!r} has {int(bad.sum())} infinite values in a chunk; remove those rows")
+
+
+def finish_fit(encoding: ChunkEncoding, total: PartialStats, REML: bool) -> LmerFit:
+    """Warn about dropped rows, check the response and fit from the merged statistics."""
+    parsed = encoding.columns.parsed
+    if total.n_dropped:
+        detail = ", ".join(f"{c!r}: {v}" for c, v in total.missing.items())
+        warn(f"dropped {total.n_dropped} of {total.n_rows} rows with missing values ({detail})")
+    if total.group_stats is None:
+        raise ModelDataError(f"no complete observations in {total.n_rows} rows of the variables {list(encoding.columns.used)}")
+    if total.y_min == total.y_max:
+        raise ModelDataError(
+            f"response {parsed.response!r} is constant ({total.y_min!r} in all {total.group_stats.nobs} rows): nothing to fit"
+        )
+    return fit_stats(
+        total.group_stats,
+        encoding.column_names,
+        encoding.intercept_index,
+        REML=REML,
+        response_name=parsed.response,
+        group_name=parsed.group_name,
+        formula=parsed.formula,
+        design=None,
+    )

@@ -1,0 +1,430 @@
+"""Fits from data that never sit in memory at once: chunk by chunk, one encoding for all.
+
+A random-intercept fit needs only the mergeable :class:`~reml_engine.stats.GroupStats`
+(per-group sums and a global cross-product). So the rows can be read in chunks, each
+chunk reduced to its statistics, and the statistics added up; peak memory is bounded by
+the chunk size, not by the number of rows. This module does it on one machine, from an
+iterator of DataFrames or a memory-mapped NumPy array; :mod:`reml_engine.distributed`
+runs the same per-chunk function on Dask partitions.
+
+Every chunk is encoded the same way (:mod:`reml_engine.chunk_encoding`):
+
+1. the first chunk with a complete row is the *sample*: it tells which variables the
+   formula uses as categorical factors;
+2. the levels of those variables are gathered in a first pass (only when they are not
+   declared: a pandas ``Categorical`` column or ``levels=`` keeps its categories, as in
+   an in-memory fit), and the design is fixed from the sample with those levels;
+3. each chunk gives a :class:`~reml_engine.chunk_encoding.PartialStats`; they are
+   merged in a tree and :func:`~reml_engine.model.fit_stats` fits the total;
+4. if a gathered level turns out to occur only in rows dropped for missing values, the
+   statistics pass is run again without it, as an in-memory fit never sees it.
+
+Examples
+--------
+>>> import pandas as pd, reml_engine as rl
+>>> from reml_engine.chunked import lmer_chunks
+>>> df = rl.load_seed()
+>>> m = lmer_chunks("y ~ x + (1|f)", [df.iloc[:5], df.iloc[5:]])
+>>> round(m.criterion, 4)
+16.1726
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from .checks import ModelDataError, check_design_finite
+from .chunk_encoding import (
+    ChunkEncoding,
+    FormulaColumns,
+    PartialStats,
+    check_finite_response,
+    drop_incomplete,
+    finish_fit,
+    merge_levels,
+    observed_levels,
+    sorted_levels,
+)
+from .design import find_intercept
+from .groups import factorize_groups
+from .model import fit_stats
+from .results import LmerFit
+from .stats import PILOT_ROWS, GroupStats, compute_group_stats, pilot_shift
+
+#: Rows per chunk when a memory-mapped array is read chunk by chunk: about 8 MB per
+#: float64 column, small next to any machine's memory, large enough for the kernels.
+CHUNK_ROWS = 1_000_000
+
+#: In ``progress="auto"`` mode, nothing is shown for reads shorter than this (seconds).
+PROGRESS_AFTER_SECONDS = 10.0
+
+#: Seconds between two progress lines of a chunked read.
+PROGRESS_INTERVAL_SECONDS = 5.0
+
+#: Statistics of this many chunks are merged together in one step of the tree.
+MERGE_FANOUT = 8
+
+
+
+# -- the driver, shared with Dask --------------------------------------------------------
+
+
+class ChunkSource:
+    """Where chunks come from. Subclasses: :class:`IteratorSource`, Dask's source.
+
+    ``columns``/``dtypes`` describe the data; :meth:`first_complete` finds the sample;
+    :meth:`map_reduce` applies a per-chunk function to every chunk and merges the
+    results; ``rereadable`` says whether the data can be read more than once.
+    """
+
+    rereadable: bool = True
+    columns: pd.Index
+    dtypes: pd.Series
+
+    def first_complete(self, used: tuple[str, ...]) -> pd.DataFrame | None:
+        raise NotImplementedError
+
+    def map_reduce(self, per_chunk: Callable, merge_all: Callable, what: str):
+        raise NotImplementedError
+
+
+def fit_source(formula: str, source: ChunkSource, REML: bool = True, na_action: str = "omit",
+               levels: dict | None = None) -> LmerFit:
+    """Fit ``formula`` from a :class:`ChunkSource`: levels pass, encoding, statistics, fit."""
+    if na_action not in ("omit", "raise"):
+        raise ValueError(f"na_action must be 'omit' or 'raise', got {na_action!r}")
+    columns = FormulaColumns.from_sample(formula, source.columns, None, source.dtypes)
+    sample = source.first_complete(columns.used)
+    if sample is None:
+        raise ModelDataError(f"no complete observations in the variables {list(columns.used)}: nothing to fit")
+    columns = FormulaColumns.from_sample(formula, source.columns, sample, source.dtypes)
+    given = {c: tuple(v) for c, v in (levels or {}).items()}
+    declared = {**columns.declared, **{c: v for c, v in given.items() if c in columns.categorical}}
+    columns = replace(columns, declared=declared)
+    gathered: dict = {}
+    if columns.undeclared:
+        if not source.rereadable:
+            raise ModelDataError(
+                f"categorical column(s) {', '.join(map(repr, columns.undeclared))} need their levels before the "
+                "chunks are encoded, and a one-shot iterator cannot be read twice: pass levels={column: [...]}, "
+                "make them pandas Categoricals, or pass a function that returns a fresh iterator"
+            )
+        found = source.map_reduce(_LevelsOf(columns.undeclared), merge_levels, "levels")
+        gathered = {c: sorted_levels(found.get(c, pd.Index([]))) for c in columns.undeclared}
+    encoding = ChunkEncoding.from_sample(columns, {**declared, **gathered}, sample, na_action)
+    total = source.map_reduce(encoding.partial_stats, PartialStats.merge_all, "statistics")
+    # A gathered level seen only in incomplete rows is not a level of the in-memory fit
+    # (which drops those rows first): encode again without it.
+    if any(not total.seen[c].all() for c in gathered):
+        kept = {c: tuple(np.asarray(gathered[c], dtype=object)[total.seen[c]]) for c in gathered}
+        encoding = encoding.with_levels({**declared, **kept}, sample)
+        total = source.map_reduce(encoding.partial_stats, PartialStats.merge_all, "statistics")
+    return finish_fit(encoding, total, REML)
+
+
+@dataclass(frozen=True)
+class _LevelsOf:
+    """Picklable per-chunk function of the levels pass."""
+
+    columns: tuple[str, ...]
+
+    def __call__(self, chunk: pd.DataFrame) -> dict[str, pd.Index]:
+        return observed_levels(chunk, self.columns)
+
+
+class ReadProgress:
+    """Progress of a chunked read: rows and chunks so far, printed or passed to a callback.
+
+    Parameters
+    ----------
+    progress : bool, "auto" or callable
+        True prints a line every ``PROGRESS_INTERVAL_SECONDS``; "auto" does so only once
+        the read has lasted ``PROGRESS_AFTER_SECONDS``; a callable is called as
+        ``progress(rows, chunks)`` after every chunk; False shows nothing.
+    what : str
+        What the pass computes, for the printed line.
+    """
+
+    def __init__(self, progress, what: str = "statistics"):
+        self.progress = progress
+        self.what = what
+        self.start = time.monotonic()
+        self.last_print = self.start
+        self.rows = 0
+        self.chunks = 0
+        self.printed = False
+
+    def update(self, rows: int) -> None:
+        self.rows += rows
+        self.chunks += 1
+        if callable(self.progress):
+            self.progress(self.rows, self.chunks)
+            return
+        if self.progress is False:
+            return
+        now = time.monotonic()
+        wait = 0.0 if self.progress is True else PROGRESS_AFTER_SECONDS
+        if now - self.start >= wait and now - self.last_print >= PROGRESS_INTERVAL_SECONDS:
+            self._print(now)
+
+    def close(self) -> None:
+        if self.printed:
+            self._print(time.monotonic())
+
+    def _print(self, now: float) -> None:
+        elapsed = max(now - self.start, np.finfo(float).tiny)
+        print(f"reml_engine: {self.what}: {self.rows:,} rows in {self.chunks} chunks, "
+              f"{elapsed:.1f} s ({self.rows / elapsed:,.0f} rows/s)", file=sys.stderr)
+        self.last_print = now
+        self.printed = True
+
+
+def tree_merge(results: Iterable, merge_all: Callable, fanout: int = MERGE_FANOUT):
+    """Merge a stream of partial results in a tree, holding ``O(fanout log k)`` of them.
+
+    Each level of the tree keeps at most ``fanout`` results; when a level fills up, they
+    are merged into one result of the next level (as carries in a counter).
+    """
+    levels: list[list] = []
+    for result in results:
+        carry = result
+        depth = 0
+        while True:
+            if depth == len(levels):
+                levels.append([])
+            levels[depth].append(carry)
+            if len(levels[depth]) < fanout:
+                break
+            carry = merge_all(levels[depth])
+            levels[depth] = []
+            depth += 1
+    rest = [r for level in levels for r in level]
+    if not rest:
+        return merge_all([])
+    return rest[0] if len(rest) == 1 else merge_all(rest)
+
+
+class IteratorSource(ChunkSource):
+    """Chunks from an iterable of DataFrames, or from a function returning such an iterator.
+
+    A list, a function or a structured (memory-mapped) array can be read several times;
+    a generator or a ``read_csv(..., chunksize=...)`` reader only once: the chunks read
+    while looking for the sample are kept and replayed in the statistics pass.
+    """
+
+    def __init__(self, chunks, progress="auto", chunk_rows: int = CHUNK_ROWS):
+        self.progress = progress
+        self._buffer: list[pd.DataFrame] = []
+        if isinstance(chunks, np.ndarray):
+            array = chunks
+            self._fresh = lambda: array_chunks(array, chunk_rows)
+        elif callable(chunks):
+            self._fresh = chunks
+        elif isinstance(chunks, (list, tuple)):
+            self._fresh = lambda: iter(chunks)
+        else:
+            self._iterator = iter(chunks)
+            self._fresh = self._replay
+            self.rereadable = False
+        first = self._first_chunk()
+        self.columns = first.columns
+        self.dtypes = first.dtypes
+
+    def _first_chunk(self) -> pd.DataFrame:
+        if self.rereadable:
+            first = next(iter(self._fresh()), None)
+        else:
+            first = next(self._iterator, None)
+            if first is not None:
+                self._buffer.append(_as_frame(first))
+        if first is None:
+            raise ModelDataError("the chunk iterator is empty: no observations to fit")
+        return _as_frame(first)
+
+    def _replay(self) -> Iterator[pd.DataFrame]:
+        while self._buffer:
+            yield self._buffer.pop(0)
+        for chunk in self._iterator:
+            yield _as_frame(chunk)
+
+    def _look_ahead(self) -> Iterator[pd.DataFrame]:
+        """Chunks for the sample search; a one-shot iterator's are kept for later."""
+        if self.rereadable:
+            for chunk in self._fresh():
+                yield _as_frame(chunk)
+            return
+        yield from list(self._buffer)
+        for chunk in self._iterator:
+            chunk = _as_frame(chunk)
+            self._buffer.append(chunk)
+            yield chunk
+
+    def first_complete(self, used):
+        for chunk in self._look_ahead():
+            clean = drop_incomplete(chunk, used)[0]
+            if len(clean):
+                return clean
+        return None
+
+    def map_reduce(self, per_chunk, merge_all, what):
+        tracker = ReadProgress(self.progress, what)
+
+        def results() -> Iterator:
+            for chunk in self._fresh():
+                chunk = _as_frame(chunk)
+                yield per_chunk(chunk)
+                tracker.update(len(chunk))
+
+        total = tree_merge(results(), merge_all)
+        tracker.close()
+        return total
+
+
+def _as_frame(chunk) -> pd.DataFrame:
+    if isinstance(chunk, pd.DataFrame):
+        return chunk
+    if isinstance(chunk, np.ndarray) and chunk.dtype.names:
+        return pd.DataFrame(chunk)
+    raise ModelDataError(f"a chunk must be a pandas DataFrame, got {type(chunk).__name__}")
+
+
+def array_chunks(array: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """DataFrames of ``chunk_rows`` rows from a structured (e.g. memory-mapped) array."""
+    if not array.dtype.names:
+        raise ModelDataError(
+            "a NumPy array given as data must be structured (named fields, e.g. a np.memmap with a record "
+            "dtype); for plain X, y and group arrays use reml_engine.chunked.fit_arrays"
+        )
+    for start in range(0, len(array), chunk_rows):
+        yield pd.DataFrame(np.asarray(array[start:start + chunk_rows]))
+
+
+def lmer_chunks(formula: str, chunks, REML: bool = True, na_action: str = "omit",
+                levels: dict | None = None, progress="auto", chunk_rows: int = CHUNK_ROWS) -> LmerFit:
+    """Fit ``formula`` chunk by chunk; peak memory is that of one chunk.
+
+    Parameters
+    ----------
+    formula : str
+        As for :func:`reml_engine.lmer`.
+    chunks : iterable of DataFrame, callable, or structured array
+        A list of DataFrames; a function returning a fresh iterator of them (needed for
+        categorical columns whose levels are not declared: they are gathered in a first
+        pass); a one-shot iterator (e.g. ``pd.read_csv(path, chunksize=...)``); or a
+        structured NumPy array such as a ``np.memmap`` with a record dtype, read
+        ``chunk_rows`` rows at a time.
+    REML, na_action :
+        As for :func:`reml_engine.lmer`; rows with missing values are dropped with one
+        warning that counts them over all chunks.
+    levels : dict, optional
+        ``{column: levels}`` for categorical columns, in the order wanted.
+    progress : bool, "auto" or callable
+        See :class:`ReadProgress`.
+
+    Returns
+    -------
+    LmerFit
+        The same fit as :func:`reml_engine.lmer` on the concatenated chunks, with
+        ``ranef`` from the group statistics; ``fitted``/``resid`` are None (the rows are
+        not kept).
+    """
+    source = IteratorSource(chunks, progress=progress, chunk_rows=chunk_rows)
+    return fit_source(formula, source, REML=REML, na_action=na_action, levels=levels)
+
+
+@dataclass(frozen=True)
+class _ArrayRows:
+    """Picklable per-chunk function for :func:`fit_arrays`: rows ``start:stop`` of the arrays."""
+
+    X: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+    names: tuple[str, ...]
+    group_name: str
+    shift: np.ndarray
+
+    def __call__(self, bounds: tuple[int, int]) -> PartialStats:
+        start, stop = bounds
+        X = np.asarray(self.X[start:stop], dtype=np.float64)
+        y = np.asarray(self.y[start:stop], dtype=np.float64)
+        check_design_finite(X, self.names)
+        check_finite_response(y, "y")
+        groups = factorize_groups(np.asarray(self.groups[start:stop]), self.group_name)
+        stats = compute_group_stats(X, y, groups, self.shift, exact_within=False)
+        return PartialStats(stats, stop - start, y_min=float(y.min()), y_max=float(y.max()))
+
+
+def fit_arrays(X, y, groups, REML: bool = True, names=None, chunk_rows: int = CHUNK_ROWS,
+               progress="auto") -> LmerFit:
+    """:func:`reml_engine.fit` for arrays too large for memory (e.g. ``np.memmap``).
+
+    The arrays are read ``chunk_rows`` rows at a time; only one chunk (converted to
+    float64) and the per-group statistics are in memory at once.
+
+    Parameters
+    ----------
+    X : array (n, p), e.g. ``np.memmap``
+        Fixed-effect design including the intercept column if wanted.
+    y : array (n,)
+    groups : array (n,)
+        Group labels (integers are the cheapest).
+    REML, names :
+        As for :func:`reml_engine.fit`.
+    chunk_rows : int
+    progress : bool, "auto" or callable
+        See :class:`ReadProgress`.
+
+    Examples
+    --------
+    >>> import numpy as np, reml_engine as rl
+    >>> df = rl.load_seed()
+    >>> X = np.column_stack([np.ones(len(df)), df["x"]])
+    >>> m = fit_arrays(X, df["y"].to_numpy(), df["f"].to_numpy(), names=["(Intercept)", "x"], chunk_rows=5)
+    >>> round(m.criterion, 4)
+    16.1726
+    """
+    if X.ndim != 2 or y.ndim != 1:
+        raise ModelDataError(f"X must be 2-d (n, p) and y 1-d, got shapes {X.shape} and {y.shape}")
+    n = len(y)
+    if X.shape[0] != n or len(groups) != n:
+        raise ModelDataError(f"X has {X.shape[0]} rows, y {n} and groups {len(groups)}: they must match")
+    if n == 0:
+        raise ModelDataError("the arrays are empty: no observations to fit")
+    names = tuple(f"x{j}" for j in range(X.shape[1])) if names is None else tuple(map(str, names))
+    if len(names) != X.shape[1]:
+        raise ModelDataError(f"{len(names)} names for {X.shape[1]} columns of X")
+    group_name = str(getattr(groups, "name", None) or "group")
+    head = slice(0, min(n, PILOT_ROWS))
+    X_head = np.asarray(X[head], dtype=np.float64)
+    intercept = find_intercept(X_head)
+    shift = pilot_shift(X_head, np.asarray(y[head], dtype=np.float64), intercept)
+    per_chunk = _ArrayRows(X, y, groups, names, group_name, shift)
+    tracker = ReadProgress(progress, "statistics")
+
+    def results() -> Iterator[PartialStats]:
+        for start in range(0, n, chunk_rows):
+            stop = min(start + chunk_rows, n)
+            yield per_chunk((start, stop))
+            tracker.update(stop - start)
+
+    total = tree_merge(results(), PartialStats.merge_all)
+    tracker.close()
+    stats = total.group_stats
+    if intercept is not None and not _is_column_of_ones(stats, intercept):
+        intercept = None
+    if total.y_min == total.y_max:
+        raise ModelDataError(f"response 'y' is constant ({total.y_min!r} in all {n} rows): nothing to fit")
+    return fit_stats(stats, names, intercept, REML=REML, group_name=group_name)
+
+
+def _is_column_of_ones(stats: GroupStats, column: int) -> bool:
+    """Whether an unshifted column is all ones: sum x = n and sum x^2 = n mean
+    sum (x - 1)^2 = 0 (exact in floating point for a column of ones)."""
+    n = float(stats.nobs)
+    return stats.shift[column] == 0.0 and stats.sums[:, column].sum() == n and stats.cross[column, column] == n
