@@ -8,16 +8,25 @@ count at fault and what to do about it.
 
 from __future__ import annotations
 
+import difflib
 import warnings
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
 #: lme4's default tolerance for rank deficiency of the fixed-effect design (qr tol).
 RANK_TOL = 1e-7
-#: Warn when predictor standard deviations differ by more than this factor (lme4's
-#: checkScaleX uses 1e3 too).
+#: Warn when predictor standard deviations differ by more than this factor, or when one
+#: is more than this factor away from 1 (lme4's checkScaleX uses 1e3 too).
 SCALE_RATIO_TOL = 1e3
+#: A column whose residual, after projecting out the kept columns, is at most this
+#: fraction of its raw norm is rounding noise: each stored value carries a relative error
+#: up to eps / 2, so no residual below a small multiple of eps * norm carries
+#: information (used next to RANK_TOL, which is relative to the centred norm).
+ROUNDING_TOL = 100 * np.finfo(float).eps
+#: Close column names suggested when a formula names a column the data do not have.
+MAX_SUGGESTIONS = 3
 
 
 class ModelDataError(ValueError):
@@ -44,7 +53,44 @@ def check_response(y: np.ndarray, name: str) -> None:
             f"{int(np.flatnonzero(bad)[0])}; remove those rows or pass na_action='omit' for NaN"
         )
     if len(y) and np.all(y == y[0]):
-        raise ModelDataError(f"response {name!r} is constant ({y[0]!r} in all {len(y)} rows): nothing to fit")
+        raise ModelDataError(
+            f"response {name!r} is constant ({float(y[0]):g} in all {len(y)} rows): there is no variation to fit"
+        )
+
+
+def check_response_column(values: pd.Series, name: str) -> None:
+    """The response column must hold numbers (not text, booleans or categories).
+
+    The message shows the first value that is not a number, so that a stray ``"n/a"``
+    or ``"1,5"`` in a CSV file can be found.
+    """
+    if pd.api.types.is_bool_dtype(values):
+        raise ModelDataError(
+            f"response {name!r} is boolean (True/False); reml_engine fits a continuous response "
+            "(convert it with .astype(float) if that is what you mean)"
+        )
+    if pd.api.types.is_numeric_dtype(values) and not isinstance(values.dtype, pd.CategoricalDtype):
+        return
+    as_numbers = pd.to_numeric(values, errors="coerce")
+    bad = as_numbers.isna() & values.notna()
+    if bad.any():
+        first = bad.to_numpy().nonzero()[0][0]
+        raise ModelDataError(
+            f"response {name!r} is not numeric (dtype {values.dtype}): {int(bad.sum())} of {len(values)} values "
+            f"are not numbers, the first {values.iloc[first]!r} in row {values.index[first]!r}; "
+            "convert the column to numbers first"
+        )
+    raise ModelDataError(
+        f"response {name!r} holds numbers stored as {values.dtype}; convert it with pd.to_numeric first"
+    )
+
+
+def suggest_columns(name: str, columns) -> str:
+    """`` (did you mean 'x1'?)`` for a misspelt column name, or an empty string."""
+    close = difflib.get_close_matches(name, [str(c) for c in columns], n=MAX_SUGGESTIONS)
+    if not close:
+        return ""
+    return f" (did you mean {' or '.join(map(repr, close))}?)"
 
 
 def check_design_finite(X: np.ndarray, names: Sequence[str]) -> None:
@@ -83,32 +129,48 @@ def check_dof(nobs: int, p: int, REML: bool) -> None:
         )
 
 
-def select_full_rank_columns(gram: np.ndarray, raw_norm2: np.ndarray, tol: float = RANK_TOL) -> list[int]:
+def select_full_rank_columns(
+    gram: np.ndarray,
+    raw_norm2: np.ndarray,
+    tol: float = RANK_TOL,
+    centred_norm2: np.ndarray | None = None,
+) -> list[int]:
     """Columns kept by a pivot-free sequential QR, as R's ``qr(X, LAPACK = FALSE)``.
 
     A column is dropped when the norm of its residual, after projecting it on the kept
-    earlier columns, is at most ``tol`` times its own norm; later columns are dropped in
+    earlier columns, is at most ``tol`` times its norm; later columns are dropped in
     favour of earlier ones, as lme4 does.
+
+    With an intercept (``centred_norm2`` given), ``tol`` is relative to the norm of the
+    *centred* column: ``[1, x]`` and ``[1, x - c]`` span the same space, so a shift of x
+    by 1e12 does not make x look collinear with the intercept (lme4 drops it). A residual
+    at the level of the rounding of the stored values (``ROUNDING_TOL`` times the raw
+    norm) is still taken as zero.
 
     Parameters
     ----------
     gram : (p, p) cross-product of the columns, possibly about a shift absorbed by an
         earlier kept intercept column (Schur complements are unchanged by it).
     raw_norm2 : (p,) squared norms of the original columns.
+    tol : float
+        Relative rank tolerance (lme4's default 1e-7).
+    centred_norm2 : (p,) or None
+        Squared norms of the centred columns (the intercept's own: n).
     """
+    scale2 = raw_norm2 if centred_norm2 is None else centred_norm2
     kept: list[int] = []
     chol = np.zeros((0, 0))
     for j in range(gram.shape[0]):
-        if raw_norm2[j] <= 0:
+        if raw_norm2[j] <= 0 or scale2[j] <= 0:
             continue
         if kept:
             g = gram[np.ix_(kept, [j])][:, 0]
-            w = np.linalg.solve(chol, g) if len(kept) else g
+            w = np.linalg.solve(chol, g)
             resid2 = gram[j, j] - w @ w
         else:
             w = np.zeros(0)
             resid2 = gram[j, j]
-        if resid2 > (tol**2) * raw_norm2[j]:
+        if resid2 > (tol**2) * scale2[j] and resid2 > (ROUNDING_TOL**2) * raw_norm2[j]:
             d = np.sqrt(resid2)
             new = np.zeros((len(kept) + 1, len(kept) + 1))
             new[: len(kept), : len(kept)] = chol
@@ -128,17 +190,88 @@ def warn_dropped_columns(dropped: Sequence[str]) -> None:
         )
 
 
-def check_scales(sd: np.ndarray, names: Sequence[str], intercept_index: int | None) -> None:
-    """Warn when predictors are on very different scales (lme4's checkScaleX)."""
-    idx = [j for j in range(len(sd)) if j != intercept_index and sd[j] > 0]
-    if len(idx) < 2:
+def binary_columns(X: np.ndarray) -> np.ndarray:
+    """Which columns hold only 0 and 1 (indicators, left out of the scale check)."""
+    return np.all((X == 0.0) | (X == 1.0), axis=0)
+
+
+def check_scales(
+    sd: np.ndarray,
+    names: Sequence[str],
+    intercept_index: int | None,
+    binary: np.ndarray | None = None,
+) -> None:
+    """Warn when predictors are on very different scales (as lme4's checkScaleX).
+
+    Continuous predictors (not the intercept, not 0/1 indicators) warn when the ratio of
+    two standard deviations, or one standard deviation itself, is beyond
+    ``SCALE_RATIO_TOL`` or its inverse. The fit stays exact either way (the engine
+    centres internally and works with cross-products of centred columns); the warning
+    is about coefficients too large or small to read.
+    """
+    idx = [
+        j for j in range(len(sd))
+        if j != intercept_index and sd[j] > 0 and (binary is None or not binary[j])
+    ]
+    if not idx:
         return
     sds = sd[idx]
+    big = names[idx[int(np.argmax(sds))]]
+    small = names[idx[int(np.argmin(sds))]]
     ratio = sds.max() / sds.min()
     if ratio > SCALE_RATIO_TOL:
-        big = names[idx[int(np.argmax(sds))]]
-        small = names[idx[int(np.argmin(sds))]]
         warn(
             f"predictors are on very different scales: sd of {big!r} is {ratio:.3g} times that of "
             f"{small!r}; the fit is exact, but consider rescaling for interpretable coefficients"
+        )
+    elif sds.max() > SCALE_RATIO_TOL or sds.min() < 1.0 / SCALE_RATIO_TOL:
+        name, value = (big, sds.max()) if sds.max() > SCALE_RATIO_TOL else (small, sds.min())
+        warn(
+            f"predictor {name!r} has standard deviation {value:.3g}, far from 1; the fit is exact, but "
+            "consider rescaling it for interpretable coefficients"
+        )
+
+
+#: Eigenvalues of the scaled within-group cross-product of X below this are zero: the
+#: direction is constant within every group.
+BETWEEN_ONLY_TOL = 1e-10
+
+
+def check_identifiable(within_xx: np.ndarray, total_xx_diag: np.ndarray, ngroups: int, group_name: str) -> None:
+    """The random intercept must not be confounded with the fixed effects.
+
+    Directions of X constant within every group live in the span of the group
+    indicators; when there are as many of them as groups, the fixed effects absorb every
+    group mean and var_group is not identified.
+    """
+    scale = 1.0 / np.sqrt(np.maximum(total_xx_diag, np.finfo(float).tiny))
+    scaled = within_xx * np.outer(scale, scale)
+    between_only = int((np.linalg.eigvalsh(scaled) <= BETWEEN_ONLY_TOL).sum()) if len(scaled) else 0
+    if between_only >= ngroups:
+        raise ModelDataError(
+            f"the fixed effects have {between_only} directions constant within groups, as many as the "
+            f"{ngroups} levels of {group_name!r}: they fit every group mean exactly, so the random intercept "
+            "is confounded with them; remove group-level predictors or the random term"
+        )
+
+
+#: A within-group residual sum of squares at or below this fraction of the response's
+#: total sum of squares is rounding: the fixed effects fit the response exactly within groups.
+EXACT_FIT_TOL = 1e-12
+
+
+def check_residual_variance(within: np.ndarray, total_yy: float, response_name: str, group_name: str) -> None:
+    """The residual variance must be identified: the within-group regression of the
+    response on the fixed effects must leave a residual."""
+    p = within.shape[0] - 1
+    Wxx, Wxy, Wyy = within[:p, :p], within[:p, p], within[p, p]
+    if p:
+        coef, *_ = np.linalg.lstsq(Wxx, Wxy, rcond=None)
+        resid = Wyy - Wxy @ coef
+    else:
+        resid = Wyy
+    if resid <= EXACT_FIT_TOL * total_yy:
+        raise ModelDataError(
+            f"the fixed effects fit {response_name!r} exactly within every group of {group_name!r} "
+            "(no residual variation left): the residual variance is not identified"
         )

@@ -11,7 +11,10 @@ import numpy as np
 import pandas as pd
 
 from .checks import (
+    binary_columns,
     check_dof,
+    check_identifiable,
+    check_residual_variance,
     check_groups,
     check_scales,
     select_full_rank_columns,
@@ -70,7 +73,20 @@ def fit_stats(
             design = _select_design_columns(design, kept)
     p = len(kept)
     check_dof(group_stats.nobs, p, REML)
-    check_scales(_column_sd(group_stats), names, intercept_index)
+    check_identifiable(
+        group_stats.within_cross()[:p, :p],
+        np.diag(group_stats.rebase(np.zeros(group_stats.q)).cross)[:p],
+        group_stats.ngroups,
+        group_name,
+    )
+    check_residual_variance(
+        group_stats.within_cross(),
+        float(group_stats.cross[-1, -1] - group_stats.sums[:, -1].sum() ** 2 / group_stats.nobs),
+        response_name,
+        group_name,
+    )
+    binary = None if design is None else binary_columns(design.X)
+    check_scales(_column_sd(group_stats), names, intercept_index, binary)
 
     model_shift = group_stats.shift.copy() if intercept_index is not None else np.zeros(group_stats.q)
     pooled = group_stats.pooled(model_shift)
@@ -190,7 +206,12 @@ def _full_rank_columns(group_stats: GroupStats, names, intercept_index) -> tuple
         gram = group_stats.cross[:p, :p]
     else:
         gram = raw
-    kept = select_full_rank_columns(gram, np.diag(raw))
+    centred = None
+    if intercept_index == 0:
+        # Relative to the centred columns: a shifted x is not collinear with the intercept.
+        centred = (_column_sd(group_stats) ** 2) * max(group_stats.nobs - 1, 1)
+        centred[0] = group_stats.nobs
+    kept = select_full_rank_columns(gram, np.diag(raw), centred_norm2=centred)
     dropped = [names[j] for j in range(p) if j not in kept]
     return kept, dropped
 

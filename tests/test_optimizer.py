@@ -106,8 +106,20 @@ def test_refinement_precision():
 def test_exactly_fitted_groups_raise_degenerate():
     g = np.repeat(np.arange(4), 3)
     y = np.array([1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 5.0, 5.0, 5.0, 0.0, 0.0, 0.0])
-    with pytest.raises(DegenerateCriterionError, match="residual variance is not identified"):
+    with pytest.raises(ValueError, match="residual variance is not identified"):
         rl.fit(np.ones((12, 1)), y, g)
+
+
+def test_degenerate_criterion_raises_from_statistics():
+    """Without the data check, the optimizer itself refuses a criterion falling to -inf."""
+    g = np.repeat(np.arange(4), 3)
+    y = np.array([1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 5.0, 5.0, 5.0, 0.0, 0.0, 0.0])
+    from reml_engine.groups import factorize_groups
+    from reml_engine.stats import compute_group_stats
+
+    stats = compute_group_stats(np.ones((12, 1)), y, factorize_groups(g), np.zeros(2), skip_columns=(0,))
+    with pytest.raises(DegenerateCriterionError, match="residual variance is not identified"):
+        find_optima(stats.pooled(), True)
 
 
 def test_lme4_default_basin():
