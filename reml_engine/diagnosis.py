@@ -96,7 +96,9 @@ def optimum_notes(
         )
     if cs.at_limit:
         notes.append(
-            "The compound-symmetry criterion falls all the way to the limit where V stops being positive "
-            "definite; its estimate is at that limit."
+            f"The compound-symmetry {name} keeps falling towards the limit where V stops being positive "
+            "definite (the largest group(s) can be fitted exactly there), so that likelihood has no "
+            + ("maximum; the compound-symmetry fit reported is its lowest proper local minimum."
+               if any(o.kind != "limit" for o in cs.optima) else "proper maximum; its values are at the closest point scanned.")
         )
     return notes

@@ -176,7 +176,7 @@ def _compound_symmetry(summary: OptSummary, pooled: PooledStats, REML: bool, to_
         criterion=best.criterion,
         REML=REML,
         nobs=pooled.nobs,
-        at_limit=best.kind == "limit",
+        at_limit=best.kind == "limit" or summary.unbounded_at_limit,
         optima=summary.extended_optima,
     )
 

@@ -76,6 +76,10 @@ SCAN_LIMIT_GAP = 1e-6
 #: this fraction of the size of its cancelling terms; a sign change that does not pass
 #: is a rounding jump, not a minimum.
 STATIONARY_RTOL = 1e-6
+#: Near the positive-definite limit the criterion behaves like ``a + b log(1 + tau max n_g)``
+#: with ``b`` a difference of counts (groups of the largest size, ranks); a slope ``b`` of
+#: at least this at the closest scanned point means the criterion is unbounded below there.
+LIMIT_UNBOUNDED_SLOPE = 0.5
 #: Relative tolerance on tau of the Brent refinement (the criterion is then exact to
 #: rounding, since it is flat to second order at a minimum).
 REFINE_RTOL = 4 * np.finfo(float).eps
@@ -156,7 +160,14 @@ class OptSummary:
     optima: tuple[Optimum, ...]
     extended_optima: tuple[Optimum, ...]
     derivative_at_zero: float
+    limit_slope: float = 0.0
     notes: tuple[str, ...] = field(default=())
+
+    @property
+    def unbounded_at_limit(self) -> bool:
+        """True when the compound-symmetry criterion falls without bound towards the
+        positive-definite limit of V (its likelihood has no maximum)."""
+        return self.limit_slope >= LIMIT_UNBOUNDED_SLOPE
 
     @property
     def global_optimum(self) -> Optimum:
@@ -165,8 +176,10 @@ class OptSummary:
 
     @property
     def extended_global_optimum(self) -> Optimum:
-        """The compound-symmetry estimate: the lowest minimum over the extended range."""
-        return min(self.extended_optima, key=lambda o: o.criterion)
+        """The compound-symmetry estimate: the lowest proper minimum over the extended
+        range; the limit point only when there is no proper minimum."""
+        proper = [o for o in self.extended_optima if o.kind != "limit"]
+        return min(proper or self.extended_optima, key=lambda o: o.criterion)
 
 
 class _CountingCriterion:
@@ -297,9 +310,12 @@ def find_optima(stats: PooledStats, REML: bool = True) -> OptSummary:
         extended.append(Optimum(root, float(point["criterion"][0]), "interior", float(point["derivative"][0])))
 
     lower = tau_lower_limit(stats)
+    limit_slope = 0.0
     if slopes[0] > 0:
         # The compound-symmetry criterion falls all the way to the positive-definite limit.
         extended.append(Optimum(float(taus[0]), float(values[0]), "limit", float(slopes[0])))
+        # Its slope in log(1 + tau max n_g) there says whether it is bounded.
+        limit_slope = float(slopes[0] * (1.0 + taus[0] * stats.max_size) / stats.max_size)
 
     at_zero = crit(0.0)
     slope_zero = float(at_zero["derivative"][0])
@@ -318,6 +334,7 @@ def find_optima(stats: PooledStats, REML: bool = True) -> OptSummary:
         optima=tuple(optima),
         extended_optima=tuple(extended),
         derivative_at_zero=slope_zero,
+        limit_slope=limit_slope,
     )
 
 

@@ -78,7 +78,9 @@ class CompoundSymmetryFit:
     criterion : float
         -2 x (restricted) log-likelihood, comparable with the random-intercept fit's.
     at_limit : bool
-        True when the criterion falls towards the positive-definite limit of V.
+        True when the criterion falls towards the positive-definite limit of V: either
+        the estimate is at that limit, or (for ML, typically) the criterion is unbounded
+        below there and the estimate reported is the lowest proper minimum.
     optima : tuple
         Every local minimum over the extended range (Optimum objects).
     """
@@ -246,7 +248,9 @@ class LmerFit:
         """Fitted values X beta + b_g, conditional on the random intercepts."""
         if self.design is None or self.group_codes is None:
             return None
-        return self.design.X @ self.fixef.to_numpy() + self.ranef["mode"].to_numpy()[self.group_codes]
+        from .predict import fixed_part  # centred: exact for predictors far from 0
+
+        return fixed_part(self, self.design.X) + self.ranef["mode"].to_numpy()[self.group_codes]
 
     @property
     def resid(self) -> np.ndarray | None:
@@ -258,6 +262,34 @@ class LmerFit:
     def scaled_residuals(self) -> np.ndarray | None:
         resid = self.resid
         return None if resid is None else resid / math.sqrt(self.sigma2)
+
+    # -- predictions, simulation, variance components (front end) ---------------------
+    def predict(self, newdata: pd.DataFrame | None = None, re: bool = True, *, X=None, groups=None):
+        """Predicted responses; new groups get the population prediction (see
+        :func:`reml_engine.predict.predict`)."""
+        from .predict import predict
+
+        return predict(self, newdata, re=re, X=X, groups=groups)
+
+    def simulate(self, nsim: int = 1, seed=None, re: bool = False) -> pd.DataFrame:
+        """Responses drawn from the fitted model (see :func:`reml_engine.predict.simulate`)."""
+        from .predict import simulate
+
+        return simulate(self, nsim, seed=seed, re=re)
+
+    def varcorr(self) -> pd.DataFrame:
+        """Variance components, as lme4's ``VarCorr``: one row for the group, one residual.
+
+        Columns ``name`` (the term), ``variance`` and ``sd``.
+        """
+        return pd.DataFrame(
+            {
+                "name": ["(Intercept)", ""],
+                "variance": [self.var_group, self.sigma2],
+                "sd": [math.sqrt(self.var_group), math.sqrt(self.sigma2)],
+            },
+            index=pd.Index([self.group_name, "Residual"], name="group"),
+        )
 
     # -- teaching: the criterion at any tau, and plots ----------------------------------
     def profile_criterion(self, tau: float | None = None, *, icc: float | None = None, REML: bool | None = None):
@@ -290,6 +322,11 @@ class LmerFit:
 
     def __str__(self) -> str:
         return self.summary()
+
+    def _repr_html_(self) -> str:
+        from .render import render_html
+
+        return render_html(self)
 
     def __repr__(self) -> str:
         kind = "REML" if self.REML else "ML"

@@ -130,3 +130,24 @@ def test_lme4_default_basin():
     optima = [O(0.0), O(50.0)]
     assert lme4_default_optimum(optima, slope_at_start=+1.0).tau == 0.0
     assert lme4_default_optimum(optima, slope_at_start=-1.0).tau == 50.0
+
+
+def test_unbounded_compound_symmetry_ml_is_flagged():
+    """sim_contextual under ML: one group of the largest size can be fitted exactly as V
+    approaches singularity, so the compound-symmetry likelihood is unbounded there. The
+    criterion falls by ~2 per unit of log(1 + tau max n_g) (checked on the closed form at
+    points far closer to the limit than the scan goes)."""
+    import pandas as pd
+
+    from conftest import case_data
+
+    m = rl.lmer("y ~ x + (1|g)", case_data("sim_contextual"), REML=False)
+    lower = -1.0 / m.stats.max_size
+    gaps = np.array([1e-9, 1e-10, 1e-11])
+    values = evaluate(lower * (1 - gaps), m.stats, False)["criterion"]
+    assert np.all(np.diff(values) < -1.0)  # still falling by more than 1 per decade
+    assert m.opt_summary.unbounded_at_limit
+    assert m.compound_symmetry.at_limit
+    assert m.compound_symmetry.criterion == pytest.approx(m.criterion, abs=1e-8)  # lowest proper minimum
+    assert any("no maximum" in note for note in m.notes)
+    assert isinstance(m.summary(), str) and pd.notna(m.compound_symmetry.icc)
