@@ -176,16 +176,15 @@ class FormulaColumns:
             )
         if sample is None:
             return cls(parsed, used, (), {})
-        spec = _sample_spec(parsed, sample)
+        # Text columns are categories in an in-memory fit; formulaic may take Arrow
+        # strings (as Dask and Parquet give them) for something else.
+        text = {c for c in used if c != parsed.response and not _is_number_dtype(dtypes[c])}
+        spec = _sample_spec(parsed, sample.astype({c: "category" for c in text}))
         categorical, numerical = set(), set()
         for factor, variables in spec.factor_variables.items():
             kind = spec.encoder_state.get(str(factor), (None, None))[0]
             target = categorical if kind is not None and kind.value == "categorical" else numerical
             target.update(v for v in variables if v in used)
-        # Text columns are categories in an in-memory fit; formulaic may take Arrow
-        # strings (as Dask and Parquet give them) for something else.
-        text = {v for v in categorical | numerical if not _is_number_dtype(dtypes[v])}
-        categorical |= text
         numerical -= text
         both = sorted(categorical & numerical)
         if both:

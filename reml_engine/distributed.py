@@ -51,7 +51,7 @@ def require_dask():
 
 def is_dask_dataframe(data) -> bool:
     """True for a Dask DataFrame, without importing Dask when it is not loaded already."""
-    if "dask.dataframe" not in sys.modules:
+    if sys.modules.get("dask.dataframe") is None:
         return False
     import dask.dataframe as dd
 
@@ -100,16 +100,12 @@ class DaskSource(ChunkSource):
         return _compute(results[0], self.progress, self.scheduler, what)
 
 
-def _distributed_client():
-    """The active ``distributed.Client``, or None (no distributed, or no client)."""
-    try:
-        from distributed import default_client
-    except ImportError:
-        return None
-    try:
-        return default_client()
-    except ValueError:
-        return None
+def _distributed_client(scheduler):
+    """The ``distributed.Client`` that would run a computation, or None (a local scheduler)."""
+    from dask.base import get_scheduler
+
+    client = getattr(get_scheduler(scheduler=scheduler), "__self__", None)
+    return client if type(client).__name__ == "Client" else None
 
 
 def _compute(task, progress, scheduler, what: str):
@@ -122,7 +118,7 @@ def _compute(task, progress, scheduler, what: str):
     """
     import dask
 
-    client = _distributed_client() if scheduler is None else None
+    client = _distributed_client(scheduler)
     if client is not None:
         future = client.compute(task)
         if progress is True:

@@ -1,0 +1,229 @@
+"""Out-of-core and distributed fits agree with the in-memory fit (and with lme4).
+
+The same data are fitted from a pandas frame (the in-memory pipeline, itself tested
+against lme4 elsewhere), from a Dask frame with several partitions (groups split across
+them, a categorical level present in one partition only, an empty partition, a partition
+with missing values), from Parquet files, and from a chunk iterator; on the threaded
+scheduler and on a ``LocalCluster`` (processes=False, 2 workers).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import case_data, case_formula, lme4_name, load_reference
+
+import reml_engine as rl
+from reml_engine.chunked import lmer_chunks
+
+dask = pytest.importorskip("dask")
+dd = pytest.importorskip("dask.dataframe")
+distributed = pytest.importorskip("distributed")
+
+from reml_engine.distributed import INSTALL_HINT, _distributed_client, lmer_dask  # noqa: E402
+
+#: Agreement required between the in-memory and the chunked/distributed fits: only the
+#: order of the floating-point sums differs.
+SAME_FIT_RTOL = 1e-10
+
+FORMULA = "y ~ x * c + z + (1|g)"
+
+
+def _partitions() -> list[pd.DataFrame]:
+    """Five partitions: groups split across them, level 'rare' only in the fourth,
+    missing values in the second, the third empty."""
+    rng = np.random.default_rng(20261125)
+    n, n_groups = 1200, 40
+    g = rng.permutation(np.repeat(np.arange(n_groups), n // n_groups))
+    c = rng.choice(["a", "b", "c"], n)
+    x = rng.normal(size=n)
+    z = rng.uniform(10.0, 20.0, n)
+    b = rng.normal(scale=0.8, size=n_groups)
+    df = pd.DataFrame({"y": 1.0 + 0.5 * x + 0.1 * z + (c == "b") * 0.4 + b[g] + rng.normal(size=n),
+                       "x": x, "c": c, "z": z, "g": g})
+    parts = [df.iloc[:300].copy(), df.iloc[300:600].copy(), df.iloc[:0].copy(),
+             df.iloc[600:900].copy(), df.iloc[900:].copy()]
+    parts[1].loc[parts[1].index[:4], "x"] = np.nan
+    parts[1].loc[parts[1].index[10:12], "c"] = None
+    rare = parts[3].index[:12]
+    parts[3].loc[rare, "c"] = "rare"
+    parts[3].loc[rare, "y"] += 1.5
+    return parts
+
+
+PARTS = _partitions()
+FRAME = pd.concat(PARTS)
+
+
+def _fit_quietly(fitter, *args, **kwargs):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = fitter(*args, **kwargs)
+    return fit, [str(w.message) for w in caught if issubclass(w.category, rl.ModelDataWarning)]
+
+
+@pytest.fixture(scope="module")
+def in_memory():
+    return _fit_quietly(rl.lmer, FORMULA, FRAME)
+
+
+@pytest.fixture(scope="module")
+def ddf():
+    return dd.from_delayed([dask.delayed(p) for p in PARTS], meta=FRAME.iloc[:0], verify_meta=False)
+
+
+@pytest.fixture(scope="module")
+def parquet_glob(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("parquet")
+    for i, part in enumerate(PARTS):
+        part.to_parquet(folder / f"part-{i}.parquet")
+    return str(folder / "*.parquet")
+
+
+@pytest.fixture(scope="module")
+def cluster_client():
+    with distributed.LocalCluster(processes=False, n_workers=2, threads_per_worker=1,
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+def assert_same_fit(fit: rl.LmerFit, reference: rl.LmerFit) -> None:
+    """Every estimate and the random effects, to SAME_FIT_RTOL."""
+    assert list(fit.fixef.index) == list(reference.fixef.index)
+    assert fit.nobs == reference.nobs and fit.ngroups == reference.ngroups
+    for name in ("criterion", "tau", "sigma2", "var_group"):
+        assert getattr(fit, name) == pytest.approx(getattr(reference, name), rel=SAME_FIT_RTOL), name
+    np.testing.assert_allclose(fit.fixef, reference.fixef, rtol=SAME_FIT_RTOL, atol=SAME_FIT_RTOL * reference.se.min())
+    np.testing.assert_allclose(fit.vcov, reference.vcov, rtol=SAME_FIT_RTOL,
+                               atol=SAME_FIT_RTOL * np.abs(reference.vcov.to_numpy()).max())
+    ranef = fit.ranef.set_axis(pd.Index(fit.ranef.index.to_numpy().tolist()), axis=0)
+    expected = reference.ranef.set_axis(pd.Index(reference.ranef.index.to_numpy().tolist()), axis=0)
+    assert sorted(ranef.index) == sorted(expected.index)
+    np.testing.assert_allclose(ranef.loc[expected.index].to_numpy(), expected.to_numpy(),
+                               rtol=SAME_FIT_RTOL, atol=SAME_FIT_RTOL * np.abs(expected.to_numpy()).max())
+    assert [o.tau for o in fit.optima] == pytest.approx([o.tau for o in reference.optima], rel=1e-8)
+
+
+def test_the_partitions_exercise_the_hard_cases():
+    # Guards the test data itself: split groups, a one-partition level, an empty and
+    # an incomplete partition.
+    groups_per_part = [set(p["g"]) for p in PARTS if len(p)]
+    assert len(set.intersection(*groups_per_part)) > 20
+    assert [("rare" in set(p["c"].dropna())) for p in PARTS] == [False, False, False, True, False]
+    assert len(PARTS[2]) == 0 and PARTS[1][["x", "c"]].isna().any(axis=1).sum() == 6
+
+
+def test_threaded_dask_frame_matches_in_memory(in_memory, ddf):
+    reference, warned = in_memory
+    fit, warned_dask = _fit_quietly(lmer_dask, FORMULA, ddf, scheduler="threads")
+    assert_same_fit(fit, reference)
+    assert "c[T.rare]" in fit.fixef.index
+    # The missing rows are dropped and counted once, as the in-memory fit reports them.
+    assert [w for w in warned_dask if "missing" in w] == [w for w in warned if "missing" in w]
+    assert any("dropped 6 of 1200 rows" in w for w in warned_dask)
+
+
+def test_parquet_glob_matches_in_memory(in_memory, parquet_glob):
+    with dask.config.set(scheduler="threads"):
+        fit, _ = _fit_quietly(rl.lmer, FORMULA, parquet_glob)
+    assert_same_fit(fit, in_memory[0])
+
+
+def test_local_cluster_matches_in_memory(in_memory, ddf, parquet_glob, cluster_client):
+    assert _distributed_client(None) is cluster_client
+    for data in (ddf, parquet_glob):
+        fit, _ = _fit_quietly(rl.lmer, FORMULA, data)
+        assert_same_fit(fit, in_memory[0])
+
+
+@pytest.mark.parametrize("kind", ["list", "function", "one-shot with levels"])
+def test_chunk_iterators_match_in_memory(in_memory, kind):
+    if kind == "list":
+        chunks, options = PARTS, {}
+    elif kind == "function":
+        chunks, options = (lambda: iter(PARTS)), {}
+    else:
+        chunks, options = (p for p in PARTS), {"levels": {"c": ["a", "b", "c", "rare"]}}
+    fit, _ = _fit_quietly(lmer_chunks, FORMULA, chunks, **options)
+    assert_same_fit(fit, in_memory[0])
+
+
+def test_lmer_dispatches_a_chunk_iterator(in_memory):
+    fit, _ = _fit_quietly(rl.lmer, FORMULA, lambda: iter(PARTS))
+    assert_same_fit(fit, in_memory[0])
+
+
+def test_fit_without_rows_still_summarizes(ddf):
+    fit, _ = _fit_quietly(lmer_dask, "y ~ x + z + (1|g)", ddf, scheduler="threads")
+    assert fit.fitted is None and fit.resid is None and fit.design is None
+    text = fit.summary()
+    assert "Scaled residuals" not in text
+    complete = len(FRAME[["y", "x", "z", "g"]].dropna())
+    assert f"Number of obs: {complete}," in text and f"{fit.fixef['x']:.4f}" in text
+
+
+def test_level_seen_only_in_dropped_rows_is_not_a_column(in_memory):
+    parts = [p.copy() for p in PARTS]
+    parts[4].loc[parts[4].index[:3], "c"] = "ghost"
+    parts[4].loc[parts[4].index[:3], "z"] = np.nan
+    reference, _ = _fit_quietly(rl.lmer, FORMULA, pd.concat(parts))
+    ddf = dd.from_delayed([dask.delayed(p) for p in parts], meta=FRAME.iloc[:0], verify_meta=False)
+    fit, _ = _fit_quietly(lmer_dask, FORMULA, ddf, scheduler="threads")
+    assert not any("ghost" in name for name in fit.fixef.index)
+    assert_same_fit(fit, reference)
+
+
+@pytest.mark.parametrize("method", ["reml", "ml"])
+def test_partitioned_reference_case_matches_lme4(method):
+    """sim_unbalanced (x1 * cat + x2) in 4 partitions against lme4's stored values."""
+    ref = load_reference()["sim_unbalanced"][method]
+    data = case_data("sim_unbalanced").sample(frac=1.0, random_state=1)
+    ddf = dd.from_pandas(data, npartitions=4, sort=False)
+    fit, _ = _fit_quietly(lmer_dask, case_formula("sim_unbalanced"), ddf, REML=method == "reml",
+                          scheduler="threads")
+    assert fit.criterion == pytest.approx(ref["criterion"], abs=1e-6)
+    fixef = fit.fixef.rename(lme4_name)
+    for name, value in ref["fixef"].items():
+        assert fixef[name] == pytest.approx(value, rel=1e-4, abs=1e-10), name
+    assert fit.sigma2 == pytest.approx(ref["sigma2"], rel=1e-3)
+    ranef = fit.ranef["mode"].rename(str)
+    for level, value in ref.get("ranef", {}).items():  # stored for REML only
+        assert ranef[level] == pytest.approx(value, rel=1e-3, abs=1e-6), level
+
+
+def test_progress_bar_on_request(ddf, capsys):
+    _fit_quietly(lmer_dask, FORMULA, ddf, scheduler="threads", progress=True)
+    assert "100%" in capsys.readouterr().err
+
+
+def test_missing_values_raise_on_request(ddf):
+    with pytest.raises(rl.ModelDataError, match="missing values in 6 rows"):
+        lmer_dask(FORMULA, ddf, scheduler="threads", na_action="raise")
+
+
+def test_import_never_loads_dask():
+    code = (
+        "import sys, warnings, reml_engine as rl\n"
+        "from reml_engine.chunked import lmer_chunks\n"
+        "df = rl.load_seed()\n"
+        "lmer_chunks('y ~ x + (1|f)', [df.iloc[:6], df.iloc[6:]])\n"
+        "rl.lmer('y ~ x + (1|f)', df)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_missing_dask_is_a_clear_message(monkeypatch):
+    for name in list(sys.modules):
+        if name == "dask" or name.startswith("dask."):
+            monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "dask", None)
+    with pytest.raises(ImportError, match=r"pip install 'reml_engine\[dask\]'") as err:
+        rl.lmer(FORMULA, "data/*.parquet")
+    assert str(err.value) == INSTALL_HINT
