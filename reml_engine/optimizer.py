@@ -46,8 +46,16 @@ from negative to positive. The scan evaluates the *derivative* at each point, so
    at the top of the scan the scan is extended; if it stays negative, the model is
    degenerate (residual variance not identified) and the fit raises.
 
-The boundary ``tau = 0`` is a local minimum of the constrained problem when the
-derivative there is non-negative.
+4. Near the negative limit the scan stops at ``1 + tau max n_g = SCAN_LIMIT_GAP``:
+   closer still, rounding (not the data) shapes the criterion. There it behaves like
+   ``a + b log(1 + tau max n_g)``; a positive slope at the closest point is reported as
+   a ``"limit"`` optimum, and a slope of at least ``LIMIT_UNBOUNDED_SLOPE`` as a criterion
+   unbounded below (the compound-symmetry likelihood then has no maximum).
+
+A bracketed sign change is kept only if the refined root is a true stationary point
+(derivative small against its cancelling terms, ``STATIONARY_RTOL``), which discards
+rounding jumps. The boundary ``tau = 0`` is a local minimum of the constrained problem
+when the derivative there is non-negative.
 """
 
 from __future__ import annotations
