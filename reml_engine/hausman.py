@@ -247,15 +247,12 @@ def mundlak_design(design, fit):
 
 
 def _satterthwaite_f(fit, L: np.ndarray) -> tuple[float, float] | None:
-    """(F, den_df) from the inference module when it is there; None otherwise."""
+    """(F, den_df) of ``L beta = 0`` with Satterthwaite df; None without the ddf module."""
     try:
-        from . import ddf  # noqa: F401  (provided by the inference work)
-    except ImportError:
+        from .ddf import satterthwaite_ftest, satterthwaite_state
+    except ImportError:  # the inference module is optional here
         return None
-    test = getattr(ddf, "contrast_test", None)
-    if test is None:
-        return None
-    result = test(fit, L, method="satterthwaite")
+    result = satterthwaite_ftest(fit, satterthwaite_state(fit), L, np.zeros(len(L)))
     return float(result.f_value), float(result.den_df)
 
 

@@ -115,6 +115,28 @@ def _means_by_code(values: np.ndarray, codes: np.ndarray, ngroups: int) -> np.nd
     return means
 
 
+def _as_text(label) -> str:
+    """A label as text, integral numbers without ``.0`` (308, 308.0 and "308" agree)."""
+    if isinstance(label, (int, float, np.integer, np.floating)) and not isinstance(label, bool):
+        if float(label).is_integer():
+            return str(int(label))
+    return str(label)
+
+
+def _level_positions(stored: pd.Index, levels: pd.Index) -> np.ndarray:
+    """Position of each level among the stored ones (-1 if new): by value, then by text,
+    so that labels read as numbers in one data frame and as text in the other match."""
+    try:
+        position = np.asarray(stored.get_indexer(levels), dtype=np.int64)
+    except (TypeError, ValueError):
+        position = np.full(len(levels), -1, dtype=np.int64)
+    if (position < 0).any():
+        by_text = {_as_text(level): k for k, level in enumerate(stored)}
+        for i in np.flatnonzero(position < 0):
+            position[i] = by_text.get(_as_text(levels[i]), -1)
+    return position
+
+
 def group_means(data, _state: dict, _context: Mapping | None, name: str) -> tuple[np.ndarray, bool]:
     """Each row's group mean of ``data``: stored means for known levels, own rows for new ones.
 
@@ -136,7 +158,7 @@ def group_means(data, _state: dict, _context: Mapping | None, name: str) -> tupl
             raise ModelDataError(
                 f"{name}(): the new data give {values.shape[1]} columns, the fit had {stored.shape[1]}"
             )
-        position = stored_levels.get_indexer(levels)
+        position = _level_positions(stored_levels, levels)
         # Known levels take the fitting data's mean; new levels keep their own rows' mean.
         known = position >= 0
         local[known] = stored[position[known]]

@@ -1,0 +1,89 @@
+"""Profile and caterpillar plots, rendered with the Agg backend: what is drawn is what the
+fit (and lme4) says."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from conftest import case_data, case_formula, load_reference
+
+import reml_engine as rl
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+#: lme4's optimizer precision (conditional modes and variances).
+RTOL_LME4 = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.mark.parametrize("case", ["seed_x", "sim_contextual", "sleepstudy", "dyestuff2"])
+def test_profile_plot_marks_exactly_the_fits_optima(case):
+    m = rl.lmer(case_formula(case), case_data(case))
+    plot = m.plot_profile()
+    assert [(o.tau, o.criterion, o.is_global, o.is_lme4_default) for o in plot.optima] == [
+        (o.tau, o.criterion, o.is_global, o.is_lme4_default) for o in m.optima
+    ]
+    drawn = np.asarray(plot.optima_artist.get_offsets(), dtype=float)
+    np.testing.assert_allclose(drawn[:, 0], [o.icc for o in m.optima], rtol=1e-14, atol=0)
+    np.testing.assert_allclose(drawn[:, 1], [o.criterion for o in m.optima], rtol=1e-14, atol=0)
+    assert plot.lme4_default.tau == m.lme4_default.tau
+    assert plot.compound_symmetry.icc == pytest.approx(m.compound_symmetry.icc, rel=1e-14)
+    max_size = m.design.groups.value_counts().max()
+    assert plot.ax.get_xlim() == pytest.approx((-1.0 / (max_size - 1.0), 1.0))
+    # The drawn curve passes through every marked optimum.
+    x, y = plot.ax.lines[0].get_data()
+    for o in m.optima:
+        at = np.flatnonzero(np.isclose(x, o.icc, rtol=0, atol=1e-15))
+        assert at.size and y[at[0]] == pytest.approx(o.criterion, rel=1e-12)
+    plot.figure.canvas.draw()  # renders without error
+
+
+def test_seed_profile_shows_lme4s_boundary_stop_and_the_global_interior_optimum():
+    ref = load_reference()["seed_x"]
+    plot = rl.lmer("y ~ x + (1|f)", rl.load_seed()).plot_profile()
+    assert plot.lme4_default.tau == 0.0
+    assert plot.lme4_default.criterion == pytest.approx(ref["reml_lme4_default"]["criterion"], rel=1e-6)
+    assert plot.profile.global_optimum.criterion == pytest.approx(ref["reml"]["criterion"], rel=1e-6)
+    assert plot.compound_symmetry.icc == pytest.approx(ref["gls_cs"]["rho"], rel=1e-5)
+
+
+def test_ml_profile_of_a_reml_fit_marks_the_ml_fits_optima():
+    data = case_data("seed_x")
+    ml = rl.lmer("y ~ x + (1|f)", data, REML=False)
+    plot = rl.lmer("y ~ x + (1|f)", data).plot_profile(REML=False)
+    assert [o.tau for o in plot.optima] == pytest.approx([o.tau for o in ml.optima], rel=1e-10)
+    assert [o.criterion for o in plot.optima] == pytest.approx([o.criterion for o in ml.optima], rel=1e-12)
+    assert [o.is_lme4_default for o in plot.optima] == [o.is_lme4_default for o in ml.optima]
+    assert "deviance" in plot.ax.get_ylabel()
+
+
+def test_caterpillar_plot_draws_lme4s_modes_and_intervals():
+    ref = load_reference()["sleepstudy"]["reml"]
+    m = rl.lmer(case_formula("sleepstudy"), case_data("sleepstudy"))
+    ax = m.plot_ranef()
+    container = ax.containers[0]
+    modes = np.asarray(container.lines[0].get_xdata(), dtype=float)
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    expected_modes = np.array([ref["ranef"][label] for label in labels])
+    np.testing.assert_allclose(modes, expected_modes, rtol=RTOL_LME4)
+    assert np.all(np.diff(modes) >= 0)  # sorted
+    segments = container.lines[2][0].get_segments()
+    half_widths = np.array([(seg[1][0] - seg[0][0]) / 2 for seg in segments])
+    expected = 1.959963984540054 * np.sqrt([ref["ranef_condvar"][label] for label in labels])
+    np.testing.assert_allclose(half_widths, expected, rtol=RTOL_LME4)
+
+
+def test_without_matplotlib_the_error_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    m = rl.lmer("y ~ x + (1|f)", rl.load_seed())
+    with pytest.raises(ImportError, match=r"reml_engine\[plot\]"):
+        m.plot_profile()
