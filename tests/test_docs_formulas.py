@@ -139,12 +139,14 @@ def test_docs_cite_only_existing_library_names():
     criterion_module = importlib.import_module("reml_engine.criterion")
     optimizer_module = importlib.import_module("reml_engine.optimizer")
 
-    text = "\n".join(p.read_text() for p in MECHANICS.glob("*.md"))
+    text = "\n".join(p.read_text() for p in [DOCS / "index.md", *MECHANICS.glob("*.md")])
     for name in ("criterion_parts", "evaluate", "find_optima", "compute_group_stats"):
         assert f"{name}" in text and hasattr(rl, name)
     for name in ("xtvinvx", "fixed_effects", "tau_lower_limit"):
         assert name in text and hasattr(criterion_module, name)
     assert "lme4_default_optimum" in text and hasattr(optimizer_module, "lme4_default_optimum")
+    for method in ("profile_criterion", "plot_profile", "lme4_default"):
+        assert f"m.{method}" in text and hasattr(rl.LmerFit, method)
     for field in ("logdet_V", "logdet_XtVinvX", "pwrss", "beta", "sigma2", "criterion", "derivative"):
         assert field in rl.CriterionParts.__dataclass_fields__
 
