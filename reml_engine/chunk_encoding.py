@@ -341,15 +341,15 @@ def _with_levels(chunk: pd.DataFrame, levels: dict) -> pd.DataFrame:
     data = chunk.copy(deep=False)
     for column, column_levels in levels.items():
         values = chunk[column]
-        fixed = pd.Categorical(values, categories=pd.Index(list(column_levels), dtype=object))
-        unknown = (fixed.codes < 0) & values.notna().to_numpy()
+        categories = pd.Index(list(column_levels), dtype=object)
+        unknown = ~(values.isin(categories) | values.isna()).to_numpy()
         if unknown.any():
             example = values[unknown].iloc[0]
             raise ModelDataError(
                 f"column {column!r} has {int(unknown.sum())} values outside its {len(column_levels)} known levels "
                 f"(e.g. {example!r}); pass every level in levels= or use a source that can be read twice"
             )
-        data[column] = fixed
+        data[column] = pd.Categorical(values, categories=categories)
     return data
 
 

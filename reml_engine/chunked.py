@@ -174,7 +174,7 @@ class ReadProgress:
             self._print(now)
 
     def close(self) -> None:
-        if self.printed:
+        if self.printed or self.progress is True:
             self._print(time.monotonic())
 
     def _print(self, now: float) -> None:
