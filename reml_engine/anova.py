@@ -1,0 +1,258 @@
+"""Likelihood-ratio comparison of nested models (lme4's ``anova(m0, m1, ...)``).
+
+Models are ordered by their number of parameters and each is compared with the one
+before it: ``Chisq = 2 (logLik_1 - logLik_0)`` on ``Df = npar_1 - npar_0``. REML
+likelihoods of models with different fixed effects are not comparable, so REML fits are
+refitted by ML first (with a note), as lme4 does, and the refit is the *global* ML
+optimum: a local search started from the REML estimate can stop at another local
+optimum, and the note says when it would have.
+
+A model without random effects is accepted as the null: :func:`ols` fits it (ML
+log-likelihood, ``p + 1`` parameters, as R's ``logLik(lm(...))``). When the only
+difference between two models is the random intercept, the chi-square(1) p-value is
+conservative (the null is on the boundary); the table adds the 50:50 mixture p-value.
+
+Examples
+--------
+>>> import reml_engine as rl
+>>> data = rl.load_seed()
+>>> table = rl.anova(rl.lmer("y ~ 1 + (1|f)", data), rl.lmer("y ~ x + (1|f)", data))
+>>> round(float(table.table["Chisq"].iloc[1]), 4)
+0.6157
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from .criterion import evaluate
+from .optimizer import lme4_default_optimum
+
+#: Two models are fitted to the same responses when these agree to this relative
+#: tolerance (number of rows is compared exactly).
+SAME_RESPONSE_RTOL = 1e-10
+#: A refit criterion differing from the lme4-style local refit by more than this is
+#: reported.
+LOCAL_REFIT_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class OLSFit:
+    """Ordinary least squares: the null model without random effects.
+
+    Attributes
+    ----------
+    fixef : pandas.Series
+    rss : float
+        Residual sum of squares.
+    nobs : int
+    formula : str or None
+    y_sum, y_sumsq : float
+        Checks that models compared are fitted to the same response.
+    """
+
+    fixef: pd.Series
+    rss: float
+    nobs: int
+    formula: str | None = None
+    y_sum: float = math.nan
+    y_sumsq: float = math.nan
+
+    REML = False
+
+    @property
+    def n_params(self) -> int:
+        """Coefficients and the residual variance."""
+        return len(self.fixef) + 1
+
+    @property
+    def loglik(self) -> float:
+        """ML log-likelihood, as R's ``logLik(lm)``."""
+        n = self.nobs
+        return -0.5 * n * (math.log(2.0 * math.pi * self.rss / n) + 1.0)
+
+    @property
+    def deviance(self) -> float:
+        return -2.0 * self.loglik
+
+    @property
+    def aic(self) -> float:
+        return self.deviance + 2 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return self.deviance + self.n_params * math.log(self.nobs)
+
+
+def ols(formula: str, data: pd.DataFrame) -> OLSFit:
+    """Fit ``response ~ fixed terms`` by ordinary least squares (no random effect).
+
+    A random term in the formula is ignored, so ``ols("y ~ x + (1|g)", data)`` gives
+    the null model of the random-intercept test.
+    """
+    import formulaic
+
+    from .checks import ModelDataError
+    from .design import parse_formula
+
+    try:
+        fixed = parse_formula(formula).fixed
+    except ModelDataError:
+        fixed = formula  # no random term: already the fixed part
+    matrices = formulaic.model_matrix(fixed, data)
+    X = np.asarray(matrices.rhs.to_numpy(dtype=np.float64))
+    y = np.asarray(matrices.lhs.to_numpy(dtype=np.float64)).ravel()
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    resid = y - X @ beta
+    names = ["(Intercept)" if c == "Intercept" else str(c) for c in matrices.rhs.columns]
+    return OLSFit(pd.Series(beta, index=names, name="fixef"), float(resid @ resid), len(y), fixed,
+                  float(y.sum()), float(y @ y))
+
+
+@dataclass(frozen=True)
+class AnovaResult:
+    """The comparison table and its notes.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per model (in order of parameters): ``npar``, ``AIC``, ``BIC``,
+        ``logLik``, ``deviance``, ``Chisq``, ``Df``, ``p_value`` and, where a model
+        differs from the previous one only by the random intercept, ``p_mixture``.
+    notes : tuple of str
+    models : tuple
+        The fits compared (ML refits where the inputs were REML).
+    """
+
+    table: pd.DataFrame
+    notes: tuple[str, ...]
+    models: tuple
+
+    def __str__(self) -> str:
+        text = self.table.to_string(float_format=lambda v: f"{v:.6g}")
+        return "\n".join([text, *self.notes])
+
+
+def _ml_refit(fit) -> tuple[object, str | None]:
+    """The global ML fit of the same model, and a note if a local refit would differ."""
+    from .model import fit_design
+
+    if fit.design is None:
+        raise ValueError("refitting by ML needs the fit's design (a fit from rl.lmer or rl.fit)")
+    ml = fit_design(fit.design, REML=False)
+    # Where a descent started at the REML estimate would stop (lme4's refitML).
+    slope = float(evaluate([fit.tau], ml.stats, False)["derivative"][0])
+    local = lme4_default_optimum(ml.optima, slope, start_tau=fit.tau)
+    note = None
+    if local.criterion - ml.criterion > LOCAL_REFIT_TOL:
+        label = fit.formula or "model"
+        note = (
+            f"{label}: the ML refit is the global optimum (deviance {ml.criterion:.4f}, "
+            f"var_group/sigma2 = {ml.tau:.4g}); a local refit started at the REML estimate "
+            f"(as lme4's anova) would stop at deviance {local.criterion:.4f} "
+            f"(var_group/sigma2 = {local.tau:.4g})"
+        )
+    return ml, note
+
+
+def _response_key(model) -> tuple:
+    if isinstance(model, OLSFit):
+        return model.nobs, model.y_sum, model.y_sumsq
+    y = getattr(getattr(model, "design", None), "y", None)
+    if y is None:
+        return (model.nobs, math.nan, math.nan)
+    return model.nobs, float(y.sum()), float(y @ y)
+
+
+def _fixed_names(model) -> tuple[str, ...]:
+    return tuple(model.fixef.index)
+
+
+def anova(*models, refit: bool = True) -> AnovaResult:
+    """Compare nested models by likelihood ratio, with AIC and BIC.
+
+    Parameters
+    ----------
+    *models : LmerFit or OLSFit
+        Two or more models fitted to the same responses; ordered by their number of
+        parameters before comparison.
+    refit : bool
+        Refit REML fits by ML (default, as lme4). With ``refit=False`` all models must
+        be REML fits with identical fixed effects, or all ML.
+
+    Returns
+    -------
+    AnovaResult
+    """
+    if len(models) < 2:
+        raise ValueError("anova needs at least two models to compare")
+    notes = []
+    fitted = []
+    refitted = []
+    for model in models:
+        if getattr(model, "REML", False) and refit:
+            ml, note = _ml_refit(model)
+            refitted.append(model.formula or "model")
+            if note:
+                notes.append(note)
+            fitted.append(ml)
+        else:
+            fitted.append(model)
+    if refitted:
+        notes.insert(0, f"refitting {len(refitted)} REML fit(s) with ML (instead of REML): {', '.join(refitted)}")
+    kinds = {bool(getattr(m, "REML", False)) for m in fitted}
+    if len(kinds) > 1:
+        raise ValueError("cannot compare REML and ML likelihoods; use refit=True")
+    if kinds == {True} and len({_fixed_names(m) for m in fitted}) > 1:
+        raise ValueError("REML likelihoods of models with different fixed effects are not comparable; use refit=True")
+    keys = [_response_key(m) for m in fitted]
+    n0 = keys[0]
+    for k, key in zip(range(1, len(keys)), keys[1:], strict=True):
+        if key[0] != n0[0]:
+            raise ValueError(f"models were fitted to different numbers of rows ({n0[0]} and {key[0]} for model {k + 1})")
+        if not np.allclose(key[1:], n0[1:], rtol=SAME_RESPONSE_RTOL, equal_nan=True):
+            raise ValueError(f"model {k + 1} was fitted to a different response than model 1")
+
+    order = sorted(range(len(fitted)), key=lambda i: fitted[i].n_params)
+    ordered = [fitted[i] for i in order]
+    rows = []
+    for i, m in enumerate(ordered):
+        loglik = m.loglik
+        row = {
+            "npar": m.n_params,
+            "AIC": -2 * loglik + 2 * m.n_params,
+            "BIC": -2 * loglik + m.n_params * math.log(m.nobs),
+            "logLik": loglik,
+            "deviance": -2 * loglik,
+            "Chisq": math.nan,
+            "Df": math.nan,
+            "p_value": math.nan,
+            "p_mixture": math.nan,
+        }
+        if i > 0:
+            prev = ordered[i - 1]
+            chisq = max(0.0, 2.0 * (loglik - prev.loglik))
+            df = m.n_params - prev.n_params
+            row["Chisq"], row["Df"] = chisq, df
+            row["p_value"] = float(sps.chi2.sf(chisq, df)) if df > 0 else math.nan
+            only_random = isinstance(prev, OLSFit) and not isinstance(m, OLSFit) and (
+                _fixed_names(prev) == _fixed_names(m)
+            )
+            if only_random:
+                row["p_mixture"] = 0.5 * row["p_value"] if chisq > 0 else 1.0
+                notes.append(
+                    f"model {i + 1} adds only the random intercept to model {i}: var_group = 0 is on the "
+                    "boundary, so chi-square(1) is conservative; p_mixture uses the 50:50 "
+                    "chi-square(0)/chi-square(1) null"
+                )
+        rows.append(row)
+    labels = [getattr(m, "formula", None) or f"model {i + 1}" for i, m in enumerate(ordered)]
+    table = pd.DataFrame(rows, index=labels)
+    if table["p_mixture"].isna().all():
+        table = table.drop(columns="p_mixture")
+    return AnovaResult(table, tuple(notes), tuple(ordered))
