@@ -7,7 +7,7 @@
 ## Prints one JSON line:
 ##     {"file", "formula", "n_obs", "repeats", "median_seconds",
 ##      "timings_seconds": [...], "reml_criterion", "theta", "fixef": {...},
-##      "lme4_version", "R_version"}
+##      "peak_extra_mb", "lme4_version", "R_version"}
 ##
 ## Only the lmer() call is timed (elapsed wall-clock time); reading the CSV,
 ## loading packages and formatting output are excluded so the numbers are
@@ -35,6 +35,18 @@ dat <- if (requireNamespace("data.table", quietly = TRUE)) {
 ## dispatch caches, which would otherwise inflate the first timing.
 fit <- suppressMessages(lmer(form, data = dat, REML = TRUE))
 
+## Peak resident memory of the timed fits above what R held before them (Linux: the
+## high-water mark is reset through /proc/self/clear_refs; NA elsewhere).
+status_mb <- function(key) {
+  if (!file.exists("/proc/self/status")) return(NA_real_)
+  line <- grep(paste0("^", key), readLines("/proc/self/status"), value = TRUE)
+  as.numeric(gsub("[^0-9]", "", line)) / 1024
+}
+invisible(gc())
+reset_ok <- tryCatch({ writeLines("5", "/proc/self/clear_refs"); TRUE },
+                     error = function(e) FALSE, warning = function(w) FALSE)
+rss_before <- if (reset_ok) status_mb("VmRSS:") else NA_real_
+
 timings <- numeric(n_rep)
 for (i in seq_len(n_rep)) {
   t0 <- proc.time()[["elapsed"]]
@@ -44,6 +56,7 @@ for (i in seq_len(n_rep)) {
 ## proc.time() ticks in milliseconds; rounding drops subtraction noise such
 ## as 0.0109999999999999.
 timings <- round(timings, 6)
+peak_extra_mb <- if (reset_ok) max(status_mb("VmHWM:") - rss_before, 0) else NA_real_
 
 result <- list(
   file = csv_path,
@@ -55,6 +68,7 @@ result <- list(
   reml_criterion = REMLcrit(fit),
   theta = unname(getME(fit, "theta")),
   fixef = as.list(fixef(fit)),
+  peak_extra_mb = peak_extra_mb,
   lme4_version = as.character(packageVersion("lme4")),
   R_version = R.version.string
 )
@@ -76,6 +90,7 @@ if (requireNamespace("jsonlite", quietly = TRUE)) {
     reml_criterion = num(result$reml_criterion),
     theta = if (length(result$theta) == 1) num(result$theta) else arr(result$theta),
     fixef = obj(result$fixef),
+    peak_extra_mb = num(result$peak_extra_mb),
     lme4_version = str(result$lme4_version), R_version = str(result$R_version))
   cat("{", paste(str(names(fields)), fields, sep = ":", collapse = ","), "}\n", sep = "")
 }
