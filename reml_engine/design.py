@@ -10,15 +10,27 @@ default) or make the fit fail (``na_action="raise"``).
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from .checks import ModelDataError, check_design_finite, check_response, warn
+from .checks import (
+    ModelDataError,
+    check_design_finite,
+    check_response,
+    check_response_column,
+    suggest_columns,
+    warn,
+)
 from .within_between import TRANSFORM_NAMES, formula_context
 
 _RANDOM_TERM = re.compile(r"\(\s*([^()|]*?)\s*\|\s*([^()]+?)\s*\)")
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+_PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+#: Names a formula may use that are functions or modules, not columns.
+_FORMULA_NAMESPACE = ("np", "numpy", "pd", "C", "I", "Q", *TRANSFORM_NAMES)
 
 #: Name of the intercept column, as lme4 prints it.
 INTERCEPT_NAME = "(Intercept)"
@@ -107,23 +119,51 @@ def _required_variables(parsed: ParsedFormula) -> list[str]:
     return sorted(str(n) for n in names)
 
 
+def _one_line(err: Exception) -> str:
+    """formulaic's error text on one line, without its terminal colour codes."""
+    text = _ANSI_ESCAPE.sub("", str(err))
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def _columns_listing(data: pd.DataFrame) -> str:
+    shown = ", ".join(map(str, data.columns[:20]))
+    return shown + (" ..." if len(data.columns) > 20 else "")
+
+
 def _check_columns_exist(data: pd.DataFrame, needed: list[str], parsed: ParsedFormula) -> list[str]:
     """The variables of the formula that are columns (others are functions like np)."""
-    missing = [name for name in needed if name not in data.columns]
-    for name in [parsed.response, *parsed.group_columns]:
+    # The response may be an expression such as np.log(y): its variables are in needed.
+    roles = [("response", parsed.response)] if _PLAIN_NAME.match(parsed.response) else []
+    roles += [("grouping", name) for name in parsed.group_columns]
+    for role, name in roles:
         if name not in data.columns:
             raise ModelDataError(
-                f"column {name!r} of formula {parsed.formula!r} is not in the data "
-                f"(columns: {', '.join(map(str, data.columns[:20]))})"
+                f"{role} column {name!r} of formula {parsed.formula!r} is not in the data"
+                f"{suggest_columns(name, data.columns)}; columns are: {_columns_listing(data)}"
             )
+    missing = [name for name in needed if name not in data.columns]
     present = [name for name in needed if name in data.columns]
-    # Names formulaic needs that are neither columns nor importable are typos.
-    unknown = [m for m in missing if m not in ("np", "numpy", "pd", "C", "I", "Q", *TRANSFORM_NAMES)]
+    # Names formulaic needs that are neither columns nor functions are typos.
+    unknown = [m for m in missing if m not in _FORMULA_NAMESPACE]
     if unknown:
+        hints = "".join(suggest_columns(m, data.columns) for m in unknown)
         raise ModelDataError(
-            f"variable(s) {', '.join(map(repr, unknown))} of formula {parsed.formula!r} are not columns of the data"
+            f"variable(s) {', '.join(map(repr, unknown))} of formula {parsed.formula!r} are not columns of "
+            f"the data{hints}; columns are: {_columns_listing(data)}"
         )
     return present
+
+
+def _many_levels_hint(clean: pd.DataFrame, used: list[str], response: str) -> str:
+    """Text columns used as predictors, which formulaic turns into one column per level."""
+    text = [
+        c for c in used
+        if c != response and not pd.api.types.is_numeric_dtype(clean[c]) and not pd.api.types.is_bool_dtype(clean[c])
+    ]
+    if not text:
+        return ""
+    levels = ", ".join(f"{c!r} has {clean[c].nunique()} levels" for c in text)
+    return f" (text columns are treated as categorical: {levels}; convert numbers stored as text with pd.to_numeric)"
 
 
 def _drop_missing(data: pd.DataFrame, used: list[str], na_action: str) -> tuple[pd.DataFrame, int]:
@@ -172,21 +212,27 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> D
     try:
         needed = _required_variables(parsed)
     except Exception as err:  # formulaic's parse errors
-        raise ModelDataError(f"cannot parse the fixed part {parsed.fixed!r}: {err}") from None
+        raise ModelDataError(f"cannot parse the fixed part {parsed.fixed!r}: {_one_line(err)}") from None
     used = _check_columns_exist(data, needed, parsed)
-    response = data[parsed.response]
-    if not (pd.api.types.is_numeric_dtype(response) and not pd.api.types.is_bool_dtype(response)):
-        raise ModelDataError(
-            f"response {parsed.response!r} is not numeric (dtype {response.dtype}); convert it to numbers first"
-        )
+    if parsed.response in data.columns:
+        check_response_column(data[parsed.response], parsed.response)
     clean, n_dropped = _drop_missing(data, used, na_action)
     if len(clean) == 0:
-        raise ModelDataError(f"no observations left after dropping rows with missing values in {used}")
+        raise ModelDataError(
+            f"no observations left after dropping the rows with missing values in {', '.join(map(repr, used))}"
+        )
     try:
         context = formula_context(group_labels(clean, parsed.group_columns))
-        matrices = formulaic.model_matrix(parsed.fixed, clean, na_action="ignore", context=context)
+        # Invalid values (log of a negative number) become NaN or inf; the finiteness
+        # checks below name the column, so numpy's own warning would only add noise.
+        with np.errstate(all="ignore"):
+            matrices = formulaic.model_matrix(parsed.fixed, clean, na_action="ignore", context=context)
+    except ModelDataError:
+        raise
     except Exception as err:
-        raise ModelDataError(f"cannot build the fixed-effect design from {parsed.fixed!r}: {err}") from None
+        raise ModelDataError(
+            f"cannot build the fixed-effect design from {parsed.fixed!r}: {_one_line(err)}"
+        ) from None
     rhs = matrices.rhs
     names = tuple(INTERCEPT_NAME if c == "Intercept" else str(c) for c in rhs.columns)
     X = np.asarray(rhs.to_numpy(dtype=np.float64))
@@ -197,6 +243,11 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> D
         y = y[:, 0]
     check_response(y, parsed.response)
     check_design_finite(X, names)
+    if X.shape[1] >= len(y):
+        raise ModelDataError(
+            f"{len(y)} observations for {X.shape[1]} fixed-effect columns: the residual variance is not "
+            f"identified{_many_levels_hint(clean, used, parsed.response)}"
+        )
     intercept = names.index(INTERCEPT_NAME) if INTERCEPT_NAME in names else None
     groups = group_labels(clean, parsed.group_columns)
     return Design(
@@ -255,14 +306,89 @@ def design_from_arrays(X, y, groups, names=None) -> Design:
                   intercept_index=find_intercept(X))
 
 
-def new_design_matrix(design: Design, newdata: pd.DataFrame) -> np.ndarray:
-    """The fixed-effect design for new data, with the fitting data's encoding."""
+def new_design_matrix(design: Design, newdata: pd.DataFrame, columns=None) -> np.ndarray:
+    """The fixed-effect design for new data, with the fitting data's encoding.
+
+    ``columns`` (coefficient names) selects and orders the columns, leaving out those a
+    rank-deficient fit dropped; by default every column of the formula is returned.
+    """
     if design.model_spec is None:
         raise ModelDataError("this fit was made from arrays: pass the design matrix of the new data instead")
-    columns = design.formula.group_columns if design.formula is not None else ()
-    groups = group_labels(newdata, columns) if columns and all(c in newdata for c in columns) else None
+    group_columns = design.formula.group_columns if design.formula is not None else ()
+    has_groups = bool(group_columns) and all(c in newdata for c in group_columns)
+    groups = group_labels(newdata, group_columns) if has_groups else None
     mm = design.model_spec.get_model_matrix(newdata, na_action="ignore", context=formula_context(groups))
+    if columns is not None:
+        mm.columns = [INTERCEPT_NAME if c == "Intercept" else str(c) for c in mm.columns]
+        mm = mm.reindex(columns=list(columns))
     return np.asarray(mm.to_numpy(dtype=np.float64))
+
+
+def _check_new_levels(design: Design, newdata: pd.DataFrame) -> None:
+    """Categorical predictors of new data may only take levels seen in fitting."""
+    for variable, (kind, state) in design.model_spec.encoder_state.items():
+        if getattr(kind, "value", kind) != "categorical" or "categories" not in state:
+            continue
+        inner = re.fullmatch(r"C\(\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(,.*)?\)", str(variable))
+        column = inner.group(1) if inner else str(variable)
+        if column not in newdata.columns:
+            continue
+        values = newdata[column]
+        unseen = values.notna() & ~values.isin(state["categories"])
+        if unseen.any():
+            levels = sorted(map(str, pd.unique(values[unseen])))
+            known = ", ".join(repr(str(c)) for c in state["categories"][:10])
+            raise ModelDataError(
+                f"column {column!r} of newdata has level(s) {', '.join(map(repr, levels[:5]))} not seen in "
+                f"fitting (known: {known}); its fixed effect cannot be predicted"
+            )
+
+
+def new_fixed_design(design: Design, newdata: pd.DataFrame, columns) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed-effect design of new data, with the fitting data's encoding.
+
+    Parameters
+    ----------
+    design : Design
+        The design of the fit (from :func:`build_design`).
+    newdata : pandas.DataFrame
+        Must hold every column the fixed part uses.
+    columns : sequence of str
+        The fit's coefficient names (columns dropped as rank deficient are left out).
+
+    Returns
+    -------
+    X : float64 (m, p)
+        Rows with missing predictors hold NaN.
+    complete : bool (m,)
+        Rows whose predictors are all present.
+    """
+    if design.model_spec is None:
+        raise ModelDataError("this fit was made from arrays: pass X= and groups= for new rows instead of newdata")
+    if not isinstance(newdata, pd.DataFrame):
+        raise ModelDataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
+    needed = sorted(str(v) for v in design.model_spec.required_variables)
+    absent = [v for v in needed if v not in newdata.columns and v not in _FORMULA_NAMESPACE]
+    if absent:
+        raise ModelDataError(
+            f"newdata has no column(s) {', '.join(map(repr, absent))}, which the fixed effects use"
+            f"{suggest_columns(absent[0], newdata.columns)}"
+        )
+    present = [v for v in needed if v in newdata.columns]
+    complete = ~newdata[present].isna().any(axis=1).to_numpy() if present else np.ones(len(newdata), bool)
+    if len(newdata) == 0:
+        return np.zeros((0, len(columns))), complete
+    _check_new_levels(design, newdata)
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")  # unseen levels were checked above; NaN rows are flagged
+            X = new_design_matrix(design, newdata, columns)
+    except ModelDataError:
+        raise
+    except Exception as err:
+        raise ModelDataError(f"cannot build the fixed-effect design of newdata: {_one_line(err)}") from None
+    X[~complete] = np.nan
+    return X, complete
 
 
 __all__ = ["Design", "ParsedFormula", "build_design", "design_from_arrays", "parse_formula", "warn"]

@@ -1,10 +1,23 @@
-"""Text rendering of a fit, in the layout of lme4's ``summary(lmer(...))``.
+"""Text and HTML rendering of a fit, in the layout of lme4's ``summary(lmer(...))``.
 
-Rendering only formats numbers the fit already holds; it never refits.
+The sections are lme4's: method line, formula, criterion, scaled residuals, random
+effects, number of observations and groups, fixed effects, correlation of fixed effects.
+Below them come what lme4 does not print: the optimizer's record (how many local
+minima the global scan found) and the engine's notes (the boundary and its reason, the
+compound-symmetry ICC when it is negative, the other local optima and the one lme4's
+default start would return).
+
+Rendering only formats numbers the fit already holds; it never refits. Each section is
+a small function that returns a table (a DataFrame of numbers) or lines of text, so
+the text and HTML reports share them.
 """
 
 from __future__ import annotations
 
+import html
+import math
+import numbers
+import re
 import textwrap
 
 import numpy as np
@@ -12,87 +25,138 @@ import pandas as pd
 
 #: Width at which notes are wrapped.
 NOTE_WIDTH = 88
+#: Significant digits of the numbers in the tables (lme4 prints 4 as well).
+DIGITS = 4
+#: Numbers with magnitude outside [FIXED_LOW, FIXED_HIGH) are printed in scientific
+#: notation, so that neither 1e-12 nor 1e12 loses its digits.
+FIXED_LOW = 1e-3
+FIXED_HIGH = 1e6
+#: Length of a coefficient name in the header of the correlation table.
+CORR_NAME_WIDTH = 6
+#: Quantiles of the scaled residuals.
+RESIDUAL_QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def _format_table(df: pd.DataFrame, digits: int = 4) -> str:
-    def fmt(v):
-        if isinstance(v, str):
-            return v
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            return ""
-        return f"{v:.{digits}g}" if abs(v) >= 1e5 or (0 < abs(v) < 1e-3) else f"{v:.{digits}f}"
+def format_number(value, digits: int = DIGITS) -> str:
+    """``digits`` decimals in fixed notation, or ``digits`` significant ones in scientific.
 
-    cells = [[str(i)] + [fmt(v) for v in row] for i, row in zip(df.index, df.itertuples(index=False))]
-    header = [""] + [str(c) for c in df.columns]
-    widths = [max(len(r[k]) for r in cells + [header]) for k in range(len(header))]
-    lines = [" ".join(h.ljust(w) if k == 0 else h.rjust(w) for k, (h, w) in enumerate(zip(header, widths)))]
-    for r in cells:
-        lines.append(" ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))))
-    return "\n".join(lines)
+    Examples
+    --------
+    >>> format_number(251.40510485), format_number(2.5e-13), format_number(0.0)
+    ('251.4051', '2.500e-13', '0.0000')
+    """
+    if value is None or isinstance(value, str):
+        return "" if value is None else value
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return str(int(value))
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if value != 0 and not (FIXED_LOW <= abs(value) < FIXED_HIGH):
+        return f"{value:.{digits - 1}e}"
+    return f"{value:.{digits}f}"
 
 
-def _prt_methods(m) -> list[str]:
+def _is_text(value) -> bool:
+    """A label rather than a number (pre-formatted numbers count as numbers)."""
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return True
+    return False
+
+
+def _format_table(df: pd.DataFrame, digits: int = DIGITS, index_header: str = "") -> str:
+    """Columns of numbers right-aligned, columns of text (and the row labels) left-aligned."""
+    rows = [[str(i)] + [format_number(v, digits) for v in row]
+            for i, row in zip(df.index, df.itertuples(index=False), strict=True)]
+    header = [index_header] + [str(c) for c in df.columns]
+    text_column = [True] + [df.iloc[:, k].map(_is_text).any() for k in range(df.shape[1])]
+    widths = [max(len(r[k]) for r in rows + [header]) for k in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        cells = [c.ljust(w) if left else c.rjust(w) for c, w, left in zip(row, widths, text_column, strict=True)]
+        return " ".join(cells).rstrip()
+
+    return "\n".join([line(header)] + [line(r) for r in rows])
+
+
+# -- sections: each returns a title and a table or lines ------------------------------
+def method_lines(m) -> list[str]:
     method = "REML" if m.REML else "maximum likelihood"
-    lines = [f"Linear mixed model fit by {method} (reml_engine, global optimum)"]
+    lines = [f"Linear mixed model fit by {method} (reml_engine: global optimum of the profiled criterion)"]
     if m.formula:
         lines.append(f"Formula: {m.formula}")
     return lines
 
 
-def _prt_criterion(m) -> list[str]:
+def criterion_table(m) -> pd.DataFrame | None:
+    """ML fits: lme4's AIC/BIC/logLik/deviance line; REML fits print one number instead."""
     if m.REML:
-        return [f"REML criterion at convergence: {m.criterion:.4f}"]
-    return [
-        "     AIC      BIC   logLik deviance df.resid",
-        f"{m.aic:8.4f} {m.bic:8.4f} {m.loglik:8.4f} {m.criterion:8.4f} {m.nobs - m.n_params:8d}",
-    ]
-
-
-def _prt_residuals(m) -> list[str]:
-    resid = m.scaled_residuals
-    if resid is None:
-        return []
-    q = np.quantile(resid, [0, 0.25, 0.5, 0.75, 1.0])
-    df = pd.DataFrame([q], columns=["Min", "1Q", "Median", "3Q", "Max"], index=[""])
-    return ["Scaled residuals:", _format_table(df)]
-
-
-def _prt_varcorr(m) -> list[str]:
-    df = pd.DataFrame(
-        {
-            "Name": ["(Intercept)", ""],
-            "Variance": [m.var_group, m.sigma2],
-            "Std.Dev.": [np.sqrt(m.var_group), np.sqrt(m.sigma2)],
-        },
-        index=[m.group_name, "Residual"],
+        return None
+    return pd.DataFrame(
+        [[m.aic, m.bic, m.loglik, m.criterion, m.nobs - m.n_params]],
+        columns=["AIC", "BIC", "logLik", "deviance", "df.resid"],
+        index=[""],
     )
-    return ["Random effects:", _format_table(df), f"Number of obs: {m.nobs}, groups: {m.group_name}, {m.ngroups}"]
 
 
-def _prt_fixef(m) -> list[str]:
-    table = pd.DataFrame({"Estimate": m.fixef, "Std. Error": m.se, "t value": m.fixef / m.se})
-    return ["Fixed effects:", _format_table(table)]
+def residual_table(m) -> pd.DataFrame | None:
+    resid = m.scaled_residuals
+    if resid is None or len(resid) == 0:
+        return None
+    q = np.quantile(resid, RESIDUAL_QUANTILES)
+    return pd.DataFrame([q], columns=["Min", "1Q", "Median", "3Q", "Max"], index=[""])
 
 
-def _prt_corr(m) -> list[str]:
+def random_effects_table(m) -> pd.DataFrame:
+    vc = m.varcorr()
+    return pd.DataFrame(
+        {"Name": vc["name"].to_numpy(), "Variance": vc["variance"].to_numpy(), "Std.Dev.": vc["sd"].to_numpy()},
+        index=list(vc.index),
+    )
+
+
+def fixed_effects_table(m) -> pd.DataFrame:
+    se = m.se
+    t_value = m.fixef / se.where(se > 0)
+    return pd.DataFrame({"Estimate": m.fixef, "Std. Error": se, "t value": t_value})
+
+
+def _abbreviations(names: list[str]) -> list[str]:
+    """Short, distinct column headers: ``(Intr)``, ``x1:ctb`` style prefixes.
+
+    formulaic's ``[T.level]`` is written as lme4 writes it (``catb``), then names are cut
+    to ``CORR_NAME_WIDTH`` characters, or longer where that would make two alike.
+    """
+    plain = ["(Intr)" if n == "(Intercept)" else re.sub(r"\[T\.([^\]]*)\]", r"\1", n) for n in names]
+    for width in range(CORR_NAME_WIDTH, max(map(len, plain)) + 1):
+        short = [n[:width] for n in plain]
+        if len(set(short)) == len(short):
+            return short
+    return list(names)
+
+
+def correlation_table(m) -> pd.DataFrame | None:
+    """Lower triangle of the correlation of the fixed-effect estimates (lme4's layout)."""
     p = len(m.fixef)
     if p < 2:
-        return []
+        return None
     se = m.se.to_numpy()
-    corr = m.vcov.to_numpy() / np.outer(se, se)
-    short = [name[:6] for name in m.fixef.index]
-    rows = []
-    for i in range(1, p):
-        rows.append([f"{corr[i, j]:.3f}" for j in range(i)] + [""] * (p - 1 - i))
-    df = pd.DataFrame(rows, index=list(m.fixef.index[1:]), columns=short[:-1])
-    return ["Correlation of Fixed Effects:", _format_table(df)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = m.vcov.to_numpy() / np.outer(se, se)
+    rows = [[f"{corr[i, j]:.3f}" for j in range(i)] + [""] * (p - 1 - i) for i in range(1, p)]
+    return pd.DataFrame(rows, index=list(m.fixef.index[1:]), columns=_abbreviations(list(m.fixef.index))[:-1])
 
 
-def _prt_optimizer(m) -> list[str]:
+def optimizer_lines(m) -> list[str]:
     s = m.opt_summary
+    n_opt = len(m.optima)
     lines = [
-        f"Optimizer: global scan of tau = var_group/sigma2 over [0, inf) and the compound-symmetry range; "
-        f"{s.n_evaluations} evaluations, {len(m.optima)} local minim{'a' if len(m.optima) != 1 else 'um'}."
+        "Optimizer: global scan of tau = var_group/sigma2 over [0, inf) and the compound-symmetry range; "
+        f"{s.n_evaluations} evaluations, {n_opt} local minim{'a' if n_opt != 1 else 'um'}."
     ]
     if m.dropped_columns:
         lines.append(f"Dropped (rank deficient): {', '.join(m.dropped_columns)}")
@@ -101,25 +165,73 @@ def _prt_optimizer(m) -> list[str]:
     return lines
 
 
-def _prt_notes(m) -> list[str]:
-    if not m.notes:
-        return []
-    out = ["Notes:"]
-    for note in m.notes:
-        out.append(textwrap.fill(note, NOTE_WIDTH, initial_indent="- ", subsequent_indent="  "))
-    return out
-
-
+# -- text ------------------------------------------------------------------------------
 def render_summary(m) -> str:
     """The lme4-style text report of a fit, with the engine's notes at the end."""
-    sections = [
-        _prt_methods(m),
-        _prt_criterion(m),
-        _prt_residuals(m),
-        _prt_varcorr(m),
-        _prt_fixef(m),
-        _prt_corr(m),
-        _prt_optimizer(m),
-        _prt_notes(m),
-    ]
-    return "\n\n".join("\n".join(s) for s in sections if s) + "\n"
+    sections: list[list[str]] = [method_lines(m)]
+    table = criterion_table(m)
+    if table is None:
+        sections.append([f"REML criterion at convergence: {format_number(m.criterion)}"])
+    else:
+        sections.append([_format_table(table)])
+    table = residual_table(m)
+    if table is not None:
+        sections.append(["Scaled residuals:", _format_table(table)])
+    sections.append([
+        "Random effects:",
+        _format_table(random_effects_table(m), index_header="Groups"),
+        f"Number of obs: {m.nobs}, groups:  {m.group_name}, {m.ngroups}",
+    ])
+    sections.append(["Fixed effects:", _format_table(fixed_effects_table(m))])
+    table = correlation_table(m)
+    if table is not None:
+        sections.append(["Correlation of Fixed Effects:", _format_table(table)])
+    sections.append(optimizer_lines(m))
+    if m.notes:
+        notes = [
+            textwrap.fill(n, NOTE_WIDTH, initial_indent="- ", subsequent_indent="  ",
+                          break_long_words=False, break_on_hyphens=False)
+            for n in m.notes
+        ]
+        sections.append(["Notes:", *notes])
+    return "\n\n".join("\n".join(s) for s in sections) + "\n"
+
+
+# -- HTML ------------------------------------------------------------------------------
+def _html_table(df: pd.DataFrame, caption: str, index_header: str = "") -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in [index_header, *df.columns])
+    body = []
+    for label, row in zip(df.index, df.itertuples(index=False), strict=True):
+        cells = "".join(f'<td style="text-align:right">{html.escape(format_number(v))}</td>' for v in row)
+        body.append(f'<tr><th style="text-align:left">{html.escape(str(label))}</th>{cells}</tr>')
+    return (
+        f'<table><caption style="text-align:left"><b>{html.escape(caption)}</b></caption>'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def render_html(m) -> str:
+    """The same report as :func:`render_summary`, as HTML for notebooks."""
+    parts = [f"<p>{'<br>'.join(html.escape(line) for line in method_lines(m))}</p>"]
+    table = criterion_table(m)
+    if table is None:
+        parts.append(f"<p>REML criterion at convergence: {format_number(m.criterion)}</p>")
+    else:
+        parts.append(_html_table(table, "Fit"))
+    table = residual_table(m)
+    if table is not None:
+        parts.append(_html_table(table, "Scaled residuals"))
+    parts.append(_html_table(random_effects_table(m), "Random effects", index_header="Groups"))
+    parts.append(f"<p>Number of obs: {m.nobs}, groups: {html.escape(str(m.group_name))}, {m.ngroups}</p>")
+    parts.append(_html_table(fixed_effects_table(m), "Fixed effects"))
+    table = correlation_table(m)
+    if table is not None:
+        parts.append(_html_table(table, "Correlation of fixed effects"))
+    parts.append(f"<p>{'<br>'.join(html.escape(line) for line in optimizer_lines(m))}</p>")
+    if m.notes:
+        items = "".join(f"<li>{html.escape(n)}</li>" for n in m.notes)
+        parts.append(f"<p><b>Notes</b></p><ul>{items}</ul>")
+    return '<div class="reml-engine-fit">' + "".join(parts) + "</div>"
+
+
+__all__ = ["format_number", "render_html", "render_summary"]

@@ -1,0 +1,207 @@
+"""Predictions for new rows and responses simulated from a fitted model.
+
+:func:`predict` is lme4's ``predict(m, newdata, allow.new.levels = TRUE)``: the fixed
+part ``x' beta`` plus, with ``re=True``, the conditional mode of the row's group. A
+group the fit never saw (or a missing group label) has random effect 0, so its rows get
+the population prediction; ``re=False`` (lme4's ``re.form = NA``) gives the population
+prediction for every row.
+
+:func:`simulate` is lme4's ``simulate(m, nsim, seed)``: new responses
+``X beta + b + e`` with ``b ~ N(0, var_group)`` drawn per group and ``e ~ N(0, sigma2)``
+per row, at the estimates. With ``re=True`` the group effects are held at their
+conditional modes instead (lme4's ``use.u = TRUE``).
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from .checks import ModelDataError, ModelDataWarning
+from .criterion import fixed_effects
+from .design import group_labels, new_fixed_design
+
+
+def _label_key(value) -> str:
+    """A group label as text, with integral numbers written without ``.0``.
+
+    Labels read from a CSV as integers (308) and given as text in new data ("308"), or
+    turned into floats by a missing value (308.0), then still match.
+    """
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def level_positions(levels: pd.Index, labels) -> np.ndarray:
+    """Position of each label among the fitted levels, -1 for a level the fit never saw.
+
+    Labels are matched by value first, then by their text (see :func:`_label_key`).
+    Missing labels get -1.
+    """
+    labels = pd.Series(labels).reset_index(drop=True)
+    try:
+        positions = np.asarray(levels.get_indexer(labels), dtype=np.int64)
+    except (TypeError, ValueError):
+        positions = np.full(len(labels), -1, dtype=np.int64)
+    unmatched = (positions < 0) & labels.notna().to_numpy()
+    if unmatched.any():
+        by_text = {_label_key(level): k for k, level in enumerate(levels)}
+        positions[unmatched] = [by_text.get(_label_key(v), -1) for v in labels[unmatched]]
+    return positions
+
+
+def fixed_part(fit, X: np.ndarray) -> np.ndarray:
+    """``X beta`` for the fit's columns, computed in the model's centred parametrization.
+
+    The user's coefficients of a predictor far from 0 (x shifted by 1e12) come with an
+    intercept of the same size, so ``X @ fixef`` cancels most digits. With the shifts
+    ``c`` the engine centred by and the coefficients of the centred model,
+    ``X beta = c_y + (X - c) beta_c`` keeps them.
+    """
+    stats = fit.stats
+    shift = None if stats is None else stats.model_shift
+    if shift is None or not np.any(shift):
+        return X @ fit.fixef.to_numpy()
+    beta_centred = fixed_effects(fit.tau, stats, fit.REML)[0]
+    return (X - shift[:-1]) @ beta_centred + shift[-1]
+
+
+def _require_design(fit, what: str):
+    if fit.design is None or fit.group_codes is None:
+        raise ModelDataError(f"{what} needs the fit's data; this fit was made from statistics only")
+    return fit.design
+
+
+def _new_group_labels(fit, newdata: pd.DataFrame) -> pd.Series:
+    columns = fit.design.formula.group_columns
+    absent = [c for c in columns if c not in newdata.columns]
+    if absent:
+        raise ModelDataError(
+            f"newdata has no grouping column(s) {', '.join(map(repr, absent))}; add them, or pass re=False "
+            "for population predictions"
+        )
+    return group_labels(newdata, columns)
+
+
+def predict(fit, newdata: pd.DataFrame | None = None, re: bool = True, *, X=None, groups=None):
+    """Predicted responses, conditional on the random intercepts or not.
+
+    Parameters
+    ----------
+    fit : LmerFit
+    newdata : pandas.DataFrame, optional
+        Rows to predict, with the columns the formula uses (the grouping column(s) only
+        when ``re=True``). Without it (and without ``X``) the fitting rows are predicted.
+    re : bool
+        Add the conditional mode of each row's group (default). Groups not seen in
+        fitting, and missing group labels, get 0: the population prediction.
+    X, groups : array-like, optional
+        For fits made with :func:`reml_engine.fit` from arrays: the design matrix of the
+        new rows (the fit's columns, in order) and their group labels.
+
+    Returns
+    -------
+    pandas.Series or numpy.ndarray
+        A Series indexed like ``newdata`` for DataFrame input, an array otherwise. Rows
+        with a missing predictor are NaN (with a warning), as lme4's ``na.pass``.
+
+    Examples
+    --------
+    >>> import pandas as pd, reml_engine as rl
+    >>> m = rl.lmer("y ~ x + (1|f)", data=rl.load_seed())
+    >>> new = pd.DataFrame({"x": [0.0, 0.0], "f": [1, 99]})
+    >>> p = m.predict(new)
+    >>> bool(p.iloc[1] == m.fixef["(Intercept)"])  # group 99 is new: population prediction
+    True
+    """
+    beta = fit.fixef.to_numpy()
+    modes = fit.ranef["mode"].to_numpy()
+    if newdata is None and X is None:
+        design = _require_design(fit, "predict() without newdata")
+        population = fixed_part(fit, design.X)
+        return population + modes[fit.group_codes] if re else population
+
+    if X is not None:
+        Xnew = np.asarray(X, dtype=np.float64)
+        if Xnew.ndim == 1:
+            Xnew = Xnew[None, :] if len(beta) > 1 else Xnew[:, None]
+        if Xnew.ndim != 2 or Xnew.shape[1] != len(beta):
+            raise ModelDataError(
+                f"X must have {len(beta)} columns ({', '.join(fit.fixef.index)}), got shape {Xnew.shape}"
+            )
+        population = fixed_part(fit, Xnew)
+        if not re:
+            return population
+        if groups is None:
+            raise ModelDataError("pass groups= (one label per row of X), or re=False for population predictions")
+        labels = pd.Series(np.asarray(groups, dtype=object))
+        if len(labels) != len(population):
+            raise ModelDataError(f"groups has {len(labels)} labels for {len(population)} rows of X")
+        positions = level_positions(fit.ranef.index, labels)
+        return population + np.where(positions >= 0, modes[np.maximum(positions, 0)], 0.0)
+
+    design = _require_design(fit, "predict(newdata)")
+    Xnew, complete = new_fixed_design(design, newdata, fit.fixef.index)
+    population = fixed_part(fit, Xnew)
+    if not complete.all():
+        warnings.warn(
+            f"{int((~complete).sum())} of {len(complete)} rows of newdata have missing predictors; "
+            "their predictions are NaN",
+            ModelDataWarning,
+            stacklevel=3,
+        )
+    if re:
+        positions = level_positions(fit.ranef.index, _new_group_labels(fit, newdata))
+        population = population + np.where(positions >= 0, modes[np.maximum(positions, 0)], 0.0)
+    return pd.Series(population, index=newdata.index, name="predicted")
+
+
+def simulate(fit, nsim: int = 1, seed=None, re: bool = False) -> pd.DataFrame:
+    """Responses drawn from the fitted model, one column per simulation.
+
+    Parameters
+    ----------
+    fit : LmerFit
+    nsim : int
+        Number of simulated response vectors.
+    seed : int, numpy.random.Generator or None
+        The same integer seed gives the same draws.
+    re : bool
+        Hold the group effects at their conditional modes (lme4's ``use.u = TRUE``)
+        instead of drawing them from ``N(0, var_group)`` (default, lme4's
+        ``use.u = FALSE``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``nobs`` rows (indexed like the fitting rows) and columns ``sim_1 ... sim_nsim``.
+
+    Examples
+    --------
+    >>> import reml_engine as rl
+    >>> m = rl.lmer("y ~ x + (1|f)", data=rl.load_seed())
+    >>> m.simulate(3, seed=1).shape
+    (12, 3)
+    """
+    if isinstance(nsim, bool) or not isinstance(nsim, numbers.Integral) or nsim < 1:
+        raise ValueError(f"nsim must be a positive integer, got {nsim!r}")
+    design = _require_design(fit, "simulate()")
+    rng = np.random.default_rng(seed)
+    codes = fit.group_codes
+    mean = fixed_part(fit, design.X)
+    if re:
+        group_part = np.repeat(fit.ranef["mode"].to_numpy()[codes][:, None], nsim, axis=1)
+    else:
+        effects = rng.standard_normal((fit.ngroups, nsim)) * np.sqrt(fit.var_group)
+        group_part = effects[codes]
+    noise = rng.standard_normal((len(mean), nsim)) * np.sqrt(fit.sigma2)
+    index = design.row_index if design.row_index is not None else pd.RangeIndex(len(mean))
+    columns = [f"sim_{k + 1}" for k in range(nsim)]
+    return pd.DataFrame(mean[:, None] + group_part + noise, index=index, columns=columns)
+
+
+__all__ = ["fixed_part", "level_positions", "predict", "simulate"]
