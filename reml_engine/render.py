@@ -37,8 +37,9 @@ CORR_NAME_WIDTH = 6
 RESIDUAL_QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def format_number(value, digits: int = DIGITS) -> str:
-    """``digits`` decimals in fixed notation, or ``digits`` significant ones in scientific.
+def format_number(value, digits: int = DIGITS, fixed: bool = False) -> str:
+    """``digits`` decimals in fixed notation, or ``digits`` significant ones in scientific
+    (``fixed=True``: always fixed, for numbers of order one such as scaled residuals).
 
     Examples
     --------
@@ -52,7 +53,7 @@ def format_number(value, digits: int = DIGITS) -> str:
     value = float(value)
     if math.isnan(value):
         return "NaN"
-    if value != 0 and not (FIXED_LOW <= abs(value) < FIXED_HIGH):
+    if not fixed and value != 0 and not (FIXED_LOW <= abs(value) < FIXED_HIGH):
         return f"{value:.{digits - 1}e}"
     return f"{value:.{digits}f}"
 
@@ -68,9 +69,9 @@ def _is_text(value) -> bool:
     return False
 
 
-def _format_table(df: pd.DataFrame, digits: int = DIGITS, index_header: str = "") -> str:
+def _format_table(df: pd.DataFrame, digits: int = DIGITS, index_header: str = "", fixed: bool = False) -> str:
     """Columns of numbers right-aligned, columns of text (and the row labels) left-aligned."""
-    rows = [[str(i)] + [format_number(v, digits) for v in row]
+    rows = [[str(i)] + [format_number(v, digits, fixed) for v in row]
             for i, row in zip(df.index, df.itertuples(index=False), strict=True)]
     header = [index_header] + [str(c) for c in df.columns]
     text_column = [True] + [df.iloc[:, k].map(_is_text).any() for k in range(df.shape[1])]
@@ -166,6 +167,12 @@ def optimizer_lines(m) -> list[str]:
 
 
 # -- text ------------------------------------------------------------------------------
+def _wrap(text: str, bullet: str) -> str:
+    """Wrapped at NOTE_WIDTH without splitting words or numbers."""
+    return textwrap.fill(text, NOTE_WIDTH, initial_indent=bullet, subsequent_indent=" " * len(bullet),
+                         break_long_words=False, break_on_hyphens=False)
+
+
 def render_summary(m) -> str:
     """The lme4-style text report of a fit, with the engine's notes at the end."""
     sections: list[list[str]] = [method_lines(m)]
@@ -176,7 +183,7 @@ def render_summary(m) -> str:
         sections.append([_format_table(table)])
     table = residual_table(m)
     if table is not None:
-        sections.append(["Scaled residuals:", _format_table(table)])
+        sections.append(["Scaled residuals:", _format_table(table, fixed=True)])
     sections.append([
         "Random effects:",
         _format_table(random_effects_table(m), index_header="Groups"),
@@ -186,13 +193,9 @@ def render_summary(m) -> str:
     table = correlation_table(m)
     if table is not None:
         sections.append(["Correlation of Fixed Effects:", _format_table(table)])
-    sections.append(optimizer_lines(m))
+    sections.append([_wrap(line, "") for line in optimizer_lines(m)])
     if m.notes:
-        notes = [
-            textwrap.fill(n, NOTE_WIDTH, initial_indent="- ", subsequent_indent="  ",
-                          break_long_words=False, break_on_hyphens=False)
-            for n in m.notes
-        ]
+        notes = [_wrap(n, "- ") for n in m.notes]
         sections.append(["Notes:", *notes])
     return "\n\n".join("\n".join(s) for s in sections) + "\n"
 
