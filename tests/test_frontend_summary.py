@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,3 +200,19 @@ def test_html_has_the_sections_and_numbers(fits):
 )
 def test_format_number(value, printed):
     assert format_number(value) == printed
+
+
+def test_readme_quick_start_is_what_the_library_prints_and_what_lme4_says():
+    """The README quotes the seed summary (checked line by line) and lme4's local fit
+    (checked against reference.json's default-start fit)."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    quick = readme[readme.index("## Quick start"):]
+    block = re.search(r"```text\n(.*?)```", quick, re.DOTALL).group(1)
+    summary = " ".join(rl.lmer("y ~ x + (1|f)", data=rl.load_seed()).summary().split())
+    for part in block.split("..."):
+        assert " ".join(part.split()) in summary
+    lme4 = REFERENCE["seed_x"]["reml_lme4_default"]
+    assert f"slope of x of {lme4['fixef']['x']:.4f}" in " ".join(quick.split())
+    assert f"(SE {lme4['se']['x']:.4f})" in quick
+    assert f"REML criterion {lme4['criterion']:.3f}" in " ".join(quick.split())
+    assert lme4["singular"] and "boundary (singular) fit" in lme4["messages"]
