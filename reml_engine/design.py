@@ -200,7 +200,7 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> D
     data : pandas.DataFrame
     na_action : {"omit", "raise"}
     """
-    import formulaic
+    from .fast_design import model_matrices
 
     if na_action not in ("omit", "raise"):
         raise ValueError(f"na_action must be 'omit' or 'raise', got {na_action!r}")
@@ -226,7 +226,8 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> D
         # Invalid values (log of a negative number) become NaN or inf; the finiteness
         # checks below name the column, so numpy's own warning would only add noise.
         with np.errstate(all="ignore"):
-            matrices = formulaic.model_matrix(parsed.fixed, clean, na_action="ignore", context=context)
+            # Plain numeric columns skip formulaic's materialization (see fast_design).
+            matrices = model_matrices(parsed.fixed, clean, context)
     except ModelDataError:
         raise
     except Exception as err:

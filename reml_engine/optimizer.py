@@ -235,24 +235,28 @@ def _hidden_sign_changes(crit, taus, slopes) -> list[tuple[float, float]]:
     """Brackets of minima hidden between scan points (case 2 of the module docstring)."""
     brackets = []
     sign = np.sign(slopes)
-    for i in range(1, len(taus) - 1):
+    size = np.abs(slopes)
+    mid, before, after = sign[1:-1], sign[:-2], sign[2:]
+    # A local extremum of the sampled derivative towards zero, without a sign change
+    # (found for all scan points at once; the loop below only visits these).
+    towards_zero = (
+        (mid != 0) & (before == mid) & (after == mid)
+        & (size[1:-1] <= size[:-2]) & (size[1:-1] <= size[2:])
+    )
+    for i in np.flatnonzero(towards_zero) + 1:
         s = sign[i]
-        if s == 0 or sign[i - 1] != s or sign[i + 1] != s:
-            continue
-        # A local extremum of the sampled derivative towards zero.
-        if abs(slopes[i]) <= abs(slopes[i - 1]) and abs(slopes[i]) <= abs(slopes[i + 1]):
-            lo, hi = taus[i - 1], taus[i + 1]
-            res = optimize.minimize_scalar(
-                lambda t: s * crit.derivative(t), bounds=(lo, hi), method="bounded",
-                options={"xatol": 1e-12 * max(abs(lo), abs(hi), 1e-300)},
-            )
-            if res.fun < 0:
-                turn = float(res.x)
-                # The derivative changes sign twice: lo -> turn and turn -> hi.
-                if s > 0:
-                    brackets.append((turn, hi))  # negative at turn, positive at hi
-                else:
-                    brackets.append((lo, turn))  # negative at lo... positive at turn
+        lo, hi = taus[i - 1], taus[i + 1]
+        res = optimize.minimize_scalar(
+            lambda t, s=s: s * crit.derivative(t), bounds=(lo, hi), method="bounded",
+            options={"xatol": 1e-12 * max(abs(lo), abs(hi), 1e-300)},
+        )
+        if res.fun < 0:
+            turn = float(res.x)
+            # The derivative changes sign twice: lo -> turn and turn -> hi.
+            if s > 0:
+                brackets.append((turn, hi))  # negative at turn, positive at hi
+            else:
+                brackets.append((lo, turn))  # negative at lo... positive at turn
     return brackets
 
 
