@@ -144,7 +144,8 @@ def test_docs_cite_only_existing_library_names():
         assert f"{name}" in text and hasattr(rl, name)
     for name in ("xtvinvx", "fixed_effects", "tau_lower_limit"):
         assert name in text and hasattr(criterion_module, name)
-    assert "lme4_default_optimum" in text and hasattr(optimizer_module, "lme4_default_optimum")
+    for name in ("lme4_default_optimum", "SCAN_POINTS_PER_UNIT", "SCAN_TAU_SMALL", "SCAN_TAU_LARGE"):
+        assert name in text and hasattr(optimizer_module, name)
     for method in ("profile_criterion", "plot_profile", "lme4_default"):
         assert f"m.{method}" in text and hasattr(rl.LmerFit, method)
     for field in ("logdet_V", "logdet_XtVinvX", "pwrss", "beta", "sigma2", "criterion", "derivative"):

@@ -102,3 +102,41 @@ def test_comparison_catches_a_changed_number():
     assert not _same_up_to_rounding("slope 0.4510", "intercept 0.4510")
     assert _same_up_to_rounding("1382 evaluations, 2 local minima", "1659 evaluations, 2 local minima")
     assert not _same_up_to_rounding("1382 evaluations, 2 local minima", "1382 evaluations, 1 local minima")
+
+
+def test_walkthrough_prose_numbers_are_r_values():
+    """The numbers the walkthrough's text quotes, as R computes them, and as the library does."""
+    from conftest import load_extra_reference, load_reference
+
+    import reml_engine as rl
+
+    text = (DOCS / WALKTHROUGH).read_text()
+    ref, extra = load_reference(), load_extra_reference()
+    seed = rl.load_seed()
+    wb = rl.lmer("y ~ within(x) + between(x) + (1|f)", seed)
+    wb_ref = ref["seed_within_between"]
+    quoted = {
+        # "within slope 0.4625 (SE 0.037), between slope 0.0057 (SE 0.003)"
+        "0.4625 (SE 0.037)": (wb.fixef["within(x)"], wb.se["within(x)"], wb_ref["reml"]["fixef"]["x_w"],
+                              wb_ref["reml"]["se"]["x_w"]),
+        "0.0057 (SE 0.003)": (wb.fixef["between(x)"], wb.se["between(x)"], wb_ref["reml"]["fixef"]["x_b"],
+                              wb_ref["reml"]["se"]["x_b"]),
+    }
+    for phrase, (coef, se, coef_r, se_r) in quoted.items():
+        assert phrase in text
+        assert coef == pytest.approx(coef_r, rel=1e-6) and se == pytest.approx(se_r, rel=1e-5)
+    assert "negative ICC (-0.43)" in text
+    assert wb.compound_symmetry.icc == pytest.approx(wb_ref["gls_cs"]["rho"], rel=1e-4)
+    assert round(wb_ref["gls_cs"]["rho"], 2) == -0.43
+    hausman = rl.hausman("y ~ x + (1|f)", seed)
+    assert "(p = 0.04)" in text
+    assert hausman.p_value == pytest.approx(extra["hausman"]["seed"]["reml_global"]["p_value"], rel=1e-4)
+    assert round(hausman.p_value, 2) == 0.04
+    contextual = next(row for row in extra["mundlak"]["seed"]["coefficients"] if row["term"] == "xbar")
+    assert "-0.457, with $F(1, 9) = 152$" in text
+    mundlak = rl.mundlak("y ~ x + (1|f)", seed)
+    assert mundlak.estimates.iloc[0] == pytest.approx(contextual["estimate"], rel=1e-6)
+    assert mundlak.f_statistic == pytest.approx(contextual["t_value"] ** 2, rel=1e-5)
+    assert (round(contextual["estimate"], 3), round(contextual["t_value"] ** 2)) == (-0.457, 152)
+    assert "about ±1.4 and ±6.2" in text
+    assert sorted(round(abs(v), 1) for v in ref["seed_x"]["reml"]["ranef"].values()) == [1.3, 1.4, 6.2, 6.2]
