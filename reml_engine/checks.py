@@ -27,6 +27,11 @@ SCALE_RATIO_TOL = 1e3
 ROUNDING_TOL = 100 * np.finfo(float).eps
 #: Close column names suggested when a formula names a column the data do not have.
 MAX_SUGGESTIONS = 3
+#: Values beyond this magnitude, or spreads below its inverse, risk overflow or
+#: underflow in the cross-products (sums of n squares must stay below 1.8e308 and above
+#: 2.2e-308, with room for n up to 1e100). Within these bounds (1e12 and 1e-12 included)
+#: the fit is exact: the engine centres internally and works with cross-products.
+MAGNITUDE_LIMIT = 1e100
 
 
 class ModelDataError(ValueError):
@@ -55,6 +60,32 @@ def check_response(y: np.ndarray, name: str) -> None:
     if len(y) and np.all(y == y[0]):
         raise ModelDataError(
             f"response {name!r} is constant ({float(y[0]):g} in all {len(y)} rows): there is no variation to fit"
+        )
+    check_magnitude(y, f"response {name!r}")
+
+
+def check_magnitude(values: np.ndarray, what: str) -> None:
+    """Values and their spread must stay within ``MAGNITUDE_LIMIT`` of 1.
+
+    Parameters
+    ----------
+    values : float array (n,), finite
+    what : str
+        How the message names the column (``"response 'y'"``).
+    """
+    if len(values) == 0:
+        return
+    largest = float(np.max(np.abs(values)))
+    spread = float(np.max(values) - np.min(values))
+    if largest > MAGNITUDE_LIMIT:
+        raise ModelDataError(
+            f"{what} has values up to {largest:.3g}, too large for double-precision cross-products; "
+            f"rescale it (divide by a power of ten) to bring its values within {MAGNITUDE_LIMIT:.0e}"
+        )
+    if 0 < spread < 1.0 / MAGNITUDE_LIMIT:
+        raise ModelDataError(
+            f"{what} varies by only {spread:.3g}, too little for double-precision cross-products; "
+            "rescale it (multiply by a power of ten)"
         )
 
 
@@ -103,6 +134,8 @@ def check_design_finite(X: np.ndarray, names: Sequence[str]) -> None:
             f"predictor column(s) {', '.join(map(repr, bad_cols))} have non-finite values (inf or NaN) "
             f"in {n_bad} rows; remove or impute them"
         )
+    for j, name in enumerate(names):
+        check_magnitude(X[:, j], f"predictor column {name!r}")
 
 
 def check_groups(nobs: int, ngroups: int, group_name: str) -> None:
