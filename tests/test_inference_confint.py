@@ -1,0 +1,248 @@
+"""Confidence intervals: profile (lme4 confint), Wald, parametric bootstrap.
+
+Profile limits are compared with lme4's ``confint(method = "profile")``
+(reference.json), the ICC limits with the root of lme4's own ML deviance function
+(inference_reference.json), and every limit is checked exactly by refitting the model
+with the parameter held at the limit (an independent route through the fitting engine).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from conftest import (
+    CASE_NAMES,
+    REFERENCE,
+    case_data,
+    case_formula,
+    lme4_name,
+    load_extra_reference,
+    load_reference,
+)
+from scipy import stats as sps
+
+import reml_engine as rl
+from reml_engine.bootstrap import (
+    ReplicateDraws,
+    _fixed_parts,
+    fit_replicates,
+    parametric_bootstrap,
+    replicate_stats,
+)
+from reml_engine.confint import ProfileWarning, confint, profile_intervals
+from reml_engine.groups import factorize_groups
+from reml_engine.stats import compute_group_stats
+
+#: lme4 interpolates its profile with splines: 1e-3 of the interval's scale.
+PROFILE_RTOL = 1e-3
+#: Our limits solve the profile equation to this (deviance units).
+LIMIT_ATOL = 1e-7
+#: Wald limits are closed forms on both sides.
+WALD_RTOL = 1e-6
+
+REF = load_reference()
+EXTRA = load_extra_reference()
+with open(REFERENCE / "inference_reference.json") as fh:
+    INFERENCE = json.load(fh)
+
+
+def _fit(name, REML=True):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return rl.lmer(case_formula(name), case_data(name), REML=REML)
+
+
+def _profile(name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ProfileWarning)
+        return profile_intervals(_fit(name))
+
+
+def _row(table, fit, key):
+    if key.startswith("sd_"):
+        return table.loc["sd_group"]
+    if key == "sigma":
+        return table.loc["sigma"]
+    return table.loc[next(c for c in fit.fixef.index if lme4_name(c) == key)]
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("name", [n for n in CASE_NAMES if REF[n]["reml"].get("profile_ci")])
+def test_profile_matches_lme4(name):
+    m = _fit(name)
+    table = _profile(name)
+    for key, (lo, hi) in REF[name]["reml"]["profile_ci"].items():
+        row = _row(table, m, key)
+        scale = max(abs(lo), abs(hi))
+        assert row["lower"] == pytest.approx(lo, abs=PROFILE_RTOL * scale), key
+        assert row["upper"] == pytest.approx(hi, abs=PROFILE_RTOL * scale), key
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("name", sorted(INFERENCE["profile_icc"]))
+def test_profile_icc_matches_lme4_deviance_roots(name):
+    ref = INFERENCE["profile_icc"][name]
+    table = _profile(name)
+    assert table.loc["icc", "lower"] == pytest.approx(ref["lower"], rel=1e-6, abs=1e-12)
+    assert table.loc["icc", "upper"] == pytest.approx(ref["upper"], rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["seed_within_between", "dyestuff2", "sleepstudy", "sim_unbalanced"])
+def test_fixed_effect_limits_solve_the_profile_equation(name):
+    """Refit by ML with the coefficient held at a limit (offset): deviance = min + chi2."""
+    data = case_data(name)
+    m = _fit(name)
+    ml = _fit(name, REML=False)
+    table = _profile(name)
+    cut = sps.chi2.ppf(0.95, 1)
+    X, y, groups = m.design.X, m.design.y, m.design.groups
+    for j, coef in enumerate(m.fixef.index):
+        for side in ("lower", "upper"):
+            v = table.loc[coef, side]
+            rest = np.delete(X, j, axis=1)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                f = rl.fit(rest, y - v * X[:, j], groups, REML=False)
+            assert f.criterion - ml.criterion == pytest.approx(cut, abs=LIMIT_ATOL), (coef, side)
+    assert len(data) == m.nobs
+
+
+def test_variance_limits_solve_the_profile_equation():
+    """sigma and sd_group limits: the deviance minimized over tau at the limit is min + chi2."""
+    from reml_engine.criterion import evaluate
+
+    m = _fit("sleepstudy")
+    ml = _fit("sleepstudy", REML=False)
+    table = _profile("sleepstudy")
+    cut = sps.chi2.ppf(0.95, 1)
+    taus = np.exp(np.linspace(np.log(1e-3), np.log(1e3), 200001))
+    out = evaluate(taus, m.stats, REML=False)
+    n = m.nobs
+    for side in ("lower", "upper"):
+        s = table.loc["sigma", side]
+        dev = out["logdet_V"] + n * np.log(2 * np.pi * s**2) + out["pwrss"] / s**2
+        assert dev.min() - ml.criterion == pytest.approx(cut, abs=1e-5)
+        b = table.loc["sd_group", side]
+        s2 = b**2 / taus
+        dev = out["logdet_V"] + n * np.log(2 * np.pi * s2) + out["pwrss"] / s2
+        assert dev.min() - ml.criterion == pytest.approx(cut, abs=1e-5)
+
+
+def test_boundary_lower_limit_is_zero():
+    table = _profile("dyestuff2")
+    assert table.loc["sd_group", "lower"] == 0.0
+    assert table.loc["icc", "lower"] == 0.0
+
+
+def test_non_monotone_profile_is_reported():
+    with pytest.warns(ProfileWarning, match="not monotone"):
+        table = profile_intervals(_fit("seed_x"))
+    assert any("another local minimum" in n for n in table.attrs["notes"])
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("name", sorted(EXTRA["confint_wald"]))
+def test_wald_matches_lme4(name):
+    entry = EXTRA["confint_wald"][name]
+    m = _fit(name)
+    table = confint(m, method="wald", level=entry["level"])
+    for row in entry["intervals"]:
+        key = row["parameter"]
+        if key in (".sig01", ".sigma"):
+            label = "sd_group" if key == ".sig01" else "sigma"
+            assert np.isnan(table.loc[label]).all()
+            continue
+        got = _row(table, m, key)
+        assert got["lower"] == pytest.approx(row["lower"], rel=WALD_RTOL)
+        assert got["upper"] == pytest.approx(row["upper"], rel=WALD_RTOL)
+
+
+# -- parametric bootstrap --------------------------------------------------------------
+def _draws_from_rows(m, b, e):
+    """The shortcut's random parts computed from row-level draws (b per group, e per row)."""
+    codes = m.group_codes
+    counts = np.bincount(codes)
+    ebar = np.bincount(codes, weights=e) / counts
+    e_w = e - ebar[codes]
+    X = m.design.X - np.concatenate([m.stats.model_shift[:-1]])[None, :]
+    X_w = X - (np.stack([np.bincount(codes, weights=X[:, k]) for k in range(X.shape[1])], axis=1) / counts[:, None])[codes]
+    return ReplicateDraws(b[None, :], ebar[None, :], (X_w.T @ e_w)[None, :], np.array([e_w @ e_w]))
+
+
+@pytest.mark.parametrize("name", ["sleepstudy", "sim_unbalanced"])
+def test_bootstrap_statistics_equal_those_of_simulated_rows(name):
+    """Replicate statistics from the shortcut == statistics of the simulated rows, exactly."""
+    m = _fit(name)
+    fixed = _fixed_parts(m)
+    rng = np.random.default_rng(3)
+    b = rng.normal(0, np.sqrt(m.var_group), m.ngroups)
+    e = rng.normal(0, np.sqrt(m.sigma2), m.nobs)
+    within, between = replicate_stats(fixed, _draws_from_rows(m, b, e))
+    # The same replicate built from rows, in the user's columns.
+    y_star = m.design.X @ m.fixef.to_numpy() + b[m.group_codes] + e
+    refit = rl.fit(m.design.X, y_star, m.design.groups, REML=True, names=list(m.fixef.index))
+    tau, sigma2, beta = fit_replicates(within, between, fixed.stats, True)
+    assert tau[0] == pytest.approx(refit.tau, rel=1e-7, abs=1e-12)
+    assert sigma2[0] == pytest.approx(refit.sigma2, rel=1e-9)
+    groups = factorize_groups(m.design.groups, "g")
+    direct = compute_group_stats(m.design.X, y_star, groups, np.r_[m.stats.model_shift[:-1], 0.0]).pooled(
+        m.stats.model_shift
+    )
+    np.testing.assert_allclose(within[0], direct.within, rtol=1e-9, atol=1e-8 * np.abs(direct.within).max())
+    np.testing.assert_allclose(between[0], direct.between, rtol=1e-9, atol=1e-8 * np.abs(direct.between).max())
+
+
+def test_bootstrap_replicate_fixed_effects_equal_refit():
+    m = _fit("sim_unbalanced")
+    rng = np.random.default_rng(8)
+    b = rng.normal(0, np.sqrt(m.var_group), m.ngroups)
+    e = rng.normal(0, np.sqrt(m.sigma2), m.nobs)
+    fixed = _fixed_parts(m)
+    within, between = replicate_stats(fixed, _draws_from_rows(m, b, e))
+    tau, sigma2, beta = fit_replicates(within, between, fixed.stats, True)
+    y_star = m.design.X @ m.fixef.to_numpy() + b[m.group_codes] + e
+    refit = rl.fit(m.design.X, y_star, m.design.groups, REML=True, names=list(m.fixef.index))
+    from reml_engine.ddf import user_transform
+
+    T = user_transform(m)
+    offset = m.fixef.to_numpy() - T @ fixed.beta
+    np.testing.assert_allclose(T @ beta[0] + offset, refit.fixef.to_numpy(), rtol=1e-7, atol=1e-10)
+
+
+def test_bootstrap_is_reproducible_and_sensible():
+    m = _fit("sleepstudy")
+    a = parametric_bootstrap(m, 400, seed=1, progress=False)
+    b = parametric_bootstrap(m, 400, seed=1, progress=False)
+    pd_equal = a.replicates.equals(b.replicates)
+    assert pd_equal
+    # The spread of the replicate coefficients estimates their standard errors.
+    sd = a.replicates[list(m.fixef.index)].std()
+    np.testing.assert_allclose(sd, m.se, rtol=0.15)
+    ci = confint(m, method="boot", n_boot=400, seed=1, progress=False)
+    assert (ci["lower"] < ci["upper"]).all()
+    assert {"sd_group", "sigma", "icc", "Days"} <= set(ci.index)
+
+
+def test_bootstrap_at_scale_is_fast():
+    import time
+
+    rng = np.random.default_rng(0)
+    n, G = 100_000, 2_000
+    g = rng.integers(0, G, n)
+    x = rng.normal(size=n)
+    y = 1 + 0.5 * x + rng.normal(size=G)[g] + rng.normal(size=n)
+    m = rl.fit(np.column_stack([np.ones(n), x]), y, g)
+    start = time.perf_counter()
+    parametric_bootstrap(m, 1000, seed=2, progress=False)
+    assert time.perf_counter() - start < 30.0
+
+
+def test_confint_rejects_bad_arguments():
+    m = _fit("sleepstudy")
+    with pytest.raises(ValueError, match="method"):
+        confint(m, method="bca")
+    with pytest.raises(ValueError, match="level"):
+        confint(m, level=95)
