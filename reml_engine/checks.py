@@ -55,7 +55,8 @@ def check_response(y: np.ndarray, name: str) -> None:
     if bad.any():
         raise ModelDataError(
             f"response {name!r} has {int(bad.sum())} non-finite values (inf or NaN), first at row "
-            f"{int(np.flatnonzero(bad)[0])}; remove those rows or pass na_action='omit' for NaN"
+            f"{int(np.flatnonzero(bad)[0])} of the rows fitted; remove those rows (missing values, NaN, are "
+            "dropped by lmer's na_action='omit', infinite ones are not)"
         )
     if len(y) and np.all(y == y[0]):
         raise ModelDataError(
