@@ -22,8 +22,11 @@ from importlib import resources
 
 import pandas as pd
 
+from .anova import AnovaResult, OLSFit, anova, ols
 from .checks import ModelDataError, ModelDataWarning
+from .coef_table import anova_type3, coef_table, contrast_test
 from .compare import compare_fe_re
+from .confint import confint
 from .criterion import CriterionParts, criterion, criterion_derivative, criterion_parts, evaluate
 from .design import build_design, design_from_arrays
 from .estimators import LeastSquaresFit, between_estimator, pooled_estimator, within_estimator
@@ -33,6 +36,7 @@ from .optimizer import DegenerateCriterionError, OptSummary, Optimum, find_optim
 from .profile import CriterionProfile, ProfilePoint, criterion_profile, profile_criterion
 from .results import Boundary, CompoundSymmetryFit, LmerFit, LocalOptimum
 from .stats import GroupStats, PooledStats, compute_group_stats
+from .vartest import VarianceTest, test_random_intercept
 from .within_between import between, within
 
 __version__ = "0.1.0"
@@ -141,4 +145,14 @@ __all__ = [
     "fit_stats",
     "lmer",
     "load_seed",
+    "AnovaResult",
+    "OLSFit",
+    "VarianceTest",
+    "anova",
+    "anova_type3",
+    "coef_table",
+    "confint",
+    "contrast_test",
+    "ols",
+    "test_random_intercept",
 ]

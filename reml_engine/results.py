@@ -103,6 +103,12 @@ class CompoundSymmetryFit:
     def se(self) -> pd.Series:
         return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.fixef.index, name="se")
 
+    def coef_table(self) -> pd.DataFrame:
+        """Estimate, SE, df = n - p, t and p, as nlme's ``summary(gls)``."""
+        from .coef_table import compound_symmetry_coef_table
+
+        return compound_symmetry_coef_table(self)
+
     @property
     def n_params(self) -> int:
         return len(self.fixef) + 2
@@ -312,6 +318,47 @@ class LmerFit:
         from .plots import plot_ranef
 
         return plot_ranef(self, ax=ax, sort=sort)
+
+    # -- inference (see coef_table, vartest, confint, bootstrap) -------------------------
+    def coef_table(self, ddf: str = "satterthwaite") -> pd.DataFrame:
+        """Estimate, SE, df, t and p per fixed effect; ``ddf`` is ``"satterthwaite"``,
+        ``"kenward-roger"`` or ``"residual"`` (see :func:`reml_engine.coef_table.coef_table`)."""
+        from .coef_table import coef_table
+
+        return coef_table(self, ddf)
+
+    def contrast_test(self, L, rhs=0.0, ddf: str = "satterthwaite"):
+        """F-test of ``L beta = rhs`` (see :func:`reml_engine.coef_table.contrast_test`)."""
+        from .coef_table import contrast_test
+
+        return contrast_test(self, L, rhs, ddf)
+
+    def anova(self, ddf: str = "satterthwaite") -> pd.DataFrame:
+        """Type III F-tests of the formula's terms, as lmerTest's ``anova(m)``."""
+        from .coef_table import anova_type3
+
+        return anova_type3(self, ddf)
+
+    def test_random_intercept(self, method: str = "exact", n_sim: int | None = None, seed: int | None = 1):
+        """Test var_group = 0: ``"exact"`` (R)LRT null or the 50:50 ``"mixture"``
+        (see :func:`reml_engine.vartest.test_random_intercept`)."""
+        from .vartest import EXACT_NSIM, test_random_intercept
+
+        return test_random_intercept(self, method, n_sim or EXACT_NSIM, seed)
+
+    def confint(self, method: str = "profile", level: float = 0.95, **kwargs) -> pd.DataFrame:
+        """Intervals for sd_group, sigma, the fixed effects (and the ICC for
+        ``"profile"``); ``method`` is ``"profile"``, ``"wald"`` or ``"boot"``
+        (see :func:`reml_engine.confint.confint`)."""
+        from .confint import confint
+
+        return confint(self, method, level, **kwargs)
+
+    def bootstrap(self, n_boot: int = 1000, seed: int | None = None, progress: bool | None = None):
+        """Parametric bootstrap replicates (see :func:`reml_engine.bootstrap.parametric_bootstrap`)."""
+        from .bootstrap import parametric_bootstrap
+
+        return parametric_bootstrap(self, n_boot, seed, progress)
 
     # -- rendering --------------------------------------------------------------------
     def summary(self) -> str:
