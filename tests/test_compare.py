@@ -86,3 +86,18 @@ def test_term_must_vary_within_groups():
     data = case_data("seed_x")
     with pytest.raises(ValueError, match="varies within groups|vary within groups"):
         rl.compare_fe_re("y ~ x + x_b + (1|f)", data, term="x_b")
+
+
+def test_readme_quotes_the_librarys_numbers():
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("<!-- compare_fe_re seed table: checked by tests/test_compare.py -->")[1]
+    quoted = block.split("```text\n")[1].split("```")[0].rstrip().splitlines()
+    table = rl.compare_fe_re("y ~ x + (1|f)", rl.load_seed())[["estimator", "coef", "se"]].round(4)
+    assert quoted == table.to_string(index=False).splitlines()
+    seed = rl.load_seed()
+    assert f"chi2(1) = {rl.hausman('y ~ x + (1|f)', seed).statistic:.4g}" in readme
+    mundlak = rl.mundlak("y ~ x + (1|f)", seed)
+    assert f"F(1, {mundlak.den_df:.4g}) = {mundlak.f_statistic:.4g}, p = {mundlak.p_value:.4g}" in readme
+    assert "p = 0.03775" in str(rl.hausman("y ~ x + (1|f)", seed))
