@@ -15,11 +15,37 @@ accumulated from it, and its cross-product goes to BLAS. The data are read once.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 #: Rows per block in the cross-product kernels: small enough for the block buffer
 #: (BLOCK_ROWS x q doubles) to stay in L2 cache, large enough for BLAS to be efficient.
 BLOCK_ROWS = 2048
+
+
+@njit(cache=True)
+def _accumulate_rows(X, y, codes, shift, start, stop, counts, sums, cross, buf):
+    """Add rows ``start .. stop - 1`` to ``counts``, ``sums`` and ``cross`` (in place).
+
+    Each block is first copied, shifted, into ``buf`` (a streaming loop), then scattered
+    into the group sums; keeping the two apart lets the copy run without waiting on the
+    scattered updates.
+    """
+    p = X.shape[1]
+    for block_start in range(start, stop, BLOCK_ROWS):
+        block_stop = min(block_start + BLOCK_ROWS, stop)
+        m = block_stop - block_start
+        for i in range(m):
+            row = block_start + i
+            for j in range(p):
+                buf[i, j] = X[row, j] - shift[j]
+            buf[i, p] = y[row] - shift[p]
+        for i in range(m):
+            g = codes[block_start + i]
+            counts[g] += 1
+            for j in range(p + 1):
+                sums[g, j] += buf[i, j]
+        block = buf[:m]
+        cross += np.dot(block.T, block)
 
 
 @njit(cache=True)
@@ -46,23 +72,36 @@ def group_sums_and_cross(X, y, codes, n_groups, shift):
     sums = np.zeros((n_groups, q), dtype=np.float64)
     cross = np.zeros((q, q), dtype=np.float64)
     buf = np.empty((BLOCK_ROWS, q), dtype=np.float64)
-    for start in range(0, n, BLOCK_ROWS):
-        stop = min(start + BLOCK_ROWS, n)
-        m = stop - start
-        for i in range(m):
-            row = start + i
-            g = codes[row]
-            counts[g] += 1
-            for j in range(p):
-                v = X[row, j] - shift[j]
-                buf[i, j] = v
-                sums[g, j] += v
-            v = y[row] - shift[p]
-            buf[i, p] = v
-            sums[g, p] += v
-        block = buf[:m]
-        cross += np.dot(block.T, block)
+    _accumulate_rows(X, y, codes, shift, 0, n, counts, sums, cross, buf)
     return counts, sums, cross
+
+
+@njit(cache=True, parallel=True)
+def group_sums_and_cross_parallel(X, y, codes, n_groups, shift, n_chunks):
+    """:func:`group_sums_and_cross` with the rows split into ``n_chunks`` contiguous
+    chunks, one per thread, each with its own sums; the chunks' sums are added at the
+    end (the statistics are additive over rows). Costs ``n_chunks`` copies of the
+    ``(n_groups, p + 1)`` sums.
+    """
+    n, p = X.shape
+    q = p + 1
+    counts = np.zeros((n_chunks, n_groups), dtype=np.int64)
+    sums = np.zeros((n_chunks, n_groups, q), dtype=np.float64)
+    cross = np.zeros((n_chunks, q, q), dtype=np.float64)
+    step = (n + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        buf = np.empty((BLOCK_ROWS, q), dtype=np.float64)
+        start = c * step
+        stop = min(n, start + step)
+        _accumulate_rows(X, y, codes, shift, start, stop, counts[c], sums[c], cross[c], buf)
+    total_counts = counts[0].copy()
+    total_sums = sums[0].copy()
+    total_cross = cross[0].copy()
+    for c in range(1, n_chunks):
+        total_counts += counts[c]
+        total_sums += sums[c]
+        total_cross += cross[c]
+    return total_counts, total_sums, total_cross
 
 
 @njit(cache=True)

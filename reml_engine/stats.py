@@ -24,12 +24,16 @@ import numpy as np
 import pandas as pd
 
 from .groups import GroupCodes
-from .kernels import group_sums_and_cross, pool_by_size, within_cross
+from .kernels import group_sums_and_cross, group_sums_and_cross_parallel, pool_by_size, within_cross
 
 #: Within-group sums of squares at or below this fraction of the column's total sum of
 #: squares are rounding noise of the one-pass formula: the column is taken as constant
 #: within groups.
 WITHIN_ZERO_TOL = 64 * np.finfo(float).eps
+
+#: Rows per thread below which the one-pass kernel runs on one thread: smaller chunks
+#: gain less than starting the threads and adding their group sums costs.
+PARALLEL_CHUNK_ROWS = 250_000
 
 #: Rows used to estimate the column shift (a pilot mean) before the one-pass kernel.
 PILOT_ROWS = 1024
@@ -78,7 +82,7 @@ class GroupStats:
     def q(self) -> int:
         return self.cross.shape[0]
 
-    def rebase(self, shift: np.ndarray) -> "GroupStats":
+    def rebase(self, shift: np.ndarray) -> GroupStats:
         """The same statistics about another shift (exact algebra, no data needed)."""
         shift = np.asarray(shift, dtype=np.float64)
         delta = self.shift - shift
@@ -93,14 +97,14 @@ class GroupStats:
         sums = self.sums + self.counts[:, None] * delta[None, :]
         return GroupStats(self.levels, self.counts, sums, cross, shift, self.within)
 
-    def select(self, columns) -> "GroupStats":
+    def select(self, columns) -> GroupStats:
         """The statistics of a subset of the X columns (the response column is kept)."""
         keep = np.r_[np.asarray(columns, dtype=np.int64), self.q - 1]
         within = None if self.within is None else self.within[np.ix_(keep, keep)]
         return GroupStats(self.levels, self.counts, self.sums[:, keep],
                           self.cross[np.ix_(keep, keep)], self.shift[keep], within)
 
-    def merge(self, other: "GroupStats") -> "GroupStats":
+    def merge(self, other: GroupStats) -> GroupStats:
         """Statistics of the union of two disjoint sets of rows."""
         if other.q != self.q:
             raise ValueError(f"cannot merge statistics with {self.q} and {other.q} columns")
@@ -134,7 +138,7 @@ class GroupStats:
         within[:, constant] = 0.0
         return within
 
-    def pooled(self, model_shift: np.ndarray | None = None) -> "PooledStats":
+    def pooled(self, model_shift: np.ndarray | None = None) -> PooledStats:
         """Pool groups by size for the criterion.
 
         Parameters
@@ -225,6 +229,16 @@ def pilot_shift(X: np.ndarray, y: np.ndarray, intercept_index: int | None) -> np
     return shift
 
 
+def _one_pass(X, y, groups: GroupCodes, shift: np.ndarray):
+    """The one-pass kernel, on as many threads as numba has and the rows justify."""
+    import numba
+
+    n_chunks = min(numba.get_num_threads(), X.shape[0] // PARALLEL_CHUNK_ROWS)
+    if n_chunks > 1:
+        return group_sums_and_cross_parallel(X, y, groups.codes, groups.ngroups, shift, n_chunks)
+    return group_sums_and_cross(X, y, groups.codes, groups.ngroups, shift)
+
+
 def compute_group_stats(
     X: np.ndarray,
     y: np.ndarray,
@@ -249,7 +263,7 @@ def compute_group_stats(
         Columns known to be exactly constant (the intercept), for which the one-pass
         formula is exact.
     """
-    counts, sums, cross = group_sums_and_cross(X, y, groups.codes, groups.ngroups, shift)
+    counts, sums, cross = _one_pass(X, y, groups, np.asarray(shift, dtype=np.float64))
     stats = GroupStats(groups.levels, counts, sums, cross, np.asarray(shift, dtype=np.float64))
     if exact_within:
         within = stats.within_cross()

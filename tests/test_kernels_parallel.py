@@ -1,0 +1,56 @@
+"""The one-pass kernel, serial and split across threads, against plain numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import reml_engine as rl
+from reml_engine import stats as S
+from reml_engine.kernels import BLOCK_ROWS, group_sums_and_cross, group_sums_and_cross_parallel
+
+#: Sums over a few thousand rows in a different order agree to this relative precision.
+SUM_ORDER_RTOL = 1e-12
+
+
+def _numpy_reference(X, y, codes, n_groups, shift):
+    Z = np.column_stack([X, y]) - shift
+    counts = np.bincount(codes, minlength=n_groups)
+    sums = np.zeros((n_groups, Z.shape[1]))
+    np.add.at(sums, codes, Z)
+    return counts, sums, Z.T @ Z
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(7)
+    n, p, n_groups = 3 * BLOCK_ROWS + 17, 4, 50
+    X = np.column_stack([np.ones(n), rng.normal(5.0, 2.0, (n, p - 1))])
+    y = rng.normal(size=n)
+    codes = rng.integers(0, n_groups, n).astype(np.int64)
+    shift = np.r_[0.0, X[:100, 1:].mean(axis=0), y[:100].mean()]
+    return X, y, codes, n_groups, shift
+
+
+@pytest.mark.parametrize("layout", ["C", "F"])
+@pytest.mark.parametrize("n_chunks", [1, 2, 3, 5])
+def test_parallel_and_serial_match_numpy(data, layout, n_chunks):
+    X, y, codes, n_groups, shift = data
+    X = np.asarray(X, order=layout)
+    expected = _numpy_reference(X, y, codes, n_groups, shift)
+    for got in (group_sums_and_cross(X, y, codes, n_groups, shift),
+                group_sums_and_cross_parallel(X, y, codes, n_groups, shift, n_chunks)):
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_allclose(got[1], expected[1], rtol=SUM_ORDER_RTOL, atol=1e-9)
+        np.testing.assert_allclose(got[2], expected[2], rtol=SUM_ORDER_RTOL)
+
+
+def test_fit_through_the_parallel_path_is_the_same_fit(data, monkeypatch):
+    X, y, codes, _, _ = data
+    serial = rl.fit(X, y, codes)
+    monkeypatch.setattr(S, "PARALLEL_CHUNK_ROWS", 1000)
+    monkeypatch.setattr("numba.get_num_threads", lambda: 3)
+    parallel = rl.fit(X, y, codes)
+    assert parallel.criterion == pytest.approx(serial.criterion, rel=SUM_ORDER_RTOL)
+    np.testing.assert_allclose(parallel.fixef, serial.fixef, rtol=1e-10)
+    assert parallel.tau == pytest.approx(serial.tau, rel=1e-9)
