@@ -216,6 +216,10 @@ def profile_intervals(fit, level: float = 0.95, REML: bool = False) -> pd.DataFr
         warnings.warn(note, ProfileWarning, stacklevel=3)
     notes.extend(shape_notes)
     if fit.REML and not REML:
+        basin = _basin_note(fit, prof)
+        if basin:
+            warnings.warn(basin, ProfileWarning, stacklevel=3)
+            notes.append(basin)
         notes.append("profiled the ML deviance (as lme4): the intervals are centred on the ML estimates")
     table = pd.DataFrame.from_dict(rows, orient="index", columns=["lower", "upper"])
     table.attrs["notes"] = tuple(notes)
@@ -247,6 +251,24 @@ def _monotonicity_notes(prof: _Profile, cutoff: float, tau_lo: float, tau_hi: fl
                 f"({excess:.4g} above the minimum, outside the confidence region)"
             )
     return notes
+
+
+def _basin_note(fit, prof: _Profile) -> str | None:
+    """Say so when the ML optimum lies in another basin than the REML estimate."""
+    from .criterion import evaluate
+    from .optimizer import lme4_default_optimum
+
+    if len(prof.summary.optima) < 2:
+        return None
+    slope = float(evaluate([fit.tau], prof.stats, prof.REML)["derivative"][0])
+    nearest = lme4_default_optimum(prof.summary.optima, slope, start_tau=fit.tau)
+    if abs(nearest.tau - prof.tau_hat) <= 1e-9 * max(prof.tau_hat, 1.0):
+        return None
+    return (
+        f"the ML optimum (ICC = {prof.tau_hat / (1 + prof.tau_hat):.4g}) is not in the basin of the REML "
+        f"estimate (ICC = {fit.icc:.4g}), where the ML deviance has another local minimum "
+        f"({nearest.criterion - prof.dmin:.4g} higher): the intervals describe the ML optimum"
+    )
 
 
 def wald_intervals(fit, level: float = 0.95) -> pd.DataFrame:
