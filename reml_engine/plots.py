@@ -30,6 +30,8 @@ Z_95 = 1.959963984540054
 MAX_LABELLED_LEVELS = 60
 #: Fraction of the marked criterion range added above and below it on the y axis.
 Y_MARGIN = 0.15
+#: The y axis is scaled to the curve up to this ICC (and to every marked optimum).
+Y_RANGE_ICC_MAX = 0.99
 
 
 def _pyplot():
@@ -81,7 +83,9 @@ def _y_limits(profile: CriterionProfile) -> tuple[float, float]:
     marked = [o.criterion for o in profile.optima] + [profile.boundary_criterion]
     if profile.compound_symmetry.kind != "limit":
         marked.append(profile.compound_symmetry.criterion)
-    finite = profile.criterion[np.isfinite(profile.criterion)]
+    # The criterion climbs steeply as ICC -> 1 (tau -> infinity); that end does not set the axis.
+    body = np.isfinite(profile.criterion) & (profile.icc <= Y_RANGE_ICC_MAX)
+    finite = profile.criterion[body]
     low, high = min(marked), max(marked)
     upper = max(high, float(np.quantile(finite, 0.9))) if finite.size else high
     span = max(upper - low, 1.0)
@@ -138,6 +142,12 @@ def plot_profile(fit, REML: bool | None = None, ax=None, n_points: int | None = 
     cs = profile.compound_symmetry
     ax.scatter([cs.icc], [cs.criterion], marker="D", s=45, color="C1", zorder=4,
                label=f"compound symmetry (ICC {cs.icc:.3g})")
+    if cs.kind == "limit":
+        # Off the axis: the criterion falls without bound towards the limit.
+        ax.annotate("compound symmetry: the criterion falls\nwithout bound towards this limit",
+                    xy=(profile.icc_lower, 0.0), xycoords=("data", "axes fraction"), xytext=(12, 30),
+                    textcoords="offset points", fontsize=8, color="C1",
+                    arrowprops={"arrowstyle": "->", "color": "C1"})
     for o in optima:
         ax.annotate(f"{o.criterion:.3f}", (o.icc, o.criterion), textcoords="offset points", xytext=(6, 8),
                     fontsize=8)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import case_data, case_formula, load_reference
 
@@ -87,3 +88,19 @@ def test_without_matplotlib_the_error_says_how_to_install_it(monkeypatch):
     m = rl.lmer("y ~ x + (1|f)", rl.load_seed())
     with pytest.raises(ImportError, match=r"reml_engine\[plot\]"):
         m.plot_profile()
+
+
+def test_a_compound_symmetry_optimum_at_the_limit_is_pointed_at():
+    # Pairs that sum to zero: the within-pair correlation is -1, the limit of V.
+    rng = np.random.default_rng(0)
+    half = rng.normal(size=8)
+    y = np.column_stack([half, -half]).ravel()
+    data = pd.DataFrame({"y": y, "g": np.repeat(np.arange(8), 2)})
+    m = rl.lmer("y ~ 1 + (1|g)", data)
+    assert m.compound_symmetry.at_limit
+    plot = m.plot_profile()
+    assert plot.compound_symmetry.kind == "limit"
+    assert any("without bound" in text.get_text() for text in plot.ax.texts)
+    low, _ = plot.ax.get_ylim()
+    assert low <= min(o.criterion for o in m.optima)
+    plot.figure.canvas.draw()
