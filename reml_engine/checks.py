@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from .kernels import column_ranges
+
 #: lme4's default tolerance for rank deficiency of the fixed-effect design (qr tol).
 RANK_TOL = 1e-7
 #: Warn when predictor standard deviations differ by more than this factor, or when one
@@ -25,6 +27,8 @@ SCALE_RATIO_TOL = 1e3
 #: up to eps / 2, so no residual below a small multiple of eps * norm carries
 #: information (used next to RANK_TOL, which is relative to the centred norm).
 ROUNDING_TOL = 100 * np.finfo(float).eps
+#: Rows from which the data checks read the columns in one compiled pass.
+KERNEL_CHECK_ROWS = 100_000
 #: Close column names suggested when a formula names a column the data do not have.
 MAX_SUGGESTIONS = 3
 #: Values beyond this magnitude, or spreads below its inverse, risk overflow or
@@ -51,18 +55,21 @@ def check_response(y: np.ndarray, name: str) -> None:
     """The response must be finite and not constant."""
     if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
         raise ModelDataError(f"response {name!r} is not numeric (dtype {y.dtype}); convert it to numbers first")
-    bad = ~np.isfinite(y)
-    if bad.any():
+    # One pass for range and finiteness (the messages below recount what they report).
+    lo, hi, nonfinite = _column_ranges(np.asarray(y, dtype=np.float64).reshape(-1, 1))
+    if nonfinite[0]:
+        bad = ~np.isfinite(y)
         raise ModelDataError(
             f"response {name!r} has {int(bad.sum())} non-finite values (inf or NaN), first at row "
             f"{int(np.flatnonzero(bad)[0])} of the rows fitted; remove those rows (missing values, NaN, are "
             "dropped by lmer's na_action='omit', infinite ones are not)"
         )
-    if len(y) and np.all(y == y[0]):
+    if len(y) and lo[0] == hi[0]:
         raise ModelDataError(
             f"response {name!r} is constant ({float(y[0]):g} in all {len(y)} rows): there is no variation to fit"
         )
-    check_magnitude(y, f"response {name!r}")
+    if len(y):
+        check_range(float(lo[0]), float(hi[0]), f"response {name!r}")
 
 
 def check_magnitude(values: np.ndarray, what: str) -> None:
@@ -76,8 +83,13 @@ def check_magnitude(values: np.ndarray, what: str) -> None:
     """
     if len(values) == 0:
         return
-    largest = float(np.max(np.abs(values)))
-    spread = float(np.max(values) - np.min(values))
+    check_range(float(np.min(values)), float(np.max(values)), what)
+
+
+def check_range(lo: float, hi: float, what: str) -> None:
+    """:func:`check_magnitude` from the smallest and largest value of a column."""
+    largest = max(abs(lo), abs(hi))
+    spread = hi - lo
     if largest > MAGNITUDE_LIMIT:
         raise ModelDataError(
             f"{what} has values up to {largest:.3g}, too large for double-precision cross-products; "
@@ -125,10 +137,29 @@ def suggest_columns(name: str, columns) -> str:
     return f" (did you mean {' or '.join(map(repr, close))}?)"
 
 
+def _column_ranges(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Smallest and largest value and count of non-finite values, per column (the
+    ranges are meaningful only for columns without non-finite values).
+
+    Large arrays take one compiled pass over the rows (numpy would read a C-ordered X
+    once per column and statistic); small ones stay in numpy, which needs no kernel.
+    """
+    if X.shape[0] >= KERNEL_CHECK_ROWS:
+        return column_ranges(X)
+    nonfinite = (~np.isfinite(X)).sum(axis=0)
+    if nonfinite.any() or X.shape[0] == 0:
+        # The ranges are only read when every value is finite.
+        return np.full(X.shape[1], np.inf), np.full(X.shape[1], -np.inf), nonfinite
+    return X.min(axis=0), X.max(axis=0), nonfinite
+
+
 def check_design_finite(X: np.ndarray, names: Sequence[str]) -> None:
-    """Every predictor value must be finite."""
-    finite = np.isfinite(X)
-    if not finite.all():
+    """Every predictor value must be finite, and within the magnitude limits."""
+    if X.shape[0] == 0:
+        return
+    lo, hi, nonfinite = _column_ranges(np.asarray(X, dtype=np.float64))
+    if nonfinite.any():
+        finite = np.isfinite(X)
         bad_cols = [names[j] for j in np.flatnonzero(~finite.all(axis=0))]
         n_bad = int((~finite.all(axis=1)).sum())
         raise ModelDataError(
@@ -136,7 +167,7 @@ def check_design_finite(X: np.ndarray, names: Sequence[str]) -> None:
             f"in {n_bad} rows; remove or impute them"
         )
     for j, name in enumerate(names):
-        check_magnitude(X[:, j], f"predictor column {name!r}")
+        check_range(float(lo[j]), float(hi[j]), f"predictor column {name!r}")
 
 
 def check_groups(nobs: int, ngroups: int, group_name: str) -> None:

@@ -171,3 +171,27 @@ def dense_integer_codes(labels, offset, span):
     for i in range(labels.shape[0]):
         codes[i] = code_of[labels[i] - offset]
     return codes, level_pos
+
+
+@njit(cache=True)
+def column_ranges(X):
+    """Per column of ``X`` (n, p): smallest and largest finite value, and the number of
+    values that are not finite (inf or NaN). One pass over the rows, for the data checks.
+
+    A column without finite values has ``lo = inf`` and ``hi = -inf``.
+    """
+    n, p = X.shape
+    lo = np.full(p, np.inf)
+    hi = np.full(p, -np.inf)
+    nonfinite = np.zeros(p, dtype=np.int64)
+    for i in range(n):
+        for j in range(p):
+            v = X[i, j]
+            if not np.isfinite(v):
+                nonfinite[j] += 1
+            else:
+                if v < lo[j]:
+                    lo[j] = v
+                if v > hi[j]:
+                    hi[j] = v
+    return lo, hi, nonfinite

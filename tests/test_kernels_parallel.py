@@ -54,3 +54,20 @@ def test_fit_through_the_parallel_path_is_the_same_fit(data, monkeypatch):
     assert parallel.criterion == pytest.approx(serial.criterion, rel=SUM_ORDER_RTOL)
     np.testing.assert_allclose(parallel.fixef, serial.fixef, rtol=1e-10)
     assert parallel.tau == pytest.approx(serial.tau, rel=1e-9)
+
+
+def test_column_ranges_match_numpy():
+    from reml_engine.kernels import column_ranges
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(500, 4))
+    X[3, 1] = np.nan
+    X[9, 1] = np.inf
+    X[:, 3] = -np.inf
+    lo, hi, nonfinite = column_ranges(X)
+    np.testing.assert_array_equal(nonfinite, [0, 2, 0, 500])
+    np.testing.assert_array_equal(lo[[0, 2]], X[:, [0, 2]].min(axis=0))
+    np.testing.assert_array_equal(hi[[0, 2]], X[:, [0, 2]].max(axis=0))
+    finite = X[:, 1][np.isfinite(X[:, 1])]
+    assert (lo[1], hi[1]) == (finite.min(), finite.max())
+    assert (lo[3], hi[3]) == (np.inf, -np.inf)
