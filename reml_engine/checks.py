@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .kernels import column_ranges
+from .kernels import binary_flags, column_ranges
 
 #: lme4's default tolerance for rank deficiency of the fixed-effect design (qr tol).
 RANK_TOL = 1e-7
@@ -257,6 +257,8 @@ def warn_dropped_columns(dropped: Sequence[str]) -> None:
 
 def binary_columns(X: np.ndarray) -> np.ndarray:
     """Which columns hold only 0 and 1 (indicators, left out of the scale check)."""
+    if X.shape[0] >= KERNEL_CHECK_ROWS:
+        return binary_flags(X)
     return np.all((X == 0.0) | (X == 1.0), axis=0)
 
 

@@ -195,3 +195,22 @@ def column_ranges(X):
                 if v > hi[j]:
                     hi[j] = v
     return lo, hi, nonfinite
+
+
+@njit(cache=True)
+def binary_flags(X):
+    """Per column of ``X`` (n, p): True when every value is 0 or 1. Stops reading a
+    column at its first other value, and the rows once no column is left to decide."""
+    n, p = X.shape
+    binary = np.ones(p, dtype=np.bool_)
+    undecided = p
+    for i in range(n):
+        for j in range(p):
+            if binary[j]:
+                v = X[i, j]
+                if v != 0.0 and v != 1.0:
+                    binary[j] = False
+                    undecided -= 1
+        if undecided == 0:
+            break
+    return binary
