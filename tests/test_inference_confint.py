@@ -250,3 +250,17 @@ def test_confint_rejects_bad_arguments():
         confint(m, method="bca")
     with pytest.raises(ValueError, match="level"):
         confint(m, level=95)
+
+
+def test_reml_profile_of_the_variance_parameters():
+    """With REML=True the ICC limits solve criterion_REML(tau) = min + chi2 (fixed effects left out)."""
+    from reml_engine.criterion import criterion
+
+    m = _fit("sleepstudy")
+    table = profile_intervals(m, REML=True)
+    assert "Days" not in table.index
+    cut = sps.chi2.ppf(0.95, 1)
+    for side in ("lower", "upper"):
+        icc = table.loc["icc", side]
+        tau = icc / (1 - icc)
+        assert criterion(tau, m.stats, REML=True) - m.criterion == pytest.approx(cut, abs=LIMIT_ATOL)
