@@ -214,3 +214,22 @@ def binary_flags(X):
         if undecided == 0:
             break
     return binary
+
+
+@njit(cache=True)
+def lower_inverse_batched(L):
+    """Inverses of a stack of lower-triangular matrices ``L`` (K, p, p), by forward
+    substitution (``p^3 / 6`` operations each, against ``2 p^3 / 3`` for a general
+    solve). A zero or NaN on a diagonal gives inf or NaN, which the caller flags.
+    """
+    K, p, _ = L.shape
+    inverse = np.zeros((K, p, p), dtype=np.float64)
+    for k in range(K):
+        for j in range(p):
+            inverse[k, j, j] = 1.0 / L[k, j, j]
+            for i in range(j + 1, p):
+                total = 0.0
+                for m in range(j, i):
+                    total += L[k, i, m] * inverse[k, m, j]
+                inverse[k, i, j] = -total / L[k, i, i]
+    return inverse
