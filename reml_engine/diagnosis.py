@@ -16,6 +16,9 @@ from .results import Boundary, CompoundSymmetryFit, LocalOptimum
 CRITERION_TIE_TOL = 1e-6
 #: Coefficients listed when comparing two optima.
 MAX_COEFS_COMPARED = 3
+#: Two optima's fits are explained as different when a fixed effect moves by more than
+#: this many of its standard errors between them.
+FIXEF_SHIFT_IN_SE = 2.0
 
 
 def _criterion_name(REML: bool) -> str:
@@ -56,6 +59,26 @@ def _compare_fits(a: LocalOptimum, b: LocalOptimum) -> str:
     return "; ".join(parts)
 
 
+def _fits_differ(a: LocalOptimum, b: LocalOptimum) -> bool:
+    """Some fixed effect moves by more than FIXEF_SHIFT_IN_SE of its standard error."""
+    return bool(((a.fixef - b.fixef).abs() > FIXEF_SHIFT_IN_SE * a.se).any())
+
+
+def _why_fits_differ(estimate: LocalOptimum, other: LocalOptimum) -> str:
+    """Why a slope changes between a small and a large group variance."""
+    low, high = sorted((estimate, other), key=lambda o: o.tau)
+    low_text = "at var_group = 0 the fit is ordinary least squares" if low.tau == 0 else (
+        f"at the smaller group variance ({_describe(low)}) the fit is close to ordinary least squares"
+    )
+    return (
+        f" Why: {low_text}, which pools the between-group and the within-group variation of the "
+        "predictors; at the larger group variance the random intercepts absorb the differences between "
+        "groups, and the slopes come from within-group variation. When the two relations differ (a "
+        "contextual effect), so do the fits: compare them with rl.compare_fe_re or test them with "
+        "rl.hausman and rl.mundlak."
+    )
+
+
 def _describe(o: LocalOptimum) -> str:
     if o.kind == "boundary":
         return "the boundary var_group = 0"
@@ -76,18 +99,18 @@ def optimum_notes(
         notes.append(boundary.message)
     others = [o for o in optima if not o.is_global]
     if others:
-        listing = ", ".join(f"{_describe(o)} ({name} {o.criterion:.4f})" for o in others)
+        listing = "; ".join(f"{_describe(o)}, {name} {o.criterion:.4f}" for o in optima)
         notes.append(
-            f"The {name} has {len(optima)} local minima over var_group >= 0. The estimate is the global one, "
-            f"{_describe(estimate)} ({name} {estimate.criterion:.4f}); the other{'s are' if len(others) > 1 else ' is'} "
-            f"{listing}."
+            f"The {name} has {len(optima)} local minima over var_group >= 0 ({listing}). The estimate is "
+            f"the global one, {_describe(estimate)}."
         )
     default = next(o for o in optima if o.is_lme4_default)
     if not default.is_global:
         notes.append(
-            f"lme4's lmer() from its default start (theta = 1) would stop at {_describe(default)} "
-            f"({name} {default.criterion:.4f}), a local optimum {default.criterion - estimate.criterion:.4f} worse "
-            f"than the estimate. The fits differ: {_compare_fits(estimate, default)} (estimate vs lme4's)."
+            f"lme4's lmer() from its default start (theta = 1) stops at a local minimum, {_describe(default)} "
+            f"({name} {default.criterion - estimate.criterion:.4f} worse). The fits differ: "
+            f"{_compare_fits(estimate, default)} (estimate vs lme4's)."
+            + (_why_fits_differ(estimate, default) if _fits_differ(estimate, default) else "")
         )
     if boundary is None and cs.icc < 0 and cs.criterion < estimate.criterion - CRITERION_TIE_TOL:
         notes.append(
