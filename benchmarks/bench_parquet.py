@@ -1,0 +1,155 @@
+"""Out-of-core benchmark: write N rows of Parquet, fit them from disk with Dask.
+
+Writes ``--rows`` rows (default 2e8, about 6 GB of float64 columns) of a simulated
+random-intercept model to Parquet files in a temporary directory, then, each in a fresh
+process so that peak memory is measured alone:
+
+* **fit**: ``rl.lmer("y ~ x1 + x2 + (1|g)", data="DIR/*.parquet")`` (Dask's threaded
+  scheduler, lazy read of the four columns, per-partition statistics, tree merge);
+* **pyarrow**: reading the same four columns with ``pyarrow.dataset`` alone, batch by
+  batch (the floor any Parquet-based fit pays).
+
+It reports the wall time, the rows per second, the peak resident memory (which must stay
+far below the in-memory size of the data) and the estimates next to the simulated truth.
+
+Usage::
+
+    python benchmarks/bench_parquet.py                 # 2e8 rows
+    python benchmarks/bench_parquet.py --rows 2e7      # smaller
+    python benchmarks/bench_parquet.py --dir /data/bench --keep   # reuse the files later
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+#: Columns read by both the fit and the pyarrow baseline.
+COLUMNS = ["y", "x1", "x2", "g"]
+
+#: The simulated model: y = 1 + 0.5 x1 - 0.3 x2 + b_g + e.
+TRUTH = {"(Intercept)": 1.0, "x1": 0.5, "x2": -0.3, "var_group": 0.4, "sigma2": 1.0}
+
+FORMULA = "y ~ x1 + x2 + (1|g)"
+
+
+def write_parquet(folder: Path, rows: int, groups: int, rows_per_file: int, seed: int) -> None:
+    """Write the simulated rows, file by file (memory bounded by one file)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    effects = rng.normal(scale=np.sqrt(TRUTH["var_group"]), size=groups)
+    for index, start in enumerate(range(0, rows, rows_per_file)):
+        n = min(rows_per_file, rows - start)
+        g = rng.integers(0, groups, n)
+        x1 = rng.normal(size=n)
+        x2 = rng.uniform(0.0, 10.0, n)
+        y = (TRUTH["(Intercept)"] + TRUTH["x1"] * x1 + TRUTH["x2"] * x2 + effects[g]
+             + rng.normal(scale=np.sqrt(TRUTH["sigma2"]), size=n))
+        table = pa.table({"y": y, "x1": x1, "x2": x2, "g": g})
+        pq.write_table(table, folder / f"part-{index:05d}.parquet", row_group_size=rows_per_file // 2)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_fit(folder: Path) -> dict:
+    import dask
+
+    import reml_engine as rl
+
+    baseline = peak_rss_mb()
+    start = time.perf_counter()
+    with dask.config.set(scheduler="threads"):
+        fit = rl.lmer(FORMULA, data=str(folder / "*.parquet"))
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds,
+        "rows": fit.nobs,
+        "groups": fit.ngroups,
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_after_imports_mb": baseline,
+        "estimates": {**fit.fixef.to_dict(), "var_group": fit.var_group, "sigma2": fit.sigma2},
+    }
+
+
+def run_pyarrow(folder: Path) -> dict:
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    start = time.perf_counter()
+    rows = 0
+    total = 0.0
+    for batch in ds.dataset(folder, format="parquet").to_batches(columns=COLUMNS):
+        rows += batch.num_rows
+        total += pc.sum(batch.column("y")).as_py()  # touch the data
+    return {"seconds": time.perf_counter() - start, "rows": rows, "peak_rss_mb": peak_rss_mb()}
+
+
+def in_fresh_process(mode: str, folder: Path) -> dict:
+    out = subprocess.run([sys.executable, __file__, f"--{mode}", str(folder)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=float, default=2e8)
+    parser.add_argument("--groups", type=int, default=100_000)
+    parser.add_argument("--rows-per-file", type=int, default=2_000_000)
+    parser.add_argument("--dir", type=Path, default=None, help="where to write (default: a temporary directory)")
+    parser.add_argument("--keep", action="store_true", help="keep the Parquet files")
+    parser.add_argument("--reuse", action="store_true", help="fit the files already in --dir")
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--fit", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--pyarrow", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.fit:
+        print(json.dumps(run_fit(args.fit)))
+        return
+    if args.pyarrow:
+        print(json.dumps(run_pyarrow(args.pyarrow)))
+        return
+
+    rows = int(args.rows)
+    folder = args.dir or Path(tempfile.mkdtemp(prefix="reml_bench_parquet_"))
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        if not args.reuse:
+            start = time.perf_counter()
+            write_parquet(folder, rows, args.groups, args.rows_per_file, args.seed)
+            print(f"wrote {rows:,} rows in {time.perf_counter() - start:.1f} s")
+        on_disk = sum(f.stat().st_size for f in folder.glob("*.parquet"))
+        fit = in_fresh_process("fit", folder)
+        arrow = in_fresh_process("pyarrow", folder)
+    finally:
+        if not args.keep and args.dir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    in_memory = fit["rows"] * len(COLUMNS) * 8
+    print(f"rows {fit['rows']:,}, groups {fit['groups']:,}, {os.cpu_count()} cores")
+    print(f"data: {on_disk / 1e9:.2f} GB of Parquet on disk, {in_memory / 1e9:.2f} GB as float64 columns")
+    print(f"fit from Parquet: {fit['seconds']:.1f} s, {fit['rows'] / fit['seconds'] / 1e6:.2f} M rows/s, "
+          f"peak RSS {fit['peak_rss_mb']:.0f} MB ({fit['rss_after_imports_mb']:.0f} MB after imports), "
+          f"{100 * fit['peak_rss_mb'] * 1e6 / in_memory:.1f}% of the data's size")
+    print(f"pyarrow read alone: {arrow['seconds']:.1f} s, {arrow['rows'] / arrow['seconds'] / 1e6:.2f} M rows/s, "
+          f"peak RSS {arrow['peak_rss_mb']:.0f} MB")
+    print(f"fit time / read time: {fit['seconds'] / arrow['seconds']:.2f}")
+    print("estimate vs truth: " + ", ".join(
+        f"{name} {fit['estimates'][name]:.4f} ({TRUTH[name]})" for name in TRUTH))
+
+
+if __name__ == "__main__":
+    main()
