@@ -18,7 +18,7 @@ from . import harness, headline, optimum_study, report
 from .simulate import Config
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ("machine", "grid", "headline", "criterion", "memory", "import", "study")
+PARTS = ("machine", "grid", "headline", "stages", "criterion", "memory", "import", "study")
 QUICK_GRID = [
     Config(1_000, 100, 2, True),
     Config(1_000, 100, 10, False),
@@ -105,6 +105,13 @@ def main(argv=None) -> None:
         table = harness.run_grid([headline.HEADLINE], big)
         table.to_csv(out / "headline.csv", index=False)
         (out / "headline.md").write_text(report.grid_markdown(table) + "\n")
+    if "stages" in parts and not args.quick:
+        stages = headline.stage_breakdown()
+        stages.to_csv(out / "stages.csv", index=False)
+        shown = stages.assign(median_ms=stages.median_ms.map("{:.1f}".format),
+                              min_ms=stages.min_ms.map("{:.1f}".format))
+        (out / "stages.md").write_text(report.markdown_table(shown) + "\n")
+        print(stages.to_string())
     if "criterion" in parts:
         sizes = (1_000, 10_000, 100_000) if args.quick else harness.FULL_SIZES
         timing = headline.criterion_timing([n for n in sizes if n <= args.max_n])

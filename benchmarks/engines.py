@@ -106,14 +106,20 @@ def peak_extra_memory(call: Callable[[], object]) -> tuple[object, float]:
 def time_calls(call: Callable[[], object], repeats: int, budget: float) -> tuple[object, list[float], float]:
     """Time ``call`` up to ``repeats`` times while the total stays within ``budget`` seconds.
 
-    The first call also measures the peak memory. Returns the last result, the timings
-    and the peak extra memory (MB).
+    The first call is a warm-up (numba compiles or loads its kernels, caches fill) and
+    is not counted when the budget allows at least one more; otherwise it is the only
+    timing (and memory) measured. With more calls, the last one measures the peak
+    memory, so that compilation never counts there. Returns the last result, the timings and the peak extra memory (MB).
     """
-    timings = []
+    warmup: list[float] = []
     start = time.perf_counter()
-    result, peak = peak_extra_memory(lambda: _timed(call, timings))
-    while len(timings) < repeats and time.perf_counter() - start + timings[-1] <= budget:
+    result, peak = peak_extra_memory(lambda: _timed(call, warmup))
+    if repeats == 1 or time.perf_counter() - start + warmup[0] > budget:
+        return result, warmup, peak
+    timings: list[float] = []
+    while len(timings) < repeats - 1 and time.perf_counter() - start + 2 * (timings or warmup)[-1] <= budget:
         result = _timed(call, timings)
+    result, peak = peak_extra_memory(lambda: _timed(call, timings))
     return result, timings, peak
 
 

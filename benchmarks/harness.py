@@ -14,6 +14,7 @@ engine's estimate sits on the same scale for every engine.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -151,6 +152,8 @@ def _row(config: Config, fit: rl.LmerFit, run: E.Run, crit_diff: float, fixef_di
         "max_rel_fixef_diff": fixef_diff,
         "same_optimum": bool(abs(crit_diff) <= SAME_OPTIMUM_TOL) if np.isfinite(crit_diff) else None,
         "skipped": run.skipped,
+        # Other work on the machine slows every engine alike; kept to judge the noise.
+        "load_average": os.getloadavg()[0],
     }
 
 

@@ -140,3 +140,49 @@ def import_and_seed_fit(warm_processes: int = WARM_PROCESSES) -> dict:
         "warm_wall_s": float(warm.wall_s.median()), "warm_import_s": float(warm.import_s.median()),
         "warm_fit_s": float(warm.fit_s.median()), "warm_processes": warm_processes,
     }
+
+
+def stage_breakdown(config: Config = HEADLINE, repeats: int = 7) -> pd.DataFrame:
+    """Median seconds of each stage of a fit, run one at a time, next to the floor.
+
+    The stages are the pipeline's own functions: building the design from arrays (the
+    data checks) or from a DataFrame and formula, coding the groups, the one-pass
+    statistics kernel, and everything after the statistics (rank check, global
+    optimization, result), of which the optimizer alone is also timed.
+    """
+    from reml_engine.design import build_design, design_from_arrays
+    from reml_engine.groups import factorize_groups
+    from reml_engine.model import fit_stats
+    from reml_engine.optimizer import find_optima
+    from reml_engine.stats import compute_group_stats, pilot_shift
+
+    data = simulate(config)
+    frame = data.frame()
+    design = design_from_arrays(data.X, data.y, data.groups)
+    codes = factorize_groups(design.groups)
+    shift = pilot_shift(data.X, data.y, 0)
+    stats = compute_group_stats(data.X, data.y, codes, shift, skip_columns=(0,))
+    pooled = stats.pooled(stats.shift)
+    stages = {
+        "numpy floor: X'X and X'y": lambda: (data.X.T @ data.X, data.X.T @ data.y),
+        "whole fit from arrays": lambda: rl.fit(data.X, data.y, data.groups),
+        "  design_from_arrays (checks)": lambda: design_from_arrays(data.X, data.y, data.groups),
+        "  factorize_groups": lambda: factorize_groups(design.groups),
+        "  compute_group_stats (kernel)": lambda: compute_group_stats(data.X, data.y, codes, shift,
+                                                                      skip_columns=(0,)),
+        "  fit_stats (after the statistics)": lambda: fit_stats(stats, design.column_names, 0),
+        "    find_optima (the global scan)": lambda: find_optima(pooled, True),
+        "whole fit from DataFrame + formula": lambda: rl.lmer(config.formula(), frame),
+        "  build_design (formula)": lambda: build_design(config.formula(), frame),
+    }
+    rows = []
+    for name, call in stages.items():
+        call()
+        seconds = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            call()
+            seconds.append(time.perf_counter() - t0)
+        rows.append({"stage": name, "median_ms": 1e3 * float(np.median(seconds)),
+                     "min_ms": 1e3 * float(np.min(seconds))})
+    return pd.DataFrame(rows)
