@@ -122,8 +122,19 @@ class PartialStats:
 
 
 def observed_levels(chunk: pd.DataFrame, columns: tuple[str, ...]) -> dict[str, pd.Index]:
-    """Distinct non-missing values of each column in one chunk (the levels pass)."""
-    return {c: pd.Index(pd.unique(chunk[c].dropna().to_numpy(dtype=object))) for c in columns}
+    """The levels of each column in one chunk (the levels pass).
+
+    Distinct non-missing values, or for a categorical column all its categories in their
+    order (as pandas keeps them, used or not, when it reads a Parquet file whole).
+    """
+    levels = {}
+    for column in columns:
+        values = chunk[column]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            levels[column] = pd.Index(list(values.cat.categories), dtype=object)
+        else:
+            levels[column] = pd.Index(pd.unique(values.dropna().to_numpy(dtype=object)))
+    return levels
 
 
 def merge_levels(parts: list[dict[str, pd.Index]]) -> dict[str, pd.Index]:

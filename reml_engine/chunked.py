@@ -117,15 +117,23 @@ def fit_source(formula: str, source: ChunkSource, REML: bool = True, na_action: 
             )
         found = source.map_reduce(_LevelsOf(columns.undeclared), merge_levels, "levels")
         gathered = {c: sorted_levels(found.get(c, pd.Index([]))) for c in columns.undeclared}
+        # Categoricals whose categories Dask has not read keep them all, in the order of
+        # the partitions, as pandas reading the whole file would.
+        gathered.update({c: tuple(found[c]) for c in columns.undeclared if _is_categorical(source.dtypes[c])})
     encoding = ChunkEncoding.from_sample(columns, {**declared, **gathered}, sample, na_action)
     total = source.map_reduce(encoding.partial_stats, PartialStats.merge_all, "statistics")
-    # A gathered level seen only in incomplete rows is not a level of the in-memory fit
+    # A gathered value seen only in incomplete rows is not a level of the in-memory fit
     # (which drops those rows first): encode again without it.
-    if any(not total.seen[c].all() for c in gathered):
-        kept = {c: tuple(np.asarray(gathered[c], dtype=object)[total.seen[c]]) for c in gathered}
-        encoding = encoding.with_levels({**declared, **kept}, sample)
+    prunable = [c for c in gathered if not _is_categorical(source.dtypes[c])]
+    if any(not total.seen[c].all() for c in prunable):
+        kept = {c: tuple(np.asarray(gathered[c], dtype=object)[total.seen[c]]) for c in prunable}
+        encoding = encoding.with_levels({**declared, **gathered, **kept}, sample)
         total = source.map_reduce(encoding.partial_stats, PartialStats.merge_all, "statistics")
     return finish_fit(encoding, total, REML)
+
+
+def _is_categorical(dtype) -> bool:
+    return isinstance(dtype, pd.CategoricalDtype)
 
 
 @dataclass(frozen=True)

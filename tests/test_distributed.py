@@ -178,6 +178,21 @@ def test_level_seen_only_in_dropped_rows_is_not_a_column(in_memory):
     assert_same_fit(fit, reference)
 
 
+def test_parquet_categorical_keeps_its_categories_and_their_order(tmp_path):
+    # Dask reads a Parquet categorical with unknown categories; the fit must still use
+    # the declared order (reference level 'c') and keep the unused category, as pandas does.
+    categories = ["c", "b", "a", "rare", "unused"]
+    parts = [p.astype({"c": pd.CategoricalDtype(categories)}) for p in PARTS]
+    for i, part in enumerate(parts):
+        part.to_parquet(tmp_path / f"part-{i}.parquet")
+    reference, _ = _fit_quietly(rl.lmer, FORMULA, pd.concat(parts))
+    assert reference.dropped_columns == ("c[T.unused]", "x:c[T.unused]")
+    with dask.config.set(scheduler="threads"):
+        fit, _ = _fit_quietly(rl.lmer, FORMULA, str(tmp_path / "*.parquet"))
+    assert fit.dropped_columns == reference.dropped_columns
+    assert_same_fit(fit, reference)
+
+
 @pytest.mark.parametrize("method", ["reml", "ml"])
 def test_partitioned_reference_case_matches_lme4(method):
     """sim_unbalanced (x1 * cat + x2) in 4 partitions against lme4's stored values."""
