@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from .criterion import evaluate
+from .lazy_imports import scipy_stats as sps
 from .optimizer import lme4_default_optimum
 
 #: Two models are fitted to the same responses when these agree to this relative

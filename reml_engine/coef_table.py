@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from .ddf import (
     FTest,
@@ -33,6 +32,7 @@ from .ddf import (
     satterthwaite_ftest,
     satterthwaite_state,
 )
+from .lazy_imports import scipy_stats as sps
 
 DDF_METHODS = ("satterthwaite", "kenward-roger", "residual")
 _ALIASES = {

@@ -31,9 +31,9 @@ import warnings
 import numpy as np
 import pandas as pd
 from scipy import optimize
-from scipy import stats as sps
 
 from .ddf import user_transform
+from .lazy_imports import scipy_stats as sps
 from .optimizer import SCAN_TAU_LARGE, SCAN_TAU_SMALL, find_optima
 
 #: Grid points per unit of log(tau) for the inner minimizations.

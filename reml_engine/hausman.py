@@ -34,11 +34,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from .design import build_design
 from .estimators import LeastSquaresFit, within_estimator, within_varying_columns
 from .groups import factorize_groups
+from .lazy_imports import scipy_stats as sps
 from .model import fit_design
 from .profile import profile_criterion
 from .within_between import split_columns

@@ -33,9 +33,9 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats as sps
 
 from .criterion import evaluate
+from .lazy_imports import scipy_stats as sps
 from .rlrt_kernels import sup_over_grid
 
 #: Default number of simulated draws for the exact test.
