@@ -91,6 +91,7 @@ def main(argv=None) -> None:
     else:
         settings = harness.Settings(repeats=7, budget=10.0, max_seconds=args.max_seconds or 120.0, peers=peers)
     started = time.perf_counter()
+    problems: list[str] = []
 
     if "machine" in parts:
         report.write_json(machine(), out / "machine.json")
@@ -100,6 +101,7 @@ def main(argv=None) -> None:
         table.to_csv(out / "grid.csv", index=False)
         (out / "grid.md").write_text(report.grid_markdown(table) + "\n\n" + report.skipped_markdown(table) + "\n")
         report.plot_time_vs_n(table, out / "time_vs_n.png")
+        problems += harness.disagreements(table)
     if "headline" in parts and not args.quick:
         big = harness.Settings(repeats=5, budget=60.0, max_seconds=float("inf"), peers=peers)
         table = harness.run_grid([headline.HEADLINE], big)
@@ -135,7 +137,13 @@ def main(argv=None) -> None:
             if column.endswith("_%"):
                 summary[column] = summary[column].map(lambda v: f"{v:.1f}")
         (out / "study.md").write_text(report.markdown_table(summary) + "\n")
+        ours = study[study.engine == "reml_engine"]
+        if not (ours.reached_global.all() and ours.reml_engine_below_scan.all()):
+            problems.append("reml_engine missed the dense scan's global optimum on some data set")
     print(f"done in {time.perf_counter() - started:.0f} s; results in {out}")
+    if problems:
+        print("AGREEMENT CHECK FAILED:\n  " + "\n  ".join(problems))
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

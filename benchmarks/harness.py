@@ -116,6 +116,21 @@ def run_grid(configs: list[Config], settings: Settings, log=print) -> pd.DataFra
     return add_ratios(pd.DataFrame(rows))
 
 
+def disagreements(table: pd.DataFrame) -> list[str]:
+    """Rows where a peer reached reml_engine's optimum but its fixed effects differ, or
+    where any engine's estimate sits below reml_engine's optimum on its own criterion."""
+    problems = []
+    for row in table[table.engine.isin([E.STATSMODELS, E.LME4, E.REML_FORMULA])].itertuples():
+        if not np.isfinite(row.criterion_diff):  # skipped
+            continue
+        where = f"{row.engine} at N={row.nobs}, G={row.ngroups}, p={row.p}"
+        if row.criterion_diff < -SAME_OPTIMUM_TOL:
+            problems.append(f"{where}: criterion {row.criterion_diff:.3g} below reml_engine's optimum")
+        if row.same_optimum and not row.max_rel_fixef_diff <= FIXEF_AGREEMENT_TOL:
+            problems.append(f"{where}: fixed effects differ by {row.max_rel_fixef_diff:.3g} at the same optimum")
+    return problems
+
+
 def _predicted_skip(previous, nobs: int, max_seconds: float) -> str:
     if previous is None:
         return ""

@@ -57,6 +57,14 @@ def test_peers_agree_where_they_reach_the_same_optimum(grid_table, peer):
     assert (same.max_rel_fixef_diff < harness.FIXEF_AGREEMENT_TOL).all()
 
 
+def test_disagreement_check_passes_here_and_catches_a_wrong_estimate(grid_table):
+    assert harness.disagreements(grid_table) == []
+    broken = grid_table.copy()
+    row = broken.index[broken.engine == E.STATSMODELS][0]
+    broken.loc[row, "max_rel_fixef_diff"] = 0.5
+    assert len(harness.disagreements(broken)) == 1
+
+
 def test_ratios_are_relative_to_the_same_run(grid_table):
     floor = grid_table[grid_table.engine == E.FLOOR]
     assert np.allclose(floor.ratio_to_floor, 1.0)
