@@ -199,19 +199,26 @@ def column_ranges(X):
 
 @njit(cache=True)
 def binary_flags(X):
-    """Per column of ``X`` (n, p): True when every value is 0 or 1. Stops reading a
-    column at its first other value, and the rows once no column is left to decide."""
+    """Per column of ``X`` (n, p): True when every value is 0 or 1. A column stops being
+    read at its first other value, and the rows once no column is left to decide; the
+    columns still open are kept in a list, so that an intercept (all ones, open to the
+    last row) costs one comparison per row, not p."""
     n, p = X.shape
     binary = np.ones(p, dtype=np.bool_)
-    undecided = p
+    open_columns = np.arange(p)
+    n_open = p
     for i in range(n):
-        for j in range(p):
-            if binary[j]:
-                v = X[i, j]
-                if v != 0.0 and v != 1.0:
-                    binary[j] = False
-                    undecided -= 1
-        if undecided == 0:
+        k = 0
+        while k < n_open:
+            j = open_columns[k]
+            v = X[i, j]
+            if v != 0.0 and v != 1.0:
+                binary[j] = False
+                n_open -= 1
+                open_columns[k] = open_columns[n_open]
+            else:
+                k += 1
+        if n_open == 0:
             break
     return binary
 
