@@ -342,3 +342,57 @@ def check_residual_variance(within: np.ndarray, total_yy: float, response_name: 
             f"the fixed effects fit {response_name!r} exactly within every group of {group_name!r} "
             "(no residual variation left): the residual variance is not identified"
         )
+
+
+def check_values(stats, X: np.ndarray, y: np.ndarray, names: Sequence[str], response_name: str) -> None:
+    """The data checks of :func:`check_response` and :func:`check_design_finite`, read
+    off the statistics of the one pass instead of a pass of their own.
+
+    A non-finite value makes the sums or the ranges non-finite; only then are the rows
+    read again, to name the columns and count the rows in the message.
+    """
+    finite = (
+        np.isfinite(stats.cross).all()
+        and np.isfinite(stats.sums).all()
+        and np.isfinite(stats.lo).all()
+        and np.isfinite(stats.hi).all()
+    )
+    if not finite:
+        check_response(y, response_name)
+        check_design_finite(X, names)
+        raise ModelDataError(
+            "the cross-products of the data overflow double precision; rescale the response and predictors"
+        )
+    lo, hi = stats.lo, stats.hi
+    if len(y) and lo[-1] == hi[-1]:
+        raise ModelDataError(
+            f"response {response_name!r} is constant ({float(lo[-1]):g} in all {len(y)} rows): "
+            "there is no variation to fit"
+        )
+    if len(y):
+        check_range(float(lo[-1]), float(hi[-1]), f"response {response_name!r}")
+    for j, name in enumerate(names):
+        check_range(float(lo[j]), float(hi[j]), f"predictor column {name!r}")
+
+
+#: Tolerance, relative to the number of rows, on sum(x^2) = sum(x) for an indicator column.
+BINARY_SUM_RTOL = 1e-9
+
+
+def binary_columns_from_stats(stats) -> np.ndarray | None:
+    """Which X columns hold only 0 and 1, from the statistics: values in [0, 1] with
+    ``sum(x^2) == sum(x)``, which holds only for 0 and 1."""
+    if stats.lo is None or stats.hi is None:
+        return None
+    squares = np.diag(stats.raw_cross)[:-1]
+    totals = (stats.sums.sum(axis=0) + stats.nobs * stats.shift)[:-1]
+    in_unit = (stats.lo[:-1] >= 0.0) & (stats.hi[:-1] <= 1.0)
+    return in_unit & (np.abs(squares - totals) <= BINARY_SUM_RTOL * max(stats.nobs, 1))
+
+
+def intercept_from_stats(stats) -> int | None:
+    """Index of the first X column that is all ones, from the column ranges."""
+    if stats.lo is None:
+        return None
+    ones = np.flatnonzero((stats.lo[:-1] == 1.0) & (stats.hi[:-1] == 1.0))
+    return int(ones[0]) if len(ones) else None

@@ -36,7 +36,7 @@ from .design import (
 from .groups import factorize_groups
 from .model import fit_stats
 from .results import LmerFit
-from .stats import GroupStats, compute_group_stats, pilot_shift
+from .stats import GroupStats, compute_group_stats, merge_ranges, pilot_shift
 from .within_between import formula_context
 
 # -- mergeable partial results ---------------------------------------------------------
@@ -66,7 +66,8 @@ def merge_group_stats(parts: list[GroupStats]) -> GroupStats:
         np.add.at(counts, pos, part.counts)
         np.add.at(sums, pos, part.sums)
         cross += part.cross
-    return GroupStats(levels, counts, sums, cross, first.shift.copy(), None)
+    lo, hi = merge_ranges(parts)
+    return GroupStats(levels, counts, sums, cross, first.shift.copy(), None, lo, hi)
 
 
 @dataclass(frozen=True)

@@ -297,14 +297,14 @@ def design_from_arrays(X, y, groups, names=None) -> Design:
     if not np.issubdtype(y.dtype, np.number):
         raise ModelDataError(f"y is not numeric (dtype {y.dtype})")
     y = y.astype(np.float64, copy=False)
-    check_response(y, "y")
-    check_design_finite(X, names)
+    # The values (finite, in range, y not constant) and the intercept column are checked
+    # from the statistics of the one pass over the data (model.fit_design).
     groups = pd.Series(groups) if not isinstance(groups, pd.Series) else groups
     if len(groups) != n:
         raise ModelDataError(f"groups has {len(groups)} labels but y has {n} rows")
     return Design(X=X, y=y, groups=groups, column_names=names, response_name="y",
                   group_name=str(groups.name) if groups.name is not None else "group",
-                  intercept_index=find_intercept(X))
+                  intercept_index=None)
 
 
 def new_design_matrix(design: Design, newdata: pd.DataFrame, columns=None) -> np.ndarray:

@@ -23,12 +23,14 @@ BLOCK_ROWS = 2048
 
 
 @njit(cache=True)
-def _accumulate_rows(X, y, codes, shift, start, stop, counts, sums, cross, buf):
-    """Add rows ``start .. stop - 1`` to ``counts``, ``sums`` and ``cross`` (in place).
+def _accumulate_rows(X, y, codes, shift, start, stop, counts, sums, cross, lo, hi, buf):
+    """Add rows ``start .. stop - 1`` to ``counts``, ``sums`` and ``cross``, and widen the
+    column ranges ``lo``/``hi`` of the raw values (all in place).
 
-    Each block is first copied, shifted, into ``buf`` (a streaming loop), then scattered
-    into the group sums; keeping the two apart lets the copy run without waiting on the
-    scattered updates.
+    Each block is first copied, shifted, into ``buf`` (a streaming loop that also tracks
+    the ranges, so the data checks need no pass of their own), then scattered into the
+    group sums; keeping the two apart lets the copy run without waiting on the scattered
+    updates. A NaN escapes the ranges but not the sums: the caller checks both.
     """
     p = X.shape[1]
     for block_start in range(start, stop, BLOCK_ROWS):
@@ -37,8 +39,18 @@ def _accumulate_rows(X, y, codes, shift, start, stop, counts, sums, cross, buf):
         for i in range(m):
             row = block_start + i
             for j in range(p):
-                buf[i, j] = X[row, j] - shift[j]
-            buf[i, p] = y[row] - shift[p]
+                v = X[row, j]
+                if v < lo[j]:
+                    lo[j] = v
+                if v > hi[j]:
+                    hi[j] = v
+                buf[i, j] = v - shift[j]
+            v = y[row]
+            if v < lo[p]:
+                lo[p] = v
+            if v > hi[p]:
+                hi[p] = v
+            buf[i, p] = v - shift[p]
         for i in range(m):
             g = codes[block_start + i]
             counts[g] += 1
@@ -65,15 +77,19 @@ def group_sums_and_cross(X, y, codes, n_groups, shift):
     counts : int64[:] (n_groups,)
     sums : float64[:, :] (n_groups, p + 1)
     cross : float64[:, :] (p + 1, p + 1), sum over rows of z z' with z = [x, y] - shift
+    lo, hi : float64[:] (p + 1,), smallest and largest raw value of each column of
+        ``[X | y]`` (NaN values are not seen: they show as NaN in ``sums``/``cross``)
     """
     n, p = X.shape
     q = p + 1
     counts = np.zeros(n_groups, dtype=np.int64)
     sums = np.zeros((n_groups, q), dtype=np.float64)
     cross = np.zeros((q, q), dtype=np.float64)
+    lo = np.full(q, np.inf)
+    hi = np.full(q, -np.inf)
     buf = np.empty((BLOCK_ROWS, q), dtype=np.float64)
-    _accumulate_rows(X, y, codes, shift, 0, n, counts, sums, cross, buf)
-    return counts, sums, cross
+    _accumulate_rows(X, y, codes, shift, 0, n, counts, sums, cross, lo, hi, buf)
+    return counts, sums, cross, lo, hi
 
 
 @njit(cache=True, parallel=True)
@@ -88,20 +104,26 @@ def group_sums_and_cross_parallel(X, y, codes, n_groups, shift, n_chunks):
     counts = np.zeros((n_chunks, n_groups), dtype=np.int64)
     sums = np.zeros((n_chunks, n_groups, q), dtype=np.float64)
     cross = np.zeros((n_chunks, q, q), dtype=np.float64)
+    lo = np.full((n_chunks, q), np.inf)
+    hi = np.full((n_chunks, q), -np.inf)
     step = (n + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):
         buf = np.empty((BLOCK_ROWS, q), dtype=np.float64)
         start = c * step
         stop = min(n, start + step)
-        _accumulate_rows(X, y, codes, shift, start, stop, counts[c], sums[c], cross[c], buf)
+        _accumulate_rows(X, y, codes, shift, start, stop, counts[c], sums[c], cross[c], lo[c], hi[c], buf)
     total_counts = counts[0].copy()
     total_sums = sums[0].copy()
     total_cross = cross[0].copy()
+    total_lo = lo[0].copy()
+    total_hi = hi[0].copy()
     for c in range(1, n_chunks):
         total_counts += counts[c]
         total_sums += sums[c]
         total_cross += cross[c]
-    return total_counts, total_sums, total_cross
+        total_lo = np.minimum(total_lo, lo[c])
+        total_hi = np.maximum(total_hi, hi[c])
+    return total_counts, total_sums, total_cross, total_lo, total_hi
 
 
 @njit(cache=True)

@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 
 from .checks import (
-    binary_columns,
+    binary_columns_from_stats,
+    check_values,
+    intercept_from_stats,
     check_dof,
     check_identifiable,
     check_residual_variance,
@@ -38,6 +40,15 @@ def fit_design(design: Design, REML: bool = True) -> LmerFit:
     shift = pilot_shift(design.X, design.y, design.intercept_index)
     skip = () if design.intercept_index is None else (design.intercept_index,)
     group_stats = compute_group_stats(design.X, design.y, groups, shift, skip_columns=skip)
+    check_values(group_stats, design.X, design.y, design.column_names, design.response_name)
+    if design.intercept_index is None:
+        intercept = intercept_from_stats(group_stats)
+        if intercept is not None:
+            # The intercept column must keep shift 0 to stay a column of ones.
+            zero_shift = group_stats.shift.copy()
+            zero_shift[intercept] = 0.0
+            group_stats = group_stats.rebase(zero_shift)
+            design = replace(design, intercept_index=intercept)
     fit = fit_stats(
         group_stats,
         design.column_names,
@@ -75,7 +86,7 @@ def fit_stats(
     check_dof(group_stats.nobs, p, REML)
     check_identifiable(
         group_stats.within_cross()[:p, :p],
-        np.diag(group_stats.rebase(np.zeros(group_stats.q)).cross)[:p],
+        np.diag(group_stats.raw_cross)[:p],
         group_stats.ngroups,
         group_name,
     )
@@ -85,7 +96,7 @@ def fit_stats(
         response_name,
         group_name,
     )
-    binary = None if design is None else binary_columns(design.X)
+    binary = binary_columns_from_stats(group_stats)
     check_scales(_column_sd(group_stats), names, intercept_index, binary)
 
     model_shift = group_stats.shift.copy() if intercept_index is not None else np.zeros(group_stats.q)
@@ -199,7 +210,7 @@ def _ranef(group_stats: GroupStats, pooled: PooledStats, tau, beta, sigma2, mode
 
 def _full_rank_columns(group_stats: GroupStats, names, intercept_index) -> tuple[list[int], list[str]]:
     p = group_stats.q - 1
-    raw = group_stats.rebase(np.zeros(group_stats.q)).cross[:p, :p]
+    raw = group_stats.raw_cross[:p, :p]
     if intercept_index == 0:
         # Shifts of later columns are multiples of the intercept column, which comes first
         # and is kept: the residual norms are the same, and computed without cancellation.

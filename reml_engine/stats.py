@@ -19,6 +19,7 @@ sizes, independent of the number of rows and groups.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -61,6 +62,9 @@ class GroupStats:
     shift : float64 array (q,)
     within : float64 array (q, q) or None
         Exact within-group cross-product when a second pass computed it.
+    lo, hi : float64 arrays (q,) or None
+        Smallest and largest raw value of each column of ``[X | y]``, for the data checks
+        (NaN values are not seen; they show as NaN in ``sums`` and ``cross``).
     """
 
     levels: pd.Index
@@ -69,6 +73,8 @@ class GroupStats:
     cross: np.ndarray
     shift: np.ndarray
     within: np.ndarray | None = None
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
 
     @property
     def nobs(self) -> int:
@@ -95,14 +101,16 @@ class GroupStats:
             + n * np.outer(delta, delta)
         )
         sums = self.sums + self.counts[:, None] * delta[None, :]
-        return GroupStats(self.levels, self.counts, sums, cross, shift, self.within)
+        return GroupStats(self.levels, self.counts, sums, cross, shift, self.within, self.lo, self.hi)
 
     def select(self, columns) -> GroupStats:
         """The statistics of a subset of the X columns (the response column is kept)."""
         keep = np.r_[np.asarray(columns, dtype=np.int64), self.q - 1]
         within = None if self.within is None else self.within[np.ix_(keep, keep)]
+        lo = None if self.lo is None else self.lo[keep]
+        hi = None if self.hi is None else self.hi[keep]
         return GroupStats(self.levels, self.counts, self.sums[:, keep],
-                          self.cross[np.ix_(keep, keep)], self.shift[keep], within)
+                          self.cross[np.ix_(keep, keep)], self.shift[keep], within, lo, hi)
 
     def merge(self, other: GroupStats) -> GroupStats:
         """Statistics of the union of two disjoint sets of rows."""
@@ -120,15 +128,27 @@ class GroupStats:
         sums[pos_b] += other.sums
         # The exact within part does not survive a merge of split groups; recompute it
         # from the merged sums (one-pass formula) by leaving it unset.
+        lo, hi = merge_ranges([self, other])
         return GroupStats(levels.rename(self.levels.name), counts, sums,
-                          self.cross + other.cross, self.shift.copy(), None)
+                          self.cross + other.cross, self.shift.copy(), None, lo, hi)
 
     __add__ = merge
 
+    @cached_property
+    def raw_cross(self) -> np.ndarray:
+        """``Z'Z`` of the unshifted columns (computed once; read-only)."""
+        cross = self.rebase(np.zeros(self.q)).cross
+        cross.setflags(write=False)
+        return cross
+
     def within_cross(self) -> np.ndarray:
-        """Within-group cross-product ``sum_g sum_i (z_i - zbar_g)(z_i - zbar_g)'``."""
+        """Within-group cross-product ``sum_g sum_i (z_i - zbar_g)(z_i - zbar_g)'`` (read-only)."""
         if self.within is not None:
             return self.within
+        return self._one_pass_within
+
+    @cached_property
+    def _one_pass_within(self) -> np.ndarray:
         within = self.cross - (self.sums / self.counts[:, None]).T @ self.sums
         # A column constant within every group has no within part; what the one-pass
         # formula leaves there is rounding, which could make W indefinite: zero it.
@@ -136,6 +156,7 @@ class GroupStats:
         constant = np.diag(within) <= WITHIN_ZERO_TOL * scale
         within[constant, :] = 0.0
         within[:, constant] = 0.0
+        within.setflags(write=False)
         return within
 
     def pooled(self, model_shift: np.ndarray | None = None) -> PooledStats:
@@ -215,6 +236,13 @@ class PooledStats:
         return float(self.sizes.min())
 
 
+def merge_ranges(parts) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Column ranges of a union of row sets (None unless every part has them)."""
+    if any(part.lo is None or part.hi is None for part in parts):
+        return None, None
+    return (np.minimum.reduce([part.lo for part in parts]), np.maximum.reduce([part.hi for part in parts]))
+
+
 def pilot_shift(X: np.ndarray, y: np.ndarray, intercept_index: int | None) -> np.ndarray:
     """Column means of the first rows: a cheap shift that removes large offsets.
 
@@ -263,18 +291,19 @@ def compute_group_stats(
         Columns known to be exactly constant (the intercept), for which the one-pass
         formula is exact.
     """
-    counts, sums, cross = _one_pass(X, y, groups, np.asarray(shift, dtype=np.float64))
-    stats = GroupStats(groups.levels, counts, sums, cross, np.asarray(shift, dtype=np.float64))
-    if exact_within:
+    counts, sums, cross, lo, hi = _one_pass(X, y, groups, np.asarray(shift, dtype=np.float64))
+    stats = GroupStats(groups.levels, counts, sums, cross, np.asarray(shift, dtype=np.float64), None, lo, hi)
+    if exact_within and np.isfinite(cross).all():
         within = stats.within_cross()
         total = np.diag(cross)
         lossy = np.diag(within) < WITHIN_CANCELLATION_TOL * total
-        # A column of zeros (shifted constant) has nothing to lose.
+        # A column of zeros (shifted constant) has nothing to lose, nor has a constant one.
         lossy &= total > 0
+        lossy &= lo < hi
         if skip_columns:
             lossy[list(skip_columns)] = False
         if lossy.any():
             means = sums / counts[:, None] + stats.shift[None, :]
             exact = within_cross(X, y, groups.codes, means)
-            stats = GroupStats(groups.levels, counts, sums, cross, stats.shift, 0.5 * (exact + exact.T))
+            stats = GroupStats(groups.levels, counts, sums, cross, stats.shift, 0.5 * (exact + exact.T), lo, hi)
     return stats

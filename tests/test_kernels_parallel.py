@@ -18,7 +18,8 @@ def _numpy_reference(X, y, codes, n_groups, shift):
     counts = np.bincount(codes, minlength=n_groups)
     sums = np.zeros((n_groups, Z.shape[1]))
     np.add.at(sums, codes, Z)
-    return counts, sums, Z.T @ Z
+    raw = np.column_stack([X, y])
+    return counts, sums, Z.T @ Z, raw.min(axis=0), raw.max(axis=0)
 
 
 @pytest.fixture
@@ -43,6 +44,8 @@ def test_parallel_and_serial_match_numpy(data, layout, n_chunks):
         np.testing.assert_array_equal(got[0], expected[0])
         np.testing.assert_allclose(got[1], expected[1], rtol=SUM_ORDER_RTOL, atol=1e-9)
         np.testing.assert_allclose(got[2], expected[2], rtol=SUM_ORDER_RTOL)
+        np.testing.assert_array_equal(got[3], expected[3])  # column ranges of the raw values
+        np.testing.assert_array_equal(got[4], expected[4])
 
 
 def test_fit_through_the_parallel_path_is_the_same_fit(data, monkeypatch):

@@ -150,3 +150,25 @@ def test_kernels_in_pure_python_mode():
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_checks_read_off_the_one_pass_match_direct_checks():
+    """Column ranges, indicator columns and the intercept, from the kernel's statistics,
+    equal what direct numpy passes over the data find."""
+    from reml_engine.checks import binary_columns, binary_columns_from_stats, intercept_from_stats
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    labels = rng.integers(0, 30, size=n)
+    X = np.column_stack([
+        rng.normal(size=n) + 50,              # continuous
+        np.ones(n),                           # intercept, not first
+        (rng.uniform(size=n) < 0.3) * 1.0,    # indicator
+        rng.integers(0, 3, size=n) * 0.5,     # 0, 0.5, 1: in [0, 1] but not binary
+    ])
+    y = rng.normal(size=n)
+    stats = compute_group_stats(X, y, factorize_groups(labels), pilot_shift(X, y, None))
+    raw = np.column_stack([X, y])
+    assert np.array_equal(stats.lo, raw.min(axis=0)) and np.array_equal(stats.hi, raw.max(axis=0))
+    assert list(binary_columns_from_stats(stats)) == list(binary_columns(X)) == [False, True, True, False]
+    assert intercept_from_stats(stats) == 1
