@@ -32,7 +32,7 @@ from .design import build_design, design_from_arrays
 from .estimators import LeastSquaresFit, between_estimator, pooled_estimator, within_estimator
 from .hausman import HausmanTest, MundlakTest, hausman, mundlak
 from .model import fit_design, fit_stats
-from .optimizer import DegenerateCriterionError, OptSummary, Optimum, find_optima
+from .optimizer import DegenerateCriterionError, Optimum, OptSummary, find_optima
 from .profile import CriterionProfile, ProfilePoint, criterion_profile, profile_criterion
 from .results import Boundary, CompoundSymmetryFit, LmerFit, LocalOptimum
 from .stats import GroupStats, PooledStats, compute_group_stats

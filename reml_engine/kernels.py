@@ -22,7 +22,7 @@ from numba import njit, prange
 BLOCK_ROWS = 2048
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _accumulate_rows(X, y, codes, shift, start, stop, counts, sums, cross, lo, hi, buf):
     """Add rows ``start .. stop - 1`` to ``counts``, ``sums`` and ``cross``, and widen the
     column ranges ``lo``/``hi`` of the raw values (all in place).
@@ -60,7 +60,7 @@ def _accumulate_rows(X, y, codes, shift, start, stop, counts, sums, cross, lo, h
         cross += np.dot(block.T, block)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def group_sums_and_cross(X, y, codes, n_groups, shift):
     """Per-group counts and sums of ``[X | y] - shift``, and their global cross-product.
 
@@ -126,7 +126,7 @@ def group_sums_and_cross_parallel(X, y, codes, n_groups, shift, n_chunks):
     return total_counts, total_sums, total_cross, total_lo, total_hi
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def within_cross(X, y, codes, means):
     """Exact within-group cross-product of ``[X | y]``: sum of (z - mean_g)(z - mean_g)'.
 

@@ -12,13 +12,13 @@ import pandas as pd
 
 from .checks import (
     binary_columns_from_stats,
-    check_values,
-    intercept_from_stats,
     check_dof,
+    check_groups,
     check_identifiable,
     check_residual_variance,
-    check_groups,
     check_scales,
+    check_values,
+    intercept_from_stats,
     select_full_rank_columns,
     warn_dropped_columns,
 )

@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import case_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from oracle import dense_criterion
 
 import reml_engine as rl
-from conftest import case_data
-from oracle import dense_criterion
 from reml_engine.criterion import evaluate, fixed_effects
 from reml_engine.groups import factorize_groups
 from reml_engine.stats import compute_group_stats, pilot_shift

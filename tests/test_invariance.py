@@ -8,9 +8,9 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import case_data
 
 import reml_engine as rl
-from conftest import case_data
 
 
 def _fit(formula, df, **kw):

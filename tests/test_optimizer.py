@@ -61,7 +61,7 @@ def test_optima_match_a_hundredfold_finer_scan(seed, REML, kind):
     found = m.opt_summary.extended_optima
     interior = [o for o in found if o.kind == "interior"]
     assert len(interior) == len(taus)
-    for o, t, v in zip(interior, taus, values):
+    for o, t, v in zip(interior, taus, values, strict=True):
         # Within the fine grid's own spacing there, and never worse than the fine grid.
         spacing = np.diff(grid[np.searchsorted(grid, t) - 1: np.searchsorted(grid, t) + 2]).max()
         assert abs(o.tau - t) <= 2 * spacing
@@ -123,11 +123,11 @@ def test_degenerate_criterion_raises_from_statistics():
 
 
 def test_lme4_default_basin():
-    class O:  # minimal stand-ins
+    class StandIn:  # an optimum is only read for its tau here
         def __init__(self, tau):
             self.tau = tau
 
-    optima = [O(0.0), O(50.0)]
+    optima = [StandIn(0.0), StandIn(50.0)]
     assert lme4_default_optimum(optima, slope_at_start=+1.0).tau == 0.0
     assert lme4_default_optimum(optima, slope_at_start=-1.0).tau == 50.0
 
@@ -138,7 +138,6 @@ def test_unbounded_compound_symmetry_ml_is_flagged():
     criterion falls by ~2 per unit of log(1 + tau max n_g) (checked on the closed form at
     points far closer to the limit than the scan goes)."""
     import pandas as pd
-
     from conftest import case_data
 
     m = rl.lmer("y ~ x + (1|g)", case_data("sim_contextual"), REML=False)

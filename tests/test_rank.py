@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import case_data
 
 import reml_engine as rl
-from conftest import case_data
 
 
 def test_collinear_column_dropped_with_named_warning():

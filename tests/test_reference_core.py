@@ -11,9 +11,9 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import CASE_NAMES, as_list, case_data, case_formula, lme4_name, load_reference
 
 import reml_engine as rl
-from conftest import CASE_NAMES, as_list, case_data, case_formula, lme4_name, load_reference
 
 REF = load_reference()
 METHODS = ["reml", "ml"]
@@ -82,7 +82,8 @@ def test_number_of_optima_matches_reference_scan(fits, case, method):
     ref_crits = as_list(ref["local_optima"]["criterion"])
     assert len(m.optima) == len(ref_thetas)
     # The reference scan has grid precision; ours is refined, so never worse.
-    for o, theta, crit in zip(m.optima, sorted(ref_thetas), [c for _, c in sorted(zip(ref_thetas, ref_crits))]):
+    ordered = sorted(zip(ref_thetas, ref_crits, strict=True))
+    for o, (theta, crit) in zip(m.optima, ordered, strict=True):
         assert o.theta == pytest.approx(theta, rel=1e-2, abs=1e-6)
         assert o.criterion <= crit + 1e-9
         assert o.criterion == pytest.approx(crit, abs=1e-3)
