@@ -27,6 +27,7 @@ from .design import Design
 from .diagnosis import boundary_diagnosis, optimum_notes
 from .groups import factorize_groups
 from .optimizer import Optimum, OptSummary, find_optima, lme4_default_optimum
+from .parametrization import UserParametrization
 from .results import CompoundSymmetryFit, LmerFit, LocalOptimum
 from .stats import GroupStats, PooledStats, compute_group_stats, pilot_shift
 
@@ -103,7 +104,7 @@ def fit_stats(
     pooled = group_stats.pooled(model_shift)
     summary = find_optima(pooled, REML)
 
-    to_original = _Reparametrization(model_shift, intercept_index, names)
+    to_original = UserParametrization(model_shift, intercept_index, names)
     slope_at_start = float(evaluate([1.0], pooled, REML)["derivative"][0])
     lme4_pick = lme4_default_optimum(summary.optima, slope_at_start)
     best = summary.global_optimum
@@ -141,30 +142,6 @@ def fit_stats(
         notes=tuple(notes),
         design=design,
     )
-
-
-class _Reparametrization:
-    """Map estimates from the centred model parametrization back to the user's columns.
-
-    With an intercept column, the engine fits ``y - c_y = b0 + sum_j b_j (x_j - c_j)``;
-    the user's coefficients are ``b_j`` and ``b0 + c_y - sum_j c_j b_j``. The map is
-    unit-triangular, so log|X'V^-1X| and the criterion are unchanged by it.
-    """
-
-    def __init__(self, model_shift: np.ndarray, intercept_index: int | None, names):
-        p = len(names)
-        self.names = list(names)
-        self.T = np.eye(p)
-        self.offset = np.zeros(p)
-        if intercept_index is not None:
-            self.T[intercept_index, :] -= model_shift[:p]
-            self.T[intercept_index, intercept_index] = 1.0
-            self.offset[intercept_index] = model_shift[p]
-
-    def __call__(self, beta: np.ndarray, vcov: np.ndarray) -> tuple[pd.Series, pd.DataFrame]:
-        fixef = pd.Series(self.T @ beta + self.offset, index=self.names, name="fixef")
-        cov = self.T @ vcov @ self.T.T
-        return fixef, pd.DataFrame(0.5 * (cov + cov.T), index=self.names, columns=self.names)
 
 
 def _local_optimum(opt: Optimum, pooled, REML, to_original, is_global, is_default) -> LocalOptimum:

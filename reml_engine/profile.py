@@ -31,6 +31,7 @@ import pandas as pd
 
 from .criterion import evaluate, tau_lower_limit, xtvinvx
 from .optimizer import find_optima, lme4_default_optimum
+from .parametrization import UserParametrization
 
 #: Points of the profile curve, uniform in the ICC between its limits.
 PROFILE_POINTS = 801
@@ -111,37 +112,6 @@ class ProfilePoint:
             },
             name="REML" if self.REML else "ML",
         )
-
-
-class UserParametrization:
-    """Map coefficients from the centred parametrization of ``m.stats`` to the user's.
-
-    ``beta_user = T beta + offset``: with an intercept column the fit centres the other
-    columns and the response by ``model_shift``; only the intercept row of ``T`` differs
-    from the identity, so slopes and their covariances are unchanged.
-    """
-
-    def __init__(self, model_shift: np.ndarray, intercept_index: int | None, names):
-        p = len(names)
-        self.names = list(names)
-        self.T = np.eye(p)
-        self.offset = np.zeros(p)
-        if intercept_index is not None:
-            self.T[intercept_index, :] -= model_shift[:p]
-            self.T[intercept_index, intercept_index] = 1.0
-            self.offset[intercept_index] = model_shift[p]
-
-    def coefficients(self, beta: np.ndarray) -> pd.Series:
-        return pd.Series(self.T @ beta + self.offset, index=self.names, name="fixef")
-
-    def covariance(self, vcov: np.ndarray) -> pd.DataFrame:
-        cov = self.T @ vcov @ self.T.T
-        return pd.DataFrame(0.5 * (cov + cov.T), index=self.names, columns=self.names)
-
-    def inverse_covariance(self, precision: np.ndarray) -> np.ndarray:
-        """``T^-T A T^-1``: a precision (or X'H^-1X) in the user's columns."""
-        T_inv = np.linalg.inv(self.T)
-        return T_inv.T @ precision @ T_inv
 
 
 def user_parametrization(fit) -> UserParametrization:
