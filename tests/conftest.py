@@ -25,6 +25,22 @@ def load_extra_reference() -> dict:
         return json.load(fh)
 
 
+def load_inference_reference() -> dict:
+    with open(REFERENCE / "inference_reference.json") as fh:
+        return json.load(fh)
+
+
+def fit_case(name: str, REML: bool = True):
+    """The reference case's model fitted by reml_engine, warnings (rank, scale) silenced."""
+    import warnings
+
+    import reml_engine as rl
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return rl.lmer(case_formula(name), case_data(name), REML=REML)
+
+
 def load_cases() -> pd.DataFrame:
     return pd.read_csv(REFERENCE / "cases.tsv", sep="\t")
 

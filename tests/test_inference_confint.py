@@ -8,18 +8,17 @@ with the parameter held at the limit (an independent route through the fitting e
 
 from __future__ import annotations
 
-import json
 import warnings
 
 import numpy as np
 import pytest
 from conftest import (
     CASE_NAMES,
-    REFERENCE,
     case_data,
-    case_formula,
+    fit_case,
     lme4_name,
     load_extra_reference,
+    load_inference_reference,
     load_reference,
 )
 from scipy import stats as sps
@@ -45,14 +44,11 @@ WALD_RTOL = 1e-6
 
 REF = load_reference()
 EXTRA = load_extra_reference()
-with open(REFERENCE / "inference_reference.json") as fh:
-    INFERENCE = json.load(fh)
+INFERENCE = load_inference_reference()
 
 
 def _fit(name, REML=True):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return rl.lmer(case_formula(name), case_data(name), REML=REML)
+    return fit_case(name, REML)
 
 
 def _profile(name):

@@ -5,21 +5,17 @@ Reference values: lmerTest 3.1-3 and pbkrtest 0.5.2 (tests/data/reference/*.json
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 from conftest import (
     CASE_NAMES,
     as_list,
-    case_data,
-    case_formula,
+    fit_case,
     lme4_name,
     load_extra_reference,
     load_reference,
 )
 
-import reml_engine as rl
 from reml_engine.coef_table import anova_type3, coef_table, contrast_t, contrast_test
 from reml_engine.criterion import evaluate
 from reml_engine.ddf import deviance_hessian, tau_pieces
@@ -39,9 +35,7 @@ EXTRA = load_extra_reference()
 
 
 def _fit(name, REML=True):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return rl.lmer(case_formula(name), case_data(name), REML=REML)
+    return fit_case(name, REML)
 
 
 def _by_name(fit, values):

@@ -6,17 +6,19 @@ exactLRT on ML fits), lme4's anova against lm (extra_reference.json), and closed
 
 from __future__ import annotations
 
-import json
 import math
 import time
-import warnings
 
 import numpy as np
 import pytest
-from conftest import REFERENCE, case_data, case_formula, load_extra_reference, load_reference
+from conftest import (
+    fit_case,
+    load_extra_reference,
+    load_inference_reference,
+    load_reference,
+)
 from scipy import stats as sps
 
-import reml_engine as rl
 from reml_engine.vartest import mixture_test, projected_eigenvalues, simulate_null, test_random_intercept
 
 #: Monte Carlo agreement: both sides simulate, so the standard errors add.
@@ -31,14 +33,11 @@ N_SIM = 100_000
 
 REF = load_reference()
 EXTRA = load_extra_reference()
-with open(REFERENCE / "inference_reference.json") as fh:
-    INFERENCE = json.load(fh)
+INFERENCE = load_inference_reference()
 
 
 def _fit(name, REML=True):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return rl.lmer(case_formula(name), case_data(name), REML=REML)
+    return fit_case(name, REML)
 
 
 def _mc_tolerance(p: float, n1: int, n2: int, sigmas: float = MC_SIGMAS) -> float:
