@@ -126,15 +126,21 @@ def test_no_intercept_design_equals_oracle():
         assert np.allclose(ours["beta"][0], dense["beta"], rtol=1e-8)
 
 
-def test_balanced_anova_estimator_equals_reml_dyestuff():
-    """Balanced one-way data: REML's var_group is the ANOVA estimator (MSB - MSW) / n."""
-    df = case_data("dyestuff")
-    m = rl.lmer("Yield ~ 1 + (1|Batch)", df)
+def _anova_mean_squares(df):
+    """Group size, between- and within-batch mean squares of balanced one-way data."""
     n = df.groupby("Batch").size().iloc[0]
     k = df["Batch"].nunique()
     means = df.groupby("Batch")["Yield"].mean()
     msb = n * ((means - df["Yield"].mean()) ** 2).sum() / (k - 1)
     msw = ((df["Yield"] - df["Batch"].map(means)) ** 2).sum() / (k * (n - 1))
+    return n, msb, msw
+
+
+def test_balanced_anova_estimator_equals_reml_dyestuff():
+    """Balanced one-way data: REML's var_group is the ANOVA estimator (MSB - MSW) / n."""
+    df = case_data("dyestuff")
+    m = rl.lmer("Yield ~ 1 + (1|Batch)", df)
+    n, msb, msw = _anova_mean_squares(df)
     assert m.sigma2 == pytest.approx(msw, rel=1e-10)
     assert m.var_group == pytest.approx((msb - msw) / n, rel=1e-9)
     assert m.fixef["(Intercept)"] == pytest.approx(df["Yield"].mean(), rel=1e-12)
@@ -145,11 +151,7 @@ def test_balanced_anova_boundary_dyestuff2():
     compound-symmetry ICC is the (negative) ANOVA intra-class correlation."""
     df = case_data("dyestuff2")
     m = rl.lmer("Yield ~ 1 + (1|Batch)", df)
-    n = df.groupby("Batch").size().iloc[0]
-    k = df["Batch"].nunique()
-    means = df.groupby("Batch")["Yield"].mean()
-    msb = n * ((means - df["Yield"].mean()) ** 2).sum() / (k - 1)
-    msw = ((df["Yield"] - df["Batch"].map(means)) ** 2).sum() / (k * (n - 1))
+    n, msb, msw = _anova_mean_squares(df)
     assert msb < msw
     assert m.var_group == 0 and m.boundary.reason == "negative_icc"
     tau_anova = (msb - msw) / n / msw
