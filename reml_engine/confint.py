@@ -74,8 +74,8 @@ class _Profile:
         at_hat = self.pieces(np.array([self.tau_hat]))
         self.sigma2_hat = float(at_hat["pwrss"][0] / self.dof)
         beta_int = at_hat["beta"][0]
-        # beta_user = T beta + offset, read off the fit.
-        self.offset = fit.fixef.to_numpy() - self.T @ fit_internal_beta(fit)
+        # beta_user = T beta + offset: the fit's own map.
+        self.offset = fit.parametrization.offset
         self.beta_hat = self.T @ beta_int + self.offset
 
     def pieces(self, taus: np.ndarray) -> dict:
@@ -163,14 +163,6 @@ class _Profile:
             inside = trial
             step *= STEP_GROWTH
         return math.inf * direction
-
-
-def fit_internal_beta(fit) -> np.ndarray:
-    """The fit's fixed effects in the centred parametrization of ``fit.stats``."""
-    s = fit.stats
-    p = s.p
-    M = s.within + np.tensordot(1.0 / (1.0 + fit.tau * s.sizes), s.between, axes=1)
-    return np.linalg.solve(M[:p, :p], M[:p, p])
 
 
 def profile_intervals(fit, level: float = 0.95, REML: bool = False) -> pd.DataFrame:

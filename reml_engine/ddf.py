@@ -40,9 +40,6 @@ import pandas as pd
 
 from .criterion import xtvinvx
 
-#: Two candidate intercept columns agree with the fit's coefficients to this relative
-#: tolerance (used only for fits made from statistics, without a design).
-INTERCEPT_MATCH_RTOL = 1e-8
 #: pbkrtest uses a pseudo-inverse of the expected information when its smallest
 #: absolute eigenvalue is below this.
 KR_INFORMATION_CONDITION = 1e-10
@@ -61,36 +58,7 @@ EQUAL_DF_TOL = 1e-8
 # -- the map to the user's coefficients ---------------------------------------------------
 def user_transform(fit) -> np.ndarray:
     """``T`` with ``beta_user = T beta_internal + offset`` (unit triangular)."""
-    p = len(fit.fixef)
-    shift = np.asarray(fit.stats.model_shift[:p], dtype=np.float64)
-    if not np.any(shift):
-        return np.eye(p)
-    design = getattr(fit, "design", None)
-    if design is not None and getattr(design, "intercept_index", None) is not None:
-        return _transform(shift, design.intercept_index)
-    # A fit from statistics alone: the intercept is the column whose map reproduces fixef.
-    beta = _internal_beta(fit)
-    target = fit.fixef.to_numpy()
-    for j in np.flatnonzero(shift == 0.0):
-        T = _transform(shift, int(j))
-        user = T @ beta
-        others = np.arange(p) != j
-        if np.allclose(user[others], target[others], rtol=INTERCEPT_MATCH_RTOL, atol=0):
-            return T
-    return np.eye(p)
-
-
-def _transform(shift: np.ndarray, intercept: int) -> np.ndarray:
-    T = np.eye(len(shift))
-    T[intercept, :] -= shift
-    T[intercept, intercept] = 1.0
-    return T
-
-
-def _internal_beta(fit) -> np.ndarray:
-    M = xtvinvx(fit.tau, fit.stats)
-    p = fit.stats.p
-    return np.linalg.solve(M[:p, :p], M[:p, p])
+    return fit.parametrization.T
 
 
 # -- pieces of the criterion and their tau-derivatives -------------------------------------

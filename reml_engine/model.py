@@ -141,6 +141,7 @@ def fit_stats(
         dropped_columns=tuple(dropped),
         notes=tuple(notes),
         design=design,
+        parametrization=to_original,
     )
 
 

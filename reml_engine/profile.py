@@ -40,9 +40,6 @@ PROFILE_POINTS_NEAR_ONE = 200
 #: The curve stops this fraction of the ICC range short of either end (at the lower
 #: limit V is singular, at ICC = 1 tau is infinite).
 PROFILE_END_GAP = 1e-4
-#: Two candidate maps to the user's parametrization agree when their coefficients
-#: differ by at most this, relative to the coefficient scale.
-MAP_MATCH_RTOL = 1e-8
 
 
 @dataclass(frozen=True)
@@ -116,23 +113,7 @@ class ProfilePoint:
 
 def user_parametrization(fit) -> UserParametrization:
     """The map from ``fit.stats``'s parametrization to the fit's coefficient names."""
-    names = list(fit.fixef.index)
-    shift = np.asarray(fit.stats.model_shift, dtype=np.float64)
-    design = getattr(fit, "design", None)
-    if design is not None:
-        return UserParametrization(shift, design.intercept_index, names)
-    if not np.any(shift):
-        return UserParametrization(shift, None, names)
-    # A fit from statistics alone: the intercept is the column whose map reproduces fixef.
-    p = len(names)
-    beta = evaluate([fit.tau], fit.stats, fit.REML)["beta"][0]
-    target = fit.fixef.to_numpy()
-    scale = max(float(np.max(np.abs(target))), 1.0)
-    for j in range(p):
-        candidate = UserParametrization(shift, j, names)
-        if np.allclose(candidate.coefficients(beta).to_numpy(), target, rtol=0, atol=MAP_MATCH_RTOL * scale):
-            return candidate
-    return UserParametrization(shift, None, names)
+    return fit.parametrization
 
 
 def _check_tau(tau: float | None, icc: float | None, stats) -> float:

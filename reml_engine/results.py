@@ -189,6 +189,7 @@ class LmerFit:
     notes: tuple[str, ...] = ()
     design: object = field(default=None, repr=False)
     group_codes: np.ndarray | None = field(default=None, repr=False)
+    parametrization: object = field(default=None, repr=False)
     singular_tol: float = SINGULAR_TOL
 
     # -- the contract's derived values -------------------------------------------------
