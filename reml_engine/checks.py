@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .kernels import binary_flags, column_ranges
+from .kernels import column_ranges
 
 #: lme4's default tolerance for rank deficiency of the fixed-effect design (qr tol).
 RANK_TOL = 1e-7
@@ -72,22 +72,9 @@ def check_response(y: np.ndarray, name: str) -> None:
         check_range(float(lo[0]), float(hi[0]), f"response {name!r}")
 
 
-def check_magnitude(values: np.ndarray, what: str) -> None:
-    """Values and their spread must stay within ``MAGNITUDE_LIMIT`` of 1.
-
-    Parameters
-    ----------
-    values : float array (n,), finite
-    what : str
-        How the message names the column (``"response 'y'"``).
-    """
-    if len(values) == 0:
-        return
-    check_range(float(np.min(values)), float(np.max(values)), what)
-
-
 def check_range(lo: float, hi: float, what: str) -> None:
-    """:func:`check_magnitude` from the smallest and largest value of a column."""
+    """Values and their spread must stay within ``MAGNITUDE_LIMIT`` of 1, judged from the
+    smallest and largest value of a column."""
     largest = max(abs(lo), abs(hi))
     spread = hi - lo
     if largest > MAGNITUDE_LIMIT:
@@ -253,13 +240,6 @@ def warn_dropped_columns(dropped: Sequence[str]) -> None:
             f"column{'s' if len(dropped) > 1 else ''}: {', '.join(map(repr, dropped))} "
             "(a linear combination of earlier columns)"
         )
-
-
-def binary_columns(X: np.ndarray) -> np.ndarray:
-    """Which columns hold only 0 and 1 (indicators, left out of the scale check)."""
-    if X.shape[0] >= KERNEL_CHECK_ROWS:
-        return binary_flags(X)
-    return np.all((X == 0.0) | (X == 1.0), axis=0)
 
 
 def check_scales(

@@ -36,7 +36,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from .criterion import xtvinvx
 
@@ -334,6 +333,3 @@ def kenward_roger_ftest(fit, state: KenwardRogerState, L: np.ndarray, rhs: np.nd
     return FTest(f_value, terms.q, terms.den_df, p_value, mean_sq * terms.q, mean_sq, "kenward-roger")
 
 
-def as_frame(matrix: np.ndarray, names) -> pd.DataFrame:
-    """A square matrix labelled by the coefficient names."""
-    return pd.DataFrame(matrix, index=list(names), columns=list(names))

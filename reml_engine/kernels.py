@@ -220,32 +220,6 @@ def column_ranges(X):
 
 
 @njit(cache=True)
-def binary_flags(X):
-    """Per column of ``X`` (n, p): True when every value is 0 or 1. A column stops being
-    read at its first other value, and the rows once no column is left to decide; the
-    columns still open are kept in a list, so that an intercept (all ones, open to the
-    last row) costs one comparison per row, not p."""
-    n, p = X.shape
-    binary = np.ones(p, dtype=np.bool_)
-    open_columns = np.arange(p)
-    n_open = p
-    for i in range(n):
-        k = 0
-        while k < n_open:
-            j = open_columns[k]
-            v = X[i, j]
-            if v != 0.0 and v != 1.0:
-                binary[j] = False
-                n_open -= 1
-                open_columns[k] = open_columns[n_open]
-            else:
-                k += 1
-        if n_open == 0:
-            break
-    return binary
-
-
-@njit(cache=True)
 def lower_inverse_batched(L):
     """Inverses of a stack of lower-triangular matrices ``L`` (K, p, p), by forward
     substitution (``p^3 / 6`` operations each, against ``2 p^3 / 3`` for a general

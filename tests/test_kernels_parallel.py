@@ -76,17 +76,6 @@ def test_column_ranges_match_numpy():
     assert (lo[3], hi[3]) == (np.inf, -np.inf)
 
 
-def test_binary_flags_match_numpy():
-    from reml_engine.kernels import binary_flags
-
-    rng = np.random.default_rng(5)
-    X = np.column_stack([np.ones(300), rng.integers(0, 2, 300), rng.normal(size=300), np.zeros(300),
-                         np.r_[rng.integers(0, 2, 299), 2]])
-    expected = np.all((X == 0.0) | (X == 1.0), axis=0)
-    np.testing.assert_array_equal(binary_flags(X), expected)
-    np.testing.assert_array_equal(binary_flags(np.asfortranarray(X)), expected)
-
-
 def test_lower_inverse_batched_matches_numpy():
     from reml_engine.kernels import lower_inverse_batched
 
