@@ -51,11 +51,10 @@ from .chunk_encoding import (
     observed_levels,
     sorted_levels,
 )
-from .design import find_intercept
 from .groups import factorize_groups
 from .model import fit_stats
 from .results import LmerFit
-from .stats import PILOT_ROWS, GroupStats, compute_group_stats, pilot_shift
+from .stats import PILOT_ROWS, compute_group_stats, pilot_shift
 
 #: Rows per chunk when a memory-mapped array is read chunk by chunk: about 8 MB per
 #: float64 column, small next to any machine's memory, large enough for the kernels.
@@ -410,8 +409,8 @@ def fit_arrays(X, y, groups, REML: bool = True, names=None, chunk_rows: int = CH
     group_name = str(getattr(groups, "name", None) or "group")
     head = slice(0, min(n, PILOT_ROWS))
     X_head = np.asarray(X[head], dtype=np.float64)
-    intercept = find_intercept(X_head)
-    shift = pilot_shift(X_head, np.asarray(y[head], dtype=np.float64), intercept)
+    # A column of ones, if any, is found by fit_stats from the merged column ranges.
+    shift = pilot_shift(X_head, np.asarray(y[head], dtype=np.float64), None)
     per_chunk = _ArrayRows(X, y, groups, names, group_name, shift)
     tracker = ReadProgress(progress, "statistics")
 
@@ -424,15 +423,8 @@ def fit_arrays(X, y, groups, REML: bool = True, names=None, chunk_rows: int = CH
     total = tree_merge(results(), PartialStats.merge_all)
     tracker.close()
     stats = total.group_stats
-    if intercept is not None and not _is_column_of_ones(stats, intercept):
-        intercept = None
     if total.y_min == total.y_max:
         raise ModelDataError(f"response 'y' is constant ({total.y_min!r} in all {n} rows): nothing to fit")
-    return fit_stats(stats, names, intercept, REML=REML, group_name=group_name)
+    return fit_stats(stats, names, None, REML=REML, group_name=group_name)
 
 
-def _is_column_of_ones(stats: GroupStats, column: int) -> bool:
-    """Whether an unshifted column is all ones: sum x = n and sum x^2 = n mean
-    sum (x - 1)^2 = 0 (exact in floating point for a column of ones)."""
-    n = float(stats.nobs)
-    return stats.shift[column] == 0.0 and stats.sums[:, column].sum() == n and stats.cross[column, column] == n

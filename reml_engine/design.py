@@ -266,16 +266,6 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> D
     )
 
 
-def find_intercept(X: np.ndarray) -> int | None:
-    """Index of a column of ones, if there is one."""
-    if X.shape[0] == 0:
-        return None
-    for j in np.flatnonzero(X[0] == 1.0):
-        if np.all(X[:, j] == 1.0):
-            return int(j)
-    return None
-
-
 def design_from_arrays(X, y, groups, names=None) -> Design:
     """Validate arrays for :func:`reml_engine.fit` and wrap them as a :class:`Design`."""
     X = np.asarray(X, dtype=np.float64)

@@ -7,6 +7,8 @@ distributed fits).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
@@ -34,22 +36,12 @@ from .stats import GroupStats, PooledStats, compute_group_stats, pilot_shift
 
 def fit_design(design: Design, REML: bool = True) -> LmerFit:
     """Fit the random-intercept model to a validated :class:`~reml_engine.design.Design`."""
-    from dataclasses import replace
-
     groups = factorize_groups(design.groups, design.group_name)
     check_groups(len(design.y), groups.ngroups, design.group_name)
     shift = pilot_shift(design.X, design.y, design.intercept_index)
     skip = () if design.intercept_index is None else (design.intercept_index,)
     group_stats = compute_group_stats(design.X, design.y, groups, shift, skip_columns=skip)
     check_values(group_stats, design.X, design.y, design.column_names, design.response_name)
-    if design.intercept_index is None:
-        intercept = intercept_from_stats(group_stats)
-        if intercept is not None:
-            # The intercept column must keep shift 0 to stay a column of ones.
-            zero_shift = group_stats.shift.copy()
-            zero_shift[intercept] = 0.0
-            group_stats = group_stats.rebase(zero_shift)
-            design = replace(design, intercept_index=intercept)
     fit = fit_stats(
         group_stats,
         design.column_names,
@@ -73,8 +65,17 @@ def fit_stats(
     formula: str | None = None,
     design: Design | None = None,
 ) -> LmerFit:
-    """Fit from sufficient statistics: rank check, global optimization, result."""
+    """Fit from sufficient statistics: rank check, global optimization, result.
+
+    ``intercept_index=None`` means "not known": a column of ones is then found from the
+    statistics' column ranges, and the model is centred on it (an exact
+    reparametrization).
+    """
     check_groups(group_stats.nobs, group_stats.ngroups, group_name)
+    if intercept_index is None:
+        group_stats, intercept_index = _centre_on_ones_column(group_stats)
+        if design is not None and intercept_index is not None:
+            design = replace(design, intercept_index=intercept_index)
     kept, dropped = _full_rank_columns(group_stats, column_names, intercept_index)
     warn_dropped_columns(dropped)
     names = [column_names[j] for j in kept]
@@ -186,6 +187,20 @@ def _ranef(group_stats: GroupStats, pooled: PooledStats, tau, beta, sigma2, mode
     )
 
 
+def _centre_on_ones_column(group_stats: GroupStats) -> tuple[GroupStats, int | None]:
+    """The statistics with a column of ones (if any) unshifted, and its index.
+
+    The intercept column must keep shift 0 to stay a column of ones in the centred
+    parametrization; rebasing is exact algebra on the statistics.
+    """
+    intercept = intercept_from_stats(group_stats)
+    if intercept is None or group_stats.shift[intercept] == 0.0:
+        return group_stats, intercept
+    zero_shift = group_stats.shift.copy()
+    zero_shift[intercept] = 0.0
+    return group_stats.rebase(zero_shift), intercept
+
+
 def _full_rank_columns(group_stats: GroupStats, names, intercept_index) -> tuple[list[int], list[str]]:
     p = group_stats.q - 1
     raw = group_stats.raw_cross[:p, :p]
@@ -213,8 +228,6 @@ def _column_sd(group_stats: GroupStats) -> np.ndarray:
 
 
 def _select_design_columns(design: Design, kept: list[int]) -> Design:
-    from dataclasses import replace
-
     intercept = design.intercept_index
     return replace(
         design,
