@@ -18,7 +18,6 @@ that an in-memory fit recovers with its exact second pass.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,9 +83,6 @@ class PartialStats:
         Per used column, the number of rows where it is missing.
     n_dropped : int
         Rows dropped because a used column is missing.
-    y_min, y_max : float
-        Range of the response over the complete rows (a constant response cannot be
-        fitted; its one-pass variance would only be rounding).
     seen : dict
         Per categorical variable, a boolean array over its levels: seen in a complete row.
     """
@@ -95,8 +91,6 @@ class PartialStats:
     n_rows: int
     missing: dict = field(default_factory=dict)
     n_dropped: int = 0
-    y_min: float = math.inf
-    y_max: float = -math.inf
     seen: dict = field(default_factory=dict)
 
     @staticmethod
@@ -116,8 +110,6 @@ class PartialStats:
             n_rows=sum(p.n_rows for p in parts),
             missing=missing,
             n_dropped=sum(p.n_dropped for p in parts),
-            y_min=min((p.y_min for p in parts), default=math.inf),
-            y_max=max((p.y_max for p in parts), default=-math.inf),
             seen=seen,
         )
 
@@ -343,7 +335,7 @@ class ChunkEncoding:
         stats = compute_group_stats(X, y, groups, self.shift, exact_within=False)
         for column in self.columns.categorical:
             seen[column][np.unique(data[column].cat.codes.to_numpy())] = True
-        return PartialStats(stats, len(chunk), missing, n_bad, float(y.min()), float(y.max()), seen)
+        return PartialStats(stats, len(chunk), missing, n_bad, seen)
 
 
 def _with_levels(chunk: pd.DataFrame, levels: dict) -> pd.DataFrame:
@@ -371,6 +363,14 @@ def check_finite_response(y: np.ndarray, name: str) -> None:
         raise ModelDataError(f"response {name!r} has {int(bad.sum())} infinite values in a chunk; remove those rows")
 
 
+def check_response_varies(stats: GroupStats, response: str) -> None:
+    """A constant response cannot be fitted (its one-pass variance would only be
+    rounding); the merged column ranges tell."""
+    lo, hi = float(stats.lo[-1]), float(stats.hi[-1])
+    if lo == hi:
+        raise ModelDataError(f"response {response!r} is constant ({lo!r} in all {stats.nobs} rows): nothing to fit")
+
+
 def finish_fit(encoding: ChunkEncoding, total: PartialStats, REML: bool) -> LmerFit:
     """Warn about dropped rows, check the response and fit from the merged statistics."""
     parsed = encoding.columns.parsed
@@ -379,10 +379,7 @@ def finish_fit(encoding: ChunkEncoding, total: PartialStats, REML: bool) -> Lmer
         warn(f"dropped {total.n_dropped} of {total.n_rows} rows with missing values ({detail})")
     if total.group_stats is None:
         raise ModelDataError(f"no complete observations in {total.n_rows} rows of the variables {list(encoding.columns.used)}")
-    if total.y_min == total.y_max:
-        raise ModelDataError(
-            f"response {parsed.response!r} is constant ({total.y_min!r} in all {total.group_stats.nobs} rows): nothing to fit"
-        )
+    check_response_varies(total.group_stats, parsed.response)
     return fit_stats(
         total.group_stats,
         encoding.column_names,

@@ -45,6 +45,7 @@ from .chunk_encoding import (
     FormulaColumns,
     PartialStats,
     check_finite_response,
+    check_response_varies,
     drop_incomplete,
     finish_fit,
     merge_levels,
@@ -364,7 +365,7 @@ class _ArrayRows:
         check_finite_response(y, "y")
         groups = factorize_groups(np.asarray(self.groups[start:stop]), self.group_name)
         stats = compute_group_stats(X, y, groups, self.shift, exact_within=False)
-        return PartialStats(stats, stop - start, y_min=float(y.min()), y_max=float(y.max()))
+        return PartialStats(stats, stop - start)
 
 
 def fit_arrays(X, y, groups, REML: bool = True, names=None, chunk_rows: int = CHUNK_ROWS,
@@ -423,8 +424,7 @@ def fit_arrays(X, y, groups, REML: bool = True, names=None, chunk_rows: int = CH
     total = tree_merge(results(), PartialStats.merge_all)
     tracker.close()
     stats = total.group_stats
-    if total.y_min == total.y_max:
-        raise ModelDataError(f"response 'y' is constant ({total.y_min!r} in all {n} rows): nothing to fit")
+    check_response_varies(stats, "y")
     return fit_stats(stats, names, None, REML=REML, group_name=group_name)
 
 
