@@ -39,8 +39,7 @@ def fit_design(design: Design, REML: bool = True) -> LmerFit:
     groups = factorize_groups(design.groups, design.group_name)
     check_groups(len(design.y), groups.ngroups, design.group_name)
     shift = pilot_shift(design.X, design.y, design.intercept_index)
-    skip = () if design.intercept_index is None else (design.intercept_index,)
-    group_stats = compute_group_stats(design.X, design.y, groups, shift, skip_columns=skip)
+    group_stats = compute_group_stats(design.X, design.y, groups, shift)
     check_values(group_stats, design.X, design.y, design.column_names, design.response_name)
     fit = fit_stats(
         group_stats,

@@ -273,7 +273,6 @@ def compute_group_stats(
     groups: GroupCodes,
     shift: np.ndarray,
     exact_within: bool = True,
-    skip_columns: tuple[int, ...] = (),
 ) -> GroupStats:
     """One pass over the rows: :class:`GroupStats` of ``[X | y] - shift``.
 
@@ -286,10 +285,8 @@ def compute_group_stats(
     exact_within : bool
         Recompute the within cross-product in a second pass when the one-pass formula
         would have cancelled more than ``WITHIN_CANCELLATION_TOL`` of a column's sum of
-        squares (a column nearly constant within groups).
-    skip_columns : tuple of int
-        Columns known to be exactly constant (the intercept), for which the one-pass
-        formula is exact.
+        squares (a column nearly constant within groups). A column constant overall
+        (the intercept) is exact in one pass, as its range shows.
     """
     counts, sums, cross, lo, hi = _one_pass(X, y, groups, np.asarray(shift, dtype=np.float64))
     stats = GroupStats(groups.levels, counts, sums, cross, np.asarray(shift, dtype=np.float64), None, lo, hi)
@@ -300,8 +297,6 @@ def compute_group_stats(
         # A column of zeros (shifted constant) has nothing to lose, nor has a constant one.
         lossy &= total > 0
         lossy &= lo < hi
-        if skip_columns:
-            lossy[list(skip_columns)] = False
         if lossy.any():
             means = sums / counts[:, None] + stats.shift[None, :]
             exact = within_cross(X, y, groups.codes, means)

@@ -26,8 +26,7 @@ RTOL = 1e-9
 def _pooled(X, y, groups, intercept_index=0):
     codes = factorize_groups(groups)
     shift = pilot_shift(X, y, intercept_index)
-    skip = () if intercept_index is None else (intercept_index,)
-    stats = compute_group_stats(X, y, codes, shift, skip_columns=skip)
+    stats = compute_group_stats(X, y, codes, shift)
     model_shift = shift if intercept_index is not None else np.zeros(len(shift))
     return stats.pooled(model_shift), model_shift
 

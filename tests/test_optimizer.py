@@ -117,7 +117,7 @@ def test_degenerate_criterion_raises_from_statistics():
     from reml_engine.groups import factorize_groups
     from reml_engine.stats import compute_group_stats
 
-    stats = compute_group_stats(np.ones((12, 1)), y, factorize_groups(g), np.zeros(2), skip_columns=(0,))
+    stats = compute_group_stats(np.ones((12, 1)), y, factorize_groups(g), np.zeros(2))
     with pytest.raises(DegenerateCriterionError, match="residual variance is not identified"):
         find_optima(stats.pooled(), True)
 
