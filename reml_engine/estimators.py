@@ -26,6 +26,7 @@ import pandas as pd
 
 from .checks import RANK_TOL, select_full_rank_columns
 from .criterion import fixed_effects
+from .parametrization import standard_errors
 from .profile import user_parametrization
 
 #: A column varies within groups when its within-group sum of squares exceeds this
@@ -62,7 +63,7 @@ class LeastSquaresFit:
 
     @property
     def se(self) -> pd.Series:
-        return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.fixef.index, name="se")
+        return standard_errors(self.vcov)
 
 
 def _solve(gram: np.ndarray, rhs: np.ndarray, yy: float) -> tuple[np.ndarray, np.ndarray, float]:

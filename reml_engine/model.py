@@ -29,7 +29,7 @@ from .design import Design
 from .diagnosis import boundary_diagnosis, optimum_notes
 from .groups import factorize_groups
 from .optimizer import Optimum, OptSummary, find_optima, lme4_default_optimum
-from .parametrization import UserParametrization
+from .parametrization import UserParametrization, standard_errors
 from .results import CompoundSymmetryFit, LmerFit, LocalOptimum
 from .stats import GroupStats, PooledStats, compute_group_stats, pilot_shift
 
@@ -148,7 +148,7 @@ def fit_stats(
 def _local_optimum(opt: Optimum, pooled, REML, to_original, is_global, is_default) -> LocalOptimum:
     beta, vcov, sigma2 = fixed_effects(opt.tau, pooled, REML)
     fixef, vcov_df = to_original(beta, vcov)
-    se = pd.Series(np.sqrt(np.diag(vcov_df.to_numpy())), index=fixef.index, name="se")
+    se = standard_errors(vcov_df)
     return LocalOptimum(opt.tau, opt.criterion, opt.kind, sigma2, fixef, se, is_global, is_default)
 
 

@@ -46,3 +46,8 @@ class UserParametrization:
     def __call__(self, beta: np.ndarray, vcov: np.ndarray) -> tuple[pd.Series, pd.DataFrame]:
         """Coefficients and their covariance in the user's columns."""
         return self.coefficients(beta), self.covariance(vcov)
+
+
+def standard_errors(vcov: pd.DataFrame) -> pd.Series:
+    """Standard errors of the coefficients: the square roots of ``vcov``'s diagonal."""
+    return pd.Series(np.sqrt(np.diag(vcov.to_numpy())), index=vcov.index, name="se")

@@ -31,7 +31,7 @@ import pandas as pd
 
 from .criterion import evaluate, tau_lower_limit, xtvinvx
 from .optimizer import find_optima, lme4_default_optimum
-from .parametrization import UserParametrization
+from .parametrization import UserParametrization, standard_errors
 
 #: Points of the profile curve, uniform in the ICC between its limits.
 PROFILE_POINTS = 801
@@ -92,7 +92,7 @@ class ProfilePoint:
 
     @property
     def se(self) -> pd.Series:
-        return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.fixef.index, name="se")
+        return standard_errors(self.vcov)
 
     def parts(self) -> pd.Series:
         """The scalar parts as one Series (for printing and tables)."""

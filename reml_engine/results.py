@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .optimizer import OptSummary
+from .parametrization import standard_errors
 from .stats import GroupStats, PooledStats
 
 #: lme4's isSingular() tolerance on theta = sigma_b / sigma.
@@ -101,7 +102,7 @@ class CompoundSymmetryFit:
 
     @property
     def se(self) -> pd.Series:
-        return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.fixef.index, name="se")
+        return standard_errors(self.vcov)
 
     def coef_table(self) -> pd.DataFrame:
         """Estimate, SE, df = n - p, t and p, as nlme's ``summary(gls)``."""
@@ -196,7 +197,7 @@ class LmerFit:
     @property
     def se(self) -> pd.Series:
         """Standard errors of the fixed effects."""
-        return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.fixef.index, name="se")
+        return standard_errors(self.vcov)
 
     @property
     def var_group(self) -> float:
