@@ -40,3 +40,61 @@ def dense_criterion(X: np.ndarray, y: np.ndarray, groups: np.ndarray, tau: float
         crit += np.linalg.slogdet(A)[1]
     return {"criterion": float(crit), "beta": beta, "sigma2": sigma2, "vcov": sigma2 * np.linalg.inv(A),
             "logdet_V": logdet_H, "logdet_XtVinvX": np.linalg.slogdet(A)[1], "pwrss": rss}
+
+
+def dense_covariance_terms(factors, taus, weights=None) -> np.ndarray:
+    """H = W^-1 + sum_j tau_j Z_j Z_j' for several random-intercept terms.
+
+    ``factors`` is a sequence of k label arrays (one per term, each of length n), ``taus``
+    the k variance ratios var_j / sigma2, ``weights`` the prior weights (residual
+    variance sigma2 / w_i; None for all ones).
+    """
+    n = len(factors[0])
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    H = np.diag(1.0 / w)
+    for labels, tau in zip(factors, taus, strict=True):
+        labels = np.asarray(labels)
+        H = H + tau * (labels[:, None] == labels[None, :]).astype(float)
+    return H
+
+
+def dense_criterion_terms(X, y, factors, taus, REML: bool = True, weights=None, offset=None) -> dict:
+    """-2 x (restricted) log-likelihood profiled over beta and sigma2, several terms.
+
+    Built from the definition with ``V = sigma2 H`` (``H`` from
+    :func:`dense_covariance_terms`) and the response ``y - offset``; the same expression
+    as :func:`dense_criterion`, which is the case of one term and unit weights. lme4's
+    ``REMLcrit()`` / ``deviance()`` with prior weights are this number (its ``ldL2 - ldW``
+    is ``log|H|``).
+
+    Also returns the conditional modes and variances of the random effects per term
+    (``ranef``: list of (labels, mode, condvar)), ``b_j = tau_j Z_j' H^-1 r`` and
+    ``Var(b_j | y) = sigma2 (tau_j - tau_j^2 diag(Z_j' H^-1 Z_j))`` at beta_hat.
+    """
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y, dtype=float)
+    if offset is not None:
+        y = y - np.asarray(offset, dtype=float)
+    n, p = X.shape
+    H = dense_covariance_terms(factors, taus, weights)
+    sign, logdet_H = np.linalg.slogdet(H)
+    assert sign > 0
+    Hinv = np.linalg.inv(H)
+    A = X.T @ Hinv @ X
+    beta = np.linalg.solve(A, X.T @ Hinv @ y)
+    resid = y - X @ beta
+    rss = float(resid @ Hinv @ resid)
+    dof = n - p if REML else n
+    sigma2 = rss / dof
+    logdet_A = np.linalg.slogdet(A)[1]
+    crit = dof * np.log(2 * np.pi * sigma2) + logdet_H + rss / sigma2 + (logdet_A if REML else 0.0)
+    ranef = []
+    for labels, tau in zip(factors, taus, strict=True):
+        labels = np.asarray(labels)
+        levels = np.unique(labels)
+        Z = (labels[:, None] == levels[None, :]).astype(float)
+        mode = tau * Z.T @ Hinv @ resid
+        condvar = sigma2 * (tau - tau**2 * np.diag(Z.T @ Hinv @ Z))
+        ranef.append((levels, mode, condvar))
+    return {"criterion": float(crit), "beta": beta, "sigma2": sigma2, "vcov": sigma2 * np.linalg.inv(A),
+            "logdet_V": logdet_H, "logdet_XtVinvX": logdet_A, "pwrss": rss, "ranef": ranef}
