@@ -24,6 +24,7 @@ from .checks import (
     suggest_columns,
     warn,
 )
+from .groups import group_labels
 from .within_between import TRANSFORM_NAMES, formula_context
 
 _RANDOM_TERM = re.compile(r"\(\s*([^()|]*?)\s*\|\s*([^()]+?)\s*\)")
@@ -100,7 +101,7 @@ class Design:
 
     X: np.ndarray
     y: np.ndarray
-    groups: pd.Series
+    groups: pd.Series | pd.MultiIndex
     column_names: tuple[str, ...]
     response_name: str
     group_name: str
@@ -178,16 +179,6 @@ def _drop_missing(data: pd.DataFrame, used: list[str], na_action: str) -> tuple[
         raise ModelDataError(f"missing values in {n_bad} rows ({detail}); drop them or use na_action='omit'")
     warn(f"dropped {n_bad} of {len(data)} rows with missing values ({detail})")
     return data.loc[~bad_rows.to_numpy()], n_bad
-
-
-def group_labels(data: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
-    """The grouping factor: one column, or the interaction ``a:b`` of several."""
-    if len(columns) == 1:
-        return data[columns[0]]
-    parts = [data[c].astype(str) for c in columns]
-    combined = parts[0].str.cat(parts[1:], sep=":")
-    combined.name = ":".join(columns)
-    return combined
 
 
 def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> Design:
