@@ -154,3 +154,17 @@ def test_predict_interaction_groups_from_ids_of_another_type():
         np.testing.assert_allclose(p, population + modes, rtol=1e-12)
     new_pair = rows.iloc[:1].assign(a=2, b=99)
     assert m.predict(new_pair).iloc[0] == pytest.approx(population[0], rel=1e-12)
+
+
+def test_predict_matches_factor_levels_of_another_type():
+    """A factor fitted from text "1", "2", "3" takes 1, 1.0 or "1" in new data (R reads
+    them all as the level "1"); a level never seen is still an error that names it."""
+    data = case_data("sim_unbalanced").assign(cat=lambda d: d["cat"].map({"a": "1", "b": "2", "c": "3"}))
+    m = rl.lmer(case_formula("sim_unbalanced"), data)
+    rows = data.iloc[:6]
+    expected = m.predict(rows)
+    codes = rows["cat"].astype(int)
+    for cat in (codes.to_numpy(), codes.astype(float).to_numpy(), codes.astype("Int64").array):
+        np.testing.assert_allclose(m.predict(rows.assign(cat=cat)), expected, rtol=1e-12)
+    with pytest.raises(rl.ModelDataError, match=r"level\(s\) '5' not seen in fitting \(known: '1', '2', '3'\)"):
+        m.predict(rows.assign(cat=[1, 5, 2, 1, 1, 1]))
