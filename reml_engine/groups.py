@@ -168,8 +168,9 @@ def _from_uniques(codes: np.ndarray, uniques, sort: bool) -> GroupCodes:
 def _integer_codes(values: np.ndarray, sort: bool) -> GroupCodes:
     """Integer labels of any width: a table lookup when their range is small."""
     lo, hi = int(values.min()), int(values.max())
+    dtype = np.uint64 if hi > INT64_MAX else np.int64
     span = hi - lo + 1
-    if span <= DENSE_SPAN_FACTOR * values.size + 1024:
+    if sort and span <= DENSE_SPAN_FACTOR * values.size + 1024:
         if values.dtype == np.uint64 and hi > INT64_MAX:
             # Offsets from the minimum fit in int64 although the labels do not.
             offsets, base = (values - np.uint64(lo)).astype(np.int64), 0
@@ -181,8 +182,7 @@ def _integer_codes(values: np.ndarray, sort: bool) -> GroupCodes:
         else:
             levels = pd.Index(level_pos + lo)
         return GroupCodes(codes, levels)
-    codes, uniques = pd.factorize(values, sort=True)
-    dtype = np.uint64 if hi > INT64_MAX else np.int64
+    codes, uniques = pd.factorize(values, sort=sort)
     return GroupCodes(codes.astype(np.int64, copy=False), pd.Index(np.asarray(uniques).astype(dtype)))
 
 

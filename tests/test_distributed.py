@@ -348,3 +348,4 @@ def test_error_in_a_partition_names_it():
     ddf = dd.from_pandas(data, npartitions=4, sort=False)
     with pytest.raises(rl.ModelDataError, match=r"partition 4 of 4: predictor column\(s\) 'x2'"):
         lmer_dask(case_formula("sim_unbalanced"), ddf, scheduler="threads")
+

@@ -177,3 +177,10 @@ def test_fit_with_interaction_grouping_matches_pandas_groups():
     np.testing.assert_allclose(m.fixef, by_codes.fixef, rtol=SAME_FIT_RTOL)
     assert m.ranef["mode"][("x", "y:z")] == pytest.approx(
         by_codes.ranef["mode"][codes[(a == "x") & (b == "y:z")][0]], rel=1e-9)
+
+
+@pytest.mark.parametrize("labels", [[3, 1, 3, 2], [3.0, 1.0, np.nan, 2.0], ["c", "a", "c", "b"]])
+def test_unsorted_coding_keeps_the_order_of_first_appearance(labels):
+    # A Dask categorical's categories are gathered partition by partition in this order.
+    levels = encode_labels(pd.Series(labels), sort=False).levels
+    assert [label_text(v) for v in levels] == [label_text(v) for v in pd.unique(pd.Series(labels).dropna())]
