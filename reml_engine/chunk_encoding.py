@@ -18,6 +18,7 @@ that an in-memory fit recovers with its exact second pass.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,10 +30,9 @@ from .design import (
     ParsedFormula,
     _check_columns_exist,
     _required_variables,
-    group_labels,
     parse_formula,
 )
-from .groups import factorize_groups
+from .groups import encode_labels, factorize_groups, group_labels, label_kinds, level_positions
 from .model import fit_stats
 from .results import LmerFit
 from .stats import GroupStats, compute_group_stats, merge_ranges, pilot_shift
@@ -46,22 +46,24 @@ def merge_group_stats(parts: list[GroupStats]) -> GroupStats:
 
     Equivalent to ``parts[0] + parts[1] + ...`` but with a single union of the levels,
     so that merging ``k`` parts costs one pass over their groups rather than ``k``.
+    Levels are matched by the canonical label rule of :mod:`reml_engine.groups`: a
+    group read as ``5`` in one chunk and as ``"5"`` or ``5.0`` in another is one group.
     """
     if len(parts) == 1:
         return parts[0]
     first = parts[0]
     parts = [part.rebase(first.shift) for part in parts]
-    levels = parts[0].levels.append([part.levels for part in parts[1:]]).unique()
-    try:
-        levels = levels.sort_values()
-    except TypeError:  # labels of mixed types keep their order of appearance
-        pass
-    levels = levels.rename(first.levels.name)
+    merged = encode_labels(first.levels.append([part.levels for part in parts[1:]]))
+    levels = merged.levels
+    if not isinstance(levels, pd.MultiIndex):
+        levels = levels.rename(first.levels.name)
     counts = np.zeros(len(levels), dtype=np.int64)
     sums = np.zeros((len(levels), first.q))
     cross = np.zeros((first.q, first.q))
+    start = 0
     for part in parts:
-        pos = levels.get_indexer(part.levels)
+        pos = merged.codes[start:start + part.ngroups]
+        start += part.ngroups
         np.add.at(counts, pos, part.counts)
         np.add.at(sums, pos, part.sums)
         cross += part.cross
@@ -85,6 +87,10 @@ class PartialStats:
         Rows dropped because a used column is missing.
     seen : dict
         Per categorical variable, a boolean array over its levels: seen in a complete row.
+    kinds : dict
+        Per grouping or categorical column, the kinds of label seen (see
+        :func:`reml_engine.groups.label_kinds`), each with the first chunk that held it
+        and an example: ``{column: {kind: (where, example)}}``.
     """
 
     group_stats: GroupStats | None
@@ -92,59 +98,94 @@ class PartialStats:
     missing: dict = field(default_factory=dict)
     n_dropped: int = 0
     seen: dict = field(default_factory=dict)
+    kinds: dict = field(default_factory=dict)
 
     @staticmethod
     def merge_all(parts: list[PartialStats]) -> PartialStats:
-        """Merge the partial statistics of disjoint chunks."""
+        """Merge the partial statistics of disjoint chunks (given in reading order)."""
         parts = list(parts)
         stats = [p.group_stats for p in parts if p.group_stats is not None]
         missing: dict = {}
         seen: dict = {}
+        kinds: dict = {}
         for part in parts:
             for column, count in part.missing.items():
                 missing[column] = missing.get(column, 0) + count
             for name, flags in part.seen.items():
                 seen[name] = flags if name not in seen else seen[name] | flags
+            for column, found in part.kinds.items():
+                first_seen = kinds.setdefault(column, {})
+                for kind, origin in found.items():
+                    first_seen.setdefault(kind, origin)
         return PartialStats(
             group_stats=merge_group_stats(stats) if stats else None,
             n_rows=sum(p.n_rows for p in parts),
             missing=missing,
             n_dropped=sum(p.n_dropped for p in parts),
             seen=seen,
+            kinds=kinds,
         )
 
 
+def check_label_kinds(kinds: dict) -> None:
+    """Refuse columns whose labels cannot be matched across chunks.
+
+    Numbers in one chunk and text in another are one set of labels compared as text (the
+    canonical label rule), as reading the whole file at once would give. Two cases have
+    no such answer: a chunk read as numbers lost the text its values had in the file, so
+    text elsewhere that spells numbers otherwise ("05", "5.0") may or may not be the same
+    label; and booleans, dates or other objects next to another kind have no agreed text.
+    """
+    for column, found in kinds.items():
+        if "numbers" in found and "numerals" in found:
+            (num_where, number), (text_where, text) = found["numbers"], found["numerals"]
+            raise ModelDataError(
+                f"column {column!r} holds numbers in {num_where} (e.g. {number!r}) and numbers written as text in "
+                f"{text_where} (e.g. {text!r}): read whole, the column would be text, and whether {text!r} is the "
+                f"label of those numbers depends on how they were written in the file; read {column!r} as text in "
+                f"every chunk (e.g. read_csv(..., dtype={{{column!r}: str}}))"
+            )
+        plain = sorted(set(found) - {"numerals"})
+        if len(plain) > 1 and not set(plain) <= {"numbers", "text"}:
+            shown = "; ".join(f"{kind} in {found[kind][0]} (e.g. {found[kind][1]!r})" for kind in plain)
+            raise ModelDataError(
+                f"column {column!r} holds different kinds of value in different chunks: {shown}; give it one type "
+                "in every chunk"
+            )
+
+
 def observed_levels(chunk: pd.DataFrame, columns: tuple[str, ...]) -> dict[str, pd.Index]:
-    """The levels of each column in one chunk (the levels pass).
+    """The levels of each column in one chunk (the levels pass), in canonical form.
 
     Distinct non-missing values, or for a categorical column all its categories in their
-    order (as pandas keeps them, used or not, when it reads a Parquet file whole).
+    order (Dask leaves the categories of a Parquet dictionary column unknown; they are
+    gathered here, and those no complete row uses are dropped after the statistics pass).
     """
     levels = {}
     for column in columns:
         values = chunk[column]
         if isinstance(values.dtype, pd.CategoricalDtype):
-            levels[column] = pd.Index(list(values.cat.categories), dtype=object)
+            categories = values.cat.categories
+            levels[column] = encode_labels(pd.Index(categories, dtype=object), sort=False).levels
         else:
-            levels[column] = pd.Index(pd.unique(values.dropna().to_numpy(dtype=object)))
+            levels[column] = encode_labels(values).levels
     return levels
 
 
 def merge_levels(parts: list[dict[str, pd.Index]]) -> dict[str, pd.Index]:
-    """Union of the levels gathered from several chunks."""
+    """Union of the levels gathered from several chunks, in order of first appearance
+    (labels matched by the canonical label rule)."""
     merged: dict[str, pd.Index] = {}
     for part in parts:
         for column, levels in part.items():
-            merged[column] = levels if column not in merged else merged[column].append(levels).unique()
+            both = levels if column not in merged else merged[column].append(levels)
+            merged[column] = encode_labels(both, sort=False).levels
     return merged
 
 
 def sorted_levels(levels: pd.Index) -> tuple:
-    """Levels in the order formulaic gives an in-memory column (sorted when possible)."""
-    try:
-        return tuple(levels.sort_values())
-    except TypeError:
-        return tuple(levels)
+    """Levels in the order an in-memory fit gives them (sorted when possible)."""
+    return tuple(encode_labels(levels).levels)
 
 
 # -- one encoding for every chunk ------------------------------------------------------
@@ -203,6 +244,13 @@ class FormulaColumns:
             if isinstance(dtype, pd.CategoricalDtype) and _known_categories(dtype):
                 declared[column] = tuple(dtype.categories)
         return cls(parsed, used, categorical_cols, declared)
+
+    @property
+    def numeric(self) -> tuple[str, ...]:
+        """Columns of the fixed part that enter it as numbers."""
+        parsed = self.parsed
+        return tuple(c for c in self.used
+                     if c != parsed.response and c not in self.categorical and c not in parsed.group_columns)
 
     @property
     def undeclared(self) -> tuple[str, ...]:
@@ -268,6 +316,26 @@ def drop_incomplete(chunk: pd.DataFrame, used: tuple[str, ...]) -> tuple[pd.Data
     return chunk.loc[~bad], per_column, n_bad
 
 
+def require_columns(chunk: pd.DataFrame, used, where: str) -> None:
+    """Every column the formula uses must be in every chunk that has rows."""
+    absent = [c for c in used if c not in chunk.columns]
+    if absent:
+        shown = ", ".join(map(str, chunk.columns[:20])) + (" ..." if len(chunk.columns) > 20 else "")
+        raise ModelDataError(
+            f"{where} has no column(s) {', '.join(map(repr, absent))}, which the formula uses "
+            f"(its columns: {shown or 'none'}); every chunk and file must hold the columns the formula uses"
+        )
+
+
+@contextmanager
+def located(where: str):
+    """Prefix the data errors raised inside with the chunk (or file) they are about."""
+    try:
+        yield
+    except ModelDataError as err:
+        raise ModelDataError(f"{where}: {err}") from None
+
+
 @dataclass(frozen=True)
 class ChunkEncoding:
     """How every chunk becomes ``X``, ``y`` and group codes: fixed levels, spec and shift.
@@ -283,10 +351,11 @@ class ChunkEncoding:
     intercept_index: int | None
     shift: np.ndarray
     na_action: str = "omit"
+    sample_where: str = "the sample"
 
     @classmethod
     def from_sample(cls, columns: FormulaColumns, levels: dict, sample: pd.DataFrame,
-                    na_action: str = "omit") -> ChunkEncoding:
+                    na_action: str = "omit", sample_where: str = "the sample") -> ChunkEncoding:
         """Fix the encoding from complete sample rows and the full level sets."""
 
         data = _with_levels(sample, levels)
@@ -295,39 +364,74 @@ class ChunkEncoding:
         intercept = names.index(INTERCEPT_NAME) if INTERCEPT_NAME in names else None
         X = np.asarray(spec.get_model_matrix(data, **_MATRIX_OPTIONS).to_numpy(dtype=np.float64))
         y = data[columns.parsed.response].to_numpy(dtype=np.float64)
-        return cls(columns, dict(levels), spec, names, intercept, pilot_shift(X, y, intercept), na_action)
+        return cls(columns, dict(levels), spec, names, intercept, pilot_shift(X, y, intercept), na_action,
+                   sample_where)
 
     def with_levels(self, levels: dict, sample: pd.DataFrame) -> ChunkEncoding:
         """The same encoding with other level sets (the spec and shift rebuilt for them)."""
-        return ChunkEncoding.from_sample(self.columns, levels, sample, self.na_action)
+        return ChunkEncoding.from_sample(self.columns, levels, sample, self.na_action, self.sample_where)
 
     def design(self, chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
         """``X``, ``y`` and the (level-fixed) complete rows of a chunk without missing values."""
-        data = _with_levels(chunk, self.levels)
+        data = _with_levels(self._numbers_as_numbers(chunk), self.levels)
         with np.errstate(all="ignore"):  # non-finite results are reported by the checks
             matrix = self.model_spec.get_model_matrix(data, **_MATRIX_OPTIONS)
         X = np.asarray(matrix.to_numpy(dtype=np.float64))
         if X.shape[1] != len(self.column_names):
             raise ModelDataError(
-                f"a chunk gave {X.shape[1]} design columns instead of {len(self.column_names)}; "
+                f"gave {X.shape[1]} design columns instead of {len(self.column_names)}; "
                 "check that every chunk has the same columns and types"
             )
         response = self.columns.parsed.response
         if not pd.api.types.is_numeric_dtype(data[response].dtype) or pd.api.types.is_bool_dtype(data[response].dtype):
-            raise ModelDataError(f"response {response!r} is not numeric in a chunk (dtype {data[response].dtype})")
+            raise ModelDataError(f"response {response!r} is not numeric (dtype {data[response].dtype})")
         y = data[response].to_numpy(dtype=np.float64)
         return X, y, data
 
-    def partial_stats(self, chunk: pd.DataFrame) -> PartialStats:
-        """The statistics of one chunk (the function mapped over chunks and partitions)."""
+    def _numbers_as_numbers(self, chunk: pd.DataFrame) -> pd.DataFrame:
+        """The columns the sample gave as numbers, checked (and converted from object)
+        in this chunk: a reader may type a column differently from chunk to chunk."""
+        data = chunk
+        for column in self.columns.numeric:
+            values = chunk[column]
+            if _is_number_dtype(values.dtype):
+                continue
+            kinds = label_kinds(values)
+            if set(kinds) <= {"numbers"}:
+                data = data.copy(deep=False) if data is chunk else data
+                data[column] = pd.to_numeric(values.astype(object))
+                continue
+            kind, example = next((k, v) for k, v in kinds.items() if k != "numbers")
+            raise ModelDataError(
+                f"column {column!r} enters the formula as numbers (as read in {self.sample_where}) but holds {kind} "
+                f"here (e.g. {example!r}); give it one type in every chunk (convert it with pd.to_numeric, or make "
+                "it text everywhere to use it as a factor)"
+            )
+        return data
+
+    def partial_stats(self, chunk: pd.DataFrame, where: str = "a chunk") -> PartialStats:
+        """The statistics of one chunk (the function mapped over chunks and partitions).
+
+        ``where`` names the chunk (or file) in error messages and in the kinds of label
+        recorded for :func:`check_label_kinds`.
+        """
+        seen = {c: np.zeros(len(self.levels[c]), dtype=bool) for c in self.columns.categorical}
+        if len(chunk) == 0:  # an empty chunk (even one without columns) adds nothing
+            return PartialStats(None, 0, seen=seen)
+        require_columns(chunk, self.columns.used, where)
+        with located(where):
+            return self._partial_stats(chunk, where, seen)
+
+    def _partial_stats(self, chunk: pd.DataFrame, where: str, seen: dict) -> PartialStats:
         parsed = self.columns.parsed
         clean, missing, n_bad = drop_incomplete(chunk, self.columns.used)
         if n_bad and self.na_action == "raise":
             detail = ", ".join(f"{c!r}: {v}" for c, v in missing.items())
-            raise ModelDataError(f"missing values in {n_bad} rows of a chunk ({detail}); drop them or use na_action='omit'")
-        seen = {c: np.zeros(len(self.levels[c]), dtype=bool) for c in self.columns.categorical}
+            raise ModelDataError(f"missing values in {n_bad} rows ({detail}); drop them or use na_action='omit'")
         if len(clean) == 0:
             return PartialStats(None, len(chunk), missing, n_bad, seen=seen)
+        labelled = dict.fromkeys((*parsed.group_columns, *self.columns.categorical))
+        kinds = {c: {k: (where, v) for k, v in label_kinds(clean[c]).items()} for c in labelled}
         X, y, data = self.design(clean)
         check_design_finite(X, self.column_names)
         check_finite_response(y, parsed.response)
@@ -335,32 +439,40 @@ class ChunkEncoding:
         stats = compute_group_stats(X, y, groups, self.shift, exact_within=False)
         for column in self.columns.categorical:
             seen[column][np.unique(data[column].cat.codes.to_numpy())] = True
-        return PartialStats(stats, len(chunk), missing, n_bad, seen)
+        return PartialStats(stats, len(chunk), missing, n_bad, seen, kinds)
 
 
 def _with_levels(chunk: pd.DataFrame, levels: dict) -> pd.DataFrame:
-    """The chunk with each categorical column as a ``Categorical`` of the full level set."""
+    """The chunk with each categorical column as a ``Categorical`` of the full level set.
+
+    Values are matched to the levels by the canonical label rule, so a chunk that reads
+    a factor's values as numbers (5) still finds the levels gathered as text ("5").
+    """
     if not levels:
         return chunk
     data = chunk.copy(deep=False)
     for column, column_levels in levels.items():
         values = chunk[column]
-        categories = pd.Index(list(column_levels), dtype=object)
-        unknown = ~(values.isin(categories) | values.isna()).to_numpy()
+        categories = pd.Index(list(column_levels))
+        positions = level_positions(categories, values)
+        unknown = (positions < 0) & values.notna().to_numpy()
         if unknown.any():
             example = values[unknown].iloc[0]
             raise ModelDataError(
                 f"column {column!r} has {int(unknown.sum())} values outside its {len(column_levels)} known levels "
                 f"(e.g. {example!r}); pass every level in levels= or use a source that can be read twice"
             )
-        data[column] = pd.Categorical(values, categories=categories)
+        data[column] = pd.Categorical.from_codes(positions, categories=categories)
     return data
 
 
 def check_finite_response(y: np.ndarray, name: str) -> None:
+    """No infinite response (missing ones were dropped before)."""
     bad = ~np.isfinite(y)
     if bad.any():
-        raise ModelDataError(f"response {name!r} has {int(bad.sum())} infinite values in a chunk; remove those rows")
+        n_nan = int(np.isnan(y).sum())
+        detail = f"{int(bad.sum()) - n_nan} infinite" + (f" and {n_nan} missing (NaN)" if n_nan else "")
+        raise ModelDataError(f"response {name!r} has {detail} values; remove those rows")
 
 
 def check_response_varies(stats: GroupStats, response: str) -> None:
@@ -379,6 +491,7 @@ def finish_fit(encoding: ChunkEncoding, total: PartialStats, REML: bool) -> Lmer
         warn(f"dropped {total.n_dropped} of {total.n_rows} rows with missing values ({detail})")
     if total.group_stats is None:
         raise ModelDataError(f"no complete observations in {total.n_rows} rows of the variables {list(encoding.columns.used)}")
+    check_label_kinds(total.kinds)
     check_response_varies(total.group_stats, parsed.response)
     return fit_stats(
         total.group_stats,

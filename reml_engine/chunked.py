@@ -12,12 +12,20 @@ Every chunk is encoded the same way (:mod:`reml_engine.chunk_encoding`):
 1. the first chunk with a complete row is the *sample*: it tells which variables the
    formula uses as categorical factors;
 2. the levels of those variables are gathered in a first pass (only when they are not
-   declared: a pandas ``Categorical`` column or ``levels=`` keeps its categories, as in
-   an in-memory fit), and the design is fixed from the sample with those levels;
+   declared: a pandas ``Categorical`` column or ``levels=`` keeps the order of its
+   categories, as in an in-memory fit), and the design is fixed from the sample with
+   those levels;
 3. each chunk gives a :class:`~reml_engine.chunk_encoding.PartialStats`; they are
    merged in a tree and :func:`~reml_engine.model.fit_stats` fits the total;
-4. if a gathered level turns out to occur only in rows dropped for missing values, the
-   statistics pass is run again without it, as an in-memory fit never sees it.
+4. if a level turns out to occur in no complete row (an unused category, or a value
+   seen only in rows dropped for missing values), the statistics pass is run again
+   without it, as an in-memory fit (and lme4) never has it.
+
+Labels (group ids, factor levels) are matched across chunks by the canonical label
+rule of :mod:`reml_engine.groups`: a reader that types a column as integers in one
+chunk and as text in the next (``read_csv(chunksize=)``), or as floats where a chunk
+has a missing value, still gives one group per id, as reading the whole file would.
+What cannot be matched is refused with the chunks named (``check_label_kinds``).
 
 Examples
 --------
@@ -39,17 +47,17 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from .checks import ModelDataError, check_design_finite
+from .checks import ModelDataError
 from .chunk_encoding import (
     ChunkEncoding,
     FormulaColumns,
     PartialStats,
-    check_finite_response,
     check_response_varies,
     drop_incomplete,
     finish_fit,
     merge_levels,
     observed_levels,
+    require_columns,
     sorted_levels,
 )
 from .groups import factorize_groups
@@ -78,16 +86,18 @@ MERGE_FANOUT = 8
 class ChunkSource:
     """Where chunks come from. Subclasses: :class:`IteratorSource`, Dask's source.
 
-    ``columns``/``dtypes`` describe the data; :meth:`first_complete` finds the sample;
-    :meth:`map_reduce` applies a per-chunk function to every chunk and merges the
-    results; ``rereadable`` says whether the data can be read more than once.
+    ``columns``/``dtypes`` describe the data; :meth:`first_complete` finds the sample
+    and names the chunk it came from; :meth:`map_reduce` applies a per-chunk function
+    ``per_chunk(chunk, where)`` to every chunk (``where`` names the chunk in messages)
+    and merges the results in reading order; ``rereadable`` says whether the data can be
+    read more than once.
     """
 
     rereadable: bool = True
     columns: pd.Index
     dtypes: pd.Series
 
-    def first_complete(self, used: tuple[str, ...]) -> pd.DataFrame | None:
+    def first_complete(self, used: tuple[str, ...]) -> tuple[pd.DataFrame, str] | None:
         raise NotImplementedError
 
     def map_reduce(self, per_chunk: Callable, merge_all: Callable, what: str):
@@ -100,9 +110,10 @@ def fit_source(formula: str, source: ChunkSource, REML: bool = True, na_action: 
     if na_action not in ("omit", "raise"):
         raise ValueError(f"na_action must be 'omit' or 'raise', got {na_action!r}")
     columns = FormulaColumns.from_sample(formula, source.columns, None, source.dtypes)
-    sample = source.first_complete(columns.used)
-    if sample is None:
+    found_sample = source.first_complete(columns.used)
+    if found_sample is None:
         raise ModelDataError(f"no complete observations in the variables {list(columns.used)}: nothing to fit")
+    sample, sample_where = found_sample
     columns = FormulaColumns.from_sample(formula, source.columns, sample, source.dtypes)
     given = {c: tuple(v) for c, v in (levels or {}).items()}
     declared = {**columns.declared, **{c: v for c, v in given.items() if c in columns.categorical}}
@@ -117,17 +128,17 @@ def fit_source(formula: str, source: ChunkSource, REML: bool = True, na_action: 
             )
         found = source.map_reduce(_LevelsOf(columns.undeclared), merge_levels, "levels")
         gathered = {c: sorted_levels(found.get(c, pd.Index([]))) for c in columns.undeclared}
-        # Categoricals whose categories Dask has not read keep them all, in the order of
-        # the partitions, as pandas reading the whole file would.
+        # Categoricals whose categories Dask has not read keep their order, that of the
+        # partitions, as pandas reading the whole file would.
         gathered.update({c: tuple(found[c]) for c in columns.undeclared if _is_categorical(source.dtypes[c])})
-    encoding = ChunkEncoding.from_sample(columns, {**declared, **gathered}, sample, na_action)
+    all_levels = {**declared, **gathered}
+    encoding = ChunkEncoding.from_sample(columns, all_levels, sample, na_action, sample_where)
     total = source.map_reduce(encoding.partial_stats, PartialStats.merge_all, "statistics")
-    # A gathered value seen only in incomplete rows is not a level of the in-memory fit
-    # (which drops those rows first): encode again without it.
-    prunable = [c for c in gathered if not _is_categorical(source.dtypes[c])]
-    if any(not total.seen[c].all() for c in prunable):
-        kept = {c: tuple(np.asarray(gathered[c], dtype=object)[total.seen[c]]) for c in prunable}
-        encoding = encoding.with_levels({**declared, **gathered, **kept}, sample)
+    # A level no complete row uses is not a level of the in-memory fit: it drops the
+    # incomplete rows first, and unused categories as lme4 does. Encode again without it.
+    if any(not flags.all() for flags in total.seen.values()):
+        kept = {c: tuple(np.asarray(all_levels[c], dtype=object)[total.seen[c]]) for c in columns.categorical}
+        encoding = encoding.with_levels({**all_levels, **kept}, sample)
         total = source.map_reduce(encoding.partial_stats, PartialStats.merge_all, "statistics")
     return finish_fit(encoding, total, REML)
 
@@ -142,7 +153,10 @@ class _LevelsOf:
 
     columns: tuple[str, ...]
 
-    def __call__(self, chunk: pd.DataFrame) -> dict[str, pd.Index]:
+    def __call__(self, chunk: pd.DataFrame, where: str = "a chunk") -> dict[str, pd.Index]:
+        if len(chunk) == 0:
+            return {}
+        require_columns(chunk, self.columns, where)
         return observed_levels(chunk, self.columns)
 
 
@@ -223,7 +237,8 @@ class IteratorSource(ChunkSource):
 
     A list, a function or a structured (memory-mapped) array can be read several times;
     a generator or a ``read_csv(..., chunksize=...)`` reader only once: the chunks read
-    while looking for the sample are kept and replayed in the statistics pass.
+    while looking for the sample are kept and replayed in the statistics pass. Chunks
+    are named in messages by their number and rows ("chunk 3 (rows 2001-3000)").
     """
 
     def __init__(self, chunks, progress="auto", chunk_rows: int = CHUNK_ROWS):
@@ -240,20 +255,16 @@ class IteratorSource(ChunkSource):
             self._iterator = iter(chunks)
             self._fresh = self._replay
             self.rereadable = False
-        first = self._first_chunk()
+        first = self._first_rows()
         self.columns = first.columns
         self.dtypes = first.dtypes
 
-    def _first_chunk(self) -> pd.DataFrame:
-        if self.rereadable:
-            first = next(iter(self._fresh()), None)
-        else:
-            first = next(self._iterator, None)
-            if first is not None:
-                self._buffer.append(_as_frame(first))
-        if first is None:
-            raise ModelDataError("the chunk iterator is empty: no observations to fit")
-        return _as_frame(first)
+    def _first_rows(self) -> pd.DataFrame:
+        """The first chunk with rows (empty chunks say nothing about the columns)."""
+        for chunk in self._look_ahead():
+            if len(chunk):
+                return chunk
+        raise ModelDataError("the chunks hold no rows: no observations to fit")
 
     def _replay(self) -> Iterator[pd.DataFrame]:
         while self._buffer:
@@ -274,24 +285,36 @@ class IteratorSource(ChunkSource):
             yield chunk
 
     def first_complete(self, used):
-        for chunk in self._look_ahead():
+        for where, chunk in _named(self._look_ahead()):
+            if not len(chunk):
+                continue
+            require_columns(chunk, used, where)
             clean = drop_incomplete(chunk, used)[0]
             if len(clean):
-                return clean
+                return clean, where
         return None
 
     def map_reduce(self, per_chunk, merge_all, what):
         tracker = ReadProgress(self.progress, what)
 
         def results() -> Iterator:
-            for chunk in self._fresh():
-                chunk = _as_frame(chunk)
-                yield per_chunk(chunk)
+            for where, chunk in _named(self._fresh()):
+                yield per_chunk(chunk, where)
                 tracker.update(len(chunk))
 
         total = tree_merge(results(), merge_all)
         tracker.close()
         return total
+
+
+def _named(chunks) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Each chunk as a frame, with its name for messages: number and rows (from 1)."""
+    start = 0
+    for number, chunk in enumerate(chunks, start=1):
+        chunk = _as_frame(chunk)
+        rows = f"rows {start + 1}-{start + len(chunk)}" if len(chunk) else "no rows"
+        start += len(chunk)
+        yield f"chunk {number} ({rows})", chunk
 
 
 def _as_frame(chunk) -> pd.DataFrame:
@@ -352,7 +375,7 @@ class _ArrayRows:
 
     X: np.ndarray
     y: np.ndarray
-    groups: np.ndarray
+    groups: object
     names: tuple[str, ...]
     group_name: str
     shift: np.ndarray
@@ -361,11 +384,50 @@ class _ArrayRows:
         start, stop = bounds
         X = np.asarray(self.X[start:stop], dtype=np.float64)
         y = np.asarray(self.y[start:stop], dtype=np.float64)
-        check_design_finite(X, self.names)
-        check_finite_response(y, "y")
-        groups = factorize_groups(np.asarray(self.groups[start:stop]), self.group_name)
+        _check_rows_finite(X, y, self.names, start)
+        try:
+            groups = factorize_groups(self.groups[start:stop], self.group_name)
+        except ValueError as err:
+            raise ModelDataError(f"rows {start + 1}-{stop}: {err}") from None
         stats = compute_group_stats(X, y, groups, self.shift, exact_within=False)
         return PartialStats(stats, stop - start)
+
+
+def _check_rows_finite(X: np.ndarray, y: np.ndarray, names, start: int) -> None:
+    """NaN and infinite values, counted and told apart, in the first column that has any.
+
+    :func:`fit_arrays` fits every row it is given (it has no formula to say which
+    variables matter), so a missing value is an error, not a dropped row.
+    """
+    for values, name in [(y, "y"), *((X[:, j], f"column {names[j]!r} of X") for j in range(X.shape[1]))]:
+        bad = ~np.isfinite(values)
+        if not bad.any():
+            continue
+        n_nan = int(np.isnan(values).sum())
+        n_inf = int(bad.sum()) - n_nan
+        counts = " and ".join(text for count, text in [(n_nan, f"{n_nan} missing (NaN)"), (n_inf, f"{n_inf} infinite")]
+                              if count)
+        first = start + int(np.flatnonzero(bad)[0]) + 1
+        raise ModelDataError(
+            f"{name} has {counts} value(s) in rows {start + 1}-{start + len(values)}, the first at row {first}; "
+            "fit_arrays fits every row it is given: remove those rows first"
+        )
+
+
+def _as_rows(values, what: str):
+    """An array-like that can be sliced by rows: arrays (memory-mapped ones stay lazy) as
+    they are, pandas objects as their values, lists and tuples as NumPy arrays."""
+    if isinstance(values, pd.DataFrame):
+        return values.to_numpy()
+    if isinstance(values, (pd.Series, pd.Index)):
+        return values.array if what == "groups" else values.to_numpy()
+    if isinstance(values, (np.ndarray, pd.Categorical)) or (hasattr(values, "ndim") and hasattr(values, "__getitem__")):
+        return values
+    try:
+        return np.asarray(values, dtype=None if what == "groups" else np.float64)
+    except (TypeError, ValueError) as err:
+        raise ModelDataError(f"{what} must be an array (or a list of numbers), got {type(values).__name__}: {err}") \
+            from None
 
 
 def fit_arrays(X, y, groups, REML: bool = True, names=None, chunk_rows: int = CHUNK_ROWS,
@@ -377,11 +439,12 @@ def fit_arrays(X, y, groups, REML: bool = True, names=None, chunk_rows: int = CH
 
     Parameters
     ----------
-    X : array (n, p), e.g. ``np.memmap``
+    X : array (n, p), e.g. ``np.memmap``, or a list of rows
         Fixed-effect design including the intercept column if wanted.
-    y : array (n,)
-    groups : array (n,)
-        Group labels (integers are the cheapest).
+    y : array (n,) or list
+    groups : array (n,) or list
+        Group labels (integers are the cheapest), compared by the canonical label rule
+        of :mod:`reml_engine.groups`.
     REML, names :
         As for :func:`reml_engine.fit`.
     chunk_rows : int
@@ -397,8 +460,20 @@ def fit_arrays(X, y, groups, REML: bool = True, names=None, chunk_rows: int = CH
     >>> round(m.criterion, 4)
     16.1726
     """
+    group_name = str(getattr(groups, "name", None) or "group")
+    X, y, groups = _as_rows(X, "X"), _as_rows(y, "y"), _as_rows(groups, "groups")
+    if X.ndim == 1:
+        X = X[:, None]
     if X.ndim != 2 or y.ndim != 1:
         raise ModelDataError(f"X must be 2-d (n, p) and y 1-d, got shapes {X.shape} and {y.shape}")
+    if np.ndim(groups) != 1:
+        raise ModelDataError(f"groups must be 1-d, one label per row, got shape {np.shape(groups)}")
+    for values, what in ((X, "X"), (y, "y")):
+        if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool) \
+                or np.issubdtype(values.dtype, np.complexfloating):
+            raise ModelDataError(f"{what} must hold real numbers, got dtype {values.dtype}")
+    if not isinstance(chunk_rows, (int, np.integer)) or isinstance(chunk_rows, bool) or chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     n = len(y)
     if X.shape[0] != n or len(groups) != n:
         raise ModelDataError(f"X has {X.shape[0]} rows, y {n} and groups {len(groups)}: they must match")
@@ -407,11 +482,12 @@ def fit_arrays(X, y, groups, REML: bool = True, names=None, chunk_rows: int = CH
     names = tuple(f"x{j}" for j in range(X.shape[1])) if names is None else tuple(map(str, names))
     if len(names) != X.shape[1]:
         raise ModelDataError(f"{len(names)} names for {X.shape[1]} columns of X")
-    group_name = str(getattr(groups, "name", None) or "group")
     head = slice(0, min(n, PILOT_ROWS))
     X_head = np.asarray(X[head], dtype=np.float64)
-    # A column of ones, if any, is found by fit_stats from the merged column ranges.
-    shift = pilot_shift(X_head, np.asarray(y[head], dtype=np.float64), None)
+    # A column of ones, if any, is found by fit_stats from the merged column ranges. (A
+    # non-finite value in the head is reported by the first chunk, before the shift is used.)
+    with np.errstate(invalid="ignore", over="ignore"):
+        shift = pilot_shift(X_head, np.asarray(y[head], dtype=np.float64), None)
     per_chunk = _ArrayRows(X, y, groups, names, group_name, shift)
     tracker = ReadProgress(progress, "statistics")
 
@@ -426,5 +502,3 @@ def fit_arrays(X, y, groups, REML: bool = True, names=None, chunk_rows: int = CH
     stats = total.group_stats
     check_response_varies(stats, "y")
     return fit_stats(stats, names, None, REML=REML, group_name=group_name)
-
-

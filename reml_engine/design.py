@@ -24,6 +24,7 @@ from .checks import (
     suggest_columns,
     warn,
 )
+from .groups import group_labels, level_positions
 from .within_between import TRANSFORM_NAMES, formula_context
 
 _RANDOM_TERM = re.compile(r"\(\s*([^()|]*?)\s*\|\s*([^()]+?)\s*\)")
@@ -100,7 +101,7 @@ class Design:
 
     X: np.ndarray
     y: np.ndarray
-    groups: pd.Series
+    groups: pd.Series | pd.MultiIndex
     column_names: tuple[str, ...]
     response_name: str
     group_name: str
@@ -178,16 +179,6 @@ def _drop_missing(data: pd.DataFrame, used: list[str], na_action: str) -> tuple[
         raise ModelDataError(f"missing values in {n_bad} rows ({detail}); drop them or use na_action='omit'")
     warn(f"dropped {n_bad} of {len(data)} rows with missing values ({detail})")
     return data.loc[~bad_rows.to_numpy()], n_bad
-
-
-def group_labels(data: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
-    """The grouping factor: one column, or the interaction ``a:b`` of several."""
-    if len(columns) == 1:
-        return data[columns[0]]
-    parts = [data[c].astype(str) for c in columns]
-    combined = parts[0].str.cat(parts[1:], sep=":")
-    combined.name = ":".join(columns)
-    return combined
 
 
 def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> Design:
@@ -315,8 +306,11 @@ def new_design_matrix(design: Design, newdata: pd.DataFrame, columns=None) -> np
     return np.asarray(mm.to_numpy(dtype=np.float64))
 
 
-def _check_new_levels(design: Design, newdata: pd.DataFrame) -> None:
-    """Categorical predictors of new data may only take levels seen in fitting."""
+def _match_new_levels(design: Design, newdata: pd.DataFrame) -> pd.DataFrame:
+    """New data whose categorical predictors hold the fit's levels, matched by the
+    canonical label rule (:mod:`reml_engine.groups`: 1, 1.0 and "1" are one level);
+    a level not seen in fitting is an error."""
+    matched = newdata
     for variable, (kind, state) in design.model_spec.encoder_state.items():
         if getattr(kind, "value", kind) != "categorical" or "categories" not in state:
             continue
@@ -325,7 +319,9 @@ def _check_new_levels(design: Design, newdata: pd.DataFrame) -> None:
         if column not in newdata.columns:
             continue
         values = newdata[column]
-        unseen = values.notna() & ~values.isin(state["categories"])
+        categories = pd.Index(state["categories"])
+        positions = level_positions(categories, values)
+        unseen = values.notna().to_numpy() & (positions < 0)
         if unseen.any():
             levels = sorted(map(str, pd.unique(values[unseen])))
             known = ", ".join(repr(str(c)) for c in state["categories"][:10])
@@ -333,6 +329,10 @@ def _check_new_levels(design: Design, newdata: pd.DataFrame) -> None:
                 f"column {column!r} of newdata has level(s) {', '.join(map(repr, levels[:5]))} not seen in "
                 f"fitting (known: {known}); its fixed effect cannot be predicted"
             )
+        if matched is newdata:
+            matched = newdata.copy(deep=False)
+        matched[column] = pd.Categorical.from_codes(positions, categories=categories)
+    return matched
 
 
 def new_fixed_design(design: Design, newdata: pd.DataFrame, columns) -> tuple[np.ndarray, np.ndarray]:
@@ -369,7 +369,7 @@ def new_fixed_design(design: Design, newdata: pd.DataFrame, columns) -> tuple[np
     complete = ~newdata[present].isna().any(axis=1).to_numpy() if present else np.ones(len(newdata), bool)
     if len(newdata) == 0:
         return np.zeros((0, len(columns))), complete
-    _check_new_levels(design, newdata)
+    newdata = _match_new_levels(design, newdata)
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")  # unseen levels were checked above; NaN rows are flagged

@@ -9,6 +9,14 @@ inside) runs where the partition lives, and the partial statistics are merged in
 runs on the threaded scheduler, a ``LocalCluster`` or a multi-machine cluster: whatever
 scheduler is active (``dask.config`` or a ``distributed.Client``) does the work.
 
+A Parquet path (a file, a directory or a glob) is read by :func:`parquet_source`: every
+file's footer is checked first (a readable Parquet file, holding the formula's columns,
+with types that agree across files or can be unified: integers and floats, or text and
+categoricals, and for grouping columns numbers and text), then one Dask partition reads
+about :data:`~reml_engine.chunked.CHUNK_ROWS` rows (whole row groups) of one file, only
+the formula's columns, and checks the numbers against the ranges the footer records.
+Errors name the file.
+
 Dask is optional: this module imports it only when a Dask fit is asked for, and
 :func:`require_dask` says how to install it when it is missing.
 
@@ -21,13 +29,15 @@ Examples
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from os import PathLike
 
+import numpy as np
 import pandas as pd
 
 from .checks import ModelDataError
-from .chunk_encoding import drop_incomplete
-from .chunked import PROGRESS_AFTER_SECONDS, ChunkSource, IteratorSource, fit_source
+from .chunk_encoding import drop_incomplete, require_columns
+from .chunked import CHUNK_ROWS, PROGRESS_AFTER_SECONDS, ChunkSource, IteratorSource, fit_source
 from .results import LmerFit
 
 #: Partial statistics merged together in one task of the reduction tree.
@@ -58,21 +68,21 @@ def is_dask_dataframe(data) -> bool:
     return isinstance(data, dd.DataFrame)
 
 
-def read_parquet(path, columns=None, **options):
-    """A lazy Dask DataFrame over Parquet file(s): a path, a directory or a glob."""
-    dd = require_dask()
-    return dd.read_parquet(path, columns=columns, **options)
-
-
 class DaskSource(ChunkSource):
-    """The partitions of a Dask DataFrame as chunks; each pass is one Dask computation."""
+    """The partitions of a Dask DataFrame as chunks; each pass is one Dask computation.
 
-    def __init__(self, ddf, progress="auto", scheduler=None):
+    ``names`` names each partition in messages (a Parquet file and its row groups);
+    by default "partition k of n".
+    """
+
+    def __init__(self, ddf, progress="auto", scheduler=None, names: list[str] | None = None):
         self.ddf = ddf
         self.columns = ddf.columns
         self.dtypes = ddf.dtypes
         self.progress = progress
         self.scheduler = scheduler
+        count = ddf.npartitions
+        self.names = list(names) if names is not None else [f"partition {i + 1} of {count}" for i in range(count)]
 
     def first_complete(self, used):
         frame = self.ddf[list(used)]
@@ -80,7 +90,7 @@ class DaskSource(ChunkSource):
             part = frame.get_partition(i).compute(scheduler=self.scheduler)
             clean = drop_incomplete(part, used)[0]
             if len(clean):
-                return clean
+                return clean, self.names[i]
         return None
 
     def map_reduce(self, per_chunk, merge_all, what):
@@ -89,7 +99,7 @@ class DaskSource(ChunkSource):
         columns = list(self.columns) if what == "statistics" else None
         frame = self.ddf if columns is None else self.ddf[columns]
         parts = frame.to_delayed()
-        results = [dask.delayed(per_chunk, pure=False)(part) for part in parts]
+        results = [dask.delayed(per_chunk, pure=False)(part, name) for part, name in zip(parts, self.names, strict=True)]
         while len(results) > 1:
             results = [
                 dask.delayed(merge_all, pure=False)(results[i:i + SPLIT_EVERY])
@@ -98,6 +108,222 @@ class DaskSource(ChunkSource):
         if not results:
             return merge_all([])
         return _compute(results[0], self.progress, self.scheduler, what)
+
+
+# -- Parquet files ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParquetPiece:
+    """Row groups ``row_groups`` of one Parquet file: one partition of the fit."""
+
+    path: str
+    row_groups: tuple[int, ...]
+    file_row_groups: int
+
+    @property
+    def name(self) -> str:
+        if len(self.row_groups) == self.file_row_groups:
+            return f"file {self.path!r}"
+        first, last = self.row_groups[0] + 1, self.row_groups[-1] + 1
+        return f"file {self.path!r} (row groups {first}-{last} of {self.file_row_groups})"
+
+
+def parquet_files(path) -> tuple[object, list[str]]:
+    """The filesystem and the Parquet files of a path, a directory (searched recursively,
+    skipping names that start with ``_`` or ``.`` as Dask does) or a glob."""
+    import fsspec
+
+    text = str(path)
+    fs, _, paths = fsspec.core.get_fs_token_paths(text)
+    files: list[str] = []
+    for entry in paths:
+        if fs.isdir(entry):
+            files.extend(f for f in sorted(fs.find(entry)) if not _hidden(f))
+        else:
+            files.append(entry)
+    if not files:
+        raise ModelDataError(f"no file matches {text!r}: check the path (and the pattern) of the Parquet files")
+    return fs, files
+
+
+def _hidden(path: str) -> bool:
+    return path.rstrip("/").rsplit("/", 1)[-1].startswith(("_", "."))
+
+
+def _footer(fs, path: str):
+    """A file's Parquet metadata, or an error naming the file."""
+    import pyarrow.parquet as pq
+
+    try:
+        with fs.open(path, "rb") as handle:
+            return pq.read_metadata(handle)
+    except FileNotFoundError:
+        raise ModelDataError(f"no Parquet file at {path!r}") from None
+    except Exception as err:  # ArrowInvalid, OSError: an empty, truncated or foreign file
+        raise ModelDataError(
+            f"file {path!r} is not a readable Parquet file ({_one_line(err)}); it may be empty, truncated or of "
+            "another format: rewrite it, or leave it out of the pattern"
+        ) from None
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
+
+
+def _unified_dtypes(formula: str, dtypes_by_file: dict[str, pd.Series], used: tuple[str, ...]) -> dict:
+    """One dtype per used column when the files disagree (schema drift), or a refusal.
+
+    Integers and floats in different files are floats; text, categoricals and mixed
+    labels are object (their labels then follow the canonical label rule); a grouping
+    column may mix numbers and text (compared as text), a column of the fixed part may
+    not: it would be a number in some files and a factor in others.
+    """
+    from .design import parse_formula
+
+    group_columns = set(parse_formula(formula).group_columns)
+    target: dict = {}
+    for column in used:
+        seen = {}
+        for path, dtypes in dtypes_by_file.items():
+            seen.setdefault(str(dtypes[column]), (path, dtypes[column]))
+        if len(seen) == 1:
+            continue
+        kinds = {name: _dtype_kind(dtype) for name, (_, dtype) in seen.items()}
+        if set(kinds.values()) == {"number"}:
+            both = [dtype for _, dtype in seen.values()]
+            target[column] = np.float64 if any(d.kind == "f" for d in both) else np.int64
+        elif set(kinds.values()) == {"categorical"}:
+            continue  # categories differ: gathered from the data like Dask's unknown ones
+        elif "number" not in kinds.values() or column in group_columns:
+            target[column] = object
+        else:
+            shown = "; ".join(f"{name} in {path!r}" for name, (path, _) in seen.items())
+            raise ModelDataError(
+                f"column {column!r} has different types in different files ({shown}): as numbers it is a slope, as "
+                "text a factor; write it with one type in every file"
+            )
+    return target
+
+
+def _dtype_kind(dtype) -> str:
+    if isinstance(dtype, pd.CategoricalDtype):
+        return "categorical"
+    if pd.api.types.is_bool_dtype(dtype):
+        return "boolean"
+    if pd.api.types.is_numeric_dtype(dtype):
+        return "number"
+    if pd.api.types.is_string_dtype(dtype):
+        return "text"
+    return "other"
+
+
+@dataclass(frozen=True)
+class _ReadPiece:
+    """Picklable reader of one :class:`ParquetPiece`: the used columns, with the unified
+    dtypes, after checking the values against the ranges the file's footer records."""
+
+    fs: object
+    columns: tuple[str, ...]
+    casts: dict
+
+    def __call__(self, piece: ParquetPiece) -> pd.DataFrame:
+        import pyarrow.parquet as pq
+
+        try:
+            with self.fs.open(piece.path, "rb") as handle:
+                parquet = pq.ParquetFile(handle)
+                table = parquet.read_row_groups(list(piece.row_groups), columns=list(self.columns))
+                _check_footer_ranges(parquet.metadata, table, piece)
+        except ModelDataError:
+            raise
+        except Exception as err:
+            raise ModelDataError(f"{piece.name} cannot be read ({_one_line(err)}); the file may be corrupted") from None
+        frame = table.to_pandas()
+        return frame.astype(self.casts) if self.casts else frame
+
+
+def _check_footer_ranges(metadata, table, piece: ParquetPiece) -> None:
+    """Numbers outside the minimum and maximum the footer records are corrupted data.
+
+    A damaged data page often decodes without error into absurd values (1e+293); the
+    writer's statistics, kept in the footer, show they were never written.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = metadata.schema.names
+    for column in table.column_names:
+        values = table.column(column)
+        if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)) or column not in names:
+            continue
+        index = names.index(column)
+        bounds = []
+        for group in piece.row_groups:
+            stats = metadata.row_group(group).column(index).statistics
+            if stats is None or not stats.has_min_max:
+                return
+            bounds.append((stats.min, stats.max))
+        low, high = min(b[0] for b in bounds), max(b[1] for b in bounds)
+        found = pc.min_max(values).as_py()
+        if found["min"] is None:
+            continue
+        if found["min"] < low or found["max"] > high:
+            raise ModelDataError(
+                f"{piece.name}: column {column!r} holds values from {found['min']:.6g} to {found['max']:.6g}, "
+                f"outside the range {low:.6g} to {high:.6g} its footer records: the file is corrupted; "
+                "rewrite it from its source"
+            )
+
+
+def parquet_source(formula: str, path, progress="auto", scheduler=None, rows_per_piece: int = CHUNK_ROWS) -> DaskSource:
+    """The Parquet files of ``path`` as a Dask source, one partition per ``rows_per_piece``
+    rows (whole row groups), reading only the formula's columns.
+
+    Every file is checked before any data is read: that it is a Parquet file, that it
+    holds the columns the formula uses, and that the types of those columns agree across
+    files (or can be unified: see :func:`_unified_dtypes`).
+    """
+    dd = require_dask()
+    from dask.dataframe.utils import clear_known_categories
+
+    from .chunk_encoding import FormulaColumns, located
+
+    fs, files = parquet_files(path)
+    footers = {f: _footer(fs, f) for f in files}
+    dtypes_by_file = {f: footer.schema.to_arrow_schema().empty_table().to_pandas().dtypes
+                      for f, footer in footers.items()}
+    first = files[0]
+    with located(f"file {first!r}"):
+        used = FormulaColumns.from_sample(formula, dtypes_by_file[first].index, None, dtypes_by_file[first]).used
+    for f, dtypes in dtypes_by_file.items():
+        require_columns(pd.DataFrame(columns=dtypes.index), used, f"file {f!r}")
+    casts = _unified_dtypes(formula, dtypes_by_file, used)
+    pieces = [piece for f in files for piece in _pieces(f, footers[f], rows_per_piece)]
+    meta = footers[first].schema.to_arrow_schema().empty_table().select(list(used)).to_pandas()
+    meta = meta.astype(casts) if casts else meta
+    categorical = [c for c in used if isinstance(meta[c].dtype, pd.CategoricalDtype)]
+    meta = clear_known_categories(meta, cols=categorical) if categorical else meta
+    if not pieces:
+        raise ModelDataError(f"the Parquet files of {str(path)!r} hold no rows: no observations to fit")
+    ddf = dd.from_map(_ReadPiece(fs, tuple(used), casts), pieces, meta=meta, label="reml-read-parquet")
+    return DaskSource(ddf, progress=progress, scheduler=scheduler, names=[p.name for p in pieces])
+
+
+def _pieces(path: str, footer, rows_per_piece: int) -> list[ParquetPiece]:
+    """Consecutive row groups of a file, about ``rows_per_piece`` rows each."""
+    pieces, current, rows = [], [], 0
+    count = footer.num_row_groups
+    for group in range(count):
+        group_rows = footer.row_group(group).num_rows
+        if current and rows + group_rows > rows_per_piece:
+            pieces.append(ParquetPiece(path, tuple(current), count))
+            current, rows = [], 0
+        current.append(group)
+        rows += group_rows
+    if current and rows:
+        pieces.append(ParquetPiece(path, tuple(current), count))
+    return pieces
 
 
 def _distributed_client(scheduler):
@@ -168,12 +394,11 @@ def lmer_dask(formula: str, data, REML: bool = True, na_action: str = "omit", le
         ``ranef`` from the group statistics; ``fitted``/``resid`` are None.
     """
     if isinstance(data, (str, PathLike)):
-        ddf = read_parquet(data)
+        source = parquet_source(formula, data, progress=progress, scheduler=scheduler)
     elif is_dask_dataframe(data):
-        ddf = data
+        source = DaskSource(_used_columns(formula, data), progress=progress, scheduler=scheduler)
     else:
         raise ModelDataError(f"data must be a Dask DataFrame or a Parquet path, got {type(data).__name__}")
-    source = DaskSource(_used_columns(formula, ddf), progress=progress, scheduler=scheduler)
     return fit_source(formula, source, REML=REML, na_action=na_action, levels=levels)
 
 

@@ -22,36 +22,8 @@ import pandas as pd
 
 from .checks import ModelDataError, ModelDataWarning
 from .criterion import fixed_effects
-from .design import group_labels, new_fixed_design
-
-
-def _label_key(value) -> str:
-    """A group label as text, with integral numbers written without ``.0``.
-
-    Labels read from a CSV as integers (308) and given as text in new data ("308"), or
-    turned into floats by a missing value (308.0), then still match.
-    """
-    if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def level_positions(levels: pd.Index, labels) -> np.ndarray:
-    """Position of each label among the fitted levels, -1 for a level the fit never saw.
-
-    Labels are matched by value first, then by their text (see :func:`_label_key`).
-    Missing labels get -1.
-    """
-    labels = pd.Series(labels).reset_index(drop=True)
-    try:
-        positions = np.asarray(levels.get_indexer(labels), dtype=np.int64)
-    except (TypeError, ValueError):
-        positions = np.full(len(labels), -1, dtype=np.int64)
-    unmatched = (positions < 0) & labels.notna().to_numpy()
-    if unmatched.any():
-        by_text = {_label_key(level): k for k, level in enumerate(levels)}
-        positions[unmatched] = [by_text.get(_label_key(v), -1) for v in labels[unmatched]]
-    return positions
+from .design import new_fixed_design
+from .groups import group_labels, level_positions
 
 
 def fixed_part(fit, X: np.ndarray) -> np.ndarray:
@@ -68,6 +40,16 @@ def fixed_part(fit, X: np.ndarray) -> np.ndarray:
         return X @ fit.fixef.to_numpy()
     beta_centred = fixed_effects(fit.tau, stats, fit.REML)[0]
     return (X - shift[:-1]) @ beta_centred + shift[-1]
+
+
+def _positions(fit, labels) -> np.ndarray:
+    """Each label's row in ``fit.ranef`` (-1: unseen or missing), by the canonical label
+    rule of :mod:`reml_engine.groups`, so that ids typed differently in new data (text,
+    floats after a missing value) still find their group."""
+    try:
+        return level_positions(fit.ranef.index, labels)
+    except ValueError as err:
+        raise ModelDataError(f"group labels of the new rows: {err}") from None
 
 
 def _require_design(fit, what: str):
@@ -138,10 +120,9 @@ def predict(fit, newdata: pd.DataFrame | None = None, re: bool = True, *, X=None
             return population
         if groups is None:
             raise ModelDataError("pass groups= (one label per row of X), or re=False for population predictions")
-        labels = pd.Series(np.asarray(groups, dtype=object))
-        if len(labels) != len(population):
-            raise ModelDataError(f"groups has {len(labels)} labels for {len(population)} rows of X")
-        positions = level_positions(fit.ranef.index, labels)
+        if np.ndim(groups) == 0 or len(groups) != len(population):
+            raise ModelDataError(f"groups must hold one label per row of X ({len(population)}), got {groups!r:.80}")
+        positions = _positions(fit, groups)
         return population + np.where(positions >= 0, modes[np.maximum(positions, 0)], 0.0)
 
     design = _require_design(fit, "predict(newdata)")
@@ -155,7 +136,7 @@ def predict(fit, newdata: pd.DataFrame | None = None, re: bool = True, *, X=None
             stacklevel=3,
         )
     if re:
-        positions = level_positions(fit.ranef.index, _new_group_labels(fit, newdata))
+        positions = _positions(fit, _new_group_labels(fit, newdata))
         population = population + np.where(positions >= 0, modes[np.maximum(positions, 0)], 0.0)
     return pd.Series(population, index=newdata.index, name="predicted")
 

@@ -48,6 +48,7 @@ import pandas as pd
 from formulaic.utils.stateful_transforms import stateful_transform
 
 from .checks import ModelDataError
+from .groups import encode_labels, level_positions
 
 #: Name under which the model's group labels (one per row) enter the formula context.
 GROUPS_KEY = "__reml_engine_groups__"
@@ -72,7 +73,7 @@ def formula_context(groups=None) -> dict:
     """
     context = {"within": within, "between": between, "pd": pd}
     if groups is not None:
-        context[GROUPS_KEY] = np.asarray(groups)
+        context[GROUPS_KEY] = groups
     return context
 
 
@@ -90,13 +91,13 @@ def _numeric_columns(data, name: str) -> tuple[np.ndarray, bool]:
     return values.reshape(len(values), -1), False
 
 
-def _group_labels(context: Mapping | None, n: int, name: str) -> np.ndarray:
+def _group_labels(context: Mapping | None, n: int, name: str):
     if context is None or GROUPS_KEY not in context:
         raise ModelDataError(
             f"{name}() centres on the model's grouping factor, which is only known inside an lmer formula "
             f"such as 'y ~ within(x) + between(x) + (1|g)'; for new data, pass the grouping column too"
         )
-    labels = np.asarray(context[GROUPS_KEY])
+    labels = context[GROUPS_KEY]
     if len(labels) != n:
         raise ModelDataError(f"{name}(): {n} values but {len(labels)} group labels")
     return labels
@@ -115,28 +116,6 @@ def _means_by_code(values: np.ndarray, codes: np.ndarray, ngroups: int) -> np.nd
     return means
 
 
-def _as_text(label) -> str:
-    """A label as text, integral numbers without ``.0`` (308, 308.0 and "308" agree)."""
-    if isinstance(label, (int, float, np.integer, np.floating)) and not isinstance(label, bool):
-        if float(label).is_integer():
-            return str(int(label))
-    return str(label)
-
-
-def _level_positions(stored: pd.Index, levels: pd.Index) -> np.ndarray:
-    """Position of each level among the stored ones (-1 if new): by value, then by text,
-    so that labels read as numbers in one data frame and as text in the other match."""
-    try:
-        position = np.asarray(stored.get_indexer(levels), dtype=np.int64)
-    except (TypeError, ValueError):
-        position = np.full(len(levels), -1, dtype=np.int64)
-    if (position < 0).any():
-        by_text = {_as_text(level): k for k, level in enumerate(stored)}
-        for i in np.flatnonzero(position < 0):
-            position[i] = by_text.get(_as_text(levels[i]), -1)
-    return position
-
-
 def group_means(data, _state: dict, _context: Mapping | None, name: str) -> tuple[np.ndarray, bool]:
     """Each row's group mean of ``data``: stored means for known levels, own rows for new ones.
 
@@ -145,7 +124,8 @@ def group_means(data, _state: dict, _context: Mapping | None, name: str) -> tupl
     """
     values, one_column = _numeric_columns(data, name)
     labels = _group_labels(_context, len(values), name)
-    codes, levels = pd.factorize(pd.Series(labels), sort=False)
+    coded = encode_labels(labels, sort=False)
+    codes, levels = coded.codes, coded.levels
     local = _means_by_code(values, codes, len(levels))
     if "levels" not in _state:
         _state["levels"] = list(levels)
@@ -158,7 +138,7 @@ def group_means(data, _state: dict, _context: Mapping | None, name: str) -> tupl
             raise ModelDataError(
                 f"{name}(): the new data give {values.shape[1]} columns, the fit had {stored.shape[1]}"
             )
-        position = _level_positions(stored_levels, levels)
+        position = level_positions(stored_levels, levels)
         # Known levels take the fitting data's mean; new levels keep their own rows' mean.
         known = position >= 0
         local[known] = stored[position[known]]

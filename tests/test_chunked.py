@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import case_data, case_formula, load_reference
 
 import reml_engine as rl
 from reml_engine.chunk_encoding import merge_group_stats
@@ -172,3 +173,183 @@ def test_data_of_another_kind_is_refused():
         rl.lmer("y ~ x + (1|g)", np.zeros((10, 3)))
     with pytest.raises(rl.ModelDataError, match="data must be"):
         rl.lmer("y ~ x + (1|g)", None)
+
+
+# -- labels whose type changes from chunk to chunk (issue 10, items 3, 7, 8) -------------
+
+UNBALANCED = case_data("sim_unbalanced")
+UNBALANCED_FORMULA = case_formula("sim_unbalanced")
+UNBALANCED_LME4 = load_reference()["sim_unbalanced"]["reml"]
+#: lme4's criterion is stored to about 1e-8.
+LME4_CRITERION_ATOL = 1e-6
+
+
+def _assert_same_fit(fit: rl.LmerFit, reference: rl.LmerFit) -> None:
+    """The input-form relation: criterion to 1e-9 relative, fixed effects to 1e-8."""
+    assert fit.nobs == reference.nobs and fit.ngroups == reference.ngroups
+    assert fit.criterion == pytest.approx(reference.criterion, rel=1e-9)
+    assert list(fit.fixef.index) == list(reference.fixef.index)
+    np.testing.assert_allclose(fit.fixef, reference.fixef, rtol=1e-8, atol=1e-8 * reference.se.min())
+
+
+def _csv_with_numeric_ids_then_text(tmp_path):
+    """sim_unbalanced as a CSV whose group ids are digits ("30") except one group ("G40"),
+    whose rows all come last: read_csv(chunksize=) gives int64 ids in the first chunks
+    and text ids (numbers among them) in the last, while one read gives text throughout."""
+    data = UNBALANCED.assign(g=UNBALANCED["g"].str.slice(1).astype(int).astype(str))
+    last = data["g"] == data["g"].iloc[0]
+    data.loc[last, "g"] = "G" + data.loc[last, "g"]
+    data = pd.concat([data[~last], data[last]])
+    path = tmp_path / "unbalanced.csv"
+    data.to_csv(path, index=False)
+    return path
+
+
+def test_csv_chunks_whose_ids_change_type_give_the_whole_read_fit(tmp_path):
+    path = _csv_with_numeric_ids_then_text(tmp_path)
+    chunk_types = [str(c["g"].dtype) for c in pd.read_csv(path, chunksize=100)]
+    assert chunk_types[0] == "int64" and chunk_types[-1] != "int64"  # the data exercise the case
+    whole = pd.read_csv(path)
+    reference = rl.lmer(UNBALANCED_FORMULA, whole)
+    assert reference.criterion == pytest.approx(UNBALANCED_LME4["criterion"], abs=LME4_CRITERION_ATOL)
+    fit = rl.lmer(UNBALANCED_FORMULA, lambda: pd.read_csv(path, chunksize=100))
+    _assert_same_fit(fit, reference)
+    assert list(fit.ranef.index) == list(reference.ranef.index)  # the labels as the whole read gives them
+    one_shot = lmer_chunks(UNBALANCED_FORMULA, pd.read_csv(path, chunksize=100), levels={"cat": ["a", "b", "c"]})
+    _assert_same_fit(one_shot, reference)
+
+
+def test_ids_read_as_floats_in_a_chunk_with_a_missing_id_are_the_integers():
+    data = UNBALANCED.assign(g=UNBALANCED["g"].str.slice(1).astype(int))
+    second = data.iloc[300:].astype({"g": float})
+    second.iloc[0, second.columns.get_loc("g")] = np.nan
+    chunks = [data.iloc[:300], second]
+    with pytest.warns(rl.ModelDataWarning, match="dropped 1 of 553"):
+        fit = lmer_chunks(UNBALANCED_FORMULA, chunks)
+        reference = rl.lmer(UNBALANCED_FORMULA, pd.concat(chunks))
+    _assert_same_fit(fit, reference)
+    assert fit.ranef.index.dtype == np.int64
+
+
+def test_factor_read_as_text_then_numbers_matches_the_whole_read(tmp_path):
+    # cat is "1", "2", "3" except on a few rows "x"; put those first so that the sample
+    # chunk is text (a factor) and later chunks read digits as int64.
+    data = UNBALANCED.assign(cat=UNBALANCED["cat"].map({"a": "1", "b": "2", "c": "3"}))
+    data.loc[data.index[:8], "cat"] = "x"
+    path = tmp_path / "factor.csv"
+    data.to_csv(path, index=False)
+    assert [str(c["cat"].dtype) for c in pd.read_csv(path, chunksize=200)][1] == "int64"
+    reference = rl.lmer(UNBALANCED_FORMULA, pd.read_csv(path))
+    fit = lmer_chunks(UNBALANCED_FORMULA, lambda: pd.read_csv(path, chunksize=200))
+    _assert_same_fit(fit, reference)
+
+
+def test_factor_read_as_numbers_then_text_is_refused_naming_the_chunks(tmp_path):
+    data = UNBALANCED.assign(cat=UNBALANCED["cat"].map({"a": "1", "b": "2", "c": "3"}))
+    data.loc[data.index[-1], "cat"] = "x"
+    path = tmp_path / "factor.csv"
+    data.to_csv(path, index=False)
+    with pytest.raises(rl.ModelDataError, match=r"chunk 3 \(rows 401-553\): column 'cat' enters the formula as "
+                                                r"numbers \(as read in chunk 1 \(rows 1-200\)\) but holds text"):
+        lmer_chunks(UNBALANCED_FORMULA, lambda: pd.read_csv(path, chunksize=200))
+
+
+def test_numbers_next_to_text_spelling_numbers_otherwise_are_refused():
+    data = UNBALANCED.assign(g=UNBALANCED["g"].str.slice(1).astype(int))
+    text = data.iloc[300:].astype({"g": object})
+    text.loc[text.index[0], "g"] = "0" + str(text["g"].iloc[0])  # "030": the number 30 as written in a file?
+    with pytest.raises(rl.ModelDataError, match=r"column 'g' holds numbers in chunk 1 \(rows 1-300\).*"
+                                                r"numbers written as text in chunk 2 \(rows 301-553\) \(e.g. '0\d+'\)"):
+        lmer_chunks(UNBALANCED_FORMULA, [data.iloc[:300], text])
+
+
+def test_uint64_ids_above_2_63_in_chunks():
+    ids = UNBALANCED["g"].str.slice(1).astype(np.uint64) + np.uint64(2**63)
+    data = UNBALANCED.assign(g=ids.to_numpy())
+    fit = lmer_chunks(UNBALANCED_FORMULA, _chunks(data, 97))
+    assert fit.criterion == pytest.approx(UNBALANCED_LME4["criterion"], abs=LME4_CRITERION_ATOL)
+    assert fit.ranef.index.dtype == np.uint64 and int(fit.ranef.index.min()) >= 2**63
+    _assert_same_fit(fit, rl.lmer(UNBALANCED_FORMULA, data))
+
+
+def test_interaction_grouping_in_chunks_keeps_pairs_apart():
+    rng = np.random.default_rng(5)
+    n = 400
+    a = rng.choice(np.array(["x:y", "x"], dtype=object), n)
+    b = np.where(rng.random(n) < 0.5, np.where(a == "x", "y:z", "z"), "w")
+    x = rng.normal(size=n)
+    codes = pd.DataFrame({"a": a, "b": b}).groupby(["a", "b"]).ngroup().to_numpy()
+    data = pd.DataFrame({"y": x + 2 * rng.normal(size=4)[codes] + rng.normal(size=n), "x": x, "a": a, "b": b})
+    fit = lmer_chunks("y ~ x + (1|a:b)", _chunks(data, 150))
+    assert fit.ngroups == 4
+    _assert_same_fit(fit, rl.lmer("y ~ x + (1|k)", data.assign(k=codes)))
+
+
+def test_memory_mapped_records_with_text_ids(tmp_path):
+    data = UNBALANCED[["y", "x1", "x2", "cat", "g"]]
+    records = data.to_records(index=False, column_dtypes={"cat": "U1", "g": "U5"})
+    path = tmp_path / "rows.npy"
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=records.dtype, shape=records.shape)
+    array[:] = records
+    array.flush()
+    fit = lmer_chunks(UNBALANCED_FORMULA, np.load(path, mmap_mode="r"), chunk_rows=100)
+    assert fit.criterion == pytest.approx(UNBALANCED_LME4["criterion"], abs=LME4_CRITERION_ATOL)
+    _assert_same_fit(fit, rl.lmer(UNBALANCED_FORMULA, UNBALANCED))
+
+
+@pytest.mark.parametrize("form", ["list", "iterator", "function"])
+def test_chunk_forms_match_in_memory(form):
+    chunks = _chunks(UNBALANCED, 61)
+    source = {"list": chunks, "iterator": iter(chunks), "function": lambda: iter(chunks)}[form]
+    levels = {"cat": ["a", "b", "c"]} if form == "iterator" else None
+    fit = lmer_chunks(UNBALANCED_FORMULA, source, levels=levels)
+    _assert_same_fit(fit, rl.lmer(UNBALANCED_FORMULA, UNBALANCED))
+
+
+# -- errors that name the chunk ----------------------------------------------------------
+
+
+def test_a_chunk_without_a_used_column_is_named():
+    chunks = [UNBALANCED.iloc[:200], UNBALANCED.iloc[200:400].drop(columns="cat"), UNBALANCED.iloc[400:]]
+    with pytest.raises(rl.ModelDataError, match=r"chunk 2 \(rows 201-400\) has no column\(s\) 'cat'.*"
+                                                r"its columns: y, x1, x2, g"):
+        lmer_chunks(UNBALANCED_FORMULA, chunks)
+
+
+def test_empty_chunks_add_nothing():
+    empty = [pd.DataFrame(), UNBALANCED.iloc[:0], UNBALANCED.iloc[:0][["y"]]]
+    chunks = [empty[0], UNBALANCED.iloc[:250], empty[1], empty[2], UNBALANCED.iloc[250:]]
+    _assert_same_fit(lmer_chunks(UNBALANCED_FORMULA, chunks), rl.lmer(UNBALANCED_FORMULA, UNBALANCED))
+    with pytest.raises(rl.ModelDataError, match="the chunks hold no rows"):
+        lmer_chunks(UNBALANCED_FORMULA, empty)
+
+
+def test_infinite_values_in_a_chunk_are_named_with_the_chunk():
+    data = UNBALANCED.copy()
+    data.loc[data.index[420], "x2"] = np.inf
+    with pytest.raises(rl.ModelDataError, match=r"chunk 3 \(rows 401-553\): predictor column\(s\) 'x2'"):
+        lmer_chunks(UNBALANCED_FORMULA, _chunks(data, 200))
+
+
+def test_fit_arrays_says_missing_for_nan_and_counts():
+    X = np.column_stack([np.ones(len(UNBALANCED)), UNBALANCED["x1"]])
+    y = UNBALANCED["y"].to_numpy().copy()
+    y[[3, 9]] = np.nan
+    y[20] = np.inf
+    with pytest.raises(rl.ModelDataError, match=r"y has 2 missing \(NaN\) and 1 infinite value\(s\) in rows 1-100, "
+                                                r"the first at row 4"):
+        fit_arrays(X, y, UNBALANCED["g"].to_numpy(), chunk_rows=100)
+    X[150, 1] = np.nan
+    with pytest.raises(rl.ModelDataError, match=r"column 'x1' of X has 1 missing \(NaN\) value\(s\) in rows 101-200"):
+        fit_arrays(X, UNBALANCED["y"].to_numpy(), UNBALANCED["g"].to_numpy(), names=["(Intercept)", "x1"],
+                   chunk_rows=100)
+
+
+def test_fit_arrays_takes_lists_as_arrays():
+    X = np.column_stack([np.ones(len(UNBALANCED)), UNBALANCED["x1"]])
+    y, g = UNBALANCED["y"], UNBALANCED["g"]
+    reference = rl.fit(X, y.to_numpy(), g.to_numpy(), names=["(Intercept)", "x1"])
+    fit = fit_arrays(X.tolist(), y.tolist(), g.tolist(), names=["(Intercept)", "x1"], chunk_rows=100)
+    _assert_same_fit(fit, reference)
+    with pytest.raises(rl.ModelDataError, match="X must be an array"):
+        fit_arrays([["a", "b"]] * 3, [1.0, 2.0, 3.0], [1, 2, 3])

@@ -178,18 +178,20 @@ def test_level_seen_only_in_dropped_rows_is_not_a_column(in_memory):
     assert_same_fit(fit, reference)
 
 
-def test_parquet_categorical_keeps_its_categories_and_their_order(tmp_path):
+def test_parquet_categorical_keeps_the_order_of_its_categories_and_drops_unused_ones(tmp_path):
     # Dask reads a Parquet categorical with unknown categories; the fit must still use
-    # the declared order (reference level 'c') and keep the unused category, as pandas does.
+    # the declared order (reference level 'c') and drop the unused category, as lme4
+    # drops unused factor levels.
     categories = ["c", "b", "a", "rare", "unused"]
     parts = [p.astype({"c": pd.CategoricalDtype(categories)}) for p in PARTS]
     for i, part in enumerate(parts):
         part.to_parquet(tmp_path / f"part-{i}.parquet")
-    reference, _ = _fit_quietly(rl.lmer, FORMULA, pd.concat(parts))
-    assert reference.dropped_columns == ("c[T.unused]", "x:c[T.unused]")
+    used_only = pd.concat(parts).assign(c=lambda d: d["c"].cat.remove_unused_categories())
+    reference, _ = _fit_quietly(rl.lmer, FORMULA, used_only)
     with dask.config.set(scheduler="threads"):
         fit, _ = _fit_quietly(rl.lmer, FORMULA, str(tmp_path / "*.parquet"))
-    assert fit.dropped_columns == reference.dropped_columns
+    assert [name for name in fit.fixef.index if name.startswith("c[")] == ["c[T.b]", "c[T.a]", "c[T.rare]"]
+    assert fit.dropped_columns == ()
     assert_same_fit(fit, reference)
 
 
@@ -242,3 +244,108 @@ def test_missing_dask_is_a_clear_message(monkeypatch):
     with pytest.raises(ImportError, match=r"pip install 'reml_engine\[dask\]'") as err:
         rl.lmer(FORMULA, "data/*.parquet")
     assert str(err.value) == INSTALL_HINT
+
+
+# -- Parquet files: schema drift and damaged files (issue 10, items 3 to 5) ---------------
+
+UNBALANCED = case_data("sim_unbalanced")
+UNBALANCED_LME4 = load_reference()["sim_unbalanced"]["reml"]
+SLEEP = case_data("sleepstudy")
+SLEEP_LME4 = load_reference()["sleepstudy"]["reml"]
+#: lme4's criterion is stored to about 1e-8.
+LME4_CRITERION_ATOL = 1e-6
+
+
+def _assert_input_form_relation(fit: rl.LmerFit, reference: rl.LmerFit) -> None:
+    """The same rows in another input form: criterion to 1e-9 relative, fixed effects 1e-8."""
+    assert fit.nobs == reference.nobs and fit.ngroups == reference.ngroups
+    assert fit.criterion == pytest.approx(reference.criterion, rel=1e-9)
+    assert list(fit.fixef.index) == list(reference.fixef.index)
+    np.testing.assert_allclose(fit.fixef, reference.fixef, rtol=1e-8, atol=1e-8 * reference.se.min())
+
+
+def test_parquet_files_with_int_and_text_ids_and_int_and_float_columns(tmp_path):
+    """sleepstudy in two files: Subject int64 in one and text in the other, Days int64 and
+    float64. R reads the ids as text, so both halves of a subject are one group: lme4's fit."""
+    first, second = SLEEP[SLEEP["Days"] < 5], SLEEP[SLEEP["Days"] >= 5]
+    first.to_parquet(tmp_path / "a.parquet")
+    second.astype({"Subject": str, "Days": float}).to_parquet(tmp_path / "b.parquet")
+    fit = lmer_dask(case_formula("sleepstudy"), str(tmp_path / "*.parquet"), scheduler="threads")
+    assert fit.ngroups == 18
+    assert fit.criterion == pytest.approx(SLEEP_LME4["criterion"], abs=LME4_CRITERION_ATOL)
+    _assert_input_form_relation(fit, rl.lmer(case_formula("sleepstudy"), SLEEP))
+    assert fit.ranef["mode"]["308"] == pytest.approx(SLEEP_LME4["ranef"]["308"], rel=1e-6)
+
+
+def test_parquet_files_with_categorical_and_text_factor(tmp_path):
+    parts = [UNBALANCED.iloc[:200], UNBALANCED.iloc[200:400], UNBALANCED.iloc[400:]]
+    parts[0].astype({"cat": pd.CategoricalDtype(["c", "a", "b", "unused"]), "g": "category"}).to_parquet(
+        tmp_path / "p0.parquet")
+    parts[1].to_parquet(tmp_path / "p1.parquet", row_group_size=50)
+    parts[2].astype({"cat": "string[python]"}).to_parquet(tmp_path / "p2.parquet")
+    fit = lmer_dask(case_formula("sim_unbalanced"), str(tmp_path), scheduler="threads")
+    assert fit.criterion == pytest.approx(UNBALANCED_LME4["criterion"], abs=LME4_CRITERION_ATOL)
+    _assert_input_form_relation(fit, rl.lmer(case_formula("sim_unbalanced"), UNBALANCED))
+
+
+def test_parquet_column_that_is_a_number_in_one_file_and_text_in_another_is_refused(tmp_path):
+    UNBALANCED.iloc[:300].assign(x2=lambda d: d["x2"].astype(str)).to_parquet(tmp_path / "a.parquet")
+    UNBALANCED.iloc[300:].to_parquet(tmp_path / "b.parquet")
+    with pytest.raises(rl.ModelDataError, match=r"column 'x2' has different types in different files \(str in "
+                                                r"'.*a.parquet'; float64 in '.*b.parquet'\)"):
+        lmer_dask(case_formula("sim_unbalanced"), str(tmp_path / "*.parquet"), scheduler="threads")
+
+
+def test_parquet_file_without_a_used_column_is_named(tmp_path):
+    UNBALANCED.iloc[:300].to_parquet(tmp_path / "a.parquet")
+    UNBALANCED.iloc[300:].drop(columns="cat").to_parquet(tmp_path / "b.parquet")
+    with pytest.raises(rl.ModelDataError, match=r"file '.*b.parquet' has no column\(s\) 'cat'"):
+        lmer_dask(case_formula("sim_unbalanced"), str(tmp_path / "*.parquet"), scheduler="threads")
+
+
+def test_glob_matching_no_file_says_so(tmp_path):
+    with pytest.raises(rl.ModelDataError, match=r"no file matches '.*nothing-\*.parquet'"):
+        rl.lmer(FORMULA, str(tmp_path / "nothing-*.parquet"))
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "not parquet"])
+def test_unreadable_parquet_file_is_named(tmp_path, damage):
+    UNBALANCED.iloc[:300].to_parquet(tmp_path / "a.parquet")
+    whole = (tmp_path / "a.parquet").read_bytes()
+    content = {"empty": b"", "truncated": whole[: len(whole) // 2], "not parquet": b"y,x\n1,2\n"}[damage]
+    (tmp_path / "b.parquet").write_bytes(content)
+    with pytest.raises(rl.ModelDataError, match=r"file '.*b.parquet' is not a readable Parquet file"):
+        lmer_dask(case_formula("sim_unbalanced"), str(tmp_path / "*.parquet"), scheduler="threads")
+
+
+def test_corrupted_values_are_caught_by_the_footer_ranges(tmp_path):
+    """Bytes overwritten inside a data page decode without error into values like 1e+224;
+    the writer's min/max statistics in the footer show they were never written."""
+    path = tmp_path / "a.parquet"
+    UNBALANCED.to_parquet(path, compression="none")
+    raw = bytearray(path.read_bytes())
+    x1 = UNBALANCED["x1"].to_numpy()
+    start = bytes(raw).index(x1[100:102].tobytes())  # the plain-encoded doubles of x1
+    raw[start:start + 8] = np.array([3e293]).tobytes()
+    path.write_bytes(bytes(raw))
+    assert pd.read_parquet(path)["x1"].max() == 3e293  # pyarrow reads the damage silently
+    with pytest.raises(rl.ModelDataError, match=r"file '.*a.parquet': column 'x1' holds values from .* to 3e\+293, "
+                                                r"outside the range .* its footer records: the file is corrupted"):
+        lmer_dask(case_formula("sim_unbalanced"), str(path), scheduler="threads")
+
+
+@pytest.mark.parametrize("npartitions", [1, 3, 7, 40])
+def test_any_dask_partitioning_gives_the_in_memory_fit(npartitions):
+    data = UNBALANCED.sample(frac=1.0, random_state=npartitions)
+    ddf = dd.from_pandas(data, npartitions=npartitions, sort=False)
+    fit, _ = _fit_quietly(lmer_dask, case_formula("sim_unbalanced"), ddf, scheduler="threads")
+    _assert_input_form_relation(fit, rl.lmer(case_formula("sim_unbalanced"), UNBALANCED))
+
+
+def test_error_in_a_partition_names_it():
+    data = UNBALANCED.copy()
+    data.loc[data.index[500], "x2"] = np.inf
+    ddf = dd.from_pandas(data, npartitions=4, sort=False)
+    with pytest.raises(rl.ModelDataError, match=r"partition 4 of 4: predictor column\(s\) 'x2'"):
+        lmer_dask(case_formula("sim_unbalanced"), ddf, scheduler="threads")
+

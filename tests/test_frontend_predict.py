@@ -136,3 +136,35 @@ def test_level_positions_match_by_value_then_text():
     np.testing.assert_array_equal(level_positions(levels, [309, "310", 308.0, "x", None]), [1, 2, 0, -1, -1])
     text = pd.Index(["1", "2"])
     np.testing.assert_array_equal(level_positions(text, [2, 1.0, "3"]), [1, 0, -1])
+
+
+def test_predict_interaction_groups_from_ids_of_another_type():
+    """(1|a:b) fitted with a float `a` (it had a missing value) finds its groups in new
+    data whose `a` is int or text: every row gets its group's mode."""
+    data = case_data("sleepstudy").assign(a=lambda d: (d["Subject"] % 3).astype(float), b=lambda d: d["Subject"] % 7)
+    data.loc[data.index[0], "a"] = np.nan
+    with pytest.warns(rl.ModelDataWarning, match="dropped 1"):
+        m = rl.lmer("Reaction ~ Days + (1|a:b)", data)
+    assert m.ngroups == data.dropna().groupby(["a", "b"]).ngroups
+    rows = data.dropna().iloc[[0, 50, 100]]
+    modes = [m.ranef["mode"][(int(a), int(b))] for a, b in zip(rows["a"], rows["b"], strict=True)]
+    population = m.fixef["(Intercept)"] + m.fixef["Days"] * rows["Days"].to_numpy()
+    for a in (rows["a"].astype(int), rows["a"].astype(int).astype(str)):
+        p = m.predict(rows.assign(a=a.to_numpy()))
+        np.testing.assert_allclose(p, population + modes, rtol=1e-12)
+    new_pair = rows.iloc[:1].assign(a=2, b=99)
+    assert m.predict(new_pair).iloc[0] == pytest.approx(population[0], rel=1e-12)
+
+
+def test_predict_matches_factor_levels_of_another_type():
+    """A factor fitted from text "1", "2", "3" takes 1, 1.0 or "1" in new data (R reads
+    them all as the level "1"); a level never seen is still an error that names it."""
+    data = case_data("sim_unbalanced").assign(cat=lambda d: d["cat"].map({"a": "1", "b": "2", "c": "3"}))
+    m = rl.lmer(case_formula("sim_unbalanced"), data)
+    rows = data.iloc[:6]
+    expected = m.predict(rows)
+    codes = rows["cat"].astype(int)
+    for cat in (codes.to_numpy(), codes.astype(float).to_numpy(), codes.astype("Int64").array):
+        np.testing.assert_allclose(m.predict(rows.assign(cat=cat)), expected, rtol=1e-12)
+    with pytest.raises(rl.ModelDataError, match=r"level\(s\) '5' not seen in fitting \(known: '1', '2', '3'\)"):
+        m.predict(rows.assign(cat=[1, 5, 2, 1, 1, 1]))
