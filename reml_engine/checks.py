@@ -47,6 +47,14 @@ class ModelDataWarning(UserWarning):
     columns dropped, scales far apart)."""
 
 
+def check_bool(value, name: str) -> bool:
+    """A True/False argument: a string such as ``"false"`` or a number is an error, not
+    a value read by its truthiness."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ModelDataError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+
+
 def warn(message: str) -> None:
     warnings.warn(message, ModelDataWarning, stacklevel=4)
 

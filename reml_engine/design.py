@@ -26,19 +26,50 @@ from .checks import (
 )
 from .within_between import TRANSFORM_NAMES, formula_context
 
-_RANDOM_TERM = re.compile(r"\(\s*([^()|]*?)\s*\|\s*([^()]+?)\s*\)")
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 _PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 #: Names a formula may use that are functions or modules, not columns.
 _FORMULA_NAMESPACE = ("np", "numpy", "pd", "C", "I", "Q", *TRANSFORM_NAMES)
+#: A grouping factor written as R's ``factor(g)`` means the grouping by column g.
+_FACTOR_CALL = re.compile(r"^(?:factor|as\.factor|as_factor)\s*\(\s*(.+?)\s*\)$")
+#: One column name in a grouping term: a plain (possibly dotted) name, or backticked.
+_GROUP_COLUMN = re.compile(r"^(?:`([^`]+)`|([A-Za-z_][A-Za-z0-9_.]*))$")
+#: Pieces of a formula that are left as they are when names are quoted: backticked
+#: names and string literals.
+_QUOTED_OR_STRING = r"`[^`]*`|\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'"
+#: A dotted name (R's ``Sepal.Length``) that is not a call (``np.log(``).
+_DOTTED_NAME = re.compile(
+    rf"({_QUOTED_OR_STRING})|(?<![\w.`])([A-Za-z_]\w*(?:\.\w+)+)(?![\w.]*\s*\()"
+)
+#: A backticked name in a formula.
+_BACKTICKED = re.compile(r"`([^`]+)`")
+#: R's ``.`` (every other column) as a term of the fixed part.
+_DOT_TERM = re.compile(r"(?:^|[\s~+*:(-])\.(?:$|[\s+*:)-])")
+#: An offset term, ``offset(z)``.
+_OFFSET_TERM = re.compile(r"(?<![\w.])offset\s*\(")
 
+#: What to do with rows with missing values: drop them (with a warning) or raise.
+NA_ACTIONS = ("omit", "raise")
 #: Name of the intercept column, as lme4 prints it.
 INTERCEPT_NAME = "(Intercept)"
+#: Name formulaic gives the intercept column (a data column of that name would be
+#: confused with it).
+FORMULAIC_INTERCEPT = "Intercept"
+#: Why a random slope is refused, and what to use instead.
+_SLOPES_ALTERNATIVES = (
+    "random slopes are out of scope: reml_engine fits one random intercept '(1|g)'. For the "
+    "within-group effect of x use the fixed terms within(x) + between(x) "
+    "('y ~ within(x) + between(x) + (1|g)'); for random slopes use lme4 (R) or statsmodels' MixedLM"
+)
 
 
 @dataclass(frozen=True)
 class ParsedFormula:
-    """An lmer formula split into its fixed part and its grouping factor(s)."""
+    """An lmer formula split into its fixed part and its grouping factor(s).
+
+    ``fixed`` is the fixed part as formulaic reads it: dotted names such as
+    ``Sepal.Length`` are backticked.
+    """
 
     formula: str
     fixed: str
@@ -50,8 +81,81 @@ class ParsedFormula:
         return ":".join(self.group_columns)
 
 
-def parse_formula(formula: str) -> ParsedFormula:
+def _random_terms(rhs: str, formula: str) -> list[tuple[int, int, str]]:
+    """``(start, end, inside)`` of each parenthesized term with a ``|`` at its top level."""
+    terms = []
+    depth = 0
+    start = 0
+    for i, char in enumerate(rhs):
+        if char == "(":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0:
+                raise ModelDataError(f"formula {formula!r} has a ')' without its '('")
+            if depth == 0:
+                inside = rhs[start + 1:i]
+                if "|" in re.sub(r"\([^()]*\)", "", inside):
+                    terms.append((start, i + 1, inside))
+    if depth:
+        raise ModelDataError(f"formula {formula!r} has a '(' without its ')'")
+    return terms
+
+
+def _group_columns(group: str, term: str) -> tuple[str, ...]:
+    """The columns of a grouping factor ``g``, ``a:b`` or ``factor(g)``."""
+    if "/" in group:
+        raise ModelDataError(f"nested grouping '{term}' is not supported; use one factor or a:b")
+    columns = []
+    for part in group.split(":"):
+        part = part.strip()
+        call = _FACTOR_CALL.match(part)
+        if call:
+            part = call.group(1)
+        name = _GROUP_COLUMN.match(part)
+        if not name:
+            raise ModelDataError(
+                f"grouping factor '{group.strip()}' of random term '{term}' must be a column, factor(column) "
+                "or an interaction a:b of columns"
+            )
+        columns.append(name.group(1) or name.group(2))
+    return tuple(columns)
+
+
+def _quote_dotted_names(fixed: str) -> str:
+    """Backtick R-style dotted names (``Sepal.Length``), which formulaic would read as an
+    attribute; ``np.log(`` and other calls, and names of modules such as ``np.pi``, are
+    left alone."""
+
+    def quote(match: re.Match) -> str:
+        if match.group(1) is not None:
+            return match.group(1)
+        name = match.group(2)
+        if name.split(".", 1)[0] in _formula_namespace():
+            return name
+        return f"`{name}`"
+
+    return _DOTTED_NAME.sub(quote, fixed)
+
+
+def _formula_namespace() -> frozenset[str]:
+    from formulaic.transforms import TRANSFORMS
+
+    return frozenset((*_FORMULA_NAMESPACE, *TRANSFORMS))
+
+
+def parse_formula(formula: str, columns=None) -> ParsedFormula:
     """Split ``"y ~ fixed + (1|g)"`` into the fixed formula and the grouping columns.
+
+    Parameters
+    ----------
+    formula : str
+        lme4-style formula with one random-intercept term: ``(1|g)``, ``(1|a:b)``,
+        ``(1|factor(g))`` or ``(1||g)`` (the same model for a random intercept).
+    columns : sequence of str, optional
+        The data's columns, listed when the formula uses ``.``.
 
     Examples
     --------
@@ -59,6 +163,8 @@ def parse_formula(formula: str) -> ParsedFormula:
     'y ~ x'
     >>> parse_formula("y ~ (1 | a:b) + x").group_columns
     ('a', 'b')
+    >>> parse_formula("y ~ Sepal.Length + (1|factor(g))").fixed
+    'y ~ `Sepal.Length`'
     """
     if not isinstance(formula, str) or "~" not in formula:
         raise ModelDataError(f"formula must be a string like 'y ~ x + (1|g)', got {formula!r}")
@@ -66,24 +172,32 @@ def parse_formula(formula: str) -> ParsedFormula:
     response = lhs.strip()
     if not response:
         raise ModelDataError(f"formula {formula!r} has no response on the left of '~'")
-    terms = _RANDOM_TERM.findall(rhs)
+    terms = _random_terms(rhs, formula)
     if not terms:
+        if "|" in rhs:
+            raise ModelDataError(
+                f"formula {formula!r}: write the random term in parentheses, as in 'y ~ x + (1|g)'"
+            )
         raise ModelDataError(
             f"formula {formula!r} has no random-intercept term; add one such as '(1|group)'"
         )
     if len(terms) > 1:
+        shown = ", ".join(f"({inside.strip()})" for _, _, inside in terms)
         raise ModelDataError(
-            f"formula {formula!r} has {len(terms)} random terms; reml_engine fits one random intercept '(1|g)'"
+            f"formula {formula!r} has {len(terms)} random terms ({shown}); reml_engine fits one random "
+            "intercept '(1|g)'"
         )
-    effect, group = terms[0]
+    start, end, inside = terms[0]
+    term = f"({inside.strip()})"
+    effect, group = inside.split("|", 1)
+    # lme4's (1||g) (uncorrelated terms) is (1|g) for a random intercept alone.
+    group = group[1:] if group.startswith("|") else group
     if effect.replace(" ", "") not in ("1", "1+0", "0+1", ""):
-        raise ModelDataError(
-            f"random term '({effect}|{group})' is not a random intercept; reml_engine fits '(1|{group})' only"
-        )
-    if "/" in group:
-        raise ModelDataError(f"nested grouping '({effect}|{group})' is not supported; use one factor or a:b")
-    group_columns = tuple(part.strip() for part in group.split(":"))
-    fixed_rhs = _RANDOM_TERM.sub("", rhs)
+        raise ModelDataError(f"random term '{term}' has a random slope ({effect.strip()}); {_SLOPES_ALTERNATIVES}")
+    group_columns = _group_columns(group, term)
+    fixed_rhs = rhs[:start] + rhs[end:]
+    if "|" in fixed_rhs:
+        raise ModelDataError(f"formula {formula!r}: only one random term, in parentheses, is supported")
     fixed_rhs = re.sub(r"\+\s*\+", "+", fixed_rhs).strip()
     fixed_rhs = re.sub(r"^\+|\+$", "", fixed_rhs).strip()
     fixed_rhs = re.sub(r"^\+|\+$", "", fixed_rhs).strip()
@@ -91,7 +205,26 @@ def parse_formula(formula: str) -> ParsedFormula:
         fixed_rhs = "1"
     elif fixed_rhs in ("0", "-1", "- 1", "0 +", "+ 0"):
         fixed_rhs = "0"
-    return ParsedFormula(formula, f"{response} ~ {fixed_rhs}", response, group_columns)
+    if _OFFSET_TERM.search(fixed_rhs):
+        raise ModelDataError(
+            f"formula {formula!r} has an offset term: offsets are not supported yet; subtract the offset "
+            "from the response instead (y - z ~ ...) when its coefficient is 1"
+        )
+    if _DOT_TERM.search(f" {_strip_quoted(fixed_rhs)} "):
+        listing = "" if columns is None else ": " + ", ".join(
+            str(c) for c in columns if str(c) != response and str(c) not in group_columns
+        )
+        raise ModelDataError(
+            f"formula {formula!r} uses '.', R's 'every other column', which is not supported; "
+            f"name the predictors instead{listing}"
+        )
+    fixed = _quote_dotted_names(f"{response} ~ {fixed_rhs}")
+    return ParsedFormula(formula, fixed, response, group_columns)
+
+
+def _strip_quoted(text: str) -> str:
+    """The text with backticked names and string literals blanked out."""
+    return re.sub(_QUOTED_OR_STRING, "_", text)
 
 
 @dataclass(frozen=True)
@@ -111,12 +244,34 @@ class Design:
     n_dropped_rows: int = 0
 
 
-def _required_variables(parsed: ParsedFormula) -> list[str]:
+def _fixed_variables(parsed: ParsedFormula) -> set[str]:
+    """The variables of the fixed part (response included).
+
+    formulaic reports only the part of a name before its first dot (``Sepal`` for
+    ``Sepal.Length``, as for a method call ``x.fillna``), so backticked names, which
+    include the dotted names :func:`parse_formula` quoted, are taken whole.
+    """
     import formulaic
 
-    names = set(formulaic.Formula(parsed.fixed).required_variables)
-    names.update(parsed.group_columns)
-    return sorted(str(n) for n in names)
+    quoted = {}
+
+    def placeholder(match: re.Match) -> str:
+        name = match.group(1)
+        if name.strip() == "1":  # formulaic reads `1` as the intercept (see _check_reserved_names)
+            return match.group(0)
+        key = f"_reml_quoted_{len(quoted)}"
+        quoted[key] = name
+        return key
+
+    fixed = _BACKTICKED.sub(placeholder, parsed.fixed)
+    names = {str(n) for n in formulaic.Formula(fixed).required_variables}
+    return {quoted.get(n, n) for n in names}
+
+
+def _required_variables(parsed: ParsedFormula) -> list[str]:
+    """The data columns (and namespace names) the formula reads: the fixed part's
+    variables and the grouping columns."""
+    return sorted(_fixed_variables(parsed) | set(parsed.group_columns))
 
 
 def _one_line(err: Exception) -> str:
@@ -151,7 +306,31 @@ def _check_columns_exist(data: pd.DataFrame, needed: list[str], parsed: ParsedFo
             f"variable(s) {', '.join(map(repr, unknown))} of formula {parsed.formula!r} are not columns of "
             f"the data{hints}; columns are: {_columns_listing(data)}"
         )
+    _check_reserved_names(data.columns, present, parsed)
     return present
+
+
+def _check_reserved_names(columns: pd.Index, used: list[str], parsed: ParsedFormula) -> None:
+    """Columns the design would confuse with something else: a name that several
+    columns share, or a name formulaic gives the intercept."""
+    duplicated = set(columns[columns.duplicated()])
+    for name in used:
+        if name in duplicated:
+            raise ModelDataError(
+                f"the data have {int((columns == name).sum())} columns named {name!r}, which formula "
+                f"{parsed.formula!r} uses; rename them so that each name is one column"
+            )
+    if FORMULAIC_INTERCEPT in used and FORMULAIC_INTERCEPT != parsed.response:
+        raise ModelDataError(
+            f"column {FORMULAIC_INTERCEPT!r} has the name formulaic gives the intercept column, so the two "
+            f"would be confused; rename the column (data.rename(columns={{{FORMULAIC_INTERCEPT!r}: ...}}))"
+        )
+    for name in _BACKTICKED.findall(parsed.fixed):
+        if name.strip() == "1" and name in columns:
+            raise ModelDataError(
+                f"formula {parsed.formula!r} names column {name!r} as `{name}`, which formulaic reads as "
+                f"the intercept; rename the column (data.rename(columns={{{name!r}: ...}}))"
+            )
 
 
 def _many_levels_hint(clean: pd.DataFrame, used: list[str], response: str) -> str:
@@ -166,6 +345,29 @@ def _many_levels_hint(clean: pd.DataFrame, used: list[str], response: str) -> st
     return f" (text columns are treated as categorical: {levels}; convert numbers stored as text with pd.to_numeric)"
 
 
+#: read_csv's default missing-value marks that are also plausible level names.
+_NA_TEXT = ("NA", "None", "null", "NaN", "N/A", "")
+
+
+def _is_text(values: pd.Series) -> bool:
+    dtype = values.dtype
+    return isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype)
+
+
+def _na_text_hint(data: pd.DataFrame, per_column: dict) -> str:
+    """What to check when text columns lost rows: pandas.read_csv reads a level named
+    "NA" or "None" as NaN (empty when no text column lost rows)."""
+    text = {c: n for c, n in per_column.items() if _is_text(data[c])}
+    if not text:
+        return ""
+    counts = ", ".join(f"{c!r}: {n}" for c, n in text.items())
+    return (
+        f"text column(s) with NaN values ({counts}): pandas.read_csv reads the text "
+        f"{', '.join(repr(t) for t in _NA_TEXT)} as NaN, so if a level is spelled so, read the file with "
+        "keep_default_na=False"
+    )
+
+
 def _drop_missing(data: pd.DataFrame, used: list[str], na_action: str) -> tuple[pd.DataFrame, int]:
     missing = data[used].isna()
     bad_rows = missing.any(axis=1)
@@ -174,10 +376,106 @@ def _drop_missing(data: pd.DataFrame, used: list[str], na_action: str) -> tuple[
         return data, 0
     per_column = {c: int(v) for c, v in missing.sum().items() if v}
     detail = ", ".join(f"{c!r}: {v}" for c, v in per_column.items())
+    hint = _na_text_hint(data, per_column)
     if na_action == "raise":
-        raise ModelDataError(f"missing values in {n_bad} rows ({detail}); drop them or use na_action='omit'")
+        raise ModelDataError(
+            f"missing values in {n_bad} rows ({detail}); drop them or use na_action='omit'"
+            + (f"; {hint}" if hint else "")
+        )
     warn(f"dropped {n_bad} of {len(data)} rows with missing values ({detail})")
+    if hint:
+        # A warning of its own: the row count above is worded as chunked fits word it.
+        warn(hint)
     return data.loc[~bad_rows.to_numpy()], n_bad
+
+
+def _drop_unused_categories(data: pd.DataFrame, columns) -> pd.DataFrame:
+    """Categorical columns without the categories they never take, as R's
+    ``model.frame(drop.unused.levels = TRUE)`` in lme4: the first category that occurs
+    is the reference level, and no column of zeros is made for an absent one.
+
+    As in R, a column's levels are those of its own non-missing values, before rows
+    with missing values elsewhere are dropped.
+    """
+    unused = [
+        c for c in columns
+        if isinstance(data[c].dtype, pd.CategoricalDtype)
+        and len(data[c].cat.categories) > data[c].nunique(dropna=True)
+    ]
+    if not unused:
+        return data
+    data = data.copy(deep=False)
+    for c in unused:
+        data[c] = data[c].cat.remove_unused_categories()
+    return data
+
+
+def _object_column_types(values: pd.Series, name: str, where: str) -> None:
+    """Text and numbers mixed in one object column would be sorted together as levels."""
+    kind = pd.api.types.infer_dtype(values, skipna=True)
+    if kind in ("mixed", "mixed-integer"):
+        types = sorted({type(v).__name__ for v in values.dropna().iloc[:1000]})
+        raise ModelDataError(
+            f"column {name!r}{where} holds values of several types ({', '.join(types)}); make it one type, "
+            f"e.g. text with .astype(str) or numbers with pd.to_numeric"
+        )
+    if kind == "complex":
+        raise ModelDataError(f"column {name!r}{where} holds complex numbers; reml_engine fits real numbers")
+
+
+def design_column(values: pd.Series, name: str, where: str = "") -> pd.Series | None:
+    """The column in a dtype formulaic reads the way it reads numpy and object columns,
+    or None when it already has one.
+
+    formulaic takes pandas' nullable string dtypes (``string[python]``,
+    ``string[pyarrow]``, Arrow strings) for numbers, so digit codes would become one
+    slope and letters would fail; they become object columns (categorical, as text
+    is). Nullable and Arrow numbers become float64 and nullable booleans numpy bool (a
+    two-level factor, as numpy booleans are), with NaN for missing values.
+    """
+    dtype = values.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return None
+    if pd.api.types.is_complex_dtype(dtype):
+        raise ModelDataError(
+            f"column {name!r}{where} is complex (dtype {dtype}); reml_engine fits real numbers: use its real "
+            "part or its modulus"
+        )
+    if isinstance(dtype, np.dtype):
+        if pd.api.types.is_object_dtype(dtype):
+            _object_column_types(values, name, where)
+        return None
+    if dtype == "str":  # pandas' default text dtype, which formulaic reads as categories
+        return None
+    present = values.notna().to_numpy()
+    if pd.api.types.is_string_dtype(dtype):
+        converted = np.where(present, values.to_numpy(dtype=object, na_value=None), np.nan)
+    elif pd.api.types.is_bool_dtype(dtype):
+        converted = values.to_numpy(dtype=bool, na_value=False)
+        if not present.all():
+            converted = np.where(present, converted.astype(object), np.nan)
+    elif pd.api.types.is_numeric_dtype(dtype):
+        converted = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        return None
+    return pd.Series(converted, index=values.index, name=values.name)
+
+
+def design_frame(data: pd.DataFrame, columns, where: str = "") -> pd.DataFrame:
+    """``data`` with each of ``columns`` in a dtype formulaic reads correctly (see
+    :func:`design_column`); the same frame when none needs converting."""
+    converted = {}
+    for c in columns:
+        if c in data.columns:
+            new = design_column(data[c], c, where)
+            if new is not None:
+                converted[c] = new
+    if not converted:
+        return data
+    data = data.copy(deep=False)
+    for c, values in converted.items():
+        data[c] = values
+    return data
 
 
 def group_labels(data: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
@@ -188,6 +486,12 @@ def group_labels(data: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
     combined = parts[0].str.cat(parts[1:], sep=":")
     combined.name = ":".join(columns)
     return combined
+
+
+def check_na_action(na_action) -> None:
+    """``na_action`` must be one of the two names (lme4's na.omit and na.fail)."""
+    if not isinstance(na_action, str) or na_action not in NA_ACTIONS:
+        raise ModelDataError(f"na_action must be one of {', '.join(map(repr, NA_ACTIONS))}, got {na_action!r}")
 
 
 def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> Design:
@@ -202,32 +506,37 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> D
     """
     from .fast_design import model_matrices
 
-    if na_action not in ("omit", "raise"):
-        raise ValueError(f"na_action must be 'omit' or 'raise', got {na_action!r}")
+    check_na_action(na_action)
+    if not isinstance(formula, str) and isinstance(data, str) and "~" in data:
+        raise ModelDataError("the formula comes first: call lmer(formula, data), not lmer(data, formula)")
     if not isinstance(data, pd.DataFrame):
         raise ModelDataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-    parsed = parse_formula(formula)
+    parsed = parse_formula(formula, data.columns)
     if len(data) == 0:
         raise ModelDataError("the data frame is empty: no observations to fit")
     try:
-        needed = _required_variables(parsed)
+        fixed_variables = _fixed_variables(parsed)
     except Exception as err:  # formulaic's parse errors
         raise ModelDataError(f"cannot parse the fixed part {parsed.fixed!r}: {_one_line(err)}") from None
-    used = _check_columns_exist(data, needed, parsed)
+    used = _check_columns_exist(data, sorted(fixed_variables | set(parsed.group_columns)), parsed)
+    fixed_columns = [c for c in used if c in fixed_variables]
     if parsed.response in data.columns:
         check_response_column(data[parsed.response], parsed.response)
+    data = _drop_unused_categories(data, fixed_columns)
     clean, n_dropped = _drop_missing(data, used, na_action)
     if len(clean) == 0:
         raise ModelDataError(
             f"no observations left after dropping the rows with missing values in {', '.join(map(repr, used))}"
         )
+    # The grouping columns keep their own dtype: groups.py codes any labels.
+    frame = design_frame(clean, fixed_columns)
     try:
         context = formula_context(group_labels(clean, parsed.group_columns))
         # Invalid values (log of a negative number) become NaN or inf; the finiteness
         # checks below name the column, so numpy's own warning would only add noise.
         with np.errstate(all="ignore"):
             # Plain numeric columns skip formulaic's materialization (see fast_design).
-            matrices = model_matrices(parsed.fixed, clean, context)
+            matrices = model_matrices(parsed.fixed, frame, context)
     except ModelDataError:
         raise
     except Exception as err:
@@ -266,10 +575,44 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> D
     )
 
 
+def _float_array(values, what: str) -> np.ndarray:
+    """``values`` (an array, a list, a pandas object) as float64, or an error naming the
+    column that is not real numbers; pandas' missing values become NaN."""
+    if isinstance(values, (pd.DataFrame, pd.Series)):
+        frame = values.to_frame() if isinstance(values, pd.Series) else values
+        for j, (name, column) in enumerate(frame.items()):
+            dtype = column.dtype
+            label = what if isinstance(values, pd.Series) else f"column {j} ({name!r}) of {what}"
+            if pd.api.types.is_complex_dtype(dtype):
+                raise ModelDataError(f"{label} is complex (dtype {dtype}); reml_engine fits real numbers")
+            if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
+                raise ModelDataError(
+                    f"{label} is not numeric (dtype {dtype}); pass numbers (code a categorical predictor as "
+                    "indicator columns, or fit with rl.lmer and a formula)"
+                )
+        array = frame.to_numpy(dtype=np.float64, na_value=np.nan)
+        return array[:, 0] if isinstance(values, pd.Series) else array
+    array = np.asarray(values)
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise ModelDataError(f"{what} is complex (dtype {array.dtype}); reml_engine fits real numbers")
+    if array.dtype.kind not in "iuf":
+        try:
+            converted = array.astype(np.float64)
+        except (TypeError, ValueError):
+            converted = None
+        if converted is None or array.dtype.kind in "bUSM":
+            raise ModelDataError(
+                f"{what} is not numeric (dtype {array.dtype}); pass numbers (code a categorical predictor as "
+                "indicator columns, or fit with rl.lmer and a formula)"
+            )
+        return converted
+    return array.astype(np.float64, copy=False)
+
+
 def design_from_arrays(X, y, groups, names=None) -> Design:
     """Validate arrays for :func:`reml_engine.fit` and wrap them as a :class:`Design`."""
-    X = np.asarray(X, dtype=np.float64)
-    y = np.asarray(y)
+    X = _float_array(X, "X")
+    y = _float_array(y, "y")
     if X.ndim == 1:
         X = X[:, None]
     if X.ndim != 2:
@@ -284,9 +627,6 @@ def design_from_arrays(X, y, groups, names=None) -> Design:
     names = tuple(str(n_) for n_ in names)
     if len(names) != X.shape[1]:
         raise ModelDataError(f"{len(names)} names for {X.shape[1]} columns of X")
-    if not np.issubdtype(y.dtype, np.number):
-        raise ModelDataError(f"y is not numeric (dtype {y.dtype})")
-    y = y.astype(np.float64, copy=False)
     # The values (finite, in range, y not constant) and the intercept column are checked
     # from the statistics of the one pass over the data (model.fit_design).
     groups = pd.Series(groups) if not isinstance(groups, pd.Series) else groups
