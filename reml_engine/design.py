@@ -9,6 +9,8 @@ default) or make the fit fail (``na_action="raise"``).
 
 from __future__ import annotations
 
+import copy
+import numbers
 import re
 import warnings
 from dataclasses import dataclass
@@ -55,12 +57,17 @@ INTERCEPT_NAME = "(Intercept)"
 #: Name formulaic gives the intercept column (a data column of that name would be
 #: confused with it).
 FORMULAIC_INTERCEPT = "Intercept"
-#: Why a random slope is refused, and what to use instead.
-_SLOPES_ALTERNATIVES = (
-    "random slopes are out of scope: reml_engine fits one random intercept '(1|g)'. For the "
-    "within-group effect of x use the fixed terms within(x) + between(x) "
-    "('y ~ within(x) + between(x) + (1|g)'); for random slopes use lme4 (R) or statsmodels' MixedLM"
-)
+
+
+def _random_slope_message(term: str, effect: str, group: str) -> str:
+    """Why a random slope is refused, and what to use instead."""
+    x = effect.replace(" ", "").replace("1+", "").replace("0+", "").replace("+1", "") or effect.strip()
+    return (
+        f"random term '{term}' has a random slope ({effect.strip()}); random slopes are out of scope: "
+        f"reml_engine fits one random intercept '(1|{group})'. For the within-group effect of {x} use the "
+        f"fixed terms within({x}) + between({x}) ('y ~ within({x}) + between({x}) + (1|{group})'); for random "
+        "slopes use lme4 (R) or statsmodels' MixedLM"
+    )
 
 
 @dataclass(frozen=True)
@@ -193,7 +200,7 @@ def parse_formula(formula: str, columns=None) -> ParsedFormula:
     # lme4's (1||g) (uncorrelated terms) is (1|g) for a random intercept alone.
     group = group[1:] if group.startswith("|") else group
     if effect.replace(" ", "") not in ("1", "1+0", "0+1", ""):
-        raise ModelDataError(f"random term '{term}' has a random slope ({effect.strip()}); {_SLOPES_ALTERNATIVES}")
+        raise ModelDataError(_random_slope_message(term, effect, group.strip()))
     group_columns = _group_columns(group, term)
     fixed_rhs = rhs[:start] + rhs[end:]
     if "|" in fixed_rhs:
@@ -242,10 +249,13 @@ class Design:
     model_spec: object | None = None
     row_index: pd.Index | None = None
     n_dropped_rows: int = 0
+    #: (name, dtype) of the data columns the fixed part read as numbers: new data must
+    #: give numbers there too.
+    numeric_columns: tuple[tuple[str, str], ...] = ()
 
 
-def _fixed_variables(parsed: ParsedFormula) -> set[str]:
-    """The variables of the fixed part (response included).
+def _formula_variables(formula: str) -> set[str]:
+    """The variables a formula (or one side of it) reads.
 
     formulaic reports only the part of a name before its first dot (``Sepal`` for
     ``Sepal.Length``, as for a method call ``x.fillna``), so backticked names, which
@@ -263,9 +273,13 @@ def _fixed_variables(parsed: ParsedFormula) -> set[str]:
         quoted[key] = name
         return key
 
-    fixed = _BACKTICKED.sub(placeholder, parsed.fixed)
-    names = {str(n) for n in formulaic.Formula(fixed).required_variables}
+    names = {str(n) for n in formulaic.Formula(_BACKTICKED.sub(placeholder, formula)).required_variables}
     return {quoted.get(n, n) for n in names}
+
+
+def _fixed_variables(parsed: ParsedFormula) -> set[str]:
+    """The variables of the fixed part (response included)."""
+    return _formula_variables(parsed.fixed)
 
 
 def _required_variables(parsed: ParsedFormula) -> list[str]:
@@ -430,8 +444,8 @@ def design_column(values: pd.Series, name: str, where: str = "") -> pd.Series | 
     formulaic takes pandas' nullable string dtypes (``string[python]``,
     ``string[pyarrow]``, Arrow strings) for numbers, so digit codes would become one
     slope and letters would fail; they become object columns (categorical, as text
-    is). Nullable and Arrow numbers become float64 and nullable booleans numpy bool (a
-    two-level factor, as numpy booleans are), with NaN for missing values.
+    is). Nullable and Arrow numbers become float64 and nullable booleans numpy bool
+    (0/1 for formulaic), with NaN for missing values.
     """
     dtype = values.dtype
     if isinstance(dtype, pd.CategoricalDtype):
@@ -451,9 +465,10 @@ def design_column(values: pd.Series, name: str, where: str = "") -> pd.Series | 
     if pd.api.types.is_string_dtype(dtype):
         converted = np.where(present, values.to_numpy(dtype=object, na_value=None), np.nan)
     elif pd.api.types.is_bool_dtype(dtype):
+        # formulaic reads numpy booleans as 0/1; with missing values, floats 0/1/NaN.
         converted = values.to_numpy(dtype=bool, na_value=False)
         if not present.all():
-            converted = np.where(present, converted.astype(object), np.nan)
+            converted = np.where(present, converted.astype(np.float64), np.nan)
     elif pd.api.types.is_numeric_dtype(dtype):
         converted = values.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
@@ -572,6 +587,7 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> D
         model_spec=rhs.model_spec,
         row_index=clean.index,
         n_dropped_rows=n_dropped,
+        numeric_columns=tuple((c, str(frame[c].dtype)) for c in fixed_columns if _holds_numbers(frame[c])),
     )
 
 
@@ -637,6 +653,18 @@ def design_from_arrays(X, y, groups, names=None) -> Design:
                   intercept_index=None)
 
 
+def model_spec_copy(design: Design):
+    """A copy of the fit's formulaic model spec, to build designs of other data with.
+
+    formulaic updates a spec's encoder state while it materializes data (a numeric
+    column given as text makes it record text categories), so the fit's own spec is
+    never handed to it: a failed ``predict`` must leave the fit as it was.
+    """
+    if design.model_spec is None:
+        return None
+    return copy.deepcopy(design.model_spec)
+
+
 def new_design_matrix(design: Design, newdata: pd.DataFrame, columns=None) -> np.ndarray:
     """The fixed-effect design for new data, with the fitting data's encoding.
 
@@ -648,35 +676,116 @@ def new_design_matrix(design: Design, newdata: pd.DataFrame, columns=None) -> np
     group_columns = design.formula.group_columns if design.formula is not None else ()
     has_groups = bool(group_columns) and all(c in newdata for c in group_columns)
     groups = group_labels(newdata, group_columns) if has_groups else None
-    mm = design.model_spec.get_model_matrix(newdata, na_action="ignore", context=formula_context(groups))
+    spec = model_spec_copy(design)
+    mm = spec.get_model_matrix(newdata, na_action="ignore", context=formula_context(groups))
     if columns is not None:
         mm.columns = [INTERCEPT_NAME if c == "Intercept" else str(c) for c in mm.columns]
         mm = mm.reindex(columns=list(columns))
     return np.asarray(mm.to_numpy(dtype=np.float64))
 
 
-def _check_new_levels(design: Design, newdata: pd.DataFrame) -> None:
-    """Categorical predictors of new data may only take levels seen in fitting."""
+def _level_text(value) -> str:
+    """A level as R compares factor levels, by text; integral numbers without ``.0``
+    (a level 1 read as 1.0 after a missing value is still "1")."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        if np.isfinite(value) and float(value).is_integer():
+            return str(int(value))
+    return str(value)
+
+
+def _type_names(values) -> str:
+    return ", ".join(sorted({type(v).__name__ for v in values}))
+
+
+def encoded_column(variable: str, columns: pd.Index) -> str | None:
+    """The data column an encoder-state entry reads: ``x`` or ``C(x, ...)`` (None for
+    transforms such as ``np.log(x)``)."""
+    name = str(variable)
+    inner = re.fullmatch(r"C\(\s*(`[^`]+`|[A-Za-z_][A-Za-z0-9_.]*)\s*(,.*)?\)", name)
+    if inner:
+        name = inner.group(1)
+    name = name[1:-1] if name.startswith("`") and name.endswith("`") else name
+    return name if name in columns else None
+
+
+#: pandas' names (infer_dtype) for object columns that hold only numbers or nothing.
+_NUMBERS_OR_NOTHING = ("empty", "integer", "floating", "mixed-integer-float")
+
+
+def _holds_numbers(values: pd.Series) -> bool:
+    dtype = values.dtype
+    return not isinstance(dtype, pd.CategoricalDtype) and (
+        pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
+    )
+
+
+def _align_to_encoding(design: Design, newdata: pd.DataFrame) -> pd.DataFrame:
+    """New data in the fit's encoding, checked before formulaic sees it.
+
+    A categorical column's values are matched to the fitted levels by value, then by
+    text as R matches factor levels (a level 1 given as "1" is level 1); a value
+    matching no level is an error naming it, with the known levels and their types.
+    Any other column that held numbers in the fit must hold numbers.
+    """
+    categorical = set()
     for variable, (kind, state) in design.model_spec.encoder_state.items():
-        if getattr(kind, "value", kind) != "categorical" or "categories" not in state:
+        column = encoded_column(variable, newdata.columns)
+        if column is None or getattr(kind, "value", kind) != "categorical" or "categories" not in state:
             continue
-        inner = re.fullmatch(r"C\(\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(,.*)?\)", str(variable))
-        column = inner.group(1) if inner else str(variable)
-        if column not in newdata.columns:
+        categorical.add(column)  # C(k) of a numeric k: matched as levels, not as numbers
+        values = newdata[column]
+        categories = list(state["categories"])
+        present = values.notna().to_numpy()
+        try:
+            known = values.isin(categories).to_numpy()
+        except TypeError:
+            known = np.zeros(len(values), dtype=bool)
+        if (known | ~present).all():
+            continue
+        by_text = {_level_text(c): c for c in categories}
+        unseen_marker = object()
+        mapped = [
+            by_text.get(_level_text(v), unseen_marker) if ok else np.nan
+            for v, ok in zip(values.to_numpy(dtype=object), present, strict=True)
+        ]
+        unseen = [v for v, m in zip(values.to_numpy(dtype=object), mapped, strict=True) if m is unseen_marker]
+        if unseen:
+            levels = list(dict.fromkeys(unseen))
+            raise ModelDataError(
+                f"column {column!r} of newdata has level(s) {', '.join(repr(v) for v in levels[:5])} "
+                f"({_type_names(levels)}) not seen in fitting (levels: "
+                f"{', '.join(repr(c) for c in categories[:10])}{' ...' if len(categories) > 10 else ''}, "
+                f"{_type_names(categories)}); its fixed effect cannot be predicted"
+            )
+        newdata = newdata.copy(deep=False)
+        newdata[column] = pd.Series(mapped, index=values.index, dtype=object)
+    for column, fit_dtype in design.numeric_columns:
+        if column not in newdata.columns or column in categorical or _holds_numbers(newdata[column]):
             continue
         values = newdata[column]
-        unseen = values.notna() & ~values.isin(state["categories"])
-        if unseen.any():
-            levels = sorted(map(str, pd.unique(values[unseen])))
-            known = ", ".join(repr(str(c)) for c in state["categories"][:10])
-            raise ModelDataError(
-                f"column {column!r} of newdata has level(s) {', '.join(map(repr, levels[:5]))} not seen in "
-                f"fitting (known: {known}); its fixed effect cannot be predicted"
-            )
+        if pd.api.types.infer_dtype(values, skipna=True) in _NUMBERS_OR_NOTHING:
+            # Numbers or missing values in an object column (a column of None).
+            newdata = newdata.copy(deep=False)
+            newdata[column] = pd.to_numeric(values).astype(np.float64)
+            continue
+        shown = values.dropna().iloc[:3].tolist()
+        raise ModelDataError(
+            f"column {column!r} of newdata holds {_type_names(shown)} values (dtype {values.dtype}, e.g. "
+            f"{shown!r}) where the fit had numbers ({fit_dtype}); convert it with pd.to_numeric"
+        )
+    return newdata
+
+
+def _rhs_variables(parsed: ParsedFormula) -> set[str]:
+    """The variables of the fixed part's right-hand side (what new data must hold)."""
+    rhs = parsed.fixed.split("~", 1)[1]
+    return _formula_variables(rhs)
 
 
 def new_fixed_design(design: Design, newdata: pd.DataFrame, columns) -> tuple[np.ndarray, np.ndarray]:
     """The fixed-effect design of new data, with the fitting data's encoding.
+
+    The fit is left as it was whatever ``newdata`` holds (see :func:`model_spec_copy`).
 
     Parameters
     ----------
@@ -694,11 +803,11 @@ def new_fixed_design(design: Design, newdata: pd.DataFrame, columns) -> tuple[np
     complete : bool (m,)
         Rows whose predictors are all present.
     """
-    if design.model_spec is None:
+    if design.model_spec is None or design.formula is None:
         raise ModelDataError("this fit was made from arrays: pass X= and groups= for new rows instead of newdata")
     if not isinstance(newdata, pd.DataFrame):
         raise ModelDataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
-    needed = sorted(str(v) for v in design.model_spec.required_variables)
+    needed = sorted(_rhs_variables(design.formula))
     absent = [v for v in needed if v not in newdata.columns and v not in _FORMULA_NAMESPACE]
     if absent:
         raise ModelDataError(
@@ -706,14 +815,18 @@ def new_fixed_design(design: Design, newdata: pd.DataFrame, columns) -> tuple[np
             f"{suggest_columns(absent[0], newdata.columns)}"
         )
     present = [v for v in needed if v in newdata.columns]
-    complete = ~newdata[present].isna().any(axis=1).to_numpy() if present else np.ones(len(newdata), bool)
-    if len(newdata) == 0:
+    duplicated = sorted({v for v in present if not isinstance(newdata[v], pd.Series)})
+    if duplicated:
+        raise ModelDataError(f"newdata has several columns named {duplicated[0]!r}; rename them")
+    frame = design_frame(newdata, present, where=" of newdata")
+    complete = ~frame[present].isna().any(axis=1).to_numpy() if present else np.ones(len(frame), bool)
+    if len(frame) == 0:
         return np.zeros((0, len(columns))), complete
-    _check_new_levels(design, newdata)
+    frame = _align_to_encoding(design, frame)
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")  # unseen levels were checked above; NaN rows are flagged
-            X = new_design_matrix(design, newdata, columns)
+            X = new_design_matrix(design, frame, columns)
     except ModelDataError:
         raise
     except Exception as err:

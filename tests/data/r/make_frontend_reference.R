@@ -74,16 +74,19 @@ fit_case <- function(file, formula, group, dat = read_back(file), note = NULL) {
   vals <- vapply(THETA_GRID, function(th) devfun(th), numeric(1))
   best <- THETA_GRID[which.min(vals)]
   m_rs <- suppressMessages(lmer(form, data = dat, REML = TRUE, start = list(theta = best)))
-  use_restart <- REMLcrit(m_rs) < REMLcrit(m_def) - CRIT_TOL
+  ## The criterion is lme4's objective at the fitted theta: REMLcrit() reads a
+  ## stored log-determinant that lme4 leaves uninitialized when X has no columns.
+  crit <- function(m) devfun(getME(m, "theta"))
+  use_restart <- crit(m_rs) < crit(m_def) - CRIT_TOL
   m <- if (use_restart) m_rs else m_def
   vc <- as.data.frame(VarCorr(m))
   out <- list(
     file = file,
     formula = formula,
     group = group,
-    criterion = REMLcrit(m),
-    criterion_default = REMLcrit(m_def),
-    criterion_restart = REMLcrit(m_rs),
+    criterion = crit(m),
+    criterion_default = crit(m_def),
+    criterion_restart = crit(m_rs),
     used = if (use_restart) "restart" else "default",
     coef_names = names(fixef(m)),
     fixef = unname(fixef(m)),
@@ -121,12 +124,22 @@ cases$machines_level_order <- fit_case(
   "machines.csv", "score ~ Machine + (1|Worker)", "Worker", dat = d,
   note = "Machine levels c('C', 'A', 'B')")
 
+## No fixed effects: lme4 fits y ~ 0 + (1|g), and lmerTest's type III table of
+## it (and of the intercept-only model) has no rows.
+cases$machines_no_fixed <- fit_case("machines.csv", "score ~ 0 + (1|Worker)", "Worker")
+d <- read_back("machines.csv")
+d$Worker <- factor(as.character(d$Worker))
+cases$machines_no_fixed$anova_type3_rows <- nrow(anova(lmerTest::lmer(score ~ 0 + (1|Worker), data = d)))
+cases$machines_no_fixed$anova_type3_rows_intercept_only <-
+  nrow(anova(lmerTest::lmer(score ~ 1 + (1|Worker), data = d)))
+
 cases$`_about` <- list(
   script = "tests/data/r/make_frontend_reference.R",
   R = R.version.string,
   lme4 = as.character(packageVersion("lme4")),
   nlme = as.character(packageVersion("nlme")),
   mlmRev = as.character(packageVersion("mlmRev")),
+  lmerTest = as.character(packageVersion("lmerTest")),
   fields = paste(
     "criterion: REML criterion (-2 REML log-likelihood) of the kept fit;",
     "coef_names/fixef/se in lme4's column order; var_group, sigma2: variance components;",
