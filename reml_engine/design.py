@@ -327,7 +327,7 @@ def _check_columns_exist(data: pd.DataFrame, needed: list[str], parsed: ParsedFo
 def _check_reserved_names(columns: pd.Index, used: list[str], parsed: ParsedFormula) -> None:
     """Columns the design would confuse with something else: a name that several
     columns share, or a name formulaic gives the intercept."""
-    duplicated = set(columns[columns.duplicated()])
+    duplicated = set() if columns.is_unique else set(columns[columns.duplicated()])
     for name in used:
         if name in duplicated:
             raise ModelDataError(
@@ -403,7 +403,14 @@ def _drop_missing(data: pd.DataFrame, used: list[str], na_action: str) -> tuple[
     return data.loc[~bad_rows.to_numpy()], n_bad
 
 
-def _drop_unused_categories(data: pd.DataFrame, columns) -> pd.DataFrame:
+def _column_dtypes(data: pd.DataFrame, columns) -> dict:
+    """The dtype of each of ``columns`` that the data hold, without making a Series of
+    each column (which costs more than the rest of a small fit's design)."""
+    dtypes = dict(zip(data.columns, data.dtypes, strict=True))  # used columns are not duplicated
+    return {c: dtypes[c] for c in columns if c in dtypes}
+
+
+def _drop_unused_categories(data: pd.DataFrame, dtypes: dict) -> pd.DataFrame:
     """Categorical columns without the categories they never take, as R's
     ``model.frame(drop.unused.levels = TRUE)`` in lme4: the first category that occurs
     is the reference level, and no column of zeros is made for an absent one.
@@ -412,9 +419,8 @@ def _drop_unused_categories(data: pd.DataFrame, columns) -> pd.DataFrame:
     with missing values elsewhere are dropped.
     """
     unused = [
-        c for c in columns
-        if isinstance(data[c].dtype, pd.CategoricalDtype)
-        and len(data[c].cat.categories) > data[c].nunique(dropna=True)
+        c for c, dtype in dtypes.items()
+        if isinstance(dtype, pd.CategoricalDtype) and len(dtype.categories) > data[c].nunique(dropna=True)
     ]
     if not unused:
         return data
@@ -476,15 +482,18 @@ def design_column(values: pd.Series, name: str, where: str = "") -> pd.Series | 
     return pd.Series(converted, index=values.index, name=values.name)
 
 
-def design_frame(data: pd.DataFrame, columns, where: str = "") -> pd.DataFrame:
+def design_frame(data: pd.DataFrame, columns, where: str = "", dtypes: dict | None = None) -> pd.DataFrame:
     """``data`` with each of ``columns`` in a dtype formulaic reads correctly (see
-    :func:`design_column`); the same frame when none needs converting."""
+    :func:`design_column`); the same frame when none needs converting. ``dtypes``, the
+    columns' dtypes if known, saves reading them again."""
     converted = {}
-    for c in columns:
-        if c in data.columns:
-            new = design_column(data[c], c, where)
-            if new is not None:
-                converted[c] = new
+    for c, dtype in (dtypes if dtypes is not None else _column_dtypes(data, columns)).items():
+        # Columns of numpy numbers, the usual case, are not read at all.
+        if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+            continue
+        new = design_column(data[c], c, where)
+        if new is not None:
+            converted[c] = new
     if not converted:
         return data
     data = data.copy(deep=False)
@@ -537,14 +546,15 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> D
     fixed_columns = [c for c in used if c in fixed_variables]
     if parsed.response in data.columns:
         check_response_column(data[parsed.response], parsed.response)
-    data = _drop_unused_categories(data, fixed_columns)
+    dtypes = _column_dtypes(data, fixed_columns)
+    data = _drop_unused_categories(data, dtypes)
     clean, n_dropped = _drop_missing(data, used, na_action)
     if len(clean) == 0:
         raise ModelDataError(
             f"no observations left after dropping the rows with missing values in {', '.join(map(repr, used))}"
         )
     # The grouping columns keep their own dtype: groups.py codes any labels.
-    frame = design_frame(clean, fixed_columns)
+    frame = design_frame(clean, fixed_columns, dtypes=dtypes)
     try:
         context = formula_context(group_labels(clean, parsed.group_columns))
         # Invalid values (log of a negative number) become NaN or inf; the finiteness
@@ -587,7 +597,9 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> D
         model_spec=rhs.model_spec,
         row_index=clean.index,
         n_dropped_rows=n_dropped,
-        numeric_columns=tuple((c, str(frame[c].dtype)) for c in fixed_columns if _holds_numbers(frame[c])),
+        numeric_columns=tuple(
+            (c, str(dtype)) for c, dtype in dtypes.items() if _is_number_dtype(dtype)
+        ),
     )
 
 
@@ -712,11 +724,14 @@ def encoded_column(variable: str, columns: pd.Index) -> str | None:
 _NUMBERS_OR_NOTHING = ("empty", "integer", "floating", "mixed-integer-float")
 
 
-def _holds_numbers(values: pd.Series) -> bool:
-    dtype = values.dtype
+def _is_number_dtype(dtype) -> bool:
     return not isinstance(dtype, pd.CategoricalDtype) and (
         pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
     )
+
+
+def _holds_numbers(values: pd.Series) -> bool:
+    return _is_number_dtype(values.dtype)
 
 
 def _align_to_encoding(design: Design, newdata: pd.DataFrame) -> pd.DataFrame:

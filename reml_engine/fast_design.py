@@ -90,16 +90,15 @@ def simple_terms(fixed: str) -> tuple[str, tuple[str, ...]] | None:
     return lhs.strip(), names
 
 
-def is_plain_numeric(data: pd.DataFrame, name: str) -> bool:
-    """A column of the data, under that name only, with a numpy integer or float dtype
-    (not bool, which formulaic codes as a factor)."""
-    if name not in data.columns or name == FORMULAIC_INTERCEPT:
-        return False
-    column = data[name]
-    if not isinstance(column, pd.Series):  # several columns share the name
-        return False
-    dtype = column.dtype
-    return isinstance(dtype, np.dtype) and dtype.kind in "iuf"
+def plain_numeric_columns(data: pd.DataFrame) -> set[str]:
+    """The columns of the data, each the only one of its name, with a numpy integer or
+    float dtype (not bool, which formulaic reads on a path of its own)."""
+    names = data.columns
+    once = names if names.is_unique else names[~names.duplicated(keep=False)]
+    return {
+        str(name) for name, dtype in zip(names, data.dtypes, strict=True)
+        if name in once and name != FORMULAIC_INTERCEPT and isinstance(dtype, np.dtype) and dtype.kind in "iuf"
+    }
 
 
 def model_matrices(fixed: str, data: pd.DataFrame, context=None):
@@ -124,7 +123,7 @@ def model_matrices(fixed: str, data: pd.DataFrame, context=None):
     if terms is None or len(data) <= SPEC_ROWS:
         return general(data)
     response, names = terms
-    if not all(is_plain_numeric(data, name) for name in (response, *names)):
+    if not {response, *names} <= plain_numeric_columns(data):
         return general(data)
     head = general(data.iloc[:SPEC_ROWS])
     columns = tuple(str(c) for c in head.rhs.columns)
