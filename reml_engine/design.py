@@ -26,6 +26,17 @@ from .checks import (
     suggest_columns,
     warn,
 )
+from .columns import (
+    NUMBERS_OR_NOTHING,
+    column_dtypes,
+    design_frame,
+    drop_unused_categories,
+    float_array,
+    holds_numbers,
+    is_number_dtype,
+    na_text_hint,
+    type_names,
+)
 from .within_between import TRANSFORM_NAMES, formula_context
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
@@ -359,29 +370,6 @@ def _many_levels_hint(clean: pd.DataFrame, used: list[str], response: str) -> st
     return f" (text columns are treated as categorical: {levels}; convert numbers stored as text with pd.to_numeric)"
 
 
-#: read_csv's default missing-value marks that are also plausible level names.
-_NA_TEXT = ("NA", "None", "null", "NaN", "N/A", "")
-
-
-def _is_text(values: pd.Series) -> bool:
-    dtype = values.dtype
-    return isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype)
-
-
-def _na_text_hint(data: pd.DataFrame, per_column: dict) -> str:
-    """What to check when text columns lost rows: pandas.read_csv reads a level named
-    "NA" or "None" as NaN (empty when no text column lost rows)."""
-    text = {c: n for c, n in per_column.items() if _is_text(data[c])}
-    if not text:
-        return ""
-    counts = ", ".join(f"{c!r}: {n}" for c, n in text.items())
-    return (
-        f"text column(s) with NaN values ({counts}): pandas.read_csv reads the text "
-        f"{', '.join(repr(t) for t in _NA_TEXT)} as NaN, so if a level is spelled so, read the file with "
-        "keep_default_na=False"
-    )
-
-
 def _drop_missing(data: pd.DataFrame, used: list[str], na_action: str) -> tuple[pd.DataFrame, int]:
     missing = data[used].isna()
     bad_rows = missing.any(axis=1)
@@ -390,7 +378,7 @@ def _drop_missing(data: pd.DataFrame, used: list[str], na_action: str) -> tuple[
         return data, 0
     per_column = {c: int(v) for c, v in missing.sum().items() if v}
     detail = ", ".join(f"{c!r}: {v}" for c, v in per_column.items())
-    hint = _na_text_hint(data, per_column)
+    hint = na_text_hint(data, per_column)
     if na_action == "raise":
         raise ModelDataError(
             f"missing values in {n_bad} rows ({detail}); drop them or use na_action='omit'"
@@ -401,105 +389,6 @@ def _drop_missing(data: pd.DataFrame, used: list[str], na_action: str) -> tuple[
         # A warning of its own: the row count above is worded as chunked fits word it.
         warn(hint)
     return data.loc[~bad_rows.to_numpy()], n_bad
-
-
-def _column_dtypes(data: pd.DataFrame, columns) -> dict:
-    """The dtype of each of ``columns`` that the data hold, without making a Series of
-    each column (which costs more than the rest of a small fit's design)."""
-    dtypes = dict(zip(data.columns, data.dtypes, strict=True))  # used columns are not duplicated
-    return {c: dtypes[c] for c in columns if c in dtypes}
-
-
-def _drop_unused_categories(data: pd.DataFrame, dtypes: dict) -> pd.DataFrame:
-    """Categorical columns without the categories they never take, as R's
-    ``model.frame(drop.unused.levels = TRUE)`` in lme4: the first category that occurs
-    is the reference level, and no column of zeros is made for an absent one.
-
-    As in R, a column's levels are those of its own non-missing values, before rows
-    with missing values elsewhere are dropped.
-    """
-    unused = [
-        c for c, dtype in dtypes.items()
-        if isinstance(dtype, pd.CategoricalDtype) and len(dtype.categories) > data[c].nunique(dropna=True)
-    ]
-    if not unused:
-        return data
-    data = data.copy(deep=False)
-    for c in unused:
-        data[c] = data[c].cat.remove_unused_categories()
-    return data
-
-
-def _object_column_types(values: pd.Series, name: str, where: str) -> None:
-    """Text and numbers mixed in one object column would be sorted together as levels."""
-    kind = pd.api.types.infer_dtype(values, skipna=True)
-    if kind in ("mixed", "mixed-integer"):
-        types = sorted({type(v).__name__ for v in values.dropna().iloc[:1000]})
-        raise ModelDataError(
-            f"column {name!r}{where} holds values of several types ({', '.join(types)}); make it one type, "
-            f"e.g. text with .astype(str) or numbers with pd.to_numeric"
-        )
-    if kind == "complex":
-        raise ModelDataError(f"column {name!r}{where} holds complex numbers; reml_engine fits real numbers")
-
-
-def design_column(values: pd.Series, name: str, where: str = "") -> pd.Series | None:
-    """The column in a dtype formulaic reads the way it reads numpy and object columns,
-    or None when it already has one.
-
-    formulaic takes pandas' nullable string dtypes (``string[python]``,
-    ``string[pyarrow]``, Arrow strings) for numbers, so digit codes would become one
-    slope and letters would fail; they become object columns (categorical, as text
-    is). Nullable and Arrow numbers become float64 and nullable booleans numpy bool
-    (0/1 for formulaic), with NaN for missing values.
-    """
-    dtype = values.dtype
-    if isinstance(dtype, pd.CategoricalDtype):
-        return None
-    if pd.api.types.is_complex_dtype(dtype):
-        raise ModelDataError(
-            f"column {name!r}{where} is complex (dtype {dtype}); reml_engine fits real numbers: use its real "
-            "part or its modulus"
-        )
-    if isinstance(dtype, np.dtype):
-        if pd.api.types.is_object_dtype(dtype):
-            _object_column_types(values, name, where)
-        return None
-    if dtype == "str":  # pandas' default text dtype, which formulaic reads as categories
-        return None
-    present = values.notna().to_numpy()
-    if pd.api.types.is_string_dtype(dtype):
-        converted = np.where(present, values.to_numpy(dtype=object, na_value=None), np.nan)
-    elif pd.api.types.is_bool_dtype(dtype):
-        # formulaic reads numpy booleans as 0/1; with missing values, floats 0/1/NaN.
-        converted = values.to_numpy(dtype=bool, na_value=False)
-        if not present.all():
-            converted = np.where(present, converted.astype(np.float64), np.nan)
-    elif pd.api.types.is_numeric_dtype(dtype):
-        converted = values.to_numpy(dtype=np.float64, na_value=np.nan)
-    else:
-        return None
-    return pd.Series(converted, index=values.index, name=values.name)
-
-
-def design_frame(data: pd.DataFrame, columns, where: str = "", dtypes: dict | None = None) -> pd.DataFrame:
-    """``data`` with each of ``columns`` in a dtype formulaic reads correctly (see
-    :func:`design_column`); the same frame when none needs converting. ``dtypes``, the
-    columns' dtypes if known, saves reading them again."""
-    converted = {}
-    for c, dtype in (dtypes if dtypes is not None else _column_dtypes(data, columns)).items():
-        # Columns of numpy numbers, the usual case, are not read at all.
-        if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
-            continue
-        new = design_column(data[c], c, where)
-        if new is not None:
-            converted[c] = new
-    if not converted:
-        return data
-    data = data.copy(deep=False)
-    for c, values in converted.items():
-        data[c] = values
-    return data
 
 
 def group_labels(data: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
@@ -546,8 +435,8 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> D
     fixed_columns = [c for c in used if c in fixed_variables]
     if parsed.response in data.columns:
         check_response_column(data[parsed.response], parsed.response)
-    dtypes = _column_dtypes(data, fixed_columns)
-    data = _drop_unused_categories(data, dtypes)
+    dtypes = column_dtypes(data, fixed_columns)
+    data = drop_unused_categories(data, dtypes)
     clean, n_dropped = _drop_missing(data, used, na_action)
     if len(clean) == 0:
         raise ModelDataError(
@@ -598,49 +487,15 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> D
         row_index=clean.index,
         n_dropped_rows=n_dropped,
         numeric_columns=tuple(
-            (c, str(dtype)) for c, dtype in dtypes.items() if _is_number_dtype(dtype)
+            (c, str(dtype)) for c, dtype in dtypes.items() if is_number_dtype(dtype)
         ),
     )
 
 
-def _float_array(values, what: str) -> np.ndarray:
-    """``values`` (an array, a list, a pandas object) as float64, or an error naming the
-    column that is not real numbers; pandas' missing values become NaN."""
-    if isinstance(values, (pd.DataFrame, pd.Series)):
-        frame = values.to_frame() if isinstance(values, pd.Series) else values
-        for j, (name, column) in enumerate(frame.items()):
-            dtype = column.dtype
-            label = what if isinstance(values, pd.Series) else f"column {j} ({name!r}) of {what}"
-            if pd.api.types.is_complex_dtype(dtype):
-                raise ModelDataError(f"{label} is complex (dtype {dtype}); reml_engine fits real numbers")
-            if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
-                raise ModelDataError(
-                    f"{label} is not numeric (dtype {dtype}); pass numbers (code a categorical predictor as "
-                    "indicator columns, or fit with rl.lmer and a formula)"
-                )
-        array = frame.to_numpy(dtype=np.float64, na_value=np.nan)
-        return array[:, 0] if isinstance(values, pd.Series) else array
-    array = np.asarray(values)
-    if np.issubdtype(array.dtype, np.complexfloating):
-        raise ModelDataError(f"{what} is complex (dtype {array.dtype}); reml_engine fits real numbers")
-    if array.dtype.kind not in "iuf":
-        try:
-            converted = array.astype(np.float64)
-        except (TypeError, ValueError):
-            converted = None
-        if converted is None or array.dtype.kind in "bUSM":
-            raise ModelDataError(
-                f"{what} is not numeric (dtype {array.dtype}); pass numbers (code a categorical predictor as "
-                "indicator columns, or fit with rl.lmer and a formula)"
-            )
-        return converted
-    return array.astype(np.float64, copy=False)
-
-
 def design_from_arrays(X, y, groups, names=None) -> Design:
     """Validate arrays for :func:`reml_engine.fit` and wrap them as a :class:`Design`."""
-    X = _float_array(X, "X")
-    y = _float_array(y, "y")
+    X = float_array(X, "X", allow_bool=True)
+    y = float_array(y, "y")
     if X.ndim == 1:
         X = X[:, None]
     if X.ndim != 2:
@@ -650,6 +505,8 @@ def design_from_arrays(X, y, groups, names=None) -> Design:
     n = len(y)
     if X.shape[0] != n:
         raise ModelDataError(f"X has {X.shape[0]} rows but y has {n}")
+    if isinstance(names, str):
+        raise ModelDataError(f"names must be a sequence of column names, one per column of X, got the string {names!r}")
     if names is None:
         names = tuple(f"x{j}" for j in range(X.shape[1]))
     names = tuple(str(n_) for n_ in names)
@@ -705,10 +562,6 @@ def _level_text(value) -> str:
     return str(value)
 
 
-def _type_names(values) -> str:
-    return ", ".join(sorted({type(v).__name__ for v in values}))
-
-
 def encoded_column(variable: str, columns: pd.Index) -> str | None:
     """The data column an encoder-state entry reads: ``x`` or ``C(x, ...)`` (None for
     transforms such as ``np.log(x)``)."""
@@ -718,20 +571,6 @@ def encoded_column(variable: str, columns: pd.Index) -> str | None:
         name = inner.group(1)
     name = name[1:-1] if name.startswith("`") and name.endswith("`") else name
     return name if name in columns else None
-
-
-#: pandas' names (infer_dtype) for object columns that hold only numbers or nothing.
-_NUMBERS_OR_NOTHING = ("empty", "integer", "floating", "mixed-integer-float")
-
-
-def _is_number_dtype(dtype) -> bool:
-    return not isinstance(dtype, pd.CategoricalDtype) and (
-        pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
-    )
-
-
-def _holds_numbers(values: pd.Series) -> bool:
-    return _is_number_dtype(values.dtype)
 
 
 def _align_to_encoding(design: Design, newdata: pd.DataFrame) -> pd.DataFrame:
@@ -768,24 +607,24 @@ def _align_to_encoding(design: Design, newdata: pd.DataFrame) -> pd.DataFrame:
             levels = list(dict.fromkeys(unseen))
             raise ModelDataError(
                 f"column {column!r} of newdata has level(s) {', '.join(repr(v) for v in levels[:5])} "
-                f"({_type_names(levels)}) not seen in fitting (levels: "
+                f"({type_names(levels)}) not seen in fitting (levels: "
                 f"{', '.join(repr(c) for c in categories[:10])}{' ...' if len(categories) > 10 else ''}, "
-                f"{_type_names(categories)}); its fixed effect cannot be predicted"
+                f"{type_names(categories)}); its fixed effect cannot be predicted"
             )
         newdata = newdata.copy(deep=False)
         newdata[column] = pd.Series(mapped, index=values.index, dtype=object)
     for column, fit_dtype in design.numeric_columns:
-        if column not in newdata.columns or column in categorical or _holds_numbers(newdata[column]):
+        if column not in newdata.columns or column in categorical or holds_numbers(newdata[column]):
             continue
         values = newdata[column]
-        if pd.api.types.infer_dtype(values, skipna=True) in _NUMBERS_OR_NOTHING:
+        if pd.api.types.infer_dtype(values, skipna=True) in NUMBERS_OR_NOTHING:
             # Numbers or missing values in an object column (a column of None).
             newdata = newdata.copy(deep=False)
             newdata[column] = pd.to_numeric(values).astype(np.float64)
             continue
         shown = values.dropna().iloc[:3].tolist()
         raise ModelDataError(
-            f"column {column!r} of newdata holds {_type_names(shown)} values (dtype {values.dtype}, e.g. "
+            f"column {column!r} of newdata holds {type_names(shown)} values (dtype {values.dtype}, e.g. "
             f"{shown!r}) where the fit had numbers ({fit_dtype}); convert it with pd.to_numeric"
         )
     return newdata

@@ -298,3 +298,17 @@ def test_dotted_names_inside_calls_and_interactions():
     np.testing.assert_array_equal(m.fixef.to_numpy(), reference.fixef.to_numpy())
     with pytest.raises(rl.ModelDataError, match=r"'x\.2' of formula .*not columns.*did you mean 'x\.1'"):
         rl.lmer("y ~ x.2 + (1|g)", data)
+
+
+def test_fit_from_arrays_reads_pandas_dtypes_and_names_what_is_not_numbers():
+    data = _frame()
+    X = np.column_stack([np.ones(len(data)), data["x"] > 0])
+    reference = rl.fit(X, data["y"].to_numpy(), data["g"].to_numpy())
+    # Boolean indicator columns are 0/1; nullable and Arrow floats are floats.
+    frame = pd.DataFrame({"one": np.ones(len(data)), "pos": (data["x"] > 0).astype("boolean")})
+    m = rl.fit(frame, data["y"].astype("double[pyarrow]"), data["g"])
+    assert m.criterion == reference.criterion
+    with pytest.raises(rl.ModelDataError, match=r"y is not numeric \(dtype bool\); the response must be numbers"):
+        rl.fit(X, data["y"].to_numpy() > 0, data["g"])
+    with pytest.raises(rl.ModelDataError, match=r"names must be a sequence of column names"):
+        rl.fit(X, data["y"], data["g"], names="ab")
