@@ -2,9 +2,15 @@
 
 ``"y ~ x + cat + (1|g)"`` splits into the fixed part ``y ~ x + cat``, built by formulaic
 (categoricals, interactions, transforms, intercept removal), and the grouping term
-``(1|g)``; ``(1|a:b)`` groups by the combination of columns a and b. Rows with missing
-values in any variable used are dropped with a warning (``na_action="omit"``, lme4's
-default) or make the fit fail (``na_action="raise"``).
+``(1|g)``; ``(1|a:b)`` groups by the combination of columns a and b, and lme4's
+``(1|factor(g))`` and ``(1||g)`` mean ``(1|g)``. R's dotted column names
+(``Sepal.Length``) are quoted for formulaic. Rows with missing values in any variable
+used are dropped with a warning (``na_action="omit"``, lme4's default) or make the fit
+fail (``na_action="raise"``). The columns' dtypes are brought to those formulaic reads
+as R reads numbers and factors first (:mod:`reml_engine.columns`).
+
+The design of new data (``predict``) is built from a copy of the fit's formulaic model
+spec, after checks that name the column at fault: the fit never changes.
 """
 
 from __future__ import annotations
