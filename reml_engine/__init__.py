@@ -23,12 +23,12 @@ from importlib import resources
 import pandas as pd
 
 from .anova import AnovaResult, OLSFit, anova, ols
-from .checks import ModelDataError, ModelDataWarning
+from .checks import ModelDataError, ModelDataWarning, check_bool
 from .coef_table import anova_type3, coef_table, contrast_test
 from .compare import compare_fe_re
 from .confint import confint
 from .criterion import CriterionParts, criterion, criterion_derivative, criterion_parts, evaluate
-from .design import build_design, design_from_arrays
+from .design import build_design, check_na_action, design_from_arrays
 from .estimators import LeastSquaresFit, between_estimator, pooled_estimator, within_estimator
 from .hausman import HausmanTest, MundlakTest, hausman, mundlak
 from .model import fit_design, fit_stats
@@ -75,6 +75,15 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
     >>> round(m.fixef["x"], 4), m.boundary is None
     (0.451, True)
     """
+    REML = check_bool(REML, "REML")
+    check_na_action(na_action)
+    if not isinstance(formula, str):
+        if isinstance(data, str) and "~" in data:
+            raise ModelDataError(
+                f"the formula comes first: call lmer(formula, data), not lmer(data, formula) (got a "
+                f"{type(formula).__name__} and then the formula {data!r})"
+            )
+        raise ModelDataError(f"formula must be a string like 'y ~ x + (1|g)', got {type(formula).__name__}")
     if not isinstance(data, pd.DataFrame):
         from .distributed import lmer_lazy
 
@@ -97,6 +106,7 @@ def fit(X, y, groups, REML: bool = True, names=None) -> LmerFit:
     names : sequence of str, optional
         Column names of X (default ``x0, x1, ...``).
     """
+    REML = check_bool(REML, "REML")
     design = design_from_arrays(X, y, groups, names)
     return fit_design(design, REML=REML)
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .checks import check_bool
 from .criterion import evaluate
 from .lazy_imports import scipy_stats as sps
 from .optimizer import lme4_default_optimum
@@ -54,6 +55,9 @@ class OLSFit:
     formula : str or None
     y_sum, y_sumsq : float
         Checks that models compared are fitted to the same response.
+    column_moments : dict, optional
+        Sum and sum of squares of each column of X, by coefficient name: checks that
+        models compared were fitted to the same data.
     """
 
     fixef: pd.Series
@@ -62,6 +66,7 @@ class OLSFit:
     formula: str | None = None
     y_sum: float = math.nan
     y_sumsq: float = math.nan
+    column_moments: dict | None = None
 
     REML = False
 
@@ -110,8 +115,9 @@ def ols(formula: str, data: pd.DataFrame) -> OLSFit:
     beta, *_ = np.linalg.lstsq(X, y, rcond=None)
     resid = y - X @ beta
     names = ["(Intercept)" if c == "Intercept" else str(c) for c in matrices.rhs.columns]
+    moments = {name: (float(X[:, j].sum()), float(X[:, j] @ X[:, j])) for j, name in enumerate(names)}
     return OLSFit(pd.Series(beta, index=names, name="fixef"), float(resid @ resid), len(y), fixed,
-                  float(y.sum()), float(y @ y))
+                  float(y.sum()), float(y @ y), moments)
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,77 @@ def _fixed_names(model) -> tuple[str, ...]:
     return tuple(model.fixef.index)
 
 
+def _label(model, k: int) -> str:
+    return f"model {k + 1} ({model.formula})" if getattr(model, "formula", None) else f"model {k + 1}"
+
+
+def _column_moments(model) -> dict:
+    """Sum and sum of squares of each fixed-effect column, by name (order-free)."""
+    if isinstance(model, OLSFit):
+        return model.column_moments or {}
+    stats = getattr(model, "group_stats", None)
+    if stats is None:
+        return {}
+    totals = stats.sums.sum(axis=0) + stats.nobs * stats.shift
+    squares = np.diag(stats.raw_cross)
+    return {name: (float(totals[j]), float(squares[j])) for j, name in enumerate(model.fixef.index)}
+
+
+def _grouping(model) -> tuple[str, pd.Series] | None:
+    """The grouping factor's name and the size and response total of each group."""
+    stats = getattr(model, "group_stats", None)
+    if isinstance(model, OLSFit) or stats is None:
+        return None
+    y_totals = stats.sums[:, -1] + stats.counts * stats.shift[-1]
+    levels = pd.Index([str(level) for level in stats.levels])
+    return str(model.group_name), pd.DataFrame({"n": stats.counts, "y": y_totals}, index=levels)
+
+
+def _same(a: float, b: float, scale: float) -> bool:
+    return abs(a - b) <= SAME_RESPONSE_RTOL * max(scale, abs(a), abs(b))
+
+
+def check_same_data(models) -> None:
+    """Models compared by likelihood ratio must be fitted to the same rows: the same
+    response, the same grouping factor (name and groups) and, for each fixed-effect
+    column two models share, the same values. Otherwise ``Chisq`` compares unrelated
+    likelihoods; the error names what differs."""
+    keys = [_response_key(m) for m in models]
+    n0 = keys[0]
+    for k, key in zip(range(1, len(keys)), keys[1:], strict=True):
+        if key[0] != n0[0]:
+            raise ValueError(f"models were fitted to different numbers of rows ({n0[0]} and {key[0]} for model {k + 1})")
+        if not np.allclose(key[1:], n0[1:], rtol=SAME_RESPONSE_RTOL, equal_nan=True):
+            raise ValueError(f"model {k + 1} was fitted to a different response than model 1")
+    groupings = [(k, _grouping(m)) for k, m in enumerate(models)]
+    groupings = [(k, g) for k, g in groupings if g is not None]
+    for (k0, (name0, groups0)), (k, (name, groups)) in zip(groupings, groupings[1:], strict=False):
+        if name != name0:
+            raise ValueError(
+                f"{_label(models[k0], k0)} groups by {name0!r} and {_label(models[k], k)} by {name!r}: a "
+                "likelihood-ratio test compares models with the same grouping factor"
+            )
+        same = groups.index.equals(groups0.index) and np.array_equal(groups["n"], groups0["n"]) and np.allclose(
+            groups["y"], groups0["y"], rtol=SAME_RESPONSE_RTOL, atol=SAME_RESPONSE_RTOL * np.abs(groups0["y"]).max()
+        )
+        if not same:
+            raise ValueError(
+                f"the groups of {name!r} differ between {_label(models[k0], k0)} and {_label(models[k], k)}: the "
+                "models were fitted to different data"
+            )
+    moments = [_column_moments(m) for m in models]
+    for k in range(1, len(models)):
+        for name, (total, square) in moments[k].items():
+            for k0 in range(k):
+                if name in moments[k0]:
+                    total0, square0 = moments[k0][name]
+                    if not (_same(total, total0, abs(square) ** 0.5) and _same(square, square0, 0.0)):
+                        raise ValueError(
+                            f"column {name!r} has different values in {_label(models[k0], k0)} and "
+                            f"{_label(models[k], k)}: the models were fitted to different data"
+                        )
+
+
 def anova(*models, refit: bool = True) -> AnovaResult:
     """Compare nested models by likelihood ratio, with AIC and BIC.
 
@@ -189,8 +266,16 @@ def anova(*models, refit: bool = True) -> AnovaResult:
     -------
     AnovaResult
     """
+    from .results import LmerFit
+
     if len(models) < 2:
         raise ValueError("anova needs at least two models to compare")
+    for k, model in enumerate(models):
+        if not isinstance(model, (LmerFit, OLSFit)):
+            raise TypeError(
+                f"model {k + 1} is a {type(model).__name__}; anova compares fits from rl.lmer, rl.fit or rl.ols"
+            )
+    refit = check_bool(refit, "refit")
     notes = []
     fitted = []
     refitted = []
@@ -210,13 +295,7 @@ def anova(*models, refit: bool = True) -> AnovaResult:
         raise ValueError("cannot compare REML and ML likelihoods; use refit=True")
     if kinds == {True} and len({_fixed_names(m) for m in fitted}) > 1:
         raise ValueError("REML likelihoods of models with different fixed effects are not comparable; use refit=True")
-    keys = [_response_key(m) for m in fitted]
-    n0 = keys[0]
-    for k, key in zip(range(1, len(keys)), keys[1:], strict=True):
-        if key[0] != n0[0]:
-            raise ValueError(f"models were fitted to different numbers of rows ({n0[0]} and {key[0]} for model {k + 1})")
-        if not np.allclose(key[1:], n0[1:], rtol=SAME_RESPONSE_RTOL, equal_nan=True):
-            raise ValueError(f"model {k + 1} was fitted to a different response than model 1")
+    check_same_data(fitted)
 
     order = sorted(range(len(fitted)), key=lambda i: fitted[i].n_params)
     ordered = [fitted[i] for i in order]

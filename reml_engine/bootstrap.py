@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .checks import check_bool, check_count, check_seed
 from .ddf import user_transform
 from .optimizer import SCAN_TAU_LARGE, SCAN_TAU_SMALL
 
@@ -80,7 +81,7 @@ def _fixed_parts(fit) -> _Fixed:
     size_index = np.searchsorted(stats.sizes, counts)
     W_xx = stats.within[:p, :p]
     lam, V = np.linalg.eigh(W_xx)
-    keep = lam > RANK_RTOL * max(lam.max(), 0.0)
+    keep = lam > RANK_RTOL * max(lam.max(initial=0.0), 0.0)  # no columns: y ~ 0 + (1|g)
     L_w = V[:, keep] * np.sqrt(lam[keep])
     M = stats.within + np.tensordot(1.0 / (1.0 + fit.tau * stats.sizes), stats.between, axes=1)
     beta = np.linalg.solve(M[:p, :p], M[:p, p])
@@ -231,11 +232,16 @@ def parametric_bootstrap(
     ----------
     fit : LmerFit
     n_boot : int
-    seed : int or None
+        Replicates, at least 1.
+    seed : int, numpy Generator or None
     progress : bool or None
         Print progress to stderr: always (True), never (False), or once the run has
         taken ``PROGRESS_AFTER_SECONDS`` (None).
     """
+    n_boot = check_count(n_boot, "n_boot")
+    seed = check_seed(seed)
+    if progress is not None:
+        progress = check_bool(progress, "progress")
     fixed = _fixed_parts(fit)
     rng = np.random.default_rng(seed)
     T = user_transform(fit)

@@ -9,6 +9,7 @@ count at fault and what to do about it.
 from __future__ import annotations
 
 import difflib
+import numbers
 import warnings
 from collections.abc import Sequence
 
@@ -45,6 +46,33 @@ class ModelDataError(ValueError):
 class ModelDataWarning(UserWarning):
     """The fit goes on, but the data were changed or may be a problem (rows dropped,
     columns dropped, scales far apart)."""
+
+
+def check_bool(value, name: str) -> bool:
+    """A True/False argument: a string such as ``"false"`` or a number is an error, not
+    a value read by its truthiness."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ModelDataError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+
+
+def check_count(value, name: str, minimum: int = 1) -> int:
+    """A whole number of draws, replicates or simulations, at least ``minimum``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ModelDataError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_seed(seed, name: str = "seed"):
+    """A seed numpy's ``default_rng`` takes: None, a non-negative integer, a
+    ``SeedSequence`` or a ``Generator``."""
+    if seed is None or isinstance(seed, (np.random.Generator, np.random.SeedSequence)):
+        return seed
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, (bool, np.bool_)) and seed >= 0:
+        return int(seed)
+    raise ModelDataError(
+        f"{name} must be None, a non-negative integer or a numpy Generator, got {seed!r} ({type(seed).__name__})"
+    )
 
 
 def warn(message: str) -> None:
@@ -102,7 +130,8 @@ def check_response_column(values: pd.Series, name: str) -> None:
         )
     if pd.api.types.is_numeric_dtype(values) and not isinstance(values.dtype, pd.CategoricalDtype):
         return
-    as_numbers = pd.to_numeric(values, errors="coerce")
+    # As objects: Arrow strings coerce to NaN that isna() does not see.
+    as_numbers = pd.to_numeric(values.astype(object), errors="coerce")
     bad = as_numbers.isna() & values.notna()
     if bad.any():
         first = bad.to_numpy().nonzero()[0][0]

@@ -174,7 +174,8 @@ def anova_type3(fit, ddf: str = "satterthwaite") -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame indexed by term with ``sum_sq``, ``mean_sq``, ``num_df``,
-    ``den_df``, ``f_value``, ``p_value``.
+    ``den_df``, ``f_value``, ``p_value``; no rows when the formula has no term besides
+    the intercept (``y ~ 1 + (1|g)``, ``y ~ 0 + (1|g)``), as lmerTest's.
     """
     from .type3 import type3_hypotheses
 
@@ -185,4 +186,5 @@ def anova_type3(fit, ddf: str = "satterthwaite") -> pd.DataFrame:
             "sum_sq": test.sum_sq, "mean_sq": test.mean_sq, "num_df": test.num_df,
             "den_df": test.den_df, "f_value": test.f_value, "p_value": test.p_value,
         }
-    return pd.DataFrame.from_dict(rows, orient="index")
+    columns = ["sum_sq", "mean_sq", "num_df", "den_df", "f_value", "p_value"]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns)

@@ -2,13 +2,20 @@
 
 ``"y ~ x + cat + (1|g)"`` splits into the fixed part ``y ~ x + cat``, built by formulaic
 (categoricals, interactions, transforms, intercept removal), and the grouping term
-``(1|g)``; ``(1|a:b)`` groups by the combination of columns a and b. Rows with missing
-values in any variable used are dropped with a warning (``na_action="omit"``, lme4's
-default) or make the fit fail (``na_action="raise"``).
+``(1|g)``; ``(1|a:b)`` groups by the combination of columns a and b, and lme4's
+``(1|factor(g))`` and ``(1||g)`` mean ``(1|g)``. R's dotted column names
+(``Sepal.Length``) are quoted for formulaic. Rows with missing values in any variable
+used are dropped with a warning (``na_action="omit"``, lme4's default) or make the fit
+fail (``na_action="raise"``). The columns' dtypes are brought to those formulaic reads
+as R reads numbers and factors first (:mod:`reml_engine.columns`).
+
+The design of new data (``predict``) is built from a copy of the fit's formulaic model
+spec, after checks that name the column at fault: the fit never changes.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 import warnings
 from dataclasses import dataclass
@@ -24,22 +31,69 @@ from .checks import (
     suggest_columns,
     warn,
 )
+from .columns import (
+    NUMBERS_OR_NOTHING,
+    column_dtypes,
+    design_frame,
+    drop_unused_categories,
+    float_array,
+    holds_numbers,
+    is_number_dtype,
+    na_text_hint,
+    type_names,
+)
 from .groups import group_labels, level_positions
 from .within_between import TRANSFORM_NAMES, formula_context
 
-_RANDOM_TERM = re.compile(r"\(\s*([^()|]*?)\s*\|\s*([^()]+?)\s*\)")
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 _PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 #: Names a formula may use that are functions or modules, not columns.
 _FORMULA_NAMESPACE = ("np", "numpy", "pd", "C", "I", "Q", *TRANSFORM_NAMES)
+#: A grouping factor written as R's ``factor(g)`` means the grouping by column g.
+_FACTOR_CALL = re.compile(r"^(?:factor|as\.factor|as_factor)\s*\(\s*(.+?)\s*\)$")
+#: One column name in a grouping term: a plain (possibly dotted) name, or backticked.
+_GROUP_COLUMN = re.compile(r"^(?:`([^`]+)`|([A-Za-z_][A-Za-z0-9_.]*))$")
+#: Pieces of a formula that are left as they are when names are quoted: backticked
+#: names and string literals.
+_QUOTED_OR_STRING = r"`[^`]*`|\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'"
+#: A dotted name (R's ``Sepal.Length``) that is not a call (``np.log(``).
+_DOTTED_NAME = re.compile(
+    rf"({_QUOTED_OR_STRING})|(?<![\w.`])([A-Za-z_]\w*(?:\.\w+)+)(?![\w.]*\s*\()"
+)
+#: A backticked name in a formula.
+_BACKTICKED = re.compile(r"`([^`]+)`")
+#: R's ``.`` (every other column) as a term of the fixed part.
+_DOT_TERM = re.compile(r"(?:^|[\s~+*:(-])\.(?:$|[\s+*:)-])")
+#: An offset term, ``offset(z)``.
+_OFFSET_TERM = re.compile(r"(?<![\w.])offset\s*\(")
 
+#: What to do with rows with missing values: drop them (with a warning) or raise.
+NA_ACTIONS = ("omit", "raise")
 #: Name of the intercept column, as lme4 prints it.
 INTERCEPT_NAME = "(Intercept)"
+#: Name formulaic gives the intercept column (a data column of that name would be
+#: confused with it).
+FORMULAIC_INTERCEPT = "Intercept"
+
+
+def _random_slope_message(term: str, effect: str, group: str) -> str:
+    """Why a random slope is refused, and what to use instead."""
+    x = effect.replace(" ", "").replace("1+", "").replace("0+", "").replace("+1", "") or effect.strip()
+    return (
+        f"random term '{term}' has a random slope ({effect.strip()}); random slopes are out of scope: "
+        f"reml_engine fits one random intercept '(1|{group})'. For the within-group effect of {x} use the "
+        f"fixed terms within({x}) + between({x}) ('y ~ within({x}) + between({x}) + (1|{group})'); for random "
+        "slopes use lme4 (R) or statsmodels' MixedLM"
+    )
 
 
 @dataclass(frozen=True)
 class ParsedFormula:
-    """An lmer formula split into its fixed part and its grouping factor(s)."""
+    """An lmer formula split into its fixed part and its grouping factor(s).
+
+    ``fixed`` is the fixed part as formulaic reads it: dotted names such as
+    ``Sepal.Length`` are backticked.
+    """
 
     formula: str
     fixed: str
@@ -51,8 +105,81 @@ class ParsedFormula:
         return ":".join(self.group_columns)
 
 
-def parse_formula(formula: str) -> ParsedFormula:
+def _random_terms(rhs: str, formula: str) -> list[tuple[int, int, str]]:
+    """``(start, end, inside)`` of each parenthesized term with a ``|`` at its top level."""
+    terms = []
+    depth = 0
+    start = 0
+    for i, char in enumerate(rhs):
+        if char == "(":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0:
+                raise ModelDataError(f"formula {formula!r} has a ')' without its '('")
+            if depth == 0:
+                inside = rhs[start + 1:i]
+                if "|" in re.sub(r"\([^()]*\)", "", inside):
+                    terms.append((start, i + 1, inside))
+    if depth:
+        raise ModelDataError(f"formula {formula!r} has a '(' without its ')'")
+    return terms
+
+
+def _group_columns(group: str, term: str) -> tuple[str, ...]:
+    """The columns of a grouping factor ``g``, ``a:b`` or ``factor(g)``."""
+    if "/" in group:
+        raise ModelDataError(f"nested grouping '{term}' is not supported; use one factor or a:b")
+    columns = []
+    for part in group.split(":"):
+        part = part.strip()
+        call = _FACTOR_CALL.match(part)
+        if call:
+            part = call.group(1)
+        name = _GROUP_COLUMN.match(part)
+        if not name:
+            raise ModelDataError(
+                f"grouping factor '{group.strip()}' of random term '{term}' must be a column, factor(column) "
+                "or an interaction a:b of columns"
+            )
+        columns.append(name.group(1) or name.group(2))
+    return tuple(columns)
+
+
+def _quote_dotted_names(fixed: str) -> str:
+    """Backtick R-style dotted names (``Sepal.Length``), which formulaic would read as an
+    attribute; ``np.log(`` and other calls, and names of modules such as ``np.pi``, are
+    left alone."""
+
+    def quote(match: re.Match) -> str:
+        if match.group(1) is not None:
+            return match.group(1)
+        name = match.group(2)
+        if name.split(".", 1)[0] in _formula_namespace():
+            return name
+        return f"`{name}`"
+
+    return _DOTTED_NAME.sub(quote, fixed)
+
+
+def _formula_namespace() -> frozenset[str]:
+    from formulaic.transforms import TRANSFORMS
+
+    return frozenset((*_FORMULA_NAMESPACE, *TRANSFORMS))
+
+
+def parse_formula(formula: str, columns=None) -> ParsedFormula:
     """Split ``"y ~ fixed + (1|g)"`` into the fixed formula and the grouping columns.
+
+    Parameters
+    ----------
+    formula : str
+        lme4-style formula with one random-intercept term: ``(1|g)``, ``(1|a:b)``,
+        ``(1|factor(g))`` or ``(1||g)`` (the same model for a random intercept).
+    columns : sequence of str, optional
+        The data's columns, listed when the formula uses ``.``.
 
     Examples
     --------
@@ -60,6 +187,8 @@ def parse_formula(formula: str) -> ParsedFormula:
     'y ~ x'
     >>> parse_formula("y ~ (1 | a:b) + x").group_columns
     ('a', 'b')
+    >>> parse_formula("y ~ Sepal.Length + (1|factor(g))").fixed
+    'y ~ `Sepal.Length`'
     """
     if not isinstance(formula, str) or "~" not in formula:
         raise ModelDataError(f"formula must be a string like 'y ~ x + (1|g)', got {formula!r}")
@@ -67,24 +196,32 @@ def parse_formula(formula: str) -> ParsedFormula:
     response = lhs.strip()
     if not response:
         raise ModelDataError(f"formula {formula!r} has no response on the left of '~'")
-    terms = _RANDOM_TERM.findall(rhs)
+    terms = _random_terms(rhs, formula)
     if not terms:
+        if "|" in rhs:
+            raise ModelDataError(
+                f"formula {formula!r}: write the random term in parentheses, as in 'y ~ x + (1|g)'"
+            )
         raise ModelDataError(
             f"formula {formula!r} has no random-intercept term; add one such as '(1|group)'"
         )
     if len(terms) > 1:
+        shown = ", ".join(f"({inside.strip()})" for _, _, inside in terms)
         raise ModelDataError(
-            f"formula {formula!r} has {len(terms)} random terms; reml_engine fits one random intercept '(1|g)'"
+            f"formula {formula!r} has {len(terms)} random terms ({shown}); reml_engine fits one random "
+            "intercept '(1|g)'"
         )
-    effect, group = terms[0]
+    start, end, inside = terms[0]
+    term = f"({inside.strip()})"
+    effect, group = inside.split("|", 1)
+    # lme4's (1||g) (uncorrelated terms) is (1|g) for a random intercept alone.
+    group = group[1:] if group.startswith("|") else group
     if effect.replace(" ", "") not in ("1", "1+0", "0+1", ""):
-        raise ModelDataError(
-            f"random term '({effect}|{group})' is not a random intercept; reml_engine fits '(1|{group})' only"
-        )
-    if "/" in group:
-        raise ModelDataError(f"nested grouping '({effect}|{group})' is not supported; use one factor or a:b")
-    group_columns = tuple(part.strip() for part in group.split(":"))
-    fixed_rhs = _RANDOM_TERM.sub("", rhs)
+        raise ModelDataError(_random_slope_message(term, effect, group.strip()))
+    group_columns = _group_columns(group, term)
+    fixed_rhs = rhs[:start] + rhs[end:]
+    if "|" in fixed_rhs:
+        raise ModelDataError(f"formula {formula!r}: only one random term, in parentheses, is supported")
     fixed_rhs = re.sub(r"\+\s*\+", "+", fixed_rhs).strip()
     fixed_rhs = re.sub(r"^\+|\+$", "", fixed_rhs).strip()
     fixed_rhs = re.sub(r"^\+|\+$", "", fixed_rhs).strip()
@@ -92,7 +229,26 @@ def parse_formula(formula: str) -> ParsedFormula:
         fixed_rhs = "1"
     elif fixed_rhs in ("0", "-1", "- 1", "0 +", "+ 0"):
         fixed_rhs = "0"
-    return ParsedFormula(formula, f"{response} ~ {fixed_rhs}", response, group_columns)
+    if _OFFSET_TERM.search(fixed_rhs):
+        raise ModelDataError(
+            f"formula {formula!r} has an offset term: offsets are not supported yet; subtract the offset "
+            "from the response instead (y - z ~ ...) when its coefficient is 1"
+        )
+    if _DOT_TERM.search(f" {_strip_quoted(fixed_rhs)} "):
+        listing = "" if columns is None else ": " + ", ".join(
+            str(c) for c in columns if str(c) != response and str(c) not in group_columns
+        )
+        raise ModelDataError(
+            f"formula {formula!r} uses '.', R's 'every other column', which is not supported; "
+            f"name the predictors instead{listing}"
+        )
+    fixed = _quote_dotted_names(f"{response} ~ {fixed_rhs}")
+    return ParsedFormula(formula, fixed, response, group_columns)
+
+
+def _strip_quoted(text: str) -> str:
+    """The text with backticked names and string literals blanked out."""
+    return re.sub(_QUOTED_OR_STRING, "_", text)
 
 
 @dataclass(frozen=True)
@@ -110,14 +266,43 @@ class Design:
     model_spec: object | None = None
     row_index: pd.Index | None = None
     n_dropped_rows: int = 0
+    #: (name, dtype) of the data columns the fixed part read as numbers: new data must
+    #: give numbers there too.
+    numeric_columns: tuple[tuple[str, str], ...] = ()
+
+
+def _formula_variables(formula: str) -> set[str]:
+    """The variables a formula (or one side of it) reads.
+
+    formulaic reports only the part of a name before its first dot (``Sepal`` for
+    ``Sepal.Length``, as for a method call ``x.fillna``), so backticked names, which
+    include the dotted names :func:`parse_formula` quoted, are taken whole.
+    """
+    import formulaic
+
+    quoted = {}
+
+    def placeholder(match: re.Match) -> str:
+        name = match.group(1)
+        if name.strip() == "1":  # formulaic reads `1` as the intercept (see _check_reserved_names)
+            return match.group(0)
+        key = f"_reml_quoted_{len(quoted)}"
+        quoted[key] = name
+        return key
+
+    names = {str(n) for n in formulaic.Formula(_BACKTICKED.sub(placeholder, formula)).required_variables}
+    return {quoted.get(n, n) for n in names}
+
+
+def _fixed_variables(parsed: ParsedFormula) -> set[str]:
+    """The variables of the fixed part (response included)."""
+    return _formula_variables(parsed.fixed)
 
 
 def _required_variables(parsed: ParsedFormula) -> list[str]:
-    import formulaic
-
-    names = set(formulaic.Formula(parsed.fixed).required_variables)
-    names.update(parsed.group_columns)
-    return sorted(str(n) for n in names)
+    """The data columns (and namespace names) the formula reads: the fixed part's
+    variables and the grouping columns."""
+    return sorted(_fixed_variables(parsed) | set(parsed.group_columns))
 
 
 def _one_line(err: Exception) -> str:
@@ -152,7 +337,31 @@ def _check_columns_exist(data: pd.DataFrame, needed: list[str], parsed: ParsedFo
             f"variable(s) {', '.join(map(repr, unknown))} of formula {parsed.formula!r} are not columns of "
             f"the data{hints}; columns are: {_columns_listing(data)}"
         )
+    _check_reserved_names(data.columns, present, parsed)
     return present
+
+
+def _check_reserved_names(columns: pd.Index, used: list[str], parsed: ParsedFormula) -> None:
+    """Columns the design would confuse with something else: a name that several
+    columns share, or a name formulaic gives the intercept."""
+    duplicated = set() if columns.is_unique else set(columns[columns.duplicated()])
+    for name in used:
+        if name in duplicated:
+            raise ModelDataError(
+                f"the data have {int((columns == name).sum())} columns named {name!r}, which formula "
+                f"{parsed.formula!r} uses; rename them so that each name is one column"
+            )
+    if FORMULAIC_INTERCEPT in used and FORMULAIC_INTERCEPT != parsed.response:
+        raise ModelDataError(
+            f"column {FORMULAIC_INTERCEPT!r} has the name formulaic gives the intercept column, so the two "
+            f"would be confused; rename the column (data.rename(columns={{{FORMULAIC_INTERCEPT!r}: ...}}))"
+        )
+    for name in _BACKTICKED.findall(parsed.fixed):
+        if name.strip() == "1" and name in columns:
+            raise ModelDataError(
+                f"formula {parsed.formula!r} names column {name!r} as `{name}`, which formulaic reads as "
+                f"the intercept; rename the column (data.rename(columns={{{name!r}: ...}}))"
+            )
 
 
 def _many_levels_hint(clean: pd.DataFrame, used: list[str], response: str) -> str:
@@ -175,10 +384,23 @@ def _drop_missing(data: pd.DataFrame, used: list[str], na_action: str) -> tuple[
         return data, 0
     per_column = {c: int(v) for c, v in missing.sum().items() if v}
     detail = ", ".join(f"{c!r}: {v}" for c, v in per_column.items())
+    hint = na_text_hint(data, per_column)
     if na_action == "raise":
-        raise ModelDataError(f"missing values in {n_bad} rows ({detail}); drop them or use na_action='omit'")
+        raise ModelDataError(
+            f"missing values in {n_bad} rows ({detail}); drop them or use na_action='omit'"
+            + (f"; {hint}" if hint else "")
+        )
     warn(f"dropped {n_bad} of {len(data)} rows with missing values ({detail})")
+    if hint:
+        # A warning of its own: the row count above is worded as chunked fits word it.
+        warn(hint)
     return data.loc[~bad_rows.to_numpy()], n_bad
+
+
+def check_na_action(na_action) -> None:
+    """``na_action`` must be one of the two names (lme4's na.omit and na.fail)."""
+    if not isinstance(na_action, str) or na_action not in NA_ACTIONS:
+        raise ModelDataError(f"na_action must be one of {', '.join(map(repr, NA_ACTIONS))}, got {na_action!r}")
 
 
 def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> Design:
@@ -193,32 +415,38 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> D
     """
     from .fast_design import model_matrices
 
-    if na_action not in ("omit", "raise"):
-        raise ValueError(f"na_action must be 'omit' or 'raise', got {na_action!r}")
+    check_na_action(na_action)
+    if not isinstance(formula, str) and isinstance(data, str) and "~" in data:
+        raise ModelDataError("the formula comes first: call lmer(formula, data), not lmer(data, formula)")
     if not isinstance(data, pd.DataFrame):
         raise ModelDataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-    parsed = parse_formula(formula)
+    parsed = parse_formula(formula, data.columns)
     if len(data) == 0:
         raise ModelDataError("the data frame is empty: no observations to fit")
     try:
-        needed = _required_variables(parsed)
+        fixed_variables = _fixed_variables(parsed)
     except Exception as err:  # formulaic's parse errors
         raise ModelDataError(f"cannot parse the fixed part {parsed.fixed!r}: {_one_line(err)}") from None
-    used = _check_columns_exist(data, needed, parsed)
+    used = _check_columns_exist(data, sorted(fixed_variables | set(parsed.group_columns)), parsed)
+    fixed_columns = [c for c in used if c in fixed_variables]
     if parsed.response in data.columns:
         check_response_column(data[parsed.response], parsed.response)
+    dtypes = column_dtypes(data, fixed_columns)
+    data = drop_unused_categories(data, dtypes)
     clean, n_dropped = _drop_missing(data, used, na_action)
     if len(clean) == 0:
         raise ModelDataError(
             f"no observations left after dropping the rows with missing values in {', '.join(map(repr, used))}"
         )
+    # The grouping columns keep their own dtype: groups.py codes any labels.
+    frame = design_frame(clean, fixed_columns, dtypes=dtypes)
     try:
         context = formula_context(group_labels(clean, parsed.group_columns))
         # Invalid values (log of a negative number) become NaN or inf; the finiteness
         # checks below name the column, so numpy's own warning would only add noise.
         with np.errstate(all="ignore"):
             # Plain numeric columns skip formulaic's materialization (see fast_design).
-            matrices = model_matrices(parsed.fixed, clean, context)
+            matrices = model_matrices(parsed.fixed, frame, context)
     except ModelDataError:
         raise
     except Exception as err:
@@ -254,13 +482,16 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> D
         model_spec=rhs.model_spec,
         row_index=clean.index,
         n_dropped_rows=n_dropped,
+        numeric_columns=tuple(
+            (c, str(dtype)) for c, dtype in dtypes.items() if is_number_dtype(dtype)
+        ),
     )
 
 
 def design_from_arrays(X, y, groups, names=None) -> Design:
     """Validate arrays for :func:`reml_engine.fit` and wrap them as a :class:`Design`."""
-    X = np.asarray(X, dtype=np.float64)
-    y = np.asarray(y)
+    X = float_array(X, "X", allow_bool=True)
+    y = float_array(y, "y")
     if X.ndim == 1:
         X = X[:, None]
     if X.ndim != 2:
@@ -270,14 +501,13 @@ def design_from_arrays(X, y, groups, names=None) -> Design:
     n = len(y)
     if X.shape[0] != n:
         raise ModelDataError(f"X has {X.shape[0]} rows but y has {n}")
+    if isinstance(names, str):
+        raise ModelDataError(f"names must be a sequence of column names, one per column of X, got the string {names!r}")
     if names is None:
         names = tuple(f"x{j}" for j in range(X.shape[1]))
     names = tuple(str(n_) for n_ in names)
     if len(names) != X.shape[1]:
         raise ModelDataError(f"{len(names)} names for {X.shape[1]} columns of X")
-    if not np.issubdtype(y.dtype, np.number):
-        raise ModelDataError(f"y is not numeric (dtype {y.dtype})")
-    y = y.astype(np.float64, copy=False)
     # The values (finite, in range, y not constant) and the intercept column are checked
     # from the statistics of the one pass over the data (model.fit_design).
     groups = pd.Series(groups) if not isinstance(groups, pd.Series) else groups
@@ -286,6 +516,18 @@ def design_from_arrays(X, y, groups, names=None) -> Design:
     return Design(X=X, y=y, groups=groups, column_names=names, response_name="y",
                   group_name=str(groups.name) if groups.name is not None else "group",
                   intercept_index=None)
+
+
+def model_spec_copy(design: Design):
+    """A copy of the fit's formulaic model spec, to build designs of other data with.
+
+    formulaic updates a spec's encoder state while it materializes data (a numeric
+    column given as text makes it record text categories), so the fit's own spec is
+    never handed to it: a failed ``predict`` must leave the fit as it was.
+    """
+    if design.model_spec is None:
+        return None
+    return copy.deepcopy(design.model_spec)
 
 
 def new_design_matrix(design: Design, newdata: pd.DataFrame, columns=None) -> np.ndarray:
@@ -299,44 +541,84 @@ def new_design_matrix(design: Design, newdata: pd.DataFrame, columns=None) -> np
     group_columns = design.formula.group_columns if design.formula is not None else ()
     has_groups = bool(group_columns) and all(c in newdata for c in group_columns)
     groups = group_labels(newdata, group_columns) if has_groups else None
-    mm = design.model_spec.get_model_matrix(newdata, na_action="ignore", context=formula_context(groups))
+    spec = model_spec_copy(design)
+    mm = spec.get_model_matrix(newdata, na_action="ignore", context=formula_context(groups))
     if columns is not None:
         mm.columns = [INTERCEPT_NAME if c == "Intercept" else str(c) for c in mm.columns]
         mm = mm.reindex(columns=list(columns))
     return np.asarray(mm.to_numpy(dtype=np.float64))
 
 
-def _match_new_levels(design: Design, newdata: pd.DataFrame) -> pd.DataFrame:
-    """New data whose categorical predictors hold the fit's levels, matched by the
-    canonical label rule (:mod:`reml_engine.groups`: 1, 1.0 and "1" are one level);
-    a level not seen in fitting is an error."""
-    matched = newdata
+def encoded_column(variable: str, columns: pd.Index) -> str | None:
+    """The data column an encoder-state entry reads: ``x`` or ``C(x, ...)`` (None for
+    transforms such as ``np.log(x)``)."""
+    name = str(variable)
+    inner = re.fullmatch(r"C\(\s*(`[^`]+`|[A-Za-z_][A-Za-z0-9_.]*)\s*(,.*)?\)", name)
+    if inner:
+        name = inner.group(1)
+    name = name[1:-1] if name.startswith("`") and name.endswith("`") else name
+    return name if name in columns else None
+
+
+def _align_to_encoding(design: Design, newdata: pd.DataFrame) -> pd.DataFrame:
+    """New data in the fit's encoding, checked before formulaic sees it.
+
+    A categorical column's values are matched to the fitted levels by value, then by
+    text as R matches factor levels (a level 1 given as "1" is level 1); a value
+    matching no level is an error naming it, with the known levels and their types.
+    Any other column that held numbers in the fit must hold numbers.
+    """
+    categorical = set()
     for variable, (kind, state) in design.model_spec.encoder_state.items():
-        if getattr(kind, "value", kind) != "categorical" or "categories" not in state:
+        column = encoded_column(variable, newdata.columns)
+        if column is None or getattr(kind, "value", kind) != "categorical" or "categories" not in state:
             continue
-        inner = re.fullmatch(r"C\(\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(,.*)?\)", str(variable))
-        column = inner.group(1) if inner else str(variable)
-        if column not in newdata.columns:
-            continue
+        categorical.add(column)  # C(k) of a numeric k: matched as levels, not as numbers
         values = newdata[column]
         categories = pd.Index(state["categories"])
         positions = level_positions(categories, values)
-        unseen = values.notna().to_numpy() & (positions < 0)
-        if unseen.any():
-            levels = sorted(map(str, pd.unique(values[unseen])))
-            known = ", ".join(repr(str(c)) for c in state["categories"][:10])
+        unseen_rows = values.notna().to_numpy() & (positions < 0)
+        if unseen_rows.any():
+            levels = list(dict.fromkeys(values[unseen_rows].tolist()))
+            shown = list(categories[:10])
             raise ModelDataError(
-                f"column {column!r} of newdata has level(s) {', '.join(map(repr, levels[:5]))} not seen in "
-                f"fitting (known: {known}); its fixed effect cannot be predicted"
+                f"column {column!r} of newdata has level(s) {', '.join(repr(v) for v in levels[:5])} "
+                f"({type_names(levels)}) not seen in fitting (levels: "
+                f"{', '.join(repr(c) for c in shown)}{' ...' if len(categories) > 10 else ''}, "
+                f"{type_names(shown)}); its fixed effect cannot be predicted"
             )
-        if matched is newdata:
-            matched = newdata.copy(deep=False)
-        matched[column] = pd.Categorical.from_codes(positions, categories=categories)
-    return matched
+        mapped = pd.Series(
+            pd.Categorical.from_codes(positions, categories=categories), index=values.index
+        ).astype(object)
+        newdata = newdata.copy(deep=False)
+        newdata[column] = mapped
+    for column, fit_dtype in design.numeric_columns:
+        if column not in newdata.columns or column in categorical or holds_numbers(newdata[column]):
+            continue
+        values = newdata[column]
+        if pd.api.types.infer_dtype(values, skipna=True) in NUMBERS_OR_NOTHING:
+            # Numbers or missing values in an object column (a column of None).
+            newdata = newdata.copy(deep=False)
+            newdata[column] = pd.to_numeric(values).astype(np.float64)
+            continue
+        shown = values.dropna().iloc[:3].tolist()
+        raise ModelDataError(
+            f"column {column!r} of newdata holds {type_names(shown)} values (dtype {values.dtype}, e.g. "
+            f"{shown!r}) where the fit had numbers ({fit_dtype}); convert it with pd.to_numeric"
+        )
+    return newdata
+
+
+def _rhs_variables(parsed: ParsedFormula) -> set[str]:
+    """The variables of the fixed part's right-hand side (what new data must hold)."""
+    rhs = parsed.fixed.split("~", 1)[1]
+    return _formula_variables(rhs)
 
 
 def new_fixed_design(design: Design, newdata: pd.DataFrame, columns) -> tuple[np.ndarray, np.ndarray]:
     """The fixed-effect design of new data, with the fitting data's encoding.
+
+    The fit is left as it was whatever ``newdata`` holds (see :func:`model_spec_copy`).
 
     Parameters
     ----------
@@ -354,11 +636,11 @@ def new_fixed_design(design: Design, newdata: pd.DataFrame, columns) -> tuple[np
     complete : bool (m,)
         Rows whose predictors are all present.
     """
-    if design.model_spec is None:
+    if design.model_spec is None or design.formula is None:
         raise ModelDataError("this fit was made from arrays: pass X= and groups= for new rows instead of newdata")
     if not isinstance(newdata, pd.DataFrame):
         raise ModelDataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
-    needed = sorted(str(v) for v in design.model_spec.required_variables)
+    needed = sorted(_rhs_variables(design.formula))
     absent = [v for v in needed if v not in newdata.columns and v not in _FORMULA_NAMESPACE]
     if absent:
         raise ModelDataError(
@@ -366,14 +648,18 @@ def new_fixed_design(design: Design, newdata: pd.DataFrame, columns) -> tuple[np
             f"{suggest_columns(absent[0], newdata.columns)}"
         )
     present = [v for v in needed if v in newdata.columns]
-    complete = ~newdata[present].isna().any(axis=1).to_numpy() if present else np.ones(len(newdata), bool)
-    if len(newdata) == 0:
+    duplicated = sorted({v for v in present if not isinstance(newdata[v], pd.Series)})
+    if duplicated:
+        raise ModelDataError(f"newdata has several columns named {duplicated[0]!r}; rename them")
+    frame = design_frame(newdata, present, where=" of newdata")
+    complete = ~frame[present].isna().any(axis=1).to_numpy() if present else np.ones(len(frame), bool)
+    if len(frame) == 0:
         return np.zeros((0, len(columns))), complete
-    newdata = _match_new_levels(design, newdata)
+    frame = _align_to_encoding(design, frame)
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")  # unseen levels were checked above; NaN rows are flagged
-            X = new_design_matrix(design, newdata, columns)
+            X = new_design_matrix(design, frame, columns)
     except ModelDataError:
         raise
     except Exception as err:

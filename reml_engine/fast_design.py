@@ -5,12 +5,18 @@ intercept and the columns themselves. At millions of rows formulaic's general
 materialization (a DataFrame per term, then a copy to one array) costs more than the
 fit, so here X is assembled once, column by column, straight from the data.
 
-formulaic still has the last word on what the design *is*: it materializes the same
-formula on the first ``SPEC_ROWS`` rows, which fixes the column names, their order and
-the model spec used later to build the design of new data. The fast path only fills
-in the values, and only when each of formulaic's columns is the intercept or a
-numeric (not boolean) column of the data under its own name; anything else (a
-categorical, an interaction, a transform) goes through formulaic unchanged.
+The fast path is taken from the formula and the dtypes alone, never from the values:
+every term must be a plain name (or ``0``, ``1``, ``-1``) of a column whose dtype is a
+numpy integer or float, and so must the response. For such a column formulaic makes
+exactly one column, its values as floats, whatever the values are; a text, boolean or
+categorical column (whose columns depend on the levels present), a transform or an
+interaction goes through formulaic unchanged.
+
+formulaic still names the columns, orders them and makes the model spec used later to
+build the design of new data: it materializes the same formula on the first
+``SPEC_ROWS`` rows, which for numeric columns gives the same columns as on all rows.
+That this holds is checked on each fit (the columns formulaic names are the formula's
+columns), and the tests compare both paths on generated data.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ FORMULAIC_INTERCEPT = "Intercept"
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _SIMPLE_TERM = re.compile(rf"^\s*(?:{_NAME}|0|1|-\s*1)\s*$")
 _SIMPLE_RESPONSE = re.compile(rf"^\s*{_NAME}\s*$")
+_CONSTANT_TERM = re.compile(r"^\s*(?:0|1|-\s*1)\s*$")
 
 
 @dataclass(frozen=True)
@@ -59,18 +66,39 @@ def is_simple(fixed: str) -> bool:
     >>> is_simple("y ~ x1 + x2"), is_simple("y ~ x1 * cat"), is_simple("y ~ np.log(x)")
     (True, False, False)
     """
+    return simple_terms(fixed) is not None
+
+
+def simple_terms(fixed: str) -> tuple[str, tuple[str, ...]] | None:
+    """The response and the column names of ``name ~ name + name ...`` (``0``, ``1``
+    and ``-1`` allowed), or None for any other formula.
+
+    Examples
+    --------
+    >>> simple_terms("y ~ 0 + x1 + x2")
+    ('y', ('x1', 'x2'))
+    """
     if fixed.count("~") != 1:
-        return False
+        return None
     lhs, rhs = fixed.split("~")
     if not _SIMPLE_RESPONSE.match(lhs):
-        return False
-    terms = re.split(r"\+|(?=-)", rhs)
-    return all(_SIMPLE_TERM.match(term) for term in terms if term.strip())
+        return None
+    terms = [term for term in re.split(r"\+|(?=-)", rhs) if term.strip()]
+    if not all(_SIMPLE_TERM.match(term) for term in terms):
+        return None
+    names = tuple(dict.fromkeys(term.strip() for term in terms if not _CONSTANT_TERM.match(term)))
+    return lhs.strip(), names
 
 
-def _plain_numeric(series: pd.Series) -> bool:
-    dtype = series.dtype
-    return isinstance(dtype, np.dtype) and dtype.kind in "iuf"
+def plain_numeric_columns(data: pd.DataFrame) -> set[str]:
+    """The columns of the data, each the only one of its name, with a numpy integer or
+    float dtype (not bool, which formulaic reads on a path of its own)."""
+    names = data.columns
+    once = names if names.is_unique else names[~names.duplicated(keep=False)]
+    return {
+        str(name) for name, dtype in zip(names, data.dtypes, strict=True)
+        if name in once and name != FORMULAIC_INTERCEPT and isinstance(dtype, np.dtype) and dtype.kind in "iuf"
+    }
 
 
 def model_matrices(fixed: str, data: pd.DataFrame, context=None):
@@ -91,15 +119,17 @@ def model_matrices(fixed: str, data: pd.DataFrame, context=None):
     def general(frame):
         return formulaic.model_matrix(fixed, frame, na_action="ignore", context=context)
 
-    if not is_simple(fixed) or len(data) <= SPEC_ROWS:
+    terms = simple_terms(fixed)
+    if terms is None or len(data) <= SPEC_ROWS:
+        return general(data)
+    response, names = terms
+    if not {response, *names} <= plain_numeric_columns(data):
         return general(data)
     head = general(data.iloc[:SPEC_ROWS])
-    response = fixed.split("~")[0].strip()
     columns = tuple(str(c) for c in head.rhs.columns)
-    plain = all(
-        c == FORMULAIC_INTERCEPT or (c in data.columns and _plain_numeric(data[c])) for c in columns
-    )
-    if not (plain and response in data.columns and _plain_numeric(data[response])):
+    # formulaic makes one column per numeric term, and the intercept: anything else
+    # (a name formulaic resolves elsewhere) goes the general way.
+    if sorted(c for c in columns if c != FORMULAIC_INTERCEPT) != sorted(names):
         return general(data)
     X = np.empty((len(data), len(columns)), dtype=np.float64, order="F")
     for j, name in enumerate(columns):

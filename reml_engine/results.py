@@ -346,7 +346,7 @@ class LmerFit:
         (see :func:`reml_engine.vartest.test_random_intercept`)."""
         from .vartest import EXACT_NSIM, test_random_intercept
 
-        return test_random_intercept(self, method, n_sim or EXACT_NSIM, seed)
+        return test_random_intercept(self, method, EXACT_NSIM if n_sim is None else n_sim, seed)
 
     def confint(self, method: str = "profile", level: float = 0.95, **kwargs) -> pd.DataFrame:
         """Intervals for sd_group, sigma, the fixed effects (and the ICC for

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .checks import ModelDataError
+from .design import encoded_column, model_spec_copy
 
 #: Largest number of factor-level combinations put on the synthetic grid.
 GRID_MAX_CELLS = 20_000
@@ -48,10 +49,11 @@ def _factor_kind(spec, factor) -> str:
 def _synthetic_grid(spec, n_columns: int) -> pd.DataFrame:
     raw = sorted(spec.variables_by_source.get("data", set()))
     categorical = {}
-    for name in raw:
-        state = spec.encoder_state.get(name)
-        if state is not None and _factor_kind(spec, name) == "categorical":
-            categorical[name] = list(state[1]["categories"])
+    # A factor is a column (cat) or a column wrapped in C() (C(k), k numbers).
+    for factor, (kind, state) in spec.encoder_state.items():
+        column = encoded_column(factor, pd.Index(raw))
+        if column is not None and str(getattr(kind, "value", kind)).lower() == "categorical":
+            categorical[column] = list(state["categories"])
     numeric = [name for name in raw if name not in categorical]
     n_cells = int(np.prod([len(v) for v in categorical.values()])) if categorical else 1
     if n_cells > GRID_MAX_CELLS:
@@ -94,11 +96,15 @@ def type3_hypotheses(fit) -> dict[str, np.ndarray]:
     if spec is None:
         raise ModelDataError("a type III table needs a fit made from a formula (rl.lmer)")
     names = list(fit.fixef.index)
+    if not [t for t in spec.terms if str(t) != "1"] or not names:
+        return {}  # no terms besides the intercept: nothing to test (lmerTest's table is empty)
     spec_names = ["(Intercept)" if c == "Intercept" else str(c) for c in spec.column_names]
     kept = [spec_names.index(n) for n in names]
     grid = _synthetic_grid(spec, len(spec_names))
     try:
-        X = np.asarray(spec.get_model_matrix(grid, na_action="ignore").to_numpy(dtype=np.float64))[:, kept]
+        # A copy: formulaic may update the spec it materializes with (see model_spec_copy).
+        grid_spec = model_spec_copy(design)
+        X = np.asarray(grid_spec.get_model_matrix(grid, na_action="ignore").to_numpy(dtype=np.float64))[:, kept]
     except Exception as err:  # transforms that need the fitting data's context
         raise ModelDataError(f"cannot rebuild the design on a grid of factor levels: {err}") from None
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .checks import check_count, check_seed
 from .criterion import evaluate
 from .lazy_imports import scipy_stats as sps
 from .rlrt_kernels import sup_over_grid
@@ -112,6 +113,9 @@ def mixture_test(fit) -> VarianceTest:
 def projected_eigenvalues(stats) -> tuple[np.ndarray, np.ndarray]:
     """Distinct nonzero eigenvalues of ``Z' P0 Z`` and their multiplicities."""
     p = stats.p
+    if p == 0:
+        # No fixed effects (y ~ 0 + (1|g)): P0 = I and Z'Z = diag(n_g).
+        return _merge(np.asarray(stats.sizes, dtype=np.float64), np.asarray(stats.groups_per_size, dtype=np.int64))
     XtX = stats.within[:p, :p] + stats.between[:, :p, :p].sum(axis=0)
     R_inv = np.linalg.inv(np.linalg.cholesky(XtX).T)  # XtX = R'R, R upper
     values, mults = [], []
@@ -217,11 +221,11 @@ def test_random_intercept(fit, method: str = "exact", n_sim: int = EXACT_NSIM, s
     >>> round(rl.test_random_intercept(m, method="mixture").statistic, 4)
     4.4208
     """
-    key = method.strip().lower()
+    key = method.strip().lower() if isinstance(method, str) else None
     if key == "mixture":
         return mixture_test(fit)
     if key == "exact":
-        return exact_test(fit, n_sim, seed)
+        return exact_test(fit, check_count(n_sim, "n_sim"), check_seed(seed))
     raise ValueError(f"method must be 'exact' or 'mixture'; got {method!r}")
 
 

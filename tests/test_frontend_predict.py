@@ -166,5 +166,5 @@ def test_predict_matches_factor_levels_of_another_type():
     codes = rows["cat"].astype(int)
     for cat in (codes.to_numpy(), codes.astype(float).to_numpy(), codes.astype("Int64").array):
         np.testing.assert_allclose(m.predict(rows.assign(cat=cat)), expected, rtol=1e-12)
-    with pytest.raises(rl.ModelDataError, match=r"level\(s\) '5' not seen in fitting \(known: '1', '2', '3'\)"):
+    with pytest.raises(rl.ModelDataError, match=r"'cat' of newdata has level\(s\) 5 \(int\) not seen in fitting \(levels: '1', '2', '3', str\)"):
         m.predict(rows.assign(cat=[1, 5, 2, 1, 1, 1]))
