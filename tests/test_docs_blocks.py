@@ -247,7 +247,7 @@ def test_page_runs_and_prints_what_it_shows(path, tmp_path):
     """Each page in a fresh Python process started in an empty folder: pandas' default
     display options, nothing set up by the test session."""
     if not any(block.not_run is None for block in parse_blocks(path)):
-        pytest.skip(f"{path.name} has no python block to run")
+        pytest.skip(f"every python block of {path.name} is marked not run")
     out = tmp_path / "records.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "MPLBACKEND": "Agg"}
