@@ -34,13 +34,11 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
 import reml_engine as rl  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent
 WALKTHROUGH = "walkthrough_seed.md"
-REFERENCE_DATA = DOCS.parent / "tests" / "data" / "reference"
 
 #: Resolution of the saved figures: small files that still read well on a web page.
 FIGURE_DPI = 80
@@ -50,8 +48,6 @@ FIGURE_SIZE = (6.4, 4.0)
 LOG10_TAU_RANGE = (-3.0, 6.0)
 #: Points of the curves drawn against log10(tau).
 CURVE_POINTS = 400
-#: Width of the printed pandas tables.
-DISPLAY_WIDTH = 100
 
 RUN_BLOCK = re.compile(
     r"(<!-- run -->\n```python\n)(?P<code>.*?)(```\n+```text\n)(?P<output>.*?)(```\n<!-- /run -->)",
@@ -187,8 +183,7 @@ def figure_balanced_profiles(outdir: Path) -> Path:
     """Dyestuff (interior optimum) and Dyestuff2 (boundary, negative ICC) side by side."""
     fig, axes = plt.subplots(1, 2, figsize=(11.0, 5.0))
     for ax, name in zip(axes, ("dyestuff", "dyestuff2"), strict=True):
-        data = pd.read_csv(REFERENCE_DATA / f"{name}.csv")
-        m = rl.lmer("Yield ~ 1 + (1|Batch)", data)
+        m = rl.lmer("Yield ~ 1 + (1|Batch)", getattr(rl.datasets, name)())
         m.plot_profile(ax=ax)
         ax.set_title(f"{name}: ICC {m.icc:.3f}, compound symmetry {m.compound_symmetry.icc:.3f}", fontsize=9)
     fig.tight_layout()
@@ -236,9 +231,8 @@ def run_blocks(template: str) -> str:
         output = "\n".join(line.rstrip() for line in buffer.getvalue().rstrip("\n").splitlines())
         return f"{match[1]}{match['code']}{match[3]}{output}\n{match[5]}"
 
-    with pd.option_context("display.width", DISPLAY_WIDTH, "display.max_columns", 20,
-                           "display.precision", 4):
-        return RUN_BLOCK.sub(replace, template)
+    # pandas' default display options, as a reader has them: the code rounds what it prints.
+    return RUN_BLOCK.sub(replace, template)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from importlib import resources
 
 import pandas as pd
 
+from . import datasets as datasets  # rl.datasets.sleepstudy(), ...: the example data
 from .anova import AnovaResult, OLSFit, anova, ols
 from .checks import ModelDataError, ModelDataWarning, check_bool
 from .coef_table import anova_type3, coef_table, contrast_test

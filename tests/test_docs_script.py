@@ -41,7 +41,9 @@ FIGURE_LINK = re.compile(r"\]\((?:\.\./)?(figures/[^)]+\.png)\)")
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory) -> Path:
     outdir = tmp_path_factory.mktemp("docs")
-    env = {**os.environ, "MPLBACKEND": "Agg"}
+    # The checkout's reml_engine, whatever an installed copy (the script's folder is docs/).
+    env = {**os.environ, "MPLBACKEND": "Agg",
+           "PYTHONPATH": os.pathsep.join([str(DOCS.parent), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, str(SCRIPT), str(outdir)], capture_output=True, text=True,
                             timeout=SCRIPT_TIMEOUT, env=env, cwd=outdir)
     assert result.returncode == 0, result.stderr
