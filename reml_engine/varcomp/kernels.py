@@ -1,0 +1,519 @@
+"""Compiled kernels for several random-intercept terms.
+
+Plain arrays in and out, no exceptions, no Python objects: the Python layer
+(:mod:`.statistics`, :mod:`.nested`, :mod:`.crossed`) checks the inputs before a call and
+reads the outputs after it. Every kernel releases the GIL (``nogil``) so that the
+statistics of several tables, or of several chunks of rows, are computed on threads.
+
+Levels of all terms share one numbering: term j's levels are
+``level_offsets[j] .. level_offsets[j + 1] - 1``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+#: Rows per block in the one-pass kernel: the block buffer (BLOCK_ROWS x q doubles) stays
+#: in cache and its cross-product goes to BLAS.
+BLOCK_ROWS = 2048
+
+#: Golden-ratio multiplier of the multiplicative hash of the contingency tables.
+_HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+
+
+# ---------------------------------------------------------------------------------------
+# Statistics: one pass over the rows
+# ---------------------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def _accumulate_term_rows(X, y, weights, offset, codes, level_offsets, shift, start, stop,
+                          counts, level_weights, sums, cross, lo, hi, totals, buf, root_w):
+    """Add rows ``start .. stop - 1`` to the per-level and global accumulators (in place).
+
+    ``buf`` holds ``sqrt(w) (z - shift)`` for one block of rows, whose cross-product
+    goes to BLAS; the level sums take ``w (z - shift) = sqrt(w) * buf``. ``totals`` is
+    ``[sum w, sum log w]``. ``weights`` or ``offset`` of length 0 mean unit weights or no
+    offset. Ranges ``lo``/``hi`` are those of the raw columns and of ``y - offset``; a
+    NaN escapes them but not the sums, which the caller checks.
+    """
+    p = X.shape[1]
+    k = codes.shape[0]
+    weighted = weights.shape[0] > 0
+    has_offset = offset.shape[0] > 0
+    for block_start in range(start, stop, BLOCK_ROWS):
+        block_stop = min(block_start + BLOCK_ROWS, stop)
+        m = block_stop - block_start
+        for i in range(m):
+            row = block_start + i
+            if weighted:
+                w = weights[row]
+                root_w[i] = np.sqrt(w)
+                totals[0] += w
+                totals[1] += np.log(w)
+            else:
+                root_w[i] = 1.0
+                totals[0] += 1.0
+            r = root_w[i]
+            for j in range(p):
+                v = X[row, j]
+                if v < lo[j]:
+                    lo[j] = v
+                if v > hi[j]:
+                    hi[j] = v
+                buf[i, j] = r * (v - shift[j])
+            v = y[row]
+            if has_offset:
+                v -= offset[row]
+            if v < lo[p]:
+                lo[p] = v
+            if v > hi[p]:
+                hi[p] = v
+            buf[i, p] = r * (v - shift[p])
+        for t in range(k):
+            base = level_offsets[t]
+            for i in range(m):
+                g = base + codes[t, block_start + i]
+                r = root_w[i]
+                counts[g] += 1
+                level_weights[g] += r * r
+                for j in range(p + 1):
+                    sums[g, j] += r * buf[i, j]
+        block = buf[:m]
+        cross += np.dot(block.T, block)
+
+
+@njit(cache=True, nogil=True)
+def term_sums_and_cross(X, y, weights, offset, codes, level_offsets, shift):
+    """Per-level counts, weights and weighted sums of ``[X | y - offset] - shift`` for
+    every term, and the global weighted cross-product, in one pass over the rows.
+
+    Parameters
+    ----------
+    X : float64 (n, p), any layout
+    y : float64 (n,)
+    weights : float64 (n,) or (0,) for unit weights; positive
+    offset : float64 (n,) or (0,) for none
+    codes : int64 (k, n), level codes per term
+    level_offsets : int64 (k + 1,)
+    shift : float64 (p + 1,)
+
+    Returns
+    -------
+    counts : int64 (M,), rows per level (M = level_offsets[k])
+    level_weights : float64 (M,), sum of w per level
+    sums : float64 (M, p + 1), sum of w (z - shift) per level
+    cross : float64 (p + 1, p + 1), sum of w (z - shift)(z - shift)'
+    totals : float64 (2,), sum w and sum log w
+    lo, hi : float64 (p + 1,), smallest and largest raw value per column
+    """
+    n, p = X.shape
+    q = p + 1
+    n_levels = level_offsets[-1]
+    counts = np.zeros(n_levels, dtype=np.int64)
+    level_weights = np.zeros(n_levels, dtype=np.float64)
+    sums = np.zeros((n_levels, q), dtype=np.float64)
+    cross = np.zeros((q, q), dtype=np.float64)
+    lo = np.full(q, np.inf)
+    hi = np.full(q, -np.inf)
+    totals = np.zeros(2, dtype=np.float64)
+    buf = np.empty((BLOCK_ROWS, q), dtype=np.float64)
+    root_w = np.empty(BLOCK_ROWS, dtype=np.float64)
+    _accumulate_term_rows(X, y, weights, offset, codes, level_offsets, shift, 0, n,
+                          counts, level_weights, sums, cross, lo, hi, totals, buf, root_w)
+    return counts, level_weights, sums, cross, totals, lo, hi
+
+
+@njit(cache=True, parallel=True)
+def term_sums_and_cross_parallel(X, y, weights, offset, codes, level_offsets, shift, n_chunks):
+    """:func:`term_sums_and_cross` on ``n_chunks`` contiguous chunks of rows, one per
+    thread, each with its own accumulators (``n_chunks`` copies of the level sums),
+    added at the end."""
+    n, p = X.shape
+    q = p + 1
+    n_levels = level_offsets[-1]
+    counts = np.zeros((n_chunks, n_levels), dtype=np.int64)
+    level_weights = np.zeros((n_chunks, n_levels), dtype=np.float64)
+    sums = np.zeros((n_chunks, n_levels, q), dtype=np.float64)
+    cross = np.zeros((n_chunks, q, q), dtype=np.float64)
+    lo = np.full((n_chunks, q), np.inf)
+    hi = np.full((n_chunks, q), -np.inf)
+    totals = np.zeros((n_chunks, 2), dtype=np.float64)
+    step = (n + n_chunks - 1) // n_chunks
+    for c in prange(n_chunks):
+        buf = np.empty((BLOCK_ROWS, q), dtype=np.float64)
+        root_w = np.empty(BLOCK_ROWS, dtype=np.float64)
+        start = c * step
+        stop = min(n, start + step)
+        _accumulate_term_rows(X, y, weights, offset, codes, level_offsets, shift, start, stop,
+                              counts[c], level_weights[c], sums[c], cross[c], lo[c], hi[c], totals[c],
+                              buf, root_w)
+    total_counts = counts[0].copy()
+    total_weights = level_weights[0].copy()
+    total_sums = sums[0].copy()
+    total_cross = cross[0].copy()
+    total_totals = totals[0].copy()
+    total_lo = lo[0].copy()
+    total_hi = hi[0].copy()
+    for c in range(1, n_chunks):
+        total_counts += counts[c]
+        total_weights += level_weights[c]
+        total_sums += sums[c]
+        total_cross += cross[c]
+        total_totals += totals[c]
+        total_lo = np.minimum(total_lo, lo[c])
+        total_hi = np.maximum(total_hi, hi[c])
+    return total_counts, total_weights, total_sums, total_cross, total_totals, total_lo, total_hi
+
+
+@njit(cache=True, nogil=True)
+def pair_table_dense(codes_a, codes_b, weights, m_a, m_b):
+    """Weighted contingency table of two factors through a dense ``m_a x m_b`` table
+    (for small products of level counts). Returns the occupied cells in (row, col)
+    order: rows, cols (int64), weight sums (float64), row counts (int64)."""
+    n = codes_a.shape[0]
+    weighted = weights.shape[0] > 0
+    table_w = np.zeros(m_a * m_b, dtype=np.float64)
+    table_n = np.zeros(m_a * m_b, dtype=np.int64)
+    for i in range(n):
+        cell = codes_a[i] * m_b + codes_b[i]
+        table_w[cell] += weights[i] if weighted else 1.0
+        table_n[cell] += 1
+    nnz = 0
+    for cell in range(m_a * m_b):
+        if table_n[cell] > 0:
+            nnz += 1
+    rows = np.empty(nnz, dtype=np.int64)
+    cols = np.empty(nnz, dtype=np.int64)
+    cell_w = np.empty(nnz, dtype=np.float64)
+    cell_n = np.empty(nnz, dtype=np.int64)
+    pos = 0
+    for cell in range(m_a * m_b):
+        if table_n[cell] > 0:
+            rows[pos] = cell // m_b
+            cols[pos] = cell % m_b
+            cell_w[pos] = table_w[cell]
+            cell_n[pos] = table_n[cell]
+            pos += 1
+    return rows, cols, cell_w, cell_n
+
+
+@njit(cache=True, nogil=True)
+def _hash_slot(key, bits):
+    return np.int64((np.uint64(key) * _HASH_MULTIPLIER) >> np.uint64(64 - bits))
+
+
+@njit(cache=True, nogil=True)
+def pair_table_hashed(codes_a, codes_b, weights, m_b, initial_bits):
+    """Weighted contingency table of two factors through an open-addressing hash table
+    over the occupied cells (memory proportional to the occupied cells, not to
+    ``m_a x m_b`` nor to the rows). Same outputs as :func:`pair_table_dense`."""
+    n = codes_a.shape[0]
+    weighted = weights.shape[0] > 0
+    bits = initial_bits
+    capacity = 1 << bits
+    keys = np.full(capacity, -1, dtype=np.int64)
+    table_w = np.zeros(capacity, dtype=np.float64)
+    table_n = np.zeros(capacity, dtype=np.int64)
+    used = 0
+    mask = capacity - 1
+    for i in range(n):
+        key = codes_a[i] * m_b + codes_b[i]
+        slot = _hash_slot(key, bits)
+        while keys[slot] != key and keys[slot] != -1:
+            slot = (slot + 1) & mask
+        if keys[slot] == -1:
+            keys[slot] = key
+            used += 1
+        table_w[slot] += weights[i] if weighted else 1.0
+        table_n[slot] += 1
+        if 2 * used > capacity:
+            # Grow: rehash every occupied cell into a table twice as large.
+            new_bits = bits + 1
+            new_capacity = 1 << new_bits
+            new_mask = new_capacity - 1
+            new_keys = np.full(new_capacity, -1, dtype=np.int64)
+            new_w = np.zeros(new_capacity, dtype=np.float64)
+            new_n = np.zeros(new_capacity, dtype=np.int64)
+            for s in range(capacity):
+                if keys[s] != -1:
+                    t = _hash_slot(keys[s], new_bits)
+                    while new_keys[t] != -1:
+                        t = (t + 1) & new_mask
+                    new_keys[t] = keys[s]
+                    new_w[t] = table_w[s]
+                    new_n[t] = table_n[s]
+            keys, table_w, table_n = new_keys, new_w, new_n
+            bits, capacity, mask = new_bits, new_capacity, new_mask
+    occupied = np.empty(used, dtype=np.int64)
+    pos = 0
+    for s in range(capacity):
+        if keys[s] != -1:
+            occupied[pos] = s
+            pos += 1
+    order = np.argsort(keys[occupied])
+    rows = np.empty(used, dtype=np.int64)
+    cols = np.empty(used, dtype=np.int64)
+    cell_w = np.empty(used, dtype=np.float64)
+    cell_n = np.empty(used, dtype=np.int64)
+    for r in range(used):
+        s = occupied[order[r]]
+        rows[r] = keys[s] // m_b
+        cols[r] = keys[s] % m_b
+        cell_w[r] = table_w[s]
+        cell_n[r] = table_n[s]
+    return rows, cols, cell_w, cell_n
+
+
+# ---------------------------------------------------------------------------------------
+# Nested hierarchy: closed form per level
+# ---------------------------------------------------------------------------------------
+#
+# Levels of a chain of nested terms are numbered innermost term first; ``parent[l]`` is
+# the level of the next term containing level l (-1 for the outermost term), and
+# ``term_of[l]`` the position of l's term in the chain. Children precede parents.
+
+
+@njit(cache=True, nogil=True)
+def nested_upward(inner_weights, inner_sums, parent, term_of, tau):
+    """Eliminate the levels innermost first: effective weights and sums per level.
+
+    With ``d_l`` the effective weight of level l (its weight for the innermost term) and
+    ``s_l`` its effective sums, eliminating l passes ``omega_l = d_l / (1 + tau d_l)``
+    and ``s_l / (1 + tau d_l)`` to its parent. Returns the effective weights ``d``
+    (M,), sums ``s`` (M, q), ``omega`` (M,) and ``sum log(1 + tau d)``.
+    """
+    m_inner, q = inner_sums.shape
+    n_levels = parent.shape[0]
+    d = np.zeros(n_levels)
+    s = np.zeros((n_levels, q))
+    omega = np.empty(n_levels)
+    d[:m_inner] = inner_weights
+    s[:m_inner] = inner_sums
+    logdet = 0.0
+    for level in range(n_levels):
+        t = tau[term_of[level]]
+        one_plus = 1.0 + t * d[level]
+        logdet += np.log1p(t * d[level])
+        omega[level] = d[level] / one_plus
+        up = parent[level]
+        if up >= 0:
+            d[up] += omega[level]
+            for c in range(q):
+                s[up, c] += s[level, c] / one_plus
+    return d, s, omega, logdet
+
+
+@njit(cache=True, nogil=True)
+def nested_between(d, s, omega, parent):
+    """Rows ``sqrt(omega_l) (mu_l - mu_parent)`` (``mu_parent = 0`` at the top), with
+    ``mu = s / d``: their cross-product is the part of ``[X|y]' H^-1 [X|y]`` beyond the
+    within-innermost-level one, as a sum of squares (nothing cancels)."""
+    n_levels, q = s.shape
+    rows = np.empty((n_levels, q))
+    for level in range(n_levels):
+        r = np.sqrt(omega[level])
+        up = parent[level]
+        for c in range(q):
+            mu = s[level, c] / d[level]
+            if up >= 0:
+                mu -= s[up, c] / d[up]
+            rows[level, c] = r * mu
+    return rows
+
+
+@njit(cache=True, nogil=True)
+def nested_downward(d, s, omega, parent, term_of, tau, k, want_levels):
+    """Outermost level first: per term the trace of ``Z_j' H^-1 Z_j`` and
+    ``R_j' R_j`` with ``R_j = Z_j' H^-1 [X|y]``; per level (when ``want_levels``) the
+    rows of R and ``diag((T^-1 + Z'WZ)^-1)`` (conditional variance / sigma2).
+
+    With ``P_l`` the sum of the posterior covariance of level l and its ancestors and
+    ``E_l = 1 - d_l P_l``, both kept in forms without cancellation:
+    ``diag(Z'H^-1 Z)_l = d_l E_l``.
+    """
+    n_levels, q = s.shape
+    trace = np.zeros(k)
+    rtr = np.zeros((k, q, q))
+    P = np.zeros(n_levels)
+    E = np.zeros(n_levels)
+    u_total = np.zeros((n_levels, q))   # sum of u over the level and its ancestors
+    r = np.empty(q)
+    if want_levels:
+        R = np.empty((n_levels, q))
+        cond = np.empty(n_levels)
+    else:
+        R = np.empty((0, q))
+        cond = np.empty(0)
+    for level in range(n_levels - 1, -1, -1):
+        t = tau[term_of[level]]
+        one_plus = 1.0 + t * d[level]
+        f = t / one_plus
+        up = parent[level]
+        if up >= 0:
+            P_up = P[up]
+            base = E[up] + (d[up] - omega[level]) * P_up
+        else:
+            P_up = 0.0
+            base = 1.0
+        E[level] = base / one_plus
+        P[level] = f + P_up / (one_plus * one_plus)
+        trace[term_of[level]] += d[level] * E[level]
+        for c in range(q):
+            ancestors = u_total[up, c] if up >= 0 else 0.0
+            r[c] = (s[level, c] - d[level] * ancestors) / one_plus
+            u_total[level, c] = ancestors + t * r[c]
+        j = term_of[level]
+        for a in range(q):
+            for b in range(q):
+                rtr[j, a, b] += r[a] * r[b]
+        if want_levels:
+            R[level] = r
+            cond[level] = f + f * f * d[level] * d[level] * P_up
+    return trace, rtr, R, cond
+
+
+# ---------------------------------------------------------------------------------------
+# Crossed terms: one term eliminated, dense blocks for the others
+# ---------------------------------------------------------------------------------------
+#
+# The other terms' ("core") levels are grouped into connected blocks; block b is a dense
+# s_b x s_b matrix stored row-major at ``block_base[b]`` of one flat buffer. For core
+# level c: ``level_base[c]`` is its block's base, ``level_size[c]`` the block's size and
+# ``level_local[c]`` its row in the block. The eliminated term's table with the core
+# levels is CSR: ``indptr``, ``indices`` (core levels), ``data`` (weights).
+
+
+@njit(cache=True, nogil=True)
+def schur_subtract(K, indptr, indices, data, coef, rows, level_base, level_local, level_size):
+    """``K -= sum over rows l of coef[l] n_l n_l'`` (n_l row l of the table), into the
+    dense blocks. Returns nothing; K is updated in place."""
+    for r in range(rows.shape[0]):
+        lv = rows[r]
+        c = coef[lv]
+        if c == 0.0:
+            continue
+        for p1 in range(indptr[lv], indptr[lv + 1]):
+            a = indices[p1]
+            base = level_base[a]
+            size = level_size[a]
+            row = base + level_local[a] * size
+            va = c * data[p1]
+            for p2 in range(indptr[lv], indptr[lv + 1]):
+                K[row + level_local[indices[p2]]] -= va * data[p2]
+
+
+@njit(cache=True, nogil=True)
+def pooled_outer_sums(indptr, indices, data, rows, group_of_row, n_groups, level_local, size):
+    """Per group u of rows (all in one block of the given size): ``G_u = sum n_l n_l'``
+    as a dense (n_groups, size * size) array."""
+    G = np.zeros((n_groups, size * size))
+    for r in range(rows.shape[0]):
+        lv = rows[r]
+        u = group_of_row[r]
+        for p1 in range(indptr[lv], indptr[lv + 1]):
+            row = level_local[indices[p1]] * size
+            va = data[p1]
+            for p2 in range(indptr[lv], indptr[lv + 1]):
+                G[u, row + level_local[indices[p2]]] += va * data[p2]
+    return G
+
+
+@njit(cache=True, nogil=True)
+def quadratic_forms(S, indptr, indices, data, rows, level_base, level_local, level_size):
+    """``n_l' S n_l`` for each row l in ``rows`` (S in the block layout)."""
+    out = np.zeros(rows.shape[0])
+    for r in range(rows.shape[0]):
+        lv = rows[r]
+        total = 0.0
+        for p1 in range(indptr[lv], indptr[lv + 1]):
+            a = indices[p1]
+            row = level_base[a] + level_local[a] * level_size[a]
+            inner = 0.0
+            for p2 in range(indptr[lv], indptr[lv + 1]):
+                inner += S[row + level_local[indices[p2]]] * data[p2]
+            total += data[p1] * inner
+        out[r] = total
+    return out
+
+
+@njit(cache=True, nogil=True)
+def table_times(indptr, indices, data, U, coef):
+    """``coef[l] * (N U)[l]`` for every row l of the table (U: core levels x q)."""
+    n_rows = indptr.shape[0] - 1
+    q = U.shape[1]
+    out = np.zeros((n_rows, q))
+    for lv in range(n_rows):
+        for p in range(indptr[lv], indptr[lv + 1]):
+            a = indices[p]
+            v = data[p]
+            for c in range(q):
+                out[lv, c] += v * U[a, c]
+        for c in range(q):
+            out[lv, c] *= coef[lv]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def table_transpose_times(indptr, indices, data, V, coef, n_core):
+    """``N' diag(coef) V`` (V: rows of the table x q) as core levels x q."""
+    q = V.shape[1]
+    out = np.zeros((n_core, q))
+    for lv in range(indptr.shape[0] - 1):
+        c = coef[lv]
+        if c == 0.0:
+            continue
+        for p in range(indptr[lv], indptr[lv + 1]):
+            a = indices[p]
+            v = c * data[p]
+            for j in range(q):
+                out[a, j] += v * V[lv, j]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def scale_blocks(K, lam, block_base, block_size, block_first):
+    """``A = I + diag(lam) K diag(lam)`` per block (lam in block order: the levels of
+    block b are ``block_first[b] .. block_first[b] + block_size[b] - 1``)."""
+    A = np.empty_like(K)
+    for b in range(block_base.shape[0]):
+        base = block_base[b]
+        s = block_size[b]
+        first = block_first[b]
+        for i in range(s):
+            li = lam[first + i]
+            for j in range(s):
+                A[base + i * s + j] = li * lam[first + j] * K[base + i * s + j]
+            A[base + i * s + i] += 1.0
+    return A
+
+
+@njit(cache=True, nogil=True)
+def lower_solve_batched(L, b):
+    """``L^-1 b`` for a stack of lower-triangular L (B, s, s) and b (B, s, q)."""
+    B, s, q = b.shape
+    x = np.empty_like(b)
+    for m in range(B):
+        for c in range(q):
+            for i in range(s):
+                total = b[m, i, c]
+                for j in range(i):
+                    total -= L[m, i, j] * x[m, j, c]
+                x[m, i, c] = total / L[m, i, i]
+    return x
+
+
+@njit(cache=True, nogil=True)
+def upper_solve_batched(L, b):
+    """``L'^-1 b`` for a stack of lower-triangular L (B, s, s) and b (B, s, q)."""
+    B, s, q = b.shape
+    x = np.empty_like(b)
+    for m in range(B):
+        for c in range(q):
+            for i in range(s - 1, -1, -1):
+                total = b[m, i, c]
+                for j in range(i + 1, s):
+                    total -= L[m, j, i] * x[m, j, c]
+                x[m, i, c] = total / L[m, i, i]
+    return x
