@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..checks import ModelDataError
+from ..checks import RANK_TOL, ModelDataError
 from .nested import NestedSolver
 from .reduction import TermReduction, reduction_from_blocks
 from .solution import profile
@@ -135,6 +135,12 @@ class VCProblem:
     stats : VCStats
     max_dense_block : int
         Largest connected block of the Schur complement factored densely.
+    method : {"auto", "nested", "crossed"}
+        ``"auto"`` takes the closed form when the terms are a nesting hierarchy and the
+        dense blocks otherwise; ``"crossed"`` forces the dense blocks (the general path,
+        for checks); ``"nested"`` requires a hierarchy.
+    eliminate : int, optional
+        With ``method="crossed"``: the term eliminated first (default: the cheapest).
 
     Attributes
     ----------
@@ -144,7 +150,10 @@ class VCProblem:
     structure : TermStructure
     """
 
-    def __init__(self, stats: VCStats, max_dense_block: int = MAX_DENSE_BLOCK):
+    def __init__(self, stats: VCStats, max_dense_block: int = MAX_DENSE_BLOCK, method: str = "auto",
+                 eliminate: int | None = None):
+        if method not in ("auto", "nested", "crossed"):
+            raise ValueError(f"method must be 'auto', 'nested' or 'crossed', got {method!r}")
         stats = _drop_empty_levels(stats)
         self.term_names = stats.names
         self.levels = stats.levels
@@ -154,6 +163,8 @@ class VCProblem:
         self.nlevels = stats.nlevels
         self.structure = stats.structure
         self.max_dense_block = int(max_dense_block)
+        self.method = method
+        self._eliminate = eliminate
         if self.nobs <= self.p:
             raise ModelDataError(f"{self.nobs} rows cannot estimate {self.p} fixed effects and a residual variance")
         # The model's parametrization: about the statistics' shift when a constant column
@@ -189,19 +200,32 @@ class VCProblem:
         return J, c
 
     def _choose_solver(self, stats: VCStats):
-        chain = self.structure.nesting_chain()
-        if chain is not None:
-            return NestedSolver(stats, chain)
         from .crossed import CrossedSolver
 
+        chain = self.structure.nesting_chain()
+        if self.method == "nested" and chain is None:
+            raise ValueError(f"the terms {list(self.term_names)} are not a nesting hierarchy")
+        if chain is not None and (self.method != "crossed" or self.k == 1):
+            return NestedSolver(stats, chain)
+        if self._eliminate is not None:
+            if not 0 <= self._eliminate < self.k:
+                raise ValueError(f"eliminate must be a term index in 0 .. {self.k - 1}")
+            return CrossedSolver(stats, int(self._eliminate))
         return CrossedSolver.best(stats, self.max_dense_block)
 
     def _check_rank(self) -> None:
-        out = profile([0.0], self._solver.solve(np.zeros(self.k), gradient=False).C[None], self.nobs, True)
-        if not np.isfinite(out["criterion"][0]):
+        """X'WX must be of full rank (the front end drops redundant columns first): each
+        column must keep more than ``RANK_TOL`` of its norm after the earlier ones."""
+        C = self._solver.solve(np.zeros(self.k), gradient=False).C
+        out = profile([0.0], C[None], self.nobs, True)
+        p = self.p
+        with np.errstate(divide="ignore", invalid="ignore"):
+            kept = np.diagonal(out["L"][0])[:p] / np.sqrt(np.diag(C)[:p])
+        bad = np.flatnonzero(~(kept > RANK_TOL))
+        if len(bad) or not np.isfinite(out["criterion"][0]):
+            which = f"column {int(bad[0])} of X depends on the earlier ones" if len(bad) else "X'WX is singular"
             raise ModelDataError(
-                "the fixed-effect columns are linearly dependent (or the response is constant after the "
-                "offset): X'WX is singular; drop the redundant columns"
+                f"the fixed-effect columns are linearly dependent ({which}); drop the redundant columns"
             )
 
     @property
