@@ -205,7 +205,7 @@ def _hash_slot(key, bits):
 
 
 @njit(cache=True, nogil=True)
-def pair_table_hashed(codes_a, codes_b, weights, m_b, initial_bits):
+def pair_table_hashed(codes_a, codes_b, weights, m_a, m_b, initial_bits):
     """Weighted contingency table of two factors through an open-addressing hash table
     over the occupied cells (memory proportional to the occupied cells, not to
     ``m_a x m_b`` nor to the rows). Same outputs as :func:`pair_table_dense`."""
@@ -214,8 +214,7 @@ def pair_table_hashed(codes_a, codes_b, weights, m_b, initial_bits):
     bits = initial_bits
     capacity = 1 << bits
     keys = np.full(capacity, -1, dtype=np.int64)
-    table_w = np.zeros(capacity, dtype=np.float64)
-    table_n = np.zeros(capacity, dtype=np.int64)
+    values = np.zeros((capacity, 2))        # weight sum and row count side by side
     used = 0
     mask = capacity - 1
     for i in range(n):
@@ -226,43 +225,56 @@ def pair_table_hashed(codes_a, codes_b, weights, m_b, initial_bits):
         if keys[slot] == -1:
             keys[slot] = key
             used += 1
-        table_w[slot] += weights[i] if weighted else 1.0
-        table_n[slot] += 1
+        values[slot, 0] += weights[i] if weighted else 1.0
+        values[slot, 1] += 1.0
         if 2 * used > capacity:
             # Grow: rehash every occupied cell into a table twice as large.
             new_bits = bits + 1
             new_capacity = 1 << new_bits
             new_mask = new_capacity - 1
             new_keys = np.full(new_capacity, -1, dtype=np.int64)
-            new_w = np.zeros(new_capacity, dtype=np.float64)
-            new_n = np.zeros(new_capacity, dtype=np.int64)
+            new_values = np.zeros((new_capacity, 2))
             for s in range(capacity):
                 if keys[s] != -1:
                     t = _hash_slot(keys[s], new_bits)
                     while new_keys[t] != -1:
                         t = (t + 1) & new_mask
                     new_keys[t] = keys[s]
-                    new_w[t] = table_w[s]
-                    new_n[t] = table_n[s]
-            keys, table_w, table_n = new_keys, new_w, new_n
+                    new_values[t, 0] = values[s, 0]
+                    new_values[t, 1] = values[s, 1]
+            keys, values = new_keys, new_values
             bits, capacity, mask = new_bits, new_capacity, new_mask
-    occupied = np.empty(used, dtype=np.int64)
-    pos = 0
+    # Cells in (row, col) order by two stable counting passes (col, then row): linear in
+    # the cells, where a comparison sort would dominate the whole kernel.
+    col_count = np.zeros(m_b + 1, dtype=np.int64)
+    row_count = np.zeros(m_a + 1, dtype=np.int64)
     for s in range(capacity):
         if keys[s] != -1:
-            occupied[pos] = s
-            pos += 1
-    order = np.argsort(keys[occupied])
+            col_count[keys[s] % m_b + 1] += 1
+            row_count[keys[s] // m_b + 1] += 1
+    for j in range(m_b):
+        col_count[j + 1] += col_count[j]
+    for j in range(m_a):
+        row_count[j + 1] += row_count[j]
+    by_col = np.empty(used, dtype=np.int64)
+    for s in range(capacity):
+        if keys[s] != -1:
+            c = keys[s] % m_b
+            by_col[col_count[c]] = s
+            col_count[c] += 1
     rows = np.empty(used, dtype=np.int64)
     cols = np.empty(used, dtype=np.int64)
     cell_w = np.empty(used, dtype=np.float64)
     cell_n = np.empty(used, dtype=np.int64)
     for r in range(used):
-        s = occupied[order[r]]
-        rows[r] = keys[s] // m_b
-        cols[r] = keys[s] % m_b
-        cell_w[r] = table_w[s]
-        cell_n[r] = table_n[s]
+        s = by_col[r]
+        a = keys[s] // m_b
+        pos = row_count[a]
+        row_count[a] += 1
+        rows[pos] = a
+        cols[pos] = keys[s] % m_b
+        cell_w[pos] = values[s, 0]
+        cell_n[pos] = np.int64(values[s, 1])
     return rows, cols, cell_w, cell_n
 
 
@@ -386,41 +398,6 @@ def nested_downward(d, s, omega, parent, term_of, tau, k, want_levels):
 
 
 @njit(cache=True, nogil=True)
-def schur_subtract(K, indptr, indices, data, coef, rows, level_base, level_local, level_size):
-    """``K -= sum over rows l of coef[l] n_l n_l'`` (n_l row l of the table), into the
-    dense blocks. Returns nothing; K is updated in place."""
-    for r in range(rows.shape[0]):
-        lv = rows[r]
-        c = coef[lv]
-        if c == 0.0:
-            continue
-        for p1 in range(indptr[lv], indptr[lv + 1]):
-            a = indices[p1]
-            base = level_base[a]
-            size = level_size[a]
-            row = base + level_local[a] * size
-            va = c * data[p1]
-            for p2 in range(indptr[lv], indptr[lv + 1]):
-                K[row + level_local[indices[p2]]] -= va * data[p2]
-
-
-@njit(cache=True, nogil=True)
-def pooled_outer_sums(indptr, indices, data, rows, group_of_row, n_groups, level_local, size):
-    """Per group u of rows (all in one block of the given size): ``G_u = sum n_l n_l'``
-    as a dense (n_groups, size * size) array."""
-    G = np.zeros((n_groups, size * size))
-    for r in range(rows.shape[0]):
-        lv = rows[r]
-        u = group_of_row[r]
-        for p1 in range(indptr[lv], indptr[lv + 1]):
-            row = level_local[indices[p1]] * size
-            va = data[p1]
-            for p2 in range(indptr[lv], indptr[lv + 1]):
-                G[u, row + level_local[indices[p2]]] += va * data[p2]
-    return G
-
-
-@njit(cache=True, nogil=True)
 def quadratic_forms(S, indptr, indices, data, rows, level_base, level_local, level_size):
     """``n_l' S n_l`` for each row l in ``rows`` (S in the block layout)."""
     out = np.zeros(rows.shape[0])
@@ -517,3 +494,108 @@ def upper_solve_batched(L, b):
                     total -= L[m, j, i] * x[m, j, c]
                 x[m, i, c] = total / L[m, i, i]
     return x
+
+
+# Row-oriented versions: the table is also held by column (core level a -> the rows of
+# the eliminated term that contain a), so that each core level's row of the dense block
+# is written (or read) while it sits in cache, and rows are shared out among threads.
+
+
+@njit(cache=True, parallel=True)
+def schur_subtract_by_row(K, col_ptr, col_rows, col_vals, indptr, local_index, data, coef,
+                          level_base, level_local, level_size):
+    """``K -= sum_l coef[l] n_l n_l'`` over the rows l listed by column in
+    ``col_ptr/col_rows/col_vals`` (CSC of the table restricted to those rows);
+    ``local_index`` is ``level_local`` of each CSR entry."""
+    n_core = col_ptr.shape[0] - 1
+    for a in prange(n_core):
+        row = level_base[a] + level_local[a] * level_size[a]
+        K_row = K[row:row + level_size[a]]
+        for p in range(col_ptr[a], col_ptr[a + 1]):
+            lv = col_rows[p]
+            c = coef[lv] * col_vals[p]
+            if c == 0.0:
+                continue
+            for p2 in range(indptr[lv], indptr[lv + 1]):
+                K_row[local_index[p2]] -= c * data[p2]
+
+
+@njit(cache=True, parallel=True)
+def weighted_quadratic_sum(S, col_ptr, col_rows, col_vals, indptr, local_index, data, coef,
+                           level_base, level_local, level_size):
+    """``sum_l coef[l] n_l' S n_l`` over the rows listed by column (S in the block
+    layout, symmetric)."""
+    n_core = col_ptr.shape[0] - 1
+    total = 0.0
+    for a in prange(n_core):
+        row = level_base[a] + level_local[a] * level_size[a]
+        S_row = S[row:row + level_size[a]]
+        part = 0.0
+        for p in range(col_ptr[a], col_ptr[a + 1]):
+            lv = col_rows[p]
+            inner = 0.0
+            for p2 in range(indptr[lv], indptr[lv + 1]):
+                inner += S_row[local_index[p2]] * data[p2]
+            part += coef[lv] * col_vals[p] * inner
+        total += part
+    return total
+
+
+@njit(cache=True, parallel=True)
+def pooled_outer_sums_by_row(col_ptr, col_rows, col_vals, indptr, local_index, data, group_of,
+                             n_groups, levels, level_local, size):
+    """Per group u: the lower triangle of ``G_u = sum_{l in u} n_l n_l'`` for one block
+    (its core levels ``levels``), packed by rows ((i, j), j <= i, at i (i + 1) / 2 + j):
+    (n_groups, size (size + 1) / 2). Rows l with ``group_of[l] < 0`` are skipped."""
+    G = np.zeros((n_groups, size * (size + 1) // 2))
+    for i in prange(levels.shape[0]):
+        a = levels[i]
+        ia = level_local[a]
+        row = ia * (ia + 1) // 2
+        for p in range(col_ptr[a], col_ptr[a + 1]):
+            lv = col_rows[p]
+            u = group_of[lv]
+            if u < 0:
+                continue
+            va = col_vals[p]
+            for p2 in range(indptr[lv], indptr[lv + 1]):
+                jb = local_index[p2]
+                if jb <= ia:
+                    G[u, row + jb] += va * data[p2]
+    return G
+
+
+@njit(cache=True, nogil=True)
+def subtract_packed(K, base, size, packed):
+    """``K_block -= P`` for one block (base, size) with P symmetric, given by its packed
+    lower triangle."""
+    pos = 0
+    for i in range(size):
+        for j in range(i + 1):
+            v = packed[pos]
+            K[base + i * size + j] -= v
+            if j != i:
+                K[base + j * size + i] -= v
+            pos += 1
+
+
+@njit(cache=True, nogil=True)
+def pack_for_inner_product(S, base, size):
+    """The packed lower triangle of a symmetric block with the off-diagonal entries
+    doubled: its dot product with a packed G is ``<S, G>``."""
+    out = np.empty(size * (size + 1) // 2)
+    pos = 0
+    for i in range(size):
+        for j in range(i + 1):
+            out[pos] = S[base + i * size + j] * (1.0 if j == i else 2.0)
+            pos += 1
+    return out
+
+
+@njit(cache=True, parallel=True)
+def symmetrize_lower(M):
+    """Copy the lower triangle of a square matrix onto its upper one (in place)."""
+    n = M.shape[0]
+    for i in prange(n):
+        for j in range(i + 1, n):
+            M[i, j] = M[j, i]

@@ -38,9 +38,9 @@ from .kernels import (
 from .terms import RandomTerms, TermStructure
 
 #: Pairs of factors with at most this many level combinations get their contingency
-#: table through a dense array (16 bytes per combination); larger ones through a hash
-#: table over the occupied cells.
-DENSE_TABLE_MAX_CELLS = 1 << 23
+#: table through a dense array (16 bytes per combination, so at most 32 MB); larger ones
+#: through a hash table over the occupied cells.
+DENSE_TABLE_MAX_CELLS = 1 << 21
 
 #: Rows used to estimate the column shift (a pilot mean) before the one-pass kernel.
 PILOT_ROWS = 1024
@@ -321,7 +321,7 @@ def _pair_table(codes_a, codes_b, weights, m_a, m_b) -> PairTable:
         rows, cols, cell_w, cell_n = pair_table_dense(codes_a, codes_b, weights, m_a, m_b)
     else:
         bits = max(10, int(np.ceil(np.log2(2 * max(m_a, m_b) + 1))))
-        rows, cols, cell_w, cell_n = pair_table_hashed(codes_a, codes_b, weights, m_b, bits)
+        rows, cols, cell_w, cell_n = pair_table_hashed(codes_a, codes_b, weights, m_a, m_b, bits)
     return PairTable((int(m_a), int(m_b)), rows, cols, cell_w, cell_n)
 
 
