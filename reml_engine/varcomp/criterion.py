@@ -114,7 +114,7 @@ def _drop_empty_levels(stats: VCStats) -> VCStats:
     pairs = {}
     for (a, b), table in stats.pairs.items():
         pairs[a, b] = PairTable((len(keep[a]), len(keep[b])), new_code[a][table.rows], new_code[b][table.cols],
-                                table.weights, table.counts)
+                                table.weights)
     return VCStats(stats.names, tuple(lv[kp] for lv, kp in zip(stats.levels, keep, strict=True)),
                    tuple(c[kp] for c, kp in zip(stats.counts, keep, strict=True)),
                    tuple(w[kp] for w, kp in zip(stats.level_weights, keep, strict=True)),
@@ -237,7 +237,8 @@ class VCProblem:
     # -- evaluation ---------------------------------------------------------------------
 
     def _tau(self, tau) -> np.ndarray:
-        tau = np.asarray(tau, dtype=np.float64).reshape(-1)
+        # A copy: nothing the caller does to its array later may change a result.
+        tau = np.array(tau, dtype=np.float64).reshape(-1)
         if tau.shape != (self.k,):
             raise ValueError(f"tau must have one value per term ({self.k}), got {tau.shape[0]}")
         if not (np.isfinite(tau).all() and (tau >= 0).all()):
@@ -333,12 +334,10 @@ class VCProblem:
         """
         if not 0 <= j < self.k:
             raise ValueError(f"term index must be in 0 .. {self.k - 1}, got {j}")
-        tau = self._tau(tau).copy()
+        tau = self._tau(tau)
         tau[j] = 0.0
-        solution = self._solver.solve(tau, gradient=False)
-        R_terms, _ = self._solver.level_parts(tau)
-        blocks = self._solver.term_blocks(j, tau, self.max_dense_block)
+        logdet, C, R, blocks = self._solver.reduction_parts(j, tau, self.max_dense_block)
         return reduction_from_blocks(
-            term=j, name=self.term_names[j], tau=tau, constant=solution.logdet_H, base=solution.C,
-            R=R_terms[j], blocks=blocks, nobs=self.nobs, transform=self._transform,
+            term=j, name=self.term_names[j], tau=tau, constant=logdet, base=C,
+            R=R, blocks=blocks, nobs=self.nobs, transform=self._transform,
         )

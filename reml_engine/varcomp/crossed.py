@@ -39,6 +39,7 @@ import scipy.linalg as sla
 
 from ..checks import ModelDataError
 from .kernels import (
+    counting_sort_order,
     lower_solve_batched,
     pack_for_inner_product,
     pooled_outer_sums_by_row,
@@ -49,6 +50,7 @@ from .kernels import (
     symmetrize_lower,
     table_times,
     table_transpose_times,
+    union_components,
     upper_solve_batched,
     weighted_quadratic_sum,
 )
@@ -109,25 +111,35 @@ class _Group:
         return slice(self.row_start, self.row_start + self.count * self.size)
 
 
-def _components(stats: VCStats, e: int, core: list[int], offsets: np.ndarray, table) -> np.ndarray:
-    """Connected components of the core levels, linked by rows of e and by the tables
-    between core terms."""
-    from scipy import sparse
-    from scipy.sparse.csgraph import connected_components
+def _table(stats: VCStats, e: int, core: list[int], offsets: np.ndarray):
+    """The table of e against every core level as (rows: level of e, cols: core level,
+    weights), from each pair's table as stored (no transposition)."""
+    rows, cols, data = [], [], []
+    for i, c in enumerate(core):
+        if e < c:
+            t = stats.pairs[e, c]
+            rows.append(t.rows)
+            cols.append(t.cols + offsets[i])
+        else:
+            t = stats.pairs[c, e]
+            rows.append(t.cols)
+            cols.append(t.rows + offsets[i])
+        data.append(t.weights)
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(data)
 
+
+def _components(stats: VCStats, e: int, core: list[int], offsets: np.ndarray, rows, cols) -> np.ndarray:
+    """Connected components of the core levels, linked by levels of e (the table rows
+    ``rows``/``cols``) and by the tables between core terms."""
     m_core = int(offsets[-1])
-    m_e = stats.nlevels[e]
-    heads, tails = [m_core + table[0]], [table[1]]
+    heads, tails = [m_core + rows], [cols]
     for i, a in enumerate(core):
-        for b in core[i + 1:]:
-            t = stats.pair(a, b)
-            heads.append(t.rows + offsets[core.index(a)])
-            tails.append(t.cols + offsets[core.index(b)])
-    heads = np.concatenate(heads)
-    tails = np.concatenate(tails)
-    n = m_core + m_e
-    graph = sparse.coo_array((np.ones(len(heads), dtype=np.int8), (heads, tails)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
+        for jb in range(i + 1, len(core)):
+            t = stats.pair(a, core[jb])
+            heads.append(t.rows + offsets[i])
+            tails.append(t.cols + offsets[jb])
+    labels = union_components(m_core + stats.nlevels[e], np.concatenate(heads).astype(np.int64),
+                              np.concatenate(tails).astype(np.int64))
     return labels[:m_core]
 
 
@@ -157,16 +169,15 @@ class CrossedSolver:
         self.m_core = m_core
         self.term_of_core = np.repeat(np.asarray(core, dtype=np.int64), sizes)
 
-        # The table of e against every core level, CSR by level of e.
-        parts = [stats.pair(e, c) for c in core]
-        rows = np.concatenate([t.rows for t in parts])
-        cols = np.concatenate([t.cols + offsets[i] for i, t in enumerate(parts)])
-        data = np.concatenate([t.weights for t in parts])
-        order = np.lexsort((cols, rows))
+        # The table of e against every core level, CSR by level of e. Sorting by column
+        # first keeps the core levels ascending within each row after the (stable) pass
+        # by row.
+        rows, cols, data = _table(stats, e, core, offsets)
+        by_col, _ = counting_sort_order(cols, m_core)
+        by_row, indptr = counting_sort_order(rows[by_col], stats.nlevels[e])
+        order = by_col[by_row]
         self.indices = np.ascontiguousarray(cols[order])
         self.data = np.ascontiguousarray(data[order])
-        indptr = np.zeros(stats.nlevels[e] + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=stats.nlevels[e]), out=indptr[1:])
         self.indptr = indptr
         self.col_ptr, self.col_rows, self.col_vals = self._by_column(np.ones(len(indptr) - 1, dtype=bool))
 
@@ -177,7 +188,7 @@ class CrossedSolver:
         self.core_weights = np.concatenate([stats.level_weights[c] for c in core]).astype(np.float64)
 
         if labels is None:
-            labels = _components(stats, e, core, offsets, (self.indices_rows(), self.indices))
+            labels = _components(stats, e, core, offsets, rows, cols)
         self._layout(labels)
         self._base_matrix(stats)
         self._pool()
@@ -192,10 +203,7 @@ class CrossedSolver:
         """The table restricted to the rows kept, held by core level (CSC)."""
         entry_row = self.indices_rows()
         keep = keep_row[entry_row]
-        cols = self.indices[keep]
-        order = np.argsort(cols, kind="stable")
-        col_ptr = np.zeros(self.m_core + 1, dtype=np.int64)
-        np.cumsum(np.bincount(cols, minlength=self.m_core), out=col_ptr[1:])
+        order, col_ptr = counting_sort_order(self.indices[keep], self.m_core)
         return (col_ptr, np.ascontiguousarray(entry_row[keep][order], dtype=np.int64),
                 np.ascontiguousarray(self.data[keep][order]))
 
@@ -301,13 +309,12 @@ class CrossedSolver:
         for e in range(stats.k):
             core = [t for t in range(stats.k) if t != e]
             offsets = np.concatenate([[0], np.cumsum([stats.nlevels[t] for t in core])]).astype(np.int64)
-            parts = [stats.pair(e, c) for c in core]
-            table = (np.concatenate([t.rows for t in parts]),
-                     np.concatenate([t.cols + offsets[i] for i, t in enumerate(parts)]))
-            labels = _components(stats, e, core, offsets, table)
-            sizes = np.bincount(np.unique(labels, return_inverse=True)[1]).astype(np.float64)
+            rows, cols, _ = _table(stats, e, core, offsets)
+            labels = _components(stats, e, core, offsets, rows, cols)
+            sizes = np.bincount(labels)
+            sizes = sizes[sizes > 0].astype(np.float64)
             sizes_seen[e] = int(sizes.max())
-            row_lengths = np.bincount(table[0], minlength=stats.nlevels[e]).astype(np.float64)
+            row_lengths = np.bincount(rows, minlength=stats.nlevels[e]).astype(np.float64)
             cost = float((sizes**3).sum() / 3 + (row_lengths**2).sum())
             if sizes.max() <= max_dense_block and (best is None or cost < best[0]):
                 best = (cost, e, labels)
@@ -494,9 +501,20 @@ class CrossedSolver:
             cond_terms[c] = cond_core[part]
         return R_terms, cond_terms
 
-    def term_blocks(self, j: int, tau: np.ndarray, max_block: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``K = Z_j' H^-1 Z_j`` (``tau_j = 0``) as dense blocks over levels of term j."""
+    def reduction_parts(self, j: int, tau: np.ndarray, max_block: int | None = None):
+        """What the one-dimensional reduction in ``tau_j`` needs, from one factorization at
+        tau (``tau_j = 0``): ``log|H_-j|``, ``C_-j``, ``R_j`` and the blocks of K."""
         fac = self._factor(tau)
+        R_e, R_core = self._residual_sums(fac)
+        if j == self.e:
+            R = R_e
+        else:
+            i = self.core.index(j)
+            R = R_core[self.core_offsets[i]:self.core_offsets[i + 1]]
+        return fac["logdet"], fac["C"], R, self._term_blocks(fac, j, max_block)
+
+    def _term_blocks(self, fac: dict, j: int, max_block: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``K = Z_j' H^-1 Z_j`` (``tau_j = 0``) as dense blocks over levels of term j."""
         blocks = []
         group_of_block = np.repeat(np.arange(len(self.groups)), [g.count for g in self.groups])
         if j == self.e:

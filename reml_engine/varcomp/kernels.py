@@ -169,113 +169,133 @@ def term_sums_and_cross_parallel(X, y, weights, offset, codes, level_offsets, sh
 
 @njit(cache=True, nogil=True)
 def pair_table_dense(codes_a, codes_b, weights, m_a, m_b):
-    """Weighted contingency table of two factors through a dense ``m_a x m_b`` table
+    """Weighted contingency table of two factors through a dense ``m_a x m_b`` array
     (for small products of level counts). Returns the occupied cells in (row, col)
-    order: rows, cols (int64), weight sums (float64), row counts (int64)."""
+    order: rows, cols (int64) and weight sums (float64). A cell is occupied when a row
+    falls in it (weights are positive)."""
     n = codes_a.shape[0]
     weighted = weights.shape[0] > 0
-    table_w = np.zeros(m_a * m_b, dtype=np.float64)
-    table_n = np.zeros(m_a * m_b, dtype=np.int64)
+    table = np.zeros(m_a * m_b, dtype=np.float64)
     for i in range(n):
-        cell = codes_a[i] * m_b + codes_b[i]
-        table_w[cell] += weights[i] if weighted else 1.0
-        table_n[cell] += 1
+        table[codes_a[i] * m_b + codes_b[i]] += weights[i] if weighted else 1.0
     nnz = 0
     for cell in range(m_a * m_b):
-        if table_n[cell] > 0:
+        if table[cell] > 0.0:
             nnz += 1
     rows = np.empty(nnz, dtype=np.int64)
     cols = np.empty(nnz, dtype=np.int64)
     cell_w = np.empty(nnz, dtype=np.float64)
-    cell_n = np.empty(nnz, dtype=np.int64)
     pos = 0
     for cell in range(m_a * m_b):
-        if table_n[cell] > 0:
+        if table[cell] > 0.0:
             rows[pos] = cell // m_b
             cols[pos] = cell % m_b
-            cell_w[pos] = table_w[cell]
-            cell_n[pos] = table_n[cell]
+            cell_w[pos] = table[cell]
             pos += 1
-    return rows, cols, cell_w, cell_n
+    return rows, cols, cell_w
 
 
 @njit(cache=True, nogil=True)
-def _hash_slot(key, bits):
-    return np.int64((np.uint64(key) * _HASH_MULTIPLIER) >> np.uint64(64 - bits))
+def _hash_slot(major, minor, bits, mask):
+    """Slot of cell (major, minor): a hash of the major level plus the minor one, so that
+    the cells of one major level sit together (rows sorted by that factor, as data often
+    are, then hit the same cache lines) while the major levels spread evenly."""
+    return (np.int64((np.uint64(major) * _HASH_MULTIPLIER) >> np.uint64(64 - bits)) + minor) & mask
 
 
 @njit(cache=True, nogil=True)
-def pair_table_hashed(codes_a, codes_b, weights, m_a, m_b, initial_bits):
+def pair_table_hashed(codes_major, codes_minor, weights, m_major, m_minor, initial_bits, swapped):
     """Weighted contingency table of two factors through an open-addressing hash table
-    over the occupied cells (memory proportional to the occupied cells, not to
-    ``m_a x m_b`` nor to the rows). Same outputs as :func:`pair_table_dense`."""
-    n = codes_a.shape[0]
+    over the occupied cells (memory proportional to the cells, not to the product of
+    the level counts nor to the rows). Same outputs as :func:`pair_table_dense` for the
+    factors (a, b) = (major, minor), or (minor, major) when ``swapped``: cells in (a, b)
+    order."""
+    n = codes_major.shape[0]
     weighted = weights.shape[0] > 0
     bits = initial_bits
     capacity = 1 << bits
-    keys = np.full(capacity, -1, dtype=np.int64)
-    values = np.zeros((capacity, 2))        # weight sum and row count side by side
-    used = 0
     mask = capacity - 1
+    keys = np.full(capacity, -1, dtype=np.int64)
+    table = np.zeros(capacity, dtype=np.float64)
+    used = 0
     for i in range(n):
-        key = codes_a[i] * m_b + codes_b[i]
-        slot = _hash_slot(key, bits)
+        major = codes_major[i]
+        minor = codes_minor[i]
+        key = major * m_minor + minor
+        slot = _hash_slot(major, minor, bits, mask)
         while keys[slot] != key and keys[slot] != -1:
             slot = (slot + 1) & mask
         if keys[slot] == -1:
             keys[slot] = key
             used += 1
-        values[slot, 0] += weights[i] if weighted else 1.0
-        values[slot, 1] += 1.0
-        if 2 * used > capacity:
-            # Grow: rehash every occupied cell into a table twice as large.
+        table[slot] += weights[i] if weighted else 1.0
+        if 4 * used > 3 * capacity:
+            # Grow at three quarters full: rehash every cell into a table twice as large.
             new_bits = bits + 1
             new_capacity = 1 << new_bits
             new_mask = new_capacity - 1
             new_keys = np.full(new_capacity, -1, dtype=np.int64)
-            new_values = np.zeros((new_capacity, 2))
+            new_table = np.zeros(new_capacity, dtype=np.float64)
             for s in range(capacity):
                 if keys[s] != -1:
-                    t = _hash_slot(keys[s], new_bits)
+                    a = keys[s] // m_minor
+                    t = _hash_slot(a, keys[s] - a * m_minor, new_bits, new_mask)
                     while new_keys[t] != -1:
                         t = (t + 1) & new_mask
                     new_keys[t] = keys[s]
-                    new_values[t, 0] = values[s, 0]
-                    new_values[t, 1] = values[s, 1]
-            keys, values = new_keys, new_values
+                    new_table[t] = table[s]
+            keys, table = new_keys, new_table
             bits, capacity, mask = new_bits, new_capacity, new_mask
-    # Cells in (row, col) order by two stable counting passes (col, then row): linear in
-    # the cells, where a comparison sort would dominate the whole kernel.
-    col_count = np.zeros(m_b + 1, dtype=np.int64)
-    row_count = np.zeros(m_a + 1, dtype=np.int64)
+    # Cells in (a, b) order: one counting pass by a straight from the table (the cells of
+    # one major level sit together, so the writes are nearly sequential), then each row
+    # of the output sorted by b (already in order, unless displaced by a collision,
+    # when a is the major factor).
+    m_a = m_minor if swapped else m_major
+    a_start = np.zeros(m_a + 1, dtype=np.int64)
     for s in range(capacity):
-        if keys[s] != -1:
-            col_count[keys[s] % m_b + 1] += 1
-            row_count[keys[s] // m_b + 1] += 1
-    for j in range(m_b):
-        col_count[j + 1] += col_count[j]
+        key = keys[s]
+        if key != -1:
+            a = key - (key // m_minor) * m_minor if swapped else key // m_minor
+            a_start[a + 1] += 1
     for j in range(m_a):
-        row_count[j + 1] += row_count[j]
-    by_col = np.empty(used, dtype=np.int64)
-    for s in range(capacity):
-        if keys[s] != -1:
-            c = keys[s] % m_b
-            by_col[col_count[c]] = s
-            col_count[c] += 1
+        a_start[j + 1] += a_start[j]
+    fill = a_start[:-1].copy()
     rows = np.empty(used, dtype=np.int64)
     cols = np.empty(used, dtype=np.int64)
     cell_w = np.empty(used, dtype=np.float64)
-    cell_n = np.empty(used, dtype=np.int64)
-    for r in range(used):
-        s = by_col[r]
-        a = keys[s] // m_b
-        pos = row_count[a]
-        row_count[a] += 1
-        rows[pos] = a
-        cols[pos] = keys[s] % m_b
-        cell_w[pos] = values[s, 0]
-        cell_n[pos] = np.int64(values[s, 1])
-    return rows, cols, cell_w, cell_n
+    for s in range(capacity):
+        key = keys[s]
+        if key != -1:
+            hi = key // m_minor
+            lo = key - hi * m_minor
+            a, b = (lo, hi) if swapped else (hi, lo)
+            pos = fill[a]
+            fill[a] += 1
+            rows[pos] = a
+            cols[pos] = b
+            cell_w[pos] = table[s]
+    for a in range(m_a):
+        lo_pos, hi_pos = a_start[a], a_start[a + 1]
+        ordered = True
+        for r in range(lo_pos + 1, hi_pos):
+            if cols[r] < cols[r - 1]:
+                ordered = False
+                break
+        if not ordered:
+            order = np.argsort(cols[lo_pos:hi_pos]) + lo_pos
+            cols[lo_pos:hi_pos] = cols[order]
+            cell_w[lo_pos:hi_pos] = cell_w[order]
+    return rows, cols, cell_w
+
+
+@njit(cache=True, nogil=True)
+def run_breaks(codes, limit):
+    """Number of changes of level between consecutive rows among the first ``limit``."""
+    breaks = 0
+    for i in range(1, min(limit, codes.shape[0])):
+        if codes[i] != codes[i - 1]:
+            breaks += 1
+    return breaks
 
 
 # ---------------------------------------------------------------------------------------
@@ -599,3 +619,57 @@ def symmetrize_lower(M):
     for i in prange(n):
         for j in range(i + 1, n):
             M[i, j] = M[j, i]
+
+
+# ---------------------------------------------------------------------------------------
+# Set-up of the crossed solver
+# ---------------------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def counting_sort_order(keys, n_keys):
+    """A stable order of ``keys`` (int64 in 0 .. n_keys - 1) by one counting pass, and
+    the start of each key in it (n_keys + 1,): linear where a comparison sort is not."""
+    start = np.zeros(n_keys + 1, dtype=np.int64)
+    for i in range(keys.shape[0]):
+        start[keys[i] + 1] += 1
+    for k in range(n_keys):
+        start[k + 1] += start[k]
+    fill = start[:-1].copy()
+    order = np.empty(keys.shape[0], dtype=np.int64)
+    for i in range(keys.shape[0]):
+        k = keys[i]
+        order[fill[k]] = i
+        fill[k] += 1
+    return order, start
+
+
+@njit(cache=True, nogil=True)
+def _find(parent, x):
+    root = x
+    while parent[root] != root:
+        root = parent[root]
+    while parent[x] != root:
+        up = parent[x]
+        parent[x] = root
+        x = up
+    return root
+
+
+@njit(cache=True, nogil=True)
+def union_components(n_nodes, heads, tails):
+    """Connected components of an undirected graph given by its edges: a label per node
+    (the smallest node of its component), by union-find."""
+    parent = np.arange(n_nodes)
+    for i in range(heads.shape[0]):
+        a = _find(parent, heads[i])
+        b = _find(parent, tails[i])
+        if a != b:
+            if a < b:
+                parent[b] = a
+            else:
+                parent[a] = b
+    labels = np.empty(n_nodes, dtype=np.int64)
+    for x in range(n_nodes):
+        labels[x] = _find(parent, x)
+    return labels

@@ -107,6 +107,13 @@ class NestedSolver:
             cond_terms[t] = cond[block]
         return R_terms, cond_terms
 
+    def reduction_parts(self, j: int, tau: np.ndarray, max_block: int | None = None):
+        """What the one-dimensional reduction in ``tau_j`` needs at tau (``tau_j = 0``):
+        ``log|H_-j|``, ``C_-j``, ``R_j`` and the blocks of K."""
+        solution = self.solve(tau, gradient=False)
+        R_terms, _ = self.level_parts(tau)
+        return solution.logdet_H, solution.C, R_terms[j], self.term_blocks(j, tau, max_block)
+
     def term_blocks(self, j: int, tau: np.ndarray, max_block: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """``K = Z_j' H^-1 Z_j`` at ``tau`` (with ``tau_j = 0``) as blocks: a list of
         (level codes of term j, dense K restricted to them); K is zero between blocks.

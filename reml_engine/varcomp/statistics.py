@@ -32,15 +32,20 @@ from ..checks import ModelDataError
 from .kernels import (
     pair_table_dense,
     pair_table_hashed,
+    run_breaks,
     term_sums_and_cross,
     term_sums_and_cross_parallel,
 )
 from .terms import RandomTerms, TermStructure
 
 #: Pairs of factors with at most this many level combinations get their contingency
-#: table through a dense array (16 bytes per combination, so at most 32 MB); larger ones
+#: table through a dense array (8 bytes per combination, so at most 16 MB); larger ones
 #: through a hash table over the occupied cells.
 DENSE_TABLE_MAX_CELLS = 1 << 21
+
+#: Rows read to see which factor of a pair the rows are sorted by (fewer changes of
+#: level between consecutive rows).
+RUN_SAMPLE_ROWS = 1 << 16
 
 #: Rows used to estimate the column shift (a pilot mean) before the one-pass kernel.
 PILOT_ROWS = 1024
@@ -59,16 +64,14 @@ class PairTable:
     rows, cols : int64 (nnz,)
         Level codes of the cell in term a and term b, sorted by (row, col).
     weights : float64 (nnz,)
-        Sum of the prior weights over the rows of the cell.
-    counts : int64 (nnz,)
-        Number of rows in the cell.
+        Sum of the prior weights over the rows of the cell (the number of rows for unit
+        weights).
     """
 
     shape: tuple[int, int]
     rows: np.ndarray
     cols: np.ndarray
     weights: np.ndarray
-    counts: np.ndarray
 
     @property
     def nnz(self) -> int:
@@ -85,8 +88,7 @@ class PairTable:
     def transposed(self) -> PairTable:
         """The same table with the terms swapped (cells sorted by the new rows)."""
         order = np.lexsort((self.rows, self.cols))
-        return PairTable((self.shape[1], self.shape[0]), self.cols[order], self.rows[order],
-                         self.weights[order], self.counts[order])
+        return PairTable((self.shape[1], self.shape[0]), self.cols[order], self.rows[order], self.weights[order])
 
     def csr(self):
         """The weights as a ``scipy.sparse.csr_array`` (m_a x m_b)."""
@@ -102,16 +104,10 @@ def _merge_tables(shape, parts) -> PairTable:
     rows = np.concatenate([p[0] for p in parts])
     cols = np.concatenate([p[1] for p in parts])
     weights = np.concatenate([p[2] for p in parts])
-    counts = np.concatenate([p[3] for p in parts])
     keys = rows * np.int64(shape[1]) + cols
     unique, inverse = np.unique(keys, return_inverse=True)
-    return PairTable(
-        shape,
-        unique // shape[1],
-        unique % shape[1],
-        np.bincount(inverse, weights=weights, minlength=len(unique)),
-        np.bincount(inverse, weights=counts, minlength=len(unique)).astype(np.int64),
-    )
+    return PairTable(shape, unique // shape[1], unique % shape[1],
+                     np.bincount(inverse, weights=weights, minlength=len(unique)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -244,8 +240,8 @@ class VCStats:
             pa, pb = remaps[a], remaps[b]
             pairs[a, b] = _merge_tables(
                 (len(levels[a]), len(levels[b])),
-                [(pa[0][mine.rows], pb[0][mine.cols], mine.weights, mine.counts),
-                 (pa[1][theirs.rows], pb[1][theirs.cols], theirs.weights, theirs.counts)],
+                [(pa[0][mine.rows], pb[0][mine.cols], mine.weights),
+                 (pa[1][theirs.rows], pb[1][theirs.cols], theirs.weights)],
             )
         return VCStats(tuple(self.names), tuple(levels), tuple(counts), tuple(weights), tuple(sums), pairs,
                        self.cross + other.cross, self.shift.copy(), self.nobs + other.nobs,
@@ -318,11 +314,17 @@ def _validate_rows(X, y, terms: RandomTerms, weights, offset):
 
 def _pair_table(codes_a, codes_b, weights, m_a, m_b) -> PairTable:
     if m_a * m_b <= DENSE_TABLE_MAX_CELLS:
-        rows, cols, cell_w, cell_n = pair_table_dense(codes_a, codes_b, weights, m_a, m_b)
+        rows, cols, cell_w = pair_table_dense(codes_a, codes_b, weights, m_a, m_b)
     else:
-        bits = max(10, int(np.ceil(np.log2(2 * max(m_a, m_b) + 1))))
-        rows, cols, cell_w, cell_n = pair_table_hashed(codes_a, codes_b, weights, m_a, m_b, bits)
-    return PairTable((int(m_a), int(m_b)), rows, cols, cell_w, cell_n)
+        # Every level occurs in some cell: start with room for the larger factor's levels.
+        bits = max(10, int(np.ceil(np.log2(2 * max(m_a, m_b)))))
+        # Cells of the factor the rows are sorted by (if any) are kept together.
+        swapped = run_breaks(codes_b, RUN_SAMPLE_ROWS) < run_breaks(codes_a, RUN_SAMPLE_ROWS)
+        if swapped:
+            rows, cols, cell_w = pair_table_hashed(codes_b, codes_a, weights, m_b, m_a, bits, True)
+        else:
+            rows, cols, cell_w = pair_table_hashed(codes_a, codes_b, weights, m_a, m_b, bits, False)
+    return PairTable((int(m_a), int(m_b)), rows, cols, cell_w)
 
 
 def _one_pass(X, y, w, o, codes, level_offsets, shift):
