@@ -268,10 +268,20 @@ class VCProblem:
         Returns
         -------
         VCEvaluation
-            NaN parts where ``X' H^-1 X`` is not numerically positive definite.
+            NaN parts where ``X' H^-1 X`` (or, at tau far beyond the data's scale, the
+            factorization of the random-effects block) is not numerically positive
+            definite.
         """
         tau = self._tau(tau)
-        _, out = self._profile(tau, REML, gradient)
+        try:
+            _, out = self._profile(tau, REML, gradient)
+        except np.linalg.LinAlgError:
+            # Rounding made the factorization fail (tau far beyond the data's scale): no
+            # number rather than a wrong one, as the contract asks.
+            nan = float("nan")
+            return VCEvaluation(tau=tau, criterion=nan, gradient=np.full(self.k, nan) if gradient else None,
+                                logdet_V=nan, logdet_XtVinvX=nan, pwrss=nan, beta=np.full(self.p, nan),
+                                sigma2=nan, REML=REML)
         J, c = self._transform
         return VCEvaluation(
             tau=tau,

@@ -40,12 +40,15 @@ import scipy.linalg as sla
 from ..checks import ModelDataError
 from .kernels import (
     counting_sort_order,
+    dense_rows,
     lower_solve_batched,
     pack_for_inner_product,
-    pooled_outer_sums_by_row,
+    pack_lower,
     quadratic_forms,
+    row_entries,
     scale_blocks,
     schur_subtract_by_row,
+    sparse_outer_sum,
     subtract_packed,
     symmetrize_lower,
     table_times,
@@ -63,6 +66,15 @@ from .statistics import VCStats
 #: the matrix's size. Measured: about 7 ns per scattered update of a row, 1 ns per
 #: element of the pooled matrices summed by BLAS, hence 1/7 with some margin for memory.
 POOL_GAIN = 0.15
+
+#: A pooled matrix is summed by BLAS from its group's rows made dense (``D'D``) when
+#: that costs at most this many times the multiply-adds of summing the rows' sparse
+#: outer products: BLAS does a multiply-add in well under a hundredth of the time a
+#: scattered update takes (density above about 6%).
+DENSE_POOL_RATIO = 300.0
+
+#: Rows of a group made dense at a time when pooling through BLAS.
+DENSE_POOL_ROWS = 2048
 
 #: Blocks smaller than this are never pooled (each pooled block costs a Python step
 #: per evaluation).
@@ -179,7 +191,6 @@ class CrossedSolver:
         self.indices = np.ascontiguousarray(cols[order])
         self.data = np.ascontiguousarray(data[order])
         self.indptr = indptr
-        self.col_ptr, self.col_rows, self.col_vals = self._by_column(np.ones(len(indptr) - 1, dtype=bool))
 
         self.d = np.ascontiguousarray(stats.level_weights[e], dtype=np.float64)
         self.S_e = np.ascontiguousarray(stats.sums[e], dtype=np.float64)
@@ -195,17 +206,11 @@ class CrossedSolver:
 
     # -- layout -------------------------------------------------------------------------
 
-    def indices_rows(self) -> np.ndarray:
-        """The level of e of each entry of the table (CSR row index)."""
-        return np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
-
-    def _by_column(self, keep_row: np.ndarray):
-        """The table restricted to the rows kept, held by core level (CSC)."""
-        entry_row = self.indices_rows()
-        keep = keep_row[entry_row]
-        order, col_ptr = counting_sort_order(self.indices[keep], self.m_core)
-        return (col_ptr, np.ascontiguousarray(entry_row[keep][order], dtype=np.int64),
-                np.ascontiguousarray(self.data[keep][order]))
+    def _by_column(self, rows: np.ndarray):
+        """The table restricted to some of its rows, held by core level (CSC)."""
+        positions, owner = row_entries(self.indptr, rows.astype(np.int64))
+        order, col_ptr = counting_sort_order(self.indices[positions], self.m_core)
+        return (col_ptr, np.ascontiguousarray(owner[order]), np.ascontiguousarray(self.data[positions][order]))
 
     def _layout(self, labels: np.ndarray) -> None:
         """Blocks sorted by size (largest first); levels in term order within a block."""
@@ -282,24 +287,28 @@ class CrossedSolver:
             n_pool = int(worth.sum())
             if n_pool and n_pool * s * (s + 1) * 4 <= budget:
                 budget -= n_pool * s * (s + 1) * 4
-                new_index = np.full(len(values), -1, dtype=np.int64)
-                new_index[worth] = np.arange(n_pool)
                 take = worth[group]
-                group_of = np.full(len(self.d), -1, dtype=np.int64)
-                group_of[members[take]] = new_index[group[take]]
-                block_levels = self.order[self.block_first[b]:self.block_first[b] + s]
-                G = pooled_outer_sums_by_row(self.col_ptr, self.col_rows, self.col_vals, self.indptr,
-                                             self.local_index, self.data, group_of, n_pool, block_levels,
-                                             self.level_local, s)
+                G = np.empty((n_pool, s * (s + 1) // 2))
+                for u_new, u in enumerate(np.flatnonzero(worth)):
+                    G[u_new] = self._pooled_matrix(members[group == u], s, float(cost[u]))
                 pooled.append((b, values[worth], G))
                 direct.append(members[~take])
             else:
                 direct.append(members)
         self.pooled = pooled
         self.direct_rows = np.sort(np.concatenate(direct)).astype(np.int64) if direct else np.zeros(0, np.int64)
-        keep = np.zeros(len(self.d), dtype=bool)
-        keep[self.direct_rows] = True
-        self.direct_by_column = self._by_column(keep)
+        self.direct_by_column = self._by_column(self.direct_rows)
+
+    def _pooled_matrix(self, rows: np.ndarray, size: int, sparse_cost: float) -> np.ndarray:
+        """``sum over rows l of n_l n_l'`` (rows of one block), its lower triangle packed."""
+        rows = rows.astype(np.int64)
+        if len(rows) * size * size <= DENSE_POOL_RATIO * sparse_cost:
+            total = np.zeros((size, size))
+            for start in range(0, len(rows), DENSE_POOL_ROWS):
+                D = dense_rows(self.indptr, self.local_index, self.data, rows[start:start + DENSE_POOL_ROWS], size)
+                total += D.T @ D
+            return pack_lower(total)
+        return pack_lower(sparse_outer_sum(self.indptr, self.local_index, self.data, rows, size))
 
     @classmethod
     def best(cls, stats: VCStats, max_dense_block: int) -> CrossedSolver:

@@ -561,28 +561,65 @@ def weighted_quadratic_sum(S, col_ptr, col_rows, col_vals, indptr, local_index, 
     return total
 
 
-@njit(cache=True, parallel=True)
-def pooled_outer_sums_by_row(col_ptr, col_rows, col_vals, indptr, local_index, data, group_of,
-                             n_groups, levels, level_local, size):
-    """Per group u: the lower triangle of ``G_u = sum_{l in u} n_l n_l'`` for one block
-    (its core levels ``levels``), packed by rows ((i, j), j <= i, at i (i + 1) / 2 + j):
-    (n_groups, size (size + 1) / 2). Rows l with ``group_of[l] < 0`` are skipped."""
-    G = np.zeros((n_groups, size * (size + 1) // 2))
-    for i in prange(levels.shape[0]):
-        a = levels[i]
-        ia = level_local[a]
-        row = ia * (ia + 1) // 2
-        for p in range(col_ptr[a], col_ptr[a + 1]):
-            lv = col_rows[p]
-            u = group_of[lv]
-            if u < 0:
-                continue
-            va = col_vals[p]
+@njit(cache=True, nogil=True)
+def dense_rows(indptr, local_index, data, rows, size):
+    """The table rows ``rows`` as a dense (len(rows), size) array over one block's
+    local positions."""
+    out = np.zeros((rows.shape[0], size))
+    for r in range(rows.shape[0]):
+        lv = rows[r]
+        for p in range(indptr[lv], indptr[lv + 1]):
+            out[r, local_index[p]] = data[p]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def sparse_outer_sum(indptr, local_index, data, rows, size):
+    """``sum over rows l of n_l n_l'`` (one block's local positions), dense (size, size),
+    lower triangle only (the upper is left at zero)."""
+    out = np.zeros((size, size))
+    for r in range(rows.shape[0]):
+        lv = rows[r]
+        for p1 in range(indptr[lv], indptr[lv + 1]):
+            i = local_index[p1]
+            v = data[p1]
             for p2 in range(indptr[lv], indptr[lv + 1]):
-                jb = local_index[p2]
-                if jb <= ia:
-                    G[u, row + jb] += va * data[p2]
-    return G
+                j = local_index[p2]
+                if j <= i:
+                    out[i, j] += v * data[p2]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def row_entries(indptr, rows):
+    """Positions in a CSR table of the entries of the given rows, and each one's row."""
+    total = 0
+    for r in range(rows.shape[0]):
+        total += indptr[rows[r] + 1] - indptr[rows[r]]
+    positions = np.empty(total, dtype=np.int64)
+    owner = np.empty(total, dtype=np.int64)
+    pos = 0
+    for r in range(rows.shape[0]):
+        lv = rows[r]
+        for p in range(indptr[lv], indptr[lv + 1]):
+            positions[pos] = p
+            owner[pos] = lv
+            pos += 1
+    return positions, owner
+
+
+@njit(cache=True, nogil=True)
+def pack_lower(M):
+    """The lower triangle of a square matrix packed by rows ((i, j), j <= i, at
+    i (i + 1) / 2 + j)."""
+    n = M.shape[0]
+    out = np.empty(n * (n + 1) // 2)
+    pos = 0
+    for i in range(n):
+        for j in range(i + 1):
+            out[pos] = M[i, j]
+            pos += 1
+    return out
 
 
 @njit(cache=True, nogil=True)

@@ -213,23 +213,25 @@ def test_one_term_unit_weights_is_the_single_term_engine():
     assert np.allclose(np.sort(reduction.kappa), np.sort(np.bincount(g).astype(float)))
 
 
-@pytest.mark.parametrize("pool", [True, False], ids=["pooled", "visited"])
+@pytest.mark.parametrize("pool", ["dense", "sparse", "visited"])
 def test_pooled_schur_complement_equals_row_by_row(monkeypatch, pool):
-    """Levels of equal weight pooled into dense matrices give the same numbers as
-    visiting every level's row of the table."""
+    """Levels of equal weight pooled into dense matrices (summed by BLAS or as sparse
+    outer products) give the same numbers as visiting every level's row of the table."""
     rng = np.random.default_rng(11)
     n = 900
     subj = rng.integers(0, 120, n)
     item = rng.integers(0, 70, n)
     X = np.column_stack([np.ones(n), rng.normal(size=n)])
     y = rng.normal(size=120)[subj] + rng.normal(size=70)[item] + rng.normal(size=n)
-    if pool:
+    if pool == "visited":
+        monkeypatch.setattr(crossed_module, "POOL_GAIN", np.inf)
+    else:
         monkeypatch.setattr(crossed_module, "POOL_GAIN", 0.0)
         monkeypatch.setattr(crossed_module, "POOL_MIN_BLOCK", 1)
-    else:
-        monkeypatch.setattr(crossed_module, "POOL_GAIN", np.inf)
+        monkeypatch.setattr(crossed_module, "DENSE_POOL_RATIO", np.inf if pool == "dense" else 0.0)
+        monkeypatch.setattr(crossed_module, "DENSE_POOL_ROWS", 7)
     problem = _problem(X, y, {"subj": subj, "item": item}, None, None)
-    assert ("0 pooled" in problem.plan) != pool, problem.plan
+    assert ("0 pooled" in problem.plan) == (pool == "visited"), problem.plan
     tau = np.array([0.6, 0.25])
     ev = problem.evaluate(tau)
     ref = dense_criterion_terms(X, y, [subj, item], tau)
