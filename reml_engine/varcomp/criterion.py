@@ -139,8 +139,10 @@ class VCProblem:
         ``"auto"`` takes the closed form when the terms are a nesting hierarchy and the
         dense blocks otherwise; ``"crossed"`` forces the dense blocks (the general path,
         for checks); ``"nested"`` requires a hierarchy.
-    eliminate : int, optional
-        With ``method="crossed"``: the term eliminated first (default: the cheapest).
+    eliminate : int or tuple of int, optional
+        With ``method="crossed"``: the term, or the chain of terms each nested in the
+        next (innermost first), eliminated before the dense blocks (default: the
+        cheapest).
 
     Attributes
     ----------
@@ -151,7 +153,7 @@ class VCProblem:
     """
 
     def __init__(self, stats: VCStats, max_dense_block: int = MAX_DENSE_BLOCK, method: str = "auto",
-                 eliminate: int | None = None):
+                 eliminate: int | tuple[int, ...] | None = None):
         if method not in ("auto", "nested", "crossed"):
             raise ValueError(f"method must be 'auto', 'nested' or 'crossed', got {method!r}")
         stats = _drop_empty_levels(stats)
@@ -208,9 +210,12 @@ class VCProblem:
         if chain is not None and (self.method != "crossed" or self.k == 1):
             return NestedSolver(stats, chain)
         if self._eliminate is not None:
-            if not 0 <= self._eliminate < self.k:
-                raise ValueError(f"eliminate must be a term index in 0 .. {self.k - 1}")
-            return CrossedSolver(stats, int(self._eliminate))
+            chain = tuple(int(t) for t in np.atleast_1d(self._eliminate))
+            if not all(0 <= t < self.k for t in chain) or len(set(chain)) != len(chain) or len(chain) >= self.k:
+                raise ValueError(f"eliminate must name distinct terms in 0 .. {self.k - 1}, leaving one out")
+            if not all(self.structure.is_nested_in(a, b) for a, b in zip(chain, chain[1:], strict=False)):
+                raise ValueError(f"eliminate={chain}: each term must be nested in the next")
+            return CrossedSolver(stats, chain)
         return CrossedSolver.best(stats, self.max_dense_block)
 
     def _check_rank(self) -> None:

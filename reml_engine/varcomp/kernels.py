@@ -418,24 +418,6 @@ def nested_downward(d, s, omega, parent, term_of, tau, k, want_levels):
 
 
 @njit(cache=True, nogil=True)
-def quadratic_forms(S, indptr, indices, data, rows, level_base, level_local, level_size):
-    """``n_l' S n_l`` for each row l in ``rows`` (S in the block layout)."""
-    out = np.zeros(rows.shape[0])
-    for r in range(rows.shape[0]):
-        lv = rows[r]
-        total = 0.0
-        for p1 in range(indptr[lv], indptr[lv + 1]):
-            a = indices[p1]
-            row = level_base[a] + level_local[a] * level_size[a]
-            inner = 0.0
-            for p2 in range(indptr[lv], indptr[lv + 1]):
-                inner += S[row + level_local[indices[p2]]] * data[p2]
-            total += data[p1] * inner
-        out[r] = total
-    return out
-
-
-@njit(cache=True, nogil=True)
 def table_times(indptr, indices, data, U, coef):
     """``coef[l] * (N U)[l]`` for every row l of the table (U: core levels x q)."""
     n_rows = indptr.shape[0] - 1
@@ -710,3 +692,153 @@ def union_components(n_nodes, heads, tails):
     for x in range(n_nodes):
         labels[x] = _find(parent, x)
     return labels
+
+
+# ---------------------------------------------------------------------------------------
+# A nesting chain eliminated before the dense blocks
+# ---------------------------------------------------------------------------------------
+#
+# Chain levels are numbered as in the nested hierarchy (innermost term first, children
+# before parents). The innermost term's rows of the table against the core levels are
+# the constant CSR ``indptr/local_index/data``; a level higher up the chain couples to
+# the core through the sum of its children's rows, each divided by ``1 + tau d`` of the
+# child: the "upper" CSR, whose values change with tau.
+
+
+@njit(cache=True, nogil=True)
+def upper_row_values(inner_data, inner_entry_level, inner_target, upper_entry_level, upper_target,
+                     one_plus, n_upper_entries):
+    """Values of the upper rows: each entry of a child row, divided by ``1 + tau d`` of
+    the child, added to the entry of its parent's row for the same core level
+    (``*_target``, -1 at the top). Entries are in level order, so children come first."""
+    values = np.zeros(n_upper_entries)
+    for p in range(inner_data.shape[0]):
+        values[inner_target[p]] += inner_data[p] / one_plus[inner_entry_level[p]]
+    for p in range(n_upper_entries):
+        target = upper_target[p]
+        if target >= 0:
+            values[target] += values[p] / one_plus[upper_entry_level[p]]
+    return values
+
+
+@njit(cache=True, nogil=True)
+def schur_subtract_rows(K, indptr, local_index, values, coef, row_base, row_size):
+    """``K -= sum_l coef[l] k_l k_l'`` over the rows l of a CSR table whose values change
+    with tau; row l's entries all lie in the block at ``row_base[l]`` of size
+    ``row_size[l]``."""
+    for lv in range(indptr.shape[0] - 1):
+        c = coef[lv]
+        if c == 0.0:
+            continue
+        base = row_base[lv]
+        size = row_size[lv]
+        for p1 in range(indptr[lv], indptr[lv + 1]):
+            row = base + local_index[p1] * size
+            v = c * values[p1]
+            for p2 in range(indptr[lv], indptr[lv + 1]):
+                K[row + local_index[p2]] -= v * values[p2]
+
+
+@njit(cache=True, nogil=True)
+def _row_bilinear(S, base, size, idx_a, val_a, start_a, stop_a, idx_b, val_b, start_b, stop_b):
+    """``k_a' S k_b`` for two sparse rows in one block of S."""
+    total = 0.0
+    for p in range(start_a, stop_a):
+        row = base + idx_a[p] * size
+        inner = 0.0
+        for p2 in range(start_b, stop_b):
+            inner += S[row + idx_b[p2]] * val_b[p2]
+        total += val_a[p] * inner
+    return total
+
+
+@njit(cache=True, nogil=True)
+def chain_downward(d, s, parent, term_of, tau, n_pos, ku, m_inner,
+                   indptr, local_index, data, up_indptr, up_local_index, up_values,
+                   row_base, row_size, Sigma, want_traces, inner_quadratic, want_levels):
+    """Outermost chain level first: ``R_l = Z_l' H^-1 [X|y]`` and, when asked, the
+    diagonal of ``Z' H^-1 Z`` and of the posterior covariance for every chain level.
+
+    For level l with effective weight d and sums s, core row k (weights of the table,
+    divided down the chain) and ``ku = k' U_core``::
+
+        R_l    = (s_l - d_l U_ancestors - ku_l) / (1 + tau d_l)
+        q_l    = k_l' Sigma_rest k_l = d^2 P_parent + 2 d X_l + k' Sigma_core k
+        G_ll   = d / (1 + tau d) - q / (1 + tau d)^2          (diag of Z'H^-1 Z)
+        cov_ll = f + f^2 q,  f = tau / (1 + tau d)               (posterior variance)
+
+    with ``P`` the sum of the posterior covariance over a level and its ancestors and
+    ``X_l`` the posterior covariance between the ancestors and the core levels, applied
+    to k_l, from the recursion over the ancestors. ``k' Sigma_core k`` of the innermost
+    levels is left out (and the caller adds its weighted sum, pooled) unless
+    ``inner_quadratic``. Returns traces and ``R' R`` per chain position, and per level
+    (when ``want_levels``) R and, with ``want_traces``, the posterior variance.
+    """
+    n_levels, q = s.shape
+    trace = np.zeros(n_pos)
+    rtr = np.zeros((n_pos, q, q))
+    u_total = np.zeros((n_levels, q))
+    P = np.zeros(n_levels)
+    r = np.empty(q)
+    ancestors = np.empty(n_pos, dtype=np.int64)
+    V = np.empty(n_pos)
+    if want_levels:
+        R = np.empty((n_levels, q))
+        cond = np.empty(n_levels)
+    else:
+        R = np.empty((0, q))
+        cond = np.empty(0)
+    for level in range(n_levels - 1, -1, -1):
+        t = tau[term_of[level]]
+        one_plus = 1.0 + t * d[level]
+        f = t / one_plus
+        up = parent[level]
+        for c in range(q):
+            above = u_total[up, c] if up >= 0 else 0.0
+            r[c] = (s[level, c] - d[level] * above - ku[level, c]) / one_plus
+            u_total[level, c] = above + t * r[c]
+        pos = term_of[level]
+        for a in range(q):
+            for b in range(q):
+                rtr[pos, a, b] += r[a] * r[b]
+        if want_levels:
+            R[level] = r
+        if not want_traces:
+            continue
+        # This level's core row.
+        if level < m_inner:
+            idx, val, start, stop = local_index, data, indptr[level], indptr[level + 1]
+        else:
+            j = level - m_inner
+            idx, val, start, stop = up_local_index, up_values, up_indptr[j], up_indptr[j + 1]
+        base = row_base[level]
+        size = row_size[level]
+        # Ancestors, nearest first; X from the top down.
+        depth = 0
+        a = up
+        while a >= 0:
+            ancestors[depth] = a
+            depth += 1
+            a = parent[a]
+        above_sum = 0.0
+        for i in range(depth - 1, -1, -1):
+            a = ancestors[i]
+            ja = a - m_inner
+            bil = _row_bilinear(Sigma, base, size, up_local_index, up_values, up_indptr[ja], up_indptr[ja + 1],
+                                idx, val, start, stop)
+            ta = tau[term_of[a]]
+            fa = ta / (1.0 + ta * d[a])
+            V[i] = -fa * (d[a] * above_sum + bil)
+            above_sum += V[i]
+        X = above_sum
+        P_up = P[up] if up >= 0 else 0.0
+        if level >= m_inner or inner_quadratic:
+            Q = _row_bilinear(Sigma, base, size, idx, val, start, stop, idx, val, start, stop)
+        else:
+            Q = 0.0
+        quad = d[level] * d[level] * P_up + 2.0 * d[level] * X + Q
+        trace[pos] += d[level] / one_plus - quad / (one_plus * one_plus)
+        P[level] = P_up - 2.0 * f * (d[level] * P_up + X) + f + f * f * quad
+        if want_levels:
+            cond[level] = f + f * f * quad
+    return trace, rtr, R, cond

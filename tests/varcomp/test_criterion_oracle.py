@@ -45,6 +45,11 @@ def _factors(kind: str, n: int, rng: np.random.Generator) -> dict[str, np.ndarra
         # (1|a/b) + (1|c): a hierarchy crossed with a third factor.
         a = rng.integers(0, 3, n)
         return {"b:a": a * 10 + rng.integers(0, 3, n), "a": a, "c": rng.integers(0, 4, n)}
+    if kind == "mixed_deep":
+        # (1|top/a/b) + (1|c): a three-level hierarchy crossed with a fourth factor.
+        top = rng.integers(0, 2, n)
+        a = top * 10 + rng.integers(0, 3, n)
+        return {"b": a * 10 + rng.integers(0, 2, n), "a": a, "top": top, "c": rng.integers(0, 3, n)}
     if kind == "blocks":
         # Two crossed factors that only meet within groups: several dense blocks.
         g = rng.integers(0, 3, n)
@@ -54,12 +59,12 @@ def _factors(kind: str, n: int, rng: np.random.Generator) -> dict[str, np.ndarra
     raise KeyError(kind)
 
 
-KINDS = ["nested2", "nested3", "crossed2", "crossed3", "mixed", "blocks", "one"]
+KINDS = ["nested2", "nested3", "crossed2", "crossed3", "mixed", "mixed_deep", "blocks", "one"]
 
 
 @st.composite
-def designs(draw):
-    kind = draw(st.sampled_from(KINDS))
+def designs(draw, kinds=tuple(KINDS)):
+    kind = draw(st.sampled_from(kinds))
     n = draw(st.integers(8, 45))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
@@ -89,7 +94,7 @@ def _close(a, b, rtol=ORACLE_RTOL):
     return np.allclose(a, b, rtol=rtol, atol=rtol * max(1.0, float(np.max(np.abs(b)))))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(designs(), st.booleans())
 def test_criterion_matches_dense_oracle(design, REML):
     kind, X, y, factors, weights, offset, tau = design
@@ -112,12 +117,11 @@ def test_criterion_matches_dense_oracle(design, REML):
         assert _close(frame["condvar"].to_numpy(), condvar, 1e-8)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(designs())
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(designs(kinds=("nested2", "nested3")))
 def test_nested_closed_form_equals_dense_blocks(design):
     """The fast path (closed form per level) gives the general path's answer."""
     kind, X, y, factors, weights, offset, tau = design
-    assume(kind.startswith("nested"))
     fast = _problem(X, y, factors, weights, offset)
     general = _problem(X, y, factors, weights, offset, method="crossed")
     assert fast.plan.startswith("nested") and general.plan.startswith("crossed")
@@ -128,6 +132,40 @@ def test_nested_closed_form_equals_dense_blocks(design):
         ra, rb = fast.reduce_to_term(j, tau), general.reduce_to_term(j, tau)
         t = np.array([0.0, 0.4, 7.0])
         assert _close(ra.criterion(t), rb.criterion(t), 1e-10)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(designs(kinds=("mixed", "mixed_deep", "nested3", "crossed3")))
+def test_every_elimination_chain_gives_the_same_problem(design):
+    """Whatever chain of nested terms is eliminated before the dense blocks (one term, or
+    a hierarchy innermost first), criterion, gradient, conditional modes and variances
+    and the one-dimensional reductions agree with the dense oracle and each other."""
+    kind, X, y, factors, weights, offset, tau = design
+    stats = compute_vc_stats(X, y, RandomTerms.from_labels(factors), weights, offset)
+    ref = dense_criterion_terms(X, y, list(factors.values()), tau, True, weights, offset)
+    reference_gradient = VCProblem(stats).evaluate(tau).gradient
+    for chain in crossed_module.nesting_chains(stats.structure):
+        problem = VCProblem(stats, method="crossed", eliminate=chain)
+        ev = problem.evaluate(tau)
+        assert ev.criterion == pytest.approx(ref["criterion"], rel=ORACLE_RTOL), chain
+        assert _close(ev.gradient, reference_gradient, 1e-7), chain
+        for (_, mode, condvar), frame in zip(ref["ranef"], problem.ranef(tau).values(), strict=True):
+            assert _close(frame["mode"].to_numpy(), mode, 1e-8) and _close(frame["condvar"].to_numpy(), condvar, 1e-8)
+        for j in range(problem.k):
+            reduction = problem.reduce_to_term(j, tau)
+            assert reduction.criterion([0.7])[0] == pytest.approx(
+                problem.evaluate(reduction.taus(0.7), gradient=False).criterion, rel=1e-9)
+
+
+def test_eliminate_must_be_a_chain():
+    rng = np.random.default_rng(4)
+    factors = _factors("mixed", 40, rng)
+    stats = compute_vc_stats(np.ones((40, 1)), rng.normal(size=40), RandomTerms.from_labels(factors))
+    assert VCProblem(stats, method="crossed", eliminate=(0, 1)).plan.startswith("crossed: eliminate 'b:a'")
+    with pytest.raises(ValueError, match="nested in the next"):
+        VCProblem(stats, method="crossed", eliminate=(1, 0))
+    with pytest.raises(ValueError, match="leaving one out"):
+        VCProblem(stats, method="crossed", eliminate=(0, 1, 2))
 
 
 def _finite_difference(problem, tau, j, REML):
@@ -144,7 +182,7 @@ def _finite_difference(problem, tau, j, REML):
     return (crit(tau[j] + h) - crit(tau[j] - h)) / (2 * h)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(designs(), st.booleans())
 def test_gradient_matches_finite_differences(design, REML):
     kind, X, y, factors, weights, offset, tau = design
@@ -157,12 +195,12 @@ def test_gradient_matches_finite_differences(design, REML):
         assert abs(ev.gradient[j] - fd) <= 1e-5 * scale, (j, ev.gradient, fd)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(designs(), st.booleans())
 def test_reduce_to_term_matches_evaluate(design, REML):
     kind, X, y, factors, weights, offset, tau = design
     problem = _problem(X, y, factors, weights, offset)
-    t = np.array([0.0, 1e-6, 0.01, 0.5, 3.0, 200.0])
+    t = np.array([0.0, 1e-6, 0.5, 200.0])
     for j in range(problem.k):
         reduction = problem.reduce_to_term(j, tau)
         assert (reduction.kappa > 0).all()
