@@ -4,12 +4,16 @@ Run from the repository root::
 
     python -m benchmarks.varcomp_eval insteval --insteval /path/to/insteval.csv
     python -m benchmarks.varcomp_eval subjects_items --rows 1000000 --subjects 10000 --items 1000
+    python -m benchmarks.varcomp_eval subjects_items --replicates 2      # + (1|subj:item)
+    python -m benchmarks.varcomp_eval school_class --rows 1000000 --schools 1000 --classes 100000
 
 ``insteval`` reads lme4's InstEval as written by R (columns s, d, dept, service,
 studage, y; see ``--help``): ``y ~ service + studage + (1|s) + (1|d) + (1|dept)``.
 ``subjects_items`` simulates ``y ~ x + (1|subj) + (1|item)`` with each subject seeing a
 binomial number of items (mean ``rows / subjects``) drawn at random (about 10% of the
-cells at the default sizes).
+cells at the default sizes); with ``--replicates r`` every cell is observed r times and
+the model adds ``(1|subj:item)``. ``school_class`` simulates ``y ~ x + (1|school/class)``
+(classes of unequal sizes in schools).
 
 Each stage is timed on its own (best of ``--repeat`` runs after one warm-up run, so that
 numba's compilation is not counted) and printed as one JSON line: coding the factors,
@@ -69,6 +73,32 @@ def subjects_items_data(rows: int, subjects: int, items: int, seed: int = 0):
     return X, y, {"subj": subj, "item": item}
 
 
+def subjects_items_cells_data(rows: int, subjects: int, items: int, replicates: int, seed: int = 0):
+    """Cells of subjects x items each observed ``replicates`` times, ``(1|subj:item)`` added."""
+    rng = np.random.default_rng(seed)
+    cells = rows // replicates
+    per_subject = rng.binomial(items, min(1.0, cells / (subjects * items)), subjects)
+    subj = np.repeat(np.arange(subjects, dtype=np.int64), per_subject)
+    item = rng.integers(0, items, subj.size)
+    subj, item = np.repeat(subj, replicates), np.repeat(item, replicates)
+    cell = subj * items + item
+    x = rng.normal(size=subj.size)
+    y = (0.5 * x + rng.normal(size=subjects)[subj] * 0.8 + rng.normal(size=items)[item] * 0.6
+         + rng.normal(size=subjects * items)[cell] * 0.4 + rng.normal(size=subj.size))
+    X = np.column_stack([np.ones(subj.size), x])
+    return X, y, {"subj": subj, "item": item, "subj:item": cell}
+
+
+def school_class_data(rows: int, schools: int, classes: int, seed: int = 0):
+    """Classes nested in schools, both of unequal sizes."""
+    rng = np.random.default_rng(seed)
+    klass = np.sort(rng.integers(0, classes, rows))
+    school = (np.arange(classes) * schools // classes)[klass]
+    x = rng.normal(size=rows)
+    y = 0.3 * x + rng.normal(size=schools)[school] * 0.5 + rng.normal(size=classes)[klass] * 0.4 + rng.normal(size=rows)
+    return np.column_stack([np.ones(rows), x]), y, {"class:school": klass, "school": school}
+
+
 def run(X, y, factors, repeat: int, label: str) -> dict:
     t_code, terms = _best_of(lambda: RandomTerms.from_labels(factors), repeat)
     t_stats, stats = _best_of(lambda: compute_vc_stats(X, y, terms), repeat)
@@ -100,17 +130,26 @@ def run(X, y, factors, repeat: int, label: str) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("case", choices=["insteval", "subjects_items"])
+    parser.add_argument("case", choices=["insteval", "subjects_items", "school_class"])
     parser.add_argument("--insteval", default="/work/tmp/insteval.csv",
                         help="CSV written by R: write.csv(data.frame(s, d, dept, service, studage, y), ...)")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--subjects", type=int, default=10_000)
     parser.add_argument("--items", type=int, default=1_000)
+    parser.add_argument("--replicates", type=int, default=1)
+    parser.add_argument("--schools", type=int, default=1_000)
+    parser.add_argument("--classes", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
     if args.case == "insteval":
         X, y, factors = insteval_data(args.insteval)
         label = "InstEval"
+    elif args.case == "school_class":
+        X, y, factors = school_class_data(args.rows, args.schools, args.classes)
+        label = f"school/class {args.rows:.0e} rows"
+    elif args.replicates > 1:
+        X, y, factors = subjects_items_cells_data(args.rows, args.subjects, args.items, args.replicates)
+        label = f"subjects x items + cells {args.rows:.0e} rows"
     else:
         X, y, factors = subjects_items_data(args.rows, args.subjects, args.items)
         label = f"subjects x items {args.rows:.0e} rows"
