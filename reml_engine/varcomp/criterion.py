@@ -15,10 +15,12 @@ the terms' structure (:meth:`VCProblem.plan`):
 
 * a nesting hierarchy (one term included) has a closed form per level
   (:mod:`.nested`), cost proportional to the levels;
-* otherwise one term's block of ``T^-1 + Z'WZ`` (diagonal) is eliminated first and the
-  Schur complement of the others is factored as dense blocks, one per connected
-  component (:mod:`.crossed`); the term eliminated is the one that leaves the cheapest
-  factorization.
+* otherwise a chain of nested terms (one term, or a hierarchy such as ``school/class``)
+  is eliminated in closed form first, its blocks of ``T^-1 + Z'WZ`` being diagonal, and
+  the Schur complement of the other terms is factored as dense blocks, one per connected
+  component (:mod:`.crossed`, :mod:`.blocks`); the chain is the one that leaves the
+  cheapest factorization. A connected block larger than ``max_dense_block`` levels is
+  refused with a message (no sparse factorization).
 
 The gradient is analytic: ``d crit / d tau_j`` from ``tr(Z_j' H^-1 Z_j)`` and
 ``R_j = Z_j' H^-1 [X|y]`` (:mod:`.solution`).
@@ -235,8 +237,8 @@ class VCProblem:
 
     @property
     def plan(self) -> str:
-        """How the criterion is computed: ``"nested: a < b < c"`` (innermost first) or
-        ``"crossed: eliminate e, dense blocks of sizes ..."``."""
+        """How the criterion is computed: ``"nested: a in b in c"`` (innermost first) or
+        ``"crossed: eliminate 'e' (m levels) [then ...], n dense block(s) of size ..."``."""
         return self._solver.describe(self.term_names)
 
     # -- evaluation ---------------------------------------------------------------------
