@@ -1,0 +1,548 @@
+"""Crossed terms: eliminate a nesting chain in closed form, factor the rest by dense block.
+
+With ``Z = [Z_chain | Z_core]``, ``T = diag(tau)`` and ``M = Z'WZ``, Woodbury gives
+``H^-1 = W - W Z (T^-1 + M)^-1 Z' W``. A chain of terms ``e_1 < e_2 < ...`` each nested
+in the next (one term, or ``class < school`` in ``(1|school/class) + (1|rater)``) is
+eliminated first, innermost first: each level's block of ``T^-1 + M`` is then diagonal
+and its elimination is closed form, as in :mod:`.nested`. The innermost level l
+(weights d, table row n_l against the core levels) has ``f_l = tau / (1 + tau d_l)``; a
+higher chain level has the effective weight, sums and table row of its children, each
+divided by ``1 + tau d`` of the child. What is left is the Schur complement on the core
+levels (the terms outside the chain)
+
+    K = M_cc - sum over chain levels of f_l k_l k_l'
+    A = I + Lambda K Lambda      (Lambda = diag(sqrt(tau)) of the core levels)
+
+factored by Cholesky, one dense block per connected component of the core levels
+(:mod:`.blocks`). Then
+
+    log|H|   = -sum log w + sum over chain levels log(1 + tau d_l) + log|A|
+    C        = C_chain - Y'Y,   Y = L^-1 Lambda (S_core - sum_l f_l k_l s_l')
+
+with ``C_chain`` the nested closed form (a sum of squares) over the chain.
+
+Innermost levels with equal weight contribute ``f_u G_u``, ``G_u = sum n_l n_l'`` over
+the group: where the groups are large (unit weights, many levels of few distinct
+sizes) the ``G_u`` are summed once and each evaluation adds U dense matrices instead of
+visiting every level's table row (:data:`POOL_GAIN`). The chain is chosen by cost
+(:meth:`CrossedSolver.best`).
+
+The gradient needs ``tr(Z_j' H^-1 Z_j)`` and ``R_j = Z_j' H^-1 [X|y]`` per term: for
+chain terms from a pass down the chain
+(:func:`~reml_engine.varcomp.kernels.chain_downward`) with
+``Sigma = Lambda A^-1 Lambda``; for a core term from ``A^-1`` in the form that does not
+cancel at its tau (:data:`TRACE_SWITCH`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg as sla
+
+from ..checks import ModelDataError
+from .blocks import BlockLayout
+from .kernels import (
+    chain_downward,
+    counting_sort_order,
+    dense_rows,
+    nested_between,
+    nested_upward,
+    pack_for_inner_product,
+    pack_lower,
+    row_entries,
+    schur_subtract_by_row,
+    schur_subtract_rows,
+    sparse_outer_sum,
+    subtract_packed,
+    table_times,
+    table_transpose_times,
+    union_components,
+    upper_row_values,
+    weighted_quadratic_sum,
+)
+from .solution import Solution, within_cross
+from .statistics import VCStats
+from .terms import TermStructure
+
+#: Innermost levels with equal weight are pooled into one dense matrix per block (its
+#: lower triangle, s (s + 1) / 2 numbers) when visiting their table rows at each
+#: evaluation (the sum of squared row lengths) would cost more than this many times the
+#: matrix's size. Measured: about 7 ns per scattered update of a row, 1 ns per element
+#: of the pooled matrices summed by BLAS, hence 1/7 with some margin for memory.
+POOL_GAIN = 0.15
+
+#: A pooled matrix is summed by BLAS from its group's rows made dense (``D'D``) when
+#: that costs at most this many times the multiply-adds of summing the rows' sparse
+#: outer products: BLAS does a multiply-add in well under a hundredth of the time a
+#: scattered update takes (density above about 6%).
+DENSE_POOL_RATIO = 300.0
+
+#: Rows of a group made dense at a time when pooling through BLAS.
+DENSE_POOL_ROWS = 2048
+
+#: Blocks smaller than this are never pooled (each pooled block costs a Python step
+#: per evaluation).
+POOL_MIN_BLOCK = 64
+
+#: Memory for the pooled matrices, in bytes.
+POOL_MAX_BYTES = 4 << 30
+
+#: For a core term j, ``tr(Z_j' H^-1 Z_j)`` is ``(m_j - tr A^-1_jj) / tau_j`` when
+#: ``tau_j max diag(K_jj)`` is at least this (no cancellation there), and
+#: ``tr K_jj - tr (K Sigma K)_jj`` below it.
+TRACE_SWITCH = 1.0
+
+
+def _table(stats: VCStats, t: int, core: list[int], offsets: np.ndarray):
+    """The table of term t against every core level as (rows: level of t, cols: core
+    level, weights), from each pair's table as stored (no transposition)."""
+    rows, cols, data = [], [], []
+    for i, c in enumerate(core):
+        if t < c:
+            table = stats.pairs[t, c]
+            rows.append(table.rows)
+            cols.append(table.cols + offsets[i])
+        else:
+            table = stats.pairs[c, t]
+            rows.append(table.cols)
+            cols.append(table.rows + offsets[i])
+        data.append(table.weights)
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(data)
+
+
+def _csr(rows, cols, data, n_rows: int, n_cols: int):
+    """CSR with the columns ascending in each row (two stable counting passes)."""
+    by_col, _ = counting_sort_order(cols, n_cols)
+    by_row, indptr = counting_sort_order(rows[by_col], n_rows)
+    order = by_col[by_row]
+    return indptr, np.ascontiguousarray(cols[order]), np.ascontiguousarray(data[order])
+
+
+def _components(stats: VCStats, chain, core, offsets) -> np.ndarray:
+    """Connected components of the core levels, linked by a common level of a chain
+    term (rows of its table) or by the tables between core terms."""
+    m_core = int(offsets[-1])
+    heads, tails = [], []
+    node = m_core
+    for t in chain:
+        rows, cols, _ = _table(stats, t, core, offsets)
+        heads.append(node + rows)
+        tails.append(cols)
+        node += stats.nlevels[t]
+    for i, a in enumerate(core):
+        for jb in range(i + 1, len(core)):
+            table = stats.pair(a, core[jb])
+            heads.append(table.rows + offsets[i])
+            tails.append(table.cols + offsets[jb])
+    labels = union_components(node, np.concatenate(heads).astype(np.int64), np.concatenate(tails).astype(np.int64))
+    return labels[:m_core]
+
+
+def nesting_chains(structure: TermStructure) -> list[tuple[int, ...]]:
+    """Every sequence of terms each nested in the next (innermost first) that leaves at
+    least one term out."""
+    out = []
+
+    def extend(chain):
+        if len(chain) < structure.k:
+            out.append(chain)
+        for u in range(structure.k):
+            if u not in chain and structure.is_nested_in(chain[-1], u):
+                extend(chain + (u,))
+
+    for t in range(structure.k):
+        extend((t,))
+    return out
+
+
+class CrossedSolver:
+    """Exact evaluation with a nesting chain eliminated and the other terms in dense blocks.
+
+    Parameters
+    ----------
+    stats : VCStats
+        In the model's parametrization.
+    chain : tuple of int
+        Terms eliminated in closed form, innermost first, each nested in the next (one
+        term is a chain).
+    labels : int array, optional
+        Components of the core levels (computed when not given).
+    """
+
+    kind = "crossed"
+
+    def __init__(self, stats: VCStats, chain, labels: np.ndarray | None = None):
+        chain = tuple(int(t) for t in np.atleast_1d(chain))
+        self.stats = stats
+        self.k = stats.k
+        self.chain = chain
+        self.e = chain[0]
+        core = [t for t in range(stats.k) if t not in chain]
+        if not core:
+            raise ValueError("the crossed solver needs at least one term outside the chain")
+        self.core = core
+        sizes = [stats.nlevels[t] for t in core]
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.core_offsets = offsets
+        self.m_core = m_core = int(offsets[-1])
+        self.term_of_core = np.repeat(np.asarray(core, dtype=np.int64), sizes)
+        self.S_core = np.concatenate([stats.sums[c] for c in core]).astype(np.float64)
+        self.core_weights = np.concatenate([stats.level_weights[c] for c in core]).astype(np.float64)
+
+        # The innermost term: weights, sums, table against the core levels (CSR).
+        e = self.e
+        self.d = np.ascontiguousarray(stats.level_weights[e], dtype=np.float64)
+        self.S_e = np.ascontiguousarray(stats.sums[e], dtype=np.float64)
+        self.within = within_cross(stats.cross, self.S_e, self.d)
+        rows, cols, data = _table(stats, e, core, offsets)
+        self.indptr, self.indices, self.data = _csr(rows, cols, data, stats.nlevels[e], m_core)
+        self.m_inner = stats.nlevels[e]
+
+        self._chain_levels(stats)
+        if labels is None:
+            labels = _components(stats, chain, core, offsets)
+        self.layout = BlockLayout(labels)
+        self.local_index = np.ascontiguousarray(self.layout.level_local[self.indices])
+        self.up_local_index = np.ascontiguousarray(self.layout.level_local[self.up_indices])
+        first = np.concatenate([self.indices[self.indptr[:-1]], self.up_indices[self.up_indptr[:-1]]])
+        self.row_base = np.ascontiguousarray(self.layout.level_base[first])
+        self.row_size = np.ascontiguousarray(self.layout.level_size[first])
+        self.block_of_inner = self.layout.block_of_level[first[:self.m_inner]]
+        self._base_matrix(stats)
+        self._pool()
+        self._alternatives: dict[int, CrossedSolver] = {}
+
+    # -- set-up -------------------------------------------------------------------------
+
+    def _chain_levels(self, stats: VCStats) -> None:
+        """Chain levels numbered innermost first; parents; the upper rows' pattern and
+        where each child entry adds into its parent's row."""
+        chain, core, offsets = self.chain, self.core, self.core_offsets
+        sizes = [stats.nlevels[t] for t in chain]
+        chain_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        parent = np.full(chain_offsets[-1], -1, dtype=np.int64)
+        for pos in range(len(chain) - 1):
+            table = stats.pair(chain[pos], chain[pos + 1])
+            parent[chain_offsets[pos]:chain_offsets[pos + 1]][table.rows] = table.cols + chain_offsets[pos + 1]
+        self.chain_offsets = chain_offsets
+        self.parent = parent
+        self.term_of = np.repeat(np.arange(len(chain), dtype=np.int64), sizes)
+        m_inner, m_core = self.m_inner, self.m_core
+        n_upper = int(chain_offsets[-1] - m_inner)
+        if n_upper == 0:
+            self.up_indptr = np.zeros(1, dtype=np.int64)
+            self.up_indices = np.zeros(0, dtype=np.int64)
+            self.inner_target = self.upper_target = np.zeros(0, dtype=np.int64)
+            self.inner_entry_level = self.upper_entry_level = np.zeros(0, dtype=np.int64)
+            return
+        rows, cols = [], []
+        for pos in range(1, len(chain)):
+            r, c, _ = _table(stats, chain[pos], core, offsets)
+            rows.append(r + chain_offsets[pos] - m_inner)
+            cols.append(c)
+        rows, cols = np.concatenate(rows), np.concatenate(cols)
+        self.up_indptr, self.up_indices, _ = _csr(rows, cols, np.zeros(len(rows)), n_upper, m_core)
+        up_keys = np.repeat(np.arange(n_upper), np.diff(self.up_indptr)) * m_core + self.up_indices
+        self.inner_entry_level = np.repeat(np.arange(m_inner), np.diff(self.indptr))
+        self.inner_target = np.searchsorted(up_keys, (parent[self.inner_entry_level] - m_inner) * m_core
+                                            + self.indices).astype(np.int64)
+        self.upper_entry_level = np.repeat(np.arange(m_inner, chain_offsets[-1]), np.diff(self.up_indptr))
+        up_parent = parent[self.upper_entry_level]
+        target = np.searchsorted(up_keys, (up_parent - m_inner) * m_core + self.up_indices).astype(np.int64)
+        self.upper_target = np.where(up_parent >= 0, target, -1)
+
+    def _by_column(self, rows: np.ndarray):
+        """The innermost table restricted to some of its rows, held by core level (CSC)."""
+        positions, owner = row_entries(self.indptr, rows.astype(np.int64))
+        order, col_ptr = counting_sort_order(self.indices[positions], self.m_core)
+        return (col_ptr, np.ascontiguousarray(owner[order]), np.ascontiguousarray(self.data[positions][order]))
+
+    def _base_matrix(self, stats: VCStats) -> None:
+        """``M_cc`` in the block layout: level weights and the tables between core terms."""
+        layout = self.layout
+        K0 = np.zeros(layout.buffer_size)
+        K0[layout.diagonal()] = self.core_weights
+        for i, a in enumerate(self.core):
+            for jb in range(i + 1, len(self.core)):
+                t = stats.pair(a, self.core[jb])
+                ga = t.rows + self.core_offsets[i]
+                gb = t.cols + self.core_offsets[jb]
+                K0[layout.position(ga, gb)] += t.weights
+                K0[layout.position(gb, ga)] += t.weights
+        self.K0 = K0
+
+    def _pool(self) -> None:
+        """Decide, per block and weight value of the innermost levels, between pooled
+        matrices and visiting the table rows at each evaluation."""
+        row_cost = np.diff(self.indptr).astype(np.float64) ** 2
+        pooled, direct = [], []
+        budget = POOL_MAX_BYTES
+        by_block = np.argsort(self.block_of_inner, kind="stable")
+        bounds = np.flatnonzero(np.diff(self.block_of_inner[by_block])) + 1
+        for members in np.split(by_block, bounds):
+            if not len(members):
+                continue
+            b = int(self.block_of_inner[members[0]])
+            s = int(self.layout.block_size[b])
+            values, group = np.unique(self.d[members], return_inverse=True)
+            cost = np.bincount(group, weights=row_cost[members], minlength=len(values))
+            worth = cost > POOL_GAIN * s * (s + 1) / 2
+            if s < POOL_MIN_BLOCK:
+                worth[:] = False
+            n_pool = int(worth.sum())
+            if n_pool and n_pool * s * (s + 1) * 4 <= budget:
+                budget -= n_pool * s * (s + 1) * 4
+                G = np.empty((n_pool, s * (s + 1) // 2))
+                for u_new, u in enumerate(np.flatnonzero(worth)):
+                    G[u_new] = self._pooled_matrix(members[group == u], s, float(cost[u]))
+                pooled.append((b, values[worth], G))
+                direct.append(members[~worth[group]])
+            else:
+                direct.append(members)
+        self.pooled = pooled
+        self.direct_rows = np.sort(np.concatenate(direct)).astype(np.int64) if direct else np.zeros(0, np.int64)
+        self.direct_by_column = self._by_column(self.direct_rows)
+
+    def _pooled_matrix(self, rows: np.ndarray, size: int, sparse_cost: float) -> np.ndarray:
+        """``sum over rows l of n_l n_l'`` (rows of one block), its lower triangle packed."""
+        rows = rows.astype(np.int64)
+        if len(rows) * size * size <= DENSE_POOL_RATIO * sparse_cost:
+            total = np.zeros((size, size))
+            for start in range(0, len(rows), DENSE_POOL_ROWS):
+                D = dense_rows(self.indptr, self.local_index, self.data, rows[start:start + DENSE_POOL_ROWS], size)
+                total += D.T @ D
+            return pack_lower(total)
+        return pack_lower(sparse_outer_sum(self.indptr, self.local_index, self.data, rows, size))
+
+    @classmethod
+    def best(cls, stats: VCStats, max_dense_block: int) -> CrossedSolver:
+        """The solver whose chain leaves the cheapest factorization (dense blocks cubed,
+        plus the table rows visited at each evaluation)."""
+        best = None
+        largest = {}
+        for chain in nesting_chains(stats.structure):
+            core = [t for t in range(stats.k) if t not in chain]
+            offsets = np.concatenate([[0], np.cumsum([stats.nlevels[t] for t in core])]).astype(np.int64)
+            labels = _components(stats, chain, core, offsets)
+            sizes = np.bincount(labels)
+            sizes = sizes[sizes > 0].astype(np.float64)
+            largest[chain] = int(sizes.max())
+            visits = 0.0
+            for t in chain:
+                rows, _, _ = _table(stats, t, core, offsets)
+                visits += float((np.bincount(rows, minlength=stats.nlevels[t]).astype(np.float64) ** 2).sum())
+            cost = float((sizes**3).sum() / 3 + visits)
+            if sizes.max() <= max_dense_block and (best is None or cost < best[0]):
+                best = (cost, chain, labels)
+        if best is None:
+            shown = "; ".join(f"{' < '.join(stats.names[t] for t in c)} eliminated: {m}" for c, m in largest.items())
+            raise ModelDataError(
+                f"the terms {list(stats.names)} leave a connected block of levels larger than max_dense_block = "
+                f"{max_dense_block} whatever is eliminated first (largest block: {shown}); a sparse "
+                "factorization for such designs is not implemented"
+            )
+        return cls(stats, best[1], best[2])
+
+    def describe(self, names) -> str:
+        sizes = np.unique(self.layout.block_size)[::-1]
+        shown = ", ".join(str(int(s)) for s in sizes[:5]) + (", ..." if len(sizes) > 5 else "")
+        pooled = sum(len(v) for _, v, _ in self.pooled)
+        chain = " then ".join(f"{names[t]!r} ({self.stats.nlevels[t]} levels)" for t in self.chain)
+        return (f"crossed: eliminate {chain}, {len(self.layout.block_size)} dense block(s) of size {shown} for "
+                f"{', '.join(repr(names[c]) for c in self.core)}; {pooled} pooled weight group(s)")
+
+    # -- factorization ------------------------------------------------------------------
+
+    def _factor(self, tau: np.ndarray) -> dict:
+        layout = self.layout
+        chain_tau = np.ascontiguousarray(tau[list(self.chain)], dtype=np.float64)
+        d_eff, s_eff, omega, logdet_chain = nested_upward(self.d, self.S_e, self.parent, self.term_of, chain_tau)
+        level_tau = chain_tau[self.term_of]
+        one_plus = 1.0 + level_tau * d_eff
+        f = level_tau / one_plus
+        m1 = self.m_inner
+        te = float(chain_tau[0])
+        K = self.K0.copy()
+        if te > 0:
+            schur_subtract_by_row(K, *self.direct_by_column, self.indptr, self.local_index, self.data, f[:m1],
+                                  layout.level_base, layout.level_local, layout.level_size)
+            for b, values, G in self.pooled:
+                subtract_packed(K, layout.block_base[b], layout.block_size[b], (te / (1.0 + te * values)) @ G)
+        S_E = self.S_core - table_transpose_times(self.indptr, self.indices, self.data, self.S_e, f[:m1], self.m_core)
+        up_values = np.zeros(0)
+        if len(self.up_indices):
+            up_values = upper_row_values(self.data, self.inner_entry_level, self.inner_target,
+                                         self.upper_entry_level, self.upper_target, one_plus, len(self.up_indices))
+            schur_subtract_rows(K, self.up_indptr, self.up_local_index, up_values, f[m1:], self.row_base[m1:],
+                                self.row_size[m1:])
+            S_E -= table_transpose_times(self.up_indptr, self.up_indices, up_values, s_eff[m1:], f[m1:], self.m_core)
+        lam = np.sqrt(tau[self.term_of_core])[layout.order]
+        factors, logdet_A = layout.cholesky(layout.scaled(K, lam))
+        Y = layout.solve(factors, lam[:, None] * S_E[layout.order])
+        rows = nested_between(d_eff, s_eff, omega, self.parent)
+        C = self.within + rows.T @ rows - Y.T @ Y
+        logdet = -self.stats.sum_log_weights + logdet_chain + logdet_A
+        return {"tau": tau, "chain_tau": chain_tau, "d": d_eff, "s": s_eff, "one_plus": one_plus, "f": f,
+                "up_values": up_values, "K": K, "lam": lam, "L": factors, "S_E": S_E, "Y": Y,
+                "C": 0.5 * (C + C.T), "logdet": float(logdet)}
+
+    def _core_coefficients(self, fac: dict) -> tuple[np.ndarray, np.ndarray]:
+        """``U = Lambda A^-1 Lambda S_E`` (level order) and ``R`` of the core levels."""
+        layout = self.layout
+        Z = layout.solve(fac["L"], fac["Y"], upper=True)
+        lam = fac["lam"]
+        U = np.empty_like(Z)
+        U[layout.order] = lam[:, None] * Z
+        R_block = np.empty_like(Z)
+        positive = lam > 0
+        R_block[positive] = Z[positive] / lam[positive, None]
+        if not positive.all():
+            # tau = 0 for some core term: R = S_E - K U on those rows.
+            KU = layout.block_matmul(fac["K"], U[layout.order])
+            R_block[~positive] = fac["S_E"][layout.order][~positive] - KU[~positive]
+        R_core = np.empty_like(R_block)
+        R_core[layout.order] = R_block
+        return U, R_core
+
+    def _chain_pass(self, fac: dict, U: np.ndarray, Sigma: np.ndarray, traces: bool, levels: bool):
+        ku = np.concatenate([
+            table_times(self.indptr, self.indices, self.data, U, np.ones(self.m_inner)),
+            table_times(self.up_indptr, self.up_indices, fac["up_values"], U, np.ones(len(self.up_indptr) - 1)),
+        ])
+        return chain_downward(fac["d"], fac["s"], self.parent, self.term_of, fac["chain_tau"], len(self.chain), ku,
+                              self.m_inner, self.indptr, self.local_index, self.data, self.up_indptr,
+                              self.up_local_index, fac["up_values"], self.row_base, self.row_size, Sigma,
+                              traces, levels, levels)
+
+    def _sigma(self, fac: dict) -> tuple[np.ndarray, np.ndarray]:
+        """``A^-1`` and ``Sigma = Lambda A^-1 Lambda`` in the block layout."""
+        layout = self.layout
+        A_inv = layout.inverse(fac["L"])
+        Sigma = layout.scaled(A_inv, fac["lam"])
+        Sigma[layout.diagonal()] -= 1.0            # scaled() adds the identity
+        return A_inv, Sigma
+
+    def _core_traces(self, fac: dict, A_inv: np.ndarray, Sigma: np.ndarray, tau: np.ndarray) -> np.ndarray:
+        """``tr(Z_j' H^-1 Z_j)`` for each core term."""
+        layout = self.layout
+        diag_pos = layout.diagonal()
+        K_diag = fac["K"][diag_pos]
+        A_inv_diag = A_inv[diag_pos]
+        traces = np.zeros(self.k)
+        need_ksk = []
+        for i, c in enumerate(self.core):
+            part = slice(self.core_offsets[i], self.core_offsets[i + 1])
+            if tau[c] * K_diag[part].max() >= TRACE_SWITCH:
+                traces[c] = np.sum(1.0 - A_inv_diag[part]) / tau[c]
+            else:
+                need_ksk.append((c, part))
+        if need_ksk:
+            ksk = np.empty(self.m_core)
+            for g in layout.groups:
+                K_stack = fac["K"][g.buffer].reshape(g.count, g.size, g.size)
+                T = Sigma[g.buffer].reshape(g.count, g.size, g.size) @ K_stack
+                ksk[layout.order[g.rows]] = np.einsum("bil,bil->bl", K_stack, T).reshape(-1)
+            for c, part in need_ksk:
+                traces[c] = K_diag[part].sum() - ksk[part].sum()
+        return traces
+
+    # -- the solver interface -----------------------------------------------------------
+
+    def solve(self, tau: np.ndarray, gradient: bool = True) -> Solution:
+        fac = self._factor(tau)
+        if not gradient:
+            return Solution(fac["logdet"], fac["C"])
+        layout = self.layout
+        U, R_core = self._core_coefficients(fac)
+        A_inv, Sigma = self._sigma(fac)
+        traces = self._core_traces(fac, A_inv, Sigma, tau)
+        chain_trace, chain_rtr, _, _ = self._chain_pass(fac, U, Sigma, True, False)
+        # The innermost levels' n' Sigma n, left out of the pass: pooled or row by row.
+        g = 1.0 / fac["one_plus"][:self.m_inner] ** 2
+        quad = weighted_quadratic_sum(Sigma, *self.direct_by_column, self.indptr, self.local_index, self.data, g,
+                                      layout.level_base, layout.level_local, layout.level_size)
+        te = float(fac["chain_tau"][0])
+        for b, values, G in self.pooled:
+            packed = pack_for_inner_product(Sigma, layout.block_base[b], layout.block_size[b])
+            quad += float((1.0 / (1.0 + te * values) ** 2) @ (G @ packed))
+        chain_trace[0] -= quad
+        q = R_core.shape[1]
+        RtR = np.zeros((self.k, q, q))
+        for pos, t in enumerate(self.chain):
+            traces[t] = chain_trace[pos]
+            RtR[t] = chain_rtr[pos]
+        for i, c in enumerate(self.core):
+            part = R_core[self.core_offsets[i]:self.core_offsets[i + 1]]
+            RtR[c] = part.T @ part
+        return Solution(fac["logdet"], fac["C"], traces, RtR)
+
+    def level_parts(self, tau: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per term: ``R_j`` (m_j, q) and ``diag((T^-1 + Z'WZ)^-1)`` for its levels."""
+        fac = self._factor(tau)
+        U, R_core = self._core_coefficients(fac)
+        A_inv, Sigma = self._sigma(fac)
+        _, _, R_chain, cond_chain = self._chain_pass(fac, U, Sigma, True, True)
+        cond_core = tau[self.term_of_core] * A_inv[self.layout.diagonal()]
+        R_terms: list = [None] * self.k
+        cond_terms: list = [None] * self.k
+        for pos, t in enumerate(self.chain):
+            part = slice(self.chain_offsets[pos], self.chain_offsets[pos + 1])
+            R_terms[t] = R_chain[part]
+            cond_terms[t] = cond_chain[part]
+        for i, c in enumerate(self.core):
+            part = slice(self.core_offsets[i], self.core_offsets[i + 1])
+            R_terms[c] = R_core[part]
+            cond_terms[c] = cond_core[part]
+        return R_terms, cond_terms
+
+    def reduction_parts(self, j: int, tau: np.ndarray, max_block: int | None = None):
+        """What the one-dimensional reduction in ``tau_j`` needs, from one factorization at
+        tau (``tau_j = 0``): ``log|H_-j|``, ``C_-j``, ``R_j`` and the blocks of K."""
+        if j in self.chain and len(self.chain) > 1:
+            # Term j joins the dense blocks: a solver with the rest of the chain.
+            if j not in self._alternatives:
+                self._alternatives[j] = CrossedSolver(self.stats, tuple(t for t in self.chain if t != j))
+            return self._alternatives[j].reduction_parts(j, tau, max_block)
+        fac = self._factor(tau)
+        U, R_core = self._core_coefficients(fac)
+        if j == self.e:
+            _, _, R_chain, _ = self._chain_pass(fac, U, np.zeros(0), False, True)
+            R = R_chain[:self.m_inner]
+        else:
+            i = self.core.index(j)
+            R = R_core[self.core_offsets[i]:self.core_offsets[i + 1]]
+        return fac["logdet"], fac["C"], R, self._term_blocks(fac, j, max_block)
+
+    def _term_blocks(self, fac: dict, j: int, max_block: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``K = Z_j' H^-1 Z_j`` (``tau_j = 0``) as dense blocks over levels of term j
+        (the innermost chain term of a chain of one, or a core term)."""
+        layout = self.layout
+        blocks = []
+        if j == self.e:
+            owner = self.block_of_inner
+        else:
+            i = self.core.index(j)
+            owner = layout.block_of_level[self.core_offsets[i]:self.core_offsets[i + 1]]
+        by_block = np.argsort(owner, kind="stable")
+        bounds = np.flatnonzero(np.diff(owner[by_block])) + 1
+        for members in np.split(by_block, bounds):
+            if max_block is not None and len(members) > max_block:
+                raise ModelDataError(
+                    f"term {self.stats.names[j]!r}: {len(members)} levels are coupled through the other terms; "
+                    f"the one-dimensional reduction decomposes at most {max_block} at once"
+                )
+            b = int(owner[members[0]])
+            L = layout.block_factor(fac["L"], b)
+            s = int(layout.block_size[b])
+            lam = fac["lam"][layout.block_first[b]:layout.block_first[b] + s]
+            if j == self.e:
+                N = dense_rows(self.indptr, self.local_index, self.data, members.astype(np.int64), s).T
+                W = sla.solve_triangular(L, lam[:, None] * N, lower=True, check_finite=False)
+                K = np.diag(self.d[members]) - W.T @ W
+            else:
+                K_block = layout.block(fac["K"], b)
+                local = layout.level_local[members + self.core_offsets[self.core.index(j)]]
+                W = sla.solve_triangular(L, lam[:, None] * K_block[:, local], lower=True, check_finite=False)
+                K = K_block[np.ix_(local, local)] - W.T @ W
+            blocks.append((members, 0.5 * (K + K.T)))
+        return blocks
