@@ -201,14 +201,17 @@ class FormulaColumns:
     declared: dict
 
     @classmethod
-    def from_sample(cls, formula: str, columns, sample: pd.DataFrame | None, dtypes) -> FormulaColumns:
+    def from_sample(cls, formula: str, columns, sample: pd.DataFrame | None, dtypes, *, dialect: str = "python",
+                    contrasts: dict | None = None) -> FormulaColumns:
         """Check the formula against the columns and find its categorical variables.
 
         ``sample`` is a DataFrame of complete rows (or None if the caller has not found
-        one yet: the categorical variables are then left empty).
+        one yet: the categorical variables are then left empty). ``dialect`` and
+        ``contrasts`` are those of :func:`reml_engine.lmer`: the formula is translated
+        once, here, and every chunk is encoded from it.
         """
 
-        parsed = parse_formula(formula)
+        parsed = parse_formula(formula, columns, dialect=dialect, contrasts=contrasts, dtypes=dtypes)
         try:
             needed = _required_variables(parsed)
         except Exception as err:  # formulaic's parse errors

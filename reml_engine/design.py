@@ -42,13 +42,14 @@ from .columns import (
     na_text_hint,
     type_names,
 )
+from .formula_dialect import R_FUNCTIONS, check_contrasts, check_dialect, check_python, translate_r
 from .groups import group_labels, level_positions
 from .within_between import TRANSFORM_NAMES, formula_context
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 _PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 #: Names a formula may use that are functions or modules, not columns.
-_FORMULA_NAMESPACE = ("np", "numpy", "pd", "C", "I", "Q", *TRANSFORM_NAMES)
+_FORMULA_NAMESPACE = ("np", "numpy", "pd", "C", "I", "Q", *TRANSFORM_NAMES, *R_FUNCTIONS)
 #: A grouping factor written as R's ``factor(g)`` means the grouping by column g.
 _FACTOR_CALL = re.compile(r"^(?:factor|as\.factor|as_factor)\s*\(\s*(.+?)\s*\)$")
 #: One column name in a grouping term: a plain (possibly dotted) name, or backticked.
@@ -92,13 +93,16 @@ class ParsedFormula:
     """An lmer formula split into its fixed part and its grouping factor(s).
 
     ``fixed`` is the fixed part as formulaic reads it: dotted names such as
-    ``Sepal.Length`` are backticked.
+    ``Sepal.Length`` are backticked, a formula in R's dialect is translated and
+    ``contrasts`` are written in (:mod:`reml_engine.formula_dialect`).
     """
 
     formula: str
     fixed: str
     response: str
     group_columns: tuple[str, ...]
+    dialect: str = "python"
+    contrasts: tuple[tuple[str, str], ...] = ()
 
     @property
     def group_name(self) -> str:
@@ -170,7 +174,8 @@ def _formula_namespace() -> frozenset[str]:
     return frozenset((*_FORMULA_NAMESPACE, *TRANSFORMS))
 
 
-def parse_formula(formula: str, columns=None) -> ParsedFormula:
+def parse_formula(formula: str, columns=None, *, dialect: str = "python", contrasts=None,
+                  dtypes=None) -> ParsedFormula:
     """Split ``"y ~ fixed + (1|g)"`` into the fixed formula and the grouping columns.
 
     Parameters
@@ -180,6 +185,12 @@ def parse_formula(formula: str, columns=None) -> ParsedFormula:
         ``(1|factor(g))`` or ``(1||g)`` (the same model for a random intercept).
     columns : sequence of str, optional
         The data's columns, listed when the formula uses ``.``.
+    dialect : {"python", "R"}
+        The language of the fixed part (:mod:`reml_engine.formula_dialect`).
+    contrasts : dict, optional
+        ``{column: coding}``, written into the fixed part.
+    dtypes : mapping of column to dtype, optional
+        The data's column types (ordered categoricals get ``contr.poly`` in R's dialect).
 
     Examples
     --------
@@ -192,6 +203,9 @@ def parse_formula(formula: str, columns=None) -> ParsedFormula:
     """
     if not isinstance(formula, str) or "~" not in formula:
         raise ModelDataError(f"formula must be a string like 'y ~ x + (1|g)', got {formula!r}")
+    dialect = check_dialect(dialect)
+    contrasts = check_contrasts(contrasts)
+    dtypes = None if dtypes is None else dict(dtypes.items())
     lhs, rhs = formula.split("~", 1)
     response = lhs.strip()
     if not response:
@@ -242,8 +256,11 @@ def parse_formula(formula: str, columns=None) -> ParsedFormula:
             f"formula {formula!r} uses '.', R's 'every other column', which is not supported; "
             f"name the predictors instead{listing}"
         )
-    fixed = _quote_dotted_names(f"{response} ~ {fixed_rhs}")
-    return ParsedFormula(formula, fixed, response, group_columns)
+    if dialect == "R":
+        fixed = translate_r(response, fixed_rhs, formula, dtypes, contrasts)
+    else:
+        fixed = check_python(_quote_dotted_names(f"{response} ~ {fixed_rhs}"), formula, dtypes, contrasts)
+    return ParsedFormula(formula, fixed, response, group_columns, dialect, contrasts)
 
 
 def _strip_quoted(text: str) -> str:
@@ -403,7 +420,8 @@ def check_na_action(na_action) -> None:
         raise ModelDataError(f"na_action must be one of {', '.join(map(repr, NA_ACTIONS))}, got {na_action!r}")
 
 
-def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> Design:
+def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, dialect: str = "python",
+                 contrasts=None) -> Design:
     """Parse the formula and build the fixed-effect design, response and groups.
 
     Parameters
@@ -412,6 +430,10 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> D
         ``"response ~ fixed terms + (1|group)"``.
     data : pandas.DataFrame
     na_action : {"omit", "raise"}
+    dialect : {"python", "R"}
+        The language of the formula (:mod:`reml_engine.formula_dialect`).
+    contrasts : dict, optional
+        ``{column: coding}`` of categorical columns (``"contr.sum"``, ...).
     """
     from .fast_design import model_matrices
 
@@ -420,7 +442,7 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> D
         raise ModelDataError("the formula comes first: call lmer(formula, data), not lmer(data, formula)")
     if not isinstance(data, pd.DataFrame):
         raise ModelDataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-    parsed = parse_formula(formula, data.columns)
+    parsed = parse_formula(formula, data.columns, dialect=dialect, contrasts=contrasts, dtypes=data.dtypes)
     if len(data) == 0:
         raise ModelDataError("the data frame is empty: no observations to fit")
     try:
