@@ -217,6 +217,12 @@ class FormulaColumns:
         except Exception as err:  # formulaic's parse errors
             raise ModelDataError(f"cannot parse the fixed part {parsed.fixed!r}: {err}") from None
         used = tuple(_check_columns_exist(_Columns(columns), needed, parsed))
+        if parsed.response not in dtypes:
+            # Each chunk's y is read as a column (design): an expression would not be evaluated.
+            raise ModelDataError(
+                f"response {parsed.response!r} of formula {parsed.formula!r} is an expression; a chunked fit reads "
+                "the response as a column: add it to the data as a column first"
+            )
         response_dtype = dtypes[parsed.response]
         if not (pd.api.types.is_numeric_dtype(response_dtype) and not pd.api.types.is_bool_dtype(response_dtype)):
             raise ModelDataError(

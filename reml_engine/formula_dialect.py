@@ -15,7 +15,7 @@ dialects:
 ``"R"``
     the formula as R's ``model.frame``/``model.matrix`` read it, translated to formulaic
     by :func:`translate_r` (parsed by :mod:`reml_engine.r_syntax`): ``I(x^2)`` is a
-    power, ``a %in% b`` is ``a:b``, ``log(x, base)``, ``sqrt``, ``exp``, ``abs``,
+    power (in doubles, as R's: ``I(x ** 2.0)``), ``a %in% b`` is ``a:b``, ``log(x, base)``, ``sqrt``, ``exp``, ``abs``,
     ``floor``/``ceiling``, ``pmin``/``pmax``, ``ifelse``, ``as.numeric``/``as.integer``
     (level codes of a factor, as R), ``factor(x)``/``as.factor``/``ordered``,
     ``C(f, contr.sum)``, ``poly(x, 2)`` (R's orthogonal polynomials, or ``raw = TRUE``)
@@ -46,7 +46,7 @@ Examples
 >>> import reml_engine as rl
 >>> from reml_engine.design import parse_formula
 >>> parse_formula("Reaction ~ I(Days^2) + factor(Subject) + (1|Subject)", dialect="R").fixed
-'Reaction ~ I(Days ** 2) + C(Subject)'
+'Reaction ~ I(Days ** 2.0) + C(Subject)'
 >>> insteval = rl.datasets.insteval()
 >>> parse_formula("y ~ studage + service + (1|d)", dialect="R", dtypes=insteval.dtypes).fixed
 'y ~ C(studage, contr.poly) + service'
@@ -199,9 +199,9 @@ _R_ONLY_SYNTAX = (
     (re.compile(r"(?<![\w.])\d+(?:\.\d*)?L\b"), "an R integer literal such as 2L"),
     (re.compile(r"(?<![\w.])(?:as|is)\.\w+\s*\("), "an R function such as as.numeric()"),
 )
-#: R's constants, which Python spells otherwise.
-_R_CONSTANTS = {"TRUE": "True", "FALSE": "False", "T": "True", "F": "False", "NA": "np.nan", "NULL": "None",
-                "Inf": "np.inf", "NaN": "np.nan"}
+#: R's constants, which Python spells otherwise (R's T and F are left out: as Python
+#: names they are more often columns, and one that is not is reported as such).
+_R_CONSTANTS = {"TRUE": "True", "FALSE": "False", "NA": "np.nan", "NULL": "None", "Inf": "np.inf", "NaN": "np.nan"}
 #: R functions formulaic does not have, with formulaic's way of saying the same.
 _R_ONLY_CALLS = {"factor": "C(x)", "ordered": "C(x, contr.poly)", "relevel": "C(x, contr.treatment('ref'))",
                  "c": "a list [...]"}
@@ -369,6 +369,23 @@ def _literal(text: str) -> str:
     return text[:-1] if text.endswith("L") else text
 
 
+def _numeric_literal(node) -> float | None:
+    """The value of a number, possibly signed (``2``, ``-1``, ``2L``, ``0x10``), else None."""
+    sign = 1.0
+    if isinstance(node, UnaryOp) and node.op in ("-", "+"):
+        sign = -1.0 if node.op == "-" else 1.0
+        node = node.operand
+    if not isinstance(node, Number) or node.text.endswith("i"):
+        return None
+    text = _literal(node.text)
+    return sign * (float(int(text, 16)) if text.lower().startswith("0x") else float(text))
+
+
+def _float_literal(node) -> str:
+    value = _numeric_literal(node)
+    return f"({value!r})" if value < 0 else repr(value)
+
+
 def _logical(node, what: str) -> bool:
     if isinstance(node, Name) and node.name in ("TRUE", "T", "FALSE", "F"):
         return node.name in ("TRUE", "T")
@@ -499,6 +516,8 @@ class _RTranslator:
                 "poly() is translated for one variable, poly(x, degree, raw = FALSE)"
                 + (f"; {', '.join(sorted(unknown))} is not" if unknown else "")
             )
+        if len(node.args) >= 2 and _numeric_literal(node.args[1]) is None:
+            raise self.error("poly() of several variables (R's polym) is not translated")
         positional = dict(zip(("x", "degree", "raw"), node.args, strict=False))
         degree_node = keywords.get("degree", positional.get("degree"))
         degree = 1 if degree_node is None else _integer(degree_node, "poly()'s degree")
@@ -536,7 +555,7 @@ class _RTranslator:
             return operand if node.op == "+" else f"-{operand}"
         if isinstance(node, BinaryOp):
             if node.op in ("^", "**"):
-                return f"{self.code_operand(node.left)} ** {self.exponent(node.right)}"
+                return self.power(node)
             if node.op not in _CODE_OPERATORS:
                 raise self.error(f"the operator {node.op!r} inside an expression is not translated")
             python_op = _CODE_OPERATORS[node.op]
@@ -547,13 +566,15 @@ class _RTranslator:
         text = self.code(node)
         return f"({text})" if isinstance(node, (BinaryOp, UnaryOp)) else text
 
-    def exponent(self, node) -> str:
-        # R's ^ gives doubles: a negative whole power of an integer column is 1/x**k in R,
-        # an error for numpy's integer power, so such an exponent is written as a float.
-        if isinstance(node, UnaryOp) and node.op == "-" and isinstance(node.operand, Number):
-            value = _literal(node.operand.text)
-            return f"(-{float(value)!r})" if re.fullmatch(r"\d+", value) else f"(-{value})"
-        return self.code_operand(node)
+    def power(self, node: BinaryOp) -> str:
+        """R's ``a^b``, which is always a double: a number written as a float makes
+        numpy compute in floats too (integer columns would otherwise wrap around without
+        an error, ``2^x^2`` at x = 8, or refuse negative powers)."""
+        if _numeric_literal(node.right) is not None:
+            return f"{self.code_operand(node.left)} ** {_float_literal(node.right)}"
+        if _numeric_literal(node.left) is not None:
+            return f"{_float_literal(node.left)} ** {self.code_operand(node.right)}"
+        return f"np.float_power({self.code(node.left)}, {self.code(node.right)})"
 
     def code_name(self, node: Name) -> str:
         name = node.name
@@ -622,7 +643,7 @@ def translate_r(response: str, rhs: str, formula: str, dtypes: Mapping | None = 
     Examples
     --------
     >>> translate_r("height", "age + I(age^2)", "height ~ age + I(age^2) + (1|Seed)")
-    'height ~ age + I(age ** 2)'
+    'height ~ age + I(age ** 2.0)'
     >>> translate_r("y", "a %in% b + log(x, 2)", "y ~ a %in% b + log(x, 2) + (1|g)")
     'y ~ a : b + log(x, 2)'
     """
