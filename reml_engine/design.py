@@ -42,8 +42,10 @@ from .columns import (
     na_text_hint,
     type_names,
 )
-from .formula_dialect import R_FUNCTIONS, check_contrasts, check_dialect, check_python, translate_r
+from .formula_dialect import check_contrasts, check_dialect, check_python
 from .groups import group_labels, level_positions
+from .r_functions import R_FUNCTIONS
+from .r_translate import translate_r
 from .within_between import TRANSFORM_NAMES, formula_context
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")

@@ -73,7 +73,7 @@ def formula_context(groups=None) -> dict:
         translated to (:data:`reml_engine.formula_dialect.R_FUNCTIONS`) and, with
         ``groups``, the labels.
     """
-    from .formula_dialect import R_FUNCTIONS
+    from .r_functions import R_FUNCTIONS
 
     context = {**R_FUNCTIONS, "within": within, "between": between, "pd": pd}
     if groups is not None:

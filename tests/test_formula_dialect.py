@@ -19,8 +19,9 @@ from conftest import REFERENCE
 import reml_engine as rl
 from reml_engine.checks import ModelDataError, ModelDataWarning
 from reml_engine.design import build_design, new_fixed_design, parse_formula
-from reml_engine.formula_dialect import check_contrasts, check_dialect, translate_r
+from reml_engine.formula_dialect import check_contrasts, check_dialect
 from reml_engine.r_syntax import RSyntaxError, parse_r, tokenize_r
+from reml_engine.r_translate import translate_r
 
 
 @pytest.fixture(scope="module")
