@@ -51,7 +51,7 @@ from .within_between import TRANSFORM_NAMES, formula_context
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 _PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 #: Names a formula may use that are functions or modules, not columns.
-_FORMULA_NAMESPACE = ("np", "numpy", "pd", "C", "I", "Q", *TRANSFORM_NAMES, *R_FUNCTIONS)
+_FORMULA_NAMESPACE = ("np", "numpy", "pd", "C", "I", "Q", *TRANSFORM_NAMES)
 #: A grouping factor written as R's ``factor(g)`` means the grouping by column g.
 _FACTOR_CALL = re.compile(r"^(?:factor|as\.factor|as_factor)\s*\(\s*(.+?)\s*\)$")
 #: One column name in a grouping term: a plain (possibly dotted) name, or backticked.
@@ -168,6 +168,14 @@ def _quote_dotted_names(fixed: str) -> str:
         return f"`{name}`"
 
     return _DOTTED_NAME.sub(quote, fixed)
+
+
+def _functions_called(parsed: ParsedFormula) -> frozenset[str]:
+    """Names the fixed part reads as functions, not columns: modules, formulaic's C/I/Q,
+    within/between, and R's functions (:mod:`reml_engine.r_functions`) where they are
+    called (a variable named ``sign`` is still a column the data must have)."""
+    called = {name for name in R_FUNCTIONS if re.search(rf"(?<![\w.`]){name}\s*\(", parsed.fixed)}
+    return frozenset((*_FORMULA_NAMESPACE, *called))
 
 
 def _formula_namespace() -> frozenset[str]:
@@ -349,7 +357,8 @@ def _check_columns_exist(data: pd.DataFrame, needed: list[str], parsed: ParsedFo
     missing = [name for name in needed if name not in data.columns]
     present = [name for name in needed if name in data.columns]
     # Names formulaic needs that are neither columns nor functions are typos.
-    unknown = [m for m in missing if m not in _FORMULA_NAMESPACE]
+    functions = _functions_called(parsed)
+    unknown = [m for m in missing if m not in functions]
     if unknown:
         hints = "".join(suggest_columns(m, data.columns) for m in unknown)
         raise ModelDataError(
@@ -665,7 +674,8 @@ def new_fixed_design(design: Design, newdata: pd.DataFrame, columns) -> tuple[np
     if not isinstance(newdata, pd.DataFrame):
         raise ModelDataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
     needed = sorted(_rhs_variables(design.formula))
-    absent = [v for v in needed if v not in newdata.columns and v not in _FORMULA_NAMESPACE]
+    functions = _functions_called(design.formula)
+    absent = [v for v in needed if v not in newdata.columns and v not in functions]
     if absent:
         raise ModelDataError(
             f"newdata has no column(s) {', '.join(map(repr, absent))}, which the fixed effects use"

@@ -448,3 +448,13 @@ def test_python_dialect_reads_t_and_f_as_columns(data):
     assert parse_formula("y ~ I(T**2) + (1|g)").fixed == "y ~ I(T**2)"
     design = build_design("y ~ I(T**2) + (1|g)", frame)
     np.testing.assert_allclose(design.X[:, 1], data.z**2)
+
+
+def test_names_of_r_functions_are_columns_unless_called(data):
+    """sqrt, sign, floor, ... join the formula context for R's dialect; used as a
+    variable, such a name is a column the data (and new data) must have."""
+    with pytest.raises(ModelDataError, match=r"variable\(s\) 'sign' of formula .* are not columns of the data"):
+        rl.lmer("y ~ sign + (1|g)", data)
+    m = rl.lmer("y ~ sign + sqrt(w) + (1|g)", data.assign(sign=data.z), dialect="R")
+    with pytest.raises(ModelDataError, match=r"newdata has no column\(s\) 'sign'"):
+        m.predict(data.head(3))
