@@ -193,11 +193,12 @@ def formula_name(name: str) -> str:
 # -- formulaic's syntax: refuse what R would read differently ---------------------------
 
 #: R syntax that Python cannot parse (so formulaic's error would not say what it is).
+#: R's ``<-`` is left out: ``x<-2`` is a comparison in Python, and an assignment has no
+#: place in an R formula.
 _R_ONLY_SYNTAX = (
     (re.compile(r"%%"), "'%%' (R's remainder; Python writes %)"),
     (re.compile(r"%/%"), "'%/%' (R's integer division; Python writes //)"),
     (re.compile(r"&&|\|\|"), "'&&'/'||' (R's scalar and/or)"),
-    (re.compile(r"<-"), "'<-' (R's assignment)"),
     (re.compile(r"!(?!=)"), "'!' (R's not; Python writes ~ on booleans)"),
     (re.compile(r"(?<![\w.])\d+(?:\.\d*)?L\b"), "an R integer literal such as 2L"),
     (re.compile(r"(?<![\w.])(?:as|is)\.\w+\s*\("), "an R function such as as.numeric()"),

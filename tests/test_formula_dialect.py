@@ -296,7 +296,7 @@ def test_python_dialect_refuses_r_syntax(data, rhs, message):
 @pytest.mark.parametrize(
     "rhs",
     ["I(x**2)", "np.log(w)", "C(f)", "x^2", "(x + z)**2", "poly(w, 2)", "scale(z)", "f/o", "np.power(x, 2)",
-     "I(x != 2)", "C(f, levels=['c', 'b', 'a'])"],
+     "I(x != 2)", "I(z<-1)", "C(f, levels=['c', 'b', 'a'])"],
 )
 def test_python_dialect_keeps_formulaic_syntax(data, rhs):
     design = build_design(f"y ~ {rhs} + (1|g)", data)
