@@ -458,3 +458,18 @@ def test_names_of_r_functions_are_columns_unless_called(data):
     m = rl.lmer("y ~ sign + sqrt(w) + (1|g)", data.assign(sign=data.z), dialect="R")
     with pytest.raises(ModelDataError, match=r"newdata has no column\(s\) 'sign'"):
         m.predict(data.head(3))
+
+
+def test_dask_and_parquet_fits_read_the_formula_as_the_in_memory_fit(data, tmp_path):
+    dd = pytest.importorskip("dask.dataframe")
+    formula = "y ~ I(x^2) + Sepal.Length + o * f + (1|g)"
+    contrasts = {"f": "contr.helmert"}
+    whole = rl.lmer(formula, data, dialect="R", contrasts=contrasts)
+    frame = dd.from_pandas(data, npartitions=3)
+    path = tmp_path / "data.parquet"
+    data.to_parquet(path)
+    for source in (frame, str(path)):
+        lazy = rl.lmer(formula, source, dialect="R", contrasts=contrasts)
+        assert list(lazy.fixef.index) == list(whole.fixef.index)
+        np.testing.assert_allclose(lazy.fixef.to_numpy(), whole.fixef.to_numpy(), rtol=1e-8)
+        assert lazy.criterion == pytest.approx(whole.criterion, rel=1e-9)
