@@ -31,6 +31,7 @@ from .confint import confint
 from .criterion import CriterionParts, criterion, criterion_derivative, criterion_parts, evaluate
 from .design import build_design, check_na_action, design_from_arrays
 from .estimators import LeastSquaresFit, between_estimator, pooled_estimator, within_estimator
+from .formula_dialect import DEFAULT_DIALECT, check_contrasts, check_dialect
 from .hausman import HausmanTest, MundlakTest, hausman, mundlak
 from .model import fit_design, fit_stats
 from .optimizer import DegenerateCriterionError, Optimum, OptSummary, find_optima
@@ -43,7 +44,8 @@ from .within_between import between, within
 __version__ = "0.1.0"
 
 
-def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "omit") -> LmerFit:
+def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "omit", *,
+         dialect: str = DEFAULT_DIALECT, contrasts: dict | None = None) -> LmerFit:
     """Fit ``response ~ fixed terms + (1|group)`` by REML (default) or ML.
 
     Parameters
@@ -51,7 +53,8 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
     formula : str
         lme4-style formula with exactly one random-intercept term, e.g.
         ``"y ~ x * cat + np.log(z) + (1|g)"``; ``(1|a:b)`` groups by the combination of
-        columns a and b. The fixed part is built by formulaic.
+        columns a and b. The fixed part is built by formulaic, in the ``dialect`` it is
+        written in.
     data : pandas.DataFrame, or data too large for memory
         A ``dask.dataframe.DataFrame``, a Parquet path or glob (``"data/*.parquet"``,
         read lazily), an iterable of DataFrames (chunks), a function returning such an
@@ -62,6 +65,19 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
         REML (default, as lme4) or maximum likelihood.
     na_action : {"omit", "raise"}
         Drop rows with missing values in the variables used (with a warning), or raise.
+    dialect : {"python", "R"}
+        ``"python"`` (default): formulaic's syntax (``np.log(x)``, ``I(x**2)``,
+        ``C(f)``), where R syntax that formulaic would read differently (``I(x^2)``,
+        which is a bitwise XOR there, ``a %in% b``, ``factor(x)``, ``TRUE``) is an
+        error. ``"R"``: a formula pasted from an R script, read as R reads it
+        (``I(x^2)``, ``factor(x)``, ``poly(x, 2)``, ``scale(x)``, ``log``/``sqrt``/
+        ``exp``, ``as.numeric``), with R's ``contr.poly`` for ordered categoricals. See
+        :mod:`reml_engine.formula_dialect`.
+    contrasts : dict, optional
+        lmer's ``contrasts=``: ``{column: coding}`` with R's ``"contr.treatment"``,
+        ``"contr.sum"``, ``"contr.helmert"``, ``"contr.poly"``, ``"contr.SAS"`` (or
+        formulaic's ``"sum"``, ...). The type III table (``m.anova()``) is the same under
+        any coding, as lmerTest's.
 
     Returns
     -------
@@ -75,9 +91,17 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
     >>> m = rl.lmer("y ~ x + (1|f)", data=rl.load_seed())
     >>> round(m.fixef["x"], 4), m.boundary is None
     (0.451, True)
+
+    A formula from an R script:
+
+    >>> m = rl.lmer("distance ~ poly(age, 2) + Sex + (1|Subject)", rl.datasets.orthodont(), dialect="R")
+    >>> round(m.criterion, 3)
+    427.959
     """
     REML = check_bool(REML, "REML")
     check_na_action(na_action)
+    dialect = check_dialect(dialect)
+    check_contrasts(contrasts)
     if not isinstance(formula, str):
         if isinstance(data, str) and "~" in data:
             raise ModelDataError(
@@ -88,8 +112,8 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
     if not isinstance(data, pd.DataFrame):
         from .distributed import lmer_lazy
 
-        return lmer_lazy(formula, data, REML=REML, na_action=na_action)
-    design = build_design(formula, data, na_action=na_action)
+        return lmer_lazy(formula, data, REML=REML, na_action=na_action, dialect=dialect, contrasts=contrasts)
+    design = build_design(formula, data, na_action=na_action, dialect=dialect, contrasts=contrasts)
     return fit_design(design, REML=REML)
 
 

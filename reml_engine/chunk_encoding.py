@@ -201,19 +201,28 @@ class FormulaColumns:
     declared: dict
 
     @classmethod
-    def from_sample(cls, formula: str, columns, sample: pd.DataFrame | None, dtypes) -> FormulaColumns:
+    def from_sample(cls, formula: str, columns, sample: pd.DataFrame | None, dtypes, *, dialect: str = "python",
+                    contrasts: dict | None = None) -> FormulaColumns:
         """Check the formula against the columns and find its categorical variables.
 
         ``sample`` is a DataFrame of complete rows (or None if the caller has not found
-        one yet: the categorical variables are then left empty).
+        one yet: the categorical variables are then left empty). ``dialect`` and
+        ``contrasts`` are those of :func:`reml_engine.lmer`: the formula is translated
+        once, here, and every chunk is encoded from it.
         """
 
-        parsed = parse_formula(formula)
+        parsed = parse_formula(formula, columns, dialect=dialect, contrasts=contrasts, dtypes=dtypes)
         try:
             needed = _required_variables(parsed)
         except Exception as err:  # formulaic's parse errors
             raise ModelDataError(f"cannot parse the fixed part {parsed.fixed!r}: {err}") from None
         used = tuple(_check_columns_exist(_Columns(columns), needed, parsed))
+        if parsed.response not in dtypes:
+            # Each chunk's y is read as a column (design): an expression would not be evaluated.
+            raise ModelDataError(
+                f"response {parsed.response!r} of formula {parsed.formula!r} is an expression; a chunked fit reads "
+                "the response as a column: add it to the data as a column first"
+            )
         response_dtype = dtypes[parsed.response]
         if not (pd.api.types.is_numeric_dtype(response_dtype) and not pd.api.types.is_bool_dtype(response_dtype)):
             raise ModelDataError(

@@ -105,16 +105,23 @@ class ChunkSource:
 
 
 def fit_source(formula: str, source: ChunkSource, REML: bool = True, na_action: str = "omit",
-               levels: dict | None = None) -> LmerFit:
-    """Fit ``formula`` from a :class:`ChunkSource`: levels pass, encoding, statistics, fit."""
+               levels: dict | None = None, *, dialect: str = "python", contrasts: dict | None = None) -> LmerFit:
+    """Fit ``formula`` from a :class:`ChunkSource`: levels pass, encoding, statistics, fit.
+
+    ``dialect`` and ``contrasts`` are those of :func:`reml_engine.lmer`: every chunk is
+    encoded from the one translated formula.
+    """
     if na_action not in ("omit", "raise"):
         raise ValueError(f"na_action must be 'omit' or 'raise', got {na_action!r}")
-    columns = FormulaColumns.from_sample(formula, source.columns, None, source.dtypes)
+    # The columns used do not depend on the contrasts: they are checked (and warned
+    # about) once, with the sample.
+    columns = FormulaColumns.from_sample(formula, source.columns, None, source.dtypes, dialect=dialect)
     found_sample = source.first_complete(columns.used)
     if found_sample is None:
         raise ModelDataError(f"no complete observations in the variables {list(columns.used)}: nothing to fit")
     sample, sample_where = found_sample
-    columns = FormulaColumns.from_sample(formula, source.columns, sample, source.dtypes)
+    columns = FormulaColumns.from_sample(formula, source.columns, sample, source.dtypes, dialect=dialect,
+                                         contrasts=contrasts)
     given = {c: tuple(v) for c, v in (levels or {}).items()}
     declared = {**columns.declared, **{c: v for c, v in given.items() if c in columns.categorical}}
     columns = replace(columns, declared=declared)
@@ -337,7 +344,8 @@ def array_chunks(array: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd
 
 
 def lmer_chunks(formula: str, chunks, REML: bool = True, na_action: str = "omit",
-                levels: dict | None = None, progress="auto", chunk_rows: int = CHUNK_ROWS) -> LmerFit:
+                levels: dict | None = None, progress="auto", chunk_rows: int = CHUNK_ROWS, *,
+                dialect: str = "python", contrasts: dict | None = None) -> LmerFit:
     """Fit ``formula`` chunk by chunk; peak memory is that of one chunk.
 
     Parameters
@@ -357,6 +365,8 @@ def lmer_chunks(formula: str, chunks, REML: bool = True, na_action: str = "omit"
         ``{column: levels}`` for categorical columns, in the order wanted.
     progress : bool, "auto" or callable
         See :class:`ReadProgress`.
+    dialect, contrasts :
+        As for :func:`reml_engine.lmer`.
 
     Returns
     -------
@@ -366,7 +376,8 @@ def lmer_chunks(formula: str, chunks, REML: bool = True, na_action: str = "omit"
         not kept).
     """
     source = IteratorSource(chunks, progress=progress, chunk_rows=chunk_rows)
-    return fit_source(formula, source, REML=REML, na_action=na_action, levels=levels)
+    return fit_source(formula, source, REML=REML, na_action=na_action, levels=levels, dialect=dialect,
+                      contrasts=contrasts)
 
 
 @dataclass(frozen=True)

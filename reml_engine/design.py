@@ -42,7 +42,10 @@ from .columns import (
     na_text_hint,
     type_names,
 )
+from .formula_dialect import check_contrasts, check_dialect, check_python
 from .groups import group_labels, level_positions
+from .r_functions import R_FUNCTIONS
+from .r_translate import translate_r
 from .within_between import TRANSFORM_NAMES, formula_context
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
@@ -92,13 +95,16 @@ class ParsedFormula:
     """An lmer formula split into its fixed part and its grouping factor(s).
 
     ``fixed`` is the fixed part as formulaic reads it: dotted names such as
-    ``Sepal.Length`` are backticked.
+    ``Sepal.Length`` are backticked, a formula in R's dialect is translated and
+    ``contrasts`` are written in (:mod:`reml_engine.formula_dialect`).
     """
 
     formula: str
     fixed: str
     response: str
     group_columns: tuple[str, ...]
+    dialect: str = "python"
+    contrasts: tuple[tuple[str, str], ...] = ()
 
     @property
     def group_name(self) -> str:
@@ -164,13 +170,22 @@ def _quote_dotted_names(fixed: str) -> str:
     return _DOTTED_NAME.sub(quote, fixed)
 
 
+def _functions_called(parsed: ParsedFormula) -> frozenset[str]:
+    """Names the fixed part reads as functions, not columns: modules, formulaic's C/I/Q,
+    within/between, and R's functions (:mod:`reml_engine.r_functions`) where they are
+    called (a variable named ``sign`` is still a column the data must have)."""
+    called = {name for name in R_FUNCTIONS if re.search(rf"(?<![\w.`]){name}\s*\(", parsed.fixed)}
+    return frozenset((*_FORMULA_NAMESPACE, *called))
+
+
 def _formula_namespace() -> frozenset[str]:
     from formulaic.transforms import TRANSFORMS
 
     return frozenset((*_FORMULA_NAMESPACE, *TRANSFORMS))
 
 
-def parse_formula(formula: str, columns=None) -> ParsedFormula:
+def parse_formula(formula: str, columns=None, *, dialect: str = "python", contrasts=None,
+                  dtypes=None) -> ParsedFormula:
     """Split ``"y ~ fixed + (1|g)"`` into the fixed formula and the grouping columns.
 
     Parameters
@@ -180,6 +195,12 @@ def parse_formula(formula: str, columns=None) -> ParsedFormula:
         ``(1|factor(g))`` or ``(1||g)`` (the same model for a random intercept).
     columns : sequence of str, optional
         The data's columns, listed when the formula uses ``.``.
+    dialect : {"python", "R"}
+        The language of the fixed part (:mod:`reml_engine.formula_dialect`).
+    contrasts : dict, optional
+        ``{column: coding}``, written into the fixed part.
+    dtypes : mapping of column to dtype, optional
+        The data's column types (ordered categoricals get ``contr.poly`` in R's dialect).
 
     Examples
     --------
@@ -192,6 +213,9 @@ def parse_formula(formula: str, columns=None) -> ParsedFormula:
     """
     if not isinstance(formula, str) or "~" not in formula:
         raise ModelDataError(f"formula must be a string like 'y ~ x + (1|g)', got {formula!r}")
+    dialect = check_dialect(dialect)
+    contrasts = check_contrasts(contrasts)
+    dtypes = None if dtypes is None else dict(dtypes.items())
     lhs, rhs = formula.split("~", 1)
     response = lhs.strip()
     if not response:
@@ -242,8 +266,11 @@ def parse_formula(formula: str, columns=None) -> ParsedFormula:
             f"formula {formula!r} uses '.', R's 'every other column', which is not supported; "
             f"name the predictors instead{listing}"
         )
-    fixed = _quote_dotted_names(f"{response} ~ {fixed_rhs}")
-    return ParsedFormula(formula, fixed, response, group_columns)
+    if dialect == "R":
+        fixed = translate_r(response, fixed_rhs, formula, dtypes, contrasts)
+    else:
+        fixed = check_python(_quote_dotted_names(f"{response} ~ {fixed_rhs}"), formula, dtypes, contrasts)
+    return ParsedFormula(formula, fixed, response, group_columns, dialect, contrasts)
 
 
 def _strip_quoted(text: str) -> str:
@@ -330,7 +357,8 @@ def _check_columns_exist(data: pd.DataFrame, needed: list[str], parsed: ParsedFo
     missing = [name for name in needed if name not in data.columns]
     present = [name for name in needed if name in data.columns]
     # Names formulaic needs that are neither columns nor functions are typos.
-    unknown = [m for m in missing if m not in _FORMULA_NAMESPACE]
+    functions = _functions_called(parsed)
+    unknown = [m for m in missing if m not in functions]
     if unknown:
         hints = "".join(suggest_columns(m, data.columns) for m in unknown)
         raise ModelDataError(
@@ -403,7 +431,8 @@ def check_na_action(na_action) -> None:
         raise ModelDataError(f"na_action must be one of {', '.join(map(repr, NA_ACTIONS))}, got {na_action!r}")
 
 
-def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> Design:
+def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, dialect: str = "python",
+                 contrasts=None) -> Design:
     """Parse the formula and build the fixed-effect design, response and groups.
 
     Parameters
@@ -412,6 +441,10 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> D
         ``"response ~ fixed terms + (1|group)"``.
     data : pandas.DataFrame
     na_action : {"omit", "raise"}
+    dialect : {"python", "R"}
+        The language of the formula (:mod:`reml_engine.formula_dialect`).
+    contrasts : dict, optional
+        ``{column: coding}`` of categorical columns (``"contr.sum"``, ...).
     """
     from .fast_design import model_matrices
 
@@ -420,7 +453,7 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit") -> D
         raise ModelDataError("the formula comes first: call lmer(formula, data), not lmer(data, formula)")
     if not isinstance(data, pd.DataFrame):
         raise ModelDataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-    parsed = parse_formula(formula, data.columns)
+    parsed = parse_formula(formula, data.columns, dialect=dialect, contrasts=contrasts, dtypes=data.dtypes)
     if len(data) == 0:
         raise ModelDataError("the data frame is empty: no observations to fit")
     try:
@@ -641,7 +674,8 @@ def new_fixed_design(design: Design, newdata: pd.DataFrame, columns) -> tuple[np
     if not isinstance(newdata, pd.DataFrame):
         raise ModelDataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
     needed = sorted(_rhs_variables(design.formula))
-    absent = [v for v in needed if v not in newdata.columns and v not in _FORMULA_NAMESPACE]
+    functions = _functions_called(design.formula)
+    absent = [v for v in needed if v not in newdata.columns and v not in functions]
     if absent:
         raise ModelDataError(
             f"newdata has no column(s) {', '.join(map(repr, absent))}, which the fixed effects use"

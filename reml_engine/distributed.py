@@ -171,7 +171,8 @@ def _one_line(err: Exception) -> str:
     return " ".join(str(err).split())
 
 
-def _unified_dtypes(formula: str, dtypes_by_file: dict[str, pd.Series], used: tuple[str, ...]) -> dict:
+def _unified_dtypes(formula: str, dtypes_by_file: dict[str, pd.Series], used: tuple[str, ...],
+                    dialect: str = "python") -> dict:
     """One dtype per used column when the files disagree (schema drift), or a refusal.
 
     Integers and floats in different files are floats; text, categoricals and mixed
@@ -181,7 +182,7 @@ def _unified_dtypes(formula: str, dtypes_by_file: dict[str, pd.Series], used: tu
     """
     from .design import parse_formula
 
-    group_columns = set(parse_formula(formula).group_columns)
+    group_columns = set(parse_formula(formula, dialect=dialect).group_columns)
     target: dict = {}
     for column in used:
         seen = {}
@@ -276,7 +277,8 @@ def _check_footer_ranges(metadata, table, piece: ParquetPiece) -> None:
             )
 
 
-def parquet_source(formula: str, path, progress="auto", scheduler=None, rows_per_piece: int = CHUNK_ROWS) -> DaskSource:
+def parquet_source(formula: str, path, progress="auto", scheduler=None, rows_per_piece: int = CHUNK_ROWS,
+                   dialect: str = "python") -> DaskSource:
     """The Parquet files of ``path`` as a Dask source, one partition per ``rows_per_piece``
     rows (whole row groups), reading only the formula's columns.
 
@@ -295,10 +297,11 @@ def parquet_source(formula: str, path, progress="auto", scheduler=None, rows_per
                       for f, footer in footers.items()}
     first = files[0]
     with located(f"file {first!r}"):
-        used = FormulaColumns.from_sample(formula, dtypes_by_file[first].index, None, dtypes_by_file[first]).used
+        used = FormulaColumns.from_sample(formula, dtypes_by_file[first].index, None, dtypes_by_file[first],
+                                          dialect=dialect).used
     for f, dtypes in dtypes_by_file.items():
         require_columns(pd.DataFrame(columns=dtypes.index), used, f"file {f!r}")
-    casts = _unified_dtypes(formula, dtypes_by_file, used)
+    casts = _unified_dtypes(formula, dtypes_by_file, used, dialect)
     pieces = [piece for f in files for piece in _pieces(f, footers[f], rows_per_piece)]
     meta = footers[first].schema.to_arrow_schema().empty_table().select(list(used)).to_pandas()
     meta = meta.astype(casts) if casts else meta
@@ -363,7 +366,7 @@ def _compute(task, progress, scheduler, what: str):
 
 
 def lmer_dask(formula: str, data, REML: bool = True, na_action: str = "omit", levels: dict | None = None,
-              progress="auto", scheduler=None) -> LmerFit:
+              progress="auto", scheduler=None, *, dialect: str = "python", contrasts: dict | None = None) -> LmerFit:
     """Fit ``formula`` from a Dask DataFrame or from Parquet file(s), reading lazily.
 
     Parameters
@@ -386,6 +389,8 @@ def lmer_dask(formula: str, data, REML: bool = True, na_action: str = "omit", le
     scheduler : str, optional
         Dask scheduler for the computations (``"threads"``, ``"synchronous"``,
         ``"processes"``); by default the active one, e.g. a ``distributed.Client``.
+    dialect, contrasts :
+        As for :func:`reml_engine.lmer`.
 
     Returns
     -------
@@ -394,23 +399,25 @@ def lmer_dask(formula: str, data, REML: bool = True, na_action: str = "omit", le
         ``ranef`` from the group statistics; ``fitted``/``resid`` are None.
     """
     if isinstance(data, (str, PathLike)):
-        source = parquet_source(formula, data, progress=progress, scheduler=scheduler)
+        source = parquet_source(formula, data, progress=progress, scheduler=scheduler, dialect=dialect)
     elif is_dask_dataframe(data):
-        source = DaskSource(_used_columns(formula, data), progress=progress, scheduler=scheduler)
+        source = DaskSource(_used_columns(formula, data, dialect), progress=progress, scheduler=scheduler)
     else:
         raise ModelDataError(f"data must be a Dask DataFrame or a Parquet path, got {type(data).__name__}")
-    return fit_source(formula, source, REML=REML, na_action=na_action, levels=levels)
+    return fit_source(formula, source, REML=REML, na_action=na_action, levels=levels, dialect=dialect,
+                      contrasts=contrasts)
 
 
-def _used_columns(formula: str, ddf):
+def _used_columns(formula: str, ddf, dialect: str = "python"):
     """Project the frame on the formula's columns, so Parquet reads only those."""
     from .chunk_encoding import FormulaColumns
 
-    columns = FormulaColumns.from_sample(formula, ddf.columns, None, ddf.dtypes)
+    columns = FormulaColumns.from_sample(formula, ddf.columns, None, ddf.dtypes, dialect=dialect)
     return ddf[list(columns.used)]
 
 
-def lmer_lazy(formula: str, data, REML: bool = True, na_action: str = "omit") -> LmerFit:
+def lmer_lazy(formula: str, data, REML: bool = True, na_action: str = "omit", *, dialect: str = "python",
+              contrasts: dict | None = None) -> LmerFit:
     """What :func:`reml_engine.lmer` does with data that is not a pandas DataFrame.
 
     A Dask DataFrame or a Parquet path goes to :func:`lmer_dask`; an iterable of
@@ -418,10 +425,11 @@ def lmer_lazy(formula: str, data, REML: bool = True, na_action: str = "omit") ->
     goes to :func:`reml_engine.chunked.lmer_chunks`.
     """
     if isinstance(data, (str, PathLike)) or is_dask_dataframe(data):
-        return lmer_dask(formula, data, REML=REML, na_action=na_action)
+        return lmer_dask(formula, data, REML=REML, na_action=na_action, dialect=dialect, contrasts=contrasts)
     if isinstance(data, (dict, pd.Series)) or not (callable(data) or hasattr(data, "__iter__")):
         raise ModelDataError(
             f"data must be a pandas DataFrame, a Dask DataFrame, a Parquet path, an iterable of DataFrames or a "
             f"structured NumPy array, got {type(data).__name__}"
         )
-    return fit_source(formula, IteratorSource(data), REML=REML, na_action=na_action)
+    return fit_source(formula, IteratorSource(data), REML=REML, na_action=na_action, dialect=dialect,
+                      contrasts=contrasts)

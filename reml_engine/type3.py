@@ -1,33 +1,40 @@
 """Type III hypotheses over the terms of a formula, as lmerTest's ``anova(m, type = 3)``.
 
-For each term the hypothesis is built in three steps:
+The hypotheses are built for the *treatment-coded* version of the model and carried over
+to the model's own coding, as lmerTest does: the F-tests are then the same whatever
+full-rank coding the categorical variables have (``contr.sum``, ``contr.poly`` for
+ordered factors, ``contr.helmert``, ``contr.SAS``). Everything is computed on a small
+synthetic grid holding every combination of factor levels (numeric variables random), not
+on the data, since it is a property of the coding alone; the fit's stateful transforms
+(``poly``, ``scale``) keep their fitted coefficients there.
 
-1. Write every column of the over-parametrized design (an intercept, then for each term
+1. Build the treatment-coded design ``X_T`` (the model's formula with every categorical
+   variable treatment-coded, first level as reference) and the map ``M`` with
+   ``X = X_T M``, so that ``beta_T = M beta``.
+2. Write every column of the over-parametrized design (an intercept, then for each term
    all of its cells: ``x1:cat[a]``, ``x1:cat[b]``, ... with no level left out) as a
-   linear combination of the model's columns. This is a property of the coding alone,
-   so it is computed on a small synthetic grid holding every combination of factor
-   levels (numeric variables random), not on the data.
-2. Going from the highest-order terms down, replace the coefficients of a term by their
-   residuals after regression on the coefficients of the terms that *contain* it
-   (more variables, the same numeric ones). This is what makes the hypothesis for
-   ``x1`` in ``x1 * cat`` the slope averaged over the levels of ``cat``.
-3. Read the rows of the over-parametrized coefficients that are model columns
-   (with treatment coding, ``cat[T.b]`` is the indicator ``cat[b]``); the term's
-   columns of that square matrix, transposed, are its hypothesis rows.
-
-Only treatment-coded factors (formulaic's default) are supported, as in lmerTest's main
-path; other codings raise.
+   linear combination of the columns of ``X_T``: the rows of ``L`` (cells x p).
+3. Going from the highest-order terms down, replace the columns of ``L`` of a term by
+   their residuals after regression on the columns of the terms that *contain* it (more
+   variables, the same numeric ones). This is what makes the hypothesis for ``x1`` in
+   ``x1 * cat`` the slope averaged over the levels of ``cat``. The same column
+   operations, applied to the identity, give ``E``.
+4. The term's columns of ``E``, transposed, are its hypothesis rows on ``beta_T``
+   (lmerTest reads them as the rows of ``L`` that are model columns, which are the rows
+   of ``E`` there); times ``M``, on the model's coefficients.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import numpy as np
 import pandas as pd
 
 from .checks import ModelDataError
-from .design import encoded_column, model_spec_copy
+from .design import encoded_column
+from .within_between import formula_context
 
 #: Largest number of factor-level combinations put on the synthetic grid.
 GRID_MAX_CELLS = 20_000
@@ -37,6 +44,9 @@ ZERO_ROW_TOL = 1e-8
 ZAP_RTOL = 1e-10
 #: Seed of the random numeric values on the synthetic grid.
 GRID_SEED = 20_041
+#: Largest relative residual of ``X = X_T M`` on the grid: the model's coding and its
+#: treatment-coded version span the same columns up to rounding.
+CODING_MAP_RTOL = 1e-8
 
 
 def _factor_kind(spec, factor) -> str:
@@ -76,60 +86,96 @@ def _synthetic_grid(spec, n_columns: int) -> pd.DataFrame:
     return grid
 
 
+def _grid_matrix(spec, grid: pd.DataFrame, context: dict) -> np.ndarray:
+    """``spec`` materialized on the grid (a copy: formulaic may update the spec it
+    materializes with, see :func:`reml_engine.design.model_spec_copy`)."""
+    matrix = copy.deepcopy(spec).get_model_matrix(grid, na_action="ignore", context=context)
+    return np.asarray(matrix.to_numpy(dtype=np.float64))
+
+
+def _treatment_c(data, contrasts=None, *, levels=None, spans_intercept: bool = True):
+    """formulaic's ``C()`` with treatment coding whatever coding it is given (step 1)."""
+    from formulaic.transforms import C
+    from formulaic.transforms.contrasts import TreatmentContrasts
+
+    return C(data, TreatmentContrasts(), levels=levels, spans_intercept=spans_intercept)
+
+
+def _over_parametrized(spec, terms, grid: pd.DataFrame, context: dict, intercept: bool) -> np.ndarray:
+    """Every cell of every term, with the fit's transform and level states (step 2)."""
+    blocks = [np.ones((len(grid), 1))] if intercept else []
+    for term in terms:
+        # Without an intercept and alone, a term's categorical variables are coded by
+        # indicators of all their levels, whatever their contrasts.
+        term_spec = spec.update(formula=f"0 + {term}", structure=None, ensure_full_rank=False)
+        blocks.append(_grid_matrix(term_spec, grid, context))
+    return np.hstack(blocks)
+
+
+def _coding_map(X_T: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """``M`` with ``X = X_T M`` (step 1); an error if the codings do not span the same columns."""
+    M = np.linalg.lstsq(X_T, X, rcond=None)[0]
+    residual = np.linalg.norm(X_T @ M - X) / max(np.linalg.norm(X), 1.0)
+    if residual > CODING_MAP_RTOL:
+        raise ModelDataError(
+            "the type III table could not relate the model's coding to treatment coding (a coding that is not "
+            "full rank, or a rank-deficient fit): test the terms with contrast_test instead"
+        )
+    M[np.abs(M) < ZAP_RTOL * max(np.abs(M).max(), 1.0)] = 0.0
+    return M
+
+
 def type3_hypotheses(fit) -> dict[str, np.ndarray]:
     """Type III hypothesis matrices, one per term (intercept excluded).
 
     Parameters
     ----------
     fit : LmerFit
-        A fit made from a formula (``rl.lmer``).
+        A fit made from a formula (``rl.lmer``), with any full-rank coding of its
+        categorical variables.
 
     Returns
     -------
     dict mapping term label (formulaic's, e.g. ``"x1:cat"``) to an array (rows, p)
     over the fit's coefficients ``fit.fixef``.
     """
-    import formulaic
-
     design = getattr(fit, "design", None)
     spec = getattr(design, "model_spec", None)
     if spec is None:
         raise ModelDataError("a type III table needs a fit made from a formula (rl.lmer)")
     names = list(fit.fixef.index)
-    if not [t for t in spec.terms if str(t) != "1"] or not names:
+    terms = [t for t in spec.terms if str(t) != "1"]
+    if not terms or not names:
         return {}  # no terms besides the intercept: nothing to test (lmerTest's table is empty)
     spec_names = ["(Intercept)" if c == "Intercept" else str(c) for c in spec.column_names]
     kept = [spec_names.index(n) for n in names]
     grid = _synthetic_grid(spec, len(spec_names))
+    context = formula_context()
     try:
-        # A copy: formulaic may update the spec it materializes with (see model_spec_copy).
-        grid_spec = model_spec_copy(design)
-        X = np.asarray(grid_spec.get_model_matrix(grid, na_action="ignore").to_numpy(dtype=np.float64))[:, kept]
+        X = _grid_matrix(spec, grid, context)[:, kept]
+        # Its own column names (formulaic checks a spec's structure against them).
+        X_T = _grid_matrix(spec.update(structure=None), grid, {**context, "C": _treatment_c})[:, kept]
+        over = _over_parametrized(spec, terms, grid, context, "(Intercept)" in names)
+    except ModelDataError:
+        raise
     except Exception as err:  # transforms that need the fitting data's context
         raise ModelDataError(f"cannot rebuild the design on a grid of factor levels: {err}") from None
+    M = _coding_map(X_T, X)
 
-    terms = [t for t in spec.terms if str(t) != "1"]
     term_vars = {str(t): {str(f) for f in t.factors} for t in terms}
     numerics = {
         str(t): {str(f) for f in t.factors if _factor_kind(spec, f) != "categorical"} for t in terms
     }
     columns_of = {}
     for struct in spec.structure:
-        label = str(struct.term)
         cols = ["(Intercept)" if c == "Intercept" else str(c) for c in struct.columns]
-        columns_of[label] = [names.index(c) for c in cols if c in names]
+        columns_of[str(struct.term)] = [names.index(c) for c in cols if c in names]
 
-    blocks = [np.ones((len(grid), 1))] if "(Intercept)" in names else []
-    for t in terms:
-        mm = formulaic.model_matrix(f"0 + {t}", grid, na_action="ignore")
-        blocks.append(np.asarray(mm.to_numpy(dtype=np.float64)))
-    over = np.hstack(blocks)
-    # Each over-parametrized column in terms of the model's columns: (r, p).
-    L = np.linalg.lstsq(X, over, rcond=None)[0].T
+    # Each over-parametrized column in terms of the treatment-coded columns: (cells, p).
+    L = np.linalg.lstsq(X_T, over, rcond=None)[0].T
     L[np.abs(L) < ZAP_RTOL * np.abs(L).max()] = 0.0
-
-    order = sorted(terms, key=lambda t: -len(t.factors))
-    for t in order:
+    E = np.eye(len(names))
+    for t in sorted(terms, key=lambda t: -len(t.factors)):
         label = str(t)
         containing = [
             str(o) for o in terms
@@ -138,28 +184,18 @@ def type3_hypotheses(fit) -> dict[str, np.ndarray]:
         cols = columns_of.get(label, [])
         basis_cols = [c for o in containing for c in columns_of.get(o, [])]
         if cols and basis_cols:
-            basis = L[:, basis_cols]
-            coef = np.linalg.lstsq(basis, L[:, cols], rcond=None)[0]
-            L[:, cols] = L[:, cols] - basis @ coef
-    L[np.abs(L) < ZAP_RTOL * max(np.abs(L).max(), 1.0)] = 0.0
-
-    # Rows of the over-parametrized coefficients that are model columns.
-    match = []
-    for j in range(X.shape[1]):
-        hits = np.flatnonzero(np.all(np.isclose(over, X[:, [j]], rtol=0, atol=1e-12), axis=0))
-        if not len(hits):
-            raise ModelDataError(
-                f"column {names[j]!r} is not a cell indicator: the type III table needs treatment-coded factors"
-            )
-        match.append(int(hits[0]))
-    square = L[match, :]  # (p, p): rows model columns, columns model columns
+            coef = np.linalg.lstsq(L[:, basis_cols], L[:, cols], rcond=None)[0]
+            L[:, cols] -= L[:, basis_cols] @ coef
+            E[:, cols] -= E[:, basis_cols] @ coef
+    E[np.abs(E) < ZAP_RTOL * max(np.abs(E).max(), 1.0)] = 0.0
 
     hypotheses = {}
     for t in terms:
         cols = columns_of.get(str(t), [])
         if not cols:
             continue
-        H = square[:, cols].T
+        H = E[:, cols].T @ M
+        H[np.abs(H) < ZAP_RTOL * max(np.abs(H).max(), 1.0)] = 0.0
         H = H[np.abs(H).sum(axis=1) > ZERO_ROW_TOL]
         if len(H):
             hypotheses[str(t)] = H

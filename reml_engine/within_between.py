@@ -69,9 +69,13 @@ def formula_context(groups=None) -> dict:
     Returns
     -------
     dict
-        ``within``, ``between``, ``pd`` and, with ``groups``, the labels.
+        ``within``, ``between``, ``pd``, the R functions a formula in R's dialect is
+        translated to (:data:`reml_engine.formula_dialect.R_FUNCTIONS`) and, with
+        ``groups``, the labels.
     """
-    context = {"within": within, "between": between, "pd": pd}
+    from .r_functions import R_FUNCTIONS
+
+    context = {**R_FUNCTIONS, "within": within, "between": between, "pd": pd}
     if groups is not None:
         context[GROUPS_KEY] = groups
     return context
