@@ -2,11 +2,19 @@
 ## lme4_fit.R -- time lme4::lmer() on a CSV, for comparison with reml_engine.
 ##
 ## Usage:
-##     Rscript benchmarks/lme4_fit.R DATA.csv "y ~ x + (1|g)" N_REPEATS
+##     Rscript benchmarks/lme4_fit.R DATA.csv "y ~ x + (1|g)" N_REPEATS [FACTORS]
+##
+## N_REPEATS timed fits after one untimed warm-up fit; 0 means a single timed fit and no
+## warm-up (for fits so slow that running them twice would double the benchmark).
+##
+## FACTORS (optional): comma-separated columns to turn into (unordered) factors after
+## reading, for columns whose labels look like numbers (InstEval's studage); grouping
+## columns need not be listed, lmer() makes factors of them itself.
 ##
 ## Prints one JSON line:
 ##     {"file", "formula", "n_obs", "repeats", "median_seconds",
 ##      "timings_seconds": [...], "reml_criterion", "theta", "fixef": {...},
+##      "se": {...}, "variances": {term: variance, ..., "Residual": sigma2},
 ##      "peak_extra_mb", "lme4_version", "R_version"}
 ##
 ## Only the lmer() call is timed (elapsed wall-clock time); reading the CSV,
@@ -16,12 +24,15 @@
 ## optimum (tests/data/r/make_extra_reference.R handles that).
 
 args <- commandArgs(trailingOnly = TRUE)
-if (length(args) != 3)
-  stop("usage: Rscript benchmarks/lme4_fit.R DATA.csv FORMULA N_REPEATS")
+if (!(length(args) %in% c(3, 4)))
+  stop("usage: Rscript benchmarks/lme4_fit.R DATA.csv FORMULA N_REPEATS [FACTORS]")
 csv_path <- args[[1]]
 form <- as.formula(args[[2]])
 n_rep <- as.integer(args[[3]])
-if (is.na(n_rep) || n_rep < 1) stop("N_REPEATS must be a positive integer")
+if (is.na(n_rep) || n_rep < 0) stop("N_REPEATS must be a non-negative integer")
+## N_REPEATS = 0: one timed fit without the warm-up, for fits too slow to run twice.
+warm_up <- n_rep > 0
+n_rep <- max(n_rep, 1L)
 
 suppressPackageStartupMessages(library(lme4))
 
@@ -30,10 +41,12 @@ dat <- if (requireNamespace("data.table", quietly = TRUE)) {
 } else {
   read.csv(csv_path)
 }
+factors <- if (length(args) == 4) strsplit(args[[4]], ",", fixed = TRUE)[[1]] else character(0)
+for (column in factors[nzchar(factors)]) dat[[column]] <- factor(as.character(dat[[column]]))
 
 ## One untimed warm-up fit: the first call pays for lazy loading and method
 ## dispatch caches, which would otherwise inflate the first timing.
-fit <- suppressMessages(lmer(form, data = dat, REML = TRUE))
+if (warm_up) fit <- suppressMessages(lmer(form, data = dat, REML = TRUE))
 
 ## Peak resident memory of the timed fits above what R held before them (Linux: the
 ## high-water mark is reset through /proc/self/clear_refs; NA elsewhere).
@@ -68,6 +81,11 @@ result <- list(
   reml_criterion = REMLcrit(fit),
   theta = unname(getME(fit, "theta")),
   fixef = as.list(fixef(fit)),
+  se = as.list(sqrt(diag(as.matrix(vcov(fit))))),
+  variances = local({
+    vc <- as.data.frame(VarCorr(fit))
+    setNames(as.list(vc$vcov), vc$grp)
+  }),
   peak_extra_mb = peak_extra_mb,
   lme4_version = as.character(packageVersion("lme4")),
   R_version = R.version.string
@@ -89,7 +107,7 @@ if (requireNamespace("jsonlite", quietly = TRUE)) {
     timings_seconds = arr(result$timings_seconds),
     reml_criterion = num(result$reml_criterion),
     theta = if (length(result$theta) == 1) num(result$theta) else arr(result$theta),
-    fixef = obj(result$fixef),
+    fixef = obj(result$fixef), se = obj(result$se), variances = obj(result$variances),
     peak_extra_mb = num(result$peak_extra_mb),
     lme4_version = str(result$lme4_version), R_version = str(result$R_version))
   cat("{", paste(str(names(fields)), fields, sep = ":", collapse = ","), "}\n", sep = "")
