@@ -272,7 +272,9 @@ def _row(config: Config, fit: rl.LmerFit | None, run: E.Run, crit_diff: float, f
         "tau": run.tau,
         "criterion_diff": crit_diff,
         "max_rel_fixef_diff": fixef_diff,
-        "same_optimum": bool(abs(crit_diff) <= SAME_OPTIMUM_TOL) if np.isfinite(crit_diff) else None,
+        # A negative tau evaluates as tau = 0, which can be reml_engine's optimum; its fixed
+        # effects are those of the negative tau, so it is not the same optimum.
+        "same_optimum": where == "same optimum" if np.isfinite(crit_diff) else None,
         "verdict": where,
         "skipped": run.skipped,
         # Other work on the machine slows every engine alike; kept to judge the noise.

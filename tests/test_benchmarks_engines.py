@@ -198,3 +198,38 @@ def test_terms_agreement_fails_only_against_reml_engine():
     assert "lme4 on d: fixed effects differ" in problems[0] and "mixedlm on d: criterion" in problems[1]
     peers_only = pd.DataFrame(rows).assign(reference="lme4 (lowest criterion; reml_engine skipped)")
     assert terms.disagreements(peers_only) == []
+
+
+def _boundary_fit():
+    """Data without group variance whose REML optimum is at tau = 0 (seed 0)."""
+    rng = np.random.default_rng(0)
+    n = 200
+    X = np.column_stack([np.ones(n), rng.standard_normal(n)])
+    y = X @ [1.0, 2.0] + rng.standard_normal(n)
+    fit = rl.fit(X, y, np.arange(n) % 20)
+    assert fit.tau == 0.0
+    return X, y, fit
+
+
+def test_a_negative_variance_is_not_the_same_optimum_even_where_tau_0_is():
+    """Found at small sizes: FLASH-MM's negative variances evaluate as tau = 0, reml_engine's
+    boundary optimum, so they passed as "same optimum" and their fixed effects (those of
+    the negative tau) failed the run. They are another estimate, recorded, not failed."""
+    _, _, fit = _boundary_fit()
+    config = Config(200, 20, 2, True)
+    run = E.Run(E.MIXEDLM, seconds=(1.0,), tau=-0.05, fixef=fit.fixef.to_numpy() + 0.1 * fit.se.to_numpy())
+    crit_diff, fixef_diff = harness.agreement(run, fit)
+    assert abs(crit_diff) < harness.SAME_OPTIMUM_TOL and fixef_diff > harness.FIXEF_AGREEMENT_TOL
+    row = harness._row(config, fit, run, crit_diff, fixef_diff, harness.verdict(run, fit, crit_diff))
+    assert row["verdict"] == "negative variance" and row["same_optimum"] is False
+    assert harness.disagreements(pd.DataFrame([row])) == []
+
+
+def test_many_responses_count_negative_variances_apart():
+    X, y, fit = _boundary_fit()
+    tau = np.array([-0.05, 0.0])
+    fixef = np.array([fit.fixef.to_numpy() + 0.1 * fit.se.to_numpy(), fit.fixef.to_numpy()])
+    result = many.compare([fit, fit], tau, fixef)
+    assert result["negative_variance"] == 1 and result["same_optimum"] == 1
+    assert result["max_rel_fixef_diff_same_optimum"] < 1e-12
+    assert many.disagreements(pd.DataFrame([{"engine": E.FLASHMM, **result}])) == []

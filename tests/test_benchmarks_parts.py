@@ -26,10 +26,7 @@ from benchmarks import engines as E  # noqa: E402
 def test_stage_breakdown_runs_every_stage():
     stages = headline.stage_breakdown(headline.QUICK_STAGES, repeats=1)
     assert (stages.error == "").all(), stages[stages.error != ""].to_dict("records")
-    assert np.isfinite(stages.median_ms).all()
-    whole = stages.set_index("stage").median_ms
-    # The kernel is one of the stages of the whole fit from arrays.
-    assert whole["  compute_group_stats (kernel)"] < whole["whole fit from arrays"]
+    assert np.isfinite(stages.median_ms).all() and (stages.median_ms > 0).all()
 
 
 def test_stage_breakdown_reports_a_stage_it_cannot_find(monkeypatch):
