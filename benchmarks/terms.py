@@ -311,8 +311,9 @@ def _run_engine(engine: str, data: TermsData, settings: harness.Settings, caps: 
     repeats = settings.repeats
     if engine == E.LME4:
         predicted, _ = caps.predicted(engine, data.series, work)
+        slow = predicted > settings.budget if math.isfinite(predicted) else len(data.frame) > ISOLATE_ROWS
         # lme4_fit.R: 0 = one timed fit and no warm-up, for fits too slow to run twice.
-        repeats = 0 if predicted > settings.budget else min(settings.repeats, 3)
+        repeats = 0 if slow else min(settings.repeats, 3)
     memory = None if engine == E.LME4 else settings.memory_gb
     t0 = time.perf_counter()
     try:
