@@ -22,6 +22,7 @@ order and spelling the engine uses, see :func:`align_fixef`), which
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import importlib
@@ -30,6 +31,7 @@ import json
 import math
 import os
 import resource
+import select
 import shutil
 import subprocess
 import sys
@@ -388,20 +390,77 @@ def run_statsmodels(data: Dataset, frame, repeats: int, budget: float) -> Run:
 # --- lme4 through R -----------------------------------------------------------------------------
 
 
-def lme4_fit(csv: str, formula: str, repeats: int, factors=(), timeout: float = 600.0) -> dict:
-    """Run ``benchmarks/lme4_fit.R`` on a CSV; its JSON result (raises when R fails).
+class Lme4Session:
+    """One R process running ``lme4_fit.R --serve`` for every lme4 fit of a run.
 
-    ``factors`` names the columns R must treat as factors even when their values look
-    like numbers (InstEval's ``studage``), so that every engine codes them alike.
+    R and lme4 take about 1.5 s of CPU to start (more on a loaded machine); a run fits
+    lme4 on many data sets, so the session starts once and stays. Each fit is still timed
+    inside R, around ``lmer()`` only. A fit that outlasts its timeout stops the session
+    (the next fit starts a new one) and raises ``subprocess.TimeoutExpired``.
     """
-    path = rscript()
-    if path is None:
-        raise RuntimeError(missing_reason(LME4))
-    out = subprocess.run([path, str(LME4_SCRIPT), csv, formula, str(repeats), ",".join(factors)],
-                         capture_output=True, text=True, timeout=timeout)
-    if out.returncode != 0:
-        raise RuntimeError(f"lme4 failed: {out.stderr.strip()[-300:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen | None = None
+        self._stderr = None
+
+    def _start(self) -> subprocess.Popen:
+        path = rscript()
+        if path is None:
+            raise RuntimeError(missing_reason(LME4))
+        # R's warnings go to a file: a pipe nobody reads would fill and block R.
+        self._stderr = tempfile.TemporaryFile(mode="w+")
+        self._process = subprocess.Popen([path, str(LME4_SCRIPT), "--serve"], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=self._stderr, text=True, bufsize=1)
+        return self._process
+
+    def fit(self, csv: str, formula: str, repeats: int, factors=(), timeout: float = 600.0) -> dict:
+        process = self._process if self._process is not None and self._process.poll() is None else self._start()
+        process.stdin.write("\t".join([csv, formula, str(repeats), ",".join(factors)]) + "\n")
+        process.stdin.flush()
+        ready, _, _ = select.select([process.stdout], [], [], timeout)
+        line = process.stdout.readline() if ready else ""
+        if not line:
+            alive = process.poll() is None
+            self.close()
+            if alive:
+                raise subprocess.TimeoutExpired(f"lme4 on {csv}", timeout)
+            raise RuntimeError(f"lme4 failed: R stopped ({self._error_tail()})")
+        result = json.loads(line)
+        if "error" in result:
+            raise RuntimeError(f"lme4 failed: {result['error'][:300]}")
+        return result
+
+    def _error_tail(self) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        return " ".join(self._stderr.read().split())[-300:]
+
+    def close(self) -> None:
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process.wait()
+            self._process = None
+
+
+@functools.cache
+def lme4_session() -> Lme4Session:
+    """The run's lme4 session (closed when the interpreter exits)."""
+    session = Lme4Session()
+    atexit.register(session.close)
+    return session
+
+
+def lme4_fit(csv: str, formula: str, repeats: int, factors=(), timeout: float = 600.0) -> dict:
+    """``benchmarks/lme4_fit.R`` on a CSV, in the run's R session; its JSON result.
+
+    Raises RuntimeError when R or the fit fails and ``subprocess.TimeoutExpired`` after
+    ``timeout`` seconds. ``factors`` names the columns R must treat as factors even when
+    their values look like numbers (InstEval's ``studage``), so that every engine codes
+    them alike.
+    """
+    return lme4_session().fit(csv, formula, repeats, factors, timeout)
 
 
 def as_list(value) -> list:
