@@ -4,11 +4,22 @@
 * time per criterion evaluation against N and G;
 * peak memory of a fit at N = 1e7, p = 6, in a fresh process;
 * a fresh process importing reml_engine and fitting the seed data, with a cold and a
-  warm numba cache.
+  warm numba cache;
+* the stage breakdown of one fit (each stage of the pipeline timed alone).
+
+Each has a tiny version for ``--quick`` (CI), so that none can break unseen.
+
+The stage breakdown needs the pipeline's stages one by one, which the public API
+(``rl.lmer``, ``rl.fit``) does not expose yet (issue 11 plans them as public
+functions). :func:`stage_function` finds each stage by name, at the top level first, then
+in the modules planned for it and the ones that hold it today; a stage that cannot be
+found or called is reported with the reason and fails the run, so that a change of the
+pipeline shows up in CI instead of breaking this part silently.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -24,8 +35,25 @@ import reml_engine as rl
 
 from .simulate import Config, simulate
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADLINE = Config(1_000_000, 10_000, 6, True)
 MEMORY_CONFIG = Config(10_000_000, 100_000, 6, True)
+#: The tiny versions run by ``--quick``.
+QUICK_HEADLINE = Config(10_000, 100, 6, True)
+QUICK_MEMORY_CONFIG = Config(100_000, 1_000, 6, True)
+QUICK_STAGES = Config(10_000, 100, 6, True)
+#: Where each stage of the pipeline may live, searched after ``reml_engine.<name>``: the
+#: modules of issue 11's planned layout first, then today's.
+STAGE_HOMES = {
+    "design_from_arrays": ("reml_engine.frontend.design", "reml_engine.design"),
+    "build_design": ("reml_engine.frontend.design", "reml_engine.design"),
+    "factorize_groups": ("reml_engine.frontend.groups", "reml_engine.groups"),
+    "pilot_shift": ("reml_engine.core.statistics", "reml_engine.stats"),
+    "compute_group_stats": ("reml_engine.core.statistics", "reml_engine.stats"),
+    "fit_stats": ("reml_engine.core.fitting", "reml_engine.model"),
+    "find_optima": ("reml_engine.core.optimizer", "reml_engine.optimizer"),
+    "scan_grid": ("reml_engine.core.optimizer", "reml_engine.optimizer"),
+}
 #: Single criterion evaluations timed per data set (median taken).
 EVALUATION_REPEATS = 200
 #: Fresh processes with a warm cache for the import-and-fit figure (median taken).
@@ -42,9 +70,24 @@ print(t1 - t0, t2 - t1)
 """
 
 
+def stage_function(name: str):
+    """The pipeline stage ``name``: ``reml_engine.<name>`` or the first module of
+    ``STAGE_HOMES[name]`` that has it; LookupError naming every place tried."""
+    if hasattr(rl, name):
+        return getattr(rl, name)
+    for module_name in STAGE_HOMES[name]:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if hasattr(module, name):
+            return getattr(module, name)
+    raise LookupError(f"stage {name!r} is in none of reml_engine, {', '.join(STAGE_HOMES[name])}")
+
+
 def criterion_timing(sizes, rows_per_group=(100, 10), seed: int = 0, log=print) -> pd.DataFrame:
     """Seconds per criterion evaluation, alone and within the vectorized scan, per data set."""
-    from reml_engine.optimizer import scan_grid
+    scan_grid = stage_function("scan_grid")
 
     rows = []
     for n in sizes:
@@ -83,8 +126,7 @@ def memory_probe(config: Config = MEMORY_CONFIG) -> dict:
         "import json, sys; from benchmarks.headline import _memory_in_process; "
         f"print(json.dumps(_memory_in_process({config.nobs}, {config.ngroups}, {config.p})))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -117,28 +159,35 @@ def _memory_in_process(nobs: int, ngroups: int, p: int) -> dict:
     }
 
 
-def import_and_seed_fit(warm_processes: int = WARM_PROCESSES) -> dict:
+def import_and_seed_fit(warm_processes: int = WARM_PROCESSES, fresh_cache: bool = True) -> dict:
     """Wall time of a fresh process importing reml_engine and fitting the seed data.
 
-    The first process runs with an empty numba cache directory (it compiles every
-    kernel and writes the cache); the next ones find the cache warm.
+    With ``fresh_cache`` the first process runs with an empty numba cache directory (it
+    compiles every kernel and writes the cache: the ``cold_*`` figures) and the next
+    ones find the cache warm. Without it (``--quick``) every process uses the usual
+    cache, and the first one is reported as ``first_*``: cold or warm, whatever the cache
+    held.
     """
     runs = []
     with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache) if fresh_cache else dict(os.environ)
         for _ in range(1 + warm_processes):
             t0 = time.perf_counter()
-            out = subprocess.run([sys.executable, "-c", SEED_SCRIPT], capture_output=True, text=True, env=env)
+            out = subprocess.run([sys.executable, "-c", SEED_SCRIPT], capture_output=True, text=True,
+                                 env=env, cwd=ROOT)
             wall = time.perf_counter() - t0
             if out.returncode != 0:
                 raise RuntimeError(out.stderr[-2000:])
             import_s, fit_s = map(float, out.stdout.split())
             runs.append({"wall_s": wall, "import_s": import_s, "fit_s": fit_s})
-    warm = pd.DataFrame(runs[1:])
+    warm = pd.DataFrame(runs[1:], columns=["wall_s", "import_s", "fit_s"])
+    first = "cold" if fresh_cache else "first"
     return {
-        "cold_wall_s": runs[0]["wall_s"], "cold_import_s": runs[0]["import_s"], "cold_fit_s": runs[0]["fit_s"],
+        f"{first}_wall_s": runs[0]["wall_s"], f"{first}_import_s": runs[0]["import_s"],
+        f"{first}_fit_s": runs[0]["fit_s"],
         "warm_wall_s": float(warm.wall_s.median()), "warm_import_s": float(warm.import_s.median()),
         "warm_fit_s": float(warm.fit_s.median()), "warm_processes": warm_processes,
+        "load_average": os.getloadavg()[0],
     }
 
 
@@ -148,41 +197,59 @@ def stage_breakdown(config: Config = HEADLINE, repeats: int = 7) -> pd.DataFrame
     The stages are the pipeline's own functions: building the design from arrays (the
     data checks) or from a DataFrame and formula, coding the groups, the one-pass
     statistics kernel, and everything after the statistics (rank check, global
-    optimization, result), of which the optimizer alone is also timed.
+    optimization, result), of which the optimizer alone is also timed. A stage that
+    cannot be found or called gets its reason in ``error`` (and NaN times).
     """
-    from reml_engine.design import build_design, design_from_arrays
-    from reml_engine.groups import factorize_groups
-    from reml_engine.model import fit_stats
-    from reml_engine.optimizer import find_optima
-    from reml_engine.stats import compute_group_stats, pilot_shift
-
     data = simulate(config)
     frame = data.frame()
-    design = design_from_arrays(data.X, data.y, data.groups)
-    codes = factorize_groups(design.groups)
-    shift = pilot_shift(data.X, data.y, 0)
-    stats = compute_group_stats(data.X, data.y, codes, shift, skip_columns=(0,))
-    pooled = stats.pooled(stats.shift)
+    state: dict = {}
+
+    def design():
+        state["design"] = stage_function("design_from_arrays")(data.X, data.y, data.groups)
+        return state["design"]
+
+    def codes():
+        state["codes"] = stage_function("factorize_groups")(state["design"].groups)
+        return state["codes"]
+
+    def statistics():
+        shift = stage_function("pilot_shift")(data.X, data.y, 0)
+        state["stats"] = stage_function("compute_group_stats")(data.X, data.y, state["codes"], shift)
+        return state["stats"]
+
+    def after_statistics():
+        return stage_function("fit_stats")(state["stats"], state["design"].column_names, 0)
+
+    def optimizer():
+        stats = state["stats"]
+        return stage_function("find_optima")(stats.pooled(stats.shift), True)
+
     stages = {
         "numpy floor: X'X and X'y": lambda: (data.X.T @ data.X, data.X.T @ data.y),
         "whole fit from arrays": lambda: rl.fit(data.X, data.y, data.groups),
-        "  design_from_arrays (checks)": lambda: design_from_arrays(data.X, data.y, data.groups),
-        "  factorize_groups": lambda: factorize_groups(design.groups),
-        "  compute_group_stats (kernel)": lambda: compute_group_stats(data.X, data.y, codes, shift,
-                                                                      skip_columns=(0,)),
-        "  fit_stats (after the statistics)": lambda: fit_stats(stats, design.column_names, 0),
-        "    find_optima (the global scan)": lambda: find_optima(pooled, True),
+        "  design_from_arrays (checks)": design,
+        "  factorize_groups": codes,
+        "  compute_group_stats (kernel)": statistics,
+        "  fit_stats (after the statistics)": after_statistics,
+        "    find_optima (the global scan)": optimizer,
         "whole fit from DataFrame + formula": lambda: rl.lmer(config.formula(), frame),
-        "  build_design (formula)": lambda: build_design(config.formula(), frame),
+        "  build_design (formula)": lambda: stage_function("build_design")(config.formula(), frame),
     }
     rows = []
     for name, call in stages.items():
-        call()
+        try:
+            call()
+        except Exception as err:  # reported, and the run fails on it (see __main__)
+            rows.append({"stage": name, "median_ms": np.nan, "min_ms": np.nan,
+                         "error": f"{type(err).__name__}: {err}"[:300]})
+            continue
         seconds = []
         for _ in range(repeats):
             t0 = time.perf_counter()
             call()
             seconds.append(time.perf_counter() - t0)
         rows.append({"stage": name, "median_ms": 1e3 * float(np.median(seconds)),
-                     "min_ms": 1e3 * float(np.min(seconds))})
-    return pd.DataFrame(rows)
+                     "min_ms": 1e3 * float(np.min(seconds)), "error": ""})
+    table = pd.DataFrame(rows)
+    table["load_average"] = os.getloadavg()[0]
+    return table

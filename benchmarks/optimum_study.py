@@ -9,7 +9,8 @@ Two families of small data sets:
 * **ordinary**: a random-intercept model with a moderate group variance (sometimes
   zero), where one minimum is the rule.
 
-Each data set is fitted by REML and by ML with every engine's default settings. The
+Each data set is fitted by REML and by ML with every engine's default settings (lme4,
+statsmodels, mixedlm and interlace-lme, those installed). The
 verdict uses one yardstick for all: reml_engine's exact criterion
 (:func:`reml_engine.criterion`) evaluated at the engine's ``tau``, against the global
 minimum found independently by a dense scan (``DENSE_POINTS`` values of tau, log-spaced,
@@ -111,11 +112,15 @@ def basin_edges(optima, taus: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.asarray(edges)
 
 
-def run_study(n_each: int, seed: int = 0, with_lme4: bool = True, with_statsmodels: bool = True,
+def run_study(n_each: int, seed: int = 0, peers=(E.STATSMODELS, E.LME4, E.MIXEDLM, E.INTERLACE),
               log=print) -> pd.DataFrame:
-    """One row per (data set, REML/ML, engine): the criterion gap to the global minimum."""
+    """One row per (data set, REML/ML, engine): the criterion gap to the global minimum.
+
+    ``peers`` not installed are left out (the grid records them as skipped).
+    """
+    peers = [peer for peer in peers if E.peer_version(peer) is not None]
     sets = datasets(n_each, seed)
-    lme4 = _lme4_fits(sets) if with_lme4 else {}
+    lme4 = _lme4_fits(sets) if E.LME4 in peers else {}
     rows = []
     for data in sets:
         for REML in (True, False):
@@ -134,10 +139,11 @@ def run_study(n_each: int, seed: int = 0, with_lme4: bool = True, with_statsmode
                     "reml_engine_below_scan": bool(
                         fit.criterion <= scan_min + SCAN_RTOL * abs(scan_min))}
             estimates = {"reml_engine": (fit.tau, "")}
-            if with_statsmodels:
-                estimates[E.STATSMODELS] = _statsmodels_tau(data.frame, REML)
-            if with_lme4:
-                estimates[E.LME4] = lme4.get((data.kind, data.index, REML), (np.nan, "no result"))
+            for peer in peers:
+                if peer == E.LME4:
+                    estimates[peer] = lme4.get((data.kind, data.index, REML), (np.nan, "no result"))
+                else:
+                    estimates[peer] = _python_peer_tau(peer, data.frame, REML)
             for engine, (tau, error) in estimates.items():
                 gap = rl.criterion(max(tau, 0.0), fit.stats, REML) - global_min if np.isfinite(tau) else np.nan
                 reached = bool(np.isfinite(gap) and gap <= GLOBAL_TOL)
@@ -152,9 +158,14 @@ def run_study(n_each: int, seed: int = 0, with_lme4: bool = True, with_statsmode
     return table
 
 
-def _statsmodels_tau(frame: pd.DataFrame, REML: bool) -> tuple[float, str]:
+def _python_peer_tau(peer: str, frame: pd.DataFrame, REML: bool) -> tuple[float, str]:
+    """The peer's tau with its default settings, or NaN and its error."""
+    fixed = FORMULA.replace(" + (1|g)", "")
+    fits = {E.STATSMODELS: lambda: E.fit_statsmodels(frame, fixed, REML),
+            E.MIXEDLM: lambda: E.fit_mixedlm(frame, FORMULA, REML),
+            E.INTERLACE: lambda: E.fit_interlace(frame, fixed, REML)}
     try:
-        tau, _ = E.fit_statsmodels(frame, FORMULA.replace(" + (1|g)", ""), REML)
+        tau, _ = fits[peer]()
     except Exception as err:  # a failed fit counts as not reaching the optimum
         return np.nan, f"{type(err).__name__}: {err}"[:200]
     return tau, ""

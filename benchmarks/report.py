@@ -20,6 +20,8 @@ ENGINE_STYLE = {
     E.REML_FORMULA: ("tab:cyan", "D"),
     E.STATSMODELS: ("tab:orange", "^"),
     E.LME4: ("tab:green", "v"),
+    E.MIXEDLM: ("tab:red", "P"),
+    E.INTERLACE: ("tab:purple", "X"),
 }
 
 
@@ -31,7 +33,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
-def _seconds(value: float) -> str:
+def seconds_text(value: float) -> str:
     if not np.isfinite(value):
         return "-"
     if value < 1e-3:
@@ -41,52 +43,161 @@ def _seconds(value: float) -> str:
     return f"{value:.2f} s"
 
 
-def _ratio(value: float) -> str:
+def ratio_text(value: float) -> str:
     return "-" if not np.isfinite(value) else f"{value:.3g}x"
 
 
-def _sci(value: float) -> str:
+def sci_text(value: float) -> str:
     return "-" if value is None or not np.isfinite(value) else f"{value:.1e}"
 
 
+GRID_KEYS = ["nobs", "ngroups", "p", "factor_levels", "balanced"]
+
+
+def _peers_in(table: pd.DataFrame) -> list[str]:
+    return [e for e in table.engine.unique() if e not in (E.FLOOR, E.REML_ARRAYS, E.REML_FORMULA)]
+
+
+def _point(key, by) -> dict:
+    nobs, ngroups, p, levels, balanced = key
+    return {
+        "N": f"{nobs:.0e}", "G": f"{ngroups:.0e}" if ngroups >= 1e3 else str(ngroups),
+        "p": f"{p} ({levels}-level factor)" if levels else str(p),
+        "groups": "bal." if balanced else "unbal.",
+        "load": f"{by.load_average.median():.1f}",
+    }
+
+
 def grid_markdown(table: pd.DataFrame) -> str:
-    """One row per configuration: medians, ratios, agreement, skips."""
-    keys = ["nobs", "ngroups", "p", "balanced"]
+    """One row per configuration: medians, and each peer's time as a multiple of
+    reml_engine's formula fit measured in the same run (the like-for-like comparison:
+    all start from a DataFrame and a formula)."""
+    table = _with_factor_column(table)
+    peers = _peers_in(table)
     lines = []
-    for key, block in table.groupby(keys, sort=False):
+    for key, block in table.groupby(GRID_KEYS, sort=False):
         by = block.set_index("engine")
 
         def get(engine, column, by=by):
             return by.loc[engine, column] if engine in by.index else math.nan
 
-        row = {
-            "N": f"{key[0]:.0e}", "G": f"{key[1]:.0e}" if key[1] >= 1e3 else str(key[1]), "p": key[2],
-            "groups": "bal." if key[3] else "unbal.",
-            "floor": _seconds(get(E.FLOOR, "median_s")),
-            "arrays": f"{_seconds(get(E.REML_ARRAYS, 'median_s'))} ({_ratio(get(E.REML_ARRAYS, 'ratio_to_floor'))} floor)",
-            "formula": _seconds(get(E.REML_FORMULA, "median_s")),
-        }
-        for peer in (E.STATSMODELS, E.LME4):
-            if peer not in by.index:
-                continue
-            if by.loc[peer, "skipped"]:
-                row[peer] = "skipped"
-            else:
-                row[peer] = (f"{_seconds(get(peer, 'median_s'))} "
-                             f"({_ratio(get(peer, 'ratio_to_reml_formula'))} formula)")
-                row[f"{peer} crit. diff"] = _sci(get(peer, "criterion_diff"))
-                row[f"{peer} fixef diff"] = _sci(get(peer, "max_rel_fixef_diff"))
+        row = _point(key, block)
+        row["floor"] = seconds_text(get(E.FLOOR, "median_s"))
+        row["arrays"] = (_skip_or(by, E.REML_ARRAYS) or
+                         f"{seconds_text(get(E.REML_ARRAYS, 'median_s'))} "
+                         f"({ratio_text(get(E.REML_ARRAYS, 'ratio_to_floor'))} floor)")
+        row["formula"] = _skip_or(by, E.REML_FORMULA) or seconds_text(get(E.REML_FORMULA, "median_s"))
+        for peer in peers:
+            row[peer] = (_skip_or(by, peer) or f"{seconds_text(get(peer, 'median_s'))} "
+                         f"({ratio_text(get(peer, 'ratio_to_reml_formula'))})")
         lines.append(row)
     return markdown_table(pd.DataFrame(lines).fillna("-"))
 
 
+def _skip_or(by, engine) -> str:
+    if engine not in by.index:
+        return "-"
+    return "skipped" if str(by.loc[engine, "skipped"] or "") not in ("", "nan") else ""
+
+
+def agreement_markdown(table: pd.DataFrame) -> str:
+    """Per configuration and peer: criterion above reml_engine's optimum at the peer's
+    estimate, largest relative fixed-effect difference, and the verdict."""
+    table = _with_factor_column(table)
+    peers = _peers_in(table)
+    lines = []
+    for key, block in table.groupby(GRID_KEYS, sort=False):
+        by = block.set_index("engine")
+        row = _point(key, block)
+        for peer in peers:
+            if peer not in by.index or _skip_or(by, peer):
+                row[peer] = "skipped" if peer in by.index else "-"
+                continue
+            row[peer] = (f"{sci_text(by.loc[peer, 'criterion_diff'])} / "
+                         f"{sci_text(by.loc[peer, 'max_rel_fixef_diff'])} / {_text(by.loc[peer, 'verdict']) or '-'}")
+        lines.append(row)
+    return markdown_table(pd.DataFrame(lines).fillna("-"))
+
+
+def _with_factor_column(table: pd.DataFrame) -> pd.DataFrame:
+    """Results written before wide designs existed have no ``factor_levels`` column."""
+    table = table if "factor_levels" in table else table.assign(factor_levels=0)
+    if "verdict" not in table:
+        table = table.assign(verdict="")
+    return table
+
+
+def grid_report(table: pd.DataFrame) -> str:
+    """``grid.md``: times and ratios, agreement, and every skip with its reason."""
+    return "\n\n".join([
+        "Median time per fit; in brackets, the peer's time as a multiple of reml_engine's formula "
+        "fit in the same run (the arrays fit: of numpy's X'X). `load`: the 1-minute load average.",
+        grid_markdown(table),
+        "Agreement: criterion above reml_engine's optimum at the peer's estimate / largest "
+        "fixed-effect difference relative to max(|beta|, se) / verdict.",
+        agreement_markdown(table),
+        skipped_markdown(table),
+    ]) + "\n"
+
+
 def skipped_markdown(table: pd.DataFrame) -> str:
-    skipped = table[table.skipped.astype(str) != ""]
+    table = _with_factor_column(table)
+    skipped = table[~table.skipped.astype(str).isin(["", "nan"])]
     if skipped.empty:
         return "No engine was skipped."
     rows = [{"N": f"{r.nobs:.0e}", "G": r.ngroups, "p": r.p, "balanced": r.balanced,
              "engine": r.engine, "reason": r.skipped} for r in skipped.itertuples()]
     return markdown_table(pd.DataFrame(rows))
+
+
+def _text(value) -> str:
+    return "" if value is None or (isinstance(value, float) and not np.isfinite(value)) else str(value)
+
+
+def many_markdown(table: pd.DataFrame) -> str:
+    """The many-responses part: time for all k responses, ratios, agreement, notes."""
+    rows = []
+    for r in table.to_dict("records"):
+        skipped = _text(r.get("skipped"))
+        compared = r.get("compared_columns")
+        agreement = "-"
+        if compared is not None and np.isfinite(compared) and compared > 0:
+            agreement = (f"{int(r['same_optimum'])}/{int(compared)} same optimum, "
+                         f"{int(r['negative_variance'])} negative variances, fixef diff "
+                         f"{sci_text(r['max_rel_fixef_diff_same_optimum'])}")
+        rows.append({
+            "engine": r["engine"], "N": f"{r['nobs']:.0e}", "G": r["ngroups"], "p": r["p"], "k": r["k"],
+            "time for k": "skipped" if skipped else seconds_text(r["seconds_for_k"]),
+            "vs many API": ratio_text(r.get("ratio_to_many_api", math.nan)),
+            "vs FLASH-MM": ratio_text(r.get("ratio_to_flash", math.nan)),
+            "agreement with the loop": agreement,
+            "load": f"{r['load_average']:.1f}",
+            "note": skipped or _text(r.get("note")) or "-",
+        })
+    return markdown_table(pd.DataFrame(rows))
+
+
+def terms_markdown(table: pd.DataFrame) -> str:
+    """The several-terms part: per data set and engine, time, ratio, criterion, agreement."""
+    rows = []
+    for r in table.to_dict("records"):
+        skipped = _text(r.get("skipped"))
+        if not _text(r.get("engine")):
+            rows.append({"data": r["data"], "engine": "-", "time": "skipped", "note": skipped})
+            continue
+        rows.append({
+            "data": r["data"], "N": f"{r['nobs']:,}", "levels": r["levels"], "engine": r["engine"],
+            "time": "skipped" if skipped else seconds_text(r["median_s"]),
+            "vs reml_engine": ratio_text(r.get("ratio_to_reml_engine", math.nan)),
+            "REML criterion": "-" if skipped else f"{r['criterion']:.6f}",
+            "crit. diff": sci_text(r.get("criterion_diff")), "fixef diff": sci_text(r.get("max_rel_fixef_diff")),
+            "load": f"{r['load_average']:.1f}",
+            "note": skipped or "-",
+        })
+    references = {r["data"]: _text(r.get("reference")) for r in table.to_dict("records") if _text(r.get("reference"))}
+    note = ("Criterion and fixed-effect differences are against, per data set: "
+            + "; ".join(f"{data}: {ref}" for data, ref in references.items()) + ".") if references else ""
+    return markdown_table(pd.DataFrame(rows).fillna("-")) + ("\n\n" + note if note else "")
 
 
 def plot_time_vs_n(table: pd.DataFrame, path: Path) -> None:
@@ -96,7 +207,9 @@ def plot_time_vs_n(table: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = table[np.isfinite(table.median_s)].assign(per_group=table.nobs // table.ngroups.clip(lower=1))
+    table = _with_factor_column(table)
+    # Wide designs are a series of their own (p varies with N): the grid tables show them.
+    table = table[np.isfinite(table.median_s) & (table.factor_levels == 0)]
     panels = sorted({(int(round(r.nobs / r.ngroups, -1)), r.p) for r in table.itertuples()})
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False, sharey=True)
     for ax, (per_group, p) in zip(axes[0], panels, strict=True):

@@ -42,3 +42,19 @@ def test_study_shares_are_the_results_files():
                 value = share[(kind, REML, engine)]
                 shown = "100%" if value == 100 else f"{value:.1f}%"
                 assert f"| {kind} | {name} | {engine} | {shown} |" in DOC
+
+
+def test_every_part_and_peer_of_the_harness_is_documented():
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import __main__ as cli
+    from benchmarks import engines as E
+
+    for part in cli.PARTS:
+        assert f"| `{part}` |" in DOC, f"part {part} missing from the table of docs/benchmarks.md"
+    peers_table = DOC[DOC.index("## The peers"):DOC.index("## Caps")]
+    for peer in (*E.PEERS, E.FLASHMM):
+        assert f"| {peer} " in peers_table, f"peer {peer} missing from the peers table"
+    for option in ("--peers", "--max-seconds-terms", "--memory-cap-gb", "--max-n", "--responses"):
+        assert option in DOC

@@ -1,0 +1,155 @@
+"""Every part of the benchmark harness runs at a tiny size and reports what it measured.
+
+Issue 11: the stage breakdown was broken for a while (it passed an argument the kernel no
+longer takes) and nobody saw it, because CI's ``--quick`` did not run it. Each part's tiny
+version is exercised here; peers and R are optional (a part runs with whatever is
+installed and records the others as skipped).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import __main__ as cli  # noqa: E402
+from benchmarks import bench_parquet, harness, headline, many, terms  # noqa: E402
+from benchmarks import engines as E  # noqa: E402
+
+
+def test_stage_breakdown_runs_every_stage():
+    stages = headline.stage_breakdown(headline.QUICK_STAGES, repeats=1)
+    assert (stages.error == "").all(), stages[stages.error != ""].to_dict("records")
+    assert np.isfinite(stages.median_ms).all() and (stages.median_ms > 0).all()
+
+
+def test_stage_breakdown_reports_a_stage_it_cannot_find(monkeypatch):
+    import reml_engine as rl
+
+    monkeypatch.delattr(rl, "fit_stats", raising=False)
+    monkeypatch.setitem(headline.STAGE_HOMES, "fit_stats", ("reml_engine.no_such_module",))
+    stages = headline.stage_breakdown(headline.QUICK_STAGES, repeats=1).set_index("stage")
+    assert "fit_stats" in stages.loc["  fit_stats (after the statistics)", "error"]
+    assert np.isnan(stages.loc["  fit_stats (after the statistics)", "median_ms"])
+
+
+# --- many responses -------------------------------------------------------------------------
+
+TINY_MANY = many.ManyConfig(600, 12, 3, 8, loop_columns=4)
+SETTINGS = harness.Settings(repeats=1, budget=0.5, max_seconds=30.0, memory_gb=4.0)
+
+
+@pytest.fixture(scope="module")
+def many_table():
+    return many.run_many(TINY_MANY, SETTINGS, log=lambda line: None).set_index("engine")
+
+
+def test_many_responses_loop_is_extrapolated_and_says_so(many_table):
+    loop = many_table.loc[many.REML_LOOP]
+    assert loop.columns_timed == 4 and loop.extrapolated
+    assert loop.seconds_for_k == pytest.approx(loop.seconds_timed * 8 / 4)
+    assert "extrapolated from the first 4 of 8 columns" in loop.note
+
+
+def test_many_response_api_is_measured_or_skipped_with_reml_engines_reason(many_table):
+    row = many_table.loc[many.REML_MANY]
+    reason = many.many_api_available()
+    if reason:
+        assert row.skipped == reason
+    else:
+        assert row.skipped == "" and row.seconds_for_k > 0
+
+
+def test_flash_mm_agrees_with_the_looped_fits(many_table):
+    if E.peer_version(E.FLASHMM) is None:
+        assert many_table.loc[E.FLASHMM, "skipped"] == E.missing_reason(E.FLASHMM)
+        return
+    flash = many_table.loc[E.FLASHMM]
+    assert flash.skipped == "" and flash.columns_timed == 8 and not flash.extrapolated
+    # Interior optima on these data: FLASH-MM's Fisher scoring reaches reml_engine's.
+    assert flash.compared_columns == 4 and flash.same_optimum == 4
+    assert flash.max_rel_fixef_diff_same_optimum < harness.FIXEF_AGREEMENT_TOL
+    assert many.disagreements(many_table.reset_index()) == []
+    if E.peer_version(E.FLASHMM) == "0.1.0":
+        # FLASH-MM 0.1.0 doubles the two-sided p-value of its own t statistic (lmm.py
+        # multiplies by 2 twice); docs/benchmarks.md reports it.
+        assert flash.p_value_over_two_sided_t == pytest.approx(2.0)
+
+
+def test_many_responses_agreement_catches_a_wrong_estimate():
+    X, Y, groups = many.simulate_many(TINY_MANY)
+    import reml_engine as rl
+
+    fits = [rl.fit(X, Y[:, j], groups) for j in range(3)]
+    tau = np.array([f.tau for f in fits])
+    fixef = np.array([f.fixef.to_numpy() for f in fits])
+    good = many.compare(fits, tau, fixef)
+    assert good["same_optimum"] == 3 and good["max_rel_fixef_diff_same_optimum"] < 1e-12
+    wrong = many.compare(fits, tau, fixef + 1.0)
+    table = pd.DataFrame([{"engine": E.FLASHMM, **wrong}])
+    assert len(many.disagreements(table)) == 1
+
+
+# --- several random terms -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def terms_table():
+    specs = [terms.quick_datasets()[1]]  # subjects x items, simulated (InstEval needs R)
+    return terms.run_terms(specs, SETTINGS, log=lambda line: None)
+
+
+def test_several_terms_every_engine_ran_or_says_why(terms_table):
+    rows = terms_table.set_index("engine")
+    reason = terms.several_terms_available()
+    assert rows.loc[terms.REML_ENGINE, "skipped"] == reason
+    for peer in (E.LME4, E.MIXEDLM, E.INTERLACE):
+        if E.peer_version(peer) is None:
+            assert rows.loc[peer, "skipped"] == E.missing_reason(peer)
+        else:
+            assert rows.loc[peer, "skipped"] == "" and rows.loc[peer, "median_s"] > 0
+
+
+def test_several_terms_peers_agree_with_each_other(terms_table):
+    ran = terms_table[terms_table.skipped == ""]
+    if len(ran) < 2:
+        pytest.skip("fewer than two engines for several terms installed")
+    # Independent implementations reach one optimum of one criterion (lme4's REMLcrit).
+    assert (ran.criterion_diff.abs() < 1e-6).all()
+    assert (ran.max_rel_fixef_diff < 1e-4).all()
+    assert ran.reference.str.len().gt(0).all()
+
+
+# --- Parquet, and the command line --------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_parquet_part_fits_from_disk_and_reads_with_pyarrow(tmp_path):
+    if bench_parquet.missing_reason():
+        pytest.skip(bench_parquet.missing_reason())
+    result = bench_parquet.run_parquet(4_000, groups=40, rows_per_file=1_000, folder=tmp_path, log=lambda line: None)
+    assert result["rows"] == 4_000 and result["groups"] == 40
+    assert result["fit_over_read"] > 0
+    assert abs(result["estimates"]["x1"] - bench_parquet.TRUTH["x1"]) < 0.1
+
+
+def test_every_part_has_a_runner_and_unknown_parts_are_refused():
+    assert set(cli.PART_RUNNERS) == set(cli.PARTS)
+    with pytest.raises(SystemExit, match="unknown part"):
+        cli.main(["--quick", "--parts", "grid,nonsense"])
+    with pytest.raises(SystemExit, match="unknown peer"):
+        cli.main(["--quick", "--peers", "lme5"])
+
+
+def test_quick_command_line_writes_each_parts_results(tmp_path):
+    cli.main(["--quick", "--parts", "stages,many", "--out", str(tmp_path)])
+    for name in ("stages.csv", "stages.md", "many.csv", "many.md", "run.json"):
+        assert (tmp_path / name).stat().st_size > 0
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["quick"] and set(run["part_seconds"]) == {"stages", "many"}
