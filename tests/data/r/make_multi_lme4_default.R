@@ -6,6 +6,9 @@
 ## offset), each with
 ##   - what lmer() returns from its default start (theta = 1 for every term,
 ##     nloptwrap BOBYQA), REML and ML: `default` = {theta, criterion};
+##   - `start_theta`: the theta lmer() starts from (its devfun's theta before any
+##     optimization: for random intercepts lme4 starts at sqrt(var(ave(y, f)) / v_e),
+##     not at 1);
 ##   - the global optimum: a grid over every theta of lme4's own deviance
 ##     function (devFunOnly = TRUE), then lmer() restarted from the GRID_RESTARTS
 ##     best grid points; the lowest fit is `global` = {theta, criterion}.
@@ -124,6 +127,8 @@ fit_one <- function(case, REML) {
   default <- fit()
   devfun <- if (is.null(w)) lmer(f, data = d, REML = REML, devFunOnly = TRUE)
             else lmer(f, data = d, REML = REML, weights = w, devFunOnly = TRUE)
+  ## Read before the grid: every call of devfun sets pp$theta in place.
+  start_theta <- unname(environment(devfun)$pp$theta) + 0  # a copy: pp$theta is shared with the C++ object
   k <- length(getME(default, "theta"))
   grid <- expand.grid(rep(list(if (k == 2) GRID_2 else GRID_3), k))
   values <- apply(grid, 1, function(th) devfun(as.numeric(th)))
@@ -133,6 +138,7 @@ fit_one <- function(case, REML) {
   if (crit(default) <= crit(global)) global <- default
   one <- function(m) list(theta = unname(getME(m, "theta")), criterion = crit(m))
   list(default = one(default), global = one(global),
+       start_theta = start_theta,
        grid_best = list(theta = as.numeric(grid[best[1], ]), criterion = values[best[1]]))
 }
 
