@@ -10,97 +10,109 @@ ratio, the others held). The search is a pure function of the problem.
 The search
 ----------
 **One term (k = 1)** is today's exact scan (:func:`reml_engine.optimizer.find_optima`) on
-the reduction to that term: unchanged.
+the reduction to that term; its minima are verified, not refined.
 
 **Several terms, the grid search** (``search="grid"``). One term ``j*`` is solved exactly,
 the others are sampled:
 
 1. *Inner term.* ``j*`` is the term whose reduction is cheapest (fewest levels: the
    reduction costs an eigendecomposition of an ``m_j* x m_j*`` matrix). At every node of
-   the outer grid, ``reduce_to_term(j*, tau)`` and the one-dimensional scan find *every*
-   local minimum in ``tau_j*`` over ``[0, inf)`` with the 1-D guarantee (below).
-2. *Outer grid.* Each other ratio takes the value 0 (the face) and the values
-   ``exp(s)``, ``s`` on a uniform grid of ``points_per_unit`` points per unit of
-   ``log(tau)`` from ``log(OUTER_TAU_SMALL / max size)`` to ``log(OUTER_TAU_LARGE / min
-   size)``, where the sizes are the term's (weighted) level sizes.
-   ``OUTER_POINTS_PER_UNIT`` is the density for one outer term; with more, the density is
-   lowered until the grid has at most ``MAX_OUTER_NODES`` nodes (the record states the
-   density used).
-3. *Branches.* At each node, every inner minimum is evaluated with its gradient: since
-   the inner derivative vanishes there (or the inner term is at 0 with a non-negative
-   slope), the outer components of the gradient are the derivatives of the profile
+   the outer grid, ``reduce_to_term(j*, tau)`` and the 1-D scan find *every* local
+   minimum in ``tau_j*`` over ``[0, inf)`` with the 1-D guarantee (below).
+2. *Outer grid* (:mod:`~reml_engine.varcomp.optimizer_grid`). Each other ratio takes the
+   value 0 (the face) and ``points_per_unit`` values per unit of ``log(tau)`` from
+   ``OUTER_TAU_SMALL / max size`` to ``OUTER_TAU_LARGE / min size`` (the term's weighted
+   level sizes, from the exact scan of its edge). ``OUTER_POINTS_PER_UNIT`` = 4 is the
+   density with one outer ratio; with more, the density is lowered until the grid has at
+   most ``MAX_OUTER_NODES`` nodes (about 1 per unit for three terms; the record states
+   it), and ``search="auto"`` takes the budgeted search below ``OUTER_MIN_POINTS_PER_UNIT``.
+3. *Branches.* Every inner minimum is evaluated with its gradient. The inner derivative
+   vanishes there (or the inner ratio is at 0 with a non-negative slope), so the outer
+   components of the gradient are the derivatives of the profile
    ``g(tau_out) = f(tau_out, t*(tau_out))`` along the branch of inner minima ``t*``
    (envelope theorem). Inner minima at neighbouring nodes are matched into branches
-   (order-preserving, nearest in ``log t``); a local minimum of ``f`` is exactly a local
+   (order-preserving, nearest in ``log t``). A local minimum of ``f`` is exactly a local
    minimum of ``g`` along a branch.
 4. *Candidates.* A node is a candidate when, along every outer axis, descent is blocked
    within one grid step: the derivative changes sign between the node and its
    neighbour on the descent side, or the node is on the face ``tau = 0`` with a
-   non-negative one-sided derivative, or at the top of the range with a negative one,
-   or the branch ends there, or the sampled derivative has a local extremum towards zero
+   non-negative one-sided derivative, or at the top of the range with a negative one, or
+   the branch ends there, or the sampled derivative has a local extremum towards zero
    there (a minimum and a maximum may hide between two nodes, as in the 1-D scan); and
-   also when its criterion is a discrete local minimum among its matched neighbours.
-   Adjacent candidates count once (the lowest). The exact minima on the k edges of the
-   box (all ratios but one at 0, each an exact 1-D scan) are candidates too.
-5. *Refinement.* Each candidate is refined by a bounded quasi-Newton descent (L-BFGS-B)
-   on the full criterion with the analytic gradient, in the ratios scaled by their start
-   values; a ratio at its bound 0 is a boundary optimum because the one-sided derivative
-   there is non-negative (the KKT condition, checked). Each end point is verified (the
-   projected gradient is zero to ``STATIONARY_ATOL``; the Hessian over the free ratios,
-   from differences of the analytic gradient, has no eigenvalue below
-   ``-HESSIAN_ATOL``), the duplicates are merged, and the lowest is the estimate.
+   when its criterion is a discrete local minimum among its matched neighbours. Adjacent
+   candidates count once (the lowest). The exact minima on the k edges of the box (all
+   ratios but one at 0, each a 1-D scan) are candidates too, and so is the end of the
+   imitation of lme4's run (:mod:`~reml_engine.varcomp.lme4_start`).
+5. *Refinement.* Each candidate is refined by L-BFGS-B on the full criterion with the
+   analytic gradient, in ``x_j = asinh(tau_j / unit_j)`` (``unit_j`` = 1 / the term's
+   largest level size): linear near 0, where the bound ``x_j >= 0`` is ``tau_j >= 0`` and
+   the KKT condition is the one in tau (a ratio stays at 0 only if its one-sided
+   derivative there is non-negative), and logarithmic above, where the criterion is close
+   to quadratic and a descent crosses decades in a few steps. Each end point is verified:
+   the gradient in ``log tau`` of the free ratios is zero and the one-sided derivatives at
+   0 non-negative, to ``STATIONARY_ATOL + STATIONARY_RTOL * nobs`` (the rounding of the
+   gradient grows with the rows; up to ``NEWTON_POLISH_STEPS`` Newton steps polish a point
+   short of it); and the Hessian over the free ratios (differences of the analytic
+   gradient) has no eigenvalue below ``-HESSIAN_ATOL``. Duplicates are merged.
+6. *Sweeps.* Exact 1-D scans through the estimate along every term; a lower 1-D minimum
+   (a miss of the grid: none on the designs tested) restarts a descent there, until a
+   round of sweeps finds nothing lower.
 
-**Several terms, the budgeted search** (``search="budgeted"``, chosen by ``"auto"``
-when a grid node would cost too much: the inner term has more than
-``GRID_MAX_INNER_LEVELS`` levels or the terms more than ``GRID_MAX_TOTAL_LEVELS``
-levels together). Reductions are used only for terms of at most
-``SWEEP_MAX_LEVELS`` levels (the "sweepable" terms):
+**Several terms, the budgeted search** (``search="budgeted"``; ``"auto"`` takes it when
+a grid node would cost too much: the inner term has more than ``GRID_MAX_INNER_LEVELS``
+levels, or all terms more than ``GRID_MAX_TOTAL_LEVELS`` together). Its cost is about one
+local descent, plus a reduction per cheap term and round:
 
-1. the exact minima on the edges of the sweepable terms (cheap: with the other ratios at
-   0 the reduction is diagonal);
-2. a local descent from lme4's start (the imitation of its BOBYQA run, then the
-   refinement below), which also gives the prediction of lme4's answer;
-3. every exact 1-D minimum known (the edges', then those of exact sweeps through the best
-   optimum along every sweepable term) that is lower than the best optimum restarts a
-   descent there; the scans give their values, so a point costs a descent only when it
-   is lower. This repeats until the sweeps through the best optimum find nothing lower
-   (at most ``BUDGET_MAX_ROUNDS`` descents and sweeps).
+1. a descent (step 5) from lme4's start;
+2. the exact scans of the edges of the terms with at most ``EDGE_SWEEP_MAX_LEVELS``
+   levels, and the sweeps (step 6) along the terms with at most ``SWEEP_MAX_LEVELS``: any
+   1-D minimum lower than the best optimum restarts a descent there (the scans give the
+   values, so a point costs a descent only when it is lower), until a round of sweeps
+   finds nothing lower (at most ``BUDGET_MAX_ROUNDS`` rounds);
+3. when that leaves several optima, the imitation of lme4's run decides which one lme4
+   returns; with one, lme4 is predicted to return it.
+
+For InstEval (2972, 1128 and 14 levels) that is one descent and the scans of ``dept``; for
+subjects x items (1e4 x 1e3 levels) one descent and a sweep along the items.
 
 What is guaranteed
 ------------------
-*Exact (to rounding)*, in every regime: each reported optimum is a local minimum of the
-criterion over the box (KKT conditions and second-order check above); the criterion at
-the estimate is the lowest of those found.
+*In every regime*: each reported optimum is a local minimum of the criterion over the box
+(the first- and second-order checks of step 5), and the estimate is the lowest of them.
+The record lists every start, refinement and evaluation count.
 
-*The 1-D guarantee* (k = 1, the inner term, the edges, the sweeps): every local minimum
-in one ratio is found. The criterion of one ratio t is a smooth function of the weights
-``1 / (1 + kappa_i t)``, logistic curves of unit width in ``log t``; the scan samples the
-derivative at 20 points per unit and brackets every sign change, and every minimum and
-maximum squeezed between two scan points (the sampled derivative then has an extremum
-towards zero); outside the scanned range the criterion is monotone (see
-:mod:`reml_engine.optimizer`).
+*The 1-D guarantee* (k = 1, the inner term at every node, the edges, the sweeps): every
+local minimum in one ratio, the others held, is found. The criterion in one ratio t is a
+smooth function of the weights ``1 / (1 + kappa_i t)``, logistic curves of unit width in
+``log t``; the scan samples the derivative at 20 points per unit, brackets every sign
+change, and searches every extremum of the sampled derivative towards zero (where a
+minimum and a maximum squeezed between two scan points would show); outside the scanned
+range the criterion is monotone (see :mod:`reml_engine.optimizer`). In particular the
+estimate is the lowest point of every line through it along a term of ``swept_terms``
+(the record), and the minima of every edge of ``edge_terms`` are known.
 
-*The grid search, at density D points per unit of log(tau) on the outer ratios*:
-every local minimum whose branch of inner minima exists over at least one outer grid step
-(a fold narrower than ``1/D`` in ``log tau_out`` can be missed) and whose profile along
-the branch has no minimum-maximum pair narrower than a grid step that the sampled
-derivative does not show. At fixed inner ratio, each outer ratio enters through logistic
-weights of unit width in ``log tau``, so the features of the profile have widths of order
-one: for one outer ratio (k = 2, D = ``OUTER_POINTS_PER_UNIT`` = 4) this is the 1-D
-argument with a fifth of its density, backed by the derivative test at every node; for
-two or more outer ratios the density is lower (about 1 per unit for k = 3) and the claim
-is a heuristic one, stated with the density in the record. Below the outer range
-(``tau * size <= OUTER_TAU_SMALL``) the criterion is linear in the outer ratio to
-relative order ``OUTER_TAU_SMALL``, and the sign test between the face node and the first
-node brackets a minimum there; above it (``tau * size >= OUTER_TAU_LARGE``) every weight
-is in its tail and a negative derivative at the top node makes that node a candidate (its
-refinement follows the criterion up).
+*The grid search, at density D points per unit of log(tau) on the outer ratios*, adds:
+every local minimum whose branch of inner minima exists over at least one outer grid
+step, and whose profile along the branch has no minimum-maximum pair narrower than a
+grid step that the sampled derivative does not show, is found. At a fixed inner ratio
+each outer ratio enters through logistic weights of unit width in ``log tau`` (the
+reduction to that ratio has the same form), so the profile's features have widths of
+order one. For two terms (one outer ratio, D = 4) this is the 1-D argument at a fifth of
+its density, with the derivative test at every node: a minimum is missed only if a fold
+of its branch, or a minimum-maximum pair of its profile, is narrower than a quarter of a
+unit of ``log tau`` (a factor 1.3 in the ratio). For three terms (D about 1) the same
+statement holds at a grid step of one unit, a factor e: a heuristic, with the density in
+the record. Below the outer range (``tau * size <= OUTER_TAU_SMALL``) the criterion is
+linear in the outer ratio to relative order ``OUTER_TAU_SMALL`` and the sign test between
+the face node and the first node brackets a minimum there; above it
+(``tau * size >= OUTER_TAU_LARGE``) every weight is in its tail, and a negative
+derivative at the top node makes that node a candidate.
 
-*The budgeted search*: the estimate is a verified local minimum; it is the global
-minimum along every line through it parallel to a sweepable ratio, and along every edge
-of the box of a sweepable ratio, with the 1-D guarantee. Anything beyond that (minima
-away from those lines, reached from no start) is a heuristic: it is what the regime
-trades for speed, and the record says ``search="budgeted"``.
+*The budgeted search* adds nothing beyond the first two paragraphs: the estimate is a
+verified local minimum, the lowest point of its lines along the swept terms and lower
+than every minimum of the scanned edges. A lower minimum away from those lines, reached
+from no start, would be missed: the regime trades that for speed, and the record says
+``search="budgeted"``.
 
 Examples
 --------
@@ -119,35 +131,30 @@ from scipy import optimize
 from ..optimizer import DegenerateCriterionError, OptSummary, find_optima
 from ..stats import PooledStats
 from .lme4_start import LME4_START_THETA, lme4_default_descent
+from .optimizer_grid import (
+    MAX_OUTER_NODES,
+    OUTER_MIN_POINTS_PER_UNIT,
+    OUTER_POINTS_PER_UNIT,
+    OUTER_TAU_LARGE,
+    OUTER_TAU_SMALL,
+    grid_density,
+    grid_search,
+)
 
-#: Outer grid density for one outer ratio, in points per unit of log(tau). The 1-D scan
-#: uses 20; here each point costs a reduction and a 1-D scan, and the derivative test at
-#: every node, not the density alone, brackets the minima.
-OUTER_POINTS_PER_UNIT = 4.0
-#: Lowest density the grid search accepts (for several outer ratios); below it the
-#: budgeted search is used.
-OUTER_MIN_POINTS_PER_UNIT = 0.5
-#: Most nodes of the outer grid (faces included); the density is lowered to fit.
-MAX_OUTER_NODES = 600
-#: The outer grid starts at tau = OUTER_TAU_SMALL / max(size): below, the criterion is
-#: linear in that ratio to relative order OUTER_TAU_SMALL.
-OUTER_TAU_SMALL = 1e-4
-#: The outer grid ends at tau = OUTER_TAU_LARGE / min(size): above, every weight of that
-#: ratio is in its 1/(size tau) tail.
-OUTER_TAU_LARGE = 1e6
-#: Inner minima at neighbouring nodes further apart than this in log(tau_j*) are not the
-#: same branch (a branch that seems to end there makes its end a candidate, so a wrong
-#: split costs a refinement, never a minimum).
-BRANCH_MAX_JUMP = 3.0
 #: The grid search is chosen by ``search="auto"`` only when the inner term has at most
 #: this many levels (a node costs an eigendecomposition of that size) ...
 GRID_MAX_INNER_LEVELS = 500
 #: ... and the terms at most this many levels together (a node costs a reduction, about
 #: one evaluation of the criterion, which grows with the levels).
 GRID_MAX_TOTAL_LEVELS = 2000
-#: Terms with at most this many levels are swept exactly in the budgeted search (an
-#: eigendecomposition of this size costs about as much as a few evaluations at scale).
+#: Terms with at most this many levels are swept exactly through the best point in the
+#: budgeted search (a reduction then costs an eigendecomposition of this size, a few
+#: evaluations' worth at the scale where the budgeted search is used).
 SWEEP_MAX_LEVELS = 1000
+#: ... and with at most this many, their edge of the box is scanned first (a reduction
+#: to a term with the others at 0 is diagonal in exact arithmetic, but an engine may
+#: still decompose it).
+EDGE_SWEEP_MAX_LEVELS = 300
 #: Rounds of descents and sweeps in the budgeted search.
 BUDGET_MAX_ROUNDS = 6
 #: Refinements in the grid search, in order of the candidates' criteria (a cap that the
@@ -155,7 +162,7 @@ BUDGET_MAX_ROUNDS = 6
 MAX_REFINEMENTS = 60
 #: L-BFGS-B stopping rules of a refinement: relative reduction of the criterion and the
 #: projected gradient in the scaled ratios (about d criterion / d log tau).
-REFINE_FTOL = 1e-15
+REFINE_FTOL = 1e-13
 REFINE_GTOL = 1e-9
 REFINE_MAX_ITER = 500
 #: A refinement keeps tau_j * (largest level size) below this: far above, the residual
@@ -163,9 +170,18 @@ REFINE_MAX_ITER = 500
 #: DegenerateCriterionError before a criterion can keep falling there).
 REFINE_TAU_SIZE_MAX = 1e12
 #: A refined point is stationary when every free component of the gradient in log(tau)
-#: (tau_j d criterion / d tau_j) is at most this, in criterion units, and every ratio at
-#: 0 has a one-sided derivative of at least -STATIONARY_ATOL per unit of tau * max size.
+#: (tau_j d criterion / d tau_j) is at most STATIONARY_ATOL + STATIONARY_RTOL * nobs, in
+#: criterion units, and every ratio at 0 has a one-sided derivative of at least minus
+#: that per unit of tau * max size. The relative part is the rounding of the gradient,
+#: a sum of terms of the order of the number of rows.
 STATIONARY_ATOL = 1e-5
+STATIONARY_RTOL = 1e-9
+#: Newton steps (with the verification's Hessian) that polish a refined point whose
+#: gradient is still above the stationarity tolerance ...
+NEWTON_POLISH_STEPS = 3
+#: ... each accepted when the gradient shrinks and the criterion does not rise by more
+#: than this relative amount (its rounding level).
+POLISH_CRITERION_SLACK = 1e-13
 #: Step (in log tau) of the differences of the analytic gradient that give the Hessian.
 HESSIAN_STEP = 1e-4
 #: A stationary point is a minimum when the Hessian over its free ratios (in log tau,
@@ -301,6 +317,11 @@ class VCOptSummary:
         Where that descent stopped (tau).
     edge_minima : tuple of (int, float, float)
         Every exact 1-D minimum on the edges of the box: (term, tau_j, criterion).
+    edge_terms : tuple of str
+        The terms whose edge was scanned.
+    swept_terms : tuple of str
+        The terms along which the estimate is the lowest point of its line (an exact 1-D
+        scan through it found nothing lower).
     notes : tuple of str
     """
 
@@ -320,6 +341,8 @@ class VCOptSummary:
     lme4_default: VCOptimum
     lme4_descent_end: np.ndarray
     edge_minima: tuple[tuple[int, float, float], ...]
+    edge_terms: tuple[str, ...]
+    swept_terms: tuple[str, ...]
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -456,29 +479,54 @@ def _refine(counted: _Counted, start, unit: np.ndarray, source: str) -> Refineme
                       counted.n_evaluations - before, source, False)
 
 
+def _log_hessian(counted: _Counted, tau: np.ndarray, idx: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Hessian in u = log tau over the free ratios ``idx``: d/du_j (tau_i g_i), by forward
+    differences of the analytic gradient (one evaluation per free ratio)."""
+    H = np.empty((len(idx), len(idx)))
+    for c, j in enumerate(idx):
+        stepped = _with(tau, j, tau[j] * math.exp(HESSIAN_STEP))
+        g = np.asarray(counted.evaluate(stepped).gradient)
+        H[:, c] = (stepped[idx] * g[idx] - base) / HESSIAN_STEP
+    return 0.5 * (H + H.T)
+
+
 def _verify(counted: _Counted, tau: np.ndarray, unit: np.ndarray) -> VCOptimum | None:
-    """The optimum at ``tau`` when it passes the first- and second-order checks."""
+    """The optimum at (or polished from) ``tau`` when it passes the first- and
+    second-order checks; None otherwise.
+
+    The Hessian over the free ratios is needed for the second-order check; it also
+    gives up to ``NEWTON_POLISH_STEPS`` Newton steps (in log tau) when the gradient is
+    still above the tolerance: at large n the criterion's value stops a quasi-Newton
+    descent at its rounding level before the gradient is small.
+    """
+    tau = np.array(tau, dtype=np.float64)
+    tol = STATIONARY_ATOL + STATIONARY_RTOL * counted.problem.nobs
     ev = counted.evaluate(tau)
     gradient = np.asarray(ev.gradient, dtype=np.float64)
     at_zero = tau <= 0.0
-    free = ~at_zero
-    if np.any(np.abs(tau[free] * gradient[free]) > STATIONARY_ATOL):
-        return None
-    if np.any(gradient[at_zero] * unit[at_zero] < -STATIONARY_ATOL):
+    if np.any(gradient[at_zero] * unit[at_zero] < -tol):
         return None
     curvature = math.nan
-    idx = np.flatnonzero(free)
+    idx = np.flatnonzero(~at_zero)
     if len(idx):
-        # Hessian in u = log tau over the free ratios: d/du_j (tau_i g_i), by forward
-        # differences of the analytic gradient.
         base = tau[idx] * gradient[idx]
-        H = np.empty((len(idx), len(idx)))
-        for c, j in enumerate(idx):
-            stepped = _with(tau, j, tau[j] * math.exp(HESSIAN_STEP))
-            g = np.asarray(counted.evaluate(stepped).gradient)
-            H[:, c] = (stepped[idx] * g[idx] - base) / HESSIAN_STEP
-        curvature = float(np.linalg.eigvalsh(0.5 * (H + H.T)).min())
-        if curvature < -HESSIAN_ATOL:
+        H = _log_hessian(counted, tau, idx, base)
+        eigenvalues = np.linalg.eigvalsh(H)
+        curvature = float(eigenvalues.min())
+        for _ in range(NEWTON_POLISH_STEPS):
+            if np.abs(base).max() <= tol or curvature <= 0:
+                break
+            step = np.clip(-np.linalg.solve(H, base), -1.0, 1.0)
+            trial = tau.copy()
+            trial[idx] = tau[idx] * np.exp(step)
+            ev_trial = counted.evaluate(trial)
+            g_trial = np.asarray(ev_trial.gradient, dtype=np.float64)
+            if not (np.abs(trial[idx] * g_trial[idx]).max() < np.abs(base).max()
+                    and ev_trial.criterion <= ev.criterion + POLISH_CRITERION_SLACK * max(1.0, abs(ev.criterion))):
+                break
+            tau, ev, gradient = trial, ev_trial, g_trial
+            base = tau[idx] * gradient[idx]
+        if np.abs(base).max() > tol or curvature < -HESSIAN_ATOL:
             return None
     return VCOptimum(_frozen(tau), float(ev.criterion), _frozen(gradient),
                      tuple(bool(z) for z in at_zero), curvature)
@@ -512,160 +560,6 @@ def _sorted_optima(optima: list[VCOptimum]) -> tuple[VCOptimum, ...]:
 
 
 # ---------------------------------------------------------------------------------------
-# The grid search
-
-
-@dataclass
-class _Node:
-    index: tuple[int, ...]   # position on the outer grid (one index per outer axis)
-    tau: np.ndarray
-    criterion: float
-    gradient: np.ndarray     # outer components, d criterion / d tau
-
-
-def _outer_axis(size_max: float, size_min: float, density: float) -> np.ndarray:
-    lo = math.log(OUTER_TAU_SMALL / size_max)
-    hi = math.log(OUTER_TAU_LARGE / size_min)
-    count = max(int(math.ceil((hi - lo) * density)) + 1, 2)
-    return np.concatenate([[0.0], np.exp(np.linspace(lo, hi, count))])
-
-
-def _grid_density(spans: list[float], max_nodes: int, density: float) -> float:
-    """The highest density up to ``density`` whose grid has at most ``max_nodes`` nodes."""
-    def nodes(d):
-        return math.prod(max(int(math.ceil(s * d)) + 1, 2) + 1 for s in spans)
-
-    if nodes(density) <= max_nodes:
-        return density
-    lo, hi = 0.0, density
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if nodes(mid) <= max_nodes else (lo, mid)
-    return lo
-
-
-def _match(a: list[_Node], b: list[_Node], inner: int, floor: float) -> list[tuple[int, int]]:
-    """Order-preserving matching of the inner minima at two neighbouring nodes."""
-    ua = [math.log(max(n.tau[inner], floor)) for n in a]
-    ub = [math.log(max(n.tau[inner], floor)) for n in b]
-    INF = math.inf
-    # cost[i][j]: best cost aligning a[:i] with b[:j]; a gap costs BRANCH_MAX_JUMP.
-    cost = [[INF] * (len(b) + 1) for _ in range(len(a) + 1)]
-    move = [[None] * (len(b) + 1) for _ in range(len(a) + 1)]
-    cost[0][0] = 0.0
-    for i in range(len(a) + 1):
-        for j in range(len(b) + 1):
-            c = cost[i][j]
-            if c == INF:
-                continue
-            if i < len(a) and c + BRANCH_MAX_JUMP < cost[i + 1][j]:
-                cost[i + 1][j], move[i + 1][j] = c + BRANCH_MAX_JUMP, (i, j, False)
-            if j < len(b) and c + BRANCH_MAX_JUMP < cost[i][j + 1]:
-                cost[i][j + 1], move[i][j + 1] = c + BRANCH_MAX_JUMP, (i, j, False)
-            if i < len(a) and j < len(b):
-                d = abs(ua[i] - ub[j])
-                if d <= BRANCH_MAX_JUMP and c + d < cost[i + 1][j + 1]:
-                    cost[i + 1][j + 1], move[i + 1][j + 1] = c + d, (i, j, True)
-    pairs = []
-    i, j = len(a), len(b)
-    while (i, j) != (0, 0):
-        pi, pj, matched = move[i][j]
-        if matched:
-            pairs.append((pi, pj))
-        i, j = pi, pj
-    return pairs
-
-
-def _grid_candidates(nodes_at: dict, axes: list[int], inner: int, floor: float,
-                     shape: tuple[int, ...]) -> list[_Node]:
-    """The nodes where descent along every outer axis is blocked within one grid step,
-    and the discrete local minima along the branches (module docstring, step 4)."""
-    # Neighbours along each axis: prev[d][id(node)], next[d][id(node)].
-    prev = [dict() for _ in axes]
-    nxt = [dict() for _ in axes]
-    for index, here in nodes_at.items():
-        for d in range(len(axes)):
-            if index[d] + 1 >= shape[d]:
-                continue
-            other_index = index[:d] + (index[d] + 1,) + index[d + 1:]
-            there = nodes_at.get(other_index, [])
-            for ia, ib in _match(here, there, inner, floor):
-                nxt[d][id(here[ia])] = there[ib]
-                prev[d][id(there[ib])] = here[ia]
-
-    def log_slope(n: _Node, d: int) -> float:
-        # Derivative in log(tau) (in tau at the face), whose sign is the descent's.
-        t = n.tau[axes[d]]
-        return n.gradient[d] * (t if t > 0 else 1.0)
-
-    def hidden(n: _Node, d: int) -> bool:
-        a, b = prev[d].get(id(n)), nxt[d].get(id(n))
-        if a is None or b is None or a.tau[axes[d]] == 0:
-            return False
-        s, sa, sb = log_slope(n, d), log_slope(a, d), log_slope(b, d)
-        return (np.sign(s) == np.sign(sa) == np.sign(sb) != 0
-                and abs(s) <= abs(sa) and abs(s) <= abs(sb))
-
-    candidates = []
-    for index, here in nodes_at.items():
-        for n in here:
-            blocked = True
-            lowest = True
-            for d in range(len(axes)):
-                g = n.gradient[d]
-                a, b = prev[d].get(id(n)), nxt[d].get(id(n))
-                for m in (a, b):
-                    if m is not None and m.criterion < n.criterion:
-                        lowest = False
-                # Descent goes towards the previous node when g >= 0, the next otherwise;
-                # it is blocked by the face, the top, a branch end, or a sign change.
-                if g >= 0:
-                    ok = index[d] == 0 or a is None or a.gradient[d] < 0
-                else:
-                    ok = index[d] == shape[d] - 1 or b is None or b.gradient[d] >= 0
-                if not (ok or hidden(n, d)):
-                    blocked = False
-            if blocked or lowest:
-                candidates.append(n)
-    # Adjacent candidates (matched neighbours) count once: the lowest of each cluster.
-    neighbours = {}
-    for d in range(len(axes)):
-        for key, m in list(prev[d].items()) + list(nxt[d].items()):
-            neighbours.setdefault(key, []).append(m)
-    chosen = []
-    ids = {id(c) for c in candidates}
-    for c in sorted(candidates, key=lambda n: n.criterion):
-        if any(id(m) in ids and id(m) in {id(x) for x in chosen} for m in neighbours.get(id(c), [])):
-            continue
-        chosen.append(c)
-    return chosen
-
-
-def _grid_search(counted: _Counted, inner: int, axes: list[int], sizes, density: float, names):
-    """Nodes, candidates and the outer grid of the grid search."""
-    grids = [_outer_axis(sizes[i][0], sizes[i][1], density) for i in axes]
-    shape = tuple(len(g) for g in grids)
-    nodes_at: dict[tuple[int, ...], list[_Node]] = {}
-    k = counted.problem.k
-    floor = OUTER_TAU_SMALL / sizes[inner][0] * 1e-4
-    for index in np.ndindex(*shape):
-        tau = np.zeros(k)
-        for d, i in enumerate(axes):
-            tau[i] = grids[d][index[d]]
-        scan = _scan_term(counted, inner, tau, names[inner])
-        here = []
-        for t, _value in scan.minima():
-            point = _with(tau, inner, t)
-            ev = counted.evaluate(point)
-            here.append(_Node(tuple(index), point, float(ev.criterion),
-                              np.asarray(ev.gradient, dtype=np.float64)[axes]))
-        nodes_at[tuple(index)] = here
-    candidates = _grid_candidates(nodes_at, axes, inner, floor, shape)
-    n_nodes = int(np.prod(shape))
-    return grids, n_nodes, candidates
-
-
-# ---------------------------------------------------------------------------------------
 # Boundary diagnosis
 
 
@@ -696,6 +590,19 @@ def choose_search(nlevels, inner: int) -> str:
     if nlevels[inner] <= GRID_MAX_INNER_LEVELS and sum(nlevels) <= GRID_MAX_TOTAL_LEVELS:
         return "grid"
     return "budgeted"
+
+
+def _edges(counted: _Counted, terms, names) -> tuple[list, dict]:
+    """The exact minima on the edges of the box (term j alone, the others at 0) for the
+    given terms, and each one's (largest, smallest) level size (the reduction's kappa
+    there: its weighted level sizes)."""
+    zeros = np.zeros(counted.problem.k)
+    minima, sizes = [], {}
+    for j in terms:
+        scan = _scan_term(counted, j, zeros, names[j])
+        sizes[j] = (scan.kappa_max, scan.kappa_min)
+        minima += [(j, t, v) for t, v in scan.minima()]
+    return minima, sizes
 
 
 def find_optima_terms(problem, REML: bool = True, search: str = "auto",
@@ -734,126 +641,102 @@ def find_optima_terms(problem, REML: bool = True, search: str = "auto",
         raise ValueError(f"search must be 'auto', 'grid' or 'budgeted', not {search!r}")
     if points_per_unit is not None and not points_per_unit > 0:
         raise ValueError(f"points_per_unit must be positive, not {points_per_unit!r}")
+    if int(max_nodes) < 1:
+        raise ValueError(f"max_nodes must be at least 1, not {max_nodes!r}")
     k = int(problem.k)
+    start_theta = np.full(k, LME4_START_THETA) if lme4_start is None else np.asarray(lme4_start, dtype=np.float64)
+    if start_theta.shape != (k,) or not np.all(np.isfinite(start_theta)) or np.any(start_theta < 0):
+        raise ValueError(f"lme4_start must be {k} non-negative numbers, not {lme4_start!r}")
     names = tuple(problem.term_names)
     nlevels = tuple(int(m) for m in problem.nlevels)
     counted = _Counted(problem, REML)
-    sweepable = [m <= SWEEP_MAX_LEVELS for m in nlevels]
     notes: list[str] = []
-
-    # The edges of the box: each term alone, the others at 0 (exact 1-D scans; the
-    # reduction is diagonal there). They also give each term's level sizes.
-    zeros = np.zeros(k)
-    edge_minima = []
-    sizes = []
-    for j in range(k):
-        if sweepable[j] or k == 1:
-            scan = _scan_term(counted, j, zeros, names[j])
-            sizes.append((scan.kappa_max, scan.kappa_min))
-            edge_minima += [(j, t, v) for t, v in scan.minima()]
-        else:
-            mean = problem.nobs / nlevels[j]
-            sizes.append((mean, mean))
-    unit = np.array([1.0 / s[0] for s in sizes])
-
     inner = min(range(k), key=lambda j: (nlevels[j], j))
     if k == 1:
         mode = "exact"
-    elif search == "auto":
-        mode = choose_search(nlevels, inner)
     else:
-        mode = search
+        mode = choose_search(nlevels, inner) if search == "auto" else search
 
-    candidates: list[tuple[np.ndarray, str]] = []
-    grids: tuple[np.ndarray, ...] = tuple(np.zeros(0) for _ in range(k))
+    # The edges of the box: every term in the exact and grid searches; in the budgeted
+    # one, the terms cheap to reduce (the other terms' level sizes are their means).
+    edge_terms = [j for j in range(k) if mode != "budgeted" or nlevels[j] <= EDGE_SWEEP_MAX_LEVELS]
+    edge_minima, sizes = _edges(counted, edge_terms, names)
     density = math.nan
-    n_nodes = 0
-    if mode == "exact":
-        candidates = [(np.array([t]), "exact scan") for _, t, _ in edge_minima]
-    else:
-        candidates = [(_with(zeros, j, t), f"edge {names[j]}") for j, t, _ in edge_minima]
     if mode == "grid":
         axes = [i for i in range(k) if i != inner]
         spans = [math.log(OUTER_TAU_LARGE / sizes[i][1]) - math.log(OUTER_TAU_SMALL / sizes[i][0]) for i in axes]
-        density = _grid_density(spans, max_nodes, points_per_unit or OUTER_POINTS_PER_UNIT)
+        density = grid_density(spans, int(max_nodes), points_per_unit or OUTER_POINTS_PER_UNIT)
         if density < OUTER_MIN_POINTS_PER_UNIT and search == "auto":
             mode = "budgeted"
             notes.append(f"the outer grid would have had {density:.2g} points per unit of log(tau) "
                          f"within {max_nodes} nodes: budgeted search")
-        else:
-            outer, n_nodes, grid_candidates = _grid_search(counted, inner, axes, sizes, density, names)
-            full = [np.zeros(0)] * k
-            for d, i in enumerate(axes):
-                full[i] = _frozen(outer[d])
-            grids = tuple(full)
-            candidates += [(n.tau, "grid") for n in sorted(grid_candidates, key=lambda n: n.criterion)]
+    for j in range(k):
+        sizes.setdefault(j, (problem.nobs / nlevels[j],) * 2)
+    unit = np.array([1.0 / sizes[j][0] for j in range(k)])
 
-    # lme4's default start: where its local descent stops (also a start of ours).
-    start_theta = np.full(k, LME4_START_THETA) if lme4_start is None else np.asarray(lme4_start, dtype=np.float64)
-    if start_theta.shape != (k,) or not np.all(np.isfinite(start_theta)) or np.any(start_theta < 0):
-        raise ValueError(f"lme4_start must be {k} non-negative numbers, not {lme4_start!r}")
-    lme4_end = lme4_default_descent(counted.value, start_theta)
-    refinements: list[Refinement] = []
-    optima: list[VCOptimum] = []
-
-    def refine_from(start, source):
-        r = _refine(counted, start, unit, source)
-        found = _verify(counted, r.end, unit)
-        refinements.append(Refinement(r.start, r.end, r.criterion, r.evaluations, source, found is not None))
-        if found is not None:
-            _merge(optima, found)
-        return found
-
-    lme4_pick = refine_from(lme4_end, "lme4 start")
-
+    state = _Search(counted, unit)
+    candidates = [(_with(np.zeros(k), j, t), f"edge {names[j]}") for j, t, _ in edge_minima]
+    grids: tuple[np.ndarray, ...] = tuple(np.zeros(0) for _ in range(k))
+    n_nodes = 0
+    lme4_end = None
+    swept: tuple[int, ...] = ()
     if mode == "exact":
+        lme4_end = lme4_default_descent(counted.value, start_theta)
+        state.refine_from(lme4_end, "lme4 imitation")
         # The scan's minima are exact already: verified, not refined.
         for start, source in candidates:
-            found = _verify(counted, start, unit)
-            if found is None:
-                refine_from(start, source)
-            else:
-                _merge(optima, found)
+            state.verify_or_refine(start, source)
+        swept = (0,)
     elif mode == "grid":
+        lme4_end = lme4_default_descent(counted.value, start_theta)
+        state.refine_from(lme4_end, "lme4 imitation")
+        outer, n_nodes, nodes = grid_search(
+            lambda tau: _scan_term(counted, inner, tau, names[inner]).minima(), counted.evaluate,
+            k, inner, axes, sizes, density)
+        full = [np.zeros(0)] * k
+        for d, i in enumerate(axes):
+            full[i] = _frozen(outer[d])
+        grids = tuple(full)
+        candidates += [(n.tau, "grid") for n in sorted(nodes, key=lambda n: n.criterion)]
         if len(candidates) > MAX_REFINEMENTS:
             notes.append(f"{len(candidates)} candidates: only the {MAX_REFINEMENTS} lowest were refined")
         for start, source in candidates[:MAX_REFINEMENTS]:
-            refine_from(start, source)
+            state.refine_from(start, source)
+        # Exact sweeps through the estimate along every term: the line certificate, and a
+        # check of the grid (a lower 1-D minimum restarts a descent, and is noted).
+        before = len(state.refinements)
+        swept = _improve(state, counted, [], list(range(k)), names)
+        if len(state.refinements) > before:
+            notes.append("the sweeps through the grid's estimate found a lower point")
     else:
-        # Every exact 1-D minimum known (edges, then sweeps through the best point) that
-        # is lower than the best optimum restarts a descent there; the values are known
-        # from the scans, so a point costs a descent only when it is lower.
+        state.refine_from(start_theta**2, "lme4 start")
         known = [(c, v, source) for (c, source), (_, _, v) in zip(candidates, edge_minima, strict=True)]
-        for _ in range(BUDGET_MAX_ROUNDS):
-            best = min(optima, key=lambda o: o.criterion) if optima else None
-            lower = [item for item in known if best is None or item[1] < best.criterion - SWEEP_IMPROVEMENT_ATOL]
-            if lower:
-                start, _, source = min(lower, key=lambda item: item[1])
-                known = [item for item in known if item[0] is not start]
-                refine_from(start, source)
-                continue
-            if best is None:
-                break
-            known = []
-            for j in range(k):
-                if sweepable[j]:
-                    scan = _scan_term(counted, j, best.tau, names[j])
-                    known += [(_with(best.tau, j, t), v, f"sweep {names[j]}") for t, v in scan.minima()]
-            if not any(v < best.criterion - SWEEP_IMPROVEMENT_ATOL for _, v, _ in known):
-                break
-        candidates = candidates + [(r.start, r.source) for r in refinements if r.source.startswith("sweep")]
+        swept = _improve(state, counted, known, [j for j in range(k) if nlevels[j] <= SWEEP_MAX_LEVELS], names)
+        if len(state.optima) > 1:
+            # Which of several optima lme4 reaches: the imitation of its run decides.
+            lme4_end = lme4_default_descent(counted.value, start_theta)
+            state.refine_from(lme4_end, "lme4 imitation")
+        else:
+            notes.append("one optimum found: lme4's run from its start is predicted to end there "
+                         "(the imitation of its run is made only when there are several)")
+        candidates = [(r.start, r.source) for r in state.refinements]
 
-    if not optima:
+    if not state.optima:
         raise RuntimeError("no refinement ended at a verified local minimum")  # pragma: no cover
-    ordered = _sorted_optima(optima)
-    if lme4_pick is None:
+    ordered = _sorted_optima(state.optima)
+    # lme4's answer: the imitation of its run when made, else the descent from its start.
+    first = next((r for r in state.refinements if r.source == "lme4 imitation"),
+                 next((r for r in state.refinements if r.source == "lme4 start"), None))
+    if lme4_end is None:
+        lme4_end = state.refinements[0].start
+    if first is not None and not first.accepted:
         notes.append("the descent from lme4's start did not end at a verified minimum; the nearest "
                      "optimum is listed as lme4's")
-    # The listed optimum nearest (in theta) to where that descent ended (the same point
-    # when it was verified: merging keeps optima apart by more than SAME_LOG_TAU).
-    end = lme4_end if lme4_pick is None else lme4_pick.tau
+    # The listed optimum nearest (in theta) to where the descent from lme4's start ended.
+    end = first.end if first is not None else ordered[0].tau
     lme4_pick = min(ordered, key=lambda o: float(np.abs(np.sqrt(o.tau) - np.sqrt(end)).max()))
-    boundary = _boundary(counted, ordered[0], names, sweepable if k > 1 else [True])
+    boundary = _boundary(counted, ordered[0], names,
+                         [nlevels[j] <= SWEEP_MAX_LEVELS or k == 1 for j in range(k)])
     return VCOptSummary(
         REML=REML,
         term_names=names,
@@ -865,14 +748,72 @@ def find_optima_terms(problem, REML: bool = True, search: str = "auto",
         n_reductions=counted.n_reductions,
         n_nodes=n_nodes,
         candidates=tuple(_frozen(c) for c, _ in candidates),
-        refinements=tuple(refinements),
+        refinements=tuple(state.refinements),
         optima=ordered,
         boundary=boundary,
         lme4_default=lme4_pick,
         lme4_descent_end=_frozen(lme4_end),
         edge_minima=tuple(edge_minima),
+        edge_terms=tuple(names[j] for j in edge_terms),
+        swept_terms=tuple(names[j] for j in swept),
         notes=tuple(notes),
     )
+
+
+class _Search:
+    """The optima and refinements found so far."""
+
+    def __init__(self, counted: _Counted, unit: np.ndarray):
+        self.counted = counted
+        self.unit = unit
+        self.optima: list[VCOptimum] = []
+        self.refinements: list[Refinement] = []
+
+    def refine_from(self, start, source: str) -> VCOptimum | None:
+        r = _refine(self.counted, start, self.unit, source)
+        found = _verify(self.counted, r.end, self.unit)
+        self.refinements.append(Refinement(r.start, r.end, r.criterion, r.evaluations, source, found is not None))
+        if found is not None:
+            _merge(self.optima, found)
+        return found
+
+    def verify_or_refine(self, start, source: str) -> VCOptimum | None:
+        found = _verify(self.counted, np.asarray(start, dtype=np.float64), self.unit)
+        if found is None:
+            return self.refine_from(start, source)
+        _merge(self.optima, found)
+        return found
+
+    @property
+    def best(self) -> VCOptimum | None:
+        return min(self.optima, key=lambda o: o.criterion) if self.optima else None
+
+
+def _improve(state: _Search, counted: _Counted, known, sweep_terms, names) -> tuple[int, ...]:
+    """Descents from every known exact 1-D minimum lower than the best optimum, then exact
+    sweeps through the best along ``sweep_terms``, until a round finds nothing lower.
+
+    ``known`` holds (tau, criterion, source) of 1-D minima whose values the scans gave,
+    so a point costs a descent only when it is lower. Returns the terms along which the
+    final estimate is the lowest point of its line (empty when the rounds ran out first).
+    """
+    for _ in range(BUDGET_MAX_ROUNDS):
+        best = state.best
+        lower = [item for item in known if best is None or item[1] < best.criterion - SWEEP_IMPROVEMENT_ATOL]
+        if lower:
+            start, _, source = min(lower, key=lambda item: item[1])
+            known = [item for item in known if item[0] is not start]
+            state.refine_from(start, source)
+            continue
+        if best is None:
+            return ()
+        known = []
+        for j in sweep_terms:
+            scan = _scan_term(counted, j, best.tau, names[j])
+            known += [(_with(best.tau, j, t), v, f"sweep {names[j]}") for t, v in scan.minima()]
+        if not any(v < best.criterion - SWEEP_IMPROVEMENT_ATOL for _, v, _ in known):
+            return tuple(sweep_terms)
+    return ()
 
 
 __all__ = [
