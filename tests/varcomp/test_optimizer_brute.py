@@ -126,6 +126,7 @@ def _check(d, REML, points, every_minimum):
     P = _problem(d)
     summary = find_optima_terms(P, REML, lme4_start=lme4_start_theta_from_data(d["y"], d["factors"]))
     best = summary.global_optimum.criterion
+    assert not any("sweeps" in note for note in summary.notes)
     axes, values = brute_force(P, REML, points)
     assert np.nanmin(values) >= best - LOWER_RTOL * max(1.0, abs(best))
     reached = set()

@@ -57,6 +57,9 @@ def test_grid_record():
     assert s.outer_grid[inner].size == 0
     assert all(s.outer_grid[j][0] == 0.0 for j in outer)  # the face
     assert s.n_nodes == np.prod([len(s.outer_grid[j]) for j in outer])
+    # Every edge scanned; the estimate is the lowest point of its line along every term.
+    assert s.edge_terms == P.term_names and s.swept_terms == P.term_names
+    assert {j for j, _, _ in s.edge_minima} == set(range(P.k))
     # Every optimum is stationary with a one-sided derivative >= 0 at 0.
     for o in s.optima:
         assert np.all(np.abs(o.tau * o.gradient) < 1e-5)

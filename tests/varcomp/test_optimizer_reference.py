@@ -68,6 +68,9 @@ def test_global_optimum_matches_the_reference(case, REML):
     # Term order: lme4's, as the names say.
     assert summary.term_names == tuple(name.removesuffix(".(Intercept)") for name in ref["theta"])
     assert all(not z for z in best.at_zero) and summary.boundary == ()
+    # The grid found everything: the exact sweeps through its estimate found nothing lower.
+    assert summary.swept_terms == summary.term_names
+    assert not any("sweeps" in note for note in summary.notes)
 
 
 @pytest.mark.parametrize("case", _params(CASES))
