@@ -160,10 +160,15 @@ BUDGET_MAX_ROUNDS = 6
 #: Refinements in the grid search, in order of the candidates' criteria (a cap that the
 #: record reports when reached; it is not reached on the designs tested).
 MAX_REFINEMENTS = 60
-#: L-BFGS-B stopping rules of a refinement: relative reduction of the criterion and the
-#: projected gradient in the scaled ratios (about d criterion / d log tau).
-REFINE_FTOL = 1e-13
-REFINE_GTOL = 1e-9
+#: L-BFGS-B stopping rules of a refinement: relative reduction of the criterion (about
+#: the rounding of its value, which sums terms much larger than their differences) and
+#: the projected gradient in the scaled ratios (about d criterion / d log tau). Below
+#: these the value's rounding, not the data, drives the line search; the verification's
+#: Newton polish, on the analytic gradient alone, does the last digits.
+REFINE_FTOL = 1e-12
+REFINE_GTOL = 1e-5
+#: Most evaluations of one L-BFGS-B line search: a longer one is lost in that rounding.
+REFINE_MAX_LINE_SEARCH = 8
 REFINE_MAX_ITER = 500
 #: A refinement keeps tau_j * (largest level size) below this: far above, the residual
 #: variance is not identified and H is singular to rounding (the 1-D scans raise
@@ -176,12 +181,15 @@ REFINE_TAU_SIZE_MAX = 1e12
 #: a sum of terms of the order of the number of rows.
 STATIONARY_ATOL = 1e-5
 STATIONARY_RTOL = 1e-9
-#: Newton steps (with the verification's Hessian) that polish a refined point whose
-#: gradient is still above the stationarity tolerance ...
+#: Newton steps (with the verification's Hessian) that polish a refined point while its
+#: gradient in log tau is above NEWTON_POLISH_ATOL + NEWTON_POLISH_RTOL * nobs ...
 NEWTON_POLISH_STEPS = 3
-#: ... each accepted when the gradient shrinks and the criterion does not rise by more
-#: than this relative amount (its rounding level).
-POLISH_CRITERION_SLACK = 1e-13
+NEWTON_POLISH_ATOL = 1e-8
+NEWTON_POLISH_RTOL = 1e-12
+#: ... each at most NEWTON_POLISH_MAX_STEP in log tau, accepted when the gradient shrinks
+#: and the criterion does not rise by more than this relative amount (its rounding).
+NEWTON_POLISH_MAX_STEP = 0.1
+POLISH_CRITERION_SLACK = 1e-10
 #: Step (in log tau) of the differences of the analytic gradient that give the Hessian.
 HESSIAN_STEP = 1e-4
 #: A stationary point is a minimum when the Hessian over its free ratios (in log tau,
@@ -471,7 +479,8 @@ def _refine(counted: _Counted, start, unit: np.ndarray, source: str) -> Refineme
     res = optimize.minimize(
         fun, np.minimum(np.arcsinh(start / unit), upper), jac=True, method="L-BFGS-B",
         bounds=[(0.0, upper)] * len(start),
-        options={"ftol": REFINE_FTOL, "gtol": REFINE_GTOL, "maxiter": REFINE_MAX_ITER},
+        options={"ftol": REFINE_FTOL, "gtol": REFINE_GTOL, "maxiter": REFINE_MAX_ITER,
+                 "maxls": REFINE_MAX_LINE_SEARCH},
     )
     tau = np.maximum(unit * np.sinh(res.x), 0.0)
     ev = counted.evaluate(tau)
@@ -495,12 +504,13 @@ def _verify(counted: _Counted, tau: np.ndarray, unit: np.ndarray) -> VCOptimum |
     second-order checks; None otherwise.
 
     The Hessian over the free ratios is needed for the second-order check; it also
-    gives up to ``NEWTON_POLISH_STEPS`` Newton steps (in log tau) when the gradient is
-    still above the tolerance: at large n the criterion's value stops a quasi-Newton
-    descent at its rounding level before the gradient is small.
+    gives up to ``NEWTON_POLISH_STEPS`` Newton steps (in log tau) while the gradient is
+    above the polish target: the criterion's value, whose rounding stops a quasi-Newton
+    descent first, plays no part in them.
     """
     tau = np.array(tau, dtype=np.float64)
     tol = STATIONARY_ATOL + STATIONARY_RTOL * counted.problem.nobs
+    target = NEWTON_POLISH_ATOL + NEWTON_POLISH_RTOL * counted.problem.nobs
     ev = counted.evaluate(tau)
     gradient = np.asarray(ev.gradient, dtype=np.float64)
     at_zero = tau <= 0.0
@@ -514,9 +524,9 @@ def _verify(counted: _Counted, tau: np.ndarray, unit: np.ndarray) -> VCOptimum |
         eigenvalues = np.linalg.eigvalsh(H)
         curvature = float(eigenvalues.min())
         for _ in range(NEWTON_POLISH_STEPS):
-            if np.abs(base).max() <= tol or curvature <= 0:
+            if np.abs(base).max() <= target or curvature <= 0:
                 break
-            step = np.clip(-np.linalg.solve(H, base), -1.0, 1.0)
+            step = np.clip(-np.linalg.solve(H, base), -NEWTON_POLISH_MAX_STEP, NEWTON_POLISH_MAX_STEP)
             trial = tau.copy()
             trial[idx] = tau[idx] * np.exp(step)
             ev_trial = counted.evaluate(trial)

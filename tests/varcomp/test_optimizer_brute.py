@@ -190,7 +190,10 @@ def test_boundary_reason_against_the_oracle(seed, kind, REML):
         tau = best.tau.copy()
         tau[j] = b.extended_tau
         oracle = dense_criterion_terms(d["X"], d["y"], d["factors"], tau, REML)["criterion"]
-        assert b.extended_criterion == pytest.approx(oracle, rel=1e-9)
+        # Towards the limit where H stops being positive definite (1 + kappa t -> 0) both
+        # computations lose the digits its condition number takes.
+        gap = 1.0 + P.reduce_to_term(j, best.tau).kappa.max() * b.extended_tau
+        assert b.extended_criterion == pytest.approx(oracle, rel=1e-9 / gap, abs=1e-9 / gap)
         assert b.extended_criterion <= best.criterion + 1e-9
         if b.reason == "negative":
             # Rising into positive values, so falling into negative ones.
