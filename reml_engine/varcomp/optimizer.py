@@ -318,11 +318,12 @@ class VCOptSummary:
     boundary : tuple of TermBoundary
         One per term of the estimate at 0.
     lme4_default : VCOptimum
-        The optimum lme4's ``lmer()`` is predicted to return from its default start
-        (a local descent from theta = 1 in theta coordinates; see
-        :mod:`reml_engine.varcomp.lme4_start`).
+        The optimum lme4's ``lmer()`` is predicted to return from its default start:
+        where the imitation of its run (:mod:`reml_engine.varcomp.lme4_start`) ends,
+        refined; in the budgeted search with a single optimum found, that optimum.
     lme4_descent_end : ndarray
-        Where that descent stopped (tau).
+        Where the imitation handed over (tau), or the end of the descent from lme4's
+        start when no imitation was made.
     edge_minima : tuple of (int, float, float)
         Every exact 1-D minimum on the edges of the box: (term, tau_j, criterion).
     edge_terms : tuple of str
@@ -738,7 +739,7 @@ def find_optima_terms(problem, REML: bool = True, search: str = "auto",
     first = next((r for r in state.refinements if r.source == "lme4 imitation"),
                  next((r for r in state.refinements if r.source == "lme4 start"), None))
     if lme4_end is None:
-        lme4_end = state.refinements[0].start
+        lme4_end = state.refinements[0].end
     if first is not None and not first.accepted:
         notes.append("the descent from lme4's start did not end at a verified minimum; the nearest "
                      "optimum is listed as lme4's")
