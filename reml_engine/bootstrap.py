@@ -75,7 +75,7 @@ def _fixed_parts(fit) -> _Fixed:
     stats = fit.stats
     gs = fit.group_stats
     p = stats.p
-    sums = gs.sums + gs.counts[:, None] * (gs.shift - stats.model_shift)[None, :]
+    sums = fit.parametrization.internal_sums(gs)
     counts = gs.counts.astype(np.float64)
     size_index = np.searchsorted(stats.sizes, counts)
     W_xx = stats.within[:p, :p]

@@ -306,6 +306,7 @@ def find_optima(stats: PooledStats, REML: bool = True) -> OptSummary:
 
     extended: list[Optimum] = []
     refined = []
+    rejected: list[Optimum] = []
     for a, b in sorted(set(brackets)):
         fa = crit.derivative(a)
         fb = crit.derivative(b)
@@ -316,10 +317,12 @@ def find_optima(stats: PooledStats, REML: bool = True) -> OptSummary:
         else:
             continue
         point = crit(root)
+        found = Optimum(root, float(point["criterion"][0]), "interior", float(point["derivative"][0]))
         if not abs(point["derivative"][0]) <= STATIONARY_RTOL * point["derivative_scale"][0]:
+            rejected.append(found)
             continue
         refined.append(root)
-        extended.append(Optimum(root, float(point["criterion"][0]), "interior", float(point["derivative"][0])))
+        extended.append(found)
 
     lower = tau_lower_limit(stats)
     limit_slope = 0.0
@@ -334,6 +337,23 @@ def find_optima(stats: PooledStats, REML: bool = True) -> OptSummary:
     optima = [o for o in extended if o.tau > 0]
     if slope_zero >= 0:
         optima.append(Optimum(0.0, float(at_zero["criterion"][0]), "boundary", slope_zero))
+    notes = []
+    if not optima:
+        # The criterion falls from tau = 0 and rises at the top of the scan, so it has a
+        # minimum; only rounding (statistics that lost their digits) can have made every
+        # refined sign change fail the stationarity test. Report the lowest one found
+        # rather than none, and say so.
+        candidates = [o for o in rejected if o.tau > 0] or [
+            Optimum(float(t), float(v), "interior", float(s)) for t, v, s in zip(taus, values, slopes, strict=True) if t > 0
+        ]
+        lowest = min(candidates, key=lambda o: o.criterion)
+        optima.append(lowest)
+        extended.append(lowest)
+        notes.append(
+            f"the criterion is not smooth to rounding near var_group/sigma2 = {lowest.tau:.6g}: its minimum there "
+            "could not be refined to a stationary point, so the estimate is the lowest point found (the "
+            "statistics may have lost digits to cancellation)"
+        )
     extended = _dedupe(extended)
     optima = _dedupe(optima)
     return OptSummary(
@@ -347,6 +367,7 @@ def find_optima(stats: PooledStats, REML: bool = True) -> OptSummary:
         extended_optima=tuple(extended),
         derivative_at_zero=slope_zero,
         limit_slope=limit_slope,
+        notes=tuple(notes),
     )
 
 

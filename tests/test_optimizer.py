@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+from conftest import REFERENCE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -150,3 +152,18 @@ def test_unbounded_compound_symmetry_ml_is_flagged():
     assert m.compound_symmetry.criterion == pytest.approx(m.criterion, abs=1e-8)  # lowest proper minimum
     assert any("no maximum" in note for note in m.notes)
     assert isinstance(m.summary(), str) and pd.notna(m.compound_symmetry.icc)
+
+
+def test_a_minimum_that_fails_the_stationarity_test_is_still_reported(monkeypatch):
+    """Statistics that lost their digits can make every refined sign change look like a
+    rounding jump; the criterion still has a minimum over tau >= 0 (it falls from 0 and
+    rises at the top), so the optimizer reports the lowest point found, with a note,
+    instead of no optimum at all (lme4_default_optimum crashed on the empty list)."""
+    import reml_engine.optimizer as O
+
+    m = rl.lmer("Reaction ~ Days + (1|Subject)", data=pd.read_csv(REFERENCE / "sleepstudy.csv"))
+    monkeypatch.setattr(O, "STATIONARY_RTOL", -1.0)
+    summary = find_optima(m.stats, True)
+    assert len(summary.optima) == 1 and summary.optima[0].tau > 0
+    assert summary.global_optimum.criterion == pytest.approx(m.criterion, abs=1e-9)
+    assert any("could not be refined" in note for note in summary.notes)
