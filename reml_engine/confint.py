@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize
 
+from .criterion import batch_length
 from .ddf import user_transform
 from .lazy_imports import scipy_stats as sps
 from .optimizer import SCAN_TAU_LARGE, SCAN_TAU_SMALL, find_optima
@@ -69,8 +70,8 @@ class _Profile:
         hi = math.log(SCAN_TAU_LARGE / stats.min_size)
         k = int(math.ceil((hi - lo) * PROFILE_POINTS_PER_UNIT)) + 1
         self.grid = np.r_[0.0, np.exp(np.linspace(lo, hi, k))]
-        self.on_grid = self.pieces(self.grid)
         self.T = user_transform(fit)
+        self.on_grid = self.pieces(self.grid)
         at_hat = self.pieces(np.array([self.tau_hat]))
         self.sigma2_hat = float(at_hat["pwrss"][0] / self.dof)
         beta_int = at_hat["beta"][0]
@@ -79,6 +80,15 @@ class _Profile:
         self.beta_hat = self.T @ beta_int + self.offset
 
     def pieces(self, taus: np.ndarray) -> dict:
+        """log-determinants, pwrss, beta and each user coefficient's ``l' A^-1 l`` at
+        taus, in batches of bounded memory (see :func:`reml_engine.criterion.batch_length`)."""
+        step = batch_length(self.stats.q)
+        parts = [self._pieces(taus[start:start + step]) for start in range(0, len(taus), step)]
+        if len(parts) == 1:
+            return parts[0]
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+    def _pieces(self, taus: np.ndarray) -> dict:
         s = self.stats
         p = self.p
         denom = 1.0 + np.outer(taus, s.sizes)
@@ -87,11 +97,12 @@ class _Profile:
         diag = np.diagonal(L, axis1=1, axis2=2)
         Lxx = L[:, :p, :p]
         beta = np.linalg.solve(np.swapaxes(Lxx, 1, 2), L[:, p, :p][..., None])[..., 0]
-        A_inv = np.linalg.inv(M[:, :p, :p])
+        # l' A^-1 l = |L^-1 l|^2 for every user coefficient's row l of T at once.
+        half = np.linalg.solve(Lxx, np.broadcast_to(self.T.T, (len(taus), p, p)))
         ld = np.log(denom) @ s.groups_per_size
         if self.REML:
             ld = ld + 2.0 * np.log(diag[:, :p]).sum(axis=1)
-        return {"ld": ld, "pwrss": diag[:, p] ** 2, "beta": beta, "A_inv": A_inv}
+        return {"ld": ld, "pwrss": diag[:, p] ** 2, "beta": beta, "var": (half**2).sum(axis=1)}
 
     # -- the objective of each profile, over tau, given the parameter value -------------
     def _deviance(self, ld, pwrss, s2):
@@ -108,10 +119,8 @@ class _Profile:
                 s2 = value**2 / taus
                 return np.where(taus > 0, self._deviance(pc["ld"], pc["pwrss"], s2), np.inf)
             j = kind
-            ell = self.T[j]
-            est = pc["beta"] @ ell + self.offset[j]
-            var = np.einsum("a,kab,b->k", ell, pc["A_inv"], ell)
-            return self._profiled(pc["ld"], pc["pwrss"] + (est - value) ** 2 / var)
+            est = pc["beta"] @ self.T[j] + self.offset[j]
+            return self._profiled(pc["ld"], pc["pwrss"] + (est - value) ** 2 / pc["var"][:, j])
 
     def profile(self, kind, value: float) -> float:
         """Minimum over tau of the objective: the profiled deviance at ``value``."""
@@ -219,9 +228,7 @@ def profile_intervals(fit, level: float = 0.95, REML: bool = False) -> pd.DataFr
 
 
 def _ml_se(prof: _Profile) -> np.ndarray:
-    A_inv = prof.pieces(np.array([prof.tau_hat]))["A_inv"][0]
-    cov = prof.sigma2_hat * prof.T @ A_inv @ prof.T.T
-    return np.sqrt(np.diag(cov))
+    return np.sqrt(prof.sigma2_hat * prof.pieces(np.array([prof.tau_hat]))["var"][0])
 
 
 def _monotonicity_notes(prof: _Profile, cutoff: float, tau_lo: float, tau_hi: float) -> list[str]:
