@@ -255,12 +255,12 @@ def _monotonicity_notes(prof: _Profile, cutoff: float, tau_lo: float, tau_hi: fl
 def _basin_note(fit, prof: _Profile) -> str | None:
     """Say so when the ML optimum lies in another basin than the REML estimate."""
     from .criterion import evaluate
-    from .optimizer import lme4_default_optimum
+    from .optimizer import descent_optimum
 
     if len(prof.summary.optima) < 2:
         return None
     slope = float(evaluate([fit.tau], prof.stats, prof.REML)["derivative"][0])
-    nearest = lme4_default_optimum(prof.summary.optima, slope, start_tau=fit.tau)
+    nearest = descent_optimum(prof.summary.optima, slope, start_tau=fit.tau)
     if abs(nearest.tau - prof.tau_hat) <= 1e-9 * max(prof.tau_hat, 1.0):
         return None
     return (

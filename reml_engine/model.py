@@ -26,10 +26,11 @@ from .checks import (
     warn,
     warn_dropped_columns,
 )
-from .criterion import evaluate, fixed_effects
+from .criterion import fixed_effects
 from .design import Design
 from .diagnosis import boundary_diagnosis, optimum_notes
 from .groups import factorize_groups
+from .lme4_path import lme4_start_from_rows, lme4_start_from_stats
 from .optimizer import Optimum, OptSummary, find_optima, lme4_default_optimum
 from .parametrization import UserParametrization, standard_errors
 from .results import CompoundSymmetryFit, LmerFit, LocalOptimum
@@ -61,6 +62,8 @@ def fit_design(design: Design, REML: bool = True) -> LmerFit:
     def reread(shift: np.ndarray, transform: np.ndarray) -> GroupStats:
         return compute_group_stats(design.X, design.y, groups, shift, transform=transform)
 
+    lme4_start = lme4_start_from_rows(design.y, groups.codes)
+
     fit = fit_stats(
         group_stats,
         design.column_names,
@@ -71,6 +74,7 @@ def fit_design(design: Design, REML: bool = True) -> LmerFit:
         formula=design.formula.formula if design.formula is not None else None,
         design=design,
         reread=reread,
+        lme4_start=lme4_start,
     )
     return replace(fit, group_codes=groups.codes)
 
@@ -85,6 +89,7 @@ def fit_stats(
     formula: str | None = None,
     design: Design | None = None,
     reread: Reread | None = None,
+    lme4_start: float | None = None,
 ) -> LmerFit:
     """Fit from sufficient statistics: rank check, global optimization, result.
 
@@ -96,6 +101,10 @@ def fit_stats(
     recompute the statistics in a well-conditioned basis when the centred columns are
     still nearly collinear (:func:`reml_engine.stats.needs_conditioning`). Without it
     such a fit warns how many digits the statistics may have lost.
+
+    ``lme4_start`` is lme4's starting theta when the caller computed it from the rows
+    (:func:`reml_engine.lme4_path.lme4_start_from_rows`); otherwise it is computed from
+    the statistics.
     """
     check_groups(group_stats.nobs, group_stats.ngroups, group_name)
     if intercept_index is None:
@@ -137,8 +146,9 @@ def fit_stats(
     summary = find_optima(pooled, REML)
 
     to_original = UserParametrization(model_shift, intercept_index, names, transform)
-    slope_at_start = float(evaluate([1.0], pooled, REML)["derivative"][0])
-    lme4_pick = lme4_default_optimum(summary.optima, slope_at_start)
+    if lme4_start is None:
+        lme4_start = lme4_start_from_stats(group_stats)
+    lme4_pick = lme4_default_optimum(summary.optima, pooled, REML, lme4_start)
     best = summary.global_optimum
     optima = tuple(
         _local_optimum(o, pooled, REML, to_original, o is best, o is lme4_pick) for o in summary.optima
@@ -149,7 +159,7 @@ def fit_stats(
 
     cs = _compound_symmetry(summary, pooled, REML, to_original)
     boundary = boundary_diagnosis(summary, cs) if best.kind == "boundary" else None
-    notes = optimum_notes(optima, estimate, cs, boundary, REML) + list(summary.notes) + conditioning_notes
+    notes = optimum_notes(optima, estimate, cs, boundary, REML, lme4_start) + list(summary.notes) + conditioning_notes
     ranef = _ranef(group_stats, to_original.internal_sums(group_stats), best.tau, beta, sigma2)
     return LmerFit(
         REML=REML,
@@ -174,6 +184,7 @@ def fit_stats(
         notes=tuple(notes),
         design=design,
         parametrization=to_original,
+        lme4_start_theta=lme4_start,
     )
 
 

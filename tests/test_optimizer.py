@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import reml_engine as rl
 from reml_engine.criterion import evaluate
-from reml_engine.optimizer import DegenerateCriterionError, find_optima, lme4_default_optimum
+from reml_engine.optimizer import DegenerateCriterionError, descent_optimum, find_optima
 
 FINE_POINTS = 200_000
 #: Half-width (in fine-grid points) of the window a fine-scan minimum must dominate, and
@@ -124,14 +124,16 @@ def test_degenerate_criterion_raises_from_statistics():
         find_optima(stats.pooled(), True)
 
 
-def test_lme4_default_basin():
+def test_descent_basin():
     class StandIn:  # an optimum is only read for its tau here
         def __init__(self, tau):
             self.tau = tau
 
     optima = [StandIn(0.0), StandIn(50.0)]
-    assert lme4_default_optimum(optima, slope_at_start=+1.0).tau == 0.0
-    assert lme4_default_optimum(optima, slope_at_start=-1.0).tau == 50.0
+    assert descent_optimum(optima, slope_at_start=+1.0, start_tau=1.0).tau == 0.0
+    assert descent_optimum(optima, slope_at_start=-1.0, start_tau=1.0).tau == 50.0
+    with pytest.raises(ValueError, match="no local optimum"):
+        descent_optimum([], slope_at_start=1.0, start_tau=1.0)
 
 
 def test_unbounded_compound_symmetry_ml_is_flagged():
