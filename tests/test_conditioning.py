@@ -18,6 +18,7 @@ can be held to better than that; ``CRITERION_ATOL`` allows ten times it.
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -165,10 +166,13 @@ def test_one_pass_statistics_say_how_many_digits_they_may_have_lost(data):
     """A fit from statistics alone (a one-shot chunk iterator) cannot reread the rows in a
     better basis: it says how many digits the cross-products may have lost."""
     m = _quiet_fit("y ~ x*f + (1|g)", data)
-    with pytest.warns(ModelDataWarning, match=r"up to 1[0-3] of the 16 digits") as record:
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always", ModelDataWarning)
         again = rl.fit_stats(m.group_stats, m.coef_names, 0)
+    messages = [str(w.message) for w in record]
+    assert any(re.search(r"up to 1[0-3] of the 16 digits", text) for text in messages), messages
     assert any("digits" in note for note in again.notes)
-    assert not any("exact" in str(w.message) for w in record)
+    assert not any("exact" in text for text in messages)
 
 
 def test_no_warning_calls_a_far_from_zero_fit_exact(data):

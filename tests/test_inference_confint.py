@@ -346,8 +346,10 @@ def test_profile_set_of_a_criterion_with_two_minima_is_a_union():
     sigma and x have two-piece sets, and the piece around the estimate is lme4's
     ``confint(profile(m, delta.cutoff = 1/128))`` (tests/data/r/make_profile_union.R)."""
     m = _union_fit("a")
-    with pytest.warns(ProfileWarning, match="union of 2 intervals"):
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always", ProfileWarning)
         table = profile_intervals(m)
+    assert any("union of 2 intervals" in str(w.message) for w in record)
     for param in ("sd_group", "sigma", "x"):
         assert len(table.loc[param, "pieces"]) == 2
         assert "union of 2 intervals" in table.loc[param, "note"]
@@ -384,8 +386,10 @@ def test_reml_estimate_outside_the_ml_profile_set_is_explained():
     ref = _union_reference()["seed"]
     assert "lower deviance" in ref["default"]["error"]
     m = _union_fit("seed")
-    with pytest.warns(ProfileWarning, match="excludes the REML estimate"):
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always", ProfileWarning)
         table = profile_intervals(m)
+    assert any("excludes the REML estimate" in str(w.message) for w in record)
     for param, own in (("sd_group", m.var_group**0.5), ("x", m.fixef["x"]), ("icc", m.icc)):
         assert not any(lo <= own <= hi for lo, hi in table.loc[param, "pieces"])
         note = table.loc[param, "note"]
