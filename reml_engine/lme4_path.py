@@ -554,8 +554,10 @@ def lme4_start_from_rows(y: np.ndarray, codes: np.ndarray) -> float:
     R's ``mean`` and ``var`` accumulate in long double (80-bit on x86-64, numpy's
     ``longdouble`` there), in row order, ``mean`` with a second correcting pass; ``ave``
     is the mean of each group's rows. Following the same arithmetic gives R's theta0 to
-    the last bit, and with it BOBYQA's later ties (a point at exactly ten times the
-    final trust radius) fall as in R.
+    the last bit, and with it BOBYQA's late ties (a point at exactly ten times the final
+    trust radius) fall as in R: what it takes to reproduce lmer's evaluations one by one.
+    Which minimum lmer ends in does not hinge on those bits, so fits use the cheaper
+    :func:`lme4_start_from_stats` (this one costs two passes in long double).
     """
     y = np.asarray(y, dtype=np.float64)
     codes = np.asarray(codes, dtype=np.int64)

@@ -30,7 +30,7 @@ from .criterion import fixed_effects
 from .design import Design
 from .diagnosis import boundary_diagnosis, optimum_notes
 from .groups import factorize_groups
-from .lme4_path import lme4_start_from_rows, lme4_start_from_stats
+from .lme4_path import lme4_start_from_stats
 from .optimizer import Optimum, OptSummary, find_optima, lme4_default_optimum
 from .parametrization import UserParametrization, standard_errors
 from .results import CompoundSymmetryFit, LmerFit, LocalOptimum
@@ -62,8 +62,6 @@ def fit_design(design: Design, REML: bool = True) -> LmerFit:
     def reread(shift: np.ndarray, transform: np.ndarray) -> GroupStats:
         return compute_group_stats(design.X, design.y, groups, shift, transform=transform)
 
-    lme4_start = lme4_start_from_rows(design.y, groups.codes)
-
     fit = fit_stats(
         group_stats,
         design.column_names,
@@ -74,7 +72,6 @@ def fit_design(design: Design, REML: bool = True) -> LmerFit:
         formula=design.formula.formula if design.formula is not None else None,
         design=design,
         reread=reread,
-        lme4_start=lme4_start,
     )
     return replace(fit, group_codes=groups.codes)
 
@@ -102,9 +99,9 @@ def fit_stats(
     still nearly collinear (:func:`reml_engine.stats.needs_conditioning`). Without it
     such a fit warns how many digits the statistics may have lost.
 
-    ``lme4_start`` is lme4's starting theta when the caller computed it from the rows
-    (:func:`reml_engine.lme4_path.lme4_start_from_rows`); otherwise it is computed from
-    the statistics.
+    ``lme4_start`` is lme4's starting theta if the caller has it (e.g. from the rows with
+    R's arithmetic, :func:`reml_engine.lme4_path.lme4_start_from_rows`); by default it is
+    computed from the statistics, equal to R's to rounding.
     """
     check_groups(group_stats.nobs, group_stats.ngroups, group_name)
     if intercept_index is None:

@@ -20,7 +20,7 @@ import pytest
 from conftest import case_data, case_formula
 
 import reml_engine as rl
-from reml_engine.lme4_path import bobyqa_1d, lme4_path_of_stats
+from reml_engine.lme4_path import bobyqa_1d, lme4_path_of_stats, lme4_start_from_rows
 
 DATA = Path(__file__).parent / "data"
 REF = json.loads((DATA / "lme4_start.json").read_text())
@@ -120,8 +120,9 @@ def _settled(theta_ref) -> int:
 
 
 def _our_trace(m) -> np.ndarray:
+    """The emulated evaluations from theta0 computed as R computes it (to the last bit)."""
     trace = []
-    lme4_path_of_stats(m.stats, m.REML, m.lme4_start_theta, trace)
+    lme4_path_of_stats(m.stats, m.REML, lme4_start_from_rows(m.design.y, m.group_codes), trace)
     return np.array(trace)
 
 
@@ -154,6 +155,17 @@ def test_bobyqa_path_is_lmers_own_evaluations():
         full += len(ours) == len(theirs) and np.allclose(ours[:, 0], theirs, atol=TRACE_ATOL, rtol=0)
     assert total == 2 * (1 + len(REF["cases"])) + len(REF["start_decides"])
     assert full >= total - 10, (full, total)
+
+
+def test_start_from_rows_is_rs_and_from_stats_agrees_to_rounding():
+    """R's theta0 (15 digits in the JSON) from the rows with R's arithmetic, and from the
+    statistics to rounding."""
+    for record in REF["start_decides"][:10] + REF["simulated"][:10]:
+        key = record.get("criterion_name", "reml")
+        ref = record if "theta0" in record else record[key]
+        m = _simulated_fit(record, key == "reml")
+        assert lme4_start_from_rows(m.design.y, m.group_codes) == pytest.approx(ref["theta0"], rel=1e-14)
+        assert m.lme4_start_theta == pytest.approx(ref["theta0"], rel=1e-12)
 
 
 def test_bobyqa_1d_finds_the_minimum_of_a_quadratic():
