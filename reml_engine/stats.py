@@ -25,7 +25,14 @@ import numpy as np
 import pandas as pd
 
 from .groups import GroupCodes
-from .kernels import group_sums_and_cross, group_sums_and_cross_parallel, pool_by_size, within_cross
+from .kernels import (
+    group_sums_and_cross,
+    group_sums_and_cross_parallel,
+    group_sums_and_cross_transformed,
+    pool_by_size,
+    within_cross,
+    within_cross_transformed,
+)
 
 #: Within-group sums of squares at or below this fraction of the column's total sum of
 #: squares are rounding noise of the one-pass formula: the column is taken as constant
@@ -358,7 +365,9 @@ def _one_pass(X, y, groups: GroupCodes, shift: np.ndarray, transform: np.ndarray
     n_chunks = min(numba.get_num_threads(), X.shape[0] // PARALLEL_CHUNK_ROWS)
     if n_chunks > 1:
         return group_sums_and_cross_parallel(X, y, groups.codes, groups.ngroups, shift, transform, n_chunks)
-    return group_sums_and_cross(X, y, groups.codes, groups.ngroups, shift, transform)
+    if transform.shape[0] > 0:
+        return group_sums_and_cross_transformed(X, y, groups.codes, groups.ngroups, shift, transform)
+    return group_sums_and_cross(X, y, groups.codes, groups.ngroups, shift)
 
 
 def compute_group_stats(
@@ -403,6 +412,9 @@ def compute_group_stats(
         lossy &= lo < hi
         if lossy.any():
             means = sums / counts[:, None]
-            exact = within_cross(X, y, groups.codes, means, shift, matrix)
+            if transform is None:
+                exact = within_cross(X, y, groups.codes, means, shift)
+            else:
+                exact = within_cross_transformed(X, y, groups.codes, means, shift, matrix)
             stats = replace(stats, within=0.5 * (exact + exact.T))
     return stats

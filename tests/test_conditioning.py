@@ -30,7 +30,11 @@ from oracle import exact_criterion
 import reml_engine as rl
 from reml_engine.checks import ModelDataWarning
 from reml_engine.groups import factorize_groups
-from reml_engine.kernels import group_sums_and_cross, within_cross
+from reml_engine.kernels import (
+    group_sums_and_cross_parallel,
+    group_sums_and_cross_transformed,
+    within_cross_transformed,
+)
 from reml_engine.stats import COLLINEARITY_TOL, compute_group_stats, conditioning_transform, kept_fractions
 
 DATA = Path(__file__).parent / "data"
@@ -192,16 +196,20 @@ def test_kernel_with_transform_matches_numpy():
     T = np.triu(rng.normal(size=(p + 1, p + 1)))
     np.fill_diagonal(T, 1.0)
     Z = (np.column_stack([X, y]) - shift) @ T
-    counts, sums, cross, lo, hi = group_sums_and_cross(X, y, codes, 20, shift, T)
     expected_sums = np.zeros((20, p + 1))
     np.add.at(expected_sums, codes, Z)
-    np.testing.assert_allclose(sums, expected_sums, rtol=1e-12, atol=1e-9)
-    np.testing.assert_allclose(cross, Z.T @ Z, rtol=1e-12)
-    np.testing.assert_allclose(lo, Z.min(axis=0))
-    np.testing.assert_allclose(hi, Z.max(axis=0))
+    counts = np.bincount(codes, minlength=20)
+    for got_counts, sums, cross, lo, hi in (group_sums_and_cross_transformed(X, y, codes, 20, shift, T),
+                                            group_sums_and_cross_parallel(X, y, codes, 20, shift, T, 3)):
+        np.testing.assert_array_equal(got_counts, counts)
+        np.testing.assert_allclose(sums, expected_sums, rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(cross, Z.T @ Z, rtol=1e-12)
+        np.testing.assert_allclose(lo, Z.min(axis=0))
+        np.testing.assert_allclose(hi, Z.max(axis=0))
     means = expected_sums / counts[:, None]
     centred = Z - means[codes]
-    np.testing.assert_allclose(within_cross(X, y, codes, means, shift, T), centred.T @ centred, rtol=1e-10)
+    np.testing.assert_allclose(within_cross_transformed(X, y, codes, means, shift, T), centred.T @ centred,
+                               rtol=1e-10)
 
 
 def test_conditioning_transform_orthogonalizes_and_keeps_the_determinant():
