@@ -32,7 +32,7 @@ import pandas as pd
 from .checks import check_bool
 from .criterion import evaluate
 from .lazy_imports import scipy_stats as sps
-from .optimizer import lme4_default_optimum
+from .optimizer import descent_optimum
 
 #: Two models are fitted to the same responses when these agree to this relative
 #: tolerance (number of rows is compared exactly).
@@ -153,7 +153,7 @@ def _ml_refit(fit) -> tuple[object, str | None]:
     ml = fit_design(fit.design, REML=False)
     # Where a descent started at the REML estimate would stop (lme4's refitML).
     slope = float(evaluate([fit.tau], ml.stats, False)["derivative"][0])
-    local = lme4_default_optimum(ml.optima, slope, start_tau=fit.tau)
+    local = descent_optimum(ml.optima, slope, start_tau=fit.tau)
     note = None
     if local.criterion - ml.criterion > LOCAL_REFIT_TOL:
         label = fit.formula or "model"

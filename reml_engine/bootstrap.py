@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .checks import check_bool, check_count, check_seed
+from .criterion import batch_length
 from .ddf import user_transform
 from .optimizer import SCAN_TAU_LARGE, SCAN_TAU_SMALL
 
@@ -76,7 +77,7 @@ def _fixed_parts(fit) -> _Fixed:
     stats = fit.stats
     gs = fit.group_stats
     p = stats.p
-    sums = gs.sums + gs.counts[:, None] * (gs.shift - stats.model_shift)[None, :]
+    sums = fit.parametrization.internal_sums(gs)
     counts = gs.counts.astype(np.float64)
     size_index = np.searchsorted(stats.sizes, counts)
     W_xx = stats.within[:p, :p]
@@ -126,7 +127,33 @@ def replicate_stats(fixed: _Fixed, draws: ReplicateDraws) -> tuple[np.ndarray, n
 
 
 def batched_criterion(within, between, stats, taus, REML: bool, derivative: bool = False) -> dict:
-    """Criterion (and derivative) of R replicates at taus (R, K): arrays (R, K)."""
+    """Criterion (and derivative) of R replicates at taus (R, K): arrays (R, K).
+
+    Evaluated in blocks of replicates and taus whose stacked ``(p + 1) x (p + 1)``
+    matrices fit in ``EVALUATION_MEMORY_BUDGET`` (see
+    :func:`reml_engine.criterion.batch_length`).
+    """
+    R, K = taus.shape
+    step = batch_length(stats.q)
+    if R * K <= step:
+        return _batched_criterion(within, between, stats, taus, REML, derivative)
+    r_step = min(R, step)
+    k_step = max(1, step // r_step)
+    out: dict[str, np.ndarray] = {}
+    for r0 in range(0, R, r_step):
+        rows = slice(r0, r0 + r_step)
+        for k0 in range(0, K, k_step):
+            cols = slice(k0, k0 + k_step)
+            part = _batched_criterion(within[rows], between[rows], stats, taus[rows, cols], REML, derivative)
+            for key, value in part.items():
+                if key not in out:
+                    out[key] = np.empty((R, K) + value.shape[2:])
+                out[key][rows, cols] = value
+    return out
+
+
+def _batched_criterion(within, between, stats, taus, REML: bool, derivative: bool = False) -> dict:
+    """:func:`batched_criterion` on one block (memory ``O(R K q^2)``)."""
     p = stats.p
     n_u, g_u = stats.sizes, stats.groups_per_size
     denom = 1.0 + taus[..., None] * n_u  # (R, K, U)
@@ -249,8 +276,11 @@ def parametric_bootstrap(
     offset = fit.fixef.to_numpy() - T @ fixed.beta
     taus, sigma2s, betas = [], [], []
     start = time.perf_counter()
-    for first in range(0, n_boot, BOOT_BLOCK):
-        k = min(BOOT_BLOCK, n_boot - first)
+    # A block's replicate statistics are (block, U + 1) matrices of (p + 1) x (p + 1):
+    # fewer replicates per block for a wide design, so that they stay within the budget.
+    block = min(BOOT_BLOCK, batch_length(fixed.stats.q, len(fixed.stats.sizes) + 1))
+    for first in range(0, n_boot, block):
+        k = min(block, n_boot - first)
         draws = draw_replicates(fit, fixed, k, rng)
         within, between = replicate_stats(fixed, draws)
         tau, sigma2, beta = fit_replicates(within, between, fixed.stats, fit.REML)

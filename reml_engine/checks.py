@@ -35,7 +35,9 @@ MAX_SUGGESTIONS = 3
 #: Values beyond this magnitude, or spreads below its inverse, risk overflow or
 #: underflow in the cross-products (sums of n squares must stay below 1.8e308 and above
 #: 2.2e-308, with room for n up to 1e100). Within these bounds (1e12 and 1e-12 included)
-#: the fit is exact: the engine centres internally and works with cross-products.
+#: scale and offset cost no accuracy: the engine centres each column and, where the
+#: centred columns are still nearly collinear, recomputes the statistics in a
+#: well-conditioned basis (:func:`reml_engine.stats.conditioning_transform`).
 MAGNITUDE_LIMIT = 1e100
 
 
@@ -281,9 +283,10 @@ def check_scales(
 
     Continuous predictors (not the intercept, not 0/1 indicators) warn when the ratio of
     two standard deviations, or one standard deviation itself, is beyond
-    ``SCALE_RATIO_TOL`` or its inverse. The fit stays exact either way (the engine
-    centres internally and works with cross-products of centred columns); the warning
-    is about coefficients too large or small to read.
+    ``SCALE_RATIO_TOL`` or its inverse. Scales alone cost the fit no accuracy (the
+    criterion's Cholesky factor does not depend on the scaling of the columns, and the
+    engine centres them); digits lost to near-collinearity are reported by the fit
+    itself. The warning is about coefficients too large or small to read.
     """
     idx = [
         j for j in range(len(sd))
@@ -298,13 +301,14 @@ def check_scales(
     if ratio > SCALE_RATIO_TOL:
         warn(
             f"predictors are on very different scales: sd of {big!r} is {ratio:.3g} times that of "
-            f"{small!r}; the fit is exact, but consider rescaling for interpretable coefficients"
+            f"{small!r}; scales alone do not affect the estimates, but consider rescaling for interpretable "
+            "coefficients"
         )
     elif sds.max() > SCALE_RATIO_TOL or sds.min() < 1.0 / SCALE_RATIO_TOL:
         name, value = (big, sds.max()) if sds.max() > SCALE_RATIO_TOL else (small, sds.min())
         warn(
-            f"predictor {name!r} has standard deviation {value:.3g}, far from 1; the fit is exact, but "
-            "consider rescaling it for interpretable coefficients"
+            f"predictor {name!r} has standard deviation {value:.3g}, far from 1; scales alone do not affect "
+            "the estimates, but consider rescaling it for interpretable coefficients"
         )
 
 

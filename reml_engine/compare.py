@@ -128,7 +128,7 @@ def compare_fe_re(formula: str, data: pd.DataFrame, term: str | None = None, *, 
         label = "random intercept, " + ("global optimum" if optimum.is_global else "local optimum")
         note = f"{where}, tau = var_group/sigma2 = {optimum.tau:.6g}"
         if optimum.is_lme4_default:
-            note += "; lme4's default start (theta = 1) returns this one"
+            note += "; lme4's lmer() with its default start returns this one"
         rows.append(_row(label, optimum.fixef[term], optimum.se[term], optimum.var_group, optimum.sigma2,
                          optimum.criterion, optimum.is_lme4_default, note))
 

@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import optimize
 
+from .criterion import batch_length
 from .ddf import user_transform
 from .lazy_imports import scipy_stats as sps
 from .optimizer import SCAN_TAU_LARGE, SCAN_TAU_SMALL, find_optima
@@ -46,6 +48,11 @@ LIMIT_RTOL = 1e-10
 STEP_GROWTH = 1.6
 #: Steps before giving up on finding where the profile crosses the cut-off.
 MAX_STEPS = 80
+#: Points at which the profile is sampled between two local minima, to find where it
+#: rises above the cut-off (a gap in the confidence set).
+GAP_SAMPLES = 32
+#: Two optima whose tau (or criteria) agree to this relative tolerance are the same.
+BASIN_TIE_RTOL = 1e-9
 
 
 class ProfileWarning(UserWarning):
@@ -69,8 +76,8 @@ class _Profile:
         hi = math.log(SCAN_TAU_LARGE / stats.min_size)
         k = int(math.ceil((hi - lo) * PROFILE_POINTS_PER_UNIT)) + 1
         self.grid = np.r_[0.0, np.exp(np.linspace(lo, hi, k))]
-        self.on_grid = self.pieces(self.grid)
         self.T = user_transform(fit)
+        self.on_grid = self.pieces(self.grid)
         at_hat = self.pieces(np.array([self.tau_hat]))
         self.sigma2_hat = float(at_hat["pwrss"][0] / self.dof)
         beta_int = at_hat["beta"][0]
@@ -79,6 +86,15 @@ class _Profile:
         self.beta_hat = self.T @ beta_int + self.offset
 
     def pieces(self, taus: np.ndarray) -> dict:
+        """log-determinants, pwrss, beta and each user coefficient's ``l' A^-1 l`` at
+        taus, in batches of bounded memory (see :func:`reml_engine.criterion.batch_length`)."""
+        step = batch_length(self.stats.q)
+        parts = [self._pieces(taus[start:start + step]) for start in range(0, len(taus), step)]
+        if len(parts) == 1:
+            return parts[0]
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+    def _pieces(self, taus: np.ndarray) -> dict:
         s = self.stats
         p = self.p
         denom = 1.0 + np.outer(taus, s.sizes)
@@ -87,11 +103,12 @@ class _Profile:
         diag = np.diagonal(L, axis1=1, axis2=2)
         Lxx = L[:, :p, :p]
         beta = np.linalg.solve(np.swapaxes(Lxx, 1, 2), L[:, p, :p][..., None])[..., 0]
-        A_inv = np.linalg.inv(M[:, :p, :p])
+        # l' A^-1 l = |L^-1 l|^2 for every user coefficient's row l of T at once.
+        half = np.linalg.solve(Lxx, np.broadcast_to(self.T.T, (len(taus), p, p)))
         ld = np.log(denom) @ s.groups_per_size
         if self.REML:
             ld = ld + 2.0 * np.log(diag[:, :p]).sum(axis=1)
-        return {"ld": ld, "pwrss": diag[:, p] ** 2, "beta": beta, "A_inv": A_inv}
+        return {"ld": ld, "pwrss": diag[:, p] ** 2, "beta": beta, "var": (half**2).sum(axis=1)}
 
     # -- the objective of each profile, over tau, given the parameter value -------------
     def _deviance(self, ld, pwrss, s2):
@@ -108,10 +125,8 @@ class _Profile:
                 s2 = value**2 / taus
                 return np.where(taus > 0, self._deviance(pc["ld"], pc["pwrss"], s2), np.inf)
             j = kind
-            ell = self.T[j]
-            est = pc["beta"] @ ell + self.offset[j]
-            var = np.einsum("a,kab,b->k", ell, pc["A_inv"], ell)
-            return self._profiled(pc["ld"], pc["pwrss"] + (est - value) ** 2 / var)
+            est = pc["beta"] @ self.T[j] + self.offset[j]
+            return self._profiled(pc["ld"], pc["pwrss"] + (est - value) ** 2 / pc["var"][:, j])
 
     def profile(self, kind, value: float) -> float:
         """Minimum over tau of the objective: the profiled deviance at ``value``."""
@@ -165,8 +180,99 @@ class _Profile:
         return math.inf * direction
 
 
+@dataclass(frozen=True)
+class _Centre:
+    """A local minimum of the profiled criterion, as a centre to step out from: the
+    parameters there (user scale) and step scales."""
+
+    optimum: object
+    excess: float
+    sd_group: float
+    sigma: float
+    beta: np.ndarray
+    se: np.ndarray
+
+
+def _centres(prof: _Profile, cutoff: float) -> list[_Centre]:
+    """Every local minimum whose criterion is within ``cutoff`` of the global one: each is
+    the centre of one piece of the confidence set (a piece of ``{D - D_min <= q}``
+    holds a local minimum of the profile, and those are the criterion's local minima)."""
+    centres = []
+    for opt in prof.summary.optima:
+        excess = opt.criterion - prof.dmin
+        if excess > cutoff:
+            continue
+        pc = prof.pieces(np.array([opt.tau]))
+        sigma2 = float(pc["pwrss"][0] / prof.dof)
+        beta = prof.T @ pc["beta"][0] + prof.offset
+        se = np.sqrt(sigma2 * pc["var"][0])
+        centres.append(_Centre(opt, max(excess, 0.0), math.sqrt(opt.tau * sigma2), math.sqrt(sigma2), beta, se))
+    return centres
+
+
+def _confidence_set(prof: _Profile, kind, starts, cutoff: float, floor=None) -> list[tuple[float, float]]:
+    """The pieces of ``{v : profile(v) - D_min <= cutoff}``.
+
+    Every piece holds a local minimum of the profile, and those are at the criterion's
+    local minima: the ``starts`` ``(value, scale)``. The set runs from the first crossing
+    below the lowest start to the first above the highest; between two neighbouring
+    starts it has a gap when the profile rises above the cut-off there (:func:`_gap`).
+    """
+    starts = sorted(starts)
+    lower = prof.limit(kind, starts[0][0], starts[0][1], -1, cutoff, floor=floor)
+    upper = prof.limit(kind, starts[-1][0], starts[-1][1], +1, cutoff)
+    pieces, current = [], lower
+    for (a, _), (b, _) in zip(starts[:-1], starts[1:], strict=True):
+        gap = _gap(prof, kind, a, b, cutoff) if b > a else None
+        if gap is not None:
+            pieces.append((current, gap[0]))
+            current = gap[1]
+    pieces.append((current, upper))
+    return pieces
+
+
+def _gap(prof: _Profile, kind, a: float, b: float, cutoff: float) -> tuple[float, float] | None:
+    """Where the profile rises above the cut-off between two values inside the set: the
+    two crossings around its highest point (sampled at ``GAP_SAMPLES`` points, the
+    highest refined by bounded Brent), or None when it stays below."""
+    def excess(v):
+        return prof.profile(kind, v) - prof.dmin - cutoff
+
+    grid = np.linspace(a, b, GAP_SAMPLES + 2)
+    values = np.array([excess(v) for v in grid[1:-1]])
+    k = int(np.argmax(values)) + 1
+    top, value = grid[k], values[k - 1]
+    if not value > 0:
+        res = optimize.minimize_scalar(lambda v: -excess(v), bounds=(grid[k - 1], grid[k + 1]), method="bounded",
+                                       options={"xatol": LIMIT_RTOL * max(abs(a), abs(b))})
+        top, value = float(res.x), -float(res.fun)
+        if not value > 0:
+            return None
+    return (optimize.brentq(excess, a, top, rtol=LIMIT_RTOL, xtol=1e-300),
+            optimize.brentq(excess, top, b, rtol=LIMIT_RTOL, xtol=1e-300))
+
+
+def _piece_with(pieces, value: float) -> tuple[float, float]:
+    """The piece that holds ``value`` (the profiled estimate is in one by construction)."""
+    for lo, hi in pieces:
+        if lo <= value <= hi:
+            return lo, hi
+    return min(pieces, key=lambda piece: min(abs(piece[0] - value), abs(piece[1] - value)))
+
+
+def _format_set(pieces) -> str:
+    return " U ".join(f"[{lo:.4g}, {hi:.4g}]" for lo, hi in pieces)
+
+
 def profile_intervals(fit, level: float = 0.95, REML: bool = False) -> pd.DataFrame:
-    """Profile-likelihood intervals for sd_group, sigma, icc and the fixed effects.
+    """Profile-likelihood confidence sets for sd_group, sigma, icc and the fixed effects.
+
+    The set for a parameter is ``{v : profile(v) - D_min <= chi2_1(level)}``, with
+    ``D_min`` the global minimum of the profiled criterion. When the criterion has more
+    than one local minimum within the cut-off, the set can be a union of intervals: every
+    piece is given. As lme4, a REML fit is profiled on the ML deviance; when its
+    estimate lies outside the set (the ML deviance's lowest minimum in another basin),
+    the row says so and why.
 
     Parameters
     ----------
@@ -178,89 +284,110 @@ def profile_intervals(fit, level: float = 0.95, REML: bool = False) -> pd.DataFr
 
     Returns
     -------
-    pandas.DataFrame with ``lower`` and ``upper``; notes in ``.attrs["notes"]``.
+    pandas.DataFrame indexed by parameter, with
+
+    * ``lower``, ``upper``: the piece of the set that holds the profiled estimate (what
+      lme4's ``confint(profile(m))`` reports when it can);
+    * ``pieces``: every piece, a tuple of ``(lower, upper)`` pairs in increasing order;
+    * ``note``: why the set is not one interval, or why it excludes the fit's own
+      estimate ("" when neither).
+
+    The notes are also in ``.attrs["notes"]`` and raised as :class:`ProfileWarning`.
     """
     prof = _Profile(fit, REML)
     cutoff = float(sps.chi2.ppf(level, 1))
-    rows, notes = {}, []
-    s2 = prof.sigma2_hat
-    tau = prof.tau_hat
-    sd_hat = math.sqrt(tau * s2)
-    sigma_hat = math.sqrt(s2)
+    centres = _centres(prof, cutoff)
+    best = min(centres, key=lambda c: c.excess)
+    sets: dict[str, list[tuple[float, float]]] = {}
+    estimates: dict[str, float] = {}
 
-    # tau (the criterion itself), then icc = tau / (1 + tau).
-    tau_scale = max(tau, 1.0 / prof.stats.max_size) * 0.5
-    tau_lo = prof.limit("tau", tau, tau_scale, -1, cutoff, floor=0.0)
-    tau_hi = prof.limit("tau", tau, tau_scale, +1, cutoff)
-    sd_scale = max(sd_hat, 0.1 * sigma_hat) * 0.25
-    rows["sd_group"] = (prof.limit("sd_group", sd_hat, sd_scale, -1, cutoff, floor=0.0),
-                        prof.limit("sd_group", sd_hat, sd_scale, +1, cutoff))
-    rows["sigma"] = (prof.limit("sigma", sigma_hat, 0.1 * sigma_hat, -1, cutoff, floor=0.0),
-                     prof.limit("sigma", sigma_hat, 0.1 * sigma_hat, +1, cutoff))
-    rows["icc"] = (tau_lo / (1.0 + tau_lo), tau_hi / (1.0 + tau_hi) if math.isfinite(tau_hi) else 1.0)
+    def tau_scale(tau):
+        return max(tau, 1.0 / prof.stats.max_size) * 0.5
+
+    tau_pieces = _confidence_set(prof, "tau", [(c.optimum.tau, tau_scale(c.optimum.tau)) for c in centres],
+                                 cutoff, floor=0.0)
+    sets["sd_group"] = _confidence_set(
+        prof, "sd_group", [(c.sd_group, max(c.sd_group, 0.1 * c.sigma) * 0.25) for c in centres], cutoff, floor=0.0)
+    estimates["sd_group"] = best.sd_group
+    sets["sigma"] = _confidence_set(prof, "sigma", [(c.sigma, 0.1 * c.sigma) for c in centres], cutoff, floor=0.0)
+    estimates["sigma"] = best.sigma
+    sets["icc"] = [(lo / (1.0 + lo), hi / (1.0 + hi) if math.isfinite(hi) else 1.0) for lo, hi in tau_pieces]
+    estimates["icc"] = prof.tau_hat / (1.0 + prof.tau_hat)
     if not REML:
-        se = _ml_se(prof)
         for j, name in enumerate(fit.fixef.index):
-            est = prof.beta_hat[j]
-            rows[name] = (prof.limit(j, est, se[j], -1, cutoff), prof.limit(j, est, se[j], +1, cutoff))
-    shape_notes = _monotonicity_notes(prof, cutoff, tau_lo, tau_hi)
-    for note in shape_notes:
+            sets[name] = _confidence_set(prof, j, [(c.beta[j], c.se[j]) for c in centres], cutoff)
+            estimates[name] = best.beta[j]
+
+    own = _own_estimates(fit) if (fit.REML and not REML) else {}
+    basin = _basin_reason(fit, prof, cutoff) if own else ""
+    rows, notes = {}, []
+    for name, pieces in sets.items():
+        lower, upper = _piece_with(pieces, estimates[name])
+        parts = []
+        if len(pieces) > 1:
+            parts.append(
+                f"the {level:.0%} confidence set of {name} is a union of {len(pieces)} intervals, "
+                f"{_format_set(pieces)} (the profiled criterion has local minima within the cut-off "
+                f"{cutoff:.3g} in each); lower/upper give the one around the estimate"
+            )
+        if name in own and not any(lo <= own[name] <= hi for lo, hi in pieces):
+            parts.append(f"the set excludes the REML estimate {own[name]:.4g}: {basin}")
+        note = "; ".join(parts)
+        rows[name] = (lower, upper, tuple(pieces), note)
+        if note:
+            notes.append(f"{name}: {note}")
+    notes.extend(_other_minima_notes(prof, cutoff))
+    for note in notes:
         warnings.warn(note, ProfileWarning, stacklevel=3)
-    notes.extend(shape_notes)
     if fit.REML and not REML:
-        basin = _basin_note(fit, prof)
-        if basin:
-            warnings.warn(basin, ProfileWarning, stacklevel=3)
-            notes.append(basin)
         notes.append("profiled the ML deviance (as lme4): the intervals are centred on the ML estimates")
-    table = pd.DataFrame.from_dict(rows, orient="index", columns=["lower", "upper"])
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=["lower", "upper", "pieces", "note"])
     table.attrs["notes"] = tuple(notes)
     return table
 
 
-def _ml_se(prof: _Profile) -> np.ndarray:
-    A_inv = prof.pieces(np.array([prof.tau_hat]))["A_inv"][0]
-    cov = prof.sigma2_hat * prof.T @ A_inv @ prof.T.T
-    return np.sqrt(np.diag(cov))
+def _own_estimates(fit) -> dict[str, float]:
+    """The REML fit's own estimates, by row name."""
+    own = {"sd_group": math.sqrt(fit.var_group), "sigma": math.sqrt(fit.sigma2), "icc": fit.icc}
+    own.update({name: float(value) for name, value in fit.fixef.items()})
+    return own
 
 
-def _monotonicity_notes(prof: _Profile, cutoff: float, tau_lo: float, tau_hi: float) -> list[str]:
+def _basin_reason(fit, prof: _Profile, cutoff: float) -> str:
+    """Why the ML-based set can miss the REML estimate."""
+    from .criterion import evaluate
+    from .optimizer import descent_optimum
+
+    slope = float(evaluate([fit.tau], prof.stats, prof.REML)["derivative"][0])
+    nearest = descent_optimum(prof.summary.optima, slope, start_tau=fit.tau)
+    excess = nearest.criterion - prof.dmin
+    if excess <= BASIN_TIE_RTOL * max(1.0, abs(prof.dmin)):
+        return (
+            "the ML deviance's lowest minimum is in the REML estimate's basin, but the ML estimates differ from "
+            "the REML ones by more than the interval's half-width"
+        )
+    return (
+        f"the ML deviance's lowest minimum (ICC = {prof.tau_hat / (1 + prof.tau_hat):.4g}) lies in another basin "
+        f"than the REML estimate (ICC = {fit.icc:.4g}); the ML deviance's minimum in the REML estimate's basin "
+        f"(ICC = {nearest.tau / (1 + nearest.tau):.4g}) is {excess:.4g} above it, "
+        + ("beyond" if excess > cutoff else "within")
+        + f" the cut-off {cutoff:.3g} (lme4's profile, which starts from that basin's minimum, can fail with 'profiling detected new, lower deviance')"
+    )
+
+
+def _other_minima_notes(prof: _Profile, cutoff: float) -> list[str]:
+    """The other local minima of the profiled criterion, inside or outside the cut-off."""
     notes = []
     for opt in prof.summary.optima:
-        if abs(opt.tau - prof.tau_hat) <= 1e-9 * max(prof.tau_hat, 1.0):
+        if abs(opt.tau - prof.tau_hat) <= BASIN_TIE_RTOL * max(prof.tau_hat, 1.0):
             continue
         excess = opt.criterion - prof.dmin
-        icc = opt.tau / (1.0 + opt.tau)
-        if excess <= cutoff and not (tau_lo <= opt.tau <= tau_hi):
-            notes.append(
-                f"the profile is not monotone: another local minimum at ICC = {icc:.4g} "
-                f"({excess:.4g} above the minimum) is also inside the confidence region, which "
-                "is therefore not an interval; the limits given bound the part around the estimate"
-            )
-        else:
-            notes.append(
-                f"the profile is not monotone: the criterion has another local minimum at ICC = {icc:.4g} "
-                f"({excess:.4g} above the minimum, outside the confidence region)"
-            )
+        where = "outside the confidence region" if excess > cutoff else "inside the confidence region"
+        notes.append(
+            f"the profile is not monotone: the criterion has another local minimum at ICC = "
+            f"{opt.tau / (1.0 + opt.tau):.4g} ({excess:.4g} above the minimum, {where})"
+        )
     return notes
-
-
-def _basin_note(fit, prof: _Profile) -> str | None:
-    """Say so when the ML optimum lies in another basin than the REML estimate."""
-    from .criterion import evaluate
-    from .optimizer import lme4_default_optimum
-
-    if len(prof.summary.optima) < 2:
-        return None
-    slope = float(evaluate([fit.tau], prof.stats, prof.REML)["derivative"][0])
-    nearest = lme4_default_optimum(prof.summary.optima, slope, start_tau=fit.tau)
-    if abs(nearest.tau - prof.tau_hat) <= 1e-9 * max(prof.tau_hat, 1.0):
-        return None
-    return (
-        f"the ML optimum (ICC = {prof.tau_hat / (1 + prof.tau_hat):.4g}) is not in the basin of the REML "
-        f"estimate (ICC = {fit.icc:.4g}), where the ML deviance has another local minimum "
-        f"({nearest.criterion - prof.dmin:.4g} higher): the intervals describe the ML optimum"
-    )
 
 
 def wald_intervals(fit, level: float = 0.95) -> pd.DataFrame:

@@ -59,6 +59,22 @@ from .stats import PooledStats
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
+#: Bytes of working memory a batch of evaluations may take. Each evaluation needs a few
+#: ``(p + 1) x (p + 1)`` matrices, so evaluating the ~1,400 scan points at once would take
+#: ``1,400 x 8 (p + 1)^2`` bytes per array (10 GB for a 1000-level factor): the taus are
+#: evaluated in batches that fit in this budget instead, whatever p.
+EVALUATION_MEMORY_BUDGET = 32 * 2**20
+#: Stacked (p + 1) x (p + 1) float64 arrays one evaluation of :func:`evaluate` holds at
+#: once (M, its Cholesky factor, the inverse, D and their temporaries).
+ARRAYS_PER_EVALUATION = 8
+
+
+def batch_length(q: int, arrays_per_evaluation: int = ARRAYS_PER_EVALUATION, budget: int | None = None) -> int:
+    """How many evaluations of ``arrays_per_evaluation`` stacked ``q x q`` float64 arrays
+    fit in ``budget`` bytes (default ``EVALUATION_MEMORY_BUDGET``; at least 1)."""
+    budget = EVALUATION_MEMORY_BUDGET if budget is None else budget
+    return max(1, int(budget // (8 * q * q * arrays_per_evaluation)))
+
 
 @dataclass(frozen=True)
 class CriterionParts:
@@ -107,7 +123,8 @@ def _residual_dof(stats: PooledStats, REML: bool) -> int:
 
 
 def evaluate(taus, stats: PooledStats, REML: bool = True) -> dict[str, np.ndarray]:
-    """Criterion, its parts and its derivative at many tau at once (vectorized).
+    """Criterion, its parts and its derivative at many tau at once (vectorized, in
+    batches of at most ``EVALUATION_MEMORY_BUDGET`` bytes of working memory).
 
     Parameters
     ----------
@@ -125,6 +142,15 @@ def evaluate(taus, stats: PooledStats, REML: bool = True) -> dict[str, np.ndarra
     matrix is not numerically positive definite are NaN.
     """
     taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
+    step = batch_length(stats.q)
+    if len(taus) <= step:
+        return _evaluate_batch(taus, stats, REML)
+    parts = [_evaluate_batch(taus[start:start + step], stats, REML) for start in range(0, len(taus), step)]
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def _evaluate_batch(taus: np.ndarray, stats: PooledStats, REML: bool) -> dict[str, np.ndarray]:
+    """:func:`evaluate` on one batch of taus (its memory is ``O(len(taus) q^2)``)."""
     p, q = stats.p, stats.q
     denom = 1.0 + taus[:, None] * stats.sizes[None, :]  # (K, U)
     weights = 1.0 / denom

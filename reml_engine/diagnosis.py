@@ -91,8 +91,12 @@ def optimum_notes(
     cs: CompoundSymmetryFit,
     boundary: Boundary | None,
     REML: bool,
+    lme4_start: float | None = None,
 ) -> list[str]:
-    """Notes printed below the summary: local optima, lme4's pick, compound symmetry."""
+    """Notes printed below the summary: local optima, lme4's pick, compound symmetry.
+
+    ``lme4_start`` is lme4's starting theta (see :mod:`reml_engine.lme4_path`), quoted in
+    the note on the optimum lme4 returns."""
     name = _criterion_name(REML)
     notes: list[str] = []
     if boundary is not None:
@@ -106,8 +110,9 @@ def optimum_notes(
         )
     default = next(o for o in optima if o.is_lme4_default)
     if not default.is_global:
+        start = "" if lme4_start is None else f" (theta = {lme4_start:.4g}, from the response's variation between and within groups)"
         notes.append(
-            f"lme4's lmer() from its default start (theta = 1) stops at a local minimum, {_describe(default)} "
+            f"lme4's lmer() from its default start{start} stops at a local minimum, {_describe(default)} "
             f"({name} {default.criterion - estimate.criterion:.4f} worse). The fits differ: "
             f"{_compare_fits(estimate, default)} (estimate vs lme4's)."
             + (_why_fits_differ(estimate, default) if _fits_differ(estimate, default) else "")

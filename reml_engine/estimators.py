@@ -77,14 +77,12 @@ def _solve(gram: np.ndarray, rhs: np.ndarray, yy: float) -> tuple[np.ndarray, np
 
 def within_varying_columns(fit) -> list[int]:
     """Columns of the fit's design that vary within groups, full rank among themselves."""
-    stats = fit.stats
-    p = stats.p
-    W = stats.within
-    total = W + stats.between.sum(axis=0)
+    gs = fit.group_stats
+    p = gs.q - 1
+    W = gs.within_cross()
+    W = 0.5 * (W + W.T)
     # Sum of squares about the column mean: total cross-product minus n * mean^2.
-    n = stats.nobs
-    col_sums = fit.group_stats.sums.sum(axis=0) + n * (fit.group_stats.shift - stats.model_shift)
-    about_mean = np.diag(total) - col_sums**2 / n
+    about_mean = np.diag(gs.cross) - gs.sums.sum(axis=0) ** 2 / gs.nobs
     varying = [j for j in range(p) if W[j, j] > WITHIN_VARYING_TOL * max(about_mean[j], 0.0)]
     kept = select_full_rank_columns(W[np.ix_(varying, varying)], np.diag(W)[varying], RANK_TOL)
     return [varying[i] for i in kept]
@@ -108,8 +106,10 @@ def within_estimator(fit) -> LeastSquaresFit:
             "no fixed-effect column varies within groups: the within (fixed-effects) estimator has nothing "
             "to estimate"
         )
-    W = fit.stats.within
-    y = fit.stats.p
+    # The user's columns (the fit's own statistics may be in another basis).
+    W = fit.group_stats.within_cross()
+    W = 0.5 * (W + W.T)
+    y = W.shape[0] - 1
     df_resid = fit.nobs - fit.ngroups - len(columns)
     if df_resid <= 0:
         raise ValueError(

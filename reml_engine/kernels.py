@@ -23,6 +23,19 @@ BLOCK_ROWS = 2048
 
 
 @njit(cache=True, nogil=True)
+def _scatter_and_cross(codes, block_start, block, counts, sums, cross):
+    """Add a block of rows to the group counts and sums and to the cross-product (the
+    transformed pass; the ordinary one does it inline, which compiles faster)."""
+    m, r = block.shape
+    for i in range(m):
+        g = codes[block_start + i]
+        counts[g] += 1
+        for j in range(r):
+            sums[g, j] += block[i, j]
+    cross += np.dot(block.T, block)
+
+
+@njit(cache=True, nogil=True)
 def _accumulate_rows(X, y, codes, shift, start, stop, counts, sums, cross, lo, hi, buf):
     """Add rows ``start .. stop - 1`` to ``counts``, ``sums`` and ``cross``, and widen the
     column ranges ``lo``/``hi`` of the raw values (all in place).
@@ -61,6 +74,41 @@ def _accumulate_rows(X, y, codes, shift, start, stop, counts, sums, cross, lo, h
 
 
 @njit(cache=True, nogil=True)
+def _shifted_block(X, y, shift, block_start, m, buf):
+    """Rows ``block_start .. block_start + m - 1`` of ``[X | y] - shift``, into ``buf``."""
+    p = X.shape[1]
+    for i in range(m):
+        row = block_start + i
+        for j in range(p):
+            buf[i, j] = X[row, j] - shift[j]
+        buf[i, p] = y[row] - shift[p]
+
+
+@njit(cache=True, nogil=True)
+def _accumulate_rows_transformed(X, y, codes, shift, transform, start, stop, counts, sums, cross, lo, hi,
+                                 buf, out):
+    """:func:`_accumulate_rows` for the columns ``([X | y] - shift) transform``: each
+    shifted block is multiplied by ``transform`` (``q x r``) into ``out`` first, and the
+    ranges are those of the new columns. A separate kernel, so that the ordinary pass
+    neither carries nor compiles the product."""
+    r = out.shape[1]
+    for block_start in range(start, stop, BLOCK_ROWS):
+        block_stop = min(block_start + BLOCK_ROWS, stop)
+        m = block_stop - block_start
+        _shifted_block(X, y, shift, block_start, m, buf)
+        block = out[:m]
+        np.dot(buf[:m], transform, block)
+        for i in range(m):
+            for j in range(r):
+                v = block[i, j]
+                if v < lo[j]:
+                    lo[j] = v
+                if v > hi[j]:
+                    hi[j] = v
+        _scatter_and_cross(codes, block_start, block, counts, sums, cross)
+
+
+@njit(cache=True, nogil=True)
 def group_sums_and_cross(X, y, codes, n_groups, shift):
     """Per-group counts and sums of ``[X | y] - shift``, and their global cross-product.
 
@@ -92,26 +140,54 @@ def group_sums_and_cross(X, y, codes, n_groups, shift):
     return counts, sums, cross, lo, hi
 
 
+@njit(cache=True, nogil=True)
+def group_sums_and_cross_transformed(X, y, codes, n_groups, shift, transform):
+    """:func:`group_sums_and_cross` of the ``r`` columns ``([X | y] - shift) transform``
+    (``transform`` float64 (p + 1, r), C order; a reparametrization, see
+    :func:`reml_engine.stats.compute_group_stats`). The ranges are those of the new
+    columns."""
+    n, p = X.shape
+    q = p + 1
+    r = transform.shape[1]
+    counts = np.zeros(n_groups, dtype=np.int64)
+    sums = np.zeros((n_groups, r), dtype=np.float64)
+    cross = np.zeros((r, r), dtype=np.float64)
+    lo = np.full(r, np.inf)
+    hi = np.full(r, -np.inf)
+    buf = np.empty((BLOCK_ROWS, q), dtype=np.float64)
+    out = np.empty((BLOCK_ROWS, r), dtype=np.float64)
+    _accumulate_rows_transformed(X, y, codes, shift, transform, 0, n, counts, sums, cross, lo, hi, buf, out)
+    return counts, sums, cross, lo, hi
+
+
 @njit(cache=True, parallel=True)
-def group_sums_and_cross_parallel(X, y, codes, n_groups, shift, n_chunks):
-    """:func:`group_sums_and_cross` with the rows split into ``n_chunks`` contiguous
-    chunks, one per thread, each with its own sums; the chunks' sums are added at the
-    end (the statistics are additive over rows). Costs ``n_chunks`` copies of the
-    ``(n_groups, p + 1)`` sums.
+def group_sums_and_cross_parallel(X, y, codes, n_groups, shift, transform, n_chunks):
+    """:func:`group_sums_and_cross` (or, with a non-empty ``transform``,
+    :func:`group_sums_and_cross_transformed`) with the rows split into ``n_chunks``
+    contiguous chunks, one per thread, each with its own sums; the chunks' sums are added
+    at the end (the statistics are additive over rows). Costs ``n_chunks`` copies of the
+    ``(n_groups, r)`` sums. ``transform`` is (0, 0) for none.
     """
     n, p = X.shape
     q = p + 1
+    transformed = transform.shape[0] > 0
+    r = transform.shape[1] if transformed else q
     counts = np.zeros((n_chunks, n_groups), dtype=np.int64)
-    sums = np.zeros((n_chunks, n_groups, q), dtype=np.float64)
-    cross = np.zeros((n_chunks, q, q), dtype=np.float64)
-    lo = np.full((n_chunks, q), np.inf)
-    hi = np.full((n_chunks, q), -np.inf)
+    sums = np.zeros((n_chunks, n_groups, r), dtype=np.float64)
+    cross = np.zeros((n_chunks, r, r), dtype=np.float64)
+    lo = np.full((n_chunks, r), np.inf)
+    hi = np.full((n_chunks, r), -np.inf)
     step = (n + n_chunks - 1) // n_chunks
     for c in prange(n_chunks):
         buf = np.empty((BLOCK_ROWS, q), dtype=np.float64)
         start = c * step
         stop = min(n, start + step)
-        _accumulate_rows(X, y, codes, shift, start, stop, counts[c], sums[c], cross[c], lo[c], hi[c], buf)
+        if transformed:
+            out = np.empty((BLOCK_ROWS, r), dtype=np.float64)
+            _accumulate_rows_transformed(X, y, codes, shift, transform, start, stop, counts[c], sums[c], cross[c],
+                                         lo[c], hi[c], buf, out)
+        else:
+            _accumulate_rows(X, y, codes, shift, start, stop, counts[c], sums[c], cross[c], lo[c], hi[c], buf)
     total_counts = counts[0].copy()
     total_sums = sums[0].copy()
     total_cross = cross[0].copy()
@@ -127,11 +203,23 @@ def group_sums_and_cross_parallel(X, y, codes, n_groups, shift, n_chunks):
 
 
 @njit(cache=True, nogil=True)
-def within_cross(X, y, codes, means):
-    """Exact within-group cross-product of ``[X | y]``: sum of (z - mean_g)(z - mean_g)'.
+def _add_within_block(codes, start, block, means, cross):
+    m, r = block.shape
+    for i in range(m):
+        g = codes[start + i]
+        for j in range(r):
+            block[i, j] -= means[g, j]
+    cross += np.dot(block.T, block)
 
-    A second pass used only when the one-pass formula ``cross - sum_g s_g s_g' / n_g``
-    would lose too many digits (a column nearly constant within groups).
+
+@njit(cache=True, nogil=True)
+def within_cross(X, y, codes, means, shift):
+    """Exact within-group cross-product: sum of (z - mean_g)(z - mean_g)'.
+
+    ``z`` is a row of ``[X | y] - shift`` and ``means`` (G, p + 1) are the group means of
+    the same columns. A second pass used only when the one-pass formula
+    ``cross - sum_g s_g s_g' / n_g`` would lose too many digits (a column nearly constant
+    within groups).
     """
     n, p = X.shape
     q = p + 1
@@ -140,14 +228,28 @@ def within_cross(X, y, codes, means):
     for start in range(0, n, BLOCK_ROWS):
         stop = min(start + BLOCK_ROWS, n)
         m = stop - start
-        for i in range(m):
-            row = start + i
-            g = codes[row]
-            for j in range(p):
-                buf[i, j] = X[row, j] - means[g, j]
-            buf[i, p] = y[row] - means[g, p]
-        block = buf[:m]
-        cross += np.dot(block.T, block)
+        _shifted_block(X, y, shift, start, m, buf)
+        _add_within_block(codes, start, buf[:m], means, cross)
+    return cross
+
+
+@njit(cache=True, nogil=True)
+def within_cross_transformed(X, y, codes, means, shift, transform):
+    """:func:`within_cross` of the columns ``([X | y] - shift) transform`` (``means``
+    (G, r) their group means)."""
+    n, p = X.shape
+    q = p + 1
+    r = transform.shape[1]
+    cross = np.zeros((r, r), dtype=np.float64)
+    buf = np.empty((BLOCK_ROWS, q), dtype=np.float64)
+    out = np.empty((BLOCK_ROWS, r), dtype=np.float64)
+    for start in range(0, n, BLOCK_ROWS):
+        stop = min(start + BLOCK_ROWS, n)
+        m = stop - start
+        _shifted_block(X, y, shift, start, m, buf)
+        block = out[:m]
+        np.dot(buf[:m], transform, block)
+        _add_within_block(codes, start, block, means, cross)
     return cross
 
 

@@ -7,6 +7,7 @@ distributed fits).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -22,16 +23,32 @@ from .checks import (
     check_values,
     intercept_from_stats,
     select_full_rank_columns,
+    warn,
     warn_dropped_columns,
 )
-from .criterion import evaluate, fixed_effects
+from .criterion import fixed_effects
 from .design import Design
 from .diagnosis import boundary_diagnosis, optimum_notes
 from .groups import factorize_groups
+from .lme4_path import lme4_start_from_stats
 from .optimizer import Optimum, OptSummary, find_optima, lme4_default_optimum
 from .parametrization import UserParametrization, standard_errors
 from .results import CompoundSymmetryFit, LmerFit, LocalOptimum
-from .stats import GroupStats, PooledStats, compute_group_stats, pilot_shift
+from .stats import (
+    MAX_CONDITIONING_PASSES,
+    GroupStats,
+    PooledStats,
+    compute_group_stats,
+    conditioning_transform,
+    digits_lost,
+    needs_conditioning,
+    pilot_shift,
+)
+
+#: Rereads the rows in another basis: ``reread(shift, transform)`` returns the
+#: :class:`GroupStats` of ``([X | y] - shift) transform`` over the statistics' original
+#: columns (``transform`` has a zero row for every column the rank check dropped).
+Reread = Callable[[np.ndarray, np.ndarray], GroupStats]
 
 
 def fit_design(design: Design, REML: bool = True) -> LmerFit:
@@ -41,6 +58,10 @@ def fit_design(design: Design, REML: bool = True) -> LmerFit:
     shift = pilot_shift(design.X, design.y, design.intercept_index)
     group_stats = compute_group_stats(design.X, design.y, groups, shift)
     check_values(group_stats, design.X, design.y, design.column_names, design.response_name)
+
+    def reread(shift: np.ndarray, transform: np.ndarray) -> GroupStats:
+        return compute_group_stats(design.X, design.y, groups, shift, transform=transform)
+
     fit = fit_stats(
         group_stats,
         design.column_names,
@@ -50,6 +71,7 @@ def fit_design(design: Design, REML: bool = True) -> LmerFit:
         group_name=design.group_name,
         formula=design.formula.formula if design.formula is not None else None,
         design=design,
+        reread=reread,
     )
     return replace(fit, group_codes=groups.codes)
 
@@ -63,12 +85,23 @@ def fit_stats(
     group_name: str = "group",
     formula: str | None = None,
     design: Design | None = None,
+    reread: Reread | None = None,
+    lme4_start: float | None = None,
 ) -> LmerFit:
     """Fit from sufficient statistics: rank check, global optimization, result.
 
     ``intercept_index=None`` means "not known": a column of ones is then found from the
     statistics' column ranges, and the model is centred on it (an exact
     reparametrization).
+
+    ``reread`` (see :data:`Reread`), when the rows can be read again, lets the fit
+    recompute the statistics in a well-conditioned basis when the centred columns are
+    still nearly collinear (:func:`reml_engine.stats.needs_conditioning`). Without it
+    such a fit warns how many digits the statistics may have lost.
+
+    ``lme4_start`` is lme4's starting theta if the caller has it (e.g. from the rows with
+    R's arithmetic, :func:`reml_engine.lme4_path.lme4_start_from_rows`); by default it is
+    computed from the statistics, equal to R's to rounding.
     """
     check_groups(group_stats.nobs, group_stats.ngroups, group_name)
     if intercept_index is None:
@@ -78,6 +111,7 @@ def fit_stats(
     kept, dropped = _full_rank_columns(group_stats, column_names, intercept_index)
     warn_dropped_columns(dropped)
     names = [column_names[j] for j in kept]
+    n_columns = group_stats.q
     if len(kept) < len(column_names):
         group_stats = group_stats.select(kept)
         intercept_index = kept.index(intercept_index) if intercept_index in kept else None
@@ -85,14 +119,19 @@ def fit_stats(
             design = _select_design_columns(design, kept)
     p = len(kept)
     check_dof(group_stats.nobs, p, REML)
+
+    model_shift = group_stats.shift.copy() if intercept_index is not None else np.zeros(group_stats.q)
+    internal, transform, conditioning_notes = _well_conditioned(
+        group_stats, model_shift, reread, kept, n_columns, names, response_name
+    )
     check_identifiable(
-        group_stats.within_cross()[:p, :p],
-        np.diag(group_stats.raw_cross)[:p],
+        internal.within_cross()[:p, :p],
+        np.diag(internal.raw_cross)[:p],
         group_stats.ngroups,
         group_name,
     )
     check_residual_variance(
-        group_stats.within_cross(),
+        internal.within_cross(),
         float(group_stats.cross[-1, -1] - group_stats.sums[:, -1].sum() ** 2 / group_stats.nobs),
         response_name,
         group_name,
@@ -100,13 +139,13 @@ def fit_stats(
     binary = binary_columns_from_stats(group_stats)
     check_scales(_column_sd(group_stats), names, intercept_index, binary)
 
-    model_shift = group_stats.shift.copy() if intercept_index is not None else np.zeros(group_stats.q)
-    pooled = group_stats.pooled(model_shift)
+    pooled = internal.pooled(model_shift if transform is None else None)
     summary = find_optima(pooled, REML)
 
-    to_original = UserParametrization(model_shift, intercept_index, names)
-    slope_at_start = float(evaluate([1.0], pooled, REML)["derivative"][0])
-    lme4_pick = lme4_default_optimum(summary.optima, slope_at_start)
+    to_original = UserParametrization(model_shift, intercept_index, names, transform)
+    if lme4_start is None:
+        lme4_start = lme4_start_from_stats(group_stats)
+    lme4_pick = lme4_default_optimum(summary.optima, pooled, REML, lme4_start)
     best = summary.global_optimum
     optima = tuple(
         _local_optimum(o, pooled, REML, to_original, o is best, o is lme4_pick) for o in summary.optima
@@ -117,8 +156,8 @@ def fit_stats(
 
     cs = _compound_symmetry(summary, pooled, REML, to_original)
     boundary = boundary_diagnosis(summary, cs) if best.kind == "boundary" else None
-    notes = optimum_notes(optima, estimate, cs, boundary, REML)
-    ranef = _ranef(group_stats, pooled, best.tau, beta, sigma2, model_shift)
+    notes = optimum_notes(optima, estimate, cs, boundary, REML, lme4_start) + list(summary.notes) + conditioning_notes
+    ranef = _ranef(group_stats, to_original.internal_sums(group_stats), best.tau, beta, sigma2)
     return LmerFit(
         REML=REML,
         fixef=fixef,
@@ -142,7 +181,78 @@ def fit_stats(
         notes=tuple(notes),
         design=design,
         parametrization=to_original,
+        lme4_start_theta=lme4_start,
     )
+
+
+def _well_conditioned(
+    group_stats: GroupStats,
+    model_shift: np.ndarray,
+    reread: Reread | None,
+    kept: list[int],
+    n_columns: int,
+    names: list[str],
+    response_name: str,
+) -> tuple[GroupStats, np.ndarray | None, list[str]]:
+    """Statistics of the model's columns in a basis where the criterion keeps its digits.
+
+    Centring by ``model_shift`` removes an offset of each column on its own, not one a
+    column carries through another (``x:f`` with x far from 0 is ``1e6 f`` plus a small
+    part). What the centred columns still share shows in their cross-product: a column
+    that keeps a fraction ``f`` of its squared norm after projecting out the earlier ones
+    lost ``-log10 f`` digits there. Then the rows are read again in the Gram-Schmidt
+    basis of that cross-product, whose columns are nearly orthogonal, and the results
+    mapped back exactly (:class:`UserParametrization`).
+
+    Returns the statistics to pool (the internal columns when reparametrized: shift 0),
+    the unit upper-triangular transform (None: the centred columns are used as they are)
+    and notes for the summary.
+    """
+    centred = group_stats.rebase(model_shift)
+    if not needs_conditioning(centred.cross):
+        return group_stats, None, []
+    lost = digits_lost(centred.cross)
+    if reread is None:
+        message = (
+            f"the model's columns are nearly collinear even after centring (one keeps only 1e-{lost:.0f} of its "
+            f"squared norm after projecting out the earlier ones), so up to {lost:.0f} of the 16 digits of the "
+            "cross-products cancel; these statistics were read in one pass and cannot be recomputed in a better "
+            "basis, so the estimates may keep only about "
+            f"{max(16 - lost, 0):.0f} digits. Centre the predictors (also inside interactions) or fit from data "
+            "that can be read twice"
+        )
+        warn(message)
+        return group_stats, None, [message]
+    q = group_stats.q
+    rows = np.r_[kept, n_columns - 1]
+    shift = np.zeros(n_columns)
+    shift[rows] = model_shift
+    transform = np.eye(q)
+    internal = None
+    for _ in range(MAX_CONDITIONING_PASSES):
+        step = conditioning_transform(centred.cross if internal is None else internal.cross)
+        if step is None:
+            break
+        transform = transform @ step
+        embedded = np.zeros((n_columns, q))
+        embedded[rows] = transform
+        internal = reread(shift, embedded)
+        if not needs_conditioning(internal.cross):
+            return internal, transform, []
+    if internal is None:
+        message = (
+            f"the model's columns are nearly collinear even after centring: up to {lost:.0f} of the 16 digits of the "
+            f"cross-products cancel, so the estimates may keep only about {max(16 - lost, 0):.0f} digits"
+        )
+        warn(message)
+        return group_stats, None, [message]
+    remaining = digits_lost(internal.cross)
+    message = (
+        "the model's columns are nearly collinear even after centring; recomputed in a better-conditioned basis, "
+        f"the cross-products still lose up to {remaining:.0f} of their 16 digits"
+    )
+    warn(message)
+    return internal, transform, [message]
 
 
 def _local_optimum(opt: Optimum, pooled, REML, to_original, is_global, is_default) -> LocalOptimum:
@@ -170,14 +280,14 @@ def _compound_symmetry(summary: OptSummary, pooled: PooledStats, REML: bool, to_
     )
 
 
-def _ranef(group_stats: GroupStats, pooled: PooledStats, tau, beta, sigma2, model_shift) -> pd.DataFrame:
+def _ranef(group_stats: GroupStats, sums: np.ndarray, tau, beta, sigma2) -> pd.DataFrame:
     """Conditional modes and variances of the random intercepts (lme4's ranef(condVar=TRUE)).
 
     ``b_g = tau n_g / (1 + n_g tau) * mean_g(y - X beta)`` and
-    ``Var(b_g | y) = sigma2 tau / (1 + n_g tau)`` (given beta, as lme4 reports it).
+    ``Var(b_g | y) = sigma2 tau / (1 + n_g tau)`` (given beta, as lme4 reports it); ``sums``
+    are the group sums of the internal columns, in which ``beta`` is.
     """
     counts = group_stats.counts.astype(np.float64)
-    sums = group_stats.sums + counts[:, None] * (group_stats.shift - model_shift)[None, :]
     resid_mean = (sums[:, -1] - sums[:, :-1] @ beta) / counts
     shrink = tau * counts / (1.0 + tau * counts)
     return pd.DataFrame(

@@ -2,8 +2,10 @@
 
 The criterion is a smooth function of one variable, tau = var_group / sigma2, cheap to
 evaluate at any tau (``O(U p^2 + p^3)``) and with an analytic derivative. So instead of a
-local search from one start (lme4 starts at theta = 1 and can stop at the first minimum
-it meets), the whole range is scanned and every bracketed minimum refined.
+local search from one start (lme4 starts at ``theta0 = sqrt(between / within)`` sums of
+squares of the response and can stop at the first minimum it meets, see
+:mod:`reml_engine.lme4_path`), the whole range is scanned and every bracketed minimum
+refined.
 
 The scan
 --------
@@ -67,6 +69,7 @@ import numpy as np
 from scipy import optimize
 
 from .criterion import evaluate, tau_lower_limit
+from .lme4_path import lme4_path_of_stats
 from .stats import PooledStats
 
 #: Scan points per unit of log(tau): every weight 1/(1 + n tau) is a logistic curve of
@@ -306,6 +309,7 @@ def find_optima(stats: PooledStats, REML: bool = True) -> OptSummary:
 
     extended: list[Optimum] = []
     refined = []
+    rejected: list[Optimum] = []
     for a, b in sorted(set(brackets)):
         fa = crit.derivative(a)
         fb = crit.derivative(b)
@@ -316,10 +320,12 @@ def find_optima(stats: PooledStats, REML: bool = True) -> OptSummary:
         else:
             continue
         point = crit(root)
+        found = Optimum(root, float(point["criterion"][0]), "interior", float(point["derivative"][0]))
         if not abs(point["derivative"][0]) <= STATIONARY_RTOL * point["derivative_scale"][0]:
+            rejected.append(found)
             continue
         refined.append(root)
-        extended.append(Optimum(root, float(point["criterion"][0]), "interior", float(point["derivative"][0])))
+        extended.append(found)
 
     lower = tau_lower_limit(stats)
     limit_slope = 0.0
@@ -334,6 +340,23 @@ def find_optima(stats: PooledStats, REML: bool = True) -> OptSummary:
     optima = [o for o in extended if o.tau > 0]
     if slope_zero >= 0:
         optima.append(Optimum(0.0, float(at_zero["criterion"][0]), "boundary", slope_zero))
+    notes = []
+    if not optima:
+        # The criterion falls from tau = 0 and rises at the top of the scan, so it has a
+        # minimum; only rounding (statistics that lost their digits) can have made every
+        # refined sign change fail the stationarity test. Report the lowest one found
+        # rather than none, and say so.
+        candidates = [o for o in rejected if o.tau > 0] or [
+            Optimum(float(t), float(v), "interior", float(s)) for t, v, s in zip(taus, values, slopes, strict=True) if t > 0
+        ]
+        lowest = min(candidates, key=lambda o: o.criterion)
+        optima.append(lowest)
+        extended.append(lowest)
+        notes.append(
+            f"the criterion is not smooth to rounding near var_group/sigma2 = {lowest.tau:.6g}: its minimum there "
+            "could not be refined to a stationary point, so the estimate is the lowest point found (the "
+            "statistics may have lost digits to cancellation)"
+        )
     extended = _dedupe(extended)
     optima = _dedupe(optima)
     return OptSummary(
@@ -347,6 +370,7 @@ def find_optima(stats: PooledStats, REML: bool = True) -> OptSummary:
         extended_optima=tuple(extended),
         derivative_at_zero=slope_zero,
         limit_slope=limit_slope,
+        notes=tuple(notes),
     )
 
 
@@ -360,12 +384,21 @@ def _dedupe(optima: list[Optimum]) -> list[Optimum]:
     return result
 
 
-def lme4_default_optimum(optima, slope_at_start: float, start_tau: float = 1.0) -> Optimum:
-    """The minimum a descent from lme4's default start (theta = 1, so tau = 1) reaches.
+def descent_optimum(optima, slope_at_start: float, start_tau: float) -> Optimum:
+    """The minimum a descent started at ``start_tau`` reaches.
 
     The criterion decreases from the start towards the nearest minimum on the downhill
-    side: that is the basin a local optimizer started there stays in.
+    side: that is the basin a local optimizer started there stays in (if its steps do
+    not jump the barrier, see :func:`lme4_default_optimum`).
+
+    Raises
+    ------
+    ValueError
+        When ``optima`` is empty.
     """
+    optima = list(optima)
+    if not optima:
+        raise ValueError("no local optimum to choose from")
     if slope_at_start > 0:
         below = [o for o in optima if o.tau <= start_tau]
         if below:
@@ -374,3 +407,16 @@ def lme4_default_optimum(optima, slope_at_start: float, start_tau: float = 1.0) 
     if above:
         return min(above, key=lambda o: o.tau)
     return max(optima, key=lambda o: o.tau)
+
+
+def lme4_default_optimum(optima, stats: PooledStats, REML: bool, theta0: float) -> Optimum:
+    """The minimum lme4's ``lmer()`` returns with its default settings, started at ``theta0``.
+
+    lme4's own path (BOBYQA from ``theta0``, see :mod:`reml_engine.lme4_path`) is followed on
+    the criterion; the optimum is the one whose basin it ends in (it stops within its
+    tolerances of it).
+    """
+    end = lme4_path_of_stats(stats, REML, theta0)
+    tau = end.theta * end.theta
+    slope = float(evaluate([tau], stats, REML)["derivative"][0])
+    return descent_optimum(optima, slope, tau)

@@ -30,16 +30,15 @@ def fixed_part(fit, X: np.ndarray) -> np.ndarray:
     """``X beta`` for the fit's columns, computed in the model's centred parametrization.
 
     The user's coefficients of a predictor far from 0 (x shifted by 1e12) come with an
-    intercept of the same size, so ``X @ fixef`` cancels most digits. With the shifts
-    ``c`` the engine centred by and the coefficients of the centred model,
-    ``X beta = c_y + (X - c) beta_c`` keeps them.
+    intercept of the same size, so ``X @ fixef`` cancels most digits. The fit's
+    parametrization gives ``X beta = c_y + (X - c) b`` with the shifts ``c`` the engine
+    centred by and the coefficients ``b`` of the centred columns, which keeps them.
     """
     stats = fit.stats
-    shift = None if stats is None else stats.model_shift
-    if shift is None or not np.any(shift):
+    if stats is None or fit.parametrization is None:
         return X @ fit.fixef.to_numpy()
-    beta_centred = fixed_effects(fit.tau, stats, fit.REML)[0]
-    return (X - shift[:-1]) @ beta_centred + shift[-1]
+    beta_internal = fixed_effects(fit.tau, stats, fit.REML)[0]
+    return fit.parametrization.fixed_part(X, beta_internal)
 
 
 def _positions(fit, labels) -> np.ndarray:

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .criterion import evaluate, tau_lower_limit, xtvinvx
+from .lme4_path import lme4_start_from_stats
 from .optimizer import find_optima, lme4_default_optimum
 from .parametrization import UserParametrization, standard_errors
 
@@ -206,7 +207,8 @@ class CriterionProfile:
         Every local minimum over var_group >= 0 (for the fit's own criterion, these
         are ``fit.optima``), sorted by tau.
     lme4_default : MarkedOptimum
-        The one lme4's default start (theta = 1) stops at.
+        The one lme4's ``lmer()`` stops at from its default start (see
+        :mod:`reml_engine.lme4_path`).
     compound_symmetry : MarkedOptimum
         The lowest minimum over the extended range (negative ICC allowed).
     boundary_criterion : float
@@ -239,8 +241,8 @@ def _optima_of(fit, REML: bool) -> tuple[tuple[MarkedOptimum, ...], MarkedOptimu
     # The other criterion of the same statistics: its own global scan.
     summary = find_optima(fit.stats, REML)
     best = summary.global_optimum
-    slope_at_start = float(evaluate([1.0], fit.stats, REML)["derivative"][0])
-    default = lme4_default_optimum(summary.optima, slope_at_start)
+    start = fit.lme4_start_theta if math.isfinite(fit.lme4_start_theta) else lme4_start_from_stats(fit.group_stats)
+    default = lme4_default_optimum(summary.optima, fit.stats, REML, start)
     optima = tuple(
         MarkedOptimum(o.tau, o.criterion, o.kind, o is best, o is default) for o in summary.optima
     )

@@ -32,8 +32,9 @@ class LocalOptimum:
     is_global : bool
         True for the estimate.
     is_lme4_default : bool
-        True for the optimum a local search from lme4's default start (theta = 1)
-        reaches.
+        True for the optimum lme4's ``lmer()`` returns with its default settings (its
+        start ``theta0 = sqrt(between / within)`` and BOBYQA, see
+        :mod:`reml_engine.lme4_path`).
     """
 
     tau: float
@@ -192,6 +193,8 @@ class LmerFit:
     group_codes: np.ndarray | None = field(default=None, repr=False)
     parametrization: object = field(default=None, repr=False)
     singular_tol: float = SINGULAR_TOL
+    #: lme4's starting theta for this response and grouping (see reml_engine.lme4_path).
+    lme4_start_theta: float = math.nan
 
     # -- the contract's derived values -------------------------------------------------
     @property
@@ -243,7 +246,7 @@ class LmerFit:
 
     @property
     def lme4_default(self) -> LocalOptimum:
-        """The optimum lme4's local search from its default start would return."""
+        """The optimum lme4's ``lmer()`` returns with its default start and optimizer."""
         return next(o for o in self.optima if o.is_lme4_default)
 
     @property

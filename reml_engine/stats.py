@@ -18,14 +18,21 @@ sizes, independent of the number of rows and groups.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
 from .groups import GroupCodes
-from .kernels import group_sums_and_cross, group_sums_and_cross_parallel, pool_by_size, within_cross
+from .kernels import (
+    group_sums_and_cross,
+    group_sums_and_cross_parallel,
+    group_sums_and_cross_transformed,
+    pool_by_size,
+    within_cross,
+    within_cross_transformed,
+)
 
 #: Within-group sums of squares at or below this fraction of the column's total sum of
 #: squares are rounding noise of the one-pass formula: the column is taken as constant
@@ -257,13 +264,109 @@ def pilot_shift(X: np.ndarray, y: np.ndarray, intercept_index: int | None) -> np
     return shift
 
 
-def _one_pass(X, y, groups: GroupCodes, shift: np.ndarray):
+#: A column that keeps less than this fraction of its squared norm (about the model's
+#: shift) after projecting out the earlier columns is nearly collinear with them: its
+#: cross-products cancel ``-log10(fraction)`` of their digits in the criterion's
+#: Cholesky factor. Above it (at most 4 of about 16 digits lost) the statistics are used
+#: as they are; below it they are recomputed in a well-conditioned basis (see
+#: :func:`conditioning_transform`).
+COLLINEARITY_TOL = 1e-4
+
+#: Passes over the rows in the well-conditioned basis, at most. Each pass squares the
+#: fraction of digits still lost (CholeskyQR2): one suffices for every design the rank
+#: check keeps; the second guards against a first basis read off badly cancelled sums.
+MAX_CONDITIONING_PASSES = 2
+
+_NO_TRANSFORM = np.zeros((0, 0))
+
+
+def kept_fractions(cross: np.ndarray) -> np.ndarray:
+    """Per column of a cross-product ``C = Z'Z``: the fraction of its squared norm left
+    after projecting out the earlier columns, ``r_j^2 / C_jj``.
+
+    ``r_j^2`` is the squared pivot of the Cholesky factor of ``C``; a column that keeps a
+    fraction ``f`` of its norm has lost about ``-log10(f)`` digits to cancellation in any
+    computation from ``C`` (its residual is the difference of two numbers ``1 / f``
+    times larger). Zero columns keep 1 (nothing to lose); a factor that breaks down
+    (numerically rank deficient) gives 0 from that column on.
+    """
+    q = cross.shape[0]
+    diag = np.diag(cross).copy()
+    fractions = np.ones(q)
+    live = diag > 0
+    if not live.any():
+        return fractions
+    scale = 1.0 / np.sqrt(diag[live])
+    scaled = cross[np.ix_(live, live)] * np.outer(scale, scale)
+    pivots = _cholesky_pivots(scaled)
+    fractions[live] = pivots**2
+    return fractions
+
+
+def _cholesky_pivots(scaled: np.ndarray) -> np.ndarray:
+    """Diagonal of the Cholesky factor of a unit-diagonal matrix, column by column;
+    zero from the first column whose pivot is not positive."""
+    q = scaled.shape[0]
+    pivots = np.zeros(q)
+    for k in range(q, 0, -1):
+        try:
+            L = np.linalg.cholesky(scaled[:k, :k])
+        except np.linalg.LinAlgError:
+            continue
+        pivots[:k] = np.diag(L)
+        break
+    return pivots
+
+
+def digits_lost(cross: np.ndarray) -> float:
+    """Decimal digits the most collinear column of ``cross`` loses to cancellation."""
+    fraction = float(kept_fractions(cross).min())
+    return float(-np.log10(max(fraction, np.finfo(float).eps)))
+
+
+def needs_conditioning(cross: np.ndarray) -> bool:
+    """True when some column keeps less than ``COLLINEARITY_TOL`` of its squared norm."""
+    return bool(kept_fractions(cross).min() < COLLINEARITY_TOL)
+
+
+def conditioning_transform(cross: np.ndarray) -> np.ndarray | None:
+    """A unit upper-triangular ``T`` for which ``Z T`` has (nearly) orthogonal columns.
+
+    From the Cholesky factor ``C = R'R`` of ``C = Z'Z``, written ``R = D U`` with ``U``
+    unit upper triangular, ``T = U^{-1}``: column j of ``Z T`` is column j of ``Z`` minus
+    its projection on the earlier columns (Gram-Schmidt, coefficients read off ``C``).
+    A unit-triangular map keeps ``log|X' V^{-1} X|`` and hence the REML criterion
+    unchanged; ``Z T`` computed row by row from the data has condition number near 1
+    even when the columns of ``Z`` are nearly collinear (a large offset carried into an
+    interaction, ``x`` next to ``x^2``), so its cross-products keep their digits.
+    Returns None when ``C`` is not numerically positive definite.
+    """
+    diag = np.diag(cross)
+    if not np.all(diag > 0):
+        return None
+    scale = 1.0 / np.sqrt(diag)
+    try:
+        L = np.linalg.cholesky(cross * np.outer(scale, scale))
+    except np.linalg.LinAlgError:
+        return None
+    # R = L' diag(1/scale); U = diag(R)^-1 R = diag(L)^-1 L' scaled back by columns.
+    U = (L / np.diag(L)[None, :]).T * (scale[:, None] / scale[None, :])
+    transform = np.linalg.inv(U)
+    # U^{-1} of a unit upper triangular matrix is unit upper triangular: clean rounding.
+    transform = np.triu(transform)
+    np.fill_diagonal(transform, 1.0)
+    return transform
+
+
+def _one_pass(X, y, groups: GroupCodes, shift: np.ndarray, transform: np.ndarray):
     """The one-pass kernel, on as many threads as numba has and the rows justify."""
     import numba
 
     n_chunks = min(numba.get_num_threads(), X.shape[0] // PARALLEL_CHUNK_ROWS)
     if n_chunks > 1:
-        return group_sums_and_cross_parallel(X, y, groups.codes, groups.ngroups, shift, n_chunks)
+        return group_sums_and_cross_parallel(X, y, groups.codes, groups.ngroups, shift, transform, n_chunks)
+    if transform.shape[0] > 0:
+        return group_sums_and_cross_transformed(X, y, groups.codes, groups.ngroups, shift, transform)
     return group_sums_and_cross(X, y, groups.codes, groups.ngroups, shift)
 
 
@@ -273,6 +376,7 @@ def compute_group_stats(
     groups: GroupCodes,
     shift: np.ndarray,
     exact_within: bool = True,
+    transform: np.ndarray | None = None,
 ) -> GroupStats:
     """One pass over the rows: :class:`GroupStats` of ``[X | y] - shift``.
 
@@ -287,9 +391,18 @@ def compute_group_stats(
         would have cancelled more than ``WITHIN_CANCELLATION_TOL`` of a column's sum of
         squares (a column nearly constant within groups). A column constant overall
         (the intercept) is exact in one pass, as its range shows.
+    transform : float64 (p + 1, r) or None
+        A reparametrization: the statistics are then those of the ``r`` columns
+        ``([X | y] - shift) transform``, computed row by row (so a transform that
+        removes near-collinearity keeps every digit), with shift 0 and the ranges of
+        the new columns. Statistics of chunks with the same shift and transform merge
+        as usual.
     """
-    counts, sums, cross, lo, hi = _one_pass(X, y, groups, np.asarray(shift, dtype=np.float64))
-    stats = GroupStats(groups.levels, counts, sums, cross, np.asarray(shift, dtype=np.float64), None, lo, hi)
+    shift = np.asarray(shift, dtype=np.float64)
+    matrix = _NO_TRANSFORM if transform is None else np.ascontiguousarray(transform, dtype=np.float64)
+    counts, sums, cross, lo, hi = _one_pass(X, y, groups, shift, matrix)
+    own_shift = shift if transform is None else np.zeros(cross.shape[0])
+    stats = GroupStats(groups.levels, counts, sums, cross, own_shift, None, lo, hi)
     if exact_within and np.isfinite(cross).all():
         within = stats.within_cross()
         total = np.diag(cross)
@@ -298,7 +411,10 @@ def compute_group_stats(
         lossy &= total > 0
         lossy &= lo < hi
         if lossy.any():
-            means = sums / counts[:, None] + stats.shift[None, :]
-            exact = within_cross(X, y, groups.codes, means)
-            stats = GroupStats(groups.levels, counts, sums, cross, stats.shift, 0.5 * (exact + exact.T), lo, hi)
+            means = sums / counts[:, None]
+            if transform is None:
+                exact = within_cross(X, y, groups.codes, means, shift)
+            else:
+                exact = within_cross_transformed(X, y, groups.codes, means, shift, matrix)
+            stats = replace(stats, within=0.5 * (exact + exact.T))
     return stats

@@ -98,3 +98,71 @@ def dense_criterion_terms(X, y, factors, taus, REML: bool = True, weights=None, 
         ranef.append((levels, mode, condvar))
     return {"criterion": float(crit), "beta": beta, "sigma2": sigma2, "vcov": sigma2 * np.linalg.inv(A),
             "logdet_V": logdet_H, "logdet_XtVinvX": logdet_A, "pwrss": rss, "ranef": ranef}
+
+
+def exact_criterion(X: np.ndarray, y: np.ndarray, groups: np.ndarray, tau, REML: bool = True) -> dict:
+    """The profiled criterion at tau in exact rational arithmetic, on the stored values.
+
+    Every float in ``X``, ``y`` (and ``tau``) is a binary fraction, so ``fractions.Fraction``
+    holds it exactly; ``[X | y]' H^{-1} [X | y]`` is then accumulated with no rounding at
+    all (``H_g^{-1} = I - tau / (1 + n_g tau) 1 1'`` per group), and its LDL' pivots give
+    ``|X' H^{-1} X|`` and the penalized residual sum of squares exactly. Only the final
+    logarithms are rounded. The oracle for designs whose columns are nearly collinear,
+    where any floating-point evaluation, this one's dense float64 sibling included, loses
+    digits. Slow (pure Python): for a few hundred rows and a handful of columns.
+    """
+    import math
+    from fractions import Fraction
+
+    n, p = X.shape
+    q = p + 1
+    tau = Fraction(float(tau))
+    Z = [[Fraction(float(v)) for v in row] + [Fraction(float(t))] for row, t in zip(X, y, strict=True)]
+    M = [[Fraction(0)] * q for _ in range(q)]
+    for z in Z:
+        for a in range(q):
+            za = z[a]
+            if za:
+                row = M[a]
+                for b in range(a, q):
+                    row[b] += za * z[b]
+    labels, codes = np.unique(np.asarray(groups), return_inverse=True)
+    logdet_V = 0.0
+    for g in range(len(labels)):
+        members = np.flatnonzero(codes == g)
+        s = [sum((Z[i][a] for i in members), Fraction(0)) for a in range(q)]
+        weight = tau / (1 + len(members) * tau)
+        for a in range(q):
+            for b in range(a, q):
+                M[a][b] -= weight * s[a] * s[b]
+        logdet_V += math.log1p(len(members) * float(tau))
+    for a in range(q):
+        for b in range(a):
+            M[a][b] = M[b][a]
+    # LDL' without pivoting: exact pivots d_j, and L for back substitution.
+    A = [row[:] for row in M]
+    pivots = []
+    for k in range(q):
+        d = A[k][k]
+        pivots.append(d)
+        for i in range(k + 1, q):
+            factor = A[i][k] / d
+            for j in range(k, q):
+                A[i][j] -= factor * A[k][j]
+    # beta solves (X'H^-1X) beta = X'H^-1 y: back substitution on the eliminated rows.
+    beta = [Fraction(0)] * p
+    for i in reversed(range(p)):
+        total = A[i][p] - sum((A[i][j] * beta[j] for j in range(i + 1, p)), Fraction(0))
+        beta[i] = total / A[i][i]
+
+    def log(value: Fraction) -> float:
+        return math.log(value.numerator) - math.log(value.denominator)
+
+    pwrss = pivots[p]
+    logdet_XtVinvX = sum(log(d) for d in pivots[:p])
+    dof = n - p if REML else n
+    criterion = logdet_V + dof * (1.0 + math.log(2.0 * math.pi) + log(pwrss / dof))
+    if REML:
+        criterion += logdet_XtVinvX
+    return {"criterion": criterion, "beta": np.array([float(b) for b in beta]), "pwrss": float(pwrss),
+            "logdet_V": logdet_V, "logdet_XtVinvX": logdet_XtVinvX}

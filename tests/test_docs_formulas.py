@@ -14,6 +14,7 @@ reference values in ``tests/data/reference``.
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import re
 from pathlib import Path
@@ -682,8 +683,14 @@ def test_F7_3_two_minima_on_the_seed_data():
     assert round(m.optima[1].tau) == 1990
     assert (round(m.optima[0].fixef["x"], 4), round(m.optima[1].fixef["x"], 3)) == (0.0086, 0.451)
     assert (round(m.optima[0].se["x"], 3), round(m.optima[1].se["x"], 3)) == (0.012, 0.041)
-    # lme4 starts at tau = 1, where the criterion rises: it walks down to the boundary.
-    assert criterion_parts(1.0, m.stats).derivative > 0
+    # lme4 starts at theta0 = 0.153 (R's value, tests/data/lme4_start.json), where the
+    # criterion rises, and its probes theta0 (1 +/- 0.75) stay on that side: it walks down
+    # to the boundary.
+    theta0 = json.loads((Path(__file__).parent / "data" / "lme4_start.json").read_text())["cases"]["seed_x"]["reml"]
+    assert m.lme4_start_theta == pytest.approx(theta0["theta0"], rel=1e-12)
+    assert round(m.lme4_start_theta, 3) == 0.153
+    for theta in (0.25 * m.lme4_start_theta, m.lme4_start_theta, 1.75 * m.lme4_start_theta):
+        assert criterion_parts(theta**2, m.stats).derivative > 0
     assert m.lme4_default.criterion == pytest.approx(ref["seed_x"]["reml_lme4_default"]["criterion"], rel=1e-9)
     ml = rl.lmer("y ~ x + (1|f)", data=seed(), REML=False)
     np.testing.assert_allclose([o.criterion for o in ml.optima], ref["seed_x"]["ml"]["local_optima"]["criterion"],

@@ -139,7 +139,7 @@ def test_non_monotone_profile_is_reported():
     messages = [str(w.message) for w in record]
     assert any("not monotone" in m for m in messages)
     # The seed data's ML optimum is the boundary, the REML one the other basin.
-    assert any("not in the basin of the REML estimate" in m for m in messages)
+    assert any("lies in another basin than the REML estimate" in m for m in messages)
     assert any("another local minimum" in n for n in table.attrs["notes"])
 
 
@@ -260,3 +260,139 @@ def test_reml_profile_of_the_variance_parameters():
         icc = table.loc["icc", side]
         tau = icc / (1 - icc)
         assert criterion(tau, m.stats, REML=True) - m.criterion == pytest.approx(cut, abs=LIMIT_ATOL)
+
+
+# -- the profile on a criterion with two local minima ------------------------------------
+def _union_reference():
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parent / "data" / "profile_union.json").read_text())
+
+
+def _union_fit(name):
+    from pathlib import Path
+
+    import pandas as pd
+
+    if name == "seed":
+        return rl.lmer("y ~ x + (1|f)", data=case_data("seed_x"))
+    data = pd.read_csv(Path(__file__).parent / "data" / "profile_union.csv")
+    return rl.lmer("y ~ x + (1|g)", data=data[data["set"] == name])
+
+
+def _dense_profiles(m, taus=None):
+    """The profiled ML deviance of sd_group, sigma and x from the dense oracle: at every
+    tau of a fine grid, V built explicitly; the profile over a parameter is the minimum
+    over that grid of the deviance with the parameter held (sigma2 = sd^2 / tau for
+    sd_group; for a coefficient, generalized least squares under the constraint)."""
+    from oracle import dense_criterion
+
+    if taus is None:
+        taus = np.r_[0.0, np.geomspace(1e-6, 1e6, 3001)]
+    X, y, groups = m.design.X, m.design.y, m.design.groups
+    n = len(y)
+    j = list(m.fixef.index).index("x")
+    parts = [dense_criterion(X, y, groups, t, REML=False) for t in taus]
+    ld = np.array([p["logdet_V"] for p in parts])
+    rss = np.array([p["pwrss"] for p in parts])
+    bx = np.array([p["beta"][j] for p in parts])
+    axx = np.array([p["vcov"][j, j] / p["sigma2"] for p in parts])
+
+    def deviance(s2, rss_):
+        return ld + n * np.log(2 * np.pi * s2) + rss_ / s2
+
+    def sd_group(v):
+        if v == 0:
+            return ld[0] + n * (1 + np.log(2 * np.pi * rss[0] / n))
+        with np.errstate(divide="ignore"):
+            s2 = v * v / taus
+        return np.min(np.where(taus > 0, deviance(s2, rss), np.inf))
+
+    return {
+        "sd_group": sd_group,
+        "sigma": lambda v: np.min(deviance(v * v, rss)),
+        "x": lambda v: np.min(ld + n * (1 + np.log(2 * np.pi * (rss + (bx - v) ** 2 / axx) / n))),
+        "dmin": float(np.min(ld + n * (1 + np.log(2 * np.pi * rss / n)))),
+    }
+
+
+@pytest.mark.parametrize("name", ["a", "b", "c", "seed"])
+def test_profile_confidence_sets_are_the_dense_profile_sets(name):
+    """Every piece's ends are crossings of the dense oracle's profile: just inside below the
+    cut-off, just outside above; and the profile stays below it in the piece's middle."""
+    m = _union_fit(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ProfileWarning)
+        table = profile_intervals(m)
+    dense = _dense_profiles(m)
+    cut = sps.chi2.ppf(0.95, 1)
+    for param in ("sd_group", "sigma", "x"):
+        pieces = table.loc[param, "pieces"]
+        width = max(hi - lo for lo, hi in pieces)
+        step = 2e-3 * width
+        for lo, hi in pieces:
+            for end, outward in ((lo, -1), (hi, +1)):
+                if end == 0.0 and param == "sd_group":
+                    continue
+                assert dense[param](end - outward * step) - dense["dmin"] < cut, (param, end)
+                if end - step >= 0:
+                    assert dense[param](end + outward * step) - dense["dmin"] > cut, (param, end)
+            assert dense[param](0.5 * (lo + hi)) - dense["dmin"] < cut or len(pieces) == 1
+
+
+def test_profile_set_of_a_criterion_with_two_minima_is_a_union():
+    """Set a: the ML deviance has minima 1.79 apart (both inside the cut-off): sd_group,
+    sigma and x have two-piece sets, and the piece around the estimate is lme4's
+    ``confint(profile(m, delta.cutoff = 1/128))`` (tests/data/r/make_profile_union.R)."""
+    m = _union_fit("a")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always", ProfileWarning)
+        table = profile_intervals(m)
+    assert any("union of 2 intervals" in str(w.message) for w in record)
+    for param in ("sd_group", "sigma", "x"):
+        assert len(table.loc[param, "pieces"]) == 2
+        assert "union of 2 intervals" in table.loc[param, "note"]
+    assert any("union" in note for note in table.attrs["notes"])
+
+
+@pytest.mark.parametrize("name", ["a", "b", "c"])
+def test_profile_piece_around_the_estimate_is_lme4s_fine_profile(name):
+    """lme4 profiles from the REML estimate's basin; where its (fine) profile gives a
+    finite limit, it is our piece around the estimate."""
+    ref = _union_reference()[name]["fine"]["intervals"]
+    m = _union_fit(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ProfileWarning)
+        table = profile_intervals(m)
+    compared = 0
+    for row in ref:
+        key = {".sig01": "sd_group", ".sigma": "sigma"}.get(row["parameter"], row["parameter"])
+        scale = table.loc[key, "upper"] - table.loc[key, "lower"]
+        for side in ("lower", "upper"):
+            value = row[side]
+            if isinstance(value, str):  # NA or Inf: lme4's profile broke down on this side
+                continue
+            assert table.loc[key, side] == pytest.approx(value, abs=PROFILE_RTOL * scale), (key, side)
+            compared += 1
+    assert compared >= 6
+
+
+def test_reml_estimate_outside_the_ml_profile_set_is_explained():
+    """seed: the ML deviance's lowest minimum is at the boundary, 4.15 below its minimum in
+    the REML estimate's basin (beyond the cut-off 3.84), so the 95% set excludes the REML
+    estimate; lme4's profile of that fit stops with 'profiling detected new, lower
+    deviance' (tests/data/profile_union.json). The row says so."""
+    ref = _union_reference()["seed"]
+    assert "lower deviance" in ref["default"]["error"]
+    m = _union_fit("seed")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always", ProfileWarning)
+        table = profile_intervals(m)
+    assert any("excludes the REML estimate" in str(w.message) for w in record)
+    for param, own in (("sd_group", m.var_group**0.5), ("x", m.fixef["x"]), ("icc", m.icc)):
+        assert not any(lo <= own <= hi for lo, hi in table.loc[param, "pieces"])
+        note = table.loc[param, "note"]
+        assert "excludes the REML estimate" in note and "another basin" in note and "4.154 above" in note
+    # Every row that holds the estimate has no such note.
+    assert table.loc["(Intercept)", "note"] == ""

@@ -39,8 +39,9 @@ def test_parallel_and_serial_match_numpy(data, layout, n_chunks):
     X, y, codes, n_groups, shift = data
     X = np.asarray(X, order=layout)
     expected = _numpy_reference(X, y, codes, n_groups, shift)
+    none = np.zeros((0, 0))
     for got in (group_sums_and_cross(X, y, codes, n_groups, shift),
-                group_sums_and_cross_parallel(X, y, codes, n_groups, shift, n_chunks)):
+                group_sums_and_cross_parallel(X, y, codes, n_groups, shift, none, n_chunks)):
         np.testing.assert_array_equal(got[0], expected[0])
         np.testing.assert_allclose(got[1], expected[1], rtol=SUM_ORDER_RTOL, atol=1e-9)
         np.testing.assert_allclose(got[2], expected[2], rtol=SUM_ORDER_RTOL)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+from conftest import REFERENCE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reml_engine as rl
 from reml_engine.criterion import evaluate
-from reml_engine.optimizer import DegenerateCriterionError, find_optima, lme4_default_optimum
+from reml_engine.optimizer import DegenerateCriterionError, descent_optimum, find_optima
 
 FINE_POINTS = 200_000
 #: Half-width (in fine-grid points) of the window a fine-scan minimum must dominate, and
@@ -122,14 +124,16 @@ def test_degenerate_criterion_raises_from_statistics():
         find_optima(stats.pooled(), True)
 
 
-def test_lme4_default_basin():
+def test_descent_basin():
     class StandIn:  # an optimum is only read for its tau here
         def __init__(self, tau):
             self.tau = tau
 
     optima = [StandIn(0.0), StandIn(50.0)]
-    assert lme4_default_optimum(optima, slope_at_start=+1.0).tau == 0.0
-    assert lme4_default_optimum(optima, slope_at_start=-1.0).tau == 50.0
+    assert descent_optimum(optima, slope_at_start=+1.0, start_tau=1.0).tau == 0.0
+    assert descent_optimum(optima, slope_at_start=-1.0, start_tau=1.0).tau == 50.0
+    with pytest.raises(ValueError, match="no local optimum"):
+        descent_optimum([], slope_at_start=1.0, start_tau=1.0)
 
 
 def test_unbounded_compound_symmetry_ml_is_flagged():
@@ -150,3 +154,18 @@ def test_unbounded_compound_symmetry_ml_is_flagged():
     assert m.compound_symmetry.criterion == pytest.approx(m.criterion, abs=1e-8)  # lowest proper minimum
     assert any("no maximum" in note for note in m.notes)
     assert isinstance(m.summary(), str) and pd.notna(m.compound_symmetry.icc)
+
+
+def test_a_minimum_that_fails_the_stationarity_test_is_still_reported(monkeypatch):
+    """Statistics that lost their digits can make every refined sign change look like a
+    rounding jump; the criterion still has a minimum over tau >= 0 (it falls from 0 and
+    rises at the top), so the optimizer reports the lowest point found, with a note,
+    instead of no optimum at all (lme4_default_optimum crashed on the empty list)."""
+    import reml_engine.optimizer as O
+
+    m = rl.lmer("Reaction ~ Days + (1|Subject)", data=pd.read_csv(REFERENCE / "sleepstudy.csv"))
+    monkeypatch.setattr(O, "STATIONARY_RTOL", -1.0)
+    summary = find_optima(m.stats, True)
+    assert len(summary.optima) == 1 and summary.optima[0].tau > 0
+    assert summary.global_optimum.criterion == pytest.approx(m.criterion, abs=1e-9)
+    assert any("could not be refined" in note for note in summary.notes)

@@ -59,13 +59,19 @@ def test_stand_in_is_the_dense_oracle(args, REML):
         def oracle(t):
             return dense_criterion_terms(d["X"], d["y"], d["factors"], t, REML, d["weights"], d["offset"])["criterion"]
 
-        for j in range(k):
-            h = FD_STEP * max(tau[j], 1e-2)
+        def difference(j, h):
             if tau[j] > h:
-                fd = (oracle(_with(tau, j, tau[j] + h)) - oracle(_with(tau, j, tau[j] - h))) / (2 * h)
-            else:
-                fd = (-3 * oracle(tau) + 4 * oracle(_with(tau, j, tau[j] + h)) - oracle(_with(tau, j, tau[j] + 2 * h))) / (2 * h)
-            assert ev.gradient[j] == pytest.approx(fd, rel=1e-5, abs=1e-5)
+                return (oracle(_with(tau, j, tau[j] + h)) - oracle(_with(tau, j, tau[j] - h))) / (2 * h)
+            return (-3 * oracle(tau) + 4 * oracle(_with(tau, j, tau[j] + h)) - oracle(_with(tau, j, tau[j] + 2 * h))) / (2 * h)
+
+        for j in range(k):
+            # Both differences are second order: the gap between the step and its half
+            # estimates their truncation error (Richardson), which sets the tolerance where
+            # the curvature is large (tau_j just above 0).
+            h = FD_STEP * max(tau[j], 1e-2)
+            fd, fd_half = difference(j, h), difference(j, h / 2)
+            tolerance = max(1e-5 * (1 + abs(fd_half)), 2 * abs(fd - fd_half))
+            assert abs(ev.gradient[j] - fd_half) <= tolerance
 
 
 def _with(tau, j, value):
