@@ -1,0 +1,62 @@
+"""Dtypes: grouping and factor columns as object, category (with unused levels), pandas'
+string dtypes, int codes; numeric columns as int, float32 (against the same rounded
+values as float64), nullable Float64 and Int64: the same fit."""
+
+from __future__ import annotations
+
+import pytest
+
+import reml_engine as rl
+
+from .relations import (
+    assert_matches_lme4,
+    assert_same_fit,
+    factor_variants,
+    fit_quietly,
+    numeric_variants,
+    reference_cases,
+    string_factor,
+    xfail_marks,
+)
+
+
+def known_dtype_issues(case, variant) -> list[int]:
+    issues = []
+    if string_factor(variant.data, case):
+        issues.append(4)
+    if variant.name.endswith("uint64 codes from 2**63"):
+        issues.append(8)
+    if any(variant.name == f"{c} as category, unused levels first" for c in case.factors):
+        issues.append(10)
+    return issues
+
+
+def _variants():
+    for case in reference_cases():
+        for variant in factor_variants(case, (case.group, *case.factors)) + numeric_variants(
+                case, (case.response, *case.numeric)):
+            yield pytest.param(case, variant, marks=xfail_marks(known_dtype_issues(case, variant)),
+                               id=f"{case.name}, {variant.name}")
+
+
+VARIANTS = list(_variants())
+
+
+def _check(case, variant, REML):
+    fit = fit_quietly(rl.lmer, case.formula, variant.data, REML=REML)
+    expected = fit_quietly(rl.lmer, case.formula, variant.expected, REML=REML)
+    what = f"{case.name}, {variant.name}{'' if REML else ', ML'}"
+    assert_same_fit(fit, expected, what, labels=variant.labels, fitted=True)
+    if "float32" not in variant.name:
+        assert_matches_lme4(fit, case, what)
+
+
+@pytest.mark.parametrize("case, variant", VARIANTS)
+def test_dtype_gives_the_same_reml_fit(case, variant):
+    _check(case, variant, REML=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case, variant", VARIANTS)
+def test_dtype_gives_the_same_ml_fit(case, variant):
+    _check(case, variant, REML=False)

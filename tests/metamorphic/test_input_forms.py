@@ -1,0 +1,136 @@
+"""Input form: the same rows as a DataFrame, a list of chunks, a chunk iterator, a
+``read_csv`` reader, memory-mapped records, arrays, Parquet files or a Dask DataFrame
+(any partitioning) give the same fit; so do chunks and files whose column types drift
+(int and text ids, int and float numbers), or refuse with a message naming the column."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+import reml_engine as rl
+
+from .relations import (
+    BY_TEXT,
+    DASK_FORMS,
+    INPUT_FORMS,
+    assert_matches_lme4,
+    assert_same_fit,
+    csv_with_late_text_id,
+    drifting_chunks,
+    expected_for_form,
+    fit_dask,
+    fit_parquet,
+    fit_parquet_files,
+    fit_quietly,
+    form_applies,
+    reference_cases,
+    reference_fit,
+    with_int_ids,
+    xfail_marks,
+)
+
+pytest.importorskip("dask.dataframe")
+pytest.importorskip("pyarrow")
+
+
+def _forms(dask: bool):
+    for case in reference_cases():
+        for form in INPUT_FORMS:
+            if (form in DASK_FORMS) == dask and form_applies(form, case, case.data):
+                yield pytest.param(case, form, id=f"{case.name}, {form}")
+
+
+@pytest.mark.parametrize("case, form", list(_forms(dask=False)))
+def test_input_form_gives_the_in_memory_fit(case, form, tmp_path):
+    fit = INPUT_FORMS[form](case, case.data, tmp_path)
+    assert_same_fit(fit, expected_for_form(form, case, case.data, tmp_path), f"{case.name}, {form}", labels=BY_TEXT)
+    assert_matches_lme4(fit, case, f"{case.name}, {form}")
+
+
+@pytest.mark.parametrize("case, form", list(_forms(dask=True)))
+def test_dask_input_gives_the_in_memory_fit(case, form, tmp_path):
+    fit = INPUT_FORMS[form](case, case.data, tmp_path)
+    assert_same_fit(fit, reference_fit(case.name), f"{case.name}, {form}", labels=BY_TEXT)
+    assert_matches_lme4(fit, case, f"{case.name}, {form}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("REML", [True, False], ids=["REML", "ML"])
+@pytest.mark.parametrize("case, form", list(_forms(dask=False)) + list(_forms(dask=True)))
+def test_input_form_gives_the_in_memory_fit_reml_and_ml(case, form, REML, tmp_path):
+    fit = INPUT_FORMS[form](case, case.data, tmp_path, REML=REML)
+    assert_same_fit(fit, reference_fit(case.name, REML), f"{case.name}, {form}, REML={REML}", labels=BY_TEXT)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("npartitions", [1, 2, 5, 11])
+def test_any_dask_partitioning_gives_the_in_memory_fit(case, npartitions, tmp_path):
+    fit = fit_dask(case, case.data, tmp_path, npartitions=npartitions)
+    assert_same_fit(fit, reference_fit(case.name), f"{case.name}, {npartitions} partitions", labels=BY_TEXT)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("files", [1, 2, 6])
+def test_any_number_of_parquet_files_gives_the_in_memory_fit(case, files, tmp_path):
+    fit = fit_parquet(case, case.data, tmp_path, files=files)
+    assert_same_fit(fit, reference_fit(case.name), f"{case.name}, {files} Parquet files", labels=BY_TEXT)
+
+
+# -- schema drift between chunks and files -------------------------------------------------
+
+DRIFT_CASES = [with_int_ids(c) if not pd.api.types.is_integer_dtype(c.data[c.group]) else c
+               for c in reference_cases()]
+
+
+def _drifts():
+    for case in DRIFT_CASES:
+        yield pytest.param(case, case.group, str, marks=xfail_marks([3]), id=f"{case.name}, int and text ids")
+        for column in case.numeric:
+            if pd.api.types.is_integer_dtype(case.data[column]):
+                yield pytest.param(case, column, "float64", id=f"{case.name}, {column} int and float")
+
+
+def _fit_in_memory_or_refusal(case, fitter):
+    """The fit, or the ModelDataError naming the column (an accepted answer to drift)."""
+    try:
+        return fitter()
+    except rl.ModelDataError as err:
+        return err
+
+
+def _assert_fit_or_names_column(result, case, column, expected, what):
+    if isinstance(result, rl.ModelDataError):
+        assert repr(column) in str(result), f"{what}: the refusal does not name column {column!r}: {result}"
+        return
+    assert_same_fit(result, expected, what, labels=BY_TEXT)
+
+
+@pytest.mark.parametrize("case, column, other", list(_drifts()))
+def test_drifting_chunks_give_the_in_memory_fit_or_name_the_column(case, column, other):
+    chunks = drifting_chunks(case, column, other)
+    expected = fit_quietly(rl.lmer, case.formula, pd.concat(chunks).astype({column: other}))
+    result = _fit_in_memory_or_refusal(case, lambda: fit_quietly(rl.lmer, case.formula, chunks))
+    _assert_fit_or_names_column(result, case, column, expected, f"{case.name}, chunks with {column} drifting")
+
+
+@pytest.mark.parametrize("case, column, other", list(_drifts()))
+def test_drifting_parquet_files_give_the_in_memory_fit_or_name_the_column(case, column, other, tmp_path):
+    chunks = drifting_chunks(case, column, other)
+    expected = fit_quietly(rl.lmer, case.formula, pd.concat(chunks).astype({column: other}))
+    result = _fit_in_memory_or_refusal(case, lambda: fit_parquet_files(case, chunks, tmp_path))
+    _assert_fit_or_names_column(result, case, column, expected, f"{case.name}, Parquet files with {column} drifting")
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=xfail_marks([3]), id=c.name) for c in DRIFT_CASES])
+def test_read_csv_chunks_with_a_late_text_id_give_the_whole_file_fit(case, tmp_path):
+    from reml_engine.chunked import lmer_chunks
+
+    path = tmp_path / "ids.csv"
+    chunksize = csv_with_late_text_id(case, path)
+    expected = fit_quietly(rl.lmer, case.formula, pd.read_csv(path))
+    levels = {c: sorted(case.data[c].dropna().unique()) for c in case.factors}
+    result = _fit_in_memory_or_refusal(
+        case, lambda: fit_quietly(lmer_chunks, case.formula, pd.read_csv(path, chunksize=chunksize), levels=levels))
+    _assert_fit_or_names_column(result, case, case.group, expected, f"{case.name}, read_csv chunks, late text id")
+
