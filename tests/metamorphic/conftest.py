@@ -8,6 +8,6 @@ from .relations import reference_cases
 
 
 @pytest.fixture(params=reference_cases(), ids=lambda case: case.name)
-def case(request):
+def reference_case(request):
     """Each single-term reference case, with lme4's values."""
     return request.param

@@ -267,14 +267,15 @@ def assert_matches_lme4(fit: rl.LmerFit, case: Case, what: str) -> None:
 # -- row orders ---------------------------------------------------------------------------
 
 
-def row_orders(data: pd.DataFrame, seed: int = 0) -> dict[str, pd.DataFrame]:
-    """A random permutation, and the rows sorted by each column, ascending and descending.
+def row_orders(data: pd.DataFrame, seed: int = 0, columns=None) -> dict[str, pd.DataFrame]:
+    """A random permutation, and the rows sorted by each column (or each of ``columns``),
+    ascending and descending.
 
     Row labels travel with their rows. Missing values sort last; a column of mixed
     types is sorted by its text.
     """
     orders = {"permuted": data.sample(frac=1.0, random_state=seed)}
-    for column in data.columns:
+    for column in data.columns if columns is None else columns:
         for ascending in (True, False):
             try:
                 ordered = data.sort_values(column, ascending=ascending, kind="stable", na_position="last")
@@ -638,24 +639,32 @@ def shift_variant(data: pd.DataFrame, column: str, shift: float) -> Reparametriz
 
 
 def scale_variant(data: pd.DataFrame, column: str, scale: float) -> Reparametrization:
-    """``column * scale`` with a power-of-two-free scale: compared with the same product
-    divided back, which differs from the original by rounding only (so is the base)."""
-    scaled = data[column].astype(np.float64) * scale
-    return Reparametrization(data.assign(**{column: scaled / scale}), data.assign(**{column: scaled}),
+    """``column * scale`` against the column itself. Exact for a power of two; another
+    scale rounds each value by up to eps relative, which moves a column whose mean is r
+    standard deviations from 0 by eps * r of its spread (use powers of two there)."""
+    values = data[column].astype(np.float64)
+    return Reparametrization(data.assign(**{column: values}), data.assign(**{column: values * scale}),
                              column, scale=scale)
 
 
 def assert_reparametrized(variant: rl.LmerFit, base: rl.LmerFit, rep: Reparametrization, what: str) -> None:
-    """The variant's fit is the base fit mapped through ``M`` (see :class:`Reparametrization`)."""
+    """The variant's fit is the base fit mapped through ``M`` (see :class:`Reparametrization`).
+
+    The coefficients are compared where they are large: the fit with the predictor
+    nearer 0 is mapped to the other's parametrization, since mapping back would cancel
+    digits (an intercept's variance at x ~ 2024 is ~1e10 times the centred one) and
+    blame the fit for the test's own rounding.
+    """
     names = list(base.fixef.index)
     assert list(variant.fixef.index) == names, f"{what}: coefficients differ"
     M = rep.transform(names)
-    M_inv = np.linalg.inv(M)
     change = rep.criterion_change(names, base.REML)
     assert variant.criterion == pytest.approx(base.criterion + change, rel=CRITERION_RTOL,
                                               abs=CRITERION_RTOL * abs(change)), f"{what}: criterion"
-    vcov = M_inv @ base.vcov.to_numpy() @ M_inv.T
-    assert_coefficients(variant, M_inv @ base.fixef.to_numpy(), np.sqrt(np.diag(vcov)), what)
+    variant_is_far = np.nanmean(np.abs(rep.variant[rep.column])) >= np.nanmean(np.abs(rep.base[rep.column]))
+    near, far, to_far = (base, variant, np.linalg.inv(M)) if variant_is_far else (variant, base, M)
+    vcov = to_far @ near.vcov.to_numpy() @ to_far.T
+    assert_coefficients(far, to_far @ near.fixef.to_numpy(), np.sqrt(np.diag(vcov)), what)
     total = base.sigma2 + base.var_group
     assert variant.sigma2 == pytest.approx(base.sigma2, rel=ESTIMATE_RTOL), f"{what}: sigma2"
     assert variant.var_group == pytest.approx(base.var_group, rel=ESTIMATE_RTOL, abs=ESTIMATE_RTOL * total), (
@@ -697,12 +706,15 @@ KNOWN_ISSUES = {
     5: "issue 10 item 5: a failed predict mutates the model spec's encoder state",
     8: "issue 10 item 8: uint64 ids at or above 2**63",
     10: "issue 10 item 10: unused categories are kept (lme4 drops them, so the reference level differs)",
+    # Found by this suite, in no item of issue 10:
+    "A": "not in issue 10: with as few groups as fixed columns, a predictor far from 0 is called constant "
+         "within groups (check_identifiable scales by the raw, not the centred, norm) and the fit refuses",
 }
 
 
 def xfail_marks(items) -> list:
     """Strict xfail marks for the known issue items a test hits (none: no marks)."""
-    items = sorted(set(i for i in items if i in KNOWN_ISSUES))
+    items = sorted(set(i for i in items if i in KNOWN_ISSUES), key=str)
     if not items:
         return []
     return [pytest.mark.xfail(strict=True, reason="; ".join(KNOWN_ISSUES[i] for i in items))]
@@ -723,8 +735,17 @@ def fast_path_drops_a_factor(case: Case, data: pd.DataFrame) -> bool:
     return len(complete) > 16 and any(head[c].nunique() < 2 for c in text)
 
 
-#: Item 2 shows from about this offset of an interaction's predictor (2024 still fits).
-FAR_FROM_ZERO = 1e4
+#: Item 2: a predictor of an interaction whose mean is this many standard deviations
+#: from 0 loses about eps * ratio**2 of the criterion today (the x:f columns are not
+#: centred): 3e-10 at a ratio of 860, 1e-6 at 1.3e5. Below it the relations hold.
+FAR_FROM_ZERO = 300.0
+
+
+def far_from_zero(values: pd.Series) -> bool:
+    """The column's mean is FAR_FROM_ZERO standard deviations or more from 0."""
+    values = values.astype(np.float64).dropna()
+    spread = float(values.std()) if len(values) > 1 else 0.0
+    return abs(float(values.mean())) >= FAR_FROM_ZERO * spread
 
 
 def in_interaction(case: Case, column: str) -> bool:
@@ -732,6 +753,20 @@ def in_interaction(case: Case, column: str) -> bool:
     rhs = case.fixed.split("~", 1)[1]
     terms = [t for t in re.split(r"\+", rhs) if "*" in t or ":" in t]
     return any(column in [p.strip() for p in re.split(r"[*:]", t)] for t in terms)
+
+
+#: Issue "A" shows from about this ratio of a predictor's mean to its spread (the
+#: check's tolerance, 1e-10, is on the squared ratio).
+FAR_FOR_THE_CHECKS = 1e4
+
+
+def few_groups_far_from_zero(case: Case, data: pd.DataFrame) -> bool:
+    """Issue "A": no more groups than fixed columns, and a numeric predictor whose mean is
+    FAR_FOR_THE_CHECKS standard deviations from 0."""
+    complete = case.complete(data)
+    far = [c for c in case.numeric if len(complete) > 1
+           and abs(float(complete[c].astype(float).mean())) >= FAR_FOR_THE_CHECKS * float(complete[c].astype(float).std())]
+    return bool(far) and complete[case.group].nunique() <= 1 + len(case.numeric) + 4 * len(case.factors)
 
 
 def is_nullable_string(dtype) -> bool:

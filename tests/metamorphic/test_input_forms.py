@@ -65,14 +65,16 @@ def test_input_form_gives_the_in_memory_fit_reml_and_ml(case, form, REML, tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.parametrize("npartitions", [1, 2, 5, 11])
-def test_any_dask_partitioning_gives_the_in_memory_fit(case, npartitions, tmp_path):
+def test_any_dask_partitioning_gives_the_in_memory_fit(reference_case, npartitions, tmp_path):
+    case = reference_case
     fit = fit_dask(case, case.data, tmp_path, npartitions=npartitions)
     assert_same_fit(fit, reference_fit(case.name), f"{case.name}, {npartitions} partitions", labels=BY_TEXT)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("files", [1, 2, 6])
-def test_any_number_of_parquet_files_gives_the_in_memory_fit(case, files, tmp_path):
+def test_any_number_of_parquet_files_gives_the_in_memory_fit(reference_case, files, tmp_path):
+    case = reference_case
     fit = fit_parquet(case, case.data, tmp_path, files=files)
     assert_same_fit(fit, reference_fit(case.name), f"{case.name}, {files} Parquet files", labels=BY_TEXT)
 

@@ -5,13 +5,15 @@ criterion and the fitted values do not move, the REML criterion moves by
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 import reml_engine as rl
 
 from .relations import (
-    FAR_FROM_ZERO,
+    Case,
     assert_reparametrized,
+    far_from_zero,
     fit_quietly,
     in_interaction,
     reference_cases,
@@ -20,15 +22,16 @@ from .relations import (
     xfail_marks,
 )
 
-#: Shifts: small, a calendar year, epoch-like seconds and far beyond.
-SHIFTS = (-37.25, 2024.0, 1e6, 1.7e9)
+#: Shifts: small, ~1e6 (the issue's example) and epoch seconds. A calendar year is left
+#: to the generated data: on the reference cases it sits at the edge of item 2.
+SHIFTS = (-37.25, 1e6, 1.7e9)
 #: Scales: a change of unit both ways, and one not a power of ten.
 SCALES = (1e-3, 7.3, 1e6)
 
 
 def shift_fails_today(case, column: str, shift: float) -> bool:
     """Item 2: a predictor of an interaction moved far from 0."""
-    return in_interaction(case, column) and abs(shift) >= FAR_FROM_ZERO
+    return in_interaction(case, column) and far_from_zero(case.data[column] + shift)
 
 
 def _shifts():
@@ -38,6 +41,16 @@ def _shifts():
                 issues = [2] if shift_fails_today(case, column, shift) else []
                 yield pytest.param(case, column, shift, marks=xfail_marks(issues),
                                    id=f"{case.name}, {column} + {shift:g}")
+
+
+#: Two groups, x = 0, 1, 2 in each: as many groups as fixed columns (issue "A").
+TWO_GROUPS = Case("two groups", "y ~ x + (1|g)", pd.DataFrame({
+    "y": [1.0, 2.0, 4.0, 3.0, 6.0, 5.0], "x": [0.0, 1.0, 2.0, 0.0, 1.0, 2.0], "g": ["a", "a", "a", "b", "b", "b"]}))
+
+
+@pytest.mark.parametrize("shift", [1e4, pytest.param(1e6, marks=xfail_marks(["A"]))], ids=lambda s: f"x + {s:g}")
+def test_shifted_predictor_with_as_few_groups_as_columns(shift):
+    _check(TWO_GROUPS, shift_variant(TWO_GROUPS.data, "x", shift), True, f"x + {shift:g}")
 
 
 def _scales():
