@@ -13,7 +13,7 @@ import pytest
 
 import reml_engine as rl
 
-from .relations import fit_quietly, reference_cases, xfail_marks
+from .relations import fit_quietly, reference_cases, slow_unless, xfail_marks
 
 
 def _text(values: pd.Series) -> pd.Series:
@@ -108,10 +108,8 @@ def _twin_results(name: str) -> dict:
     return {key: fit_quietly(_outcome, later, twin, case.data) for key, later in LATER_RESULTS.items()}
 
 
-def _calls(names=None):
+def _calls():
     for case in reference_cases():
-        if names is not None and case.name not in names:
-            continue
         for name, (call, issues) in _bad_calls(case).items():
             yield pytest.param(case, call, marks=xfail_marks(issues), id=f"{case.name}, {name}")
 
@@ -128,16 +126,6 @@ def _check(case, call):
                              f"{case.name}, {key} after the call")
 
 
-#: Cases of the default run: a factor and an interaction, a numeric predictor, no predictor.
-FAST_CASES = ("sim_unbalanced", "sleepstudy", "dyestuff")
-
-
-@pytest.mark.parametrize("case, call", list(_calls(FAST_CASES)))
+@pytest.mark.parametrize("case, call", slow_unless(_calls()))
 def test_a_failed_call_changes_nothing(case, call):
-    _check(case, call)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("case, call", [p for p in _calls() if p.values[0].name not in FAST_CASES])
-def test_a_failed_call_changes_nothing_in_any_case(case, call):
     _check(case, call)

@@ -13,7 +13,9 @@ import reml_engine as rl
 from .relations import (
     BY_TEXT,
     DASK_FORMS,
+    FAST_CASES,
     INPUT_FORMS,
+    Case,
     assert_matches_lme4,
     assert_same_fit,
     csv_with_late_text_id,
@@ -26,6 +28,7 @@ from .relations import (
     form_applies,
     reference_cases,
     reference_fit,
+    slow_unless,
     with_int_ids,
     xfail_marks,
 )
@@ -48,7 +51,7 @@ def test_input_form_gives_the_in_memory_fit(case, form, tmp_path):
     assert_matches_lme4(fit, case, f"{case.name}, {form}")
 
 
-@pytest.mark.parametrize("case, form", list(_forms(dask=True)))
+@pytest.mark.parametrize("case, form", slow_unless(_forms(dask=True), FAST_CASES[:2]))
 def test_dask_input_gives_the_in_memory_fit(case, form, tmp_path):
     fit = INPUT_FORMS[form](case, case.data, tmp_path)
     assert_same_fit(fit, reference_fit(case.name), f"{case.name}, {form}", labels=BY_TEXT)
@@ -108,7 +111,7 @@ def _assert_fit_or_names_column(result, case, column, expected, what):
     assert_same_fit(result, expected, what, labels=BY_TEXT)
 
 
-@pytest.mark.parametrize("case, column, other", list(_drifts()))
+@pytest.mark.parametrize("case, column, other", slow_unless(_drifts()))
 def test_drifting_chunks_give_the_in_memory_fit_or_name_the_column(case, column, other):
     chunks = drifting_chunks(case, column, other)
     expected = fit_quietly(rl.lmer, case.formula, pd.concat(chunks).astype({column: other}))
@@ -116,7 +119,7 @@ def test_drifting_chunks_give_the_in_memory_fit_or_name_the_column(case, column,
     _assert_fit_or_names_column(result, case, column, expected, f"{case.name}, chunks with {column} drifting")
 
 
-@pytest.mark.parametrize("case, column, other", list(_drifts()))
+@pytest.mark.parametrize("case, column, other", slow_unless(_drifts()))
 def test_drifting_parquet_files_give_the_in_memory_fit_or_name_the_column(case, column, other, tmp_path):
     chunks = drifting_chunks(case, column, other)
     expected = fit_quietly(rl.lmer, case.formula, pd.concat(chunks).astype({column: other}))
@@ -124,7 +127,7 @@ def test_drifting_parquet_files_give_the_in_memory_fit_or_name_the_column(case, 
     _assert_fit_or_names_column(result, case, column, expected, f"{case.name}, Parquet files with {column} drifting")
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=xfail_marks([3]), id=c.name) for c in DRIFT_CASES])
+@pytest.mark.parametrize("case", slow_unless(pytest.param(c, marks=xfail_marks([3]), id=c.name) for c in DRIFT_CASES))
 def test_read_csv_chunks_with_a_late_text_id_give_the_whole_file_fit(case, tmp_path):
     from reml_engine.chunked import lmer_chunks
 
@@ -136,3 +139,24 @@ def test_read_csv_chunks_with_a_late_text_id_give_the_whole_file_fit(case, tmp_p
         case, lambda: fit_quietly(lmer_chunks, case.formula, pd.read_csv(path, chunksize=chunksize), levels=levels))
     _assert_fit_or_names_column(result, case, case.group, expected, f"{case.name}, read_csv chunks, late text id")
 
+
+
+# -- a rank-deficient design -------------------------------------------------------------------
+
+
+def _collinear_case():
+    """sim_unbalanced with x1 split by cat into xa + xb + xc = x1: one column too many."""
+    case = next(c for c in reference_cases() if c.name == "sim_unbalanced")
+    data = case.data.assign(**{f"x{level}": case.data["x1"] * (case.data["cat"] == level) for level in "abc"})
+    return Case("sim_unbalanced, x1 = xa + xb + xc", "y ~ x1 + xa + xb + xc + x2 + (1|g)", data)
+
+
+@pytest.mark.parametrize("first", [5, 50, 300, *(pytest.param(n, marks=xfail_marks(["B"])) for n in (20, 100))],
+                         ids=lambda n: f"first chunk {n} rows")
+def test_chunks_drop_the_columns_the_in_memory_fit_drops(first):
+    case = _collinear_case()
+    expected = fit_quietly(rl.lmer, case.formula, case.data)
+    assert expected.dropped_columns == ("xc",)
+    fit = fit_quietly(rl.lmer, case.formula, [case.data.iloc[:first], case.data.iloc[first:]])
+    assert fit.dropped_columns == expected.dropped_columns
+    assert_same_fit(fit, expected, f"{case.name}, chunks of {first} and {len(case.data) - first} rows")
