@@ -15,9 +15,9 @@ Everything the tests vary lives here, in one place:
   :data:`INPUT_FORMS`, :func:`shift_variant`, :func:`scale_variant`: the variants;
 - :func:`assert_same_fit` and its tolerances: the comparison;
 - :func:`general_design`: formulaic called directly, the reference for the fast path;
-- :data:`KNOWN_ISSUES` and :func:`known_issue`: which variants fail today, and why
-  (issue 10), so that each such test is a strict xfail that turns into a failure once
-  the bug is fixed.
+- :func:`slow_unless`: which reference cases run by default and which in the slow suite.
+
+What fails today, and why, is in :mod:`.known_issues`.
 """
 
 from __future__ import annotations
@@ -586,8 +586,7 @@ def expected_for_form(form: str, case: Case, data: pd.DataFrame, tmp_path: Path,
 
 
 def form_applies(form: str, case: Case, data: pd.DataFrame) -> bool:
-    """Memory-mapped records hold no missing text; the arrays forms take no formula
-    transforms beyond formulaic's own."""
+    """Whether a form can hold the data: memory-mapped records hold no missing text."""
     if form == "memory-mapped record array":
         return all(_is_number(data[c]) or not data[c].isna().any() for c in case.used)
     return True
@@ -701,6 +700,18 @@ def assert_reparametrized(variant: rl.LmerFit, base: rl.LmerFit, rep: Reparametr
                                err_msg=f"{what}: fitted values")
 
 
+#: Reference cases of the default run where a relation is costly: a factor, an
+#: interaction and text labels (sim_unbalanced); a numeric predictor and int labels
+#: (sleepstudy); no predictor (dyestuff). The others run in the slow suite.
+FAST_CASES = ("sim_unbalanced", "sleepstudy", "dyestuff")
+
+
+def slow_unless(params, fast=FAST_CASES) -> list:
+    """The params (whose first value is a Case) of cases not in ``fast`` marked slow."""
+    return [p if p.values[0].name.split(",")[0] in fast
+            else pytest.param(*p.values, marks=[*p.marks, pytest.mark.slow], id=p.id) for p in params]
+
+
 # -- the general design -------------------------------------------------------------------
 
 
@@ -716,120 +727,32 @@ def general_design(fixed: str, data: pd.DataFrame):
         return formulaic.model_matrix(fixed, frame, na_action="ignore")
 
 
-# -- what fails today ----------------------------------------------------------------------
-
-#: The items of issue 10 that some variants hit today. A test of such a variant is a
-#: strict xfail: once the item is fixed it passes, the xfail turns into a failure, and
-#: the entry is to be removed here (which also lets the generated-data tests, which skip
-#: these variants, cover the area).
-KNOWN_ISSUES = {
-    1: "issue 10 item 1: the fast design path builds its columns from the first 16 rows and drops a factor "
-       "that has one level there",
-    2: "issue 10 item 2: x*f with x far from 0: the centring misses the interaction columns",
-    3: "issue 10 item 3: group ids whose type changes between chunks or files split groups (5 and '5')",
-    4: "issue 10 item 4: pandas string dtypes in a factor are taken for numbers",
-    5: "issue 10 item 5: a failed predict mutates the model spec's encoder state",
-    7: "issue 10 item 7: (1|a:b) labels containing ':' collide, and newdata with int a finds no group of a "
-       "fit whose a was float",
-    8: "issue 10 item 8: uint64 ids at or above 2**63",
-    10: "issue 10 item 10: unused categories are kept (lme4 drops them, so the reference level differs)",
-    # Found by this suite, in no item of issue 10:
-    "A": "not in issue 10: with as few groups as fixed columns, a predictor far from 0 is called constant "
-         "within groups (check_identifiable scales by the raw, not the centred, norm) and the fit refuses",
-    "B": "not in issue 10: a chunked fit misses an exact collinearity that the in-memory fit drops (one-pass "
-         "statistics about the first chunk's means), and crashes in lme4_default_optimum (max() of no optima) "
-         "or in the optimizer (NaN criterion)",
-    "C": "not in issue 10: a grouping column whose name needs backticks ((1|`subject id`)) is looked up with its "
-         "backticks and reported missing",
-    "D": "not in issue 10: predict(newdata) of an intercept-only model (y ~ 1 + (1|g)) crashes: 'assignment "
-         "destination is read-only' (new_fixed_design writes NaN rows into formulaic's read-only matrix)",
-}
-
-
-def intercept_only(case: Case) -> bool:
-    """``y ~ 1 + (1|g)``: no predictor (issue "D" for predict(newdata))."""
-    return not case.predictors
-
-
-#: Reference cases of the default run where a relation is costly: a factor, an
-#: interaction and text labels (sim_unbalanced); a numeric predictor and int labels
-#: (sleepstudy); no predictor (dyestuff). The others run in the slow suite.
-FAST_CASES = ("sim_unbalanced", "sleepstudy", "dyestuff")
-
-
-def slow_unless(params, fast=FAST_CASES) -> list:
-    """The params (whose first value is a Case) of cases not in ``fast`` marked slow."""
-    return [p if p.values[0].name.split(",")[0] in fast
-            else pytest.param(*p.values, marks=[*p.marks, pytest.mark.slow], id=p.id) for p in params]
-
-
-def xfail_marks(items) -> list:
-    """Strict xfail marks for the known issue items a test hits (none: no marks)."""
-    items = sorted(set(i for i in items if i in KNOWN_ISSUES), key=str)
-    if not items:
-        return []
-    return [pytest.mark.xfail(strict=True, reason="; ".join(KNOWN_ISSUES[i] for i in items))]
-
-
-def fast_path_drops_a_factor(case: Case, data: pd.DataFrame) -> bool:
-    """Item 1: an additive formula whose numeric columns are plain NumPy numbers (the fast
-    path's condition) and a text (not categorical) factor with one level in the first 16
-    complete rows."""
-    if case.interactions or not case.factors or re.search(r"[()]", case.fixed):
-        return False
-    numbers = (case.response, *case.numeric)
-    if not all(isinstance(data[c].dtype, np.dtype) and data[c].dtype.kind in "iuf" for c in numbers):
-        return False
+def assert_same_design(case, data, what: str) -> None:
+    """``model_matrices`` and ``build_design`` against formulaic on the complete rows."""
     complete = case.complete(data)
-    head = complete.iloc[:16]
-    text = [c for c in case.factors if not isinstance(data[c].dtype, pd.CategoricalDtype)]
-    return len(complete) > 16 and any(head[c].nunique() < 2 for c in text)
+    general = general_design(case.fixed, complete)
+    names = [str(c) for c in general.rhs.columns]
+    X = general.rhs.to_numpy(dtype=np.float64)
 
+    from reml_engine.design import build_design
+    from reml_engine.fast_design import model_matrices
 
-#: Item 2: a predictor of an interaction whose mean is this many standard deviations
-#: from 0 loses about eps * ratio**2 of the criterion today (the x:f columns are not
-#: centred): 3e-10 at a ratio of 860, 1e-6 at 1.3e5. Below it the relations hold.
-FAR_FROM_ZERO = 300.0
+    fast = model_matrices(case.fixed, complete)
+    assert [str(c) for c in fast.rhs.columns] == names, f"{what}: model_matrices columns"
+    np.testing.assert_array_equal(fast.rhs.to_numpy(dtype=np.float64), X, err_msg=f"{what}: model_matrices values")
+    np.testing.assert_array_equal(np.ravel(fast.lhs.to_numpy(dtype=np.float64)),
+                                  general.lhs.to_numpy(dtype=np.float64)[:, 0], err_msg=f"{what}: response")
+    # The spec that later encodes new data (predict) must know every level.
+    new = complete.iloc[::-1]
+    np.testing.assert_array_equal(
+        np.asarray(fast.rhs.model_spec.get_model_matrix(new, na_action="ignore").to_numpy(dtype=np.float64)),
+        np.asarray(general.rhs.model_spec.get_model_matrix(new, na_action="ignore").to_numpy(dtype=np.float64)),
+        err_msg=f"{what}: model spec on new data")
 
-
-def far_from_zero(values: pd.Series) -> bool:
-    """The column's mean is FAR_FROM_ZERO standard deviations or more from 0."""
-    values = values.astype(np.float64).dropna()
-    spread = float(values.std()) if len(values) > 1 else 0.0
-    return abs(float(values.mean())) >= FAR_FROM_ZERO * spread
-
-
-def in_interaction(case: Case, column: str) -> bool:
-    """True when ``column`` is part of an interaction term of the fixed part."""
-    rhs = case.fixed.split("~", 1)[1]
-    terms = [t for t in re.split(r"\+", rhs) if "*" in t or ":" in t]
-    return any(column in [p.strip() for p in re.split(r"[*:]", t)] for t in terms)
-
-
-#: Issue "A" shows from about this ratio of a predictor's mean to its spread (the
-#: check's tolerance, 1e-10, is on the squared ratio).
-FAR_FOR_THE_CHECKS = 1e4
-
-
-def few_groups_far_from_zero(case: Case, data: pd.DataFrame) -> bool:
-    """Issue "A": no more groups than fixed columns, and a numeric predictor whose mean is
-    FAR_FOR_THE_CHECKS standard deviations from 0."""
-    complete = case.complete(data)
-    far = [c for c in case.numeric if len(complete) > 1
-           and abs(float(complete[c].astype(float).mean())) >= FAR_FOR_THE_CHECKS * float(complete[c].astype(float).std())]
-    return bool(far) and complete[case.group].nunique() <= 1 + len(case.numeric) + 4 * len(case.factors)
-
-
-def is_nullable_string(dtype) -> bool:
-    """``string[python]`` or ``string[pyarrow]`` (missing values pd.NA), as
-    ``convert_dtypes()`` and ``read_csv(dtype_backend=...)`` give them; not pandas 3's
-    default ``str``."""
-    return isinstance(dtype, pd.StringDtype) and dtype.na_value is pd.NA
-
-
-def string_factor(data: pd.DataFrame, case: Case) -> bool:
-    """Item 4: a factor of the fixed part in a nullable pandas string dtype."""
-    return any(is_nullable_string(data[c].dtype) for c in case.predictors)
+    design = fit_quietly(build_design, case.formula, data)
+    assert list(design.column_names) == ["(Intercept)" if n == "Intercept" else n for n in names], (
+        f"{what}: build_design columns")
+    np.testing.assert_array_equal(design.X, X, err_msg=f"{what}: build_design values")
 
 
 @contextlib.contextmanager

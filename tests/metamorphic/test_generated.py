@@ -1,7 +1,7 @@
 """The relations on generated data: unbalanced groups with singletons, labels as text,
 integers or digit strings, text factors, interactions, predictors far from 0, missing
 values (see generated.py). A few reproducible examples run by default, more in the slow
-suite. Variants that hit a known issue (relations.KNOWN_ISSUES) are skipped here: the
+suite. Variants that hit a known issue (known_issues.KNOWN_ISSUES) are skipped here: the
 reference-case tests hold them as strict xfails."""
 
 from __future__ import annotations
@@ -16,32 +16,34 @@ from hypothesis import strategies as st
 import reml_engine as rl
 
 from .generated import FAST_VARIANTS, FULL_EXAMPLES, fast_settings, full_settings, generated_cases
+from .known_issues import (
+    far_from_zero,
+    fast_path_drops_a_factor,
+    few_groups_far_from_zero,
+    in_interaction,
+    string_factor,
+)
 from .relations import (
     BY_TEXT,
     DASK_FORMS,
     FITTED_RTOL,
     INPUT_FORMS,
     assert_reparametrized,
+    assert_same_design,
     assert_same_fit,
     expected_fit,
     expected_for_form,
     factor_variants,
-    far_from_zero,
-    fast_path_drops_a_factor,
-    few_groups_far_from_zero,
     fit_quietly,
     form_applies,
-    in_interaction,
     numeric_variants,
     row_orders,
     scale_variant,
     shift_variant,
-    string_factor,
 )
-from .test_design_paths import assert_same_design
 
 
-def known_issues(case, data) -> set:
+def issues_hit(case, data) -> set:
     """The issue 10 items that fitting ``data`` hits today."""
     issues = set()
     if fast_path_drops_a_factor(case, data):
@@ -58,7 +60,7 @@ def known_issues(case, data) -> set:
     for c in case.factors:
         dtype = data[c].dtype
         if hasattr(dtype, "categories") and len(dtype.categories) > case.complete(data)[c].nunique():
-            issues.add(10)
+            issues.add("10 unused")
     return issues
 
 
@@ -66,7 +68,7 @@ def base_fit(case, data=None, REML=True):
     """The in-memory fit, or a rejected example when the generated data cannot be fitted
     (too few complete rows, a constant response: the library says so)."""
     data = case.data if data is None else data
-    if known_issues(case, data):
+    if issues_hit(case, data):
         reject()
     try:
         return fit_quietly(rl.lmer, case.formula, data, REML=REML)
@@ -98,7 +100,7 @@ def row_order_relation(case, pick=everything):
     orders = row_orders(case.data, seed=1)
     for order in pick(list(orders)):
         data = orders[order]
-        if known_issues(case, data):
+        if issues_hit(case, data):
             continue
         fit = fit_quietly(rl.lmer, case.formula, data)
         assert_same_fit(fit, expected, f"{case.name}, rows {order}", fitted=True)
@@ -110,7 +112,7 @@ def dtype_relation(case, pick=everything):
         case, (case.response, *case.numeric))}
     for name in pick(list(variants)):
         variant = variants[name]
-        if known_issues(case, variant.data) or known_issues(case, variant.expected):
+        if issues_hit(case, variant.data) or issues_hit(case, variant.expected):
             continue
         expected = expected_fit(case.formula, variant.expected)
         fit = fit_quietly(rl.lmer, case.formula, variant.data)
@@ -126,7 +128,7 @@ def prediction_relation(case, pick=everything):
     variants = {v.name: v for v in factor_variants(rows, (case.group, *case.factors))}
     for name in pick(list(variants)):
         variant = variants[name]
-        if known_issues(case, variant.data):
+        if issues_hit(case, variant.data):
             continue
         predicted = np.asarray(fit_quietly(fit.predict, variant.data), dtype=float)
         np.testing.assert_allclose(predicted, fitted, rtol=0, atol=FITTED_RTOL * spread,
@@ -154,7 +156,7 @@ def reparametrization_relation(case, pick=everything):
         reps["x * 7.3"] = scale_variant(case.data, "x", 7.3)
     for name in pick(list(reps)):
         rep = reps[name]
-        if known_issues(case, rep.base) or known_issues(case, rep.variant):
+        if issues_hit(case, rep.base) or issues_hit(case, rep.variant):
             continue
         base = fit_quietly(rl.lmer, case.formula, rep.base)
         variant = fit_quietly(rl.lmer, case.formula, rep.variant)
@@ -167,7 +169,7 @@ def design_relation(case, pick=everything):
     orders = {"as generated": case.data, **row_orders(case.data, seed=2)}
     for order in pick(list(orders)):
         data = orders[order]
-        if known_issues(case, data) & {1, 4}:
+        if issues_hit(case, data) & {1, 4}:
             continue
         assert_same_design(case, data, f"{case.name}, rows {order}")
 

@@ -10,6 +10,10 @@ import pytest
 
 import reml_engine as rl
 
+from .known_issues import (
+    intercept_only,
+    xfail_marks,
+)
 from .relations import (
     CRITERION_RTOL,
     FITTED_RTOL,
@@ -17,10 +21,8 @@ from .relations import (
     assert_coefficients,
     assert_same_fit,
     fit_quietly,
-    intercept_only,
     reference_cases,
     reference_fit,
-    xfail_marks,
 )
 
 

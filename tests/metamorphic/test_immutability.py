@@ -13,7 +13,14 @@ import pytest
 
 import reml_engine as rl
 
-from .relations import fit_quietly, reference_cases, slow_unless, xfail_marks
+from .known_issues import (
+    xfail_marks,
+)
+from .relations import (
+    fit_quietly,
+    reference_cases,
+    slow_unless,
+)
 
 
 def _text(values: pd.Series) -> pd.Series:

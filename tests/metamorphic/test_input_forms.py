@@ -10,6 +10,9 @@ import pytest
 
 import reml_engine as rl
 
+from .known_issues import (
+    xfail_marks,
+)
 from .relations import (
     BY_TEXT,
     DASK_FORMS,
@@ -30,7 +33,6 @@ from .relations import (
     reference_fit,
     slow_unless,
     with_int_ids,
-    xfail_marks,
 )
 
 pytest.importorskip("dask.dataframe")

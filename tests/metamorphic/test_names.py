@@ -10,6 +10,9 @@ import pytest
 
 import reml_engine as rl
 
+from .known_issues import (
+    xfail_marks,
+)
 from .relations import (
     FAST_CASES,
     assert_coefficients,
@@ -18,7 +21,6 @@ from .relations import (
     reference_cases,
     reference_fit,
     slow_unless,
-    xfail_marks,
 )
 
 #: New names: dotted (R's Sepal.Length), needing backticks, or shared with the names a
@@ -42,11 +44,11 @@ def known_name_issues(case, column: str, new: str) -> list:
         "factor" if column in case.factors else "numeric")
     issues = []
     if "." in new and role != "group":
-        issues.append(10)  # dotted names are reported missing
+        issues.append("10 dotted")
     if new == "Intercept" and role == "numeric":
-        issues.append(10)  # a non-constant column named Intercept is dropped
+        issues.append("10 Intercept")
     if new == "1" and role != "group":
-        issues.append(10)  # a column named `1` becomes the intercept
+        issues.append("10 one")
     if role == "group" and not _PLAIN.match(new):
         issues.append("C")
     return issues

@@ -10,17 +10,19 @@ import pytest
 
 import reml_engine as rl
 
+from .known_issues import (
+    far_from_zero,
+    in_interaction,
+    xfail_marks,
+)
 from .relations import (
     Case,
     assert_reparametrized,
-    far_from_zero,
     fit_quietly,
-    in_interaction,
     reference_cases,
     scale_variant,
     shift_variant,
     slow_unless,
-    xfail_marks,
 )
 
 #: Shifts: small, ~1e6 (the issue's example) and epoch seconds. A calendar year is left

@@ -7,15 +7,17 @@ import pytest
 
 import reml_engine as rl
 
+from .known_issues import (
+    fast_path_drops_a_factor,
+    xfail_marks,
+)
 from .relations import (
     assert_matches_lme4,
     assert_same_fit,
-    fast_path_drops_a_factor,
     fit_quietly,
     reference_cases,
     reference_fit,
     row_orders,
-    xfail_marks,
 )
 
 
