@@ -467,50 +467,52 @@ def _record_array(frame: pd.DataFrame, path: Path) -> np.memmap:
     return np.memmap(path, dtype=np.dtype(fields), mode="r", shape=(len(frame),))
 
 
-def fit_in_memory(case, data, tmp_path, REML=True):
-    return fit_quietly(rl.lmer, case.formula, data, REML=REML)
+def _rows_per_piece(n: int, pieces: int) -> int:
+    return max(1, -(-n // pieces))
 
 
-def fit_chunk_list(case, data, tmp_path, REML=True):
-    return fit_quietly(rl.lmer, case.formula, split_rows(data, 4), REML=REML)
+def fit_chunk_list(case, data, tmp_path, REML=True, pieces=4):
+    """A list of chunks, with zero-row chunks first and in the middle."""
+    chunks = split_rows(data, pieces)
+    empty = data.iloc[:0]
+    chunks = [empty, *chunks[: len(chunks) // 2], empty, *chunks[len(chunks) // 2:]]
+    return fit_quietly(rl.lmer, case.formula, chunks, REML=REML)
 
 
-def fit_chunk_function(case, data, tmp_path, REML=True):
-    chunks = split_rows(data, 3, seed=1)
+def fit_chunk_function(case, data, tmp_path, REML=True, pieces=3):
+    chunks = split_rows(data, pieces, seed=1)
     return fit_quietly(rl.lmer, case.formula, lambda: iter(chunks), REML=REML)
 
 
-def fit_chunk_iterator(case, data, tmp_path, REML=True):
+def fit_chunk_iterator(case, data, tmp_path, REML=True, pieces=5):
     from reml_engine.chunked import lmer_chunks
 
-    chunks = split_rows(data, 5, seed=2)
+    chunks = split_rows(data, pieces, seed=2)
     return fit_quietly(lmer_chunks, case.formula, (c for c in chunks), REML=REML,
                        levels=declared_levels(case, data))
 
 
-def fit_csv_reader(case, data, tmp_path, REML=True):
+def fit_csv_reader(case, data, tmp_path, REML=True, pieces=4):
     """``pd.read_csv(path, chunksize=...)``, a one-shot reader: compared with the fit of
     ``pd.read_csv(path)`` (see :func:`expected_for_form`)."""
     from reml_engine.chunked import lmer_chunks
 
     path = tmp_path / "data.csv"
     data.sample(frac=1.0, random_state=3).to_csv(path, index=False)
-    reader = pd.read_csv(path, chunksize=max(1, len(data) // 4))
+    reader = pd.read_csv(path, chunksize=_rows_per_piece(len(data), pieces))
     return fit_quietly(lmer_chunks, case.formula, reader, REML=REML, levels=declared_levels(case, data))
 
 
-def fit_memmap(case, data, tmp_path, REML=True):
+def fit_memmap(case, data, tmp_path, REML=True, pieces=3):
     from reml_engine.chunked import lmer_chunks
 
     records = _record_array(case.complete(data)[list(case.used)], tmp_path / "records.dat")
-    return fit_quietly(lmer_chunks, case.formula, records, REML=REML, chunk_rows=max(1, len(records) // 3))
+    return fit_quietly(lmer_chunks, case.formula, records, REML=REML,
+                       chunk_rows=_rows_per_piece(len(records), pieces))
 
 
-def fit_parquet(case, data, tmp_path, REML=True, files=3):
-    for i, chunk in enumerate(split_rows(data, files, seed=4)):
-        chunk.to_parquet(tmp_path / f"part-{i}.parquet")
-    with dask_synchronous():
-        return fit_quietly(rl.lmer, case.formula, str(tmp_path / "part-*.parquet"), REML=REML)
+def fit_parquet(case, data, tmp_path, REML=True, pieces=3):
+    return fit_parquet_files(case, split_rows(data, pieces, seed=4), tmp_path, REML=REML)
 
 
 def fit_parquet_files(case, chunks: list[pd.DataFrame], tmp_path: Path, REML=True):
@@ -521,10 +523,10 @@ def fit_parquet_files(case, chunks: list[pd.DataFrame], tmp_path: Path, REML=Tru
         return fit_quietly(rl.lmer, case.formula, str(tmp_path / "part-*.parquet"), REML=REML)
 
 
-def fit_dask(case, data, tmp_path, REML=True, npartitions=3):
+def fit_dask(case, data, tmp_path, REML=True, pieces=3):
     import dask.dataframe as dd
 
-    frame = dd.from_pandas(data.sample(frac=1.0, random_state=5), npartitions=npartitions, sort=False)
+    frame = dd.from_pandas(data.sample(frac=1.0, random_state=5), npartitions=pieces, sort=False)
     with dask_synchronous():
         return fit_quietly(rl.lmer, case.formula, frame, REML=REML)
 
@@ -539,12 +541,12 @@ def _array_design(case: Case, data: pd.DataFrame):
     return X, y, complete[case.group].to_numpy(), names
 
 
-def fit_arrays(case, data, tmp_path, REML=True):
+def fit_arrays(case, data, tmp_path, REML=True, pieces=1):
     X, y, groups, names = _array_design(case, data)
     return fit_quietly(rl.fit, X, y, groups, REML=REML, names=names)
 
 
-def fit_memmap_arrays(case, data, tmp_path, REML=True):
+def fit_memmap_arrays(case, data, tmp_path, REML=True, pieces=3):
     from reml_engine.chunked import fit_arrays as chunked_fit_arrays
 
     X, y, groups, names = _array_design(case, data)
@@ -555,11 +557,12 @@ def fit_memmap_arrays(case, data, tmp_path, REML=True):
         out.flush()
         mapped.append(np.memmap(tmp_path / f"{name}.dat", dtype=array.dtype, mode="r", shape=array.shape))
     return fit_quietly(chunked_fit_arrays, mapped[0], mapped[1], groups, REML=REML, names=names,
-                       chunk_rows=max(1, len(y) // 3))
+                       chunk_rows=_rows_per_piece(len(y), pieces))
 
 
 #: How the same rows can be handed to the library, each a function
-#: ``(case, data, tmp_path, REML) -> fit`` (see reml_engine.chunked and .distributed).
+#: ``(case, data, tmp_path, REML, pieces) -> fit`` reading the rows in about ``pieces``
+#: chunks, files or partitions (see reml_engine.chunked and .distributed).
 INPUT_FORMS: dict[str, Callable] = {
     "list of chunks": fit_chunk_list,
     "function returning chunks": fit_chunk_function,

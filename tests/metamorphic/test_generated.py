@@ -135,15 +135,15 @@ def prediction_relation(case, pick=everything):
                                    err_msg=f"{case.name}, predict with {variant.name}")
 
 
-def input_form_relation(case, tmp_path, dask: bool, pick=everything):
+def input_form_relation(case, tmp_path, dask: bool, pick=everything, pieces: int = 3):
     base_fit(case)
     forms = [f for f in INPUT_FORMS if (f in DASK_FORMS) == dask and form_applies(f, case, case.data)]
     for form in pick(forms):
         folder = tmp_path / re.sub(r"\W+", "_", form)
         folder.mkdir(exist_ok=True)
         expected = expected_for_form(form, case, case.data, folder)
-        fit = INPUT_FORMS[form](case, case.data, folder)
-        assert_same_fit(fit, expected, f"{case.name}, {form}", labels=BY_TEXT)
+        fit = INPUT_FORMS[form](case, case.data, folder, pieces=pieces)
+        assert_same_fit(fit, expected, f"{case.name}, {form} in {pieces} pieces", labels=BY_TEXT)
 
 
 def reparametrization_relation(case, pick=everything):
@@ -199,9 +199,9 @@ def test_prediction_of_the_fitting_rows(case, data):
 
 
 @fast_settings()
-@given(case=generated_cases(), data=st.data())
-def test_input_forms(case, data, tmp_path_factory):
-    input_form_relation(case, tmp_path_factory.mktemp("forms"), dask=False, pick=drawn(data))
+@given(case=generated_cases(), data=st.data(), pieces=st.integers(1, 9))
+def test_input_forms(case, data, pieces, tmp_path_factory):
+    input_form_relation(case, tmp_path_factory.mktemp("forms"), dask=False, pick=drawn(data), pieces=pieces)
 
 
 @fast_settings()
@@ -242,16 +242,16 @@ def test_prediction_of_the_fitting_rows_full(case):
 
 @pytest.mark.slow
 @full_settings()
-@given(case=generated_cases())
-def test_input_forms_full(case, tmp_path_factory):
-    input_form_relation(case, tmp_path_factory.mktemp("forms"), dask=False)
+@given(case=generated_cases(), pieces=st.integers(1, 9))
+def test_input_forms_full(case, pieces, tmp_path_factory):
+    input_form_relation(case, tmp_path_factory.mktemp("forms"), dask=False, pieces=pieces)
 
 
 @pytest.mark.slow
 @full_settings(FULL_EXAMPLES // 4)
-@given(case=generated_cases())
-def test_dask_input_forms_full(case, tmp_path_factory):
-    input_form_relation(case, tmp_path_factory.mktemp("dask"), dask=True)
+@given(case=generated_cases(), pieces=st.integers(1, 9))
+def test_dask_input_forms_full(case, pieces, tmp_path_factory):
+    input_form_relation(case, tmp_path_factory.mktemp("dask"), dask=True, pieces=pieces)
 
 
 @pytest.mark.slow

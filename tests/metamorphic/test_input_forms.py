@@ -72,7 +72,7 @@ def test_input_form_gives_the_in_memory_fit_reml_and_ml(case, form, REML, tmp_pa
 @pytest.mark.parametrize("npartitions", [1, 2, 5, 11])
 def test_any_dask_partitioning_gives_the_in_memory_fit(reference_case, npartitions, tmp_path):
     case = reference_case
-    fit = fit_dask(case, case.data, tmp_path, npartitions=npartitions)
+    fit = fit_dask(case, case.data, tmp_path, pieces=npartitions)
     assert_same_fit(fit, reference_fit(case.name), f"{case.name}, {npartitions} partitions", labels=BY_TEXT)
 
 
@@ -80,7 +80,7 @@ def test_any_dask_partitioning_gives_the_in_memory_fit(reference_case, npartitio
 @pytest.mark.parametrize("files", [1, 2, 6])
 def test_any_number_of_parquet_files_gives_the_in_memory_fit(reference_case, files, tmp_path):
     case = reference_case
-    fit = fit_parquet(case, case.data, tmp_path, files=files)
+    fit = fit_parquet(case, case.data, tmp_path, pieces=files)
     assert_same_fit(fit, reference_fit(case.name), f"{case.name}, {files} Parquet files", labels=BY_TEXT)
 
 
@@ -162,3 +162,28 @@ def test_chunks_drop_the_columns_the_in_memory_fit_drops(first):
     fit = fit_quietly(rl.lmer, case.formula, [case.data.iloc[:first], case.data.iloc[first:]])
     assert fit.dropped_columns == expected.dropped_columns
     assert_same_fit(fit, expected, f"{case.name}, chunks of {first} and {len(case.data) - first} rows")
+
+
+# -- chunks that cannot be read as the others ------------------------------------------------
+
+
+def _odd_chunks():
+    case = next(c for c in reference_cases() if c.name == "sim_unbalanced")
+    first, rest = case.data.iloc[:200], case.data.iloc[200:]
+    for column in (case.group, "x2"):
+        yield pytest.param(case, [first, rest.drop(columns=[column])], column, marks=xfail_marks(["errors: chunk"]),
+                           id=f"a chunk without {column}")
+    yield pytest.param(case, [first, pd.DataFrame(), rest], None, marks=xfail_marks(["errors: chunk"]),
+                       id="an empty chunk without columns")
+
+
+@pytest.mark.parametrize("case, chunks, column", list(_odd_chunks()))
+def test_chunks_missing_columns_fit_the_rest_or_name_the_column(case, chunks, column):
+    """An empty chunk adds nothing (or is refused, saying so); a chunk without a column is
+    refused, naming it."""
+    result = _fit_in_memory_or_refusal(case, lambda: fit_quietly(rl.lmer, case.formula, chunks))
+    if column is None:
+        if not isinstance(result, rl.ModelDataError):
+            assert_same_fit(result, reference_fit(case.name), "chunks with an empty one")
+    else:
+        assert isinstance(result, rl.ModelDataError) and repr(column) in str(result), result
