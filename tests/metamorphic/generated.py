@@ -86,6 +86,7 @@ def generated_cases(draw, formulas=FORMULAS, missing: bool = True) -> Case:
     x_scale = draw(st.sampled_from([1.0, 0.01, 250.0]))
     sd_group = draw(st.sampled_from([0.0, 0.4, 2.0]))
     missing_rate = draw(st.sampled_from([0.0, 0.05, 0.15])) if missing else 0.0
+    REML = draw(st.booleans())
     seed = draw(st.integers(0, 2**32 - 1))
 
     rng = np.random.default_rng(seed)
@@ -117,4 +118,4 @@ def generated_cases(draw, formulas=FORMULAS, missing: bool = True) -> Case:
             # ints with a missing label read back as floats, as read_csv gives them
             data["g"] = pd.to_numeric(data["g"])
     data = data.sample(frac=1.0, random_state=int(rng.integers(2**31))).reset_index(drop=True)
-    return Case(f"generated {formula}", formula, data)
+    return Case(f"generated {formula}{'' if REML else ', ML'}", formula, data, REML=REML)

@@ -66,13 +66,15 @@ class Case:
     """A model and its data: ``formula`` with one ``(1|group)`` term.
 
     ``reference`` holds lme4's values (``reference.json``) for the reference cases, and
-    is None for generated data.
+    is None for generated data. ``REML`` is the criterion generated cases are fitted by
+    (the reference-case tests choose theirs).
     """
 
     name: str
     formula: str
     data: pd.DataFrame = field(repr=False)
     reference: dict | None = field(default=None, repr=False)
+    REML: bool = True
 
     @property
     def response(self) -> str:
@@ -120,7 +122,7 @@ class Case:
         return data.loc[~data[list(self.used)].isna().any(axis=1).to_numpy()]
 
     def with_data(self, data: pd.DataFrame, suffix: str = "") -> Case:
-        return Case(f"{self.name}{suffix}", self.formula, data, self.reference)
+        return Case(f"{self.name}{suffix}", self.formula, data, self.reference, self.REML)
 
 
 def _is_number(series: pd.Series) -> bool:

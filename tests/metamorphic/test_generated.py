@@ -64,14 +64,14 @@ def issues_hit(case, data) -> set:
     return issues
 
 
-def base_fit(case, data=None, REML=True):
+def base_fit(case, data=None):
     """The in-memory fit, or a rejected example when the generated data cannot be fitted
     (too few complete rows, a constant response: the library says so)."""
     data = case.data if data is None else data
     if issues_hit(case, data):
         reject()
     try:
-        return fit_quietly(rl.lmer, case.formula, data, REML=REML)
+        return fit_quietly(rl.lmer, case.formula, data, REML=case.REML)
     except rl.ModelDataError:
         reject()
 
@@ -102,7 +102,7 @@ def row_order_relation(case, pick=everything):
         data = orders[order]
         if issues_hit(case, data):
             continue
-        fit = fit_quietly(rl.lmer, case.formula, data)
+        fit = fit_quietly(rl.lmer, case.formula, data, REML=case.REML)
         assert_same_fit(fit, expected, f"{case.name}, rows {order}", fitted=True)
 
 
@@ -114,8 +114,8 @@ def dtype_relation(case, pick=everything):
         variant = variants[name]
         if issues_hit(case, variant.data) or issues_hit(case, variant.expected):
             continue
-        expected = expected_fit(case.formula, variant.expected)
-        fit = fit_quietly(rl.lmer, case.formula, variant.data)
+        expected = expected_fit(case.formula, variant.expected, REML=case.REML)
+        fit = fit_quietly(rl.lmer, case.formula, variant.data, REML=case.REML)
         assert_same_fit(fit, expected, f"{case.name}, {variant.name}", labels=variant.labels, fitted=True)
 
 
@@ -141,8 +141,8 @@ def input_form_relation(case, tmp_path, dask: bool, pick=everything, pieces: int
     for form in pick(forms):
         folder = tmp_path / re.sub(r"\W+", "_", form)
         folder.mkdir(exist_ok=True)
-        expected = expected_for_form(form, case, case.data, folder)
-        fit = INPUT_FORMS[form](case, case.data, folder, pieces=pieces)
+        expected = expected_for_form(form, case, case.data, folder, REML=case.REML)
+        fit = INPUT_FORMS[form](case, case.data, folder, REML=case.REML, pieces=pieces)
         assert_same_fit(fit, expected, f"{case.name}, {form} in {pieces} pieces", labels=BY_TEXT)
 
 
@@ -158,8 +158,8 @@ def reparametrization_relation(case, pick=everything):
         rep = reps[name]
         if issues_hit(case, rep.base) or issues_hit(case, rep.variant):
             continue
-        base = fit_quietly(rl.lmer, case.formula, rep.base)
-        variant = fit_quietly(rl.lmer, case.formula, rep.variant)
+        base = fit_quietly(rl.lmer, case.formula, rep.base, REML=case.REML)
+        variant = fit_quietly(rl.lmer, case.formula, rep.variant, REML=case.REML)
         assert_reparametrized(variant, base, rep, f"{case.name}, {name}")
 
 
