@@ -125,7 +125,8 @@ def prediction_relation(case, pick=everything):
     fitted = np.asarray(fit.fitted)
     spread = float(np.std(fit.design.y))
     rows = case.with_data(case.complete())
-    variants = {v.name: v for v in factor_variants(rows, (case.group, *case.factors))}
+    # uint64 codes are new labels: groups the fit never saw
+    variants = {v.name: v for v in factor_variants(rows, (case.group, *case.factors)) if "uint64" not in v.name}
     for name in pick(list(variants)):
         variant = variants[name]
         if issues_hit(case, variant.data):
