@@ -103,12 +103,12 @@ FAR_FOR_THE_CHECKS = 1e4
 
 
 def few_groups_far_from_zero(case: Case, data: pd.DataFrame) -> bool:
-    """Issue "A": no more groups than fixed columns, and a numeric predictor whose mean is
-    FAR_FOR_THE_CHECKS standard deviations from 0."""
+    """Issue "A": the intercept and the numeric predictors whose mean is
+    FAR_FOR_THE_CHECKS standard deviations from 0 (which the check takes for constant
+    within groups) are at least as many as the groups."""
     complete = case.complete(data)
-    far = any(far_from_zero(complete[c], FAR_FOR_THE_CHECKS) for c in case.numeric)
-    # at most: the intercept, the numeric columns and three columns per factor
-    return far and complete[case.group].nunique() <= 1 + len(case.numeric) + 3 * len(case.factors)
+    far = sum(far_from_zero(complete[c], FAR_FOR_THE_CHECKS) for c in case.numeric)
+    return far > 0 and complete[case.group].nunique() <= 1 + far
 
 
 def is_nullable_string(dtype) -> bool:
