@@ -36,6 +36,8 @@ KNOWN_ISSUES = {
     "10 one": "issue 10 item 10: a column named `1` becomes the intercept",
     "errors: chunk": "issue 10, errors that must name the problem: a chunk missing a column, or an empty chunk "
                      "without columns, raises a bare KeyError",
+    "errors: lists": "issue 10, errors that must name the problem: Python lists in fit_arrays (AttributeError: "
+                     "'list' object has no attribute 'ndim')",
     # Found by this suite, in no item of issue 10:
     "A": "not in issue 10: with as few groups as fixed columns, a predictor far from 0 is called constant "
          "within groups (check_identifiable scales by the raw, not the centred, norm) and the fit refuses",

@@ -533,7 +533,7 @@ def fit_dask(case, data, tmp_path, REML=True, pieces=3):
         return fit_quietly(rl.lmer, case.formula, frame, REML=REML)
 
 
-def _array_design(case: Case, data: pd.DataFrame):
+def array_design(case: Case, data: pd.DataFrame):
     """X (formulaic's general design), y, group labels and names of the complete rows."""
     complete = case.complete(data)
     matrices = general_design(case.fixed, complete)
@@ -544,14 +544,14 @@ def _array_design(case: Case, data: pd.DataFrame):
 
 
 def fit_arrays(case, data, tmp_path, REML=True, pieces=1):
-    X, y, groups, names = _array_design(case, data)
+    X, y, groups, names = array_design(case, data)
     return fit_quietly(rl.fit, X, y, groups, REML=REML, names=names)
 
 
 def fit_memmap_arrays(case, data, tmp_path, REML=True, pieces=3):
     from reml_engine.chunked import fit_arrays as chunked_fit_arrays
 
-    X, y, groups, names = _array_design(case, data)
+    X, y, groups, names = array_design(case, data)
     mapped = []
     for name, array in (("X", X), ("y", y)):
         out = np.memmap(tmp_path / f"{name}.dat", dtype=array.dtype, mode="w+", shape=array.shape)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -19,6 +20,7 @@ from .relations import (
     FAST_CASES,
     INPUT_FORMS,
     Case,
+    array_design,
     assert_matches_lme4,
     assert_same_fit,
     csv_with_late_text_id,
@@ -187,3 +189,32 @@ def test_chunks_missing_columns_fit_the_rest_or_name_the_column(case, chunks, co
             assert_same_fit(result, reference_fit(case.name), "chunks with an empty one")
     else:
         assert isinstance(result, rl.ModelDataError) and repr(column) in str(result), result
+
+
+# -- the containers rl.fit and fit_arrays take --------------------------------------------------
+
+#: The same X, y and groups in other containers.
+CONTAINERS = {
+    "lists": lambda X, y, g: (X.tolist(), y.tolist(), g.tolist()),
+    "pandas": lambda X, y, g: (pd.DataFrame(X), pd.Series(y), pd.Series(g)),
+    "Fortran order": lambda X, y, g: (np.asfortranarray(X), y, g),
+    "strided views": lambda X, y, g: (np.repeat(X, 2, axis=0)[::2], np.repeat(y, 2)[::2], np.repeat(g, 2)[::2]),
+}
+
+
+def _containers():
+    from reml_engine.chunked import fit_arrays as chunked_fit_arrays
+
+    for fitter in (rl.fit, chunked_fit_arrays):
+        for name in CONTAINERS:
+            issues = ["errors: lists"] if name == "lists" and fitter is not rl.fit else []
+            yield pytest.param(fitter, name, marks=xfail_marks(issues), id=f"{fitter.__module__}.{fitter.__name__}, {name}")
+
+
+@pytest.mark.parametrize("fitter, container", list(_containers()))
+def test_array_containers_give_the_same_fit(fitter, container):
+    case = next(c for c in reference_cases() if c.name == "sim_unbalanced")
+    X, y, groups, names = array_design(case, case.data)
+    expected = fit_quietly(rl.fit, X, y, groups, names=names)
+    fit = fit_quietly(fitter, *CONTAINERS[container](X, y, groups), names=names)
+    assert_same_fit(fit, expected, f"{fitter.__name__} with {container}")
