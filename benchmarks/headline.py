@@ -45,14 +45,14 @@ QUICK_STAGES = Config(10_000, 100, 6, True)
 #: Where each stage of the pipeline may live, searched after ``reml_engine.<name>``: the
 #: modules of issue 11's planned layout first, then today's.
 STAGE_HOMES = {
-    "design_from_arrays": ("reml_engine.frontend.design", "reml_engine.design"),
-    "build_design": ("reml_engine.frontend.design", "reml_engine.design"),
-    "factorize_groups": ("reml_engine.frontend.groups", "reml_engine.groups"),
-    "pilot_shift": ("reml_engine.core.statistics", "reml_engine.stats"),
-    "compute_group_stats": ("reml_engine.core.statistics", "reml_engine.stats"),
-    "fit_stats": ("reml_engine.core.fitting", "reml_engine.model"),
-    "find_optima": ("reml_engine.core.optimizer", "reml_engine.optimizer"),
-    "scan_grid": ("reml_engine.core.optimizer", "reml_engine.optimizer"),
+    "design_from_arrays": ("reml_engine.frontend.design", "reml_engine.frontend.design"),
+    "build_design": ("reml_engine.frontend.design", "reml_engine.frontend.design"),
+    "factorize_groups": ("reml_engine.frontend.groups", "reml_engine.frontend.groups"),
+    "pilot_shift": ("reml_engine.core.statistics", "reml_engine.core.statistics"),
+    "compute_group_stats": ("reml_engine.core.statistics", "reml_engine.core.statistics"),
+    "fit_stats": ("reml_engine.core.fitting", "reml_engine.core.fitting"),
+    "find_optima": ("reml_engine.core.optimizer", "reml_engine.core.optimizer"),
+    "scan_grid": ("reml_engine.core.optimizer", "reml_engine.core.optimizer"),
 }
 #: Single criterion evaluations timed per data set (median taken).
 EVALUATION_REPEATS = 200

@@ -1,10 +1,19 @@
 """reml_engine: exact profiled REML and ML for linear mixed models with random intercepts.
 
-The pipeline, one module per stage::
+The pipeline, one subpackage per stage (lme4's ``lFormula -> mkLmerDevfun ->
+optimizeLmer -> mkMerMod``)::
 
-    design (formula, checks) -> stats (numba kernels, pooled by group size)
-    -> criterion (closed form in tau) -> optimizer (global scan, every local minimum)
-    -> diagnosis (boundary, negative ICC) -> results -> render
+    frontend/   formula + data -> Design              (parse, check, X, y, groups)
+    core/       Design -> sufficient statistics        (numba kernels, pooled by group size)
+                       -> the criterion in tau         (closed form, identifiability checks)
+                       -> every local optimum          (global scan, boundary diagnosis)
+                       -> LmerFit                      (immutable result)
+    inference/  LmerFit -> tests, intervals, df, bootstrap, predictions
+    panel/      LmerFit -> within/between/pooled estimators, Hausman, Mundlak
+    report/     LmerFit -> text and HTML summary, plots, the criterion curve
+    scaleout/   chunks, Dask, Parquet -> the same statistics, merged -> the same core
+
+:func:`lmer` and :func:`fit` (in :mod:`reml_engine.api`) run the whole chain.
 
 Examples
 --------
@@ -18,131 +27,36 @@ Examples
 
 from __future__ import annotations
 
-from importlib import resources
-
-import pandas as pd
-
+from . import _moved
 from . import datasets as datasets  # rl.datasets.sleepstudy(), ...: the example data
-from .anova import AnovaResult, OLSFit, anova, ols
-from .checks import ModelDataError, ModelDataWarning, check_bool
-from .coef_table import anova_type3, coef_table, contrast_test
-from .compare import compare_fe_re
-from .confint import confint
-from .criterion import CriterionParts, criterion, criterion_derivative, criterion_parts, evaluate
-from .design import build_design, check_na_action, design_from_arrays
-from .estimators import LeastSquaresFit, between_estimator, pooled_estimator, within_estimator
-from .formula_dialect import DEFAULT_DIALECT, check_contrasts, check_dialect
-from .hausman import HausmanTest, MundlakTest, hausman, mundlak
-from .model import fit_design, fit_stats
-from .optimizer import DegenerateCriterionError, Optimum, OptSummary, find_optima
-from .profile import CriterionProfile, ProfilePoint, criterion_profile, profile_criterion
-from .results import Boundary, CompoundSymmetryFit, LmerFit, LocalOptimum
-from .stats import GroupStats, PooledStats, compute_group_stats
-from .vartest import VarianceTest, test_random_intercept
-from .within_between import between, within
+from .api import fit, lmer, load_seed
+from .core.criterion import CriterionParts, criterion, criterion_derivative, criterion_parts, evaluate
+from .core.fitting import fit_design, fit_stats
+from .core.optimizer import Optimum, OptSummary, find_optima
+from .core.results import Boundary, CompoundSymmetryFit, LmerFit, LocalOptimum
+from .core.statistics import GroupStats, PooledStats, compute_group_stats
+from .errors import DegenerateCriterionError, ModelDataError, ModelDataWarning
+from .frontend.design import build_design, design_from_arrays
+from .frontend.transforms import between, within
+from .inference.fixed_tests import anova_type3, coef_table, contrast_test
+from .inference.intervals import confint
+from .inference.model_comparison import AnovaResult, OLSFit, anova, ols
+from .inference.variance_tests import VarianceTest, test_random_intercept
+from .panel.compare import compare_fe_re
+from .panel.estimators import LeastSquaresFit, between_estimator, pooled_estimator, within_estimator
+from .panel.hausman import HausmanTest, MundlakTest, hausman, mundlak
+from .report.criterion_curve import CriterionProfile, ProfilePoint, criterion_profile, profile_criterion
 
 __version__ = "0.1.0"
 
-
-def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "omit", *,
-         dialect: str = DEFAULT_DIALECT, contrasts: dict | None = None) -> LmerFit:
-    """Fit ``response ~ fixed terms + (1|group)`` by REML (default) or ML.
-
-    Parameters
-    ----------
-    formula : str
-        lme4-style formula with exactly one random-intercept term, e.g.
-        ``"y ~ x * cat + np.log(z) + (1|g)"``; ``(1|a:b)`` groups by the combination of
-        columns a and b. The fixed part is built by formulaic, in the ``dialect`` it is
-        written in.
-    data : pandas.DataFrame, or data too large for memory
-        A ``dask.dataframe.DataFrame``, a Parquet path or glob (``"data/*.parquet"``,
-        read lazily), an iterable of DataFrames (chunks), a function returning such an
-        iterator, or a structured (memory-mapped) NumPy array: fitted chunk by chunk
-        from mergeable statistics (:mod:`reml_engine.chunked`,
-        :mod:`reml_engine.distributed`), with ``fitted``/``resid`` None.
-    REML : bool
-        REML (default, as lme4) or maximum likelihood.
-    na_action : {"omit", "raise"}
-        Drop rows with missing values in the variables used (with a warning), or raise.
-    dialect : {"python", "R"}
-        ``"python"`` (default): formulaic's syntax (``np.log(x)``, ``I(x**2)``,
-        ``C(f)``), where R syntax that formulaic would read differently (``I(x^2)``,
-        which is a bitwise XOR there, ``a %in% b``, ``factor(x)``, ``TRUE``) is an
-        error. ``"R"``: a formula pasted from an R script, read as R reads it
-        (``I(x^2)``, ``factor(x)``, ``poly(x, 2)``, ``scale(x)``, ``log``/``sqrt``/
-        ``exp``, ``as.numeric``), with R's ``contr.poly`` for ordered categoricals. See
-        :mod:`reml_engine.formula_dialect`.
-    contrasts : dict, optional
-        lmer's ``contrasts=``: ``{column: coding}`` with R's ``"contr.treatment"``,
-        ``"contr.sum"``, ``"contr.helmert"``, ``"contr.poly"``, ``"contr.SAS"`` (or
-        formulaic's ``"sum"``, ...). The type III table (``m.anova()``) is the same under
-        any coding, as lmerTest's.
-
-    Returns
-    -------
-    LmerFit
-        The fit at the global optimum, with every local optimum in ``optima``, the
-        boundary diagnosis and the compound-symmetry fit.
-
-    Examples
-    --------
-    >>> import reml_engine as rl
-    >>> m = rl.lmer("y ~ x + (1|f)", data=rl.load_seed())
-    >>> round(m.fixef["x"], 4), m.boundary is None
-    (0.451, True)
-
-    A formula from an R script:
-
-    >>> m = rl.lmer("distance ~ poly(age, 2) + Sex + (1|Subject)", rl.datasets.orthodont(), dialect="R")
-    >>> round(m.criterion, 3)
-    427.959
-    """
-    REML = check_bool(REML, "REML")
-    check_na_action(na_action)
-    dialect = check_dialect(dialect)
-    check_contrasts(contrasts)
-    if not isinstance(formula, str):
-        if isinstance(data, str) and "~" in data:
-            raise ModelDataError(
-                f"the formula comes first: call lmer(formula, data), not lmer(data, formula) (got a "
-                f"{type(formula).__name__} and then the formula {data!r})"
-            )
-        raise ModelDataError(f"formula must be a string like 'y ~ x + (1|g)', got {type(formula).__name__}")
-    if not isinstance(data, pd.DataFrame):
-        from .distributed import lmer_lazy
-
-        return lmer_lazy(formula, data, REML=REML, na_action=na_action, dialect=dialect, contrasts=contrasts)
-    design = build_design(formula, data, na_action=na_action, dialect=dialect, contrasts=contrasts)
-    return fit_design(design, REML=REML)
-
-
-def fit(X, y, groups, REML: bool = True, names=None) -> LmerFit:
-    """Fit the random-intercept model from arrays.
-
-    Parameters
-    ----------
-    X : array (n, p)
-        Fixed-effect design, including the intercept column if wanted.
-    y : array (n,)
-    groups : array (n,)
-        Group labels of any type (strings, integers, categoricals).
-    REML : bool
-    names : sequence of str, optional
-        Column names of X (default ``x0, x1, ...``).
-    """
-    REML = check_bool(REML, "REML")
-    design = design_from_arrays(X, y, groups, names)
-    return fit_design(design, REML=REML)
-
-
-def load_seed() -> pd.DataFrame:
-    """The bundled example: 4 groups of 3 where lme4 returns a local optimum."""
-    with resources.files("reml_engine").joinpath("data/seed.csv").open() as fh:
-        return pd.read_csv(fh)
-
+# Old module paths (reml_engine.stats, reml_engine.design, ...) keep working for one
+# release, with a DeprecationWarning naming the new path.
+_moved.install()
 
 __all__ = [
+    "build_design",
+    "design_from_arrays",
+    "fit_design",
     "Boundary",
     "CompoundSymmetryFit",
     "CriterionParts",

@@ -134,7 +134,7 @@ def _one_line(err: BaseException) -> str:
 
 
 def _run(args) -> int:
-    from . import lmer
+    from .api import lmer
 
     try:
         data = _read_csv(args.data)
@@ -179,6 +179,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reml-engine: internal error: {type(err).__name__}: {_one_line(err)}", file=sys.stderr)
         return EXIT_INTERNAL_ERROR
 
-
-if __name__ == "__main__":
-    sys.exit(main())

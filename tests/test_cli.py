@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import REFERENCE, load_reference
 
-from reml_engine.__main__ import main
+from reml_engine.cli import main
 
 SEED = str(REFERENCE / "seed.csv")
 SLEEP = str(REFERENCE / "sleepstudy.csv")

@@ -28,14 +28,19 @@ import pytest
 from oracle import exact_criterion
 
 import reml_engine as rl
-from reml_engine.checks import ModelDataWarning
-from reml_engine.groups import factorize_groups
-from reml_engine.kernels import (
+from reml_engine.core.kernels import (
     group_sums_and_cross_parallel,
     group_sums_and_cross_transformed,
     within_cross_transformed,
 )
-from reml_engine.stats import COLLINEARITY_TOL, compute_group_stats, conditioning_transform, kept_fractions
+from reml_engine.core.statistics import (
+    COLLINEARITY_TOL,
+    compute_group_stats,
+    conditioning_transform,
+    kept_fractions,
+)
+from reml_engine.errors import ModelDataWarning
+from reml_engine.frontend.groups import factorize_groups
 
 DATA = Path(__file__).parent / "data"
 REF = json.loads((DATA / "far_from_zero.json").read_text())

@@ -19,13 +19,13 @@ import pytest
 from conftest import case_data, case_formula, lme4_name, load_reference
 
 import reml_engine as rl
-from reml_engine.chunked import lmer_chunks
+from reml_engine.scaleout.chunked import lmer_chunks
 
 dask = pytest.importorskip("dask")
 dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
 
-from reml_engine.distributed import INSTALL_HINT, _distributed_client, lmer_dask  # noqa: E402
+from reml_engine.scaleout.dask import INSTALL_HINT, _distributed_client, lmer_dask  # noqa: E402
 
 #: Agreement required between the in-memory and the chunked/distributed fits: only the
 #: order of the floating-point sums differs.
@@ -226,7 +226,7 @@ def test_missing_values_raise_on_request(ddf):
 def test_import_never_loads_dask():
     code = (
         "import sys, warnings, reml_engine as rl\n"
-        "from reml_engine.chunked import lmer_chunks\n"
+        "from reml_engine.scaleout.chunked import lmer_chunks\n"
         "df = rl.load_seed()\n"
         "lmer_chunks('y ~ x + (1|f)', [df.iloc[:6], df.iloc[6:]])\n"
         "rl.lmer('y ~ x + (1|f)', df)\n"

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from oracle import dense_criterion
 
 import reml_engine as rl
-from reml_engine.criterion import evaluate, fixed_effects
-from reml_engine.groups import factorize_groups
-from reml_engine.stats import compute_group_stats, pilot_shift
+from reml_engine.core.criterion import evaluate, fixed_effects
+from reml_engine.core.statistics import compute_group_stats, pilot_shift
+from reml_engine.frontend.groups import factorize_groups
 
 RTOL = 1e-9
 

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import reml_engine as rl
-from reml_engine import fast_design
-from reml_engine.design import build_design
-from reml_engine.fast_design import SPEC_ROWS, FastMatrices, is_simple, model_matrices
+from reml_engine.frontend import fast_design
+from reml_engine.frontend.design import build_design
+from reml_engine.frontend.fast_design import SPEC_ROWS, FastMatrices, is_simple, model_matrices
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The formula dialects (reml_engine.formula_dialect, reml_engine.r_syntax) and contrasts=.
+"""The formula dialects (reml_engine.frontend.formula_dialect, reml_engine.frontend.r_syntax) and contrasts=.
 
 Each R construct is checked against what R defines it to be (numpy written from R's
 documentation: R's poly() by QR, scale() with the n - 1 standard deviation, as.numeric()
@@ -17,11 +17,12 @@ import pytest
 from conftest import REFERENCE
 
 import reml_engine as rl
-from reml_engine.checks import ModelDataError, ModelDataWarning
-from reml_engine.design import build_design, new_fixed_design, parse_formula
-from reml_engine.formula_dialect import check_contrasts, check_dialect
-from reml_engine.r_syntax import RSyntaxError, parse_r, tokenize_r
-from reml_engine.r_translate import translate_r
+from reml_engine.errors import ModelDataError, ModelDataWarning
+from reml_engine.frontend.design import build_design, new_fixed_design, parse_formula
+from reml_engine.frontend.formula_dialect import check_contrasts, check_dialect
+from reml_engine.frontend.r_syntax import RSyntaxError, parse_r, tokenize_r
+from reml_engine.frontend.r_translate import translate_r
+from reml_engine.frontend.transforms import formula_context
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +197,7 @@ def test_formula_operators_make_rs_terms(case):
     data = pd.read_csv(REFERENCE / "dialect_terms.csv").assign(y=1.0)
     rhs = case["formula"].split("~", 1)[1]
     fixed = translate_r("y", rhs, case["formula"], data.dtypes)
-    matrices = formulaic.model_matrix(fixed, data, context=rl.within_between.formula_context())
+    matrices = formulaic.model_matrix(fixed, data, context=formula_context())
     spec = matrices.rhs.model_spec
     ours = {frozenset(str(f) for f in term.factors) for term in spec.terms if str(term) != "1"}
 

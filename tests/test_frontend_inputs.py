@@ -26,7 +26,7 @@ import pytest
 from conftest import REFERENCE, lme4_name
 
 import reml_engine as rl
-from reml_engine.design import build_design
+from reml_engine.frontend.design import build_design
 
 with open(REFERENCE / "frontend_reference.json") as fh:
     LME4 = json.load(fh)

@@ -8,7 +8,7 @@ import pytest
 from conftest import case_data, case_formula
 
 import reml_engine as rl
-from reml_engine.predict import level_positions
+from reml_engine.inference.predict import level_positions
 
 #: Draws for the moment checks: with 2000 simulations of sleepstudy (180 rows, 18
 #: groups) the relative standard errors of the variance moments are below 1%.

@@ -16,7 +16,7 @@ import pytest
 from conftest import CASE_NAMES, case_data, case_formula, lme4_name, load_reference
 
 import reml_engine as rl
-from reml_engine.render import format_number
+from reml_engine.report.render import format_number
 
 REFERENCE = load_reference()
 #: lme4's estimates agree with the engine's to about 1e-6 relative at the optimum.

@@ -1,4 +1,4 @@
-"""The canonical label rule (reml_engine.groups): which labels are one group, in memory,
+"""The canonical label rule (reml_engine.frontend.groups): which labels are one group, in memory,
 across chunks and in predict.
 
 The outside facts: lme4's sleepstudy fit (``reference.json``), whose grouping factor R
@@ -16,7 +16,13 @@ import pytest
 from conftest import case_data, case_formula, load_reference
 
 import reml_engine as rl
-from reml_engine.groups import encode_labels, factorize_groups, label_kinds, label_text, level_positions
+from reml_engine.frontend.groups import (
+    encode_labels,
+    factorize_groups,
+    label_kinds,
+    label_text,
+    level_positions,
+)
 
 #: lme4's criterion is stored to about 1e-8; the fits agree with it to this absolute tolerance.
 LME4_CRITERION_ATOL = 1e-6

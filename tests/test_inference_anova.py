@@ -9,7 +9,7 @@ import pytest
 from conftest import case_data, load_extra_reference
 
 import reml_engine as rl
-from reml_engine.anova import anova, ols
+from reml_engine.inference.model_comparison import anova, ols
 
 #: Likelihoods are closed forms on both sides.
 RTOL = 1e-6

@@ -20,7 +20,7 @@ import pytest
 from conftest import REFERENCE
 
 import reml_engine as rl
-from reml_engine.vartest import projected_eigenvalues
+from reml_engine.inference.variance_tests import projected_eigenvalues
 
 with open(REFERENCE / "frontend_reference.json") as fh:
     LME4 = json.load(fh)

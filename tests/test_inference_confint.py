@@ -24,16 +24,17 @@ from conftest import (
 from scipy import stats as sps
 
 import reml_engine as rl
-from reml_engine.bootstrap import (
+from reml_engine.core.statistics import compute_group_stats
+from reml_engine.errors import ProfileWarning
+from reml_engine.frontend.groups import factorize_groups
+from reml_engine.inference.bootstrap import (
     ReplicateDraws,
     _fixed_parts,
     fit_replicates,
     parametric_bootstrap,
     replicate_stats,
 )
-from reml_engine.confint import ProfileWarning, confint, profile_intervals
-from reml_engine.groups import factorize_groups
-from reml_engine.stats import compute_group_stats
+from reml_engine.inference.intervals import confint, profile_intervals
 
 #: lme4 interpolates its profile with splines: 1e-3 of the interval's scale.
 PROFILE_RTOL = 1e-3
@@ -108,7 +109,7 @@ def test_fixed_effect_limits_solve_the_profile_equation(name):
 
 def test_variance_limits_solve_the_profile_equation():
     """sigma and sd_group limits: the deviance minimized over tau at the limit is min + chi2."""
-    from reml_engine.criterion import evaluate
+    from reml_engine.core.criterion import evaluate
 
     m = _fit("sleepstudy")
     ml = _fit("sleepstudy", REML=False)
@@ -205,7 +206,7 @@ def test_bootstrap_replicate_fixed_effects_equal_refit():
     tau, sigma2, beta = fit_replicates(within, between, fixed.stats, True)
     y_star = m.design.X @ m.fixef.to_numpy() + b[m.group_codes] + e
     refit = rl.fit(m.design.X, y_star, m.design.groups, REML=True, names=list(m.fixef.index))
-    from reml_engine.ddf import user_transform
+    from reml_engine.inference.ddf import user_transform
 
     T = user_transform(m)
     offset = m.fixef.to_numpy() - T @ fixed.beta
@@ -250,7 +251,7 @@ def test_confint_rejects_bad_arguments():
 
 def test_reml_profile_of_the_variance_parameters():
     """With REML=True the ICC limits solve criterion_REML(tau) = min + chi2 (fixed effects left out)."""
-    from reml_engine.criterion import criterion
+    from reml_engine.core.criterion import criterion
 
     m = _fit("sleepstudy")
     table = profile_intervals(m, REML=True)

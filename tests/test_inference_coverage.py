@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import reml_engine as rl
-from reml_engine.confint import ProfileWarning, profile_intervals
-from reml_engine.vartest import boundary_statistic, simulate_null
+from reml_engine.errors import ProfileWarning
+from reml_engine.inference.intervals import profile_intervals
+from reml_engine.inference.variance_tests import boundary_statistic, simulate_null
 
 #: Data sets per coverage check and per size check.
 N_COVERAGE = 300

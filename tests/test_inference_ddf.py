@@ -16,10 +16,10 @@ from conftest import (
     load_reference,
 )
 
-from reml_engine.coef_table import anova_type3, coef_table, contrast_t, contrast_test
-from reml_engine.criterion import evaluate
-from reml_engine.ddf import deviance_hessian, tau_pieces
-from reml_engine.type3 import type3_hypotheses
+from reml_engine.core.criterion import evaluate
+from reml_engine.inference.ddf import deviance_hessian, tau_pieces
+from reml_engine.inference.fixed_tests import anova_type3, coef_table, contrast_t, contrast_test
+from reml_engine.inference.type3 import type3_hypotheses
 
 #: lmerTest's df come from numerical derivatives (about 1e-8 relative at the optimum).
 DF_RTOL = 1e-4
@@ -194,7 +194,7 @@ def test_compound_symmetry_table_matches_gls(name):
     cs = m.compound_symmetry
     if not np.isclose(-2 * ref["loglik"], cs.criterion, rtol=1e-6):
         pytest.skip("nlme stopped at another optimum")
-    from reml_engine.coef_table import compound_symmetry_coef_table
+    from reml_engine.inference.fixed_tests import compound_symmetry_coef_table
 
     table = compound_symmetry_coef_table(cs)
     np.testing.assert_allclose(table["se"], _by_name(m, ref["se"]), rtol=1e-4)

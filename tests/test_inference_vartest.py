@@ -19,7 +19,12 @@ from conftest import (
 )
 from scipy import stats as sps
 
-from reml_engine.vartest import mixture_test, projected_eigenvalues, simulate_null, test_random_intercept
+from reml_engine.inference.variance_tests import (
+    mixture_test,
+    projected_eigenvalues,
+    simulate_null,
+    test_random_intercept,
+)
 
 #: Monte Carlo agreement: both sides simulate, so the standard errors add.
 MC_SIGMAS = 3.0

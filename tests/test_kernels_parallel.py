@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import reml_engine as rl
-from reml_engine import stats as S
-from reml_engine.kernels import BLOCK_ROWS, group_sums_and_cross, group_sums_and_cross_parallel
+from reml_engine.core import statistics as S
+from reml_engine.core.kernels import BLOCK_ROWS, group_sums_and_cross, group_sums_and_cross_parallel
 
 #: Sums over a few thousand rows in a different order agree to this relative precision.
 SUM_ORDER_RTOL = 1e-12
@@ -61,7 +61,7 @@ def test_fit_through_the_parallel_path_is_the_same_fit(data, monkeypatch):
 
 
 def test_column_ranges_match_numpy():
-    from reml_engine.kernels import column_ranges
+    from reml_engine.core.kernels import column_ranges
 
     rng = np.random.default_rng(2)
     X = rng.normal(size=(500, 4))
@@ -78,7 +78,7 @@ def test_column_ranges_match_numpy():
 
 
 def test_lower_inverse_batched_matches_numpy():
-    from reml_engine.kernels import lower_inverse_batched
+    from reml_engine.core.kernels import lower_inverse_batched
 
     rng = np.random.default_rng(9)
     A = rng.normal(size=(20, 6, 6))

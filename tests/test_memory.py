@@ -20,7 +20,7 @@ import pytest
 import reml_engine as rl
 
 #: The module, not the function of the same name the package exports.
-criterion = importlib.import_module("reml_engine.criterion")
+criterion = importlib.import_module("reml_engine.core.criterion")
 
 #: The design matrix is held by the fit and copied once while it is built (formulaic's
 #: frame and the float64 matrix); allow three copies besides the evaluation budget.

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reml_engine as rl
-from reml_engine.criterion import evaluate
-from reml_engine.optimizer import DegenerateCriterionError, descent_optimum, find_optima
+from reml_engine.core.criterion import evaluate
+from reml_engine.core.optimizer import descent_optimum, find_optima
+from reml_engine.errors import DegenerateCriterionError
 
 FINE_POINTS = 200_000
 #: Half-width (in fine-grid points) of the window a fine-scan minimum must dominate, and
@@ -73,7 +74,7 @@ def test_optima_match_a_hundredfold_finer_scan(seed, REML, kind):
 def test_hidden_pair_between_scan_points_is_found():
     """A minimum and a maximum squeezed between scan points (same derivative sign at every
     scan point) are bracketed through the search of the sampled derivative's extrema."""
-    from reml_engine.optimizer import _hidden_sign_changes
+    from reml_engine.core.optimizer import _hidden_sign_changes
 
     class DippingDerivative:
         """Derivative positive at every scan point, dipping below zero near t = 2.3."""
@@ -116,8 +117,8 @@ def test_degenerate_criterion_raises_from_statistics():
     """Without the data check, the optimizer itself refuses a criterion falling to -inf."""
     g = np.repeat(np.arange(4), 3)
     y = np.array([1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 5.0, 5.0, 5.0, 0.0, 0.0, 0.0])
-    from reml_engine.groups import factorize_groups
-    from reml_engine.stats import compute_group_stats
+    from reml_engine.core.statistics import compute_group_stats
+    from reml_engine.frontend.groups import factorize_groups
 
     stats = compute_group_stats(np.ones((12, 1)), y, factorize_groups(g), np.zeros(2))
     with pytest.raises(DegenerateCriterionError, match="residual variance is not identified"):
@@ -161,7 +162,7 @@ def test_a_minimum_that_fails_the_stationarity_test_is_still_reported(monkeypatc
     rounding jump; the criterion still has a minimum over tau >= 0 (it falls from 0 and
     rises at the top), so the optimizer reports the lowest point found, with a note,
     instead of no optimum at all (lme4_default_optimum crashed on the empty list)."""
-    import reml_engine.optimizer as O
+    import reml_engine.core.optimizer as O
 
     m = rl.lmer("Reaction ~ Days + (1|Subject)", data=pd.read_csv(REFERENCE / "sleepstudy.csv"))
     monkeypatch.setattr(O, "STATIONARY_RTOL", -1.0)

@@ -16,7 +16,7 @@ import pytest
 from conftest import REFERENCE
 
 import reml_engine as rl
-from reml_engine.checks import ModelDataError
+from reml_engine.errors import ModelDataError
 
 #: REML fits at the optimum: criterion, coefficients and variances agree closely.
 RTOL = 1e-6

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reml_engine.groups import factorize_groups
-from reml_engine.stats import GroupStats, compute_group_stats, pilot_shift
+from reml_engine.core.statistics import GroupStats, compute_group_stats, pilot_shift
+from reml_engine.frontend.groups import factorize_groups
 
 
 def _data(n=2000, p=4, G=57, seed=0):
@@ -136,8 +136,8 @@ def test_kernels_in_pure_python_mode():
         "import numpy as np, sys\n"
         "sys.path.insert(0, 'tests')\n"
         "from test_stats import _data, _brute\n"
-        "from reml_engine.groups import factorize_groups\n"
-        "from reml_engine.stats import compute_group_stats, pilot_shift\n"
+        "from reml_engine.frontend.groups import factorize_groups\n"
+        "from reml_engine.core.statistics import compute_group_stats, pilot_shift\n"
         "X, y, labels = _data(n=300, G=11)\n"
         "shift = pilot_shift(X, y, 0)\n"
         "s = compute_group_stats(X, y, factorize_groups(labels), shift)\n"
@@ -155,7 +155,7 @@ def test_kernels_in_pure_python_mode():
 def test_checks_read_off_the_one_pass_match_direct_checks():
     """Column ranges, indicator columns and the intercept, from the kernel's statistics,
     equal what direct numpy passes over the data find."""
-    from reml_engine.checks import binary_columns_from_stats, intercept_from_stats
+    from reml_engine.core.identifiability import binary_columns_from_stats, intercept_from_stats
 
     rng = np.random.default_rng(5)
     n = 3000

@@ -16,8 +16,8 @@ import pytest
 from conftest import case_data, load_extra_reference, load_reference
 
 import reml_engine as rl
-from reml_engine.checks import ModelDataError
-from reml_engine.design import new_design_matrix
+from reml_engine.errors import ModelDataError
+from reml_engine.frontend.design import new_design_matrix
 
 #: lme4's optimizer stops at a relative precision around 1e-7 on these fits.
 RTOL_LME4 = 1e-6

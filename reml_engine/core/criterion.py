@@ -6,7 +6,7 @@ covariance ``H = I + tau Z Z'`` (Z the group indicator matrix). For a group of s
 ``n_g`` the block ``H_g = I + tau 1 1'`` has determinant ``1 + n_g tau`` and inverse
 ``I - tau / (1 + n_g tau) 1 1'`` (Woodbury). So, with ``W`` the within-group
 cross-product of ``[X | y]`` and ``B_u`` the pooled between-group cross-products
-(:class:`~reml_engine.stats.PooledStats`),
+(:class:`~reml_engine.core.statistics.PooledStats`),
 
 ``[X | y]' H^{-1} [X | y] = W + sum_u B_u / (1 + n_u tau)``.
 
@@ -55,7 +55,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .kernels import lower_inverse_batched
-from .stats import PooledStats
+from .statistics import PooledStats
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -92,7 +92,7 @@ class CriterionParts:
         Penalized residual sum of squares at ``beta``.
     beta : ndarray (p,)
         ``beta_hat(tau)``, generalized least squares, in the model parametrization of
-        the statistics (see :class:`~reml_engine.stats.PooledStats`).
+        the statistics (see :class:`~reml_engine.core.statistics.PooledStats`).
     sigma2 : float
         Profiled residual variance: ``pwrss / (n - p)`` (REML) or ``pwrss / n`` (ML).
     criterion : float
@@ -254,7 +254,7 @@ def criterion_parts(tau: float, stats: PooledStats, REML: bool = True) -> Criter
     tau : float
         ``var_group / sigma2``.
     stats : PooledStats
-        From a fit (``m.stats``) or :func:`reml_engine.stats.compute_group_stats`.
+        From a fit (``m.stats``) or :func:`reml_engine.core.statistics.compute_group_stats`.
     REML : bool
         REML criterion (default) or ML deviance.
     """
@@ -294,7 +294,7 @@ def xtvinvx(tau: float, stats: PooledStats) -> np.ndarray:
 def fixed_effects(tau: float, stats: PooledStats, REML: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
     """beta_hat, its covariance ``sigma2 (X' H^{-1} X)^{-1}`` and sigma2 at tau.
 
-    In the model parametrization of ``stats`` (see :class:`~reml_engine.stats.PooledStats`).
+    In the model parametrization of ``stats`` (see :class:`~reml_engine.core.statistics.PooledStats`).
     """
     parts = criterion_parts(tau, stats, REML)
     p = stats.p

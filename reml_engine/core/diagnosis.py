@@ -95,7 +95,7 @@ def optimum_notes(
 ) -> list[str]:
     """Notes printed below the summary: local optima, lme4's pick, compound symmetry.
 
-    ``lme4_start`` is lme4's starting theta (see :mod:`reml_engine.lme4_path`), quoted in
+    ``lme4_start`` is lme4's starting theta (see :mod:`reml_engine.core.lme4_path`), quoted in
     the note on the optimum lme4 returns."""
     name = _criterion_name(REML)
     notes: list[str] = []

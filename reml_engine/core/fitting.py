@@ -13,7 +13,12 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from .checks import (
+from ..errors import warn
+from ..frontend.design import Design
+from ..frontend.groups import factorize_groups
+from .criterion import fixed_effects
+from .diagnosis import boundary_diagnosis, optimum_notes
+from .identifiability import (
     binary_columns_from_stats,
     check_dof,
     check_groups,
@@ -23,18 +28,13 @@ from .checks import (
     check_values,
     intercept_from_stats,
     select_full_rank_columns,
-    warn,
     warn_dropped_columns,
 )
-from .criterion import fixed_effects
-from .design import Design
-from .diagnosis import boundary_diagnosis, optimum_notes
-from .groups import factorize_groups
 from .lme4_path import lme4_start_from_stats
 from .optimizer import Optimum, OptSummary, find_optima, lme4_default_optimum
 from .parametrization import UserParametrization, standard_errors
 from .results import CompoundSymmetryFit, LmerFit, LocalOptimum
-from .stats import (
+from .statistics import (
     MAX_CONDITIONING_PASSES,
     GroupStats,
     PooledStats,
@@ -52,7 +52,7 @@ Reread = Callable[[np.ndarray, np.ndarray], GroupStats]
 
 
 def fit_design(design: Design, REML: bool = True) -> LmerFit:
-    """Fit the random-intercept model to a validated :class:`~reml_engine.design.Design`."""
+    """Fit the random-intercept model to a validated :class:`~reml_engine.frontend.design.Design`."""
     groups = factorize_groups(design.groups, design.group_name)
     check_groups(len(design.y), groups.ngroups, design.group_name)
     shift = pilot_shift(design.X, design.y, design.intercept_index)
@@ -96,11 +96,11 @@ def fit_stats(
 
     ``reread`` (see :data:`Reread`), when the rows can be read again, lets the fit
     recompute the statistics in a well-conditioned basis when the centred columns are
-    still nearly collinear (:func:`reml_engine.stats.needs_conditioning`). Without it
+    still nearly collinear (:func:`reml_engine.core.statistics.needs_conditioning`). Without it
     such a fit warns how many digits the statistics may have lost.
 
     ``lme4_start`` is lme4's starting theta if the caller has it (e.g. from the rows with
-    R's arithmetic, :func:`reml_engine.lme4_path.lme4_start_from_rows`); by default it is
+    R's arithmetic, :func:`reml_engine.core.lme4_path.lme4_start_from_rows`); by default it is
     computed from the statistics, equal to R's to rounding.
     """
     check_groups(group_stats.nobs, group_stats.ngroups, group_name)

@@ -9,13 +9,12 @@ count at fault and what to do about it.
 from __future__ import annotations
 
 import difflib
-import numbers
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
+from ..errors import ModelDataError, warn
 from .kernels import column_ranges
 
 #: lme4's default tolerance for rank deficiency of the fixed-effect design (qr tol).
@@ -37,48 +36,8 @@ MAX_SUGGESTIONS = 3
 #: 2.2e-308, with room for n up to 1e100). Within these bounds (1e12 and 1e-12 included)
 #: scale and offset cost no accuracy: the engine centres each column and, where the
 #: centred columns are still nearly collinear, recomputes the statistics in a
-#: well-conditioned basis (:func:`reml_engine.stats.conditioning_transform`).
+#: well-conditioned basis (:func:`reml_engine.core.statistics.conditioning_transform`).
 MAGNITUDE_LIMIT = 1e100
-
-
-class ModelDataError(ValueError):
-    """The data cannot be fitted as given; the message says why and what to do."""
-
-
-class ModelDataWarning(UserWarning):
-    """The fit goes on, but the data were changed or may be a problem (rows dropped,
-    columns dropped, scales far apart)."""
-
-
-def check_bool(value, name: str) -> bool:
-    """A True/False argument: a string such as ``"false"`` or a number is an error, not
-    a value read by its truthiness."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    raise ModelDataError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
-
-
-def check_count(value, name: str, minimum: int = 1) -> int:
-    """A whole number of draws, replicates or simulations, at least ``minimum``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ModelDataError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_seed(seed, name: str = "seed"):
-    """A seed numpy's ``default_rng`` takes: None, a non-negative integer, a
-    ``SeedSequence`` or a ``Generator``."""
-    if seed is None or isinstance(seed, (np.random.Generator, np.random.SeedSequence)):
-        return seed
-    if isinstance(seed, numbers.Integral) and not isinstance(seed, (bool, np.bool_)) and seed >= 0:
-        return int(seed)
-    raise ModelDataError(
-        f"{name} must be None, a non-negative integer or a numpy Generator, got {seed!r} ({type(seed).__name__})"
-    )
-
-
-def warn(message: str) -> None:
-    warnings.warn(message, ModelDataWarning, stacklevel=4)
 
 
 def check_response(y: np.ndarray, name: str) -> None:

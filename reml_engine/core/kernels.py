@@ -1,7 +1,7 @@
 """Compiled kernels: one pass over the rows, per-group sums and global cross-products.
 
 The kernels take plain arrays and return arrays. They never raise, print or allocate
-per row: the Python layer (:mod:`reml_engine.stats`, :mod:`reml_engine.groups`) checks
+per row: the Python layer (:mod:`reml_engine.core.statistics`, :mod:`reml_engine.frontend.groups`) checks
 the inputs before the call and interprets the outputs after it.
 
 The design matrix and the response are processed together as the augmented matrix
@@ -144,7 +144,7 @@ def group_sums_and_cross(X, y, codes, n_groups, shift):
 def group_sums_and_cross_transformed(X, y, codes, n_groups, shift, transform):
     """:func:`group_sums_and_cross` of the ``r`` columns ``([X | y] - shift) transform``
     (``transform`` float64 (p + 1, r), C order; a reparametrization, see
-    :func:`reml_engine.stats.compute_group_stats`). The ranges are those of the new
+    :func:`reml_engine.core.statistics.compute_group_stats`). The ranges are those of the new
     columns."""
     n, p = X.shape
     q = p + 1

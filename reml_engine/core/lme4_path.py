@@ -597,7 +597,7 @@ def _r_var(x: np.ndarray) -> float:
 
 def lme4_start_from_stats(group_stats) -> float:
     """lme4's start from the statistics of the user's columns
-    (:class:`~reml_engine.stats.GroupStats`, the response last): between- and
+    (:class:`~reml_engine.core.statistics.GroupStats`, the response last): between- and
     within-group sums of squares of the response. Equal to R's value to rounding (a fit
     from statistics alone has no rows to follow R's arithmetic with, see
     :func:`lme4_start_from_rows`)."""

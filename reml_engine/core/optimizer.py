@@ -4,7 +4,7 @@ The criterion is a smooth function of one variable, tau = var_group / sigma2, ch
 evaluate at any tau (``O(U p^2 + p^3)``) and with an analytic derivative. So instead of a
 local search from one start (lme4 starts at ``theta0 = sqrt(between / within)`` sums of
 squares of the response and can stop at the first minimum it meets, see
-:mod:`reml_engine.lme4_path`), the whole range is scanned and every bracketed minimum
+:mod:`reml_engine.core.lme4_path`), the whole range is scanned and every bracketed minimum
 refined.
 
 The scan
@@ -68,9 +68,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize
 
+from ..errors import DegenerateCriterionError
 from .criterion import evaluate, tau_lower_limit
 from .lme4_path import lme4_path_of_stats
-from .stats import PooledStats
+from .statistics import PooledStats
 
 #: Scan points per unit of log(tau): every weight 1/(1 + n tau) is a logistic curve of
 #: unit width in log(tau), so 20 points resolve each transition.
@@ -97,10 +98,6 @@ REFINE_RTOL = 4 * np.finfo(float).eps
 #: Number of times the scan is extended upwards (by SCAN_TAU_LARGE each) while the
 #: criterion still falls at its top.
 SCAN_MAX_EXTENSIONS = 4
-
-
-class DegenerateCriterionError(ValueError):
-    """The criterion decreases without bound: the model is not identified."""
 
 
 @dataclass(frozen=True)
@@ -412,7 +409,7 @@ def descent_optimum(optima, slope_at_start: float, start_tau: float) -> Optimum:
 def lme4_default_optimum(optima, stats: PooledStats, REML: bool, theta0: float) -> Optimum:
     """The minimum lme4's ``lmer()`` returns with its default settings, started at ``theta0``.
 
-    lme4's own path (BOBYQA from ``theta0``, see :mod:`reml_engine.lme4_path`) is followed on
+    lme4's own path (BOBYQA from ``theta0``, see :mod:`reml_engine.core.lme4_path`) is followed on
     the criterion; the optimum is the one whose basin it ends in (it stops within its
     tolerances of it).
     """

@@ -7,7 +7,7 @@ The engine fits the model in internal columns ``Z_int = ([X | y] - c) T_z``:
 * ``T_z`` is unit upper triangular, the identity unless the centred columns are still
   nearly collinear (a large offset carried into an interaction ``x:f``, ``x`` next to
   ``x^2``): then it is the Gram-Schmidt map of
-  :func:`reml_engine.stats.conditioning_transform`, so that ``Z_int`` has nearly
+  :func:`reml_engine.core.statistics.conditioning_transform`, so that ``Z_int`` has nearly
   orthogonal columns and no digits cancel in the criterion.
 
 Write ``T_z = [[T_x, t_y], [0, 1]]``: the internal predictors are ``(X - c_x) T_x`` and
@@ -100,7 +100,7 @@ class UserParametrization:
 
     def internal_sums(self, group_stats) -> np.ndarray:
         """Per-group sums ``(G, p + 1)`` of the internal columns, from statistics of the
-        user's columns (:class:`~reml_engine.stats.GroupStats`)."""
+        user's columns (:class:`~reml_engine.core.statistics.GroupStats`)."""
         counts = group_stats.counts.astype(np.float64)
         sums = group_stats.sums + counts[:, None] * (group_stats.shift - self.model_shift)[None, :]
         return sums if self.transform is None else sums @ self.transform

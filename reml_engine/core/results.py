@@ -11,7 +11,7 @@ import pandas as pd
 
 from .optimizer import OptSummary
 from .parametrization import standard_errors
-from .stats import GroupStats, PooledStats
+from .statistics import GroupStats, PooledStats
 
 #: lme4's isSingular() tolerance on theta = sigma_b / sigma.
 SINGULAR_TOL = 1e-4
@@ -34,7 +34,7 @@ class LocalOptimum:
     is_lme4_default : bool
         True for the optimum lme4's ``lmer()`` returns with its default settings (its
         start ``theta0 = sqrt(between / within)`` and BOBYQA, see
-        :mod:`reml_engine.lme4_path`).
+        :mod:`reml_engine.core.lme4_path`).
     """
 
     tau: float
@@ -107,7 +107,7 @@ class CompoundSymmetryFit:
 
     def coef_table(self) -> pd.DataFrame:
         """Estimate, SE, df = n - p, t and p, as nlme's ``summary(gls)``."""
-        from .coef_table import compound_symmetry_coef_table
+        from ..inference.fixed_tests import compound_symmetry_coef_table
 
         return compound_symmetry_coef_table(self)
 
@@ -193,7 +193,7 @@ class LmerFit:
     group_codes: np.ndarray | None = field(default=None, repr=False)
     parametrization: object = field(default=None, repr=False)
     singular_tol: float = SINGULAR_TOL
-    #: lme4's starting theta for this response and grouping (see reml_engine.lme4_path).
+    #: lme4's starting theta for this response and grouping (see reml_engine.core.lme4_path).
     lme4_start_theta: float = math.nan
 
     # -- the contract's derived values -------------------------------------------------
@@ -259,7 +259,7 @@ class LmerFit:
         """Fitted values X beta + b_g, conditional on the random intercepts."""
         if self.design is None or self.group_codes is None:
             return None
-        from .predict import fixed_part  # centred: exact for predictors far from 0
+        from ..inference.predict import fixed_part
 
         return fixed_part(self, self.design.X) + self.ranef["mode"].to_numpy()[self.group_codes]
 
@@ -277,14 +277,14 @@ class LmerFit:
     # -- predictions, simulation, variance components (front end) ---------------------
     def predict(self, newdata: pd.DataFrame | None = None, re: bool = True, *, X=None, groups=None):
         """Predicted responses; new groups get the population prediction (see
-        :func:`reml_engine.predict.predict`)."""
-        from .predict import predict
+        :func:`reml_engine.inference.predict.predict`)."""
+        from ..inference.predict import predict
 
         return predict(self, newdata, re=re, X=X, groups=groups)
 
     def simulate(self, nsim: int = 1, seed=None, re: bool = False) -> pd.DataFrame:
-        """Responses drawn from the fitted model (see :func:`reml_engine.predict.simulate`)."""
-        from .predict import simulate
+        """Responses drawn from the fitted model (see :func:`reml_engine.inference.predict.simulate`)."""
+        from ..inference.predict import simulate
 
         return simulate(self, nsim, seed=seed, re=re)
 
@@ -305,70 +305,70 @@ class LmerFit:
     # -- teaching: the criterion at any tau, and plots ----------------------------------
     def profile_criterion(self, tau: float | None = None, *, icc: float | None = None, REML: bool | None = None):
         """The criterion and its named parts at any tau or ICC, negative ones included
-        (see :func:`reml_engine.profile.profile_criterion`)."""
-        from .profile import profile_criterion
+        (see :func:`reml_engine.report.criterion_curve.profile_criterion`)."""
+        from ..report.criterion_curve import profile_criterion
 
         return profile_criterion(self, tau, icc=icc, REML=REML)
 
     def plot_profile(self, REML: bool | None = None, ax=None):
         """Plot the criterion against the ICC with every optimum marked (needs matplotlib;
-        see :func:`reml_engine.plots.plot_profile`)."""
-        from .plots import plot_profile
+        see :func:`reml_engine.report.plots.plot_profile`)."""
+        from ..report.plots import plot_profile
 
         return plot_profile(self, REML=REML, ax=ax)
 
     def plot_ranef(self, ax=None, sort: bool = True):
         """Caterpillar plot of the random intercepts (needs matplotlib; see
-        :func:`reml_engine.plots.plot_ranef`)."""
-        from .plots import plot_ranef
+        :func:`reml_engine.report.plots.plot_ranef`)."""
+        from ..report.plots import plot_ranef
 
         return plot_ranef(self, ax=ax, sort=sort)
 
     # -- inference (see coef_table, vartest, confint, bootstrap) -------------------------
     def coef_table(self, ddf: str = "satterthwaite") -> pd.DataFrame:
         """Estimate, SE, df, t and p per fixed effect; ``ddf`` is ``"satterthwaite"``,
-        ``"kenward-roger"`` or ``"residual"`` (see :func:`reml_engine.coef_table.coef_table`)."""
-        from .coef_table import coef_table
+        ``"kenward-roger"`` or ``"residual"`` (see :func:`reml_engine.inference.fixed_tests.coef_table`)."""
+        from ..inference.fixed_tests import coef_table
 
         return coef_table(self, ddf)
 
     def contrast_test(self, L, rhs=0.0, ddf: str = "satterthwaite"):
-        """F-test of ``L beta = rhs`` (see :func:`reml_engine.coef_table.contrast_test`)."""
-        from .coef_table import contrast_test
+        """F-test of ``L beta = rhs`` (see :func:`reml_engine.inference.fixed_tests.contrast_test`)."""
+        from ..inference.fixed_tests import contrast_test
 
         return contrast_test(self, L, rhs, ddf)
 
     def anova(self, ddf: str = "satterthwaite") -> pd.DataFrame:
         """Type III F-tests of the formula's terms, as lmerTest's ``anova(m)``."""
-        from .coef_table import anova_type3
+        from ..inference.fixed_tests import anova_type3
 
         return anova_type3(self, ddf)
 
     def test_random_intercept(self, method: str = "exact", n_sim: int | None = None, seed: int | None = 1):
         """Test var_group = 0: ``"exact"`` (R)LRT null or the 50:50 ``"mixture"``
-        (see :func:`reml_engine.vartest.test_random_intercept`)."""
-        from .vartest import EXACT_NSIM, test_random_intercept
+        (see :func:`reml_engine.inference.variance_tests.test_random_intercept`)."""
+        from ..inference.variance_tests import EXACT_NSIM, test_random_intercept
 
         return test_random_intercept(self, method, EXACT_NSIM if n_sim is None else n_sim, seed)
 
     def confint(self, method: str = "profile", level: float = 0.95, **kwargs) -> pd.DataFrame:
         """Intervals for sd_group, sigma, the fixed effects (and the ICC for
         ``"profile"``); ``method`` is ``"profile"``, ``"wald"`` or ``"boot"``
-        (see :func:`reml_engine.confint.confint`)."""
-        from .confint import confint
+        (see :func:`reml_engine.inference.intervals.confint`)."""
+        from ..inference.intervals import confint
 
         return confint(self, method, level, **kwargs)
 
     def bootstrap(self, n_boot: int = 1000, seed: int | None = None, progress: bool | None = None):
-        """Parametric bootstrap replicates (see :func:`reml_engine.bootstrap.parametric_bootstrap`)."""
-        from .bootstrap import parametric_bootstrap
+        """Parametric bootstrap replicates (see :func:`reml_engine.inference.bootstrap.parametric_bootstrap`)."""
+        from ..inference.bootstrap import parametric_bootstrap
 
         return parametric_bootstrap(self, n_boot, seed, progress)
 
     # -- rendering --------------------------------------------------------------------
     def summary(self) -> str:
         """lme4-style text report with the boundary and local-optimum notes."""
-        from .render import render_summary
+        from ..report.render import render_summary
 
         return render_summary(self)
 
@@ -376,7 +376,7 @@ class LmerFit:
         return self.summary()
 
     def _repr_html_(self) -> str:
-        from .render import render_html
+        from ..report.render import render_html
 
         return render_html(self)
 

@@ -24,7 +24,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from .groups import GroupCodes
+from ..frontend.groups import GroupCodes
 from .kernels import (
     group_sums_and_cross,
     group_sums_and_cross_parallel,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .checks import ModelDataError
+from ..errors import ModelDataError
 
 #: read_csv's default missing-value marks that are also plausible level names.
 _NA_TEXT = ("NA", "None", "null", "NaN", "N/A", "")

@@ -7,7 +7,7 @@
 (``Sepal.Length``) are quoted for formulaic. Rows with missing values in any variable
 used are dropped with a warning (``na_action="omit"``, lme4's default) or make the fit
 fail (``na_action="raise"``). The columns' dtypes are brought to those formulaic reads
-as R reads numbers and factors first (:mod:`reml_engine.columns`).
+as R reads numbers and factors first (:mod:`reml_engine.frontend.columns`).
 
 The design of new data (``predict``) is built from a copy of the fit's formulaic model
 spec, after checks that name the column at fault: the fit never changes.
@@ -23,14 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .checks import (
-    ModelDataError,
-    check_design_finite,
-    check_response,
-    check_response_column,
-    suggest_columns,
-    warn,
-)
+from ..core.identifiability import check_design_finite, check_response, check_response_column, suggest_columns
+from ..errors import ModelDataError, warn
+from .arguments import check_na_action
 from .columns import (
     NUMBERS_OR_NOTHING,
     column_dtypes,
@@ -46,7 +41,7 @@ from .formula_dialect import check_contrasts, check_dialect, check_python
 from .groups import group_labels, level_positions
 from .r_functions import R_FUNCTIONS
 from .r_translate import translate_r
-from .within_between import TRANSFORM_NAMES, formula_context
+from .transforms import TRANSFORM_NAMES, formula_context
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 _PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
@@ -70,8 +65,6 @@ _DOT_TERM = re.compile(r"(?:^|[\s~+*:(-])\.(?:$|[\s+*:)-])")
 #: An offset term, ``offset(z)``.
 _OFFSET_TERM = re.compile(r"(?<![\w.])offset\s*\(")
 
-#: What to do with rows with missing values: drop them (with a warning) or raise.
-NA_ACTIONS = ("omit", "raise")
 #: Name of the intercept column, as lme4 prints it.
 INTERCEPT_NAME = "(Intercept)"
 #: Name formulaic gives the intercept column (a data column of that name would be
@@ -96,7 +89,7 @@ class ParsedFormula:
 
     ``fixed`` is the fixed part as formulaic reads it: dotted names such as
     ``Sepal.Length`` are backticked, a formula in R's dialect is translated and
-    ``contrasts`` are written in (:mod:`reml_engine.formula_dialect`).
+    ``contrasts`` are written in (:mod:`reml_engine.frontend.formula_dialect`).
     """
 
     formula: str
@@ -172,7 +165,7 @@ def _quote_dotted_names(fixed: str) -> str:
 
 def _functions_called(parsed: ParsedFormula) -> frozenset[str]:
     """Names the fixed part reads as functions, not columns: modules, formulaic's C/I/Q,
-    within/between, and R's functions (:mod:`reml_engine.r_functions`) where they are
+    within/between, and R's functions (:mod:`reml_engine.frontend.r_functions`) where they are
     called (a variable named ``sign`` is still a column the data must have)."""
     called = {name for name in R_FUNCTIONS if re.search(rf"(?<![\w.`]){name}\s*\(", parsed.fixed)}
     return frozenset((*_FORMULA_NAMESPACE, *called))
@@ -196,7 +189,7 @@ def parse_formula(formula: str, columns=None, *, dialect: str = "python", contra
     columns : sequence of str, optional
         The data's columns, listed when the formula uses ``.``.
     dialect : {"python", "R"}
-        The language of the fixed part (:mod:`reml_engine.formula_dialect`).
+        The language of the fixed part (:mod:`reml_engine.frontend.formula_dialect`).
     contrasts : dict, optional
         ``{column: coding}``, written into the fixed part.
     dtypes : mapping of column to dtype, optional
@@ -425,12 +418,6 @@ def _drop_missing(data: pd.DataFrame, used: list[str], na_action: str) -> tuple[
     return data.loc[~bad_rows.to_numpy()], n_bad
 
 
-def check_na_action(na_action) -> None:
-    """``na_action`` must be one of the two names (lme4's na.omit and na.fail)."""
-    if not isinstance(na_action, str) or na_action not in NA_ACTIONS:
-        raise ModelDataError(f"na_action must be one of {', '.join(map(repr, NA_ACTIONS))}, got {na_action!r}")
-
-
 def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, dialect: str = "python",
                  contrasts=None) -> Design:
     """Parse the formula and build the fixed-effect design, response and groups.
@@ -442,7 +429,7 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, d
     data : pandas.DataFrame
     na_action : {"omit", "raise"}
     dialect : {"python", "R"}
-        The language of the formula (:mod:`reml_engine.formula_dialect`).
+        The language of the formula (:mod:`reml_engine.frontend.formula_dialect`).
     contrasts : dict, optional
         ``{column: coding}`` of categorical columns (``"contr.sum"``, ...).
     """

@@ -14,8 +14,8 @@ dialects:
 
 ``"R"``
     the formula as R's ``model.frame``/``model.matrix`` read it, translated to formulaic
-    by :func:`reml_engine.r_translate.translate_r` (parsed by :mod:`reml_engine.r_syntax`,
-    with R's functions from :mod:`reml_engine.r_functions`): ``I(x^2)`` is a power (in
+    by :func:`reml_engine.frontend.r_translate.translate_r` (parsed by :mod:`reml_engine.frontend.r_syntax`,
+    with R's functions from :mod:`reml_engine.frontend.r_functions`): ``I(x^2)`` is a power (in
     doubles, as R's: ``I(x ** 2.0)``), ``a %in% b`` is ``a:b``, ``log(x, base)``,
     ``sqrt``, ``exp``, ``abs``, ``floor``/``ceiling``, ``pmin``/``pmax``, ``ifelse``,
     ``as.numeric``/``as.integer`` (level codes of a factor, as R), ``factor(x)``/``as.factor``/``ordered``,
@@ -45,7 +45,7 @@ does not use as a categorical variable is ignored with a warning.
 Examples
 --------
 >>> import reml_engine as rl
->>> from reml_engine.design import parse_formula
+>>> from reml_engine.frontend.design import parse_formula
 >>> parse_formula("Reaction ~ I(Days^2) + factor(Subject) + (1|Subject)", dialect="R").fixed
 'Reaction ~ I(Days ** 2.0) + C(Subject)'
 >>> insteval = rl.datasets.insteval()
@@ -64,7 +64,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from .checks import ModelDataError, warn
+from ..errors import ModelDataError, warn
 
 #: The dialects a formula can be written in.
 DIALECTS = ("python", "R")

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .kernels import dense_integer_codes
+from ..core.kernels import dense_integer_codes
 
 #: Integer labels whose range (max - min + 1) is at most this many times the number of
 #: rows are coded by a direct table lookup instead of hashing.

@@ -1,6 +1,6 @@
-"""R's functions as the formulas of ``dialect="R"`` call them (:mod:`reml_engine.r_translate`).
+"""R's functions as the formulas of ``dialect="R"`` call them (:mod:`reml_engine.frontend.r_translate`).
 
-They join the formula context of every fit (:func:`reml_engine.within_between.formula_context`),
+They join the formula context of every fit (:func:`reml_engine.frontend.transforms.formula_context`),
 so that the fit, ``predict`` on new data, the type III grid and chunked fits evaluate a
 translated formula the same way. Each follows R's definition: ``log(x, base)``,
 ``as.numeric`` of a factor is its level codes, ``poly`` is R's orthogonal polynomial basis
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from formulaic.utils.stateful_transforms import stateful_transform
 
-from .checks import ModelDataError
+from ..errors import ModelDataError
 
 
 def r_log(x, base=None):

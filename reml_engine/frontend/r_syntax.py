@@ -4,7 +4,7 @@ A formula pasted from an R script is read here as R reads it, with R's operator
 precedence (``?Syntax``), into a small tree of :class:`Name`, :class:`Number`,
 :class:`String`, :class:`Call`, :class:`UnaryOp`, :class:`BinaryOp` and
 :class:`Paren` nodes. What the tree means (formula operators at the top level,
-arithmetic inside ``I()`` and calls) is decided by :mod:`reml_engine.formula_dialect`,
+arithmetic inside ``I()`` and calls) is decided by :mod:`reml_engine.frontend.formula_dialect`,
 which writes it out in formulaic's syntax.
 
 Only the syntax formulas use is read: indexing (``x[1]``, ``d$x``), assignment,
@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .checks import ModelDataError
+from ..errors import ModelDataError
 
 # -- tokens ----------------------------------------------------------------------------
 

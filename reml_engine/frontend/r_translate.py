@@ -1,7 +1,7 @@
 """A formula from an R script, written in formulaic's syntax (``dialect="R"``).
 
 :func:`translate_r` reads each side of the fixed part with R's grammar
-(:mod:`reml_engine.r_syntax`) and writes it out for formulaic. At the formula level the
+(:mod:`reml_engine.frontend.r_syntax`) and writes it out for formulaic. At the formula level the
 operators keep R's meaning (``a %in% b`` is the interaction ``a:b``, which formulaic would
 read as ``b/a``), and parentheses keep R's grouping where formulaic's precedence differs.
 A variable that is an ordered categorical gets R's ``contr.poly`` and one named in
@@ -10,7 +10,7 @@ function calls, R arithmetic becomes Python: ``^`` is a power computed in double
 (``x ** 2.0``), ``%%`` and ``%/%`` are ``%`` and ``//``, ``!`` is ``np.logical_not``,
 ``TRUE``/``T``/``pi``/``Inf`` are Python's constants (unless a column has that name), and
 R's functions are called under their R names, provided by
-:mod:`reml_engine.r_functions`. What has no translation is an error that says so.
+:mod:`reml_engine.frontend.r_functions`. What has no translation is an error that says so.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from .checks import ModelDataError
+from ..errors import ModelDataError
 from .formula_dialect import CONTRASTS, ORDERED_CONTRAST, Contrasts, formula_name, is_ordered_dtype
 from .r_syntax import BinaryOp, Call, Name, Number, Paren, RSyntaxError, String, UnaryOp, parse_r
 
 #: R's elementwise functions of one argument, written under R's name (formulaic has
-#: exp, log2 and log10; the others are in :data:`reml_engine.r_functions.R_FUNCTIONS`).
+#: exp, log2 and log10; the others are in :data:`reml_engine.frontend.r_functions.R_FUNCTIONS`).
 MATH_FUNCTIONS = (
     "exp", "expm1", "log1p", "log2", "log10", "sqrt", "abs", "sin", "cos", "tan", "asin", "acos", "atan",
     "sinh", "cosh", "tanh", "floor", "ceiling", "trunc", "sign",

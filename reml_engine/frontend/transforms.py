@@ -29,7 +29,7 @@ The two functions are formulaic *stateful transforms*: on the fitting data they 
 the group means in ``_state`` (formulaic keeps it in the model spec's
 ``transform_state``), and on new data they read them back. The grouping labels reach
 them through the formula context that :func:`formula_context` builds; that is the only
-hook in :mod:`reml_engine.design`.
+hook in :mod:`reml_engine.frontend.design`.
 
 Examples
 --------
@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 from formulaic.utils.stateful_transforms import stateful_transform
 
-from .checks import ModelDataError
+from ..errors import ModelDataError
 from .groups import encode_labels, level_positions
 
 #: Name under which the model's group labels (one per row) enter the formula context.
@@ -70,7 +70,7 @@ def formula_context(groups=None) -> dict:
     -------
     dict
         ``within``, ``between``, ``pd``, the R functions a formula in R's dialect is
-        translated to (:data:`reml_engine.formula_dialect.R_FUNCTIONS`) and, with
+        translated to (:data:`reml_engine.frontend.formula_dialect.R_FUNCTIONS`) and, with
         ``groups``, the labels.
     """
     from .r_functions import R_FUNCTIONS

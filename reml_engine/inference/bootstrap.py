@@ -27,10 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .checks import check_bool, check_count, check_seed
-from .criterion import batch_length
+from ..core.criterion import batch_length
+from ..core.optimizer import SCAN_TAU_LARGE, SCAN_TAU_SMALL
+from ..frontend.arguments import check_bool, check_count, check_seed
 from .ddf import user_transform
-from .optimizer import SCAN_TAU_LARGE, SCAN_TAU_SMALL
 
 #: Grid points per unit of log(tau) for the replicate fits (the fit itself uses 20; the
 #: bootstrap distribution is insensitive to the rare minimum this could miss).
@@ -131,7 +131,7 @@ def batched_criterion(within, between, stats, taus, REML: bool, derivative: bool
 
     Evaluated in blocks of replicates and taus whose stacked ``(p + 1) x (p + 1)``
     matrices fit in ``EVALUATION_MEMORY_BUDGET`` (see
-    :func:`reml_engine.criterion.batch_length`).
+    :func:`reml_engine.core.criterion.batch_length`).
     """
     R, K = taus.shape
     step = batch_length(stats.q)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .criterion import xtvinvx
+from ..core.criterion import xtvinvx
 
 #: pbkrtest uses a pseudo-inverse of the expected information when its smallest
 #: absolute eigenvalue is below this.

@@ -3,7 +3,7 @@
 ``ddf`` is one of
 
 * ``"satterthwaite"``: lmerTest's default, from the exact derivatives in
-  :mod:`reml_engine.ddf`;
+  :mod:`reml_engine.inference.ddf`;
 * ``"kenward-roger"``: pbkrtest's adjusted covariance and df (REML fits only);
 * ``"residual"``: ``n - p``, with the model's covariance.
 

@@ -33,10 +33,11 @@ import numpy as np
 import pandas as pd
 from scipy import optimize
 
-from .criterion import batch_length
+from ..core.criterion import batch_length
+from ..core.optimizer import SCAN_TAU_LARGE, SCAN_TAU_SMALL, find_optima
+from ..errors import ProfileWarning
 from .ddf import user_transform
 from .lazy_imports import scipy_stats as sps
-from .optimizer import SCAN_TAU_LARGE, SCAN_TAU_SMALL, find_optima
 
 #: Grid points per unit of log(tau) for the inner minimizations.
 PROFILE_POINTS_PER_UNIT = 8
@@ -53,10 +54,6 @@ MAX_STEPS = 80
 GAP_SAMPLES = 32
 #: Two optima whose tau (or criteria) agree to this relative tolerance are the same.
 BASIN_TIE_RTOL = 1e-9
-
-
-class ProfileWarning(UserWarning):
-    """The profile is not monotone (the criterion has another local minimum)."""
 
 
 class _Profile:
@@ -87,7 +84,7 @@ class _Profile:
 
     def pieces(self, taus: np.ndarray) -> dict:
         """log-determinants, pwrss, beta and each user coefficient's ``l' A^-1 l`` at
-        taus, in batches of bounded memory (see :func:`reml_engine.criterion.batch_length`)."""
+        taus, in batches of bounded memory (see :func:`reml_engine.core.criterion.batch_length`)."""
         step = batch_length(self.stats.q)
         parts = [self._pieces(taus[start:start + step]) for start in range(0, len(taus), step)]
         if len(parts) == 1:
@@ -355,8 +352,8 @@ def _own_estimates(fit) -> dict[str, float]:
 
 def _basin_reason(fit, prof: _Profile, cutoff: float) -> str:
     """Why the ML-based set can miss the REML estimate."""
-    from .criterion import evaluate
-    from .optimizer import descent_optimum
+    from ..core.criterion import evaluate
+    from ..core.optimizer import descent_optimum
 
     slope = float(evaluate([fit.tau], prof.stats, prof.REML)["derivative"][0])
     nearest = descent_optimum(prof.summary.optima, slope, start_tau=fit.tau)

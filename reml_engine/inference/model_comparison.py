@@ -29,10 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .checks import check_bool
-from .criterion import evaluate
+from ..core.criterion import evaluate
+from ..core.optimizer import descent_optimum
+from ..frontend.arguments import check_bool
 from .lazy_imports import scipy_stats as sps
-from .optimizer import descent_optimum
 
 #: Two models are fitted to the same responses when these agree to this relative
 #: tolerance (number of rows is compared exactly).
@@ -102,8 +102,8 @@ def ols(formula: str, data: pd.DataFrame) -> OLSFit:
     """
     import formulaic
 
-    from .checks import ModelDataError
-    from .design import parse_formula
+    from ..errors import ModelDataError
+    from ..frontend.design import parse_formula
 
     try:
         fixed = parse_formula(formula).fixed
@@ -146,7 +146,7 @@ class AnovaResult:
 
 def _ml_refit(fit) -> tuple[object, str | None]:
     """The global ML fit of the same model, and a note if a local refit would differ."""
-    from .model import fit_design
+    from ..core.fitting import fit_design
 
     if fit.design is None:
         raise ValueError("refitting by ML needs the fit's design (a fit from rl.lmer or rl.fit)")
@@ -266,7 +266,7 @@ def anova(*models, refit: bool = True) -> AnovaResult:
     -------
     AnovaResult
     """
-    from .results import LmerFit
+    from ..core.results import LmerFit
 
     if len(models) < 2:
         raise ValueError("anova needs at least two models to compare")

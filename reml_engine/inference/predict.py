@@ -20,10 +20,10 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .checks import ModelDataError, ModelDataWarning
-from .criterion import fixed_effects
-from .design import new_fixed_design
-from .groups import group_labels, level_positions
+from ..core.criterion import fixed_effects
+from ..errors import ModelDataError, ModelDataWarning
+from ..frontend.design import new_fixed_design
+from ..frontend.groups import group_labels, level_positions
 
 
 def fixed_part(fit, X: np.ndarray) -> np.ndarray:
@@ -43,7 +43,7 @@ def fixed_part(fit, X: np.ndarray) -> np.ndarray:
 
 def _positions(fit, labels) -> np.ndarray:
     """Each label's row in ``fit.ranef`` (-1: unseen or missing), by the canonical label
-    rule of :mod:`reml_engine.groups`, so that ids typed differently in new data (text,
+    rule of :mod:`reml_engine.frontend.groups`, so that ids typed differently in new data (text,
     floats after a missing value) still find their group."""
     try:
         return level_positions(fit.ranef.index, labels)

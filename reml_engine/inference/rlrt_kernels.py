@@ -1,6 +1,6 @@
 """Compiled kernel of the exact (R)LRT null: the supremum over lambda of each draw.
 
-Plain arrays in, an array out; no checks, no exceptions (:mod:`reml_engine.vartest`
+Plain arrays in, an array out; no checks, no exceptions (:mod:`reml_engine.inference.variance_tests`
 validates and interprets).
 """
 

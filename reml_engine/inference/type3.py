@@ -32,9 +32,9 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from .checks import ModelDataError
-from .design import encoded_column
-from .within_between import formula_context
+from ..errors import ModelDataError
+from ..frontend.design import encoded_column
+from ..frontend.transforms import formula_context
 
 #: Largest number of factor-level combinations put on the synthetic grid.
 GRID_MAX_CELLS = 20_000
@@ -88,7 +88,7 @@ def _synthetic_grid(spec, n_columns: int) -> pd.DataFrame:
 
 def _grid_matrix(spec, grid: pd.DataFrame, context: dict) -> np.ndarray:
     """``spec`` materialized on the grid (a copy: formulaic may update the spec it
-    materializes with, see :func:`reml_engine.design.model_spec_copy`)."""
+    materializes with, see :func:`reml_engine.frontend.design.model_spec_copy`)."""
     matrix = copy.deepcopy(spec).get_model_matrix(grid, na_action="ignore", context=context)
     return np.asarray(matrix.to_numpy(dtype=np.float64))
 

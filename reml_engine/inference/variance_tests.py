@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .checks import check_count, check_seed
-from .criterion import evaluate
+from ..core.criterion import evaluate
+from ..frontend.arguments import check_count, check_seed
 from .lazy_imports import scipy_stats as sps
 from .rlrt_kernels import sup_over_grid
 

@@ -25,11 +25,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from .design import build_design
+from ..core.fitting import fit_design
+from ..frontend.design import build_design
+from ..frontend.groups import factorize_groups
+from ..frontend.transforms import split_columns
 from .estimators import between_estimator, pooled_estimator, within_estimator, within_varying_columns
-from .groups import factorize_groups
-from .model import fit_design
-from .within_between import split_columns
 
 #: Columns of the comparison table.
 COLUMNS = ("estimator", "coef", "se", "var_group", "sigma2", "icc", "criterion", "lme4_default", "note")

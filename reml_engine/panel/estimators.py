@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .checks import RANK_TOL, select_full_rank_columns
-from .criterion import fixed_effects
-from .parametrization import standard_errors
-from .profile import user_parametrization
+from ..core.criterion import fixed_effects
+from ..core.identifiability import RANK_TOL, select_full_rank_columns
+from ..core.parametrization import standard_errors
+from ..report.criterion_curve import user_parametrization
 
 #: A column varies within groups when its within-group sum of squares exceeds this
 #: fraction of its total sum of squares about the column mean (the one-pass formula

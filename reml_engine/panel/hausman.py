@@ -17,7 +17,7 @@ rank, and the result says so (a negative statistic has no p-value).
 **Mundlak.** Add the group means of the within-varying columns to the model,
 ``y ~ x + between(x) + (1|g)``: their coefficients are the contextual effects,
 between minus within, and the Wald test that they are all zero is the same question,
-always well defined. With ``reml_engine.ddf`` available the test is an F test with
+always well defined. With ``reml_engine.inference.ddf`` available the test is an F test with
 Satterthwaite denominator df; otherwise a chi-square test.
 
 Examples
@@ -35,13 +35,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from .design import build_design
+from ..core.fitting import fit_design
+from ..frontend.design import build_design
+from ..frontend.groups import factorize_groups
+from ..frontend.transforms import split_columns
+from ..inference.lazy_imports import scipy_stats as sps
+from ..report.criterion_curve import profile_criterion
 from .estimators import LeastSquaresFit, within_estimator, within_varying_columns
-from .groups import factorize_groups
-from .lazy_imports import scipy_stats as sps
-from .model import fit_design
-from .profile import profile_criterion
-from .within_between import split_columns
 
 #: Eigenvalues of V_FE - V_RE below this fraction of the largest absolute one count as
 #: zero (the generalized inverse leaves them out).
@@ -195,7 +195,7 @@ class MundlakTest:
     f_statistic : float
         ``statistic / df``.
     den_df : float
-        Satterthwaite denominator df (NaN without ``reml_engine.ddf``).
+        Satterthwaite denominator df (NaN without ``reml_engine.inference.ddf``).
     method : str
         ``"F (Satterthwaite)"`` or ``"chi-square"``.
     fit : LmerFit
@@ -249,7 +249,7 @@ def mundlak_design(design, fit):
 def _satterthwaite_f(fit, L: np.ndarray) -> tuple[float, float] | None:
     """(F, den_df) of ``L beta = 0`` with Satterthwaite df; None without the ddf module."""
     try:
-        from .ddf import satterthwaite_ftest, satterthwaite_state
+        from ..inference.ddf import satterthwaite_ftest, satterthwaite_state
     except ImportError:  # the inference module is optional here
         return None
     result = satterthwaite_ftest(fit, satterthwaite_state(fit), L, np.zeros(len(L)))

@@ -7,7 +7,7 @@ minimized can be evaluated again anywhere, with its named parts:
   compound-symmetry range ``-1/max(n_g) < tau < 0`` (negative intra-class correlation);
 * :func:`criterion_profile`: the whole curve against the ICC, from its lower limit
   ``-1/(max n_g - 1)`` up to 1, with every local optimum marked, for
-  :func:`reml_engine.plots.plot_profile`.
+  :func:`reml_engine.report.plots.plot_profile`.
 
 The coefficients are given in the user's columns (the criterion module works in the
 centred parametrization of ``m.stats``; the map back only changes the intercept).
@@ -29,10 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .criterion import evaluate, tau_lower_limit, xtvinvx
-from .lme4_path import lme4_start_from_stats
-from .optimizer import find_optima, lme4_default_optimum
-from .parametrization import UserParametrization, standard_errors
+from ..core.criterion import evaluate, tau_lower_limit, xtvinvx
+from ..core.lme4_path import lme4_start_from_stats
+from ..core.optimizer import find_optima, lme4_default_optimum
+from ..core.parametrization import UserParametrization, standard_errors
 
 #: Points of the profile curve, uniform in the ICC between its limits.
 PROFILE_POINTS = 801
@@ -208,7 +208,7 @@ class CriterionProfile:
         are ``fit.optima``), sorted by tau.
     lme4_default : MarkedOptimum
         The one lme4's ``lmer()`` stops at from its default start (see
-        :mod:`reml_engine.lme4_path`).
+        :mod:`reml_engine.core.lme4_path`).
     compound_symmetry : MarkedOptimum
         The lowest minimum over the extended range (negative ICC allowed).
     boundary_criterion : float

@@ -1,7 +1,7 @@
 """Figures of a fit: the profiled criterion against the ICC, and a caterpillar plot.
 
 Plotting is separate from the maths: the curve and the optima come from
-:func:`reml_engine.profile.criterion_profile` and the fit itself; this module only
+:func:`reml_engine.report.criterion_curve.criterion_profile` and the fit itself; this module only
 draws them. matplotlib is an optional extra (``pip install 'reml_engine[plot]'``),
 imported when a plot is asked for.
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .profile import CriterionProfile, MarkedOptimum, criterion_profile
+from .criterion_curve import CriterionProfile, MarkedOptimum, criterion_profile
 
 #: Two-sided 95% normal quantile for the caterpillar plot's intervals.
 Z_95 = 1.959963984540054

@@ -1,13 +1,13 @@
 """Fits from data that never sit in memory at once: chunk by chunk, one encoding for all.
 
-A random-intercept fit needs only the mergeable :class:`~reml_engine.stats.GroupStats`
+A random-intercept fit needs only the mergeable :class:`~reml_engine.core.statistics.GroupStats`
 (per-group sums and a global cross-product). So the rows can be read in chunks, each
 chunk reduced to its statistics, and the statistics added up; peak memory is bounded by
 the chunk size, not by the number of rows. This module does it on one machine, from an
-iterator of DataFrames or a memory-mapped NumPy array; :mod:`reml_engine.distributed`
+iterator of DataFrames or a memory-mapped NumPy array; :mod:`reml_engine.scaleout.dask`
 runs the same per-chunk function on Dask partitions.
 
-Every chunk is encoded the same way (:mod:`reml_engine.chunk_encoding`):
+Every chunk is encoded the same way (:mod:`reml_engine.scaleout.encoding`):
 
 1. the first chunk with a complete row is the *sample*: it tells which variables the
    formula uses as categorical factors;
@@ -15,14 +15,14 @@ Every chunk is encoded the same way (:mod:`reml_engine.chunk_encoding`):
    declared: a pandas ``Categorical`` column or ``levels=`` keeps the order of its
    categories, as in an in-memory fit), and the design is fixed from the sample with
    those levels;
-3. each chunk gives a :class:`~reml_engine.chunk_encoding.PartialStats`; they are
-   merged in a tree and :func:`~reml_engine.model.fit_stats` fits the total;
+3. each chunk gives a :class:`~reml_engine.scaleout.encoding.PartialStats`; they are
+   merged in a tree and :func:`~reml_engine.core.fitting.fit_stats` fits the total;
 4. if a level turns out to occur in no complete row (an unused category, or a value
    seen only in rows dropped for missing values), the statistics pass is run again
    without it, as an in-memory fit (and lme4) never has it.
 
 Labels (group ids, factor levels) are matched across chunks by the canonical label
-rule of :mod:`reml_engine.groups`: a reader that types a column as integers in one
+rule of :mod:`reml_engine.frontend.groups`: a reader that types a column as integers in one
 chunk and as text in the next (``read_csv(chunksize=)``), or as floats where a chunk
 has a missing value, still gives one group per id, as reading the whole file would.
 What cannot be matched is refused with the chunks named (``check_label_kinds``).
@@ -30,7 +30,7 @@ What cannot be matched is refused with the chunks named (``check_label_kinds``).
 Examples
 --------
 >>> import pandas as pd, reml_engine as rl
->>> from reml_engine.chunked import lmer_chunks
+>>> from reml_engine.scaleout.chunked import lmer_chunks
 >>> df = rl.load_seed()
 >>> m = lmer_chunks("y ~ x + (1|f)", [df.iloc[:5], df.iloc[5:]])
 >>> round(m.criterion, 4)
@@ -47,8 +47,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from .checks import ModelDataError
-from .chunk_encoding import (
+from ..core.fitting import fit_stats
+from ..core.results import LmerFit
+from ..core.statistics import PILOT_ROWS, compute_group_stats, pilot_shift
+from ..errors import ModelDataError
+from ..frontend.groups import factorize_groups
+from .encoding import (
     ChunkEncoding,
     FormulaColumns,
     PartialStats,
@@ -60,10 +64,6 @@ from .chunk_encoding import (
     require_columns,
     sorted_levels,
 )
-from .groups import factorize_groups
-from .model import fit_stats
-from .results import LmerFit
-from .stats import PILOT_ROWS, compute_group_stats, pilot_shift
 
 #: Rows per chunk when a memory-mapped array is read chunk by chunk: about 8 MB per
 #: float64 column, small next to any machine's memory, large enough for the kernels.
@@ -337,7 +337,7 @@ def array_chunks(array: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd
     if not array.dtype.names:
         raise ModelDataError(
             "a NumPy array given as data must be structured (named fields, e.g. a np.memmap with a record "
-            "dtype); for plain X, y and group arrays use reml_engine.chunked.fit_arrays"
+            "dtype); for plain X, y and group arrays use reml_engine.scaleout.chunked.fit_arrays"
         )
     for start in range(0, len(array), chunk_rows):
         yield pd.DataFrame(np.asarray(array[start:start + chunk_rows]))
@@ -455,7 +455,7 @@ def fit_arrays(X, y, groups, REML: bool = True, names=None, chunk_rows: int = CH
     y : array (n,) or list
     groups : array (n,) or list
         Group labels (integers are the cheapest), compared by the canonical label rule
-        of :mod:`reml_engine.groups`.
+        of :mod:`reml_engine.frontend.groups`.
     REML, names :
         As for :func:`reml_engine.fit`.
     chunk_rows : int

@@ -2,8 +2,8 @@
 
 ``rl.lmer(formula, data=ddf)`` with a ``dask.dataframe.DataFrame``, or
 ``rl.lmer(formula, data="path/*.parquet")``, runs the chunked pipeline of
-:mod:`reml_engine.chunked` with Dask partitions as the chunks: the per-partition
-function (:meth:`~reml_engine.chunk_encoding.ChunkEncoding.partial_stats`, numba kernels
+:mod:`reml_engine.scaleout.chunked` with Dask partitions as the chunks: the per-partition
+function (:meth:`~reml_engine.scaleout.encoding.ChunkEncoding.partial_stats`, numba kernels
 inside) runs where the partition lives, and the partial statistics are merged in a tree
 (:data:`SPLIT_EVERY` at a time) before the small final fit on the client. The same code
 runs on the threaded scheduler, a ``LocalCluster`` or a multi-machine cluster: whatever
@@ -13,7 +13,7 @@ A Parquet path (a file, a directory or a glob) is read by :func:`parquet_source`
 file's footer is checked first (a readable Parquet file, holding the formula's columns,
 with types that agree across files or can be unified: integers and floats, or text and
 categoricals, and for grouping columns numbers and text), then one Dask partition reads
-about :data:`~reml_engine.chunked.CHUNK_ROWS` rows (whole row groups) of one file, only
+about :data:`~reml_engine.scaleout.chunked.CHUNK_ROWS` rows (whole row groups) of one file, only
 the formula's columns, and checks the numbers against the ranges the footer records.
 Errors name the file.
 
@@ -35,10 +35,10 @@ from os import PathLike
 import numpy as np
 import pandas as pd
 
-from .checks import ModelDataError
-from .chunk_encoding import drop_incomplete, require_columns
+from ..core.results import LmerFit
+from ..errors import ModelDataError
 from .chunked import CHUNK_ROWS, PROGRESS_AFTER_SECONDS, ChunkSource, IteratorSource, fit_source
-from .results import LmerFit
+from .encoding import drop_incomplete, require_columns
 
 #: Partial statistics merged together in one task of the reduction tree.
 SPLIT_EVERY = 8
@@ -180,7 +180,7 @@ def _unified_dtypes(formula: str, dtypes_by_file: dict[str, pd.Series], used: tu
     column may mix numbers and text (compared as text), a column of the fixed part may
     not: it would be a number in some files and a factor in others.
     """
-    from .design import parse_formula
+    from ..frontend.design import parse_formula
 
     group_columns = set(parse_formula(formula, dialect=dialect).group_columns)
     target: dict = {}
@@ -289,7 +289,7 @@ def parquet_source(formula: str, path, progress="auto", scheduler=None, rows_per
     dd = require_dask()
     from dask.dataframe.utils import clear_known_categories
 
-    from .chunk_encoding import FormulaColumns, located
+    from .encoding import FormulaColumns, located
 
     fs, files = parquet_files(path)
     footers = {f: _footer(fs, f) for f in files}
@@ -410,7 +410,7 @@ def lmer_dask(formula: str, data, REML: bool = True, na_action: str = "omit", le
 
 def _used_columns(formula: str, ddf, dialect: str = "python"):
     """Project the frame on the formula's columns, so Parquet reads only those."""
-    from .chunk_encoding import FormulaColumns
+    from .encoding import FormulaColumns
 
     columns = FormulaColumns.from_sample(formula, ddf.columns, None, ddf.dtypes, dialect=dialect)
     return ddf[list(columns.used)]
@@ -422,7 +422,7 @@ def lmer_lazy(formula: str, data, REML: bool = True, na_action: str = "omit", *,
 
     A Dask DataFrame or a Parquet path goes to :func:`lmer_dask`; an iterable of
     DataFrames, a function returning one, or a structured (memory-mapped) NumPy array
-    goes to :func:`reml_engine.chunked.lmer_chunks`.
+    goes to :func:`reml_engine.scaleout.chunked.lmer_chunks`.
     """
     if isinstance(data, (str, PathLike)) or is_dask_dataframe(data):
         return lmer_dask(formula, data, REML=REML, na_action=na_action, dialect=dialect, contrasts=contrasts)

@@ -1,6 +1,6 @@
 """One encoding for every chunk, and the mergeable statistics each chunk gives.
 
-A chunked or distributed fit (:mod:`reml_engine.chunked`, :mod:`reml_engine.distributed`)
+A chunked or distributed fit (:mod:`reml_engine.scaleout.chunked`, :mod:`reml_engine.scaleout.dask`)
 must turn every chunk into ``X`` the same way, or the columns would not mean the same
 thing from one chunk to the next. :class:`FormulaColumns` finds which variables the
 formula uses as categories (from a sample of complete rows); :class:`ChunkEncoding`
@@ -24,19 +24,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .checks import ModelDataError, check_design_finite, warn
-from .design import (
+from ..core.fitting import fit_stats
+from ..core.identifiability import check_design_finite
+from ..core.results import LmerFit
+from ..core.statistics import GroupStats, compute_group_stats, merge_ranges, pilot_shift
+from ..errors import ModelDataError, warn
+from ..frontend.design import (
     INTERCEPT_NAME,
     ParsedFormula,
     _check_columns_exist,
     _required_variables,
     parse_formula,
 )
-from .groups import encode_labels, factorize_groups, group_labels, label_kinds, level_positions
-from .model import fit_stats
-from .results import LmerFit
-from .stats import GroupStats, compute_group_stats, merge_ranges, pilot_shift
-from .within_between import formula_context
+from ..frontend.groups import encode_labels, factorize_groups, group_labels, label_kinds, level_positions
+from ..frontend.transforms import formula_context
 
 # -- mergeable partial results ---------------------------------------------------------
 
@@ -46,7 +47,7 @@ def merge_group_stats(parts: list[GroupStats]) -> GroupStats:
 
     Equivalent to ``parts[0] + parts[1] + ...`` but with a single union of the levels,
     so that merging ``k`` parts costs one pass over their groups rather than ``k``.
-    Levels are matched by the canonical label rule of :mod:`reml_engine.groups`: a
+    Levels are matched by the canonical label rule of :mod:`reml_engine.frontend.groups`: a
     group read as ``5`` in one chunk and as ``"5"`` or ``5.0`` in another is one group.
     """
     if len(parts) == 1:
@@ -89,7 +90,7 @@ class PartialStats:
         Per categorical variable, a boolean array over its levels: seen in a complete row.
     kinds : dict
         Per grouping or categorical column, the kinds of label seen (see
-        :func:`reml_engine.groups.label_kinds`), each with the first chunk that held it
+        :func:`reml_engine.frontend.groups.label_kinds`), each with the first chunk that held it
         and an example: ``{column: {kind: (where, example)}}``.
     """
 
@@ -272,7 +273,7 @@ def _is_number_dtype(dtype) -> bool:
 
 
 class _Columns:
-    """Just enough of a DataFrame for the column checks of :mod:`reml_engine.design`."""
+    """Just enough of a DataFrame for the column checks of :mod:`reml_engine.frontend.design`."""
 
     def __init__(self, columns):
         self.columns = pd.Index(columns)

@@ -487,7 +487,7 @@ def fit_chunk_function(case, data, tmp_path, REML=True, pieces=3):
 
 
 def fit_chunk_iterator(case, data, tmp_path, REML=True, pieces=5):
-    from reml_engine.chunked import lmer_chunks
+    from reml_engine.scaleout.chunked import lmer_chunks
 
     chunks = split_rows(data, pieces, seed=2)
     return fit_quietly(lmer_chunks, case.formula, (c for c in chunks), REML=REML,
@@ -497,7 +497,7 @@ def fit_chunk_iterator(case, data, tmp_path, REML=True, pieces=5):
 def fit_csv_reader(case, data, tmp_path, REML=True, pieces=4):
     """``pd.read_csv(path, chunksize=...)``, a one-shot reader: compared with the fit of
     ``pd.read_csv(path)`` (see :func:`expected_for_form`)."""
-    from reml_engine.chunked import lmer_chunks
+    from reml_engine.scaleout.chunked import lmer_chunks
 
     path = tmp_path / "data.csv"
     data.sample(frac=1.0, random_state=3).to_csv(path, index=False)
@@ -506,7 +506,7 @@ def fit_csv_reader(case, data, tmp_path, REML=True, pieces=4):
 
 
 def fit_memmap(case, data, tmp_path, REML=True, pieces=3):
-    from reml_engine.chunked import lmer_chunks
+    from reml_engine.scaleout.chunked import lmer_chunks
 
     records = _record_array(case.complete(data)[list(case.used)], tmp_path / "records.dat")
     return fit_quietly(lmer_chunks, case.formula, records, REML=REML,
@@ -549,7 +549,7 @@ def fit_arrays(case, data, tmp_path, REML=True, pieces=1):
 
 
 def fit_memmap_arrays(case, data, tmp_path, REML=True, pieces=3):
-    from reml_engine.chunked import fit_arrays as chunked_fit_arrays
+    from reml_engine.scaleout.chunked import fit_arrays as chunked_fit_arrays
 
     X, y, groups, names = array_design(case, data)
     mapped = []
@@ -564,7 +564,7 @@ def fit_memmap_arrays(case, data, tmp_path, REML=True, pieces=3):
 
 #: How the same rows can be handed to the library, each a function
 #: ``(case, data, tmp_path, REML, pieces) -> fit`` reading the rows in about ``pieces``
-#: chunks, files or partitions (see reml_engine.chunked and .distributed).
+#: chunks, files or partitions (see reml_engine.scaleout.chunked and .dask).
 INPUT_FORMS: dict[str, Callable] = {
     "list of chunks": fit_chunk_list,
     "function returning chunks": fit_chunk_function,
@@ -739,8 +739,8 @@ def assert_same_design(case, data, what: str) -> None:
     names = [str(c) for c in general.rhs.columns]
     X = general.rhs.to_numpy(dtype=np.float64)
 
-    from reml_engine.design import build_design
-    from reml_engine.fast_design import model_matrices
+    from reml_engine.frontend.design import build_design
+    from reml_engine.frontend.fast_design import model_matrices
 
     fast = model_matrices(case.fixed, complete)
     assert [str(c) for c in fast.rhs.columns] == names, f"{what}: model_matrices columns"

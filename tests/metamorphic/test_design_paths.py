@@ -1,4 +1,4 @@
-"""The fast design path (reml_engine.fast_design) and the general one (formulaic, called
+"""The fast design path (reml_engine.frontend.fast_design) and the general one (formulaic, called
 directly) give the same matrix, the same column names and a model spec that encodes new
 data the same way, on every input: the reference cases in every row order and dtype."""
 

@@ -133,7 +133,7 @@ def test_drifting_parquet_files_give_the_in_memory_fit_or_name_the_column(case, 
 
 @pytest.mark.parametrize("case", slow_unless(pytest.param(c, marks=xfail_marks([3]), id=c.name) for c in DRIFT_CASES))
 def test_read_csv_chunks_with_a_late_text_id_give_the_whole_file_fit(case, tmp_path):
-    from reml_engine.chunked import lmer_chunks
+    from reml_engine.scaleout.chunked import lmer_chunks
 
     path = tmp_path / "ids.csv"
     chunksize = csv_with_late_text_id(case, path)
@@ -203,7 +203,7 @@ CONTAINERS = {
 
 
 def _containers():
-    from reml_engine.chunked import fit_arrays as chunked_fit_arrays
+    from reml_engine.scaleout.chunked import fit_arrays as chunked_fit_arrays
 
     for fitter in (rl.fit, chunked_fit_arrays):
         for name in CONTAINERS:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from oracle import dense_covariance_terms
 
-from reml_engine.stats import PooledStats
+from reml_engine.core.statistics import PooledStats
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 #: Eigenvalues of K = Z_j' H_-j^-1 Z_j at or below this fraction of the largest are zero

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from oracle import dense_criterion_terms
 
-from reml_engine.groups import factorize_groups
-from reml_engine.stats import compute_group_stats
+from reml_engine.core.statistics import compute_group_stats
+from reml_engine.frontend.groups import factorize_groups
 from reml_engine.varcomp import RandomTerms, VCProblem, compute_vc_stats
 from reml_engine.varcomp import crossed as crossed_module
 
@@ -214,7 +214,7 @@ def test_reduce_to_term_matches_evaluate(design, REML):
 
 def test_reduction_pooled_stats_give_the_single_term_criterion():
     """``constant + reml_engine.criterion`` on the pooled statistics is the criterion."""
-    from reml_engine.criterion import criterion as single_term_criterion
+    from reml_engine.core.criterion import criterion as single_term_criterion
 
     rng = np.random.default_rng(3)
     factors = _factors("crossed3", 60, rng)
@@ -232,7 +232,7 @@ def test_reduction_pooled_stats_give_the_single_term_criterion():
 
 def test_one_term_unit_weights_is_the_single_term_engine():
     """k = 1: the criterion, beta and the reduction's sizes are today's."""
-    from reml_engine.criterion import criterion_parts
+    from reml_engine.core.criterion import criterion_parts
 
     rng = np.random.default_rng(5)
     g = rng.integers(0, 9, 70)

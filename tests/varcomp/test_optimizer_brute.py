@@ -20,7 +20,7 @@ from scipy import optimize
 from varcomp.dense_problem import DenseProblem
 from varcomp.optimizer_designs import KINDS, random_design, usable
 
-from reml_engine.criterion import evaluate as single_term_evaluate
+from reml_engine.core.criterion import evaluate as single_term_evaluate
 from reml_engine.varcomp.lme4_start import lme4_start_theta_from_data
 from reml_engine.varcomp.optimizer import find_optima_terms
 

@@ -18,7 +18,7 @@ from varcomp.dense_problem import DenseProblem
 from varcomp.multi_cases import case_problem_data, load_multi_reference
 from varcomp.optimizer_designs import KINDS, random_design, usable
 
-from reml_engine.criterion import evaluate as single_term_evaluate
+from reml_engine.core.criterion import evaluate as single_term_evaluate
 from reml_engine.varcomp.optimizer import term_stats
 
 RTOL = 1e-9

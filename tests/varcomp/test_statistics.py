@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reml_engine.checks import ModelDataError
+from reml_engine.errors import ModelDataError
 from reml_engine.varcomp import RandomTerms, VCProblem, compute_vc_stats
 from reml_engine.varcomp import statistics as statistics_module
 

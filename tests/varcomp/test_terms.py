@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reml_engine.checks import ModelDataError
+from reml_engine.errors import ModelDataError
 from reml_engine.varcomp import RandomTerms, compute_vc_stats
 
 
