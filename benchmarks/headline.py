@@ -9,12 +9,13 @@
 
 Each has a tiny version for ``--quick`` (CI), so that none can break unseen.
 
-The stage breakdown needs the pipeline's stages one by one, which the public API
-(``rl.lmer``, ``rl.fit``) does not expose yet (issue 11 plans them as public
-functions). :func:`stage_function` finds each stage by name, at the top level first, then
-in the modules planned for it and the ones that hold it today; a stage that cannot be
-found or called is reported with the reason and fails the run, so that a change of the
-pipeline shows up in CI instead of breaking this part silently.
+The stage breakdown times the pipeline's public stages one by one (``rl.design_from_arrays``
+or ``rl.build_design``, ``rl.sufficient_statistics``, ``rl.criterion_problem``,
+``rl.find_optima``, ``rl.build_fit``; see ``docs/pipeline.md``) and, inside the statistics
+stage, the group coding and the kernel. :func:`stage_function` finds each stage by name, at
+the top level first, then in the module that holds it; a stage that cannot be found or
+called is reported with the reason and fails the run, so that a change of the pipeline
+shows up in CI instead of breaking this part silently.
 """
 
 from __future__ import annotations
@@ -42,17 +43,18 @@ MEMORY_CONFIG = Config(10_000_000, 100_000, 6, True)
 QUICK_HEADLINE = Config(10_000, 100, 6, True)
 QUICK_MEMORY_CONFIG = Config(100_000, 1_000, 6, True)
 QUICK_STAGES = Config(10_000, 100, 6, True)
-#: Where each stage of the pipeline may live, searched after ``reml_engine.<name>``: the
-#: modules of issue 11's planned layout first, then today's.
+#: Where each stage of the pipeline lives when it is not a top-level name of reml_engine.
 STAGE_HOMES = {
-    "design_from_arrays": ("reml_engine.frontend.design", "reml_engine.frontend.design"),
-    "build_design": ("reml_engine.frontend.design", "reml_engine.frontend.design"),
-    "factorize_groups": ("reml_engine.frontend.groups", "reml_engine.frontend.groups"),
-    "pilot_shift": ("reml_engine.core.statistics", "reml_engine.core.statistics"),
-    "compute_group_stats": ("reml_engine.core.statistics", "reml_engine.core.statistics"),
-    "fit_stats": ("reml_engine.core.fitting", "reml_engine.core.fitting"),
-    "find_optima": ("reml_engine.core.optimizer", "reml_engine.core.optimizer"),
-    "scan_grid": ("reml_engine.core.optimizer", "reml_engine.core.optimizer"),
+    "design_from_arrays": ("reml_engine.frontend.design",),
+    "build_design": ("reml_engine.frontend.design",),
+    "sufficient_statistics": ("reml_engine.core.statistics",),
+    "factorize_groups": ("reml_engine.frontend.groups",),
+    "pilot_shift": ("reml_engine.core.statistics",),
+    "compute_group_stats": ("reml_engine.core.statistics",),
+    "criterion_problem": ("reml_engine.core.problem",),
+    "find_optima": ("reml_engine.core.optimizer",),
+    "build_fit": ("reml_engine.core.fitting",),
+    "scan_grid": ("reml_engine.core.optimizer",),
 }
 #: Single criterion evaluations timed per data set (median taken).
 EVALUATION_REPEATS = 200
@@ -194,11 +196,12 @@ def import_and_seed_fit(warm_processes: int = WARM_PROCESSES, fresh_cache: bool 
 def stage_breakdown(config: Config = HEADLINE, repeats: int = 7) -> pd.DataFrame:
     """Median seconds of each stage of a fit, run one at a time, next to the floor.
 
-    The stages are the pipeline's own functions: building the design from arrays (the
-    data checks) or from a DataFrame and formula, coding the groups, the one-pass
-    statistics kernel, and everything after the statistics (rank check, global
-    optimization, result), of which the optimizer alone is also timed. A stage that
-    cannot be found or called gets its reason in ``error`` (and NaN times).
+    The stages are the pipeline's own functions, in the order ``rl.fit`` runs them:
+    building the design from arrays (the array checks), the sufficient statistics (of
+    which the group coding and the one-pass kernel are also timed alone), the criterion
+    problem (identifiability checks, rank, centring), the global optimization and the
+    result; then the formula front end. A stage that cannot be found or called gets its
+    reason in ``error`` (and NaN times).
     """
     data = simulate(config)
     frame = data.frame()
@@ -208,30 +211,39 @@ def stage_breakdown(config: Config = HEADLINE, repeats: int = 7) -> pd.DataFrame
         state["design"] = stage_function("design_from_arrays")(data.X, data.y, data.groups)
         return state["design"]
 
+    def statistics():
+        state["statistics"] = stage_function("sufficient_statistics")(state["design"])
+        return state["statistics"]
+
     def codes():
         state["codes"] = stage_function("factorize_groups")(state["design"].groups)
         return state["codes"]
 
-    def statistics():
+    def kernel():
         shift = stage_function("pilot_shift")(data.X, data.y, 0)
-        state["stats"] = stage_function("compute_group_stats")(data.X, data.y, state["codes"], shift)
-        return state["stats"]
+        return stage_function("compute_group_stats")(data.X, data.y, state["codes"], shift)
 
-    def after_statistics():
-        return stage_function("fit_stats")(state["stats"], state["design"].column_names, 0)
+    def problem():
+        state["problem"] = stage_function("criterion_problem")(state["statistics"], True)
+        return state["problem"]
 
     def optimizer():
-        stats = state["stats"]
-        return stage_function("find_optima")(stats.pooled(stats.shift), True)
+        state["summary"] = stage_function("find_optima")(state["problem"])
+        return state["summary"]
+
+    def result():
+        return stage_function("build_fit")(state["problem"], state["summary"])
 
     stages = {
         "numpy floor: X'X and X'y": lambda: (data.X.T @ data.X, data.X.T @ data.y),
         "whole fit from arrays": lambda: rl.fit(data.X, data.y, data.groups),
         "  design_from_arrays (checks)": design,
-        "  factorize_groups": codes,
-        "  compute_group_stats (kernel)": statistics,
-        "  fit_stats (after the statistics)": after_statistics,
-        "    find_optima (the global scan)": optimizer,
+        "  sufficient_statistics": statistics,
+        "    factorize_groups": codes,
+        "    compute_group_stats (kernel)": kernel,
+        "  criterion_problem (checks, rank, centring)": problem,
+        "  find_optima (the global scan)": optimizer,
+        "  build_fit (optima as fits, lme4's pick, diagnosis)": result,
         "whole fit from DataFrame + formula": lambda: rl.lmer(config.formula(), frame),
         "  build_design (formula)": lambda: stage_function("build_design")(config.formula(), frame),
     }

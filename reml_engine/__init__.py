@@ -31,10 +31,17 @@ from . import _moved
 from . import datasets as datasets  # rl.datasets.sleepstudy(), ...: the example data
 from .api import fit, lmer, load_seed
 from .core.criterion import CriterionParts, criterion, criterion_derivative, criterion_parts, evaluate
-from .core.fitting import fit_design, fit_stats
+from .core.fitting import build_fit, fit_design, fit_statistics, fit_stats
 from .core.optimizer import Optimum, OptSummary, find_optima
+from .core.problem import CriterionProblem, criterion_problem
 from .core.results import Boundary, CompoundSymmetryFit, LmerFit, LocalOptimum
-from .core.statistics import GroupStats, PooledStats, compute_group_stats
+from .core.statistics import (
+    GroupStats,
+    PooledStats,
+    SufficientStatistics,
+    compute_group_stats,
+    sufficient_statistics,
+)
 from .errors import DegenerateCriterionError, ModelDataError, ModelDataWarning
 from .frontend.design import build_design, design_from_arrays
 from .frontend.transforms import between, within
@@ -54,6 +61,12 @@ __version__ = "0.1.0"
 _moved.install()
 
 __all__ = [
+    "CriterionProblem",
+    "SufficientStatistics",
+    "build_fit",
+    "criterion_problem",
+    "fit_statistics",
+    "sufficient_statistics",
     "build_design",
     "design_from_arrays",
     "fit_design",

@@ -32,11 +32,12 @@ def test_stage_breakdown_runs_every_stage():
 def test_stage_breakdown_reports_a_stage_it_cannot_find(monkeypatch):
     import reml_engine as rl
 
-    monkeypatch.delattr(rl, "fit_stats", raising=False)
-    monkeypatch.setitem(headline.STAGE_HOMES, "fit_stats", ("reml_engine.no_such_module",))
+    monkeypatch.delattr(rl, "build_fit", raising=False)
+    monkeypatch.setitem(headline.STAGE_HOMES, "build_fit", ("reml_engine.no_such_module",))
     stages = headline.stage_breakdown(headline.QUICK_STAGES, repeats=1).set_index("stage")
-    assert "fit_stats" in stages.loc["  fit_stats (after the statistics)", "error"]
-    assert np.isnan(stages.loc["  fit_stats (after the statistics)", "median_ms"])
+    row = "  build_fit (optima as fits, lme4's pick, diagnosis)"
+    assert "build_fit" in stages.loc[row, "error"]
+    assert np.isnan(stages.loc[row, "median_ms"])
 
 
 # --- many responses -------------------------------------------------------------------------

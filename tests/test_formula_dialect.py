@@ -18,7 +18,8 @@ from conftest import REFERENCE
 
 import reml_engine as rl
 from reml_engine.errors import ModelDataError, ModelDataWarning
-from reml_engine.frontend.design import build_design, new_fixed_design, parse_formula
+from reml_engine.frontend.design import build_design, new_fixed_design
+from reml_engine.frontend.formula import parse_formula
 from reml_engine.frontend.formula_dialect import check_contrasts, check_dialect
 from reml_engine.frontend.r_syntax import RSyntaxError, parse_r, tokenize_r
 from reml_engine.frontend.r_translate import translate_r

@@ -20,7 +20,8 @@ import pytest
 from conftest import case_data, case_formula
 
 import reml_engine as rl
-from reml_engine.core.lme4_path import bobyqa_1d, lme4_path_of_stats, lme4_start_from_rows
+from reml_engine.core.lme4_path import bobyqa_1d, lme4_path_of_stats
+from reml_engine.core.lme4_start import lme4_start_from_rows
 
 DATA = Path(__file__).parent / "data"
 REF = json.loads((DATA / "lme4_start.json").read_text())

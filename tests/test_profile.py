@@ -70,7 +70,7 @@ def test_below_the_positive_definite_limit_is_an_error(seed_fit):
 
 
 def test_a_fit_from_statistics_maps_back_to_the_users_columns(seed_fit):
-    from reml_engine.frontend.design import INTERCEPT_NAME
+    from reml_engine.frontend.formula import INTERCEPT_NAME
 
     names = list(seed_fit.fixef.index)
     m = rl.fit_stats(seed_fit.group_stats, names, names.index(INTERCEPT_NAME))

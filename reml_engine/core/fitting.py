@@ -1,151 +1,56 @@
-"""The pipeline: design -> sufficient statistics -> global optimum -> diagnosis -> result.
+"""Stages 4 and 5 put together: from the statistics to the immutable fit (lme4's ``mkMerMod``).
 
-:func:`fit_design` is what :func:`reml_engine.lmer` and :func:`reml_engine.fit` call
-after building the design; :func:`fit_stats` starts from statistics alone (chunked and
-distributed fits).
+The whole chain, which :func:`reml_engine.lmer` and :func:`reml_engine.fit` run::
+
+    design  = build_design(formula, data)          # frontend: parse, check, X, y, groups
+    stats   = sufficient_statistics(design)        # one numba pass -> GroupStats
+    problem = criterion_problem(stats, REML=True)  # checks, centring, rank -> the criterion in tau
+    summary = find_optima(problem)                 # global scan, every local minimum
+    fit     = build_fit(problem, summary)          # the immutable LmerFit
+
+:func:`build_fit` is the last stage: the estimates at the global optimum, every local
+optimum as a fit, the optimum lme4's default start would return, the compound-symmetry
+fit, the boundary diagnosis and the random effects. :func:`fit_design` and
+:func:`fit_statistics` run the chain from a design or from statistics.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import replace
-
 import numpy as np
 import pandas as pd
 
-from ..errors import warn
 from ..frontend.design import Design
-from ..frontend.groups import factorize_groups
 from .criterion import fixed_effects
 from .diagnosis import boundary_diagnosis, optimum_notes
-from .identifiability import (
-    binary_columns_from_stats,
-    check_dof,
-    check_groups,
-    check_identifiable,
-    check_residual_variance,
-    check_scales,
-    check_values,
-    intercept_from_stats,
-    select_full_rank_columns,
-    warn_dropped_columns,
-)
-from .lme4_path import lme4_start_from_stats
-from .optimizer import Optimum, OptSummary, find_optima, lme4_default_optimum
-from .parametrization import UserParametrization, standard_errors
+from .lme4_path import lme4_default_optimum
+from .optimizer import Optimum, OptSummary, find_optima
+from .parametrization import standard_errors
+from .problem import CriterionProblem, criterion_problem
 from .results import CompoundSymmetryFit, LmerFit, LocalOptimum
-from .statistics import (
-    MAX_CONDITIONING_PASSES,
-    GroupStats,
-    PooledStats,
-    compute_group_stats,
-    conditioning_transform,
-    digits_lost,
-    needs_conditioning,
-    pilot_shift,
-)
-
-#: Rereads the rows in another basis: ``reread(shift, transform)`` returns the
-#: :class:`GroupStats` of ``([X | y] - shift) transform`` over the statistics' original
-#: columns (``transform`` has a zero row for every column the rank check dropped).
-Reread = Callable[[np.ndarray, np.ndarray], GroupStats]
+from .statistics import GroupStats, PooledStats, SufficientStatistics, sufficient_statistics
 
 
-def fit_design(design: Design, REML: bool = True) -> LmerFit:
-    """Fit the random-intercept model to a validated :class:`~reml_engine.frontend.design.Design`."""
-    groups = factorize_groups(design.groups, design.group_name)
-    check_groups(len(design.y), groups.ngroups, design.group_name)
-    shift = pilot_shift(design.X, design.y, design.intercept_index)
-    group_stats = compute_group_stats(design.X, design.y, groups, shift)
-    check_values(group_stats, design.X, design.y, design.column_names, design.response_name)
+def build_fit(problem: CriterionProblem, summary: OptSummary) -> LmerFit:
+    """Stage 5: the fit at the global optimum of ``summary``, with everything around it.
 
-    def reread(shift: np.ndarray, transform: np.ndarray) -> GroupStats:
-        return compute_group_stats(design.X, design.y, groups, shift, transform=transform)
+    Parameters
+    ----------
+    problem : CriterionProblem
+        From :func:`reml_engine.criterion_problem`.
+    summary : OptSummary
+        From :func:`reml_engine.find_optima` on the same problem.
 
-    fit = fit_stats(
-        group_stats,
-        design.column_names,
-        design.intercept_index,
-        REML=REML,
-        response_name=design.response_name,
-        group_name=design.group_name,
-        formula=design.formula.formula if design.formula is not None else None,
-        design=design,
-        reread=reread,
-    )
-    return replace(fit, group_codes=groups.codes)
-
-
-def fit_stats(
-    group_stats: GroupStats,
-    column_names,
-    intercept_index: int | None,
-    REML: bool = True,
-    response_name: str = "y",
-    group_name: str = "group",
-    formula: str | None = None,
-    design: Design | None = None,
-    reread: Reread | None = None,
-    lme4_start: float | None = None,
-) -> LmerFit:
-    """Fit from sufficient statistics: rank check, global optimization, result.
-
-    ``intercept_index=None`` means "not known": a column of ones is then found from the
-    statistics' column ranges, and the model is centred on it (an exact
-    reparametrization).
-
-    ``reread`` (see :data:`Reread`), when the rows can be read again, lets the fit
-    recompute the statistics in a well-conditioned basis when the centred columns are
-    still nearly collinear (:func:`reml_engine.core.statistics.needs_conditioning`). Without it
-    such a fit warns how many digits the statistics may have lost.
-
-    ``lme4_start`` is lme4's starting theta if the caller has it (e.g. from the rows with
-    R's arithmetic, :func:`reml_engine.core.lme4_path.lme4_start_from_rows`); by default it is
-    computed from the statistics, equal to R's to rounding.
+    Returns
+    -------
+    LmerFit
     """
-    check_groups(group_stats.nobs, group_stats.ngroups, group_name)
-    if intercept_index is None:
-        group_stats, intercept_index = _centre_on_ones_column(group_stats)
-        if design is not None and intercept_index is not None:
-            design = replace(design, intercept_index=intercept_index)
-    kept, dropped = _full_rank_columns(group_stats, column_names, intercept_index)
-    warn_dropped_columns(dropped)
-    names = [column_names[j] for j in kept]
-    n_columns = group_stats.q
-    if len(kept) < len(column_names):
-        group_stats = group_stats.select(kept)
-        intercept_index = kept.index(intercept_index) if intercept_index in kept else None
-        if design is not None:
-            design = _select_design_columns(design, kept)
-    p = len(kept)
-    check_dof(group_stats.nobs, p, REML)
-
-    model_shift = group_stats.shift.copy() if intercept_index is not None else np.zeros(group_stats.q)
-    internal, transform, conditioning_notes = _well_conditioned(
-        group_stats, model_shift, reread, kept, n_columns, names, response_name
-    )
-    check_identifiable(
-        internal.within_cross()[:p, :p],
-        np.diag(internal.raw_cross)[:p],
-        group_stats.ngroups,
-        group_name,
-    )
-    check_residual_variance(
-        internal.within_cross(),
-        float(group_stats.cross[-1, -1] - group_stats.sums[:, -1].sum() ** 2 / group_stats.nobs),
-        response_name,
-        group_name,
-    )
-    binary = binary_columns_from_stats(group_stats)
-    check_scales(_column_sd(group_stats), names, intercept_index, binary)
-
-    pooled = internal.pooled(model_shift if transform is None else None)
-    summary = find_optima(pooled, REML)
-
-    to_original = UserParametrization(model_shift, intercept_index, names, transform)
-    if lme4_start is None:
-        lme4_start = lme4_start_from_stats(group_stats)
-    lme4_pick = lme4_default_optimum(summary.optima, pooled, REML, lme4_start)
+    if not isinstance(problem, CriterionProblem):
+        raise TypeError(f"problem must be a CriterionProblem (from rl.criterion_problem), got {type(problem).__name__}")
+    if not isinstance(summary, OptSummary) or summary.REML != problem.REML:
+        raise ValueError("summary must be the OptSummary of find_optima(problem) on the same problem (and criterion)")
+    pooled, REML, to_original = problem.pooled, problem.REML, problem.parametrization
+    group_stats = problem.group_stats
+    lme4_pick = lme4_default_optimum(summary.optima, pooled, REML, problem.lme4_start)
     best = summary.global_optimum
     optima = tuple(
         _local_optimum(o, pooled, REML, to_original, o is best, o is lme4_pick) for o in summary.optima
@@ -156,7 +61,8 @@ def fit_stats(
 
     cs = _compound_symmetry(summary, pooled, REML, to_original)
     boundary = boundary_diagnosis(summary, cs) if best.kind == "boundary" else None
-    notes = optimum_notes(optima, estimate, cs, boundary, REML, lme4_start) + list(summary.notes) + conditioning_notes
+    notes = (optimum_notes(optima, estimate, cs, boundary, REML, problem.lme4_start) + list(summary.notes)
+             + list(problem.notes))
     ranef = _ranef(group_stats, to_original.internal_sums(group_stats), best.tau, beta, sigma2)
     return LmerFit(
         REML=REML,
@@ -174,85 +80,47 @@ def fit_stats(
         opt_summary=summary,
         stats=pooled,
         group_stats=group_stats,
-        response_name=response_name,
-        group_name=group_name,
-        formula=formula,
-        dropped_columns=tuple(dropped),
+        response_name=problem.response_name,
+        group_name=problem.group_name,
+        formula=problem.formula,
+        dropped_columns=problem.dropped_columns,
         notes=tuple(notes),
-        design=design,
+        design=problem.design,
+        group_codes=problem.group_codes,
         parametrization=to_original,
-        lme4_start_theta=lme4_start,
+        lme4_start_theta=problem.lme4_start,
     )
 
 
-def _well_conditioned(
+def fit_statistics(statistics: SufficientStatistics, REML: bool = True) -> LmerFit:
+    """Stages 3 to 5: ``build_fit(problem, find_optima(problem))`` with
+    ``problem = criterion_problem(statistics, REML)``."""
+    problem = criterion_problem(statistics, REML)
+    return build_fit(problem, find_optima(problem))
+
+
+def fit_design(design: Design, REML: bool = True) -> LmerFit:
+    """Stages 2 to 5: the fit of a validated :class:`~reml_engine.frontend.design.Design`."""
+    return fit_statistics(sufficient_statistics(design), REML)
+
+
+def fit_stats(
     group_stats: GroupStats,
-    model_shift: np.ndarray,
-    reread: Reread | None,
-    kept: list[int],
-    n_columns: int,
-    names: list[str],
-    response_name: str,
-) -> tuple[GroupStats, np.ndarray | None, list[str]]:
-    """Statistics of the model's columns in a basis where the criterion keeps its digits.
-
-    Centring by ``model_shift`` removes an offset of each column on its own, not one a
-    column carries through another (``x:f`` with x far from 0 is ``1e6 f`` plus a small
-    part). What the centred columns still share shows in their cross-product: a column
-    that keeps a fraction ``f`` of its squared norm after projecting out the earlier ones
-    lost ``-log10 f`` digits there. Then the rows are read again in the Gram-Schmidt
-    basis of that cross-product, whose columns are nearly orthogonal, and the results
-    mapped back exactly (:class:`UserParametrization`).
-
-    Returns the statistics to pool (the internal columns when reparametrized: shift 0),
-    the unit upper-triangular transform (None: the centred columns are used as they are)
-    and notes for the summary.
-    """
-    centred = group_stats.rebase(model_shift)
-    if not needs_conditioning(centred.cross):
-        return group_stats, None, []
-    lost = digits_lost(centred.cross)
-    if reread is None:
-        message = (
-            f"the model's columns are nearly collinear even after centring (one keeps only 1e-{lost:.0f} of its "
-            f"squared norm after projecting out the earlier ones), so up to {lost:.0f} of the 16 digits of the "
-            "cross-products cancel; these statistics were read in one pass and cannot be recomputed in a better "
-            "basis, so the estimates may keep only about "
-            f"{max(16 - lost, 0):.0f} digits. Centre the predictors (also inside interactions) or fit from data "
-            "that can be read twice"
-        )
-        warn(message)
-        return group_stats, None, [message]
-    q = group_stats.q
-    rows = np.r_[kept, n_columns - 1]
-    shift = np.zeros(n_columns)
-    shift[rows] = model_shift
-    transform = np.eye(q)
-    internal = None
-    for _ in range(MAX_CONDITIONING_PASSES):
-        step = conditioning_transform(centred.cross if internal is None else internal.cross)
-        if step is None:
-            break
-        transform = transform @ step
-        embedded = np.zeros((n_columns, q))
-        embedded[rows] = transform
-        internal = reread(shift, embedded)
-        if not needs_conditioning(internal.cross):
-            return internal, transform, []
-    if internal is None:
-        message = (
-            f"the model's columns are nearly collinear even after centring: up to {lost:.0f} of the 16 digits of the "
-            f"cross-products cancel, so the estimates may keep only about {max(16 - lost, 0):.0f} digits"
-        )
-        warn(message)
-        return group_stats, None, [message]
-    remaining = digits_lost(internal.cross)
-    message = (
-        "the model's columns are nearly collinear even after centring; recomputed in a better-conditioned basis, "
-        f"the cross-products still lose up to {remaining:.0f} of their 16 digits"
-    )
-    warn(message)
-    return internal, transform, [message]
+    column_names,
+    intercept_index: int | None,
+    REML: bool = True,
+    response_name: str = "y",
+    group_name: str = "group",
+    formula: str | None = None,
+    design: Design | None = None,
+    lme4_start: float | None = None,
+) -> LmerFit:
+    """The fit from statistics alone: :func:`fit_statistics` of the
+    :class:`~reml_engine.core.statistics.SufficientStatistics` these arguments make
+    (without rows, the statistics cannot be read again in a better-conditioned basis)."""
+    statistics = SufficientStatistics(group_stats, tuple(column_names), intercept_index, response_name, group_name,
+                                      formula, design, None, lme4_start)
+    return fit_statistics(statistics, REML)
 
 
 def _local_optimum(opt: Optimum, pooled, REML, to_original, is_global, is_default) -> LocalOptimum:
@@ -296,51 +164,3 @@ def _ranef(group_stats: GroupStats, sums: np.ndarray, tau, beta, sigma2) -> pd.D
     )
 
 
-def _centre_on_ones_column(group_stats: GroupStats) -> tuple[GroupStats, int | None]:
-    """The statistics with a column of ones (if any) unshifted, and its index.
-
-    The intercept column must keep shift 0 to stay a column of ones in the centred
-    parametrization; rebasing is exact algebra on the statistics.
-    """
-    intercept = intercept_from_stats(group_stats)
-    if intercept is None or group_stats.shift[intercept] == 0.0:
-        return group_stats, intercept
-    zero_shift = group_stats.shift.copy()
-    zero_shift[intercept] = 0.0
-    return group_stats.rebase(zero_shift), intercept
-
-
-def _full_rank_columns(group_stats: GroupStats, names, intercept_index) -> tuple[list[int], list[str]]:
-    p = group_stats.q - 1
-    raw = group_stats.raw_cross[:p, :p]
-    if intercept_index == 0:
-        # Shifts of later columns are multiples of the intercept column, which comes first
-        # and is kept: the residual norms are the same, and computed without cancellation.
-        gram = group_stats.cross[:p, :p]
-    else:
-        gram = raw
-    centred = None
-    if intercept_index == 0:
-        # Relative to the centred columns: a shifted x is not collinear with the intercept.
-        centred = (_column_sd(group_stats) ** 2) * max(group_stats.nobs - 1, 1)
-        centred[0] = group_stats.nobs
-    kept = select_full_rank_columns(gram, np.diag(raw), centred_norm2=centred)
-    dropped = [names[j] for j in range(p) if j not in kept]
-    return kept, dropped
-
-
-def _column_sd(group_stats: GroupStats) -> np.ndarray:
-    n = group_stats.nobs
-    total = group_stats.sums.sum(axis=0)
-    var = (np.diag(group_stats.cross) - total**2 / n) / max(n - 1, 1)
-    return np.sqrt(np.maximum(var[:-1], 0.0))
-
-
-def _select_design_columns(design: Design, kept: list[int]) -> Design:
-    intercept = design.intercept_index
-    return replace(
-        design,
-        X=design.X[:, kept],
-        column_names=tuple(design.column_names[j] for j in kept),
-        intercept_index=kept.index(intercept) if intercept in kept else None,
-    )

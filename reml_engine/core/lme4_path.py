@@ -7,7 +7,7 @@ follows lme4's path (lme4 1.1-31, the default ``lmerControl()``):
 1. **Start.** For a model whose only random term is ``(1|f)`` (``mkLmerDevfun``), lme4
    starts at ``theta0 = sqrt(v / (var(y) - v))`` with ``v = var(ave(y, f))``, falling
    back to ``theta = 1`` when ``var(y) - v <= 0``. In sums of squares of the response,
-   ``theta0 = sqrt(between / within)``.
+   ``theta0 = sqrt(between / within)`` (:mod:`reml_engine.core.lme4_start`).
 2. **Search.** ``nloptwrap``: NLopt's BOBYQA on ``theta >= 0`` (no upper bound) with
    lme4's ``xtol_abs = ftol_abs = 1e-8``, nloptr's default ``xtol_rel = 1e-4`` and NLopt's
    default initial step, three quarters of the distance to the bound
@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .criterion import evaluate
+from .optimizer import Optimum, optimum_reached_from
 
 #: nloptr's default relative x tolerance, which lme4 does not override: BOBYQA's final
 #: trust radius is ``max(LME4_XTOL_REL * rhobeg, LME4_XTOL_ABS)``.
@@ -81,15 +82,6 @@ class Lme4Path:
     criterion: float
     evaluations: int
     restarted: bool
-
-
-def lme4_start_theta(between_ss: float, within_ss: float) -> float:
-    """lme4's start for a single ``(1|f)`` term: ``sqrt(between / within)`` sums of squares of
-    the response (``v / (var(y) - v)`` with ``v = var(ave(y, f))``), or 1 when ``var(y) - v``
-    is not positive."""
-    if not within_ss > 0 or not between_ss >= 0:
-        return 1.0
-    return math.sqrt(between_ss / within_ss)
 
 
 def lme4_path(deviance: Callable[[float], float], theta0: float, trace: list | None = None) -> Lme4Path:
@@ -548,61 +540,11 @@ def lme4_path_of_stats(stats, REML: bool, theta0: float, trace: list | None = No
     return lme4_path(deviance, theta0, trace)
 
 
-def lme4_start_from_rows(y: np.ndarray, codes: np.ndarray) -> float:
-    """lme4's start computed as R computes it, from the response and the group codes.
+def lme4_default_optimum(optima, stats, REML: bool, theta0: float) -> Optimum:
+    """The minimum lme4's ``lmer()`` returns with its default settings, started at ``theta0``.
 
-    R's ``mean`` and ``var`` accumulate in long double (80-bit on x86-64, numpy's
-    ``longdouble`` there), in row order, ``mean`` with a second correcting pass; ``ave``
-    is the mean of each group's rows. Following the same arithmetic gives R's theta0 to
-    the last bit, and with it BOBYQA's late ties (a point at exactly ten times the final
-    trust radius) fall as in R: what it takes to reproduce lmer's evaluations one by one.
-    Which minimum lmer ends in does not hinge on those bits, so fits use the cheaper
-    :func:`lme4_start_from_stats` (this one costs two passes in long double).
+    lme4's own path (BOBYQA from ``theta0``) is followed on the criterion; the optimum is
+    the one whose basin it ends in (it stops within its tolerances of it).
     """
-    y = np.asarray(y, dtype=np.float64)
-    codes = np.asarray(codes, dtype=np.int64)
-    means = _r_group_means(y, codes)
-    between = _r_var(means[codes])
-    rest = _r_var(y) - between
-    if not rest > 0:
-        return 1.0
-    return math.sqrt(between / rest)
-
-
-def _r_mean(x: np.ndarray) -> float:
-    return float(_r_group_means(x, np.zeros(len(x), dtype=np.int64))[0])
-
-
-def _r_group_means(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """R's ``mean`` of each group: a long-double sum in row order divided by n, plus the
-    mean of the residuals (a second pass, also in row order)."""
-    n_groups = int(codes.max()) + 1 if len(codes) else 0
-    counts = np.bincount(codes, minlength=n_groups).astype(np.longdouble)
-    wide = x.astype(np.longdouble)
-    sums = np.zeros(n_groups, dtype=np.longdouble)
-    np.add.at(sums, codes, wide)  # unbuffered: in row order, as R's loop
-    first = sums / counts
-    resid = np.zeros(n_groups, dtype=np.longdouble)
-    np.add.at(resid, codes, wide - first[codes])
-    return (first + resid / counts).astype(np.float64)
-
-
-def _r_var(x: np.ndarray) -> float:
-    """R's ``var`` of a vector: the mean as R's, then a long-double sum of the double
-    products ``(x - mean)^2``, divided by ``n - 1``."""
-    centred = x - _r_mean(x)
-    squares = (centred * centred).astype(np.longdouble)
-    return float(np.cumsum(squares)[-1] / (len(x) - 1)) if len(x) > 1 else math.nan
-
-
-def lme4_start_from_stats(group_stats) -> float:
-    """lme4's start from the statistics of the user's columns
-    (:class:`~reml_engine.core.statistics.GroupStats`, the response last): between- and
-    within-group sums of squares of the response. Equal to R's value to rounding (a fit
-    from statistics alone has no rows to follow R's arithmetic with, see
-    :func:`lme4_start_from_rows`)."""
-    sums = group_stats.sums[:, -1]
-    counts = group_stats.counts.astype(np.float64)
-    between = float(sums @ (sums / counts) - sums.sum() ** 2 / counts.sum())
-    within = float(group_stats.within_cross()[-1, -1])
-    return lme4_start_theta(max(between, 0.0), within)
+    end = lme4_path_of_stats(stats, REML, theta0)
+    return optimum_reached_from(optima, stats, REML, end.theta * end.theta)

@@ -69,8 +69,9 @@ import numpy as np
 from scipy import optimize
 
 from ..errors import DegenerateCriterionError
+from ..frontend.arguments import check_bool
 from .criterion import evaluate, tau_lower_limit
-from .lme4_path import lme4_path_of_stats
+from .problem import CriterionProblem
 from .statistics import PooledStats
 
 #: Scan points per unit of log(tau): every weight 1/(1 + n tau) is a logistic curve of
@@ -260,13 +261,17 @@ def _hidden_sign_changes(crit, taus, slopes) -> list[tuple[float, float]]:
     return brackets
 
 
-def find_optima(stats: PooledStats, REML: bool = True) -> OptSummary:
-    """Every local minimum of the criterion, over tau >= 0 and over the extended range.
+def find_optima(problem: CriterionProblem | PooledStats, REML: bool | None = None) -> OptSummary:
+    """Stage 4: every local minimum of the criterion, over tau >= 0 and over the extended
+    range (lme4's ``optimizeLmer``, made global).
 
     Parameters
     ----------
-    stats : PooledStats
-    REML : bool
+    problem : CriterionProblem or PooledStats
+        From :func:`reml_engine.criterion_problem`; or the pooled statistics the
+        criterion reads (``m.stats``), with ``REML`` given.
+    REML : bool, optional
+        The criterion, for pooled statistics (default True); a problem carries its own.
 
     Returns
     -------
@@ -277,6 +282,14 @@ def find_optima(stats: PooledStats, REML: bool = True) -> OptSummary:
     DegenerateCriterionError
         When the criterion keeps decreasing as tau grows without bound.
     """
+    if isinstance(problem, CriterionProblem):
+        if REML is not None and check_bool(REML, "REML") != problem.REML:
+            raise ValueError(f"REML={REML} disagrees with the problem's criterion (REML={problem.REML})")
+        stats, REML = problem.pooled, problem.REML
+    elif isinstance(problem, PooledStats):
+        stats, REML = problem, True if REML is None else check_bool(REML, "REML")
+    else:
+        raise TypeError(f"find_optima takes a CriterionProblem or PooledStats, got {type(problem).__name__}")
     crit = _CountingCriterion(stats, REML)
     tau_large = SCAN_TAU_LARGE
     for _ in range(SCAN_MAX_EXTENSIONS + 1):
@@ -386,7 +399,7 @@ def descent_optimum(optima, slope_at_start: float, start_tau: float) -> Optimum:
 
     The criterion decreases from the start towards the nearest minimum on the downhill
     side: that is the basin a local optimizer started there stays in (if its steps do
-    not jump the barrier, see :func:`lme4_default_optimum`).
+    not jump the barrier, see :func:`reml_engine.core.lme4_path.lme4_default_optimum`).
 
     Raises
     ------
@@ -406,14 +419,13 @@ def descent_optimum(optima, slope_at_start: float, start_tau: float) -> Optimum:
     return max(optima, key=lambda o: o.tau)
 
 
-def lme4_default_optimum(optima, stats: PooledStats, REML: bool, theta0: float) -> Optimum:
-    """The minimum lme4's ``lmer()`` returns with its default settings, started at ``theta0``.
+def optimum_reached_from(optima, stats: PooledStats, REML: bool, tau: float) -> Optimum:
+    """The local minimum a descent of the criterion started at ``tau`` ends in: the
+    slope there says which way is downhill (see :func:`descent_optimum`).
 
-    lme4's own path (BOBYQA from ``theta0``, see :mod:`reml_engine.core.lme4_path`) is followed on
-    the criterion; the optimum is the one whose basin it ends in (it stops within its
-    tolerances of it).
+    lme4's default fit (:func:`reml_engine.core.lme4_path.lme4_default_optimum`), an ML
+    refit started at the REML estimate (:mod:`reml_engine.inference.model_comparison`)
+    and lme4's profile (:mod:`reml_engine.inference.intervals`) stop there.
     """
-    end = lme4_path_of_stats(stats, REML, theta0)
-    tau = end.theta * end.theta
     slope = float(evaluate([tau], stats, REML)["derivative"][0])
     return descent_optimum(optima, slope, tau)

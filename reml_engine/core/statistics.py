@@ -18,13 +18,15 @@ sizes, independent of the number of rows and groups.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
-from ..frontend.groups import GroupCodes
+from ..frontend.data_checks import check_groups, check_values
+from ..frontend.design import Design
+from ..frontend.groups import GroupCodes, factorize_groups
 from .kernels import (
     group_sums_and_cross,
     group_sums_and_cross_parallel,
@@ -418,3 +420,114 @@ def compute_group_stats(
                 exact = within_cross_transformed(X, y, groups.codes, means, shift, matrix)
             stats = replace(stats, within=0.5 * (exact + exact.T))
     return stats
+
+
+@dataclass(frozen=True)
+class SufficientStatistics:
+    """Stage 2's result: everything the fit needs from the data, and what its columns are.
+
+    The criterion and every estimate are functions of ``group_stats`` alone; the rows
+    (``design`` and ``groups``), when they are at hand, serve the fitted values and a
+    second pass in a better-conditioned basis (:meth:`reread`). A chunked or distributed
+    fit builds this from merged statistics, without rows.
+
+    Attributes
+    ----------
+    group_stats : GroupStats
+        Per-group sums and the cross-product of ``[X | y]``.
+    column_names : tuple of str
+        The names of the columns of X.
+    intercept_index : int or None
+        The column of ones; None when it is not known (a fit from arrays or chunks: it is
+        then found from the column ranges, see
+        :func:`reml_engine.core.problem.criterion_problem`).
+    response_name, group_name : str
+    formula : str or None
+        The formula as the user wrote it.
+    design : Design or None
+        The rows, for an in-memory fit.
+    groups : GroupCodes or None
+        Each row's group, for an in-memory fit.
+    lme4_start : float or None
+        lme4's starting theta when the caller has it (e.g. from the rows with R's
+        arithmetic, :func:`reml_engine.core.lme4_start.lme4_start_from_rows`); by default
+        the fit computes it from the statistics.
+    """
+
+    group_stats: GroupStats
+    column_names: tuple[str, ...]
+    intercept_index: int | None
+    response_name: str = "y"
+    group_name: str = "group"
+    formula: str | None = None
+    design: Design | None = field(default=None, repr=False)
+    groups: GroupCodes | None = field(default=None, repr=False)
+    lme4_start: float | None = None
+
+    @property
+    def nobs(self) -> int:
+        return self.group_stats.nobs
+
+    @property
+    def ngroups(self) -> int:
+        return self.group_stats.ngroups
+
+    @property
+    def can_reread(self) -> bool:
+        """True when the rows are at hand to compute the statistics again."""
+        return self.design is not None and self.groups is not None
+
+    def reread(self, shift: np.ndarray, transform: np.ndarray) -> GroupStats:
+        """The :class:`GroupStats` of ``([X | y] - shift) transform``, from the rows.
+
+        ``shift`` and ``transform`` are over the columns of ``group_stats`` (``transform``
+        has a zero row for every column the rank check dropped). Needs the rows
+        (:attr:`can_reread`).
+        """
+        if not self.can_reread:
+            raise ValueError("these statistics were not computed from rows at hand; they cannot be read again")
+        return compute_group_stats(self.design.X, self.design.y, self.groups, shift, transform=transform)
+
+
+def sufficient_statistics(design: Design) -> SufficientStatistics:
+    """Stage 2: one pass over the design's rows gives everything the fit needs.
+
+    Codes the groups (:func:`reml_engine.frontend.groups.factorize_groups`), checks that
+    there are at least two groups and fewer groups than rows, and computes the
+    :class:`GroupStats` of ``[X | y]`` about a pilot shift (numba kernels); the values'
+    checks (finite, within range, a response that varies) are read off those statistics.
+
+    Parameters
+    ----------
+    design : Design
+        From :func:`reml_engine.build_design` or :func:`reml_engine.design_from_arrays`.
+
+    Returns
+    -------
+    SufficientStatistics
+
+    Examples
+    --------
+    >>> import reml_engine as rl
+    >>> stats = rl.sufficient_statistics(rl.build_design("y ~ x + (1|f)", rl.load_seed()))
+    >>> stats.nobs, stats.ngroups
+    (12, 4)
+    """
+    if not isinstance(design, Design):
+        raise TypeError(f"design must be a Design (from rl.build_design or rl.design_from_arrays), got "
+                        f"{type(design).__name__}")
+    groups = factorize_groups(design.groups, design.group_name)
+    check_groups(len(design.y), groups.ngroups, design.group_name)
+    shift = pilot_shift(design.X, design.y, design.intercept_index)
+    group_stats = compute_group_stats(design.X, design.y, groups, shift)
+    check_values(group_stats, design.X, design.y, design.column_names, design.response_name)
+    return SufficientStatistics(
+        group_stats,
+        tuple(design.column_names),
+        design.intercept_index,
+        response_name=design.response_name,
+        group_name=design.group_name,
+        formula=design.formula.formula if design.formula is not None else None,
+        design=design,
+        groups=groups,
+    )

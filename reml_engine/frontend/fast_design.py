@@ -24,13 +24,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import formulaic
 import numpy as np
 import pandas as pd
 
+from .formula import FORMULAIC_INTERCEPT
+
 #: Rows formulaic materializes to name the columns and make the model spec.
 SPEC_ROWS = 16
-#: Name formulaic gives the intercept column.
-FORMULAIC_INTERCEPT = "Intercept"
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _SIMPLE_TERM = re.compile(rf"^\s*(?:{_NAME}|0|1|-\s*1)\s*$")
@@ -114,8 +115,6 @@ def model_matrices(fixed: str, data: pd.DataFrame, context=None):
     context : dict, optional
         Extra names for formulaic (transforms such as ``within()``).
     """
-    import formulaic
-
     def general(frame):
         return formulaic.model_matrix(fixed, frame, na_action="ignore", context=context)
 

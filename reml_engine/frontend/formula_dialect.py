@@ -45,7 +45,7 @@ does not use as a categorical variable is ignored with a warning.
 Examples
 --------
 >>> import reml_engine as rl
->>> from reml_engine.frontend.design import parse_formula
+>>> from reml_engine.frontend.formula import parse_formula
 >>> parse_formula("Reaction ~ I(Days^2) + factor(Subject) + (1|Subject)", dialect="R").fixed
 'Reaction ~ I(Days ** 2.0) + C(Subject)'
 >>> insteval = rl.datasets.insteval()

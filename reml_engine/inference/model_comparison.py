@@ -32,6 +32,7 @@ import pandas as pd
 from ..core.criterion import evaluate
 from ..core.optimizer import descent_optimum
 from ..frontend.arguments import check_bool
+from ..frontend.formula import lme4_column_names
 from .lazy_imports import scipy_stats as sps
 
 #: Two models are fitted to the same responses when these agree to this relative
@@ -103,7 +104,7 @@ def ols(formula: str, data: pd.DataFrame) -> OLSFit:
     import formulaic
 
     from ..errors import ModelDataError
-    from ..frontend.design import parse_formula
+    from ..frontend.formula import parse_formula
 
     try:
         fixed = parse_formula(formula).fixed
@@ -114,7 +115,7 @@ def ols(formula: str, data: pd.DataFrame) -> OLSFit:
     y = np.asarray(matrices.lhs.to_numpy(dtype=np.float64)).ravel()
     beta, *_ = np.linalg.lstsq(X, y, rcond=None)
     resid = y - X @ beta
-    names = ["(Intercept)" if c == "Intercept" else str(c) for c in matrices.rhs.columns]
+    names = list(lme4_column_names(matrices.rhs.columns))
     moments = {name: (float(X[:, j].sum()), float(X[:, j] @ X[:, j])) for j, name in enumerate(names)}
     return OLSFit(pd.Series(beta, index=names, name="fixef"), float(resid @ resid), len(y), fixed,
                   float(y.sum()), float(y @ y), moments)

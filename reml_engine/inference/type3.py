@@ -34,6 +34,7 @@ import pandas as pd
 
 from ..errors import ModelDataError
 from ..frontend.design import encoded_column
+from ..frontend.formula import INTERCEPT_NAME, lme4_column_names
 from ..frontend.transforms import formula_context
 
 #: Largest number of factor-level combinations put on the synthetic grid.
@@ -147,7 +148,7 @@ def type3_hypotheses(fit) -> dict[str, np.ndarray]:
     terms = [t for t in spec.terms if str(t) != "1"]
     if not terms or not names:
         return {}  # no terms besides the intercept: nothing to test (lmerTest's table is empty)
-    spec_names = ["(Intercept)" if c == "Intercept" else str(c) for c in spec.column_names]
+    spec_names = list(lme4_column_names(spec.column_names))
     kept = [spec_names.index(n) for n in names]
     grid = _synthetic_grid(spec, len(spec_names))
     context = formula_context()
@@ -155,7 +156,7 @@ def type3_hypotheses(fit) -> dict[str, np.ndarray]:
         X = _grid_matrix(spec, grid, context)[:, kept]
         # Its own column names (formulaic checks a spec's structure against them).
         X_T = _grid_matrix(spec.update(structure=None), grid, {**context, "C": _treatment_c})[:, kept]
-        over = _over_parametrized(spec, terms, grid, context, "(Intercept)" in names)
+        over = _over_parametrized(spec, terms, grid, context, INTERCEPT_NAME in names)
     except ModelDataError:
         raise
     except Exception as err:  # transforms that need the fitting data's context
@@ -168,7 +169,7 @@ def type3_hypotheses(fit) -> dict[str, np.ndarray]:
     }
     columns_of = {}
     for struct in spec.structure:
-        cols = ["(Intercept)" if c == "Intercept" else str(c) for c in struct.columns]
+        cols = list(lme4_column_names(struct.columns))
         columns_of[str(struct.term)] = [names.index(c) for c in cols if c in names]
 
     # Each over-parametrized column in terms of the treatment-coded columns: (cells, p).

@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 
 from ..core.criterion import evaluate, tau_lower_limit, xtvinvx
-from ..core.lme4_path import lme4_start_from_stats
-from ..core.optimizer import find_optima, lme4_default_optimum
+from ..core.lme4_path import lme4_default_optimum
+from ..core.optimizer import find_optima
 from ..core.parametrization import UserParametrization, standard_errors
 
 #: Points of the profile curve, uniform in the ICC between its limits.
@@ -241,8 +241,7 @@ def _optima_of(fit, REML: bool) -> tuple[tuple[MarkedOptimum, ...], MarkedOptimu
     # The other criterion of the same statistics: its own global scan.
     summary = find_optima(fit.stats, REML)
     best = summary.global_optimum
-    start = fit.lme4_start_theta if math.isfinite(fit.lme4_start_theta) else lme4_start_from_stats(fit.group_stats)
-    default = lme4_default_optimum(summary.optima, fit.stats, REML, start)
+    default = lme4_default_optimum(summary.optima, fit.stats, REML, fit.lme4_start_theta)
     optima = tuple(
         MarkedOptimum(o.tau, o.criterion, o.kind, o is best, o is default) for o in summary.optima
     )

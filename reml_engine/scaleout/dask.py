@@ -180,7 +180,7 @@ def _unified_dtypes(formula: str, dtypes_by_file: dict[str, pd.Series], used: tu
     column may mix numbers and text (compared as text), a column of the fixed part may
     not: it would be a number in some files and a factor in others.
     """
-    from ..frontend.design import parse_formula
+    from ..frontend.formula import parse_formula
 
     group_columns = set(parse_formula(formula, dialect=dialect).group_columns)
     target: dict = {}

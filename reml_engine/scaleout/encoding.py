@@ -25,16 +25,17 @@ import numpy as np
 import pandas as pd
 
 from ..core.fitting import fit_stats
-from ..core.identifiability import check_design_finite
 from ..core.results import LmerFit
 from ..core.statistics import GroupStats, compute_group_stats, merge_ranges, pilot_shift
 from ..errors import ModelDataError, warn
-from ..frontend.design import (
+from ..frontend.data_checks import check_design_finite
+from ..frontend.design import check_columns_exist
+from ..frontend.formula import (
     INTERCEPT_NAME,
     ParsedFormula,
-    _check_columns_exist,
-    _required_variables,
+    lme4_column_names,
     parse_formula,
+    required_variables,
 )
 from ..frontend.groups import encode_labels, factorize_groups, group_labels, label_kinds, level_positions
 from ..frontend.transforms import formula_context
@@ -214,10 +215,10 @@ class FormulaColumns:
 
         parsed = parse_formula(formula, columns, dialect=dialect, contrasts=contrasts, dtypes=dtypes)
         try:
-            needed = _required_variables(parsed)
+            needed = required_variables(parsed)
         except Exception as err:  # formulaic's parse errors
             raise ModelDataError(f"cannot parse the fixed part {parsed.fixed!r}: {err}") from None
-        used = tuple(_check_columns_exist(_Columns(columns), needed, parsed))
+        used = tuple(check_columns_exist(pd.Index(columns), needed, parsed))
         if parsed.response not in dtypes:
             # Each chunk's y is read as a column (design): an expression would not be evaluated.
             raise ModelDataError(
@@ -270,13 +271,6 @@ class FormulaColumns:
 
 def _is_number_dtype(dtype) -> bool:
     return pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
-
-
-class _Columns:
-    """Just enough of a DataFrame for the column checks of :mod:`reml_engine.frontend.design`."""
-
-    def __init__(self, columns):
-        self.columns = pd.Index(columns)
 
 
 def _known_categories(dtype: pd.CategoricalDtype) -> bool:
@@ -370,7 +364,7 @@ class ChunkEncoding:
 
         data = _with_levels(sample, levels)
         spec = _sample_spec(columns.parsed, data)
-        names = tuple(INTERCEPT_NAME if c == "Intercept" else str(c) for c in spec.column_names)
+        names = lme4_column_names(spec.column_names)
         intercept = names.index(INTERCEPT_NAME) if INTERCEPT_NAME in names else None
         X = np.asarray(spec.get_model_matrix(data, **_MATRIX_OPTIONS).to_numpy(dtype=np.float64))
         y = data[columns.parsed.response].to_numpy(dtype=np.float64)
