@@ -11,10 +11,9 @@ import pytest
 from conftest import case_data, case_formula, load_reference
 
 import reml_engine as rl
-from reml_engine.core.statistics import compute_group_stats
+from reml_engine.core.statistics import compute_group_stats, merge_group_stats
 from reml_engine.frontend.groups import factorize_groups
 from reml_engine.scaleout.chunked import fit_arrays, lmer_chunks, tree_merge
-from reml_engine.scaleout.encoding import merge_group_stats
 
 #: Chunked and in-memory fits differ only in the order of floating-point sums.
 SAME_FIT_RTOL = 1e-10

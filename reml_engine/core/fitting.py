@@ -27,7 +27,7 @@ from .optimizer import Optimum, OptSummary, find_optima
 from .parametrization import standard_errors
 from .problem import CriterionProblem, criterion_problem
 from .results import CompoundSymmetryFit, LmerFit, LocalOptimum
-from .statistics import GroupStats, PooledStats, SufficientStatistics, sufficient_statistics
+from .statistics import GroupStats, PooledStats, Reread, SufficientStatistics, sufficient_statistics
 
 
 def build_fit(problem: CriterionProblem, summary: OptSummary) -> LmerFit:
@@ -113,13 +113,15 @@ def fit_stats(
     group_name: str = "group",
     formula: str | None = None,
     design: Design | None = None,
+    reread: Reread | None = None,
     lme4_start: float | None = None,
 ) -> LmerFit:
     """The fit from statistics alone: :func:`fit_statistics` of the
-    :class:`~reml_engine.core.statistics.SufficientStatistics` these arguments make
-    (without rows, the statistics cannot be read again in a better-conditioned basis)."""
+    :class:`~reml_engine.core.statistics.SufficientStatistics` these arguments make.
+    ``reread`` (:data:`~reml_engine.core.statistics.Reread`), when the rows can be read
+    again, recomputes nearly collinear columns in a better-conditioned basis."""
     statistics = SufficientStatistics(group_stats, tuple(column_names), intercept_index, response_name, group_name,
-                                      formula, design, None, lme4_start)
+                                      formula, design, None, reread, lme4_start)
     return fit_statistics(statistics, REML)
 
 

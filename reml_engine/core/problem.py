@@ -12,7 +12,6 @@ criterion as a function of tau with the map back to the user's columns: what lme
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -38,16 +37,12 @@ from .statistics import (
     MAX_CONDITIONING_PASSES,
     GroupStats,
     PooledStats,
+    Reread,
     SufficientStatistics,
     conditioning_transform,
     digits_lost,
     needs_conditioning,
 )
-
-#: Rereads the rows in another basis: ``reread(shift, transform)`` returns the
-#: :class:`GroupStats` of ``([X | y] - shift) transform`` over the statistics' original
-#: columns (``transform`` has a zero row for every column the rank check dropped).
-Reread = Callable[[np.ndarray, np.ndarray], GroupStats]
 
 
 @dataclass(frozen=True)
@@ -163,7 +158,7 @@ def criterion_problem(statistics: SufficientStatistics, REML: bool = True) -> Cr
 
     Notes
     -----
-    When the rows can be read again (``statistics.can_reread``) and the centred columns
+    When the rows can be read again (``statistics.reread``) and the centred columns
     are still nearly collinear (:func:`reml_engine.core.statistics.needs_conditioning`),
     the statistics are recomputed in a well-conditioned basis; otherwise the fit warns how
     many digits they may have lost.
@@ -195,9 +190,8 @@ def criterion_problem(statistics: SufficientStatistics, REML: bool = True) -> Cr
     check_dof(group_stats.nobs, p, REML)
 
     model_shift = group_stats.shift.copy() if intercept_index is not None else np.zeros(group_stats.q)
-    reread = statistics.reread if statistics.can_reread else None
     internal, transform, conditioning_notes = _well_conditioned(
-        group_stats, model_shift, reread, kept, n_columns, names, response_name
+        group_stats, model_shift, statistics.reread, kept, n_columns, names, response_name
     )
     check_identifiable(
         internal.within_cross()[:p, :p],

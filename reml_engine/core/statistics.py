@@ -18,6 +18,7 @@ sizes, independent of the number of rows and groups.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -26,7 +27,7 @@ import pandas as pd
 
 from ..frontend.data_checks import check_groups, check_values
 from ..frontend.design import Design
-from ..frontend.groups import GroupCodes, factorize_groups
+from ..frontend.groups import GroupCodes, encode_labels, factorize_groups
 from .kernels import (
     group_sums_and_cross,
     group_sums_and_cross_parallel,
@@ -122,24 +123,8 @@ class GroupStats:
                           self.cross[np.ix_(keep, keep)], self.shift[keep], within, lo, hi)
 
     def merge(self, other: GroupStats) -> GroupStats:
-        """Statistics of the union of two disjoint sets of rows."""
-        if other.q != self.q:
-            raise ValueError(f"cannot merge statistics with {self.q} and {other.q} columns")
-        other = other.rebase(self.shift)
-        levels = self.levels.union(other.levels)
-        pos_a = levels.get_indexer(self.levels)
-        pos_b = levels.get_indexer(other.levels)
-        counts = np.zeros(len(levels), dtype=np.int64)
-        sums = np.zeros((len(levels), self.q))
-        counts[pos_a] += self.counts
-        counts[pos_b] += other.counts
-        sums[pos_a] += self.sums
-        sums[pos_b] += other.sums
-        # The exact within part does not survive a merge of split groups; recompute it
-        # from the merged sums (one-pass formula) by leaving it unset.
-        lo, hi = merge_ranges([self, other])
-        return GroupStats(levels.rename(self.levels.name), counts, sums,
-                          self.cross + other.cross, self.shift.copy(), None, lo, hi)
+        """Statistics of the union of two disjoint sets of rows (:func:`merge_group_stats`)."""
+        return merge_group_stats([self, other])
 
     __add__ = merge
 
@@ -250,6 +235,41 @@ def merge_ranges(parts) -> tuple[np.ndarray | None, np.ndarray | None]:
     if any(part.lo is None or part.hi is None for part in parts):
         return None, None
     return (np.minimum.reduce([part.lo for part in parts]), np.maximum.reduce([part.hi for part in parts]))
+
+
+def merge_group_stats(parts: list[GroupStats]) -> GroupStats:
+    """Statistics of the union of disjoint row sets, in one step (levels sorted).
+
+    Equivalent to ``parts[0] + parts[1] + ...`` but with a single union of the levels,
+    so that merging ``k`` parts costs one pass over their groups rather than ``k``.
+    Levels are matched by the canonical label rule of :mod:`reml_engine.frontend.groups`: a
+    group read as ``5`` in one chunk and as ``"5"`` or ``5.0`` in another is one group.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    for part in parts[1:]:
+        if part.q != first.q:
+            raise ValueError(f"cannot merge statistics with {first.q} and {part.q} columns")
+    parts = [part.rebase(first.shift) for part in parts]
+    merged = encode_labels(first.levels.append([part.levels for part in parts[1:]]))
+    levels = merged.levels
+    if not isinstance(levels, pd.MultiIndex):
+        levels = levels.rename(first.levels.name)
+    counts = np.zeros(len(levels), dtype=np.int64)
+    sums = np.zeros((len(levels), first.q))
+    cross = np.zeros((first.q, first.q))
+    start = 0
+    for part in parts:
+        pos = merged.codes[start:start + part.ngroups]
+        start += part.ngroups
+        np.add.at(counts, pos, part.counts)
+        np.add.at(sums, pos, part.sums)
+        cross += part.cross
+    lo, hi = merge_ranges(parts)
+    # The exact within part does not survive a merge of split groups; it is recomputed
+    # from the merged sums (one-pass formula) by leaving it unset.
+    return GroupStats(levels, counts, sums, cross, first.shift.copy(), None, lo, hi)
 
 
 def pilot_shift(X: np.ndarray, y: np.ndarray, intercept_index: int | None) -> np.ndarray:
@@ -427,9 +447,9 @@ class SufficientStatistics:
     """Stage 2's result: everything the fit needs from the data, and what its columns are.
 
     The criterion and every estimate are functions of ``group_stats`` alone; the rows
-    (``design`` and ``groups``), when they are at hand, serve the fitted values and a
-    second pass in a better-conditioned basis (:meth:`reread`). A chunked or distributed
-    fit builds this from merged statistics, without rows.
+    (``design`` and ``groups``), when they are at hand, serve the fitted values, and
+    ``reread`` a second pass in a better-conditioned basis. A chunked or distributed fit
+    builds this from merged statistics, without rows.
 
     Attributes
     ----------
@@ -448,6 +468,9 @@ class SufficientStatistics:
         The rows, for an in-memory fit.
     groups : GroupCodes or None
         Each row's group, for an in-memory fit.
+    reread : Reread or None
+        Reads the rows again in another basis (:data:`Reread`), when they can be: then
+        nearly collinear columns are recomputed row by row instead of losing digits.
     lme4_start : float or None
         lme4's starting theta when the caller has it (e.g. from the rows with R's
         arithmetic, :func:`reml_engine.core.lme4_start.lme4_start_from_rows`); by default
@@ -462,6 +485,7 @@ class SufficientStatistics:
     formula: str | None = None
     design: Design | None = field(default=None, repr=False)
     groups: GroupCodes | None = field(default=None, repr=False)
+    reread: Reread | None = field(default=None, repr=False)
     lme4_start: float | None = None
 
     @property
@@ -472,21 +496,23 @@ class SufficientStatistics:
     def ngroups(self) -> int:
         return self.group_stats.ngroups
 
-    @property
-    def can_reread(self) -> bool:
-        """True when the rows are at hand to compute the statistics again."""
-        return self.design is not None and self.groups is not None
 
-    def reread(self, shift: np.ndarray, transform: np.ndarray) -> GroupStats:
-        """The :class:`GroupStats` of ``([X | y] - shift) transform``, from the rows.
+#: Reads the rows again in another basis: ``reread(shift, transform)`` returns the
+#: :class:`GroupStats` of ``([X | y] - shift) transform`` over the statistics' original
+#: columns (``transform`` has a zero row for every column the rank check dropped).
+Reread = Callable[[np.ndarray, np.ndarray], GroupStats]
 
-        ``shift`` and ``transform`` are over the columns of ``group_stats`` (``transform``
-        has a zero row for every column the rank check dropped). Needs the rows
-        (:attr:`can_reread`).
-        """
-        if not self.can_reread:
-            raise ValueError("these statistics were not computed from rows at hand; they cannot be read again")
-        return compute_group_stats(self.design.X, self.design.y, self.groups, shift, transform=transform)
+
+@dataclass(frozen=True)
+class RowsAtHand:
+    """The :data:`Reread` of an in-memory fit: its rows and their groups."""
+
+    X: np.ndarray = field(repr=False)
+    y: np.ndarray = field(repr=False)
+    groups: GroupCodes = field(repr=False)
+
+    def __call__(self, shift: np.ndarray, transform: np.ndarray) -> GroupStats:
+        return compute_group_stats(self.X, self.y, self.groups, shift, transform=transform)
 
 
 def sufficient_statistics(design: Design) -> SufficientStatistics:
@@ -530,4 +556,5 @@ def sufficient_statistics(design: Design) -> SufficientStatistics:
         formula=design.formula.formula if design.formula is not None else None,
         design=design,
         groups=groups,
+        reread=RowsAtHand(design.X, design.y, groups),
     )

@@ -75,7 +75,8 @@ PROGRESS_AFTER_SECONDS = 10.0
 #: Seconds between two progress lines of a chunked read.
 PROGRESS_INTERVAL_SECONDS = 5.0
 
-#: Statistics of this many chunks are merged together in one step of the tree.
+#: Statistics of this many chunks (or Dask partitions) are merged together in one step of
+#: the tree.
 MERGE_FANOUT = 8
 
 

@@ -5,9 +5,10 @@
 :mod:`reml_engine.scaleout.chunked` with Dask partitions as the chunks: the per-partition
 function (:meth:`~reml_engine.scaleout.encoding.ChunkEncoding.partial_stats`, numba kernels
 inside) runs where the partition lives, and the partial statistics are merged in a tree
-(:data:`SPLIT_EVERY` at a time) before the small final fit on the client. The same code
-runs on the threaded scheduler, a ``LocalCluster`` or a multi-machine cluster: whatever
-scheduler is active (``dask.config`` or a ``distributed.Client``) does the work.
+(:data:`~reml_engine.scaleout.chunked.MERGE_FANOUT` at a time, as on one machine) before
+the small final fit on the client. The same code runs on the threaded scheduler, a
+``LocalCluster`` or a multi-machine cluster: whatever scheduler is active
+(``dask.config`` or a ``distributed.Client``) does the work.
 
 A Parquet path (a file, a directory or a glob) is read by :func:`parquet_source`: every
 file's footer is checked first (a readable Parquet file, holding the formula's columns,
@@ -37,11 +38,8 @@ import pandas as pd
 
 from ..core.results import LmerFit
 from ..errors import ModelDataError
-from .chunked import CHUNK_ROWS, PROGRESS_AFTER_SECONDS, ChunkSource, IteratorSource, fit_source
+from .chunked import CHUNK_ROWS, MERGE_FANOUT, PROGRESS_AFTER_SECONDS, ChunkSource, IteratorSource, fit_source
 from .encoding import drop_incomplete, require_columns
-
-#: Partial statistics merged together in one task of the reduction tree.
-SPLIT_EVERY = 8
 
 #: The message when Dask is needed but missing.
 INSTALL_HINT = (
@@ -102,8 +100,8 @@ class DaskSource(ChunkSource):
         results = [dask.delayed(per_chunk, pure=False)(part, name) for part, name in zip(parts, self.names, strict=True)]
         while len(results) > 1:
             results = [
-                dask.delayed(merge_all, pure=False)(results[i:i + SPLIT_EVERY])
-                for i in range(0, len(results), SPLIT_EVERY)
+                dask.delayed(merge_all, pure=False)(results[i:i + MERGE_FANOUT])
+                for i in range(0, len(results), MERGE_FANOUT)
             ]
         if not results:
             return merge_all([])

@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..core.fitting import fit_stats
 from ..core.results import LmerFit
-from ..core.statistics import GroupStats, compute_group_stats, merge_ranges, pilot_shift
+from ..core.statistics import GroupStats, compute_group_stats, merge_group_stats, pilot_shift
 from ..errors import ModelDataError, warn
 from ..frontend.data_checks import check_design_finite
 from ..frontend.design import check_columns_exist
@@ -41,36 +41,6 @@ from ..frontend.groups import encode_labels, factorize_groups, group_labels, lab
 from ..frontend.transforms import formula_context
 
 # -- mergeable partial results ---------------------------------------------------------
-
-
-def merge_group_stats(parts: list[GroupStats]) -> GroupStats:
-    """Statistics of the union of disjoint row sets, in one step (levels sorted).
-
-    Equivalent to ``parts[0] + parts[1] + ...`` but with a single union of the levels,
-    so that merging ``k`` parts costs one pass over their groups rather than ``k``.
-    Levels are matched by the canonical label rule of :mod:`reml_engine.frontend.groups`: a
-    group read as ``5`` in one chunk and as ``"5"`` or ``5.0`` in another is one group.
-    """
-    if len(parts) == 1:
-        return parts[0]
-    first = parts[0]
-    parts = [part.rebase(first.shift) for part in parts]
-    merged = encode_labels(first.levels.append([part.levels for part in parts[1:]]))
-    levels = merged.levels
-    if not isinstance(levels, pd.MultiIndex):
-        levels = levels.rename(first.levels.name)
-    counts = np.zeros(len(levels), dtype=np.int64)
-    sums = np.zeros((len(levels), first.q))
-    cross = np.zeros((first.q, first.q))
-    start = 0
-    for part in parts:
-        pos = merged.codes[start:start + part.ngroups]
-        start += part.ngroups
-        np.add.at(counts, pos, part.counts)
-        np.add.at(sums, pos, part.sums)
-        cross += part.cross
-    lo, hi = merge_ranges(parts)
-    return GroupStats(levels, counts, sums, cross, first.shift.copy(), None, lo, hi)
 
 
 @dataclass(frozen=True)
