@@ -161,7 +161,8 @@ def _from_uniques(codes: np.ndarray, uniques, sort: bool) -> GroupCodes:
     merge those that become equal, and sort."""
     canonical = _as_index(_canonical_values(list(uniques)))
     merged, levels = pd.factorize(canonical, sort=False)
-    codes = np.where(codes >= 0, merged[np.maximum(codes, 0)], -1)
+    # Code -1 (missing) picks the -1 appended last, also when every label is missing.
+    codes = np.append(merged, -1)[codes]
     return _sorted_codes(codes, levels, sort)
 
 

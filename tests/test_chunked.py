@@ -309,6 +309,17 @@ def test_chunk_forms_match_in_memory(form):
 # -- errors that name the chunk ----------------------------------------------------------
 
 
+def test_a_chunk_whose_factor_is_all_missing_adds_nothing_but_its_count():
+    """A chunk whose only row has no level (the levels pass coded no label at all and
+    crashed with an IndexError) is dropped as in memory."""
+    data = UNBALANCED.astype({"cat": object})
+    data.loc[data.index[300], "cat"] = None
+    chunks = [data.iloc[:300], data.iloc[300:301], data.iloc[301:]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rl.ModelDataWarning)
+        _assert_same_fit(lmer_chunks(UNBALANCED_FORMULA, chunks), rl.lmer(UNBALANCED_FORMULA, data))
+
+
 def test_a_chunk_without_a_used_column_is_named():
     chunks = [UNBALANCED.iloc[:200], UNBALANCED.iloc[200:400].drop(columns="cat"), UNBALANCED.iloc[400:]]
     with pytest.raises(rl.ModelDataError, match=r"chunk 2 \(rows 201-400\) has no column\(s\) 'cat'.*"

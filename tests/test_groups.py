@@ -106,6 +106,7 @@ def test_unused_categories_are_not_groups():
     ([3.0, 1.0, np.nan], [1, 0, -1], [1, 3]),  # integral floats are integers
     ([0.5, 2.0], [0, 1], [0.5, 2.0]),
     ([None, "b", pd.NA, "a"], [-1, 1, -1, 0], ["a", "b"]),
+    ([None, np.nan], [-1, -1], []),  # no label at all (a chunk whose factor is missing)
 ])
 def test_canonical_labels(labels, codes, levels):
     coded = encode_labels(pd.Series(labels, dtype=object))
