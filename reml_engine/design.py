@@ -698,7 +698,9 @@ def new_fixed_design(design: Design, newdata: pd.DataFrame, columns) -> tuple[np
         raise
     except Exception as err:
         raise ModelDataError(f"cannot build the fixed-effect design of newdata: {_one_line(err)}") from None
-    X[~complete] = np.nan
+    if not complete.all():
+        X = np.array(X)  # formulaic may hand out a read-only matrix
+        X[~complete] = np.nan
     return X, complete
 
 
