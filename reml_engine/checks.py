@@ -317,14 +317,19 @@ def check_scales(
 BETWEEN_ONLY_TOL = 1e-10
 
 
-def check_identifiable(within_xx: np.ndarray, total_xx_diag: np.ndarray, ngroups: int, group_name: str) -> None:
+def check_identifiable(within_xx: np.ndarray, norm2: np.ndarray, ngroups: int, group_name: str) -> None:
     """The random intercept must not be confounded with the fixed effects.
 
     Directions of X constant within every group live in the span of the group
     indicators; when there are as many of them as groups, the fixed effects absorb every
     group mean and var_group is not identified.
+
+    ``norm2`` are the columns' squared norms about their means (the intercept's, which is
+    zero, replaced by its raw one): a column's within-group part is judged against its
+    own variation, so that a predictor far from 0 (x ~ 1e6 varying by 1 within groups)
+    is not taken for a constant.
     """
-    scale = 1.0 / np.sqrt(np.maximum(total_xx_diag, np.finfo(float).tiny))
+    scale = 1.0 / np.sqrt(np.maximum(norm2, np.finfo(float).tiny))
     scaled = within_xx * np.outer(scale, scale)
     between_only = int((np.linalg.eigvalsh(scaled) <= BETWEEN_ONLY_TOL).sum()) if len(scaled) else 0
     if between_only >= ngroups:

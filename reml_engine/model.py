@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .checks import (
+    ROUNDING_TOL,
     binary_columns_from_stats,
     check_dof,
     check_groups,
@@ -126,7 +127,7 @@ def fit_stats(
     )
     check_identifiable(
         internal.within_cross()[:p, :p],
-        np.diag(internal.raw_cross)[:p],
+        _centred_norm2(internal)[:p],
         group_stats.ngroups,
         group_name,
     )
@@ -327,6 +328,15 @@ def _full_rank_columns(group_stats: GroupStats, names, intercept_index) -> tuple
     kept = select_full_rank_columns(gram, np.diag(raw), centred_norm2=centred)
     dropped = [names[j] for j in range(p) if j not in kept]
     return kept, dropped
+
+
+def _centred_norm2(group_stats: GroupStats) -> np.ndarray:
+    """Squared norms of the columns about their means; a column constant to rounding
+    (the intercept) keeps its raw squared norm."""
+    total = group_stats.sums.sum(axis=0)
+    centred = np.diag(group_stats.cross) - total**2 / group_stats.nobs
+    raw = np.diag(group_stats.raw_cross)
+    return np.where(centred > ROUNDING_TOL**2 * raw, centred, raw)
 
 
 def _column_sd(group_stats: GroupStats) -> np.ndarray:
