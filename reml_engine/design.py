@@ -465,12 +465,12 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, d
     if parsed.response in data.columns:
         check_response_column(data[parsed.response], parsed.response)
     dtypes = column_dtypes(data, fixed_columns)
-    data = drop_unused_categories(data, dtypes)
     clean, n_dropped = _drop_missing(data, used, na_action)
     if len(clean) == 0:
         raise ModelDataError(
             f"no observations left after dropping the rows with missing values in {', '.join(map(repr, used))}"
         )
+    clean = drop_unused_categories(clean, dtypes)
     # The grouping columns keep their own dtype: groups.py codes any labels.
     frame = design_frame(clean, fixed_columns, dtypes=dtypes)
     try:
