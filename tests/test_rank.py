@@ -80,10 +80,10 @@ def _quiet(fitter, *args, **kwargs):
 
 
 def _one_row_at_a_new_level() -> pd.DataFrame:
-    """sim_unbalanced and a copy of its first row at a new level 'x' of cat (as in
-    make_closure_reference.R): x1:cat[T.x] = x1[0] * cat[T.x] exactly."""
+    """sim_unbalanced and a copy of its sixth row at a new level 'x' of cat (as in
+    make_closure_reference.R): x1:cat[T.x] = x1[5] * cat[T.x] exactly."""
     data = case_data("sim_unbalanced")
-    return pd.concat([data, data.iloc[:1].assign(cat="x")], ignore_index=True)
+    return pd.concat([data, data.iloc[[5]].assign(cat="x")], ignore_index=True)
 
 
 def _forms(data: pd.DataFrame, formula: str) -> dict:

@@ -10,7 +10,7 @@
 ## - level_only_in_incomplete_rows: sim_unbalanced with x2 missing wherever
 ##   cat == "a", cat a factor with levels a, b, c: model.frame drops the rows
 ##   first and the unused level a after, so b is the reference level.
-## - one_row_at_a_new_level: sim_unbalanced and a copy of its first row at a new
+## - one_row_at_a_new_level: sim_unbalanced and a copy of its sixth row at a new
 ##   level "x" of cat: x1:catx is x1 times catx (one row), an exact linear
 ##   combination, and lme4 drops it.
 ##
@@ -43,7 +43,7 @@ incomplete$x2[incomplete$cat == "a"] <- NA
 incomplete$cat <- factor(incomplete$cat, levels = c("a", "b", "c"))
 out$level_only_in_incomplete_rows <- fit_values(lmer(y ~ x1 * cat + x2 + (1 | g), incomplete))
 
-new_level <- rbind(d, transform(d[1, ], cat = "x"))
+new_level <- rbind(d, transform(d[6, ], cat = "x"))
 m <- lmer(y ~ x1 * cat + x2 + (1 | g), new_level)
 out$one_row_at_a_new_level <- c(fit_values(m), list(dropped = attr(getME(m, "X"), "col.dropped")))
 
