@@ -30,6 +30,13 @@ def load_inference_reference() -> dict:
         return json.load(fh)
 
 
+def load_closure_reference() -> dict:
+    """lme4's fits of the small cases behind issue 10's last fixes
+    (``tests/data/r/make_closure_reference.R``)."""
+    with open(DATA / "closure_reference.json") as fh:
+        return json.load(fh)
+
+
 def fit_case(name: str, REML: bool = True):
     """The reference case's model fitted by reml_engine, warnings (rank, scale) silenced."""
     import warnings

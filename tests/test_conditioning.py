@@ -109,6 +109,60 @@ def test_far_from_zero_matches_the_exact_rational_criterion(data, formula):
         assert exact_criterion(m.design.X, m.design.y, groups, m.tau * factor)["criterion"] > exact["criterion"]
 
 
+def _chunked_forms(data: pd.DataFrame, tmp_path: Path) -> dict:
+    """The rows in forms that can be read again: a list of chunks, a function returning
+    them, a memory-mapped record array, Parquet files, a Dask DataFrame, and X, y, groups
+    as memory-mapped arrays (fit_arrays)."""
+    import dask
+    import dask.dataframe as dd
+
+    from reml_engine.scaleout.chunked import fit_arrays, lmer_chunks
+
+    chunks = [data.iloc[:37], data.iloc[37:250], data.iloc[250:]]
+    for i, chunk in enumerate(chunks):
+        chunk.to_parquet(tmp_path / f"part-{i}.parquet")
+    records = data[["y", "x", "f", "g"]].to_records(index=False).astype(
+        [("y", "f8"), ("x", "f8"), ("f", "U1"), ("g", "i8")])
+    mapped = np.memmap(tmp_path / "records.dat", dtype=records.dtype, mode="w+", shape=records.shape)
+    mapped[:] = records
+    design = _quiet_fit("y ~ x*f + (1|g)", data).design
+    X = np.memmap(tmp_path / "X.dat", dtype=np.float64, mode="w+", shape=design.X.shape)
+    X[:] = design.X
+
+    def dask_fit(frame):
+        with dask.config.set(scheduler="synchronous"):
+            return rl.lmer("y ~ x*f + (1|g)", frame)
+
+    return {
+        "list of chunks": lambda: lmer_chunks("y ~ x*f + (1|g)", chunks),
+        "function returning chunks": lambda: lmer_chunks("y ~ x*f + (1|g)", lambda: iter(chunks)),
+        "memory-mapped records": lambda: lmer_chunks("y ~ x*f + (1|g)", mapped, chunk_rows=150),
+        "Parquet files": lambda: dask_fit(str(tmp_path / "part-*.parquet")),
+        "Dask DataFrame": lambda: dask_fit(dd.from_pandas(data, npartitions=3, sort=False)),
+        "memory-mapped arrays": lambda: fit_arrays(X, design.y, data["g"].to_numpy(), names=design.column_names,
+                                                   chunk_rows=150),
+    }
+
+
+def test_chunks_that_can_be_read_again_are_the_in_memory_fit(data, tmp_path):
+    """The rank check and the conditioning read the chunks again in a better basis, as
+    the in-memory fit reads its rows: x:f is kept, the criterion is lme4's on the centred
+    predictor, the slopes are the in-memory fit's (a one-pass fit lost 12 digits)."""
+    ref = REF["interaction_centred_reml"]
+    in_memory = _quiet_fit("y ~ x*f + (1|g)", data)
+    for form, fit in _chunked_forms(data[["y", "x", "f", "g"]], tmp_path).items():
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always", ModelDataWarning)
+            m = fit()
+        assert not [w for w in record if "digits" in str(w.message) or "cannot tell" in str(w.message)], form
+        assert m.parametrization.is_reparametrized, form
+        assert m.criterion == pytest.approx(ref["criterion"], abs=CRITERION_ATOL), form
+        assert m.criterion == pytest.approx(in_memory.criterion, abs=CRITERION_ATOL), form
+        for name in ("x", "x:f[T.b]", "x:f[T.c]"):
+            assert abs(m.fixef[name] - in_memory.fixef[name]) <= 1e-6 * in_memory.se[name], (form, name)
+            assert m.se[name] == pytest.approx(in_memory.se[name], rel=1e-7), (form, name)
+
+
 def test_square_of_far_predictor_agrees_with_lme4_on_the_centred_square(data):
     """lme4's I(xc^2) differs from the stored x**2 only by the rounding of x**2 (1e-4 at
     1e12, against a spread of about 2): the fits agree to that."""
@@ -173,8 +227,10 @@ def test_inference_on_the_far_predictor_is_the_inference_on_the_centred_one(data
 
 def test_one_pass_statistics_say_how_many_digits_they_may_have_lost(data):
     """A fit from statistics alone (a one-shot chunk iterator) cannot reread the rows in a
-    better basis: it says how many digits the cross-products may have lost."""
-    m = _quiet_fit("y ~ x*f + (1|g)", data)
+    better basis: it says how many digits the cross-products may have lost. With x ~ 1e5
+    (x - 9e5 is exact) x:f keeps about 1e-10 of its squared norm after centring: 10 digits
+    lost, and a residual the one-pass cross-products still resolve."""
+    m = _quiet_fit("y ~ x*f + (1|g)", data.assign(x=data["x"] - 9e5))
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always", ModelDataWarning)
         again = rl.fit_stats(m.group_stats, m.coef_names, 0)
@@ -182,6 +238,25 @@ def test_one_pass_statistics_say_how_many_digits_they_may_have_lost(data):
     assert any(re.search(r"up to 1[0-3] of the 16 digits", text) for text in messages), messages
     assert any("digits" in note for note in again.notes)
     assert not any("exact" in text for text in messages)
+    assert again.coef_names == m.coef_names
+
+
+def test_one_pass_statistics_drop_the_columns_they_cannot_decide_on(data):
+    """x ~ 1e6: x:f keeps 7e-13 of its squared norm after centring (lme4's tolerance is
+    1e-14), within ten times the rounding of one-pass cross-products (ONE_PASS_RANK_TOL).
+    The rows at hand, the fit rereads them and keeps x:f; statistics alone cannot tell, so
+    they drop x:f and say so, naming the columns."""
+    m = _quiet_fit("y ~ x*f + (1|g)", data)
+    assert m.dropped_columns == ()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always", ModelDataWarning)
+        again = rl.fit_stats(m.group_stats, m.coef_names, 0)
+    messages = [str(w.message) for w in record]
+    assert again.dropped_columns == ("x:f[T.b]", "x:f[T.c]")
+    assert any("cannot tell from a linear combination" in text and "'x:f[T.b]', 'x:f[T.c]'" in text
+               for text in messages), messages
+    assert any("cannot tell" in note for note in again.notes)
+    assert again.criterion == pytest.approx(_quiet_fit("y ~ x + f + (1|g)", data).criterion, abs=CRITERION_ATOL)
 
 
 def test_no_warning_calls_a_far_from_zero_fit_exact(data):

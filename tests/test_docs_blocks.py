@@ -263,7 +263,9 @@ def test_page_runs_and_prints_what_it_shows(path, tmp_path):
 def test_pages_with_code_are_covered():
     """README.md and docs/*.md are the pages checked; the pages with python blocks are
     all among them (docs/mechanics has formulas, checked by test_docs_formulas.py)."""
-    with_code = {p for p in ROOT.glob("**/*.md") if ".git" not in p.parts and "```python" in p.read_text()}
+    with_code = {p for p in ROOT.glob("**/*.md")
+                 if not any(part.startswith(".") for part in p.relative_to(ROOT).parts)  # .git, .venv-ci
+                 and "```python" in p.read_text()}
     assert with_code <= set(DOC_FILES)
     assert (ROOT / "README.md") in with_code
 

@@ -257,6 +257,23 @@ def test_column_named_intercept_is_not_confused_with_the_intercept():
     assert rl.lmer("y ~ x + (1|g)", data).criterion == rl.lmer("y ~ x + (1|g)", _frame()).criterion
 
 
+@pytest.mark.parametrize("name, term", [("Intercept", "Intercept"), ("1", "`1`")])
+def test_grouping_column_or_response_named_like_the_intercept_fits(name, term):
+    """formulaic reads only the fixed part: a grouping column or a response named
+    Intercept or `1` is read by name and fits (it was refused as a grouping column)."""
+    from reml_engine.scaleout.chunked import lmer_chunks
+
+    data = _frame()
+    expected = rl.lmer("y ~ x + (1|g)", data)
+    grouped = data.rename(columns={"g": name})
+    for fit in (rl.lmer(f"y ~ x + (1|{term})", grouped), lmer_chunks(f"y ~ x + (1|{term})", [grouped[:20], grouped[20:]])):
+        assert fit.criterion == pytest.approx(expected.criterion, rel=1e-12)
+        assert list(fit.ranef.index) == list(expected.ranef.index)
+    if name == "Intercept":
+        fit = rl.lmer("Intercept ~ x + (1|g)", data.rename(columns={"y": name}))
+        assert fit.criterion == pytest.approx(expected.criterion, rel=1e-12)
+
+
 def test_column_named_1_is_not_the_intercept():
     data = _frame()
     data["1"] = data["x"] ** 2

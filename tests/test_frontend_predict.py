@@ -91,6 +91,16 @@ def test_predict_missing_group_label_gets_population(sleep):
     assert p.iloc[1] == pytest.approx(sleep.fixef["(Intercept)"] + 3 * sleep.fixef["Days"], rel=1e-12)
 
 
+def test_predict_newdata_of_an_intercept_only_model():
+    """y ~ 1 + (1|g): newdata has no fixed-effect column to read, and the design of new
+    data was formulaic's read-only matrix (predict crashed writing into it)."""
+    data = case_data("dyestuff")
+    fit = rl.lmer(case_formula("dyestuff"), data)
+    np.testing.assert_allclose(fit.predict(data), fit.fitted, rtol=1e-12)
+    population = fit.predict(data.assign(Batch=None), re=False)
+    np.testing.assert_allclose(population, np.full(len(data), fit.fixef["(Intercept)"]), rtol=1e-12)
+
+
 def test_predict_needs_the_columns(sleep):
     with pytest.raises(rl.ModelDataError, match="'Days'"):
         sleep.predict(pd.DataFrame({"Subject": [308]}))

@@ -105,6 +105,37 @@ def test_unused_category_is_dropped_as_lme4_does():
     _assert_matches_lme4(m, ref, "unused level")
 
 
+def _level_only_in_incomplete_rows() -> pd.DataFrame:
+    """sim_unbalanced with x2 missing wherever cat is 'a', cat a categorical a, b, c."""
+    data = pd.read_csv(REFERENCE / "sim_unbalanced.csv")
+    data.loc[data["cat"] == "a", "x2"] = np.nan
+    return data.assign(cat=pd.Categorical(data["cat"], categories=["a", "b", "c"]))
+
+
+@pytest.mark.parametrize("form", ["in memory", "chunks"])
+def test_a_level_seen_only_in_rows_dropped_for_missing_values_is_unused(form):
+    """model.frame drops the incomplete rows first, then the unused levels: 'a' is gone
+    and 'b' is the reference level. The in-memory fit dropped the categories before the
+    rows, kept 'a' as the reference and dropped cat[T.c] as collinear instead."""
+    from conftest import load_closure_reference
+
+    from reml_engine.scaleout.chunked import lmer_chunks
+
+    ref = load_closure_reference()["level_only_in_incomplete_rows"]
+    data = _level_only_in_incomplete_rows()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rl.ModelDataWarning)  # the rows dropped
+        if form == "chunks":
+            m = lmer_chunks("y ~ x1 * cat + x2 + (1|g)", [data.iloc[:200], data.iloc[200:]])
+        else:
+            m = rl.lmer("y ~ x1 * cat + x2 + (1|g)", data)
+    assert [lme4_name(c) for c in m.fixef.index] == list(ref["fixef"])
+    assert m.dropped_columns == ()
+    assert m.criterion == pytest.approx(ref["criterion"], abs=CRITERION_ATOL)
+    np.testing.assert_allclose(m.fixef.to_numpy(), list(ref["fixef"].values()), rtol=ESTIMATE_RTOL)
+    np.testing.assert_allclose(m.se.to_numpy(), list(ref["se"].values()), rtol=VARIANCE_RTOL)
+
+
 def test_category_order_sets_the_reference_level_as_in_r():
     data = _data("machines")
     data["Machine"] = pd.Categorical(data["Machine"], categories=["C", "A", "B"])

@@ -101,6 +101,17 @@ def test_unused_categories_are_not_groups():
     assert 999 not in m.ranef.index and m.ngroups == 18
 
 
+def test_an_unused_text_category_does_not_turn_numeric_labels_into_text():
+    """Ids read as floats (a missing one), as a categorical with an unused text category:
+    the groups are the integers they hold, as for the object column (the unused category
+    made every label text: '308' instead of 308)."""
+    ids = SLEEP["Subject"].astype(float)
+    data = SLEEP.assign(Subject=pd.Categorical(ids, categories=["none", *sorted(ids.unique())]))
+    m = rl.lmer(case_formula("sleepstudy"), data)
+    assert list(m.ranef.index) == sorted(SLEEP["Subject"].unique())
+    assert m.criterion == pytest.approx(SLEEP_REF["criterion"], abs=LME4_CRITERION_ATOL)
+
+
 # -- the rule itself ------------------------------------------------------------------
 
 
@@ -112,6 +123,7 @@ def test_unused_categories_are_not_groups():
     ([3.0, 1.0, np.nan], [1, 0, -1], [1, 3]),  # integral floats are integers
     ([0.5, 2.0], [0, 1], [0.5, 2.0]),
     ([None, "b", pd.NA, "a"], [-1, 1, -1, 0], ["a", "b"]),
+    ([None, np.nan], [-1, -1], []),  # no label at all (a chunk whose factor is missing)
 ])
 def test_canonical_labels(labels, codes, levels):
     coded = encode_labels(pd.Series(labels, dtype=object))

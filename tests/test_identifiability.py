@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import load_closure_reference
 
 import reml_engine as rl
 
@@ -27,3 +28,16 @@ def test_residual_variance_not_identified_raises():
     x = np.tile([0.0, 1.0, 2.0], 4)
     with pytest.raises(ValueError, match="not identified"):
         rl.fit(np.column_stack([np.ones(12), x]), y, g)
+
+
+@pytest.mark.parametrize("shift", [0.0, 1e4, 1e6, 1e9])
+def test_a_predictor_far_from_0_with_as_few_groups_as_columns_is_not_a_constant(shift):
+    """Two groups, x = 0, 1, 2 in each: x varies within groups wherever it sits. Judged by
+    its raw norm, x + 1e6 was called constant within groups and the fit refused. A shift
+    of x leaves the REML criterion as it is (X changes by a unit-triangular map), so
+    every shift gives lme4's criterion of the unshifted data."""
+    df = pd.DataFrame({"y": [1.0, 2.0, 4.0, 3.0, 6.0, 5.0], "x": [0.0, 1.0, 2.0] * 2, "g": list("aaabbb")})
+    m = rl.lmer("y ~ x + (1|g)", df.assign(x=df["x"] + shift))
+    lme4 = load_closure_reference()["two_groups"]
+    assert m.criterion == pytest.approx(lme4["criterion"], abs=1e-6)
+    assert m.fixef["x"] == pytest.approx(lme4["fixef"]["x"], rel=1e-6)

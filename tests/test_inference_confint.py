@@ -247,6 +247,12 @@ def test_confint_rejects_bad_arguments():
         confint(m, method="bca")
     with pytest.raises(ValueError, match="level"):
         confint(m, level=95)
+    # n_boot=0 ran the default 1000 replicates without a word
+    for n_boot in (0, -5, 2.5, True, "100"):
+        with pytest.raises(rl.ModelDataError, match=r"n_boot must be an integer >= 1, got"):
+            confint(m, method="boot", n_boot=n_boot)
+    with pytest.raises(ValueError, match="method"):
+        confint(m, method=None)
 
 
 def test_reml_profile_of_the_variance_parameters():

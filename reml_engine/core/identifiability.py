@@ -26,6 +26,18 @@ SCALE_RATIO_TOL = 1e3
 #: up to eps / 2, so no residual below a small multiple of eps * norm carries
 #: information (used next to RANK_TOL, which is relative to the centred norm).
 ROUNDING_TOL = 100 * np.finfo(float).eps
+#: What a column's residual, computed from one-pass cross-products, may be off by, as a
+#: fraction of its squared norm (about the statistics' shift). The rounding of the sums
+#: and of the Cholesky factor reaches about 1e-13 of it (measured for 500 to 500,000
+#: rows, shifted columns, chunks with a poor shift: 1.3e-14 to 1.0e-13 for exactly
+#: collinear columns). lme4's tolerance (``RANK_TOL``, 1e-14 of the squared norm) lies
+#: below that, so a column keeping no more than this much of its squared norm cannot be
+#: told from a linear combination of the earlier columns from the cross-products alone:
+#: it is decided on statistics read again from the rows in a basis where its residual is
+#: computed row by row (:func:`reml_engine.core.problem.criterion_problem`), or, when the
+#: rows can be read only once, dropped with a warning saying so.
+ONE_PASS_RANK_TOL = 1e-12
+
 
 def check_dof(nobs: int, p: int, REML: bool) -> None:
     """Enough observations for the fixed effects and a residual variance."""
@@ -46,6 +58,22 @@ def select_full_rank_columns(
 
     A column is dropped when the norm of its residual, after projecting it on the kept
     earlier columns, is at most ``tol`` times its norm; later columns are dropped in
+    favour of earlier ones, as lme4 does. See :func:`rank_decisions` for the parameters.
+    """
+    return rank_decisions(gram, raw_norm2, tol, centred_norm2)[0]
+
+
+def rank_decisions(
+    gram: np.ndarray,
+    raw_norm2: np.ndarray,
+    tol: float = RANK_TOL,
+    centred_norm2: np.ndarray | None = None,
+    noise_tol: float = 0.0,
+) -> tuple[list[int], list[int]]:
+    """The columns a pivot-free sequential QR keeps, and those it cannot decide.
+
+    A column is dropped when the norm of its residual, after projecting it on the kept
+    earlier columns, is at most ``tol`` times its norm; later columns are dropped in
     favour of earlier ones, as lme4 does.
 
     With an intercept (``centred_norm2`` given), ``tol`` is relative to the norm of the
@@ -54,18 +82,32 @@ def select_full_rank_columns(
     at the level of the rounding of the stored values (``ROUNDING_TOL`` times the raw
     norm) is still taken as zero.
 
+    The squared residual read off ``gram`` may be off by ``noise_tol`` times the
+    column's diagonal entry of ``gram``: a column whose residual is that close to the
+    threshold is *undecided* (:data:`ONE_PASS_RANK_TOL`), and left out of the
+    projections of the later columns, as a dropped one.
+
     Parameters
     ----------
     gram : (p, p) cross-product of the columns, possibly about a shift absorbed by an
-        earlier kept intercept column (Schur complements are unchanged by it).
+        earlier kept intercept column, or of the columns in another basis in which each
+        column differs from the original one by a combination of earlier columns (Schur
+        complements are unchanged by either).
     raw_norm2 : (p,) squared norms of the original columns.
     tol : float
         Relative rank tolerance (lme4's default 1e-7).
     centred_norm2 : (p,) or None
-        Squared norms of the centred columns (the intercept's own: n).
+        Squared norms of the centred original columns (the intercept's own: n).
+    noise_tol : float
+        How far off the squared residuals may be, relative to ``diag(gram)``.
+
+    Returns
+    -------
+    kept, undecided : lists of column indices
     """
     scale2 = raw_norm2 if centred_norm2 is None else centred_norm2
     kept: list[int] = []
+    undecided: list[int] = []
     chol = np.zeros((0, 0))
     for j in range(gram.shape[0]):
         if raw_norm2[j] <= 0 or scale2[j] <= 0:
@@ -77,7 +119,9 @@ def select_full_rank_columns(
         else:
             w = np.zeros(0)
             resid2 = gram[j, j]
-        if resid2 > (tol**2) * scale2[j] and resid2 > (ROUNDING_TOL**2) * raw_norm2[j]:
+        threshold = max((tol**2) * scale2[j], (ROUNDING_TOL**2) * raw_norm2[j])
+        noise = noise_tol * gram[j, j]
+        if resid2 > threshold + noise:
             d = np.sqrt(resid2)
             new = np.zeros((len(kept) + 1, len(kept) + 1))
             new[: len(kept), : len(kept)] = chol
@@ -85,7 +129,9 @@ def select_full_rank_columns(
             new[len(kept), len(kept)] = d
             chol = new
             kept.append(j)
-    return kept
+        elif resid2 + noise > threshold:
+            undecided.append(j)
+    return kept, undecided
 
 
 def warn_dropped_columns(dropped: Sequence[str]) -> None:
@@ -95,6 +141,20 @@ def warn_dropped_columns(dropped: Sequence[str]) -> None:
             f"column{'s' if len(dropped) > 1 else ''}: {', '.join(map(repr, dropped))} "
             "(a linear combination of earlier columns)"
         )
+
+
+def undecided_columns_message(undecided: Sequence[str]) -> str:
+    """Why columns were dropped that one pass over the rows could not decide on."""
+    if not undecided:
+        return ""
+    return (
+        f"dropping {len(undecided)} column{'s' if len(undecided) > 1 else ''} that the statistics cannot tell from a "
+        f"linear combination of the earlier columns: {', '.join(map(repr, undecided))} keep at most "
+        f"{ONE_PASS_RANK_TOL:.0e} of their squared norm after projecting those out, within the rounding of "
+        "cross-products read in one pass, and these rows cannot be read again to decide at lme4's tolerance; fit "
+        "from data that can be read twice (a list of chunks, a function returning the chunks, files, a DataFrame), "
+        "or centre the predictors (also inside interactions)"
+    )
 
 
 def check_scales(
@@ -141,14 +201,19 @@ def check_scales(
 BETWEEN_ONLY_TOL = 1e-10
 
 
-def check_identifiable(within_xx: np.ndarray, total_xx_diag: np.ndarray, ngroups: int, group_name: str) -> None:
+def check_identifiable(within_xx: np.ndarray, norm2: np.ndarray, ngroups: int, group_name: str) -> None:
     """The random intercept must not be confounded with the fixed effects.
 
     Directions of X constant within every group live in the span of the group
     indicators; when there are as many of them as groups, the fixed effects absorb every
     group mean and var_group is not identified.
+
+    ``norm2`` are the columns' squared norms about their means (the intercept's, which is
+    zero, replaced by its raw one): a column's within-group part is judged against its
+    own variation, so that a predictor far from 0 (x ~ 1e6 varying by 1 within groups)
+    is not taken for a constant.
     """
-    scale = 1.0 / np.sqrt(np.maximum(total_xx_diag, np.finfo(float).tiny))
+    scale = 1.0 / np.sqrt(np.maximum(norm2, np.finfo(float).tiny))
     scaled = within_xx * np.outer(scale, scale)
     between_only = int((np.linalg.eigvalsh(scaled) <= BETWEEN_ONLY_TOL).sum()) if len(scaled) else 0
     if between_only >= ngroups:

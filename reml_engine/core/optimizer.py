@@ -326,7 +326,18 @@ def find_optima(problem: CriterionProblem | PooledStats, REML: bool | None = Non
         if fb == 0.0:
             root = b
         elif fa < 0 < fb:
-            root = _refine(crit, a, b)
+            try:
+                root = _refine(crit, a, b)
+            except ValueError:
+                # The criterion is not finite somewhere inside (statistics that lost their
+                # digits, next to the positive-definite limit): no stationary point can be
+                # refined here; the better end stands for it, as a rejected refinement.
+                ends = [crit(t) for t in (a, b)]
+                best = min(range(2), key=lambda i: ends[i]["criterion"][0])
+                point = ends[best]
+                rejected.append(Optimum((a, b)[best], float(point["criterion"][0]), "interior",
+                                        float(point["derivative"][0])))
+                continue
         else:
             continue
         point = crit(root)
@@ -366,6 +377,18 @@ def find_optima(problem: CriterionProblem | PooledStats, REML: bool | None = Non
             f"the criterion is not smooth to rounding near var_group/sigma2 = {lowest.tau:.6g}: its minimum there "
             "could not be refined to a stationary point, so the estimate is the lowest point found (the "
             "statistics may have lost digits to cancellation)"
+        )
+    if not extended:
+        # The same for the compound-symmetry extension (tau < 0 allowed): its minimum
+        # next to the positive-definite limit could not be refined.
+        candidates = rejected or [Optimum(float(t), float(v), "interior", float(sl))
+                                  for t, v, sl in zip(taus, values, slopes, strict=True)]
+        lowest = min(candidates, key=lambda o: o.criterion)
+        extended.append(lowest)
+        notes.append(
+            f"the compound-symmetry criterion is not smooth to rounding near var_group/sigma2 = {lowest.tau:.6g}: "
+            "its minimum there could not be refined, so its estimate is the lowest point found (the statistics may "
+            "have lost digits to cancellation)"
         )
     extended = _dedupe(extended)
     optima = _dedupe(optima)

@@ -22,13 +22,16 @@ from ..frontend.data_checks import check_groups
 from ..frontend.design import Design
 from .criterion import CriterionParts, criterion, criterion_parts, evaluate, fixed_effects, tau_lower_limit
 from .identifiability import (
+    ONE_PASS_RANK_TOL,
+    ROUNDING_TOL,
     binary_columns_from_stats,
     check_dof,
     check_identifiable,
     check_residual_variance,
     check_scales,
     intercept_from_stats,
-    select_full_rank_columns,
+    rank_decisions,
+    undecided_columns_message,
     warn_dropped_columns,
 )
 from .lme4_start import lme4_start_from_stats
@@ -177,8 +180,13 @@ def criterion_problem(statistics: SufficientStatistics, REML: bool = True) -> Cr
         group_stats, intercept_index = _centre_on_ones_column(group_stats)
         if design is not None and intercept_index is not None:
             design = replace(design, intercept_index=intercept_index)
-    kept, dropped = _full_rank_columns(group_stats, column_names, intercept_index)
-    warn_dropped_columns(dropped)
+    kept, undecided = _full_rank_columns(group_stats, intercept_index, statistics.reread)
+    dropped = [column_names[j] for j in range(len(column_names)) if j not in kept]
+    undecided_names = [column_names[j] for j in undecided]
+    warn_dropped_columns([name for name in dropped if name not in undecided_names])
+    rank_notes = [undecided_columns_message(undecided_names)] if undecided else []
+    for note in rank_notes:
+        warn(note)
     names = [column_names[j] for j in kept]
     n_columns = group_stats.q
     if len(kept) < len(column_names):
@@ -195,7 +203,7 @@ def criterion_problem(statistics: SufficientStatistics, REML: bool = True) -> Cr
     )
     check_identifiable(
         internal.within_cross()[:p, :p],
-        np.diag(internal.raw_cross)[:p],
+        _centred_norm2(internal)[:p],
         group_stats.ngroups,
         group_name,
     )
@@ -222,7 +230,7 @@ def criterion_problem(statistics: SufficientStatistics, REML: bool = True) -> Cr
         design=design,
         group_codes=None if statistics.groups is None else statistics.groups.codes,
         lme4_start=lme4_start_from_stats(group_stats) if lme4_start is None else float(lme4_start),
-        notes=tuple(conditioning_notes),
+        notes=tuple(rank_notes + conditioning_notes),
     )
 
 
@@ -310,13 +318,27 @@ def _centre_on_ones_column(group_stats: GroupStats) -> tuple[GroupStats, int | N
     return group_stats.rebase(zero_shift), intercept
 
 
-def _full_rank_columns(group_stats: GroupStats, names, intercept_index) -> tuple[list[int], list[str]]:
+def _full_rank_columns(group_stats: GroupStats, intercept_index, reread: Reread | None) -> tuple[list[int], list[int]]:
+    """The columns kept by lme4's rank rule (:func:`reml_engine.core.identifiability.rank_decisions`),
+    and those dropped undecided.
+
+    A column whose residual the one-pass cross-products cannot resolve (it keeps at most
+    ``ONE_PASS_RANK_TOL`` of its squared norm) is decided on statistics read again from
+    the rows in a basis where each column is first reduced by its projection on the
+    columns decided before it (computed from the cross-products, which are accurate for
+    those): its residual is then computed row by row and keeps its digits. A column
+    still undecided after ``MAX_CONDITIONING_PASSES`` such passes, or when the rows
+    cannot be read again, is dropped and returned as undecided.
+    """
     p = group_stats.q - 1
     raw = group_stats.raw_cross[:p, :p]
+    raw_norm2 = np.diag(raw)
+    shift = np.zeros(group_stats.q)
     if intercept_index == 0:
         # Shifts of later columns are multiples of the intercept column, which comes first
         # and is kept: the residual norms are the same, and computed without cancellation.
         gram = group_stats.cross[:p, :p]
+        shift = group_stats.shift
     else:
         gram = raw
     centred = None
@@ -324,9 +346,39 @@ def _full_rank_columns(group_stats: GroupStats, names, intercept_index) -> tuple
         # Relative to the centred columns: a shifted x is not collinear with the intercept.
         centred = (_column_sd(group_stats) ** 2) * max(group_stats.nobs - 1, 1)
         centred[0] = group_stats.nobs
-    kept = select_full_rank_columns(gram, np.diag(raw), centred_norm2=centred)
-    dropped = [names[j] for j in range(p) if j not in kept]
-    return kept, dropped
+    kept, undecided = rank_decisions(gram, raw_norm2, centred_norm2=centred, noise_tol=ONE_PASS_RANK_TOL)
+    if not undecided or reread is None:
+        return kept, undecided
+    transform = np.eye(group_stats.q)
+    for _ in range(MAX_CONDITIONING_PASSES):
+        transform[:p, :p] = transform[:p, :p] @ _reduction_on(gram, kept)
+        gram = reread(shift, transform).cross[:p, :p]
+        kept, undecided = rank_decisions(gram, raw_norm2, centred_norm2=centred, noise_tol=ONE_PASS_RANK_TOL)
+        if not undecided:
+            break
+    return kept, undecided
+
+
+def _reduction_on(gram: np.ndarray, basis: list[int]) -> np.ndarray:
+    """Unit upper-triangular ``T``: column j of ``Z T`` is column j of ``Z`` minus its
+    least-squares projection on the columns of ``basis`` before j (coefficients from
+    ``gram = Z'Z``). The residual of each column on all the earlier ones is unchanged."""
+    p = gram.shape[0]
+    T = np.eye(p)
+    for j in range(p):
+        earlier = [k for k in basis if k < j]
+        if earlier:
+            T[earlier, j] = -np.linalg.solve(gram[np.ix_(earlier, earlier)], gram[earlier, j])
+    return T
+
+
+def _centred_norm2(group_stats: GroupStats) -> np.ndarray:
+    """Squared norms of the columns about their means; a column constant to rounding
+    (the intercept) keeps its raw squared norm."""
+    total = group_stats.sums.sum(axis=0)
+    centred = np.diag(group_stats.cross) - total**2 / group_stats.nobs
+    raw = np.diag(group_stats.raw_cross)
+    return np.where(centred > ROUNDING_TOL**2 * raw, centred, raw)
 
 
 def _column_sd(group_stats: GroupStats) -> np.ndarray:

@@ -52,8 +52,9 @@ def drop_unused_categories(data: pd.DataFrame, dtypes: dict) -> pd.DataFrame:
     ``model.frame(drop.unused.levels = TRUE)`` in lme4: the first category that occurs
     is the reference level, and no column of zeros is made for an absent one.
 
-    As in R, a column's levels are those of its own non-missing values, before rows
-    with missing values elsewhere are dropped.
+    Call it on the rows fitted: model.frame drops the rows with missing values first
+    (``na.action``) and the unused levels after, so a level seen only in rows dropped
+    for a missing value elsewhere is not a level of the fit (nor of a chunked fit).
     """
     unused = [
         c for c, dtype in dtypes.items()

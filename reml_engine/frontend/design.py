@@ -116,7 +116,15 @@ def check_columns_exist(columns: pd.Index, needed: list[str], parsed: ParsedForm
 
 def _check_reserved_names(columns: pd.Index, used: list[str], parsed: ParsedFormula) -> None:
     """Columns the design would confuse with something else: a name that several
-    columns share, or a name formulaic gives the intercept."""
+    columns share, or a name formulaic gives the intercept.
+
+    A column named ``Intercept`` or `` `1` `` is refused where formulaic reads it, in the
+    fixed part: its ``Intercept`` column would take the intercept's name, and `` `1` ``
+    is formulaic's intercept. Renaming such a column through every path (in memory,
+    chunks, Dask, predict, the anova's terms) would cost more than the error, which names
+    the column and says how to rename it. The response and a grouping column of either
+    name are read by name, not by formulaic, and fit.
+    """
     duplicated = set() if columns.is_unique else set(columns[columns.duplicated()])
     for name in used:
         if name in duplicated:
@@ -124,7 +132,8 @@ def _check_reserved_names(columns: pd.Index, used: list[str], parsed: ParsedForm
                 f"the data have {int((columns == name).sum())} columns named {name!r}, which formula "
                 f"{parsed.formula!r} uses; rename them so that each name is one column"
             )
-    if FORMULAIC_INTERCEPT in used and FORMULAIC_INTERCEPT != parsed.response:
+    if FORMULAIC_INTERCEPT in used and FORMULAIC_INTERCEPT != parsed.response \
+            and FORMULAIC_INTERCEPT in fixed_variables(parsed):
         raise ModelDataError(
             f"column {FORMULAIC_INTERCEPT!r} has the name formulaic gives the intercept column, so the two "
             f"would be confused; rename the column (data.rename(columns={{{FORMULAIC_INTERCEPT!r}: ...}}))"
@@ -204,12 +213,12 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, d
     if parsed.response in data.columns:
         check_response_column(data[parsed.response], parsed.response)
     dtypes = column_dtypes(data, fixed_columns)
-    data = drop_unused_categories(data, dtypes)
     clean, n_dropped = _drop_missing(data, used, na_action)
     if len(clean) == 0:
         raise ModelDataError(
             f"no observations left after dropping the rows with missing values in {', '.join(map(repr, used))}"
         )
+    clean = drop_unused_categories(clean, dtypes)
     # The grouping columns keep their own dtype: groups.py codes any labels.
     frame = design_frame(clean, fixed_columns, dtypes=dtypes)
     try:
@@ -431,7 +440,9 @@ def new_fixed_design(design: Design, newdata: pd.DataFrame, columns) -> tuple[np
         raise
     except Exception as err:
         raise ModelDataError(f"cannot build the fixed-effect design of newdata: {_one_line(err)}") from None
-    X[~complete] = np.nan
+    if not complete.all():
+        X = np.array(X)  # formulaic may hand out a read-only matrix
+        X[~complete] = np.nan
     return X, complete
 
 

@@ -161,7 +161,8 @@ def _from_uniques(codes: np.ndarray, uniques, sort: bool) -> GroupCodes:
     merge those that become equal, and sort."""
     canonical = _as_index(_canonical_values(list(uniques)))
     merged, levels = pd.factorize(canonical, sort=False)
-    codes = np.where(codes >= 0, merged[np.maximum(codes, 0)], -1)
+    # Code -1 (missing) picks the -1 appended last, also when every label is missing.
+    codes = np.append(merged, -1)[codes]
     return _sorted_codes(codes, levels, sort)
 
 
@@ -216,18 +217,21 @@ def _object_codes(values: np.ndarray, sort: bool) -> GroupCodes:
 
 
 def _categorical_codes(values: pd.Categorical) -> GroupCodes:
-    """A categorical: its categories' order, unused ones dropped."""
+    """A categorical: its categories' order, unused ones dropped.
+
+    Only the used categories are canonicalized: an unused text category next to numeric
+    ones is no level, so it does not turn the numbers into text.
+    """
     raw = np.asarray(values.codes, dtype=np.int64)
     used = np.zeros(len(values.categories), dtype=bool)
     used[raw[raw >= 0]] = True
-    inner = _from_uniques(np.arange(len(values.categories)), values.categories, sort=False)
     kept = np.flatnonzero(used)
-    # Renumber the used categories in their order; canonical duplicates share a code.
-    first = pd.factorize(inner.codes[kept], sort=False)
-    remap = np.full(inner.ngroups, -1, dtype=np.int64)
-    remap[first[1]] = np.arange(len(first[1]))
-    codes = np.where(raw >= 0, remap[inner.codes[np.maximum(raw, 0)]], -1)
-    return GroupCodes(codes, inner.levels[first[1]])
+    # The used categories in their order; canonical duplicates share a code.
+    inner = _from_uniques(np.arange(len(kept)), values.categories[kept], sort=False)
+    position = np.full(len(values.categories), -1, dtype=np.int64)
+    position[kept] = np.arange(len(kept))
+    codes = np.where(raw >= 0, inner.codes[position[np.maximum(raw, 0)]], -1)
+    return GroupCodes(codes, inner.levels)
 
 
 def _tuple_labels(values: np.ndarray) -> pd.MultiIndex | None:

@@ -36,6 +36,7 @@ from scipy import optimize
 from ..core.criterion import batch_length
 from ..core.optimizer import SCAN_TAU_LARGE, SCAN_TAU_SMALL, find_optima
 from ..errors import ProfileWarning
+from ..frontend.arguments import check_count
 from .ddf import user_transform
 from .lazy_imports import scipy_stats as sps
 
@@ -425,6 +426,11 @@ def confint(fit, method: str = "profile", level: float = 0.95, n_boot: int | Non
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be between 0 and 1, got {level}")
+    if n_boot is not None:
+        # 0 must not read as "the default" (1000 replicates run without a word).
+        n_boot = check_count(n_boot, "n_boot")
+    if not isinstance(method, str):
+        raise ValueError(f"method must be 'profile', 'wald' or 'boot'; got {method!r}")
     key = method.strip().lower()
     if key == "profile":
         return profile_intervals(fit, level)
@@ -433,6 +439,6 @@ def confint(fit, method: str = "profile", level: float = 0.95, n_boot: int | Non
     if key in ("boot", "bootstrap"):
         from .bootstrap import BOOT_DEFAULT, parametric_bootstrap
 
-        result = parametric_bootstrap(fit, n_boot or BOOT_DEFAULT, seed=seed, progress=progress)
+        result = parametric_bootstrap(fit, BOOT_DEFAULT if n_boot is None else n_boot, seed=seed, progress=progress)
         return result.percentile_intervals(level)
     raise ValueError(f"method must be 'profile', 'wald' or 'boot'; got {method!r}")

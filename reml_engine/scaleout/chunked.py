@@ -49,13 +49,14 @@ import pandas as pd
 
 from ..core.fitting import fit_stats
 from ..core.results import LmerFit
-from ..core.statistics import PILOT_ROWS, compute_group_stats, pilot_shift
+from ..core.statistics import PILOT_ROWS, GroupStats, compute_group_stats, pilot_shift
 from ..errors import ModelDataError
 from ..frontend.groups import factorize_groups
 from .encoding import (
     ChunkEncoding,
     FormulaColumns,
     PartialStats,
+    TransformedPass,
     check_response_varies,
     drop_incomplete,
     finish_fit,
@@ -148,7 +149,15 @@ def fit_source(formula: str, source: ChunkSource, REML: bool = True, na_action: 
         kept = {c: tuple(np.asarray(all_levels[c], dtype=object)[total.seen[c]]) for c in columns.categorical}
         encoding = encoding.with_levels({**all_levels, **kept}, sample)
         total = source.map_reduce(encoding.partial_stats, PartialStats.merge_all, "statistics")
-    return finish_fit(encoding, total, REML)
+    reread = None
+    if source.rereadable:
+        # The rank check and the conditioning may ask for the statistics in another basis
+        # (nearly collinear columns: x*f with x far from 0), as an in-memory fit does.
+        def reread(shift: np.ndarray, transform: np.ndarray):
+            again = source.map_reduce(TransformedPass(encoding, shift, transform), PartialStats.merge_all,
+                                      "statistics")
+            return again.group_stats
+    return finish_fit(encoding, total, REML, reread)
 
 
 def _is_categorical(dtype) -> bool:
@@ -391,6 +400,8 @@ class _ArrayRows:
     names: tuple[str, ...]
     group_name: str
     shift: np.ndarray
+    #: A second pass: the statistics of ``([X | y] - shift) transform``.
+    transform: np.ndarray | None = None
 
     def __call__(self, bounds: tuple[int, int]) -> PartialStats:
         start, stop = bounds
@@ -401,7 +412,7 @@ class _ArrayRows:
             groups = factorize_groups(self.groups[start:stop], self.group_name)
         except ValueError as err:
             raise ModelDataError(f"rows {start + 1}-{stop}: {err}") from None
-        stats = compute_group_stats(X, y, groups, self.shift, exact_within=False)
+        stats = compute_group_stats(X, y, groups, self.shift, exact_within=False, transform=self.transform)
         return PartialStats(stats, stop - start)
 
 
@@ -501,16 +512,23 @@ def fit_arrays(X, y, groups, REML: bool = True, names=None, chunk_rows: int = CH
     with np.errstate(invalid="ignore", over="ignore"):
         shift = pilot_shift(X_head, np.asarray(y[head], dtype=np.float64), None)
     per_chunk = _ArrayRows(X, y, groups, names, group_name, shift)
-    tracker = ReadProgress(progress, "statistics")
 
-    def results() -> Iterator[PartialStats]:
-        for start in range(0, n, chunk_rows):
-            stop = min(start + chunk_rows, n)
-            yield per_chunk((start, stop))
-            tracker.update(stop - start)
+    def read(rows: _ArrayRows) -> GroupStats:
+        tracker = ReadProgress(progress, "statistics")
 
-    total = tree_merge(results(), PartialStats.merge_all)
-    tracker.close()
-    stats = total.group_stats
+        def results() -> Iterator[PartialStats]:
+            for start in range(0, n, chunk_rows):
+                stop = min(start + chunk_rows, n)
+                yield rows((start, stop))
+                tracker.update(stop - start)
+
+        total = tree_merge(results(), PartialStats.merge_all)
+        tracker.close()
+        return total.group_stats
+
+    def reread(shift: np.ndarray, transform: np.ndarray) -> GroupStats:
+        return read(replace(per_chunk, shift=shift, transform=transform))
+
+    stats = read(per_chunk)
     check_response_varies(stats, "y")
-    return fit_stats(stats, names, None, REML=REML, group_name=group_name)
+    return fit_stats(stats, names, None, REML=REML, group_name=group_name, reread=reread)

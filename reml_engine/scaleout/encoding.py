@@ -10,10 +10,12 @@ merging needs no re-centring. :meth:`ChunkEncoding.partial_stats` is the per-chu
 function; its :class:`PartialStats` merge in any order and any tree shape.
 
 The within-group cross-product comes from the one-pass formula ``cross - sum s s'/n``
-about the common shift (there is no second pass over the data): accurate while the
-shift is near the data's centre, which the pilot means ensure. A column that varies
-very little within groups compared with its spread between groups loses digits here
-that an in-memory fit recovers with its exact second pass.
+about the common shift: accurate while the shift is near the data's centre, which the
+pilot means ensure. A column that varies very little within groups compared with its
+spread between groups loses digits here that an in-memory fit recovers with its exact
+second pass. Nearly collinear columns (a rank decision within the rounding of the
+cross-products, an interaction of a predictor far from 0) are read again in another
+basis (:class:`TransformedPass`) when the chunks can be read again.
 """
 
 from __future__ import annotations
@@ -383,20 +385,24 @@ class ChunkEncoding:
             )
         return data
 
-    def partial_stats(self, chunk: pd.DataFrame, where: str = "a chunk") -> PartialStats:
+    def partial_stats(self, chunk: pd.DataFrame, where: str = "a chunk", shift: np.ndarray | None = None,
+                      transform: np.ndarray | None = None) -> PartialStats:
         """The statistics of one chunk (the function mapped over chunks and partitions).
 
         ``where`` names the chunk (or file) in error messages and in the kinds of label
-        recorded for :func:`check_label_kinds`.
+        recorded for :func:`check_label_kinds`. ``shift`` and ``transform`` (a second
+        pass, see :class:`TransformedPass`) give the statistics of
+        ``([X | y] - shift) transform`` instead of those of ``[X | y] - self.shift``.
         """
         seen = {c: np.zeros(len(self.levels[c]), dtype=bool) for c in self.columns.categorical}
         if len(chunk) == 0:  # an empty chunk (even one without columns) adds nothing
             return PartialStats(None, 0, seen=seen)
         require_columns(chunk, self.columns.used, where)
         with located(where):
-            return self._partial_stats(chunk, where, seen)
+            return self._partial_stats(chunk, where, seen, self.shift if shift is None else shift, transform)
 
-    def _partial_stats(self, chunk: pd.DataFrame, where: str, seen: dict) -> PartialStats:
+    def _partial_stats(self, chunk: pd.DataFrame, where: str, seen: dict, shift: np.ndarray,
+                       transform: np.ndarray | None) -> PartialStats:
         parsed = self.columns.parsed
         clean, missing, n_bad = drop_incomplete(chunk, self.columns.used)
         if n_bad and self.na_action == "raise":
@@ -410,10 +416,24 @@ class ChunkEncoding:
         check_design_finite(X, self.column_names)
         check_finite_response(y, parsed.response)
         groups = factorize_groups(group_labels(data, parsed.group_columns), parsed.group_name)
-        stats = compute_group_stats(X, y, groups, self.shift, exact_within=False)
+        stats = compute_group_stats(X, y, groups, shift, exact_within=False, transform=transform)
         for column in self.columns.categorical:
             seen[column][np.unique(data[column].cat.codes.to_numpy())] = True
         return PartialStats(stats, len(chunk), missing, n_bad, seen, kinds)
+
+
+@dataclass(frozen=True)
+class TransformedPass:
+    """Picklable per-chunk function of a second pass over the chunks: the statistics of
+    ``([X | y] - shift) transform`` (the rank check and the conditioning of
+    :func:`reml_engine.core.problem.criterion_problem` ask for them when the rows can be read again)."""
+
+    encoding: ChunkEncoding
+    shift: np.ndarray
+    transform: np.ndarray
+
+    def __call__(self, chunk: pd.DataFrame, where: str = "a chunk") -> PartialStats:
+        return self.encoding.partial_stats(chunk, where, self.shift, self.transform)
 
 
 def _with_levels(chunk: pd.DataFrame, levels: dict) -> pd.DataFrame:
@@ -457,8 +477,12 @@ def check_response_varies(stats: GroupStats, response: str) -> None:
         raise ModelDataError(f"response {response!r} is constant ({lo!r} in all {stats.nobs} rows): nothing to fit")
 
 
-def finish_fit(encoding: ChunkEncoding, total: PartialStats, REML: bool) -> LmerFit:
-    """Warn about dropped rows, check the response and fit from the merged statistics."""
+def finish_fit(encoding: ChunkEncoding, total: PartialStats, REML: bool, reread=None) -> LmerFit:
+    """Warn about dropped rows, check the response and fit from the merged statistics.
+
+    ``reread(shift, transform)``, for chunks that can be read again, returns the merged
+    statistics of ``([X | y] - shift) transform`` (see :data:`reml_engine.core.statistics.Reread`).
+    """
     parsed = encoding.columns.parsed
     if total.n_dropped:
         detail = ", ".join(f"{c!r}: {v}" for c, v in total.missing.items())
@@ -476,4 +500,5 @@ def finish_fit(encoding: ChunkEncoding, total: PartialStats, REML: bool) -> Lmer
         group_name=parsed.group_name,
         formula=parsed.formula,
         design=None,
+        reread=reread,
     )

@@ -46,7 +46,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..checks import RANK_TOL, ModelDataError
+from ..core.identifiability import RANK_TOL
+from ..errors import ModelDataError
 from .nested import NestedSolver
 from .reduction import TermReduction, reduction_from_blocks
 from .solution import profile

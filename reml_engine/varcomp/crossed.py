@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg as sla
 
-from ..checks import ModelDataError
+from ..errors import ModelDataError
 from .blocks import BlockLayout
 from .kernels import (
     chain_downward,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..checks import ModelDataError
+from ..errors import ModelDataError
 from .kernels import nested_between, nested_downward, nested_upward
 from .solution import Solution, within_cross
 from .statistics import VCStats

@@ -128,8 +128,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize
 
-from ..optimizer import DegenerateCriterionError, OptSummary, find_optima
-from ..stats import PooledStats
+from ..core.optimizer import OptSummary, find_optima
+from ..core.statistics import PooledStats
+from ..errors import DegenerateCriterionError
 from .lme4_start import LME4_START_THETA, lme4_default_descent
 from .optimizer_grid import (
     MAX_OUTER_NODES,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..stats import PooledStats
+from ..core.statistics import PooledStats
 from .solution import profile
 
 #: Eigenvalues of a block of K at or below this fraction of the block's largest one are

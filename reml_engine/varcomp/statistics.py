@@ -28,7 +28,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from ..checks import ModelDataError
+from ..errors import ModelDataError
 from .kernels import (
     pair_table_dense,
     pair_table_hashed,

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..checks import ModelDataError
-from ..groups import factorize_groups
+from ..errors import ModelDataError
+from ..frontend.groups import factorize_groups
 
 
 @dataclass(frozen=True)

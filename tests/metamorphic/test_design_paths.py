@@ -6,11 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from .known_issues import (
-    fast_path_drops_a_factor,
-    string_factor,
-    xfail_marks,
-)
 from .relations import (
     assert_same_design,
     factor_variants,
@@ -24,19 +19,15 @@ from .relations import (
 def _orders():
     for case in reference_cases():
         for order, data in row_orders(case.data).items():
-            issues = [1] if fast_path_drops_a_factor(case, data) else []
-            yield pytest.param(case, order, data, marks=xfail_marks(issues), id=f"{case.name}, {order}")
+            yield pytest.param(case, order, data, id=f"{case.name}, {order}")
 
 
 def _dtypes():
     for case in reference_cases():
         for variant in factor_variants(case, case.factors) + numeric_variants(case, case.numeric):
-            issues = [4] if string_factor(variant.data, case) else []
-            # sorted as well: the fast path reads the first rows
+            # sorted as well: the fast path once read the first rows
             for label, data in (("", variant.data), (", sorted", variant.data.sort_values([*case.factors, *case.numeric]))):
-                marks = issues + ([1] if fast_path_drops_a_factor(case, data) else [])
-                yield pytest.param(case, variant.name + label, data, marks=xfail_marks(marks),
-                                   id=f"{case.name}, {variant.name}{label}")
+                yield pytest.param(case, variant.name + label, data, id=f"{case.name}, {variant.name}{label}")
 
 
 @pytest.mark.parametrize("case, name, data", list(_orders()) + slow_unless(_dtypes(), ("sim_negative_icc",)))

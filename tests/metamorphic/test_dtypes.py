@@ -9,13 +9,9 @@ import pytest
 
 import reml_engine as rl
 
-from .known_issues import (
-    intercept_only,
-    string_factor,
-    xfail_marks,
-)
 from .relations import (
     FITTED_RTOL,
+    as_factor_kind,
     assert_matches_lme4,
     assert_same_fit,
     expected_fit,
@@ -27,23 +23,11 @@ from .relations import (
 )
 
 
-def known_dtype_issues(case, variant) -> list:
-    issues = []
-    if string_factor(variant.data, case):
-        issues.append(4)
-    if variant.name.endswith("uint64 codes from 2**63"):
-        issues.append(8)
-    if any(variant.name == f"{c} as category, unused levels first" for c in case.factors):
-        issues.append("10 unused")
-    return issues
-
-
 def _variants():
     for case in reference_cases():
         for variant in factor_variants(case, (case.group, *case.factors)) + numeric_variants(
                 case, (case.response, *case.numeric)):
-            yield pytest.param(case, variant, marks=xfail_marks(known_dtype_issues(case, variant)),
-                               id=f"{case.name}, {variant.name}")
+            yield pytest.param(case, variant, id=f"{case.name}, {variant.name}")
 
 
 VARIANTS = list(_variants())
@@ -75,15 +59,7 @@ def _newdata_variants():
         for variant in factor_variants(rows, (case.group, *case.factors)):
             if "uint64" in variant.name:
                 continue  # new labels: groups the fit never saw
-            issues = (["D"] if intercept_only(case) else []) + known_newdata_issues(case, variant)
-            yield pytest.param(case, variant, marks=xfail_marks(issues), id=f"{case.name}, newdata {variant.name}")
-
-
-def known_newdata_issues(case, variant) -> list:
-    issues = []
-    if string_factor(variant.data, case):
-        issues.append(4)
-    return issues
+            yield pytest.param(case, variant, id=f"{case.name}, newdata {variant.name}")
 
 
 @pytest.mark.parametrize("case, variant", list(_newdata_variants()))
@@ -93,3 +69,27 @@ def test_predicting_the_fitting_rows_in_any_dtype_gives_the_fitted_values(case, 
     spread = float(np.std(fit.design.y))
     np.testing.assert_allclose(predicted, np.asarray(fit.fitted), rtol=0, atol=FITTED_RTOL * spread,
                                err_msg=f"{case.name}, predict with {variant.name}")
+
+
+def _levels_only_in_incomplete_rows():
+    """Each factor as a categorical whose first level occurs only in rows whose response
+    is missing: model.frame drops those rows, then the level (the chunked fit did; the
+    in-memory fit kept it as the reference level and dropped another column instead)."""
+    for case in reference_cases():
+        for column in case.factors:
+            level = sorted(case.data[column].dropna().unique())[0]
+            data = case.data.assign(**{case.response: case.data[case.response].where(case.data[column] != level)})
+            yield pytest.param(case.with_data(data, f", no response where {column} is {level!r}"), column,
+                               id=f"{case.name}, {column} {level!r} only in incomplete rows")
+
+
+@pytest.mark.parametrize("case, column", list(_levels_only_in_incomplete_rows()))
+def test_a_category_seen_only_in_incomplete_rows_is_no_level(case, column):
+    plain = case.data.assign(**{column: as_factor_kind(case.data[column], "object")})
+    expected = expected_fit(case.formula, plain)
+    for kind in ("category", "category, unused levels first", "category, unused levels last"):
+        data = case.data.assign(**{column: as_factor_kind(case.data[column], kind)})
+        assert_same_fit(fit_quietly(rl.lmer, case.formula, data), expected, f"{case.name}, {column} as {kind}",
+                        fitted=True)
+        chunks = [data.iloc[: len(data) // 3], data.iloc[len(data) // 3:]]
+        assert_same_fit(fit_quietly(rl.lmer, case.formula, chunks), expected, f"{case.name}, {column} as {kind}, chunks")

@@ -7,10 +7,6 @@ import pytest
 
 import reml_engine as rl
 
-from .known_issues import (
-    fast_path_drops_a_factor,
-    xfail_marks,
-)
 from .relations import (
     assert_matches_lme4,
     assert_same_fit,
@@ -24,8 +20,7 @@ from .relations import (
 def _orders():
     for case in reference_cases():
         for order, data in row_orders(case.data).items():
-            issues = [1] if fast_path_drops_a_factor(case, data) else []
-            yield pytest.param(case, order, data, marks=xfail_marks(issues), id=f"{case.name}, {order}")
+            yield pytest.param(case, order, data, id=f"{case.name}, {order}")
 
 
 ORDERS = list(_orders())
