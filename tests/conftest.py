@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import settings
+
+# CI runs the property tests on the same examples every time (a failure there is then
+# reproducible, not a draw of the day); HYPOTHESIS_PROFILE=explore draws new ones.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 DATA = Path(__file__).parent / "data"
 REFERENCE = DATA / "reference"

@@ -77,7 +77,7 @@ def test_optima_match_a_hundredfold_finer_scan(seed, REML, kind):
         # A minimum too shallow for the fine scan's depth rule (seed 87, ML: 2e-8 deep
         # next to tau = 0) must still be one: the derivative changes sign across it and
         # the criterion is higher on both sides.
-        sides = np.array([o.tau * (1 - 1e-2), o.tau * (1 + 1e-2)])
+        sides = o.tau + np.array([-1e-2, 1e-2]) * abs(o.tau)
         at = evaluate(sides, m.stats, REML)
         assert at["derivative"][0] < 0 < at["derivative"][1], o
         assert np.all(at["criterion"] > o.criterion), o
