@@ -51,6 +51,7 @@ from .nested import NestedSolver
 from .reduction import TermReduction, reduction_from_blocks
 from .solution import profile
 from .statistics import VCStats
+from .threads import engine_threads
 
 #: Largest connected block of the Schur complement factored as a dense matrix (its
 #: Cholesky factorization costs size^3 / 3 per evaluation).
@@ -185,8 +186,10 @@ class VCProblem:
         self._model_shift = model_shift
         self._transform = self._user_transform(stats)
         self.stats = stats
-        self._solver = self._choose_solver(stats)
-        self._check_rank()
+        with engine_threads():
+            self._solver = self._choose_solver(stats)
+        with self._threads():
+            self._check_rank()
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -235,6 +238,11 @@ class VCProblem:
                 f"the fixed-effect columns are linearly dependent ({which}); drop the redundant columns"
             )
 
+    def _threads(self):
+        """The thread limits of a call (:mod:`.threads`): numba's kernels share the work
+        out only when the solver says it is large."""
+        return engine_threads(parallel=bool(getattr(self._solver, "parallel", False)))
+
     @property
     def plan(self) -> str:
         """How the criterion is computed: ``"nested: a in b in c"`` (innermost first) or
@@ -281,7 +289,8 @@ class VCProblem:
         """
         tau = self._tau(tau)
         try:
-            _, out = self._profile(tau, REML, gradient)
+            with self._threads():
+                _, out = self._profile(tau, REML, gradient)
         except np.linalg.LinAlgError:
             # Rounding made the factorization fail (tau far beyond the data's scale): no
             # number rather than a wrong one, as the contract asks.
@@ -306,7 +315,8 @@ class VCProblem:
         """beta, its covariance ``sigma2 (X' H^-1 X)^-1`` and sigma2 at tau (columns of
         X as given)."""
         tau = self._tau(tau)
-        solution, out = self._profile(tau, REML, False)
+        with self._threads():
+            solution, out = self._profile(tau, REML, False)
         p = self.p
         J, c = self._transform
         sigma2 = float(out["sigma2"][0])
@@ -325,10 +335,11 @@ class VCProblem:
         ``condvar`` (``Var(b | y)`` at beta_hat, as lme4's ``condVar``).
         """
         tau = self._tau(tau)
-        _, out = self._profile(tau, REML, False)
+        with self._threads():
+            _, out = self._profile(tau, REML, False)
+            R_terms, cond_terms = self._solver.level_parts(tau)
         v = np.append(-out["beta"][0], 1.0)
         sigma2 = float(out["sigma2"][0])
-        R_terms, cond_terms = self._solver.level_parts(tau)
         result = {}
         for j, name in enumerate(self.term_names):
             result[name] = pd.DataFrame({"mode": tau[j] * (R_terms[j] @ v), "condvar": sigma2 * cond_terms[j]},
@@ -353,8 +364,9 @@ class VCProblem:
             raise ValueError(f"term index must be in 0 .. {self.k - 1}, got {j}")
         tau = self._tau(tau)
         tau[j] = 0.0
-        logdet, C, R, blocks = self._solver.reduction_parts(j, tau, self.max_dense_block)
-        return reduction_from_blocks(
-            term=j, name=self.term_names[j], tau=tau, constant=logdet, base=C,
-            R=R, blocks=blocks, nobs=self.nobs, transform=self._transform,
-        )
+        with self._threads():
+            logdet, C, R, blocks = self._solver.reduction_parts(j, tau, self.max_dense_block)
+            return reduction_from_blocks(
+                term=j, name=self.term_names[j], tau=tau, constant=logdet, base=C,
+                R=R, blocks=blocks, nobs=self.nobs, transform=self._transform,
+            )

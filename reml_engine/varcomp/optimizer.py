@@ -140,6 +140,7 @@ from .optimizer_grid import (
     grid_density,
     grid_search,
 )
+from .threads import engine_threads
 
 #: The grid search is chosen by ``search="auto"`` only when the inner term has at most
 #: this many levels (a node costs an eigendecomposition of that size) ...
@@ -648,6 +649,13 @@ def find_optima_terms(problem, REML: bool = True, search: str = "auto",
     DegenerateCriterionError
         When the criterion keeps decreasing as one ratio grows without bound.
     """
+    # BLAS single-threaded for the whole search (:mod:`.threads`); the engine's own
+    # calls decide about numba's threads.
+    with engine_threads(parallel=True):
+        return _find_optima_terms(problem, REML, search, points_per_unit, max_nodes, lme4_start)
+
+
+def _find_optima_terms(problem, REML, search, points_per_unit, max_nodes, lme4_start) -> VCOptSummary:
     if search not in ("auto", "grid", "budgeted"):
         raise ValueError(f"search must be 'auto', 'grid' or 'budgeted', not {search!r}")
     if points_per_unit is not None and not points_per_unit > 0:
