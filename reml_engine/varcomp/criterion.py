@@ -49,6 +49,8 @@ import pandas as pd
 from ..checks import RANK_TOL, ModelDataError
 from .nested import NestedSolver
 from .reduction import TermReduction, reduction_from_blocks
+from .small import SmallCrossed
+from .small_kernels import profile_one
 from .solution import profile
 from .statistics import VCStats
 from .threads import engine_threads
@@ -146,6 +148,11 @@ class VCProblem:
         With ``method="crossed"``: the term, or the chain of terms each nested in the
         next (innermost first), eliminated before the dense blocks (default: the
         cheapest).
+    fast_paths : bool
+        Use the compiled fast paths where they apply (:mod:`.small`: one kernel call per
+        evaluation or reduction of a small crossed design; :func:`.small_kernels.profile_one`
+        for the profiling of one evaluation). They give the general path's numbers to
+        rounding; False takes the general path everywhere (for checks).
 
     Attributes
     ----------
@@ -156,7 +163,7 @@ class VCProblem:
     """
 
     def __init__(self, stats: VCStats, max_dense_block: int = MAX_DENSE_BLOCK, method: str = "auto",
-                 eliminate: int | tuple[int, ...] | None = None):
+                 eliminate: int | tuple[int, ...] | None = None, fast_paths: bool = True):
         if method not in ("auto", "nested", "crossed"):
             raise ValueError(f"method must be 'auto', 'nested' or 'crossed', got {method!r}")
         stats = _drop_empty_levels(stats)
@@ -188,6 +195,8 @@ class VCProblem:
         self.stats = stats
         with engine_threads():
             self._solver = self._choose_solver(stats)
+        self.fast_paths = bool(fast_paths)
+        self._small = SmallCrossed.of(self._solver) if self.fast_paths and self._solver.kind == "crossed" else None
         with self._threads():
             self._check_rank()
 
@@ -238,10 +247,15 @@ class VCProblem:
                 f"the fixed-effect columns are linearly dependent ({which}); drop the redundant columns"
             )
 
+    @property
+    def parallel(self) -> bool:
+        """Whether numba's kernels share an evaluation's work among threads (the solver
+        says so when its work is large, :mod:`.threads`)."""
+        return bool(getattr(self._solver, "parallel", False))
+
     def _threads(self):
-        """The thread limits of a call (:mod:`.threads`): numba's kernels share the work
-        out only when the solver says it is large."""
-        return engine_threads(parallel=bool(getattr(self._solver, "parallel", False)))
+        """The thread limits of a call (:mod:`.threads`)."""
+        return engine_threads(parallel=self.parallel)
 
     @property
     def plan(self) -> str:
@@ -288,16 +302,16 @@ class VCProblem:
             definite.
         """
         tau = self._tau(tau)
+        if self.fast_paths:
+            with self._threads():
+                return self._evaluate_fast(tau, REML, gradient)
         try:
             with self._threads():
                 _, out = self._profile(tau, REML, gradient)
         except np.linalg.LinAlgError:
             # Rounding made the factorization fail (tau far beyond the data's scale): no
             # number rather than a wrong one, as the contract asks.
-            nan = float("nan")
-            return VCEvaluation(tau=tau, criterion=nan, gradient=np.full(self.k, nan) if gradient else None,
-                                logdet_V=nan, logdet_XtVinvX=nan, pwrss=nan, beta=np.full(self.p, nan),
-                                sigma2=nan, REML=REML)
+            return self._not_defined(tau, REML, gradient)
         J, c = self._transform
         return VCEvaluation(
             tau=tau,
@@ -310,6 +324,36 @@ class VCProblem:
             sigma2=float(out["sigma2"][0]),
             REML=REML,
         )
+
+    def _not_defined(self, tau, REML: bool, gradient: bool) -> VCEvaluation:
+        nan = float("nan")
+        return VCEvaluation(tau=tau, criterion=nan, gradient=np.full(self.k, nan) if gradient else None,
+                            logdet_V=nan, logdet_XtVinvX=nan, pwrss=nan, beta=np.full(self.p, nan),
+                            sigma2=nan, REML=REML)
+
+    def _evaluate_fast(self, tau: np.ndarray, REML: bool, gradient: bool) -> VCEvaluation:
+        """:meth:`evaluate` through the compiled paths: the small crossed kernel (or the
+        solver) and :func:`profile_one`."""
+        q = self.p + 1
+        if self._small is not None:
+            ok, logdet, C, traces, RtR = self._small.solve(tau, gradient)
+            if not ok:
+                return self._not_defined(tau, REML, gradient)
+        else:
+            try:
+                solution = self._solver.solve(tau, gradient)
+            except np.linalg.LinAlgError:
+                return self._not_defined(tau, REML, gradient)
+            logdet, C = solution.logdet_H, solution.C
+            traces = solution.trace_G if gradient else np.zeros(self.k)
+            RtR = solution.RtR if gradient else np.zeros((self.k, q, q))
+        _, criterion, logdet_X, pwrss, sigma2, beta, grad = profile_one(
+            float(logdet), np.ascontiguousarray(C), self.nobs, bool(REML), np.ascontiguousarray(traces),
+            np.ascontiguousarray(RtR), bool(gradient))
+        J, c = self._transform
+        return VCEvaluation(tau=tau, criterion=float(criterion), gradient=grad if gradient else None,
+                            logdet_V=float(logdet), logdet_XtVinvX=float(logdet_X), pwrss=float(pwrss),
+                            beta=J @ beta + c, sigma2=float(sigma2), REML=REML)
 
     def fixed_effects(self, tau, REML: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
         """beta, its covariance ``sigma2 (X' H^-1 X)^-1`` and sigma2 at tau (columns of
@@ -365,6 +409,12 @@ class VCProblem:
         tau = self._tau(tau)
         tau[j] = 0.0
         with self._threads():
+            if self._small is not None:
+                ok, logdet, C, kappa, vectors = self._small.reduction(j, tau)
+                if ok:
+                    return TermReduction(term=j, name=self.term_names[j], tau=tau, constant=float(logdet),
+                                         base=C, kappa=kappa, vectors=vectors, nobs=self.nobs,
+                                         transform=self._transform)
             logdet, C, R, blocks = self._solver.reduction_parts(j, tau, self.max_dense_block)
             return reduction_from_blocks(
                 term=j, name=self.term_names[j], tau=tau, constant=logdet, base=C,

@@ -28,6 +28,7 @@ import contextlib
 import ctypes
 import os
 import sys
+import threading
 from collections.abc import Iterator
 
 import numba
@@ -45,6 +46,11 @@ _OPENBLAS_SYMBOLS = (
 )
 
 _controls: list[tuple] | None = None
+
+#: Per thread, the ``parallel`` flag of the innermost active :func:`engine_threads`:
+#: a nested call with the same flag changes nothing and costs nothing (numba's
+#: thread-count calls take a lock, about 10 microseconds each).
+_active = threading.local()
 
 
 def _loaded_openblas() -> list[str]:
@@ -98,6 +104,10 @@ def engine_threads(parallel: bool = False) -> Iterator[None]:
     """Limit BLAS to ``ENGINE_BLAS_THREADS`` and numba's kernels to one thread (all of
     numba's threads when ``parallel``) for the duration of the block; the previous
     settings are restored."""
+    outer = getattr(_active, "parallel", None)
+    if outer is not None and outer == parallel:
+        yield
+        return
     controls = _openblas_controls() if ENGINE_BLAS_THREADS is not None else []
     previous = [int(get()) for _, get in controls]
     numba_previous = numba.get_num_threads()
@@ -108,8 +118,10 @@ def engine_threads(parallel: bool = False) -> Iterator[None]:
         wanted = numba.config.NUMBA_NUM_THREADS if parallel else 1
         if numba_previous != wanted:
             numba.set_num_threads(wanted)
+        _active.parallel = parallel
         yield
     finally:
+        _active.parallel = outer
         for (setter, get), before in zip(controls, previous, strict=True):
             if int(get()) != before:
                 setter(before)
