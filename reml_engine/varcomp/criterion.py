@@ -409,12 +409,17 @@ class VCProblem:
         tau = self._tau(tau)
         tau[j] = 0.0
         with self._threads():
+            fast = None
             if self._small is not None:
                 ok, logdet, C, kappa, vectors = self._small.reduction(j, tau)
-                if ok:
-                    return TermReduction(term=j, name=self.term_names[j], tau=tau, constant=float(logdet),
-                                         base=C, kappa=kappa, vectors=vectors, nobs=self.nobs,
-                                         transform=self._transform)
+                fast = (logdet, C, kappa, vectors) if ok else None
+            elif self.fast_paths and self._solver.kind == "nested":
+                fast = self._solver.reduction(j, tau)
+            if fast is not None:
+                logdet, C, kappa, vectors = fast
+                return TermReduction(term=j, name=self.term_names[j], tau=tau, constant=float(logdet),
+                                     base=C, kappa=kappa, vectors=vectors, nobs=self.nobs,
+                                     transform=self._transform)
             logdet, C, R, blocks = self._solver.reduction_parts(j, tau, self.max_dense_block)
             return reduction_from_blocks(
                 term=j, name=self.term_names[j], tau=tau, constant=logdet, base=C,

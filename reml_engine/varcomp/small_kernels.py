@@ -445,3 +445,81 @@ def profile_one(logdet_H, C, nobs, REML, traces, RtR, gradient):
                 g += tr
             grad[t] = g
     return True, criterion, logdet_X, pwrss, sigma2, beta, grad
+
+
+@njit(cache=True, nogil=True)
+def nested_term_reduction(d, parent, lo, hi, pos, chain_tau, R, kappa_tol):
+    """kappa and vectors of the reduction to the nested term at chain position ``pos``
+    (levels ``lo .. hi - 1``): :meth:`~reml_engine.varcomp.nested.NestedSolver.term_blocks`
+    and :func:`~reml_engine.varcomp.reduction.reduction_from_blocks` in one call.
+
+    Levels of the term are coupled only through a common ancestor with a positive ratio;
+    each block (the levels under one such highest ancestor) is
+    ``K = diag(d) - sum over those ancestors a of f_a c_a c_a'`` and is decomposed on
+    its own, keeping eigenvalues above ``kappa_tol`` times the block's largest. Returns
+    kappa (ascending, stable) and ``Q' R`` per eigenvalue.
+    """
+    m_j = hi - lo
+    q = R.shape[1]
+    n_chain = chain_tau.shape[0]
+    n_up = n_chain - pos - 1
+    anc = np.empty((n_up + 1, m_j), dtype=np.int64)
+    for i in range(m_j):
+        anc[0, i] = lo + i
+    for a in range(1, n_up + 1):
+        for i in range(m_j):
+            anc[a, i] = parent[anc[a - 1, i]]
+    top = -1
+    for p in range(pos + 1, n_chain):
+        if chain_tau[p] > 0.0:
+            top = p
+    root = np.empty(m_j, dtype=np.int64)
+    for i in range(m_j):
+        root[i] = i if top < 0 else anc[top - pos, i]
+    order = np.argsort(root, kind="mergesort")
+    kappa_all = np.empty(m_j)
+    vectors_all = np.empty((m_j, q))
+    n_out = 0
+    start = 0
+    while start < m_j:
+        stop = start + 1
+        while stop < m_j and root[order[stop]] == root[order[start]]:
+            stop += 1
+        s = stop - start
+        members = order[start:stop]
+        K = np.zeros((s, s))
+        scale = np.empty(s)
+        for i in range(s):
+            K[i, i] = d[lo + members[i]]
+            scale[i] = d[lo + members[i]]
+        for p in range(pos + 1, n_chain):
+            t = chain_tau[p]
+            row = anc[p - pos]
+            if t > 0.0:
+                for i in range(s):
+                    ai = row[members[i]]
+                    f = t / (1.0 + t * d[ai])
+                    for jj in range(s):
+                        if row[members[jj]] == ai:
+                            K[i, jj] -= f * scale[i] * scale[jj]
+            for i in range(s):
+                scale[i] = scale[i] / (1.0 + t * d[row[members[i]]])
+        for i in range(s):
+            for jj in range(i + 1, s):
+                mean = 0.5 * (K[i, jj] + K[jj, i])
+                K[i, jj] = mean
+                K[jj, i] = mean
+        kappa, Q = np.linalg.eigh(K)
+        largest = max(kappa.max(), 0.0)
+        for col in range(s):
+            if kappa[col] > kappa_tol * largest:
+                kappa_all[n_out] = kappa[col]
+                for c in range(q):
+                    acc = 0.0
+                    for i in range(s):
+                        acc += Q[i, col] * R[members[i], c]
+                    vectors_all[n_out, c] = acc
+                n_out += 1
+        start = stop
+    order = np.argsort(kappa_all[:n_out], kind="mergesort")
+    return kappa_all[:n_out][order], vectors_all[:n_out][order]
