@@ -19,8 +19,10 @@ the terms' structure (:meth:`VCProblem.plan`):
   is eliminated in closed form first, its blocks of ``T^-1 + Z'WZ`` being diagonal, and
   the Schur complement of the other terms is factored as dense blocks, one per connected
   component (:mod:`.crossed`, :mod:`.blocks`); the chain is the one that leaves the
-  cheapest factorization. A connected block larger than ``max_dense_block`` levels is
-  refused with a message (no sparse factorization).
+  cheapest factorization;
+* where a connected block would be larger than ``max_dense_block`` levels (or a sparse
+  factor is much cheaper than a large dense block), one term is eliminated and the rest
+  is factored by a sparse Cholesky factor in a fill-reducing order (:mod:`.sparse`).
 
 The gradient is analytic: ``d crit / d tau_j`` from ``tr(Z_j' H^-1 Z_j)`` and
 ``R_j = Z_j' H^-1 [X|y]`` (:mod:`.solution`).
@@ -140,14 +142,16 @@ class VCProblem:
     stats : VCStats
     max_dense_block : int
         Largest connected block of the Schur complement factored densely.
-    method : {"auto", "nested", "crossed"}
-        ``"auto"`` takes the closed form when the terms are a nesting hierarchy and the
-        dense blocks otherwise; ``"crossed"`` forces the dense blocks (the general path,
-        for checks); ``"nested"`` requires a hierarchy.
+    method : {"auto", "nested", "crossed", "sparse"}
+        ``"auto"`` takes the closed form when the terms are a nesting hierarchy, the
+        dense blocks otherwise, and the sparse factor where dense blocks would be too
+        large (:meth:`.crossed.CrossedSolver.best`); ``"crossed"`` forces the dense blocks
+        (the general path, for checks), ``"sparse"`` the sparse factor with one term
+        eliminated; ``"nested"`` requires a hierarchy.
     eliminate : int or tuple of int, optional
         With ``method="crossed"``: the term, or the chain of terms each nested in the
         next (innermost first), eliminated before the dense blocks (default: the
-        cheapest).
+        cheapest); with ``method="sparse"``, the one term eliminated.
     fast_paths : bool
         Use the compiled fast paths where they apply (:mod:`.small`: one kernel call per
         evaluation or reduction of a small crossed design; :func:`.small_kernels.profile_one`
@@ -164,8 +168,8 @@ class VCProblem:
 
     def __init__(self, stats: VCStats, max_dense_block: int = MAX_DENSE_BLOCK, method: str = "auto",
                  eliminate: int | tuple[int, ...] | None = None, fast_paths: bool = True):
-        if method not in ("auto", "nested", "crossed"):
-            raise ValueError(f"method must be 'auto', 'nested' or 'crossed', got {method!r}")
+        if method not in ("auto", "nested", "crossed", "sparse"):
+            raise ValueError(f"method must be 'auto', 'nested', 'crossed' or 'sparse', got {method!r}")
         stats = _drop_empty_levels(stats)
         self.term_names = stats.names
         self.levels = stats.levels
@@ -221,8 +225,20 @@ class VCProblem:
         chain = self.structure.nesting_chain()
         if self.method == "nested" and chain is None:
             raise ValueError(f"the terms {list(self.term_names)} are not a nesting hierarchy")
-        if chain is not None and (self.method != "crossed" or self.k == 1):
+        if chain is not None and (self.method not in ("crossed", "sparse") or self.k == 1):
             return NestedSolver(stats, chain)
+        if self.method == "sparse":
+            from .sparse import SparseCrossedSolver, best_sparse
+
+            if self._eliminate is None:
+                solver = best_sparse(stats, candidates=self.k)
+                if solver is None:
+                    raise ModelDataError("every term couples too many pairs of levels for the sparse factorization")
+                return solver
+            e = int(self._eliminate)
+            if not 0 <= e < self.k:
+                raise ValueError(f"eliminate must name a term in 0 .. {self.k - 1}")
+            return SparseCrossedSolver(stats, e)
         if self._eliminate is not None:
             chain = tuple(int(t) for t in np.atleast_1d(self._eliminate))
             if not all(0 <= t < self.k for t in chain) or len(set(chain)) != len(chain) or len(chain) >= self.k:

@@ -87,6 +87,14 @@ POOL_MIN_BLOCK = 64
 #: Memory for the pooled matrices, in bytes.
 POOL_MAX_BYTES = 4 << 30
 
+#: The sparse path (:mod:`.sparse`) is considered when the cheapest dense plan leaves a
+#: block of more than this many levels (a dense evaluation with its gradient then costs
+#: several billion multiply-adds) ...
+SPARSE_CONSIDER_BLOCK = 2000
+#: ... and taken when its multiply-adds times this factor are fewer than the dense
+#: plan's: its kernels are scalar loops, about ten times slower per operation than BLAS.
+SPARSE_COST_FACTOR = 10.0
+
 #: For a core term j, ``tr(Z_j' H^-1 Z_j)`` is ``(m_j - tr A^-1_jj) / tau_j`` when
 #: ``tau_j max diag(K_jj)`` is at least this (no cancellation there), and
 #: ``tr K_jj - tr (K Sigma K)_jj`` below it.
@@ -315,9 +323,12 @@ class CrossedSolver:
         return pack_lower(sparse_outer_sum(self.indptr, self.local_index, self.data, rows, size))
 
     @classmethod
-    def best(cls, stats: VCStats, max_dense_block: int) -> CrossedSolver:
+    def best(cls, stats: VCStats, max_dense_block: int):
         """The solver whose chain leaves the cheapest factorization (dense blocks cubed,
-        plus the table rows visited at each evaluation)."""
+        plus the table rows visited at each evaluation); the sparse path
+        (:mod:`.sparse`) when the largest dense block would exceed ``SPARSE_CONSIDER_BLOCK``
+        levels and a sparse factor costs less (``SPARSE_COST_FACTOR``), or when no dense
+        block fits ``max_dense_block``."""
         best = None
         largest = {}
         for chain in nesting_chains(stats.structure):
@@ -333,13 +344,19 @@ class CrossedSolver:
                 visits += float((np.bincount(rows, minlength=stats.nlevels[t]).astype(np.float64) ** 2).sum())
             cost = float((sizes**3).sum() / 3 + visits)
             if sizes.max() <= max_dense_block and (best is None or cost < best[0]):
-                best = (cost, chain, labels)
+                best = (cost, chain, labels, float(sizes.max()), float((sizes**3).sum()) + visits)
+        if best is None or best[3] > SPARSE_CONSIDER_BLOCK:
+            from .sparse import best_sparse
+
+            sparse = best_sparse(stats)
+            if sparse is not None and (best is None or SPARSE_COST_FACTOR * sparse.flop_estimate() < best[4]):
+                return sparse
         if best is None:
             shown = "; ".join(f"{' < '.join(stats.names[t] for t in c)} eliminated: {m}" for c, m in largest.items())
             raise ModelDataError(
                 f"the terms {list(stats.names)} leave a connected block of levels larger than max_dense_block = "
-                f"{max_dense_block} whatever is eliminated first (largest block: {shown}); a sparse "
-                "factorization for such designs is not implemented"
+                f"{max_dense_block} whatever is eliminated first (largest block: {shown}), and every term couples "
+                "too many pairs of the others' levels for the sparse factorization"
             )
         return cls(stats, best[1], best[2])
 
