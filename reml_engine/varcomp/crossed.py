@@ -429,7 +429,7 @@ class CrossedSolver:
         return chain_downward(fac["d"], fac["s"], self.parent, self.term_of, fac["chain_tau"], len(self.chain), ku,
                               self.m_inner, self.indptr, self.local_index, self.data, self.up_indptr,
                               self.up_local_index, fac["up_values"], self.row_base, self.row_size, Sigma,
-                              traces, levels, levels)
+                              traces, levels, levels, self.inner_target, self.upper_target)
 
     def _sigma(self, fac: dict) -> tuple[np.ndarray, np.ndarray]:
         """``A^-1`` and ``Sigma = Lambda A^-1 Lambda`` in the block layout."""
