@@ -432,19 +432,20 @@ class CrossedSolver:
                               traces, levels, levels, self.inner_target, self.upper_target)
 
     def _sigma(self, fac: dict) -> tuple[np.ndarray, np.ndarray]:
-        """``A^-1`` and ``Sigma = Lambda A^-1 Lambda`` in the block layout."""
+        """``diag(A^-1)`` (level order within blocks: the layout's diagonal) and
+        ``Sigma = Lambda A^-1 Lambda`` in the block layout. The factors are consumed
+        (a large block's factor becomes its inverse in place)."""
         layout = self.layout
-        A_inv = layout.inverse(fac["L"])
-        Sigma = layout.scaled(A_inv, fac["lam"])
-        Sigma[layout.diagonal()] -= 1.0            # scaled() adds the identity
-        return A_inv, Sigma
+        A_inv = layout.inverse(fac["L"], overwrite=True)
+        fac["L"] = None
+        A_inv_diag = A_inv[layout.diagonal()]
+        return A_inv_diag, layout.scale_in_place(A_inv, fac["lam"])
 
-    def _core_traces(self, fac: dict, A_inv: np.ndarray, Sigma: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    def _core_traces(self, fac: dict, A_inv_diag: np.ndarray, Sigma: np.ndarray, tau: np.ndarray) -> np.ndarray:
         """``tr(Z_j' H^-1 Z_j)`` for each core term."""
         layout = self.layout
         diag_pos = layout.diagonal()
         K_diag = fac["K"][diag_pos]
-        A_inv_diag = A_inv[diag_pos]
         traces = np.zeros(self.k)
         need_ksk = []
         for i, c in enumerate(self.core):
@@ -471,8 +472,8 @@ class CrossedSolver:
             return Solution(fac["logdet"], fac["C"])
         layout = self.layout
         U, R_core = self._core_coefficients(fac)
-        A_inv, Sigma = self._sigma(fac)
-        traces = self._core_traces(fac, A_inv, Sigma, tau)
+        A_inv_diag, Sigma = self._sigma(fac)
+        traces = self._core_traces(fac, A_inv_diag, Sigma, tau)
         chain_trace, chain_rtr, _, _ = self._chain_pass(fac, U, Sigma, True, False)
         # The innermost levels' n' Sigma n, left out of the pass: pooled or row by row.
         g = 1.0 / fac["one_plus"][:self.m_inner] ** 2
@@ -497,9 +498,9 @@ class CrossedSolver:
         """Per term: ``R_j`` (m_j, q) and ``diag((T^-1 + Z'WZ)^-1)`` for its levels."""
         fac = self._factor(tau)
         U, R_core = self._core_coefficients(fac)
-        A_inv, Sigma = self._sigma(fac)
+        A_inv_diag, Sigma = self._sigma(fac)
         _, _, R_chain, cond_chain = self._chain_pass(fac, U, Sigma, True, True)
-        cond_core = tau[self.term_of_core] * A_inv[self.layout.diagonal()]
+        cond_core = tau[self.term_of_core] * A_inv_diag
         R_terms: list = [None] * self.k
         cond_terms: list = [None] * self.k
         for pos, t in enumerate(self.chain):

@@ -469,6 +469,19 @@ def scale_blocks(K, lam, block_base, block_size, block_first):
 
 
 @njit(cache=True, nogil=True)
+def scale_blocks_in_place(M, lam, block_base, block_size, block_first):
+    """``M = diag(lam) M diag(lam)`` per block, in place (layout as :func:`scale_blocks`)."""
+    for b in range(block_base.shape[0]):
+        base = block_base[b]
+        s = block_size[b]
+        first = block_first[b]
+        for i in range(s):
+            li = lam[first + i]
+            for j in range(s):
+                M[base + i * s + j] *= li * lam[first + j]
+
+
+@njit(cache=True, nogil=True)
 def lower_solve_batched(L, b):
     """``L^-1 b`` for a stack of lower-triangular L (B, s, s) and b (B, s, q)."""
     B, s, q = b.shape
