@@ -80,7 +80,7 @@ SPARSE_GOOD_ENOUGH = 1e8
 SOLVE_BATCH = 256
 
 
-def _pattern(stats: VCStats, e: int, core: list[int], offsets: np.ndarray, indptr, indices, data):
+def _pattern(stats: VCStats, core: list[int], offsets: np.ndarray, indptr, indices):
     """Lower-triangle entries (row >= col, core-level numbering) of K and of M_cc's values."""
     m = int(offsets[-1])
     rows = [np.arange(m, dtype=np.int64)]
@@ -169,7 +169,7 @@ def plan_order(stats: VCStats, e: int, order: str | None = None) -> _Plan:
             f"eliminating term {stats.names[e]!r} couples {n_pairs} pairs of levels of the other terms; the "
             f"sparse factorization holds at most {MAX_ROW_PAIRS}"
         )
-    r, c, v = _pattern(stats, e, core, offsets, indptr, indices, table_data)
+    r, c, v = _pattern(stats, core, offsets, indptr, indices)
     candidates = _orderings(m, r, c)
     if order is not None:
         candidates = {order: candidates[order]}
