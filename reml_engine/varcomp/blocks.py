@@ -15,7 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sla
 
-from .kernels import lower_solve_batched, scale_blocks, symmetrize_lower, upper_solve_batched
+from .kernels import (
+    lower_solve_batched,
+    scale_blocks,
+    scale_blocks_in_place,
+    symmetrize_lower,
+    upper_solve_batched,
+)
 
 #: Blocks at most this large are solved by the compiled batched kernels; larger ones
 #: one at a time by LAPACK.
@@ -135,6 +141,11 @@ class BlockLayout:
         """``I + Lambda K Lambda`` in the layout."""
         return scale_blocks(K, lam_block_order, self.block_base, self.block_size, self.block_first)
 
+    def scale_in_place(self, M: np.ndarray, lam_block_order: np.ndarray) -> np.ndarray:
+        """``Lambda M Lambda`` in the layout, overwriting M."""
+        scale_blocks_in_place(M, lam_block_order, self.block_base, self.block_size, self.block_first)
+        return M
+
     def cholesky(self, A: np.ndarray) -> tuple[list[np.ndarray], float]:
         """Factors of every block of A (the buffer may be overwritten) and ``log|A|``."""
         factors = []
@@ -159,14 +170,21 @@ class BlockLayout:
             (M[g.buffer].reshape(g.count, g.size, g.size) @ rhs[g.rows].reshape(g.count, g.size, q)).reshape(-1, q)
             for g in self.groups])
 
-    def inverse(self, factors) -> np.ndarray:
-        """``A^-1`` in the layout from the factors of A."""
+    def inverse(self, factors, overwrite: bool = False) -> np.ndarray:
+        """``A^-1`` in the layout from the factors of A (with ``overwrite``, a large
+        block's factor is overwritten by its inverse and may be returned as the buffer)."""
+        if len(self.groups) == 1 and self.groups[0].count == 1 and self.groups[0].size > SMALL_BLOCK:
+            # One large block: LAPACK's inverse in the factor's (Fortran) storage, whose
+            # transpose is the C-ordered buffer of the symmetric result (no copy).
+            inv, _ = sla.lapack.dpotri(factors[0][0], lower=1, overwrite_c=int(overwrite))
+            symmetrize_lower(inv)
+            return inv.T.reshape(-1)
         A_inv = np.empty(self.buffer_size)
         for g, L in zip(self.groups, factors, strict=True):
             if g.count == 1 and g.size > SMALL_BLOCK:
-                inv, _ = sla.lapack.dpotri(L[0], lower=1)
+                inv, _ = sla.lapack.dpotri(L[0], lower=1, overwrite_c=int(overwrite))
                 symmetrize_lower(inv)
-                A_inv[g.buffer] = inv.reshape(-1)
+                A_inv[g.buffer] = inv.T.reshape(-1)
             else:
                 L_inv = np.linalg.inv(L)
                 A_inv[g.buffer] = (np.swapaxes(L_inv, 1, 2) @ L_inv).reshape(-1)

@@ -19,8 +19,10 @@ the terms' structure (:meth:`VCProblem.plan`):
   is eliminated in closed form first, its blocks of ``T^-1 + Z'WZ`` being diagonal, and
   the Schur complement of the other terms is factored as dense blocks, one per connected
   component (:mod:`.crossed`, :mod:`.blocks`); the chain is the one that leaves the
-  cheapest factorization. A connected block larger than ``max_dense_block`` levels is
-  refused with a message (no sparse factorization).
+  cheapest factorization;
+* where a connected block would be larger than ``max_dense_block`` levels (or a sparse
+  factor is much cheaper than a large dense block), one term is eliminated and the rest
+  is factored by a sparse Cholesky factor in a fill-reducing order (:mod:`.sparse`).
 
 The gradient is analytic: ``d crit / d tau_j`` from ``tr(Z_j' H^-1 Z_j)`` and
 ``R_j = Z_j' H^-1 [X|y]`` (:mod:`.solution`).
@@ -50,8 +52,11 @@ from ..core.identifiability import RANK_TOL
 from ..errors import ModelDataError
 from .nested import NestedSolver
 from .reduction import TermReduction, reduction_from_blocks
+from .small import SmallCrossed
+from .small_kernels import profile_one
 from .solution import profile
 from .statistics import VCStats
+from .threads import engine_threads
 
 #: Largest connected block of the Schur complement factored as a dense matrix (its
 #: Cholesky factorization costs size^3 / 3 per evaluation).
@@ -138,14 +143,21 @@ class VCProblem:
     stats : VCStats
     max_dense_block : int
         Largest connected block of the Schur complement factored densely.
-    method : {"auto", "nested", "crossed"}
-        ``"auto"`` takes the closed form when the terms are a nesting hierarchy and the
-        dense blocks otherwise; ``"crossed"`` forces the dense blocks (the general path,
-        for checks); ``"nested"`` requires a hierarchy.
+    method : {"auto", "nested", "crossed", "sparse"}
+        ``"auto"`` takes the closed form when the terms are a nesting hierarchy, the
+        dense blocks otherwise, and the sparse factor where dense blocks would be too
+        large (:meth:`.crossed.CrossedSolver.best`); ``"crossed"`` forces the dense blocks
+        (the general path, for checks), ``"sparse"`` the sparse factor with one term
+        eliminated; ``"nested"`` requires a hierarchy.
     eliminate : int or tuple of int, optional
         With ``method="crossed"``: the term, or the chain of terms each nested in the
         next (innermost first), eliminated before the dense blocks (default: the
-        cheapest).
+        cheapest); with ``method="sparse"``, the one term eliminated.
+    fast_paths : bool
+        Use the compiled fast paths where they apply (:mod:`.small`: one kernel call per
+        evaluation or reduction of a small crossed design; :func:`.small_kernels.profile_one`
+        for the profiling of one evaluation). They give the general path's numbers to
+        rounding; False takes the general path everywhere (for checks).
 
     Attributes
     ----------
@@ -156,9 +168,9 @@ class VCProblem:
     """
 
     def __init__(self, stats: VCStats, max_dense_block: int = MAX_DENSE_BLOCK, method: str = "auto",
-                 eliminate: int | tuple[int, ...] | None = None):
-        if method not in ("auto", "nested", "crossed"):
-            raise ValueError(f"method must be 'auto', 'nested' or 'crossed', got {method!r}")
+                 eliminate: int | tuple[int, ...] | None = None, fast_paths: bool = True):
+        if method not in ("auto", "nested", "crossed", "sparse"):
+            raise ValueError(f"method must be 'auto', 'nested', 'crossed' or 'sparse', got {method!r}")
         stats = _drop_empty_levels(stats)
         self.term_names = stats.names
         self.levels = stats.levels
@@ -186,8 +198,12 @@ class VCProblem:
         self._model_shift = model_shift
         self._transform = self._user_transform(stats)
         self.stats = stats
-        self._solver = self._choose_solver(stats)
-        self._check_rank()
+        with engine_threads():
+            self._solver = self._choose_solver(stats)
+        self.fast_paths = bool(fast_paths)
+        self._small = SmallCrossed.of(self._solver) if self.fast_paths and self._solver.kind == "crossed" else None
+        with self._threads():
+            self._check_rank()
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -210,8 +226,20 @@ class VCProblem:
         chain = self.structure.nesting_chain()
         if self.method == "nested" and chain is None:
             raise ValueError(f"the terms {list(self.term_names)} are not a nesting hierarchy")
-        if chain is not None and (self.method != "crossed" or self.k == 1):
+        if chain is not None and (self.method not in ("crossed", "sparse") or self.k == 1):
             return NestedSolver(stats, chain)
+        if self.method == "sparse":
+            from .sparse import SparseCrossedSolver, best_sparse
+
+            if self._eliminate is None:
+                solver = best_sparse(stats, candidates=self.k)
+                if solver is None:
+                    raise ModelDataError("every term couples too many pairs of levels for the sparse factorization")
+                return solver
+            e = int(self._eliminate)
+            if not 0 <= e < self.k:
+                raise ValueError(f"eliminate must name a term in 0 .. {self.k - 1}")
+            return SparseCrossedSolver(stats, e)
         if self._eliminate is not None:
             chain = tuple(int(t) for t in np.atleast_1d(self._eliminate))
             if not all(0 <= t < self.k for t in chain) or len(set(chain)) != len(chain) or len(chain) >= self.k:
@@ -235,6 +263,16 @@ class VCProblem:
             raise ModelDataError(
                 f"the fixed-effect columns are linearly dependent ({which}); drop the redundant columns"
             )
+
+    @property
+    def parallel(self) -> bool:
+        """Whether numba's kernels share an evaluation's work among threads (the solver
+        says so when its work is large, :mod:`.threads`)."""
+        return bool(getattr(self._solver, "parallel", False))
+
+    def _threads(self):
+        """The thread limits of a call (:mod:`.threads`)."""
+        return engine_threads(parallel=self.parallel)
 
     @property
     def plan(self) -> str:
@@ -281,15 +319,16 @@ class VCProblem:
             definite.
         """
         tau = self._tau(tau)
+        if self.fast_paths:
+            with self._threads():
+                return self._evaluate_fast(tau, REML, gradient)
         try:
-            _, out = self._profile(tau, REML, gradient)
+            with self._threads():
+                _, out = self._profile(tau, REML, gradient)
         except np.linalg.LinAlgError:
             # Rounding made the factorization fail (tau far beyond the data's scale): no
             # number rather than a wrong one, as the contract asks.
-            nan = float("nan")
-            return VCEvaluation(tau=tau, criterion=nan, gradient=np.full(self.k, nan) if gradient else None,
-                                logdet_V=nan, logdet_XtVinvX=nan, pwrss=nan, beta=np.full(self.p, nan),
-                                sigma2=nan, REML=REML)
+            return self._not_defined(tau, REML, gradient)
         J, c = self._transform
         return VCEvaluation(
             tau=tau,
@@ -303,11 +342,42 @@ class VCProblem:
             REML=REML,
         )
 
+    def _not_defined(self, tau, REML: bool, gradient: bool) -> VCEvaluation:
+        nan = float("nan")
+        return VCEvaluation(tau=tau, criterion=nan, gradient=np.full(self.k, nan) if gradient else None,
+                            logdet_V=nan, logdet_XtVinvX=nan, pwrss=nan, beta=np.full(self.p, nan),
+                            sigma2=nan, REML=REML)
+
+    def _evaluate_fast(self, tau: np.ndarray, REML: bool, gradient: bool) -> VCEvaluation:
+        """:meth:`evaluate` through the compiled paths: the small crossed kernel (or the
+        solver) and :func:`profile_one`."""
+        q = self.p + 1
+        if self._small is not None:
+            ok, logdet, C, traces, RtR = self._small.solve(tau, gradient)
+            if not ok:
+                return self._not_defined(tau, REML, gradient)
+        else:
+            try:
+                solution = self._solver.solve(tau, gradient)
+            except np.linalg.LinAlgError:
+                return self._not_defined(tau, REML, gradient)
+            logdet, C = solution.logdet_H, solution.C
+            traces = solution.trace_G if gradient else np.zeros(self.k)
+            RtR = solution.RtR if gradient else np.zeros((self.k, q, q))
+        _, criterion, logdet_X, pwrss, sigma2, beta, grad = profile_one(
+            float(logdet), np.ascontiguousarray(C), self.nobs, bool(REML), np.ascontiguousarray(traces),
+            np.ascontiguousarray(RtR), bool(gradient))
+        J, c = self._transform
+        return VCEvaluation(tau=tau, criterion=float(criterion), gradient=grad if gradient else None,
+                            logdet_V=float(logdet), logdet_XtVinvX=float(logdet_X), pwrss=float(pwrss),
+                            beta=J @ beta + c, sigma2=float(sigma2), REML=REML)
+
     def fixed_effects(self, tau, REML: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
         """beta, its covariance ``sigma2 (X' H^-1 X)^-1`` and sigma2 at tau (columns of
         X as given)."""
         tau = self._tau(tau)
-        solution, out = self._profile(tau, REML, False)
+        with self._threads():
+            solution, out = self._profile(tau, REML, False)
         p = self.p
         J, c = self._transform
         sigma2 = float(out["sigma2"][0])
@@ -326,10 +396,11 @@ class VCProblem:
         ``condvar`` (``Var(b | y)`` at beta_hat, as lme4's ``condVar``).
         """
         tau = self._tau(tau)
-        _, out = self._profile(tau, REML, False)
+        with self._threads():
+            _, out = self._profile(tau, REML, False)
+            R_terms, cond_terms = self._solver.level_parts(tau)
         v = np.append(-out["beta"][0], 1.0)
         sigma2 = float(out["sigma2"][0])
-        R_terms, cond_terms = self._solver.level_parts(tau)
         result = {}
         for j, name in enumerate(self.term_names):
             result[name] = pd.DataFrame({"mode": tau[j] * (R_terms[j] @ v), "condvar": sigma2 * cond_terms[j]},
@@ -354,8 +425,20 @@ class VCProblem:
             raise ValueError(f"term index must be in 0 .. {self.k - 1}, got {j}")
         tau = self._tau(tau)
         tau[j] = 0.0
-        logdet, C, R, blocks = self._solver.reduction_parts(j, tau, self.max_dense_block)
-        return reduction_from_blocks(
-            term=j, name=self.term_names[j], tau=tau, constant=logdet, base=C,
-            R=R, blocks=blocks, nobs=self.nobs, transform=self._transform,
-        )
+        with self._threads():
+            fast = None
+            if self._small is not None:
+                ok, logdet, C, kappa, vectors = self._small.reduction(j, tau)
+                fast = (logdet, C, kappa, vectors) if ok else None
+            elif self.fast_paths and self._solver.kind == "nested":
+                fast = self._solver.reduction(j, tau)
+            if fast is not None:
+                logdet, C, kappa, vectors = fast
+                return TermReduction(term=j, name=self.term_names[j], tau=tau, constant=float(logdet),
+                                     base=C, kappa=kappa, vectors=vectors, nobs=self.nobs,
+                                     transform=self._transform)
+            logdet, C, R, blocks = self._solver.reduction_parts(j, tau, self.max_dense_block)
+            return reduction_from_blocks(
+                term=j, name=self.term_names[j], tau=tau, constant=logdet, base=C,
+                R=R, blocks=blocks, nobs=self.nobs, transform=self._transform,
+            )

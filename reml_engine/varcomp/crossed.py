@@ -87,6 +87,14 @@ POOL_MIN_BLOCK = 64
 #: Memory for the pooled matrices, in bytes.
 POOL_MAX_BYTES = 4 << 30
 
+#: The sparse path (:mod:`.sparse`) is considered when the cheapest dense plan leaves a
+#: block of more than this many levels (a dense evaluation with its gradient then costs
+#: several billion multiply-adds) ...
+SPARSE_CONSIDER_BLOCK = 2000
+#: ... and taken when its multiply-adds times this factor are fewer than the dense
+#: plan's: its kernels are scalar loops, about ten times slower per operation than BLAS.
+SPARSE_COST_FACTOR = 10.0
+
 #: For a core term j, ``tr(Z_j' H^-1 Z_j)`` is ``(m_j - tr A^-1_jj) / tau_j`` when
 #: ``tau_j max diag(K_jj)`` is at least this (no cancellation there), and
 #: ``tr K_jj - tr (K Sigma K)_jj`` below it.
@@ -315,9 +323,12 @@ class CrossedSolver:
         return pack_lower(sparse_outer_sum(self.indptr, self.local_index, self.data, rows, size))
 
     @classmethod
-    def best(cls, stats: VCStats, max_dense_block: int) -> CrossedSolver:
+    def best(cls, stats: VCStats, max_dense_block: int):
         """The solver whose chain leaves the cheapest factorization (dense blocks cubed,
-        plus the table rows visited at each evaluation)."""
+        plus the table rows visited at each evaluation); the sparse path
+        (:mod:`.sparse`) when the largest dense block would exceed ``SPARSE_CONSIDER_BLOCK``
+        levels and a sparse factor costs less (``SPARSE_COST_FACTOR``), or when no dense
+        block fits ``max_dense_block``."""
         best = None
         largest = {}
         for chain in nesting_chains(stats.structure):
@@ -333,13 +344,19 @@ class CrossedSolver:
                 visits += float((np.bincount(rows, minlength=stats.nlevels[t]).astype(np.float64) ** 2).sum())
             cost = float((sizes**3).sum() / 3 + visits)
             if sizes.max() <= max_dense_block and (best is None or cost < best[0]):
-                best = (cost, chain, labels)
+                best = (cost, chain, labels, float(sizes.max()), float((sizes**3).sum()) + visits)
+        if best is None or best[3] > SPARSE_CONSIDER_BLOCK:
+            from .sparse import best_sparse
+
+            sparse = best_sparse(stats)
+            if sparse is not None and (best is None or SPARSE_COST_FACTOR * sparse.flop_estimate() < best[4]):
+                return sparse
         if best is None:
             shown = "; ".join(f"{' < '.join(stats.names[t] for t in c)} eliminated: {m}" for c, m in largest.items())
             raise ModelDataError(
                 f"the terms {list(stats.names)} leave a connected block of levels larger than max_dense_block = "
-                f"{max_dense_block} whatever is eliminated first (largest block: {shown}); a sparse "
-                "factorization for such designs is not implemented"
+                f"{max_dense_block} whatever is eliminated first (largest block: {shown}), and every term couples "
+                "too many pairs of the others' levels for the sparse factorization"
             )
         return cls(stats, best[1], best[2])
 
@@ -412,22 +429,23 @@ class CrossedSolver:
         return chain_downward(fac["d"], fac["s"], self.parent, self.term_of, fac["chain_tau"], len(self.chain), ku,
                               self.m_inner, self.indptr, self.local_index, self.data, self.up_indptr,
                               self.up_local_index, fac["up_values"], self.row_base, self.row_size, Sigma,
-                              traces, levels, levels)
+                              traces, levels, levels, self.inner_target, self.upper_target)
 
     def _sigma(self, fac: dict) -> tuple[np.ndarray, np.ndarray]:
-        """``A^-1`` and ``Sigma = Lambda A^-1 Lambda`` in the block layout."""
+        """``diag(A^-1)`` (level order within blocks: the layout's diagonal) and
+        ``Sigma = Lambda A^-1 Lambda`` in the block layout. The factors are consumed
+        (a large block's factor becomes its inverse in place)."""
         layout = self.layout
-        A_inv = layout.inverse(fac["L"])
-        Sigma = layout.scaled(A_inv, fac["lam"])
-        Sigma[layout.diagonal()] -= 1.0            # scaled() adds the identity
-        return A_inv, Sigma
+        A_inv = layout.inverse(fac["L"], overwrite=True)
+        fac["L"] = None
+        A_inv_diag = A_inv[layout.diagonal()]
+        return A_inv_diag, layout.scale_in_place(A_inv, fac["lam"])
 
-    def _core_traces(self, fac: dict, A_inv: np.ndarray, Sigma: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    def _core_traces(self, fac: dict, A_inv_diag: np.ndarray, Sigma: np.ndarray, tau: np.ndarray) -> np.ndarray:
         """``tr(Z_j' H^-1 Z_j)`` for each core term."""
         layout = self.layout
         diag_pos = layout.diagonal()
         K_diag = fac["K"][diag_pos]
-        A_inv_diag = A_inv[diag_pos]
         traces = np.zeros(self.k)
         need_ksk = []
         for i, c in enumerate(self.core):
@@ -454,8 +472,8 @@ class CrossedSolver:
             return Solution(fac["logdet"], fac["C"])
         layout = self.layout
         U, R_core = self._core_coefficients(fac)
-        A_inv, Sigma = self._sigma(fac)
-        traces = self._core_traces(fac, A_inv, Sigma, tau)
+        A_inv_diag, Sigma = self._sigma(fac)
+        traces = self._core_traces(fac, A_inv_diag, Sigma, tau)
         chain_trace, chain_rtr, _, _ = self._chain_pass(fac, U, Sigma, True, False)
         # The innermost levels' n' Sigma n, left out of the pass: pooled or row by row.
         g = 1.0 / fac["one_plus"][:self.m_inner] ** 2
@@ -480,9 +498,9 @@ class CrossedSolver:
         """Per term: ``R_j`` (m_j, q) and ``diag((T^-1 + Z'WZ)^-1)`` for its levels."""
         fac = self._factor(tau)
         U, R_core = self._core_coefficients(fac)
-        A_inv, Sigma = self._sigma(fac)
+        A_inv_diag, Sigma = self._sigma(fac)
         _, _, R_chain, cond_chain = self._chain_pass(fac, U, Sigma, True, True)
-        cond_core = tau[self.term_of_core] * A_inv[self.layout.diagonal()]
+        cond_core = tau[self.term_of_core] * A_inv_diag
         R_terms: list = [None] * self.k
         cond_terms: list = [None] * self.k
         for pos, t in enumerate(self.chain):

@@ -469,6 +469,19 @@ def scale_blocks(K, lam, block_base, block_size, block_first):
 
 
 @njit(cache=True, nogil=True)
+def scale_blocks_in_place(M, lam, block_base, block_size, block_first):
+    """``M = diag(lam) M diag(lam)`` per block, in place (layout as :func:`scale_blocks`)."""
+    for b in range(block_base.shape[0]):
+        base = block_base[b]
+        s = block_size[b]
+        first = block_first[b]
+        for i in range(s):
+            li = lam[first + i]
+            for j in range(s):
+                M[base + i * s + j] *= li * lam[first + j]
+
+
+@njit(cache=True, nogil=True)
 def lower_solve_batched(L, b):
     """``L^-1 b`` for a stack of lower-triangular L (B, s, s) and b (B, s, q)."""
     B, s, q = b.shape
@@ -755,7 +768,8 @@ def _row_bilinear(S, base, size, idx_a, val_a, start_a, stop_a, idx_b, val_b, st
 @njit(cache=True, nogil=True)
 def chain_downward(d, s, parent, term_of, tau, n_pos, ku, m_inner,
                    indptr, local_index, data, up_indptr, up_local_index, up_values,
-                   row_base, row_size, Sigma, want_traces, inner_quadratic, want_levels):
+                   row_base, row_size, Sigma, want_traces, inner_quadratic, want_levels,
+                   inner_target, upper_target):
     """Outermost chain level first: ``R_l = Z_l' H^-1 [X|y]`` and, when asked, the
     diagonal of ``Z' H^-1 Z`` and of the posterior covariance for every chain level.
 
@@ -773,6 +787,12 @@ def chain_downward(d, s, parent, term_of, tau, n_pos, ku, m_inner,
     levels is left out (and the caller adds its weighted sum, pooled) unless
     ``inner_quadratic``. Returns traces and ``R' R`` per chain position, and per level
     (when ``want_levels``) R and, with ``want_traces``, the posterior variance.
+
+    The forms ``k_a' Sigma k_l`` with an ancestor a read ``w_a = Sigma k_a`` at the
+    entries of a's row, computed once per upper level (a's row holds every core level
+    of its descendants' rows; ``inner_target``/``upper_target`` give the entry of the
+    parent's row for each entry of a row): visiting the ancestor's row of Sigma for
+    every descendant would cost a cache miss per entry.
     """
     n_levels, q = s.shape
     trace = np.zeros(n_pos)
@@ -782,6 +802,8 @@ def chain_downward(d, s, parent, term_of, tau, n_pos, ku, m_inner,
     r = np.empty(q)
     ancestors = np.empty(n_pos, dtype=np.int64)
     V = np.empty(n_pos)
+    bils = np.empty(n_pos)
+    w_up = np.zeros(up_values.shape[0])
     if want_levels:
         R = np.empty((n_levels, q))
         cond = np.empty(n_levels)
@@ -813,26 +835,43 @@ def chain_downward(d, s, parent, term_of, tau, n_pos, ku, m_inner,
             idx, val, start, stop = up_local_index, up_values, up_indptr[j], up_indptr[j + 1]
         base = row_base[level]
         size = row_size[level]
-        # Ancestors, nearest first; X from the top down.
+        # Ancestors, nearest first; their bilinear forms with this row through w_up
+        # (entry targets composed up the chain); X from the top down.
         depth = 0
         a = up
         while a >= 0:
             ancestors[depth] = a
+            bils[depth] = 0.0
             depth += 1
             a = parent[a]
+        if depth:
+            for p in range(start, stop):
+                t = inner_target[p] if level < m_inner else upper_target[p]
+                v = val[p]
+                for i in range(depth):
+                    bils[i] += v * w_up[t]
+                    if i + 1 < depth:
+                        t = upper_target[t]
         above_sum = 0.0
         for i in range(depth - 1, -1, -1):
             a = ancestors[i]
-            ja = a - m_inner
-            bil = _row_bilinear(Sigma, base, size, up_local_index, up_values, up_indptr[ja], up_indptr[ja + 1],
-                                idx, val, start, stop)
             ta = tau[term_of[a]]
             fa = ta / (1.0 + ta * d[a])
-            V[i] = -fa * (d[a] * above_sum + bil)
+            V[i] = -fa * (d[a] * above_sum + bils[i])
             above_sum += V[i]
         X = above_sum
         P_up = P[up] if up >= 0 else 0.0
-        if level >= m_inner or inner_quadratic:
+        if level >= m_inner:
+            # w_a = Sigma k_a at the entries of this row (for the descendants), and Q.
+            Q = 0.0
+            for p in range(start, stop):
+                row = base + idx[p] * size
+                acc = 0.0
+                for p2 in range(start, stop):
+                    acc += Sigma[row + idx[p2]] * val[p2]
+                w_up[p] = acc
+                Q += val[p] * acc
+        elif inner_quadratic:
             Q = _row_bilinear(Sigma, base, size, idx, val, start, stop, idx, val, start, stop)
         else:
             Q = 0.0

@@ -27,6 +27,8 @@ import numpy as np
 
 from ..errors import ModelDataError
 from .kernels import nested_between, nested_downward, nested_upward
+from .reduction import KAPPA_TOL
+from .small_kernels import nested_term_reduction
 from .solution import Solution, within_cross
 from .statistics import VCStats
 
@@ -113,6 +115,22 @@ class NestedSolver:
         solution = self.solve(tau, gradient=False)
         R_terms, _ = self.level_parts(tau)
         return solution.logdet_H, solution.C, R_terms[j], self.term_blocks(j, tau, max_block)
+
+    def reduction(self, j: int, tau: np.ndarray):
+        """(log|H_-j|, C_-j, kappa, vectors) at tau (``tau_j = 0``): :meth:`reduction_parts`
+        and the decomposition of K in compiled calls (the fast path of
+        :meth:`~reml_engine.varcomp.criterion.VCProblem.reduce_to_term`)."""
+        chain_tau = self._chain_tau(tau)
+        d, s, omega, logdet = nested_upward(self.inner_weights, self.inner_sums, self.parent, self.term_of,
+                                            chain_tau)
+        rows = nested_between(d, s, omega, self.parent)
+        C = self.within + rows.T @ rows
+        _, _, R, _ = nested_downward(d, s, omega, self.parent, self.term_of, chain_tau, len(self.chain), True)
+        pos = self.chain.index(j)
+        lo, hi = int(self.offsets[pos]), int(self.offsets[pos + 1])
+        kappa, vectors = nested_term_reduction(d, self.parent, lo, hi, pos, chain_tau,
+                                               np.ascontiguousarray(R[lo:hi]), float(KAPPA_TOL))
+        return logdet - self.stats.sum_log_weights, 0.5 * (C + C.T), kappa, vectors
 
     def term_blocks(self, j: int, tau: np.ndarray, max_block: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """``K = Z_j' H^-1 Z_j`` at ``tau`` (with ``tau_j = 0``) as blocks: a list of

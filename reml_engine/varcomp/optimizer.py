@@ -141,6 +141,8 @@ from .optimizer_grid import (
     grid_density,
     grid_search,
 )
+from .scan import scan_pooled
+from .threads import engine_threads
 
 #: The grid search is chosen by ``search="auto"`` only when the inner term has at most
 #: this many levels (a node costs an eigendecomposition of that size) ...
@@ -423,29 +425,50 @@ def term_stats(reduction, nobs: int) -> PooledStats:
 
 @dataclass(frozen=True)
 class _Scan:
-    """The exact 1-D scan of one term at fixed other ratios."""
+    """The exact 1-D scan of one term at fixed other ratios.
+
+    ``t_minima``/``criteria`` are every local minimum over ``t >= 0`` (the compiled scan
+    of :mod:`.scan`, or find_optima's when that one hands over); :meth:`summary` is
+    find_optima's whole record (negative t included), made when asked for.
+    """
 
     term: int
     tau: np.ndarray
     constant: float
-    summary: OptSummary
+    stats: PooledStats
+    REML: bool
+    term_name: str
+    t_minima: tuple[float, ...]
+    criteria: tuple[float, ...]
     kappa_max: float
     kappa_min: float
 
     def minima(self) -> list[tuple[float, float]]:
         """(t, criterion) of every local minimum over t >= 0."""
-        return [(o.tau, o.criterion + self.constant) for o in self.summary.optima]
+        return [(t, c + self.constant) for t, c in zip(self.t_minima, self.criteria, strict=True)]
+
+    def summary(self) -> OptSummary:
+        return _find_optima(self.stats, self.REML, self.term_name)
+
+
+def _find_optima(stats: PooledStats, REML: bool, term_name: str) -> OptSummary:
+    try:
+        return find_optima(stats, REML)
+    except DegenerateCriterionError as err:
+        raise DegenerateCriterionError(f"term {term_name}: {err}") from err
 
 
 def _scan_term(counted: _Counted, j: int, tau, term_name: str) -> _Scan:
     reduction = counted.reduce(j, tau)
     stats = term_stats(reduction, counted.problem.nobs)
-    try:
-        summary = find_optima(stats, counted.REML)
-    except DegenerateCriterionError as err:
-        raise DegenerateCriterionError(f"term {term_name}: {err}") from err
-    return _Scan(j, _frozen(tau), float(reduction.constant), summary,
-                 float(stats.max_size), float(stats.min_size))
+    fast = scan_pooled(stats, counted.REML)
+    if fast is not None:
+        t_minima, criteria = tuple(float(t) for t in fast[0]), tuple(float(c) for c in fast[1])
+    else:
+        optima = _find_optima(stats, counted.REML, term_name).optima
+        t_minima, criteria = tuple(o.tau for o in optima), tuple(o.criterion for o in optima)
+    return _Scan(j, _frozen(tau), float(reduction.constant), stats, counted.REML, term_name,
+                 t_minima, criteria, float(stats.max_size), float(stats.min_size))
 
 
 def _with(tau, j: int, value: float) -> np.ndarray:
@@ -586,9 +609,10 @@ def _boundary(counted: _Counted, optimum: VCOptimum, names, sweepable) -> tuple[
         unbounded = False
         if sweepable[j]:
             scan = _scan_term(counted, j, optimum.tau, names[j])
-            ext = scan.summary.extended_global_optimum
+            summary = scan.summary()
+            ext = summary.extended_global_optimum
             ext_tau, ext_crit = float(ext.tau), float(ext.criterion + scan.constant)
-            unbounded = bool(scan.summary.unbounded_at_limit)
+            unbounded = bool(summary.unbounded_at_limit)
         out.append(TermBoundary(names[j], slope, reason, ext_tau, ext_crit, unbounded))
     return tuple(out)
 
@@ -649,6 +673,12 @@ def find_optima_terms(problem, REML: bool = True, search: str = "auto",
     DegenerateCriterionError
         When the criterion keeps decreasing as one ratio grows without bound.
     """
+    # The engine's thread limits (:mod:`.threads`) once for the whole search.
+    with engine_threads(parallel=bool(getattr(problem, "parallel", False))):
+        return _find_optima_terms(problem, REML, search, points_per_unit, max_nodes, lme4_start)
+
+
+def _find_optima_terms(problem, REML, search, points_per_unit, max_nodes, lme4_start) -> VCOptSummary:
     if search not in ("auto", "grid", "budgeted"):
         raise ValueError(f"search must be 'auto', 'grid' or 'budgeted', not {search!r}")
     if points_per_unit is not None and not points_per_unit > 0:
