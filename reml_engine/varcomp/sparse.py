@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..checks import ModelDataError
+from ..errors import ModelDataError
 from .crossed import _components, _csr, _table
 from .kernels import table_times, table_transpose_times
 from .solution import Solution, within_cross

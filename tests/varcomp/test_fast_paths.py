@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from varcomp.engine_cases import WEIGHT_CASES, multi_design, weights_design
 
-from reml_engine.optimizer import find_optima
+from reml_engine.core.optimizer import find_optima
 from reml_engine.varcomp import RandomTerms, VCProblem, compute_vc_stats
 from reml_engine.varcomp.optimizer import term_stats
 from reml_engine.varcomp.scan import scan_pooled

@@ -21,7 +21,7 @@ import pytest
 from oracle import dense_criterion_terms
 from varcomp.dense_problem import DenseProblem
 
-from reml_engine.checks import ModelDataError
+from reml_engine.errors import ModelDataError
 from reml_engine.varcomp import RandomTerms, VCProblem, compute_vc_stats, find_optima_terms
 from reml_engine.varcomp import blocks as blocks_module
 from reml_engine.varcomp import crossed as crossed_module
