@@ -29,7 +29,13 @@ import math
 
 import numpy as np
 
-from ..core.optimizer import REFINE_RTOL, SCAN_POINTS_PER_UNIT, SCAN_TAU_LARGE, SCAN_TAU_SMALL, STATIONARY_RTOL
+from ..core.optimizer import (
+    REFINE_RTOL,
+    SCAN_POINTS_PER_UNIT,
+    SCAN_TAU_LARGE,
+    SCAN_TAU_SMALL,
+    STATIONARY_RTOL,
+)
 from ..core.statistics import PooledStats
 from .scan_kernels import SCAN_OK, scan_minima
 
