@@ -230,3 +230,57 @@ def test_statsmodels_mixedlm_agrees_on_the_shared_names():
     for level, effect in r.random_effects.items():
         assert list(m.random_effects[level].index) == list(effect.index)
         np.testing.assert_allclose(m.random_effects[level], effect, rtol=1e-3)
+
+
+def _section_tokens(text: str, title: str) -> list[list[str]]:
+    """The whitespace-split lines of a summary section, from its title to a blank line."""
+    lines = text.splitlines()
+    start = next(k for k, line in enumerate(lines) if line.strip().startswith(title))
+    # lme4 follows the last section with its "fit warnings:" without a blank line.
+    end = next((k for k in range(start + 1, len(lines))
+                if not lines[k].strip() or lines[k].startswith("fit warnings")), len(lines))
+    return [_lme4_names(line.split()) for line in lines[start:end]]
+
+
+SMALL_DAYS = "sleepstudy_small_reml"
+
+
+@pytest.mark.parametrize("name", [*CASES, SMALL_DAYS])
+def test_summary_prints_what_lmertest_prints(fits, name):
+    """Sections, numbers and digits as R prints summary(lmerTest::lmer(...)) (the spacing
+    of R's matrix print aside: lines are compared token by token)."""
+    if name == SMALL_DAYS:
+        d = rl.datasets.sleepstudy()
+        d["Days"] = d["Days"] * 1000
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rl.ModelDataWarning)
+            m = rl.lmer("Reaction ~ Days + (1|Subject)", d)
+    else:
+        m = fits[name]
+    ours, theirs = m.summary(), REFERENCE[name]["summary_text"]
+    assert "-0.0000" not in ours
+    assert ours.splitlines()[0].startswith(
+        f"Linear mixed model fit by {'REML' if m.REML else 'maximum likelihood'}. t-tests use Satterthwaite's method")
+    assert "   Data: " in ours
+    for title in ("REML criterion at convergence" if m.REML else "AIC", "Scaled residuals:", "Random effects:",
+                  "Fixed effects:", "Correlation of Fixed Effects:"):
+        if title not in theirs:
+            continue
+        assert _section_tokens(ours, title) == _section_tokens(theirs, title), title
+
+
+def test_summary_data_line_comes_from_data_name_or_attrs():
+    d = rl.datasets.dyestuff()
+    assert "   Data: dyestuff\n" in rl.lmer("Yield ~ 1 + (1|Batch)", d).summary()
+    assert "   Data: my_frame\n" in rl.lmer("Yield ~ 1 + (1|Batch)", d, data_name="my_frame").summary()
+    d.attrs.clear()
+    assert "Data:" not in rl.lmer("Yield ~ 1 + (1|Batch)", d).summary()
+    with pytest.raises(TypeError, match="data_name"):
+        rl.lmer("Yield ~ 1 + (1|Batch)", d, data_name=3)
+
+
+def test_criterion_in_the_millions_keeps_its_decimal():
+    from reml_engine.report.render import criterion_text
+
+    assert criterion_text(57210345.24) == "57210345.2"
+    assert criterion_text(1786.46508) == "1786.5"
