@@ -4,12 +4,13 @@ bundled example data.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from importlib import resources
 
 import pandas as pd
 
 from .core.fitting import fit_design
-from .core.results import LmerFit
+from .core.results import LmerCall, LmerFit
 from .errors import ModelDataError
 from .frontend.arguments import check_bool, check_na_action
 from .frontend.design import build_design, design_from_arrays
@@ -18,7 +19,7 @@ from .scaleout.dask import lmer_lazy
 
 
 def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "omit", *,
-         dialect: str = DEFAULT_DIALECT, contrasts: dict | None = None) -> LmerFit:
+         dialect: str = DEFAULT_DIALECT, contrasts: dict | None = None, data_name: str | None = None) -> LmerFit:
     """Fit ``response ~ fixed terms + (1|group)`` by REML (default) or ML.
 
     Parameters
@@ -51,6 +52,10 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
         ``"contr.sum"``, ``"contr.helmert"``, ``"contr.poly"``, ``"contr.SAS"`` (or
         formulaic's ``"sum"``, ...). The type III table (``m.anova()``) is the same under
         any coding, as lmerTest's.
+    data_name : str, optional
+        The name the summary's ``Data:`` line gives the data (lme4 prints the name of
+        the R variable). By default ``data.attrs["name"]`` when that is a string (the
+        frames of :mod:`reml_engine.datasets` carry theirs), else no ``Data:`` line.
 
     Returns
     -------
@@ -85,7 +90,18 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
     if not isinstance(data, pd.DataFrame):
         return lmer_lazy(formula, data, REML=REML, na_action=na_action, dialect=dialect, contrasts=contrasts)
     design = build_design(formula, data, na_action=na_action, dialect=dialect, contrasts=contrasts)
-    return fit_design(design, REML=REML)
+    call = LmerCall(formula, data.copy(deep=False), REML, na_action, dialect, contrasts)
+    return replace(fit_design(design, REML=REML), call=call, data_name=_data_name(data, data_name))
+
+
+def _data_name(data: pd.DataFrame, data_name) -> str | None:
+    """The name for the ``Data:`` line: ``data_name``, else the frame's ``attrs["name"]``."""
+    if data_name is not None:
+        if not isinstance(data_name, str):
+            raise TypeError(f"data_name must be a string, got {type(data_name).__name__}")
+        return data_name
+    name = data.attrs.get("name")
+    return name if isinstance(name, str) and name else None
 
 
 def fit(X, y, groups, REML: bool = True, names=None) -> LmerFit:

@@ -61,7 +61,7 @@ def test_simulate_moments_match_the_fit(sleep):
 
 def test_simulate_conditional_on_modes_centres_on_fitted(sleep):
     sims = sleep.simulate(NSIM_MOMENTS, seed=5, re=True).to_numpy()
-    resid = sims - sleep.fitted[:, None]
+    resid = sims - sleep.fitted.to_numpy()[:, None]
     se = np.sqrt(sleep.sigma2 / sims.shape[1])
     assert np.max(np.abs(resid.mean(axis=1))) < Z_BOUND * se
     assert abs(resid.var(axis=1, ddof=1).mean() / sleep.sigma2 - 1) < 0.02

@@ -11,6 +11,7 @@ import pandas as pd
 
 from .optimizer import OptSummary
 from .parametrization import standard_errors
+from .result_names import ResultNames
 from .statistics import GroupStats, PooledStats
 
 #: lme4's isSingular() tolerance on theta = sigma_b / sigma.
@@ -162,11 +163,31 @@ class Boundary:
 
 
 @dataclass(frozen=True)
-class LmerFit:
+class LmerCall:
+    """The arguments of the :func:`reml_engine.lmer` call that made a fit, for
+    ``update()`` and ``drop1()`` to refit with some of them changed.
+
+    ``data`` is a shallow copy of the caller's frame: with pandas' copy-on-write, a later
+    change to the caller's frame does not reach it, so a refit reads the data the fit
+    was made from.
+    """
+
+    formula: str
+    data: pd.DataFrame = field(repr=False)
+    REML: bool
+    na_action: str = "omit"
+    dialect: str = "python"
+    contrasts: dict | None = None
+
+
+@dataclass(frozen=True)
+class LmerFit(ResultNames):
     """A fitted random-intercept model ``y = X beta + b_group + e``.
 
     Built by :func:`reml_engine.lmer` or :func:`reml_engine.fit`; see
-    ``shared/API.md`` for the contract. All attributes are read-only.
+    ``shared/API.md`` for the contract. All attributes are read-only. statsmodels' and
+    broom's names (``params``, ``pvalues``, ``tidy()``, ...) come from
+    :class:`~reml_engine.core.result_names.ResultNames`.
     """
 
     REML: bool
@@ -195,6 +216,10 @@ class LmerFit:
     singular_tol: float = SINGULAR_TOL
     #: lme4's starting theta for this response and grouping (see reml_engine.core.lme4_path).
     lme4_start_theta: float = math.nan
+    #: The name of the data (the ``Data:`` line of the summary), when it had one.
+    data_name: str | None = None
+    #: The lmer() call, for update() and drop1(); None for fits from arrays or statistics.
+    call: LmerCall | None = field(default=None, repr=False)
 
     # -- the contract's derived values -------------------------------------------------
     @property
@@ -255,24 +280,70 @@ class LmerFit:
 
     # -- conditional fitted values -----------------------------------------------------
     @cached_property
-    def fitted(self) -> np.ndarray | None:
-        """Fitted values X beta + b_g, conditional on the random intercepts."""
+    def _fitted_rows(self) -> np.ndarray | None:
+        """``X beta + b_g`` of the rows fitted, computed once (read-only)."""
         if self.design is None or self.group_codes is None:
             return None
         from ..inference.predict import fixed_part
 
-        return fixed_part(self, self.design.X) + self.ranef["mode"].to_numpy()[self.group_codes]
+        values = fixed_part(self, self.design.X) + self.ranef["mode"].to_numpy()[self.group_codes]
+        values.flags.writeable = False
+        return values
+
+    def _on_data_rows(self, values: np.ndarray, name: str) -> pd.Series:
+        """``values`` of the fitted rows as a Series on the data's index, NaN on the rows
+        dropped for missing values (R's ``na.exclude``)."""
+        design = self.design
+        if design.data_index is None:
+            index = design.row_index if design.row_index is not None else pd.RangeIndex(len(values))
+            return pd.Series(values, index=index, name=name, copy=True)
+        if design.kept_rows is None:
+            return pd.Series(values, index=design.data_index, name=name, copy=True)
+        padded = np.full(len(design.data_index), np.nan)
+        padded[design.kept_rows] = values
+        return pd.Series(padded, index=design.data_index, name=name)
 
     @property
-    def resid(self) -> np.ndarray | None:
-        """Conditional residuals y - fitted."""
-        fitted = self.fitted
-        return None if fitted is None else self.design.y - fitted
+    def fitted(self) -> pd.Series | None:
+        """Fitted values ``X beta + b_g``, conditional on the random intercepts: a Series
+        on the data's index, NaN where a row was dropped for missing values (None for
+        fits from statistics only)."""
+        values = self._fitted_rows
+        return None if values is None else self._on_data_rows(values, "fitted")
+
+    @property
+    def resid(self) -> pd.Series | None:
+        """Conditional residuals ``y - fitted``, laid out as :attr:`fitted`."""
+        values = self._fitted_rows
+        return None if values is None else self._on_data_rows(self.design.y - values, "resid")
 
     @property
     def scaled_residuals(self) -> np.ndarray | None:
-        resid = self.resid
-        return None if resid is None else resid / math.sqrt(self.sigma2)
+        """Residuals of the fitted rows over sigma (the summary's quantiles)."""
+        values = self._fitted_rows
+        return None if values is None else (self.design.y - values) / math.sqrt(self.sigma2)
+
+    def coef(self) -> pd.DataFrame:
+        """Coefficients per group, as lme4's ``coef()``: the fixed effects, with each
+        group's conditional mode added to the intercept. One row per group level.
+
+        The intercept is the column of ones (``(Intercept)`` in a formula fit, whatever
+        its name in a fit from arrays); a model without one gets an ``(Intercept)``
+        column of the modes alone, first, as lme4 gives it.
+        """
+        modes = self.ranef["mode"].to_numpy()
+        table = pd.DataFrame(
+            np.tile(self.fixef.to_numpy(), (len(modes), 1)), index=self.ranef.index.copy(),
+            columns=self.fixef.index.copy(),
+        )
+        position = getattr(self.parametrization, "intercept_index", None)
+        if position is None and "(Intercept)" in table.columns:
+            position = table.columns.get_loc("(Intercept)")
+        if position is None:
+            table.insert(0, "(Intercept)", modes)
+        else:
+            table.iloc[:, position] += modes
+        return table
 
     # -- predictions, simulation, variance components (front end) ---------------------
     def predict(self, newdata: pd.DataFrame | None = None, re: bool = True, *, X=None, groups=None):

@@ -92,7 +92,10 @@ def _read(name: str) -> pd.DataFrame:
 
 def _load(name: str) -> pd.DataFrame:
     # A deep copy: changing the returned frame never changes what the next call returns.
-    return _read(name).copy(deep=True)
+    frame = _read(name).copy(deep=True)
+    # The summary's "Data:" line (reml_engine.lmer reads attrs["name"]).
+    frame.attrs["name"] = name
+    return frame
 
 
 def sleepstudy() -> pd.DataFrame:

@@ -70,6 +70,11 @@ class Design:
     model_spec: object | None = None
     row_index: pd.Index | None = None
     n_dropped_rows: int = 0
+    #: The index of every row of the data, dropped ones included, and which of them were
+    #: fitted (None: all): fitted values and residuals are laid out on it, NaN where a
+    #: row was dropped (R's ``na.exclude``). A mask, not labels, as labels may repeat.
+    data_index: pd.Index | None = None
+    kept_rows: np.ndarray | None = None
     #: (name, dtype) of the data columns the fixed part read as numbers: new data must
     #: give numbers there too.
     numeric_columns: tuple[tuple[str, str], ...] = ()
@@ -263,6 +268,8 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, d
         model_spec=rhs.model_spec,
         row_index=clean.index,
         n_dropped_rows=n_dropped,
+        data_index=data.index,
+        kept_rows=~data[used].isna().any(axis=1).to_numpy() if n_dropped else None,
         numeric_columns=tuple(
             (c, str(dtype)) for c, dtype in dtypes.items() if is_number_dtype(dtype)
         ),

@@ -23,6 +23,8 @@ import textwrap
 import numpy as np
 import pandas as pd
 
+from .r_format import STARS_LEGEND, SUMMARY_DIGITS, coefficient_table, format_one, format_vector, zapsmall
+
 #: Width at which notes are wrapped.
 NOTE_WIDTH = 88
 #: Significant digits of the numbers in the tables (lme4 prints 4 as well).
@@ -35,6 +37,12 @@ FIXED_HIGH = 1e6
 CORR_NAME_WIDTH = 6
 #: Quantiles of the scaled residuals.
 RESIDUAL_QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: Degrees of freedom of the summary's t tests (lmerTest's default).
+SUMMARY_DDF = "satterthwaite"
+#: How the header names each df method, as lmerTest's.
+DDF_TITLES = {"satterthwaite": "Satterthwaite's", "kenward-roger": "Kenward-Roger's", "residual": "residual df"}
+#: Decimals of the criterion and the AIC line (lme4's ``round(x, 1)``).
+CRITERION_DECIMALS = 1
 
 
 def format_number(value, digits: int = DIGITS, fixed: bool = False) -> str:
@@ -85,12 +93,25 @@ def _format_table(df: pd.DataFrame, digits: int = DIGITS, index_header: str = ""
 
 
 # -- sections: each returns a title and a table or lines ------------------------------
-def method_lines(m) -> list[str]:
+def method_lines(m, ddf: str = SUMMARY_DDF) -> list[str]:
+    """lmerTest's title (with the df method of the t tests), the formula and the data."""
     method = "REML" if m.REML else "maximum likelihood"
-    lines = [f"Linear mixed model fit by {method} (reml_engine: global optimum of the profiled criterion)"]
+    lines = [f"Linear mixed model fit by {method}. t-tests use {DDF_TITLES.get(ddf, ddf)} method "
+             "[reml_engine: global optimum of the profiled criterion]"]
     if m.formula:
         lines.append(f"Formula: {m.formula}")
+    data_name = getattr(m, "data_name", None)
+    if data_name:
+        lines.append(f"   Data: {data_name}")
     return lines
+
+
+def criterion_text(value: float) -> str:
+    """lme4's ``round(x, 1)`` printed with R's 7 digits, or more for a criterion in the
+    millions so that its decimal is kept (``57210345.2``, not ``5.721e+07``)."""
+    rounded = round(float(value), CRITERION_DECIMALS)
+    integer_digits = len(str(int(abs(rounded)))) if math.isfinite(rounded) else 1
+    return format_one(rounded, max(7, integer_digits + CRITERION_DECIMALS)).strip()
 
 
 def criterion_table(m) -> pd.DataFrame | None:
@@ -120,10 +141,16 @@ def random_effects_table(m) -> pd.DataFrame:
     )
 
 
-def fixed_effects_table(m) -> pd.DataFrame:
+def fixed_effects_table(m, ddf: str | None = SUMMARY_DDF) -> pd.DataFrame:
+    """Estimate, SE, df, t and Pr(>|t|) as lmerTest's summary (``ddf=None``: lme4's
+    three columns)."""
     se = m.se
     t_value = m.fixef / se.where(se > 0)
-    return pd.DataFrame({"Estimate": m.fixef, "Std. Error": se, "t value": t_value})
+    if ddf is None:
+        return pd.DataFrame({"Estimate": m.fixef, "Std. Error": se, "t value": t_value})
+    table = m.coef_table(ddf)
+    return pd.DataFrame({"Estimate": m.fixef, "Std. Error": se, "df": table["df"], "t value": t_value,
+                         "Pr(>|t|)": table["p"]})
 
 
 def _abbreviations(names: list[str]) -> list[str]:
@@ -173,23 +200,77 @@ def _wrap(text: str, bullet: str) -> str:
                          break_long_words=False, break_on_hyphens=False)
 
 
-def render_summary(m) -> str:
-    """The lme4-style text report of a fit, with the engine's notes at the end."""
-    sections: list[list[str]] = [method_lines(m)]
+def _text_table(cells: pd.DataFrame, index_header: str = "", left: tuple = ()) -> list[str]:
+    """Pre-formatted cells in columns: right-aligned (R's ``print(right = TRUE)``) but
+    for the columns named in ``left`` and the row labels."""
+    header = [index_header, *map(str, cells.columns)]
+    rows = [[str(i), *map(str, row)] for i, row in zip(cells.index, cells.itertuples(index=False), strict=True)]
+    widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
+    is_left = [True, *[c in left for c in cells.columns]]
+
+    def line(row):
+        return " ".join(c.ljust(w) if lft else c.rjust(w) for c, w, lft in zip(row, widths, is_left, strict=True))
+
+    return [line(header).rstrip()] + [line(r).rstrip() for r in rows]
+
+
+def _criterion_lines(m) -> list[str]:
+    """lme4's criterion line (REML) or AIC/BIC/logLik/deviance/df.resid table (ML)."""
     table = criterion_table(m)
     if table is None:
-        sections.append([f"REML criterion at convergence: {format_number(m.criterion)}"])
-    else:
-        sections.append([_format_table(table)])
+        return [f"REML criterion at convergence: {criterion_text(m.criterion)}"]
+    values = [round(float(v), CRITERION_DECIMALS) for v in table.iloc[0, :-1]]
+    texts = [*format_vector(values, 7), str(int(table.iloc[0, -1]))]
+    cells = pd.DataFrame([texts], columns=table.columns, index=[""])
+    return _text_table(cells)
+
+
+def _residual_lines(m) -> list[str] | None:
     table = residual_table(m)
-    if table is not None:
-        sections.append(["Scaled residuals:", _format_table(table, fixed=True)])
+    if table is None:
+        return None
+    texts = format_vector(zapsmall(table.iloc[0].to_numpy(), SUMMARY_DIGITS + 1), SUMMARY_DIGITS)
+    return _text_table(pd.DataFrame([texts], columns=table.columns, index=[""]))
+
+
+def _random_effects_lines(m) -> list[str]:
+    table = random_effects_table(m)
+    cells = pd.DataFrame({
+        "Name": table["Name"].to_numpy(),
+        "Variance": format_vector(table["Variance"], SUMMARY_DIGITS),
+        "Std.Dev.": format_vector(table["Std.Dev."], SUMMARY_DIGITS),
+    }, index=table.index)
+    return _text_table(cells, index_header="Groups", left=("Name", "Variance", "Std.Dev."))
+
+
+def _fixed_effects_lines(m, ddf: str | None) -> list[str]:
+    cells, stars = coefficient_table(fixed_effects_table(m, ddf), SUMMARY_DIGITS)
+    lines = _text_table(cells, left=("",))
+    return [*lines, "---", STARS_LEGEND] if stars else lines
+
+
+def render_summary(m, ddf: str | None = SUMMARY_DDF) -> str:
+    """The lme4-style text report of a fit, with the engine's notes at the end.
+
+    The layout and digits are lmerTest's ``summary()``: df and ``Pr(>|t|)`` of the
+    fixed effects on Satterthwaite's df (``ddf``: ``"kenward-roger"``, ``"residual"``,
+    or None for lme4's table without them).
+    """
+    sections: list[list[str]] = [method_lines(m, ddf) if ddf else method_lines(m)[1:]]
+    if ddf is None:
+        method = "REML" if m.REML else "maximum likelihood"
+        sections[0].insert(0, f"Linear mixed model fit by {method} [reml_engine: global optimum of the profiled "
+                              "criterion]")
+    sections.append(_criterion_lines(m))
+    lines = _residual_lines(m)
+    if lines is not None:
+        sections.append(["Scaled residuals:", *lines])
     sections.append([
         "Random effects:",
-        _format_table(random_effects_table(m), index_header="Groups"),
+        *_random_effects_lines(m),
         f"Number of obs: {m.nobs}, groups:  {m.group_name}, {m.ngroups}",
     ])
-    sections.append(["Fixed effects:", _format_table(fixed_effects_table(m))])
+    sections.append(["Fixed effects:", *_fixed_effects_lines(m, ddf)])
     table = correlation_table(m)
     if table is not None:
         sections.append(["Correlation of Fixed Effects:", _format_table(table)])

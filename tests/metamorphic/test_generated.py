@@ -90,7 +90,8 @@ def dtype_relation(case, pick=everything):
 def prediction_relation(case, pick=everything):
     """Predicting the fitting rows, with newdata in any dtype, gives the fitted values."""
     fit = base_fit(case)
-    fitted = np.asarray(fit.fitted)
+    # The fitting rows only: fitted is NaN on rows dropped for missing values (API.md).
+    fitted = np.asarray(fit.fitted.dropna())
     spread = float(np.std(fit.design.y))
     rows = case.with_data(case.complete())
     # uint64 codes are new labels: groups the fit never saw
