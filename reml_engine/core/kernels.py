@@ -326,24 +326,15 @@ def lower_inverse_batched(L):
     """Inverses of a stack of lower-triangular matrices ``L`` (K, p, p), by forward
     substitution (``p^3 / 6`` operations each, against ``2 p^3 / 3`` for a general
     solve). A zero or NaN on a diagonal gives inf or NaN, which the caller flags.
-
-    Each column of the inverse is solved in a contiguous work vector and stored once:
-    the substitution reads along rows of ``L`` and along that vector, never down a
-    column of the output (a stride of ``p`` doubles), so wide designs stay in cache.
-    The operations and their order are those of the textbook column-by-column
-    substitution, so the results are the same to the last bit.
     """
     K, p, _ = L.shape
     inverse = np.zeros((K, p, p), dtype=np.float64)
-    column = np.empty(p, dtype=np.float64)
     for k in range(K):
         for j in range(p):
-            column[j] = 1.0 / L[k, j, j]
+            inverse[k, j, j] = 1.0 / L[k, j, j]
             for i in range(j + 1, p):
                 total = 0.0
                 for m in range(j, i):
-                    total += L[k, i, m] * column[m]
-                column[i] = -total / L[k, i, i]
-            for i in range(j, p):
-                inverse[k, i, j] = column[i]
+                    total += L[k, i, m] * inverse[k, m, j]
+                inverse[k, i, j] = -total / L[k, i, i]
     return inverse
