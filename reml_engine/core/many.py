@@ -334,6 +334,9 @@ class ManyFits(Sequence):
         self._fits: dict[int, LmerFit] = {}
         self._estimates_cache = None
         self._lock = threading.Lock()
+        # The estimates are part of the result (and of its timing): computed now, not
+        # on first read.
+        self._estimates()
 
     @classmethod
     def combine(cls, responses: Sequence[str], shared: ManyFits | None, separate: dict[str, LmerFit]) -> ManyFits:
