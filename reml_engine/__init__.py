@@ -32,6 +32,7 @@ from . import datasets as datasets  # rl.datasets.sleepstudy(), ...: the example
 from .api import fit, lmer, load_seed
 from .core.criterion import CriterionParts, criterion, criterion_derivative, criterion_parts, evaluate
 from .core.fitting import build_fit, fit_design, fit_statistics, fit_stats
+from .core.many import ManyFits
 from .core.optimizer import Optimum, OptSummary, find_optima
 from .core.problem import CriterionProblem, criterion_problem
 from .core.results import Boundary, CompoundSymmetryFit, LmerFit, LocalOptimum
@@ -77,6 +78,7 @@ __all__ = [
     "GroupStats",
     "LmerFit",
     "LocalOptimum",
+    "ManyFits",
     "ModelDataError",
     "ModelDataWarning",
     "OptSummary",

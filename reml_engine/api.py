@@ -7,19 +7,23 @@ from __future__ import annotations
 from dataclasses import replace
 from importlib import resources
 
+import numpy as np
 import pandas as pd
 
 from .core.fitting import fit_design
+from .core.many import ManyFits, fit_many_design
 from .core.results import LmerCall, LmerFit
 from .errors import ModelDataError
 from .frontend.arguments import check_bool, check_na_action
 from .frontend.design import build_design, design_from_arrays
 from .frontend.formula_dialect import DEFAULT_DIALECT, check_contrasts, check_dialect
+from .frontend.many_design import build_many_design, many_design_from_arrays, response_columns
 from .scaleout.dask import lmer_lazy
 
 
 def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "omit", *,
-         dialect: str = DEFAULT_DIALECT, contrasts: dict | None = None, data_name: str | None = None) -> LmerFit:
+         dialect: str = DEFAULT_DIALECT, contrasts: dict | None = None,
+         data_name: str | None = None) -> LmerFit | ManyFits:
     """Fit ``response ~ fixed terms + (1|group)`` by REML (default) or ML.
 
     Parameters
@@ -28,7 +32,12 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
         lme4-style formula with exactly one random-intercept term, e.g.
         ``"y ~ x * cat + np.log(z) + (1|g)"``; ``(1|a:b)`` groups by the combination of
         columns a and b. The fixed part is built by formulaic, in the ``dialect`` it is
-        written in.
+        written in. Several responses on the same design, ``"cbind(y1, y2) ~ x + (1|g)"``
+        (R's form) or ``"y1 + y2 ~ x + (1|g)"`` (formulaic's, python dialect only), give a
+        :class:`~reml_engine.core.many.ManyFits`: one fit per response, equal to
+        ``lmer("y1 ~ x + (1|g)", data)`` and so on, the statistics computed in one pass
+        (a response with missing values is fitted on its own rows, see
+        :mod:`reml_engine.frontend.many_design`).
     data : pandas.DataFrame, or data too large for memory
         A ``dask.dataframe.DataFrame``, a Parquet path or glob (``"data/*.parquet"``,
         read lazily), an iterable of DataFrames (chunks), a function returning such an
@@ -61,7 +70,8 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
     -------
     LmerFit
         The fit at the global optimum, with every local optimum in ``optima``, the
-        boundary diagnosis and the compound-symmetry fit.
+        boundary diagnosis and the compound-symmetry fit (a ``ManyFits`` for several
+        responses).
 
     Examples
     --------
@@ -87,6 +97,9 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
                 f"{type(formula).__name__} and then the formula {data!r})"
             )
         raise ModelDataError(f"formula must be a string like 'y ~ x + (1|g)', got {type(formula).__name__}")
+    responses = response_columns(formula, dialect)
+    if responses is not None:
+        return _lmer_many(formula, responses, data, REML, na_action, dialect, contrasts)
     if not isinstance(data, pd.DataFrame):
         return lmer_lazy(formula, data, REML=REML, na_action=na_action, dialect=dialect, contrasts=contrasts)
     design = build_design(formula, data, na_action=na_action, dialect=dialect, contrasts=contrasts)
@@ -104,21 +117,62 @@ def _data_name(data: pd.DataFrame, data_name) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-def fit(X, y, groups, REML: bool = True, names=None) -> LmerFit:
+def _lmer_many(formula, responses, data, REML, na_action, dialect, contrasts) -> ManyFits:
+    """Several responses from a formula: those without missing values from one pass, each
+    of the others fitted on its own rows (:mod:`reml_engine.frontend.many_design`)."""
+    if not isinstance(data, pd.DataFrame):
+        raise ModelDataError(
+            f"formula {formula!r} has {len(responses)} responses: several responses are fitted from a pandas "
+            f"DataFrame only, not from {type(data).__name__} (chunked, Dask or Parquet data): fit each response "
+            "with its own formula"
+        )
+    many, apart = build_many_design(formula, responses, data, na_action, dialect=dialect, contrasts=contrasts)
+    shared = fit_many_design(many, REML) if many is not None else None
+    if not apart:
+        return shared
+    separate = {name: lmer(f, data, REML=REML, na_action=na_action, dialect=dialect, contrasts=contrasts)
+                for name, f in apart.items()}
+    return ManyFits.combine(responses, shared, separate)
+
+
+def fit(X, y, groups, REML: bool = True, names=None, *, response_names=None) -> LmerFit | ManyFits:
     """Fit the random-intercept model from arrays.
 
     Parameters
     ----------
     X : array (n, p)
         Fixed-effect design, including the intercept column if wanted.
-    y : array (n,)
+    y : array (n,), or (n, k) for k responses on the same design
+        With k responses (a 2-d array or a DataFrame), one pass over the rows computes
+        the statistics of all of them, and each response gets its own fit, equal to
+        ``fit(X, y[:, j], groups)``: a :class:`~reml_engine.core.many.ManyFits`.
     groups : array (n,)
         Group labels of any type (strings, integers, categoricals).
     REML : bool
     names : sequence of str, optional
         Column names of X (default ``x0, x1, ...``).
+    response_names : sequence of str, optional
+        Names of the k responses (default: a DataFrame's columns, else ``y0, y1, ...``).
+
+    Returns
+    -------
+    LmerFit, or ManyFits for a 2-d y
+
+    Examples
+    --------
+    >>> import numpy as np, reml_engine as rl
+    >>> seed = rl.load_seed()
+    >>> X = np.column_stack([np.ones(len(seed)), seed.x])
+    >>> m = rl.fit(X, seed.y, seed.f, names=["(Intercept)", "x"])
+    >>> round(m.criterion, 4)
+    16.1726
     """
     REML = check_bool(REML, "REML")
+    if isinstance(y, pd.DataFrame) or np.ndim(y) >= 2:
+        return fit_many_design(many_design_from_arrays(X, y, groups, names, response_names), REML=REML)
+    if response_names is not None:
+        raise ModelDataError("response_names is for a 2-d y (k responses); name a single response's fit by "
+                             "its formula, or pass y as a one-column 2-d array")
     design = design_from_arrays(X, y, groups, names)
     return fit_design(design, REML=REML)
 

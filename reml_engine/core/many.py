@@ -1,0 +1,488 @@
+"""Many responses, one design: k random-intercept models ``y_j ~ X + (1|g)`` from one pass.
+
+Simulation studies, bootstrap, genomics and imaging fit thousands of outcomes on the same
+design and groups. Everything a fit reads from the data is the :class:`GroupStats` of
+``[X | y_j]``: group sums and the cross-product. Their X part is shared, so one pass over
+the rows (:func:`reml_engine.core.many_kernels.many_sums_and_cross`) computes the group
+sums of X and of all k responses, ``X'X``, ``X'Y`` and each response's sum of squares;
+the statistics of response j are then assembled from those (:meth:`ManyStatistics.group_stats`),
+and the rest of its fit is the ordinary single-response chain
+(``criterion_problem -> find_optima -> build_fit``) on them: each response gets its own
+global optimum, every local optimum and its boundary diagnosis, exactly as
+``rl.fit(X, Y[:, j], groups)`` would give them (the same statistics up to the order of
+the floating-point sums; ``tests/test_many.py`` checks the equality).
+
+The same choices as the single fit are made per response, from the same numbers: the
+pilot shift of each column, and the second, exact pass for the within-group
+cross-product when the one-pass formula would cancel too many digits of a column of X
+or of that response. A response whose centred columns are nearly collinear reads its
+rows again in a better-conditioned basis, as the single fit does.
+
+The fits are kept as their criterion problems and optimizer records; each
+:class:`~reml_engine.core.results.LmerFit` (with its random effects, the
+compound-symmetry fit and its rows for fitted values) is built when it is first asked
+for, so the result of k = 10,000 responses stays small until it is read.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ModelDataError
+from ..frontend.data_checks import check_groups, check_values
+from ..frontend.design import Design
+from ..frontend.groups import GroupCodes, factorize_groups
+from .criterion import fixed_effects
+from .fitting import build_fit
+from .many_kernels import many_sums_and_cross, many_within
+from .optimizer import OptSummary, find_optima
+from .parametrization import standard_errors
+from .problem import CriterionProblem, criterion_problem
+from .results import SINGULAR_TOL, LmerFit
+from .statistics import (
+    PILOT_ROWS,
+    WITHIN_CANCELLATION_TOL,
+    GroupStats,
+    SufficientStatistics,
+    compute_group_stats,
+)
+
+
+@dataclass(frozen=True)
+class ManyDesign:
+    """The arrays of k models that share their design: X (n, p), Y (n, k), the groups.
+
+    ``template`` is the design of the first response (its formula, model spec and rows
+    serve every response); :meth:`design` is the design of response j.
+
+    Attributes
+    ----------
+    template : Design
+    Y : float64 (n, k)
+    response_names : tuple of str
+    formulas : tuple of str or None
+        Each response's formula (``"y_j ~ ..."``), for a fit from a formula.
+    """
+
+    template: Design
+    Y: np.ndarray = field(repr=False)
+    response_names: tuple[str, ...]
+    formulas: tuple[str, ...] | None = None
+
+    @property
+    def k(self) -> int:
+        return self.Y.shape[1]
+
+    def design(self, j: int) -> Design:
+        """The design of response j alone (what ``build_design`` or ``design_from_arrays``
+        would return for it)."""
+        template = self.template
+        parsed = template.formula
+        if parsed is not None and self.formulas is not None:
+            name = self.response_names[j]
+            lhs = name if name.isidentifier() else f"`{name}`"
+            parsed = replace(parsed, formula=self.formulas[j], response=name,
+                             fixed=f"{lhs} ~{parsed.fixed.split('~', 1)[1]}")
+        return replace(template, y=np.ascontiguousarray(self.Y[:, j]), response_name=self.response_names[j],
+                       formula=parsed)
+
+
+@dataclass(frozen=True)
+class ManyStatistics:
+    """The shared statistics of ``[X | Y]`` about the shifts ``shift_x`` and ``shift_y``.
+
+    Attributes
+    ----------
+    levels : pandas.Index
+    counts : int64 (G,)
+    sums_x : (G, p), sums_y : (G, k)
+        Group sums of ``X - shift_x`` and ``Y - shift_y``.
+    cross_xx : (p, p), cross_xy : (p, k), squares_y : (k,)
+        ``X'X``, ``X'Y`` and ``diag(Y'Y)`` of the shifted columns.
+    shift_x : (p,), shift_y : (k,)
+    lo_x, hi_x : (p,), lo_y, hi_y : (k,)
+        Raw ranges of the columns.
+    within_xx, within_xy, within_yy : arrays or None
+        The exact within-group cross-products, when a second pass computed them.
+    exact_within : bool (k,)
+        Per response: whether its fit uses the exact within part (as the single fit
+        would decide from the same numbers).
+    """
+
+    levels: pd.Index
+    counts: np.ndarray
+    sums_x: np.ndarray
+    sums_y: np.ndarray
+    cross_xx: np.ndarray
+    cross_xy: np.ndarray
+    squares_y: np.ndarray
+    shift_x: np.ndarray
+    shift_y: np.ndarray
+    lo_x: np.ndarray
+    hi_x: np.ndarray
+    lo_y: np.ndarray
+    hi_y: np.ndarray
+    exact_within: np.ndarray
+    within_xx: np.ndarray | None = None
+    within_xy: np.ndarray | None = None
+    within_yy: np.ndarray | None = None
+
+    def group_stats(self, j: int) -> GroupStats:
+        """The :class:`GroupStats` of ``[X | y_j]``: what one pass over X and ``Y[:, j]``
+        alone computes."""
+        p = self.cross_xx.shape[0]
+        sums = np.empty((len(self.counts), p + 1))
+        sums[:, :p] = self.sums_x
+        sums[:, p] = self.sums_y[:, j]
+        cross = _bordered(self.cross_xx, self.cross_xy[:, j], self.squares_y[j])
+        within = None
+        if self.exact_within[j]:
+            within = _bordered(self.within_xx, self.within_xy[:, j], self.within_yy[j])
+            within = 0.5 * (within + within.T)
+        return GroupStats(
+            self.levels, self.counts, sums, cross, np.r_[self.shift_x, self.shift_y[j]], within,
+            np.r_[self.lo_x, self.lo_y[j]], np.r_[self.hi_x, self.hi_y[j]],
+        )
+
+
+def _bordered(corner: np.ndarray, column: np.ndarray, last: float) -> np.ndarray:
+    p = corner.shape[0]
+    out = np.empty((p + 1, p + 1))
+    out[:p, :p] = corner
+    out[:p, p] = column
+    out[p, :p] = column
+    out[p, p] = last
+    return out
+
+
+def _one_pass_within_diagonal(squares: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Diagonal of the one-pass within cross-product ``Z'Z - sum_g s_g s_g' / n_g``."""
+    return squares - ((sums / counts[:, None]) * sums).sum(axis=0)
+
+
+def _lossy(within_diag, total, lo, hi) -> np.ndarray:
+    """Columns whose one-pass within part cancelled too many digits
+    (:func:`reml_engine.core.statistics.compute_group_stats`'s rule)."""
+    return (within_diag < WITHIN_CANCELLATION_TOL * total) & (total > 0) & (lo < hi)
+
+
+def many_statistics(X: np.ndarray, Y: np.ndarray, groups: GroupCodes, intercept_index: int | None) -> ManyStatistics:
+    """One pass over the rows of X and Y: the statistics of every response.
+
+    The shifts are the single fit's pilot shifts (the column means of the first
+    ``PILOT_ROWS`` rows, 0 for a known intercept column), so that each response's
+    statistics are those of its own fit.
+    """
+    m = min(PILOT_ROWS, X.shape[0])
+    shift_x = X[:m].mean(axis=0)
+    if intercept_index is not None:
+        shift_x[intercept_index] = 0.0
+    shift_y = Y[:m].mean(axis=0)
+    (counts, sums_x, sums_y, cross_xx, cross_xy, squares_y,
+     lo_x, hi_x, lo_y, hi_y) = many_sums_and_cross(X, Y, groups.codes, groups.ngroups, shift_x, shift_y)
+    finite_x = bool(np.isfinite(cross_xx).all())
+    finite = finite_x & np.isfinite(cross_xy).all(axis=0) & np.isfinite(squares_y)
+    total_x = np.diag(cross_xx)
+    lossy_x = _lossy(_one_pass_within_diagonal(total_x, sums_x, counts), total_x, lo_x, hi_x).any()
+    lossy_y = _lossy(_one_pass_within_diagonal(squares_y, sums_y, counts), squares_y, lo_y, hi_y)
+    exact = finite & (lossy_x | lossy_y)
+    stats = ManyStatistics(groups.levels, counts, sums_x, sums_y, cross_xx, cross_xy, squares_y, shift_x, shift_y,
+                           lo_x, hi_x, lo_y, hi_y, exact)
+    if not exact.any():
+        return stats
+    within_xx, within_xy, within_yy = many_within(
+        X, Y, groups.codes, sums_x / counts[:, None], sums_y / counts[:, None], shift_x, shift_y
+    )
+    return replace(stats, within_xx=within_xx, within_xy=within_xy, within_yy=within_yy)
+
+
+@dataclass(frozen=True)
+class _ResponseRows:
+    """The :data:`~reml_engine.core.statistics.Reread` of response j: its rows, read
+    again only when its columns need a better-conditioned basis."""
+
+    X: np.ndarray = field(repr=False)
+    Y: np.ndarray = field(repr=False)
+    j: int
+    groups: GroupCodes = field(repr=False)
+
+    def __call__(self, shift: np.ndarray, transform: np.ndarray) -> GroupStats:
+        y = np.ascontiguousarray(self.Y[:, self.j])
+        return compute_group_stats(self.X, y, self.groups, shift, transform=transform)
+
+
+def _response_statistics(design: ManyDesign, stats: ManyStatistics, groups: GroupCodes, j: int,
+                         with_rows: bool) -> SufficientStatistics:
+    """Response j's :class:`SufficientStatistics`, with its rows (for the fit's fitted
+    values) or without (for the criterion alone)."""
+    template = design.template
+    group_stats = stats.group_stats(j)
+    response_design = design.design(j) if with_rows else None
+    formula = None if design.formulas is None else design.formulas[j]
+    return SufficientStatistics(
+        group_stats,
+        tuple(template.column_names),
+        template.intercept_index,
+        response_name=design.response_names[j],
+        group_name=template.group_name,
+        formula=formula,
+        design=response_design,
+        groups=groups if with_rows else None,
+        reread=_ResponseRows(template.X, design.Y, j, groups),
+    )
+
+
+@dataclass(frozen=True)
+class _OnePass:
+    """What the responses fitted from one pass share."""
+
+    design: ManyDesign
+    statistics: ManyStatistics
+    groups: GroupCodes
+    REML: bool
+
+
+class _SharedResponse:
+    """Response j of a one-pass fit: its criterion problem and optimizer record; its
+    LmerFit is built when first asked for."""
+
+    def __init__(self, source: _OnePass, j: int, problem: CriterionProblem, summary: OptSummary):
+        self.source, self.j, self.problem, self.summary = source, j, problem, summary
+
+    @property
+    def optimum(self):
+        return self.summary.global_optimum
+
+    @property
+    def n_optima(self) -> int:
+        return len(self.summary.optima)
+
+    def estimates(self) -> tuple[pd.Series, pd.Series, float]:
+        """Fixed effects, standard errors and sigma2 at the global optimum, from the
+        criterion problem (as :func:`~reml_engine.core.fitting.build_fit` computes them)."""
+        beta, vcov, sigma2 = fixed_effects(self.optimum.tau, self.problem.pooled, self.problem.REML)
+        fixef, vcov_user = self.problem.parametrization(beta, vcov)
+        return fixef, standard_errors(vcov_user), sigma2
+
+    def build(self) -> LmerFit:
+        """The LmerFit: the criterion problem set up again with the rows at hand (the
+        same numbers, so the warnings it gave the first time are not repeated) and the
+        optimizer record already computed."""
+        source = self.source
+        statistics = _response_statistics(source.design, source.statistics, source.groups, self.j, with_rows=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            problem = criterion_problem(statistics, source.REML)
+        return build_fit(problem, self.summary)
+
+
+class _FittedResponse:
+    """A response fitted on its own (its own rows: missing values in a formula fit)."""
+
+    def __init__(self, fit: LmerFit):
+        self.fit = fit
+
+    @property
+    def optimum(self):
+        return self.fit.global_optimum
+
+    @property
+    def n_optima(self) -> int:
+        return len(self.fit.optima)
+
+    def estimates(self) -> tuple[pd.Series, pd.Series, float]:
+        return self.fit.fixef, self.fit.se, self.fit.sigma2
+
+    def build(self) -> LmerFit:
+        return self.fit
+
+
+class ManyFits(Sequence):
+    """The fits of k responses on one design: a sequence of
+    :class:`~reml_engine.core.results.LmerFit`, one per response, and a table.
+
+    ``fits[j]`` (or ``fits["name"]``) is response j's fit, equal to its own
+    ``rl.fit(X, Y[:, j], groups)`` (or ``rl.lmer("y_j ~ ...", data)``): the global
+    optimum, every local optimum, the boundary diagnosis. It is built on first access
+    and kept. :meth:`table` has one row per response; ``tau``, ``criterion``, ``fixef``
+    and ``se`` are per-response Series and DataFrames, read without building the fits.
+
+    Examples
+    --------
+    >>> import numpy as np, reml_engine as rl
+    >>> rng = np.random.default_rng(1)
+    >>> groups = np.repeat(np.arange(10), 5)
+    >>> X = np.column_stack([np.ones(50), rng.standard_normal(50)])
+    >>> Y = rng.standard_normal((50, 3)) + rng.standard_normal((10, 3))[groups]
+    >>> fits = rl.fit(X, Y, groups)
+    >>> len(fits), fits.responses
+    (3, ('y0', 'y1', 'y2'))
+    >>> bool(np.isclose(fits[1].criterion, rl.fit(X, Y[:, 1], groups).criterion, rtol=1e-12))
+    True
+    """
+
+    def __init__(self, responses: Sequence[str], entries: Sequence, REML: bool):
+        self._responses = tuple(responses)
+        self._entries = tuple(entries)
+        self._REML = REML
+        self._fits: dict[int, LmerFit] = {}
+        self._estimates_cache = None
+        self._lock = threading.Lock()
+        # The estimates are part of the result (and of its timing): computed now, not
+        # on first read.
+        self._estimates()
+
+    @classmethod
+    def combine(cls, responses: Sequence[str], shared: ManyFits | None, separate: dict[str, LmerFit]) -> ManyFits:
+        """The responses in the order given, from a one-pass fit and from fits of their own."""
+        entries = {} if shared is None else dict(zip(shared._responses, shared._entries, strict=True))
+        entries.update({name: _FittedResponse(fit) for name, fit in separate.items()})
+        REML = shared._REML if shared is not None else next(iter(separate.values())).REML
+        return cls(responses, [entries[name] for name in responses], REML)
+
+    # --- the sequence ---------------------------------------------------------------------
+
+    @property
+    def responses(self) -> tuple[str, ...]:
+        """The responses' names, in the order of the fits."""
+        return self._responses
+
+    @property
+    def REML(self) -> bool:
+        return self._REML
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return [self[j] for j in range(len(self))[key]]
+        return self._fit(self._position(key))
+
+    def _position(self, key) -> int:
+        if isinstance(key, str):
+            if key not in self._responses:
+                raise KeyError(f"no response named {key!r}; responses are {list(self._responses[:10])}"
+                               + (" ..." if len(self) > 10 else ""))
+            return self._responses.index(key)
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            j = int(key)
+            if not -len(self) <= j < len(self):
+                raise IndexError(f"response {j} out of range for {len(self)} responses")
+            return j % len(self)
+        raise TypeError(f"index the fits by position or response name, not {type(key).__name__}")
+
+    def _fit(self, j: int) -> LmerFit:
+        with self._lock:
+            if j not in self._fits:
+                self._fits[j] = self._entries[j].build()
+            return self._fits[j]
+
+    # --- per-response numbers ---------------------------------------------------------------
+
+    @property
+    def tau(self) -> pd.Series:
+        """var_group / sigma2 at each response's global optimum."""
+        return pd.Series([e.optimum.tau for e in self._entries], index=self._index(), name="tau", dtype=float)
+
+    @property
+    def criterion(self) -> pd.Series:
+        """Each response's criterion (REML criterion or ML deviance) at its global optimum."""
+        return pd.Series([e.optimum.criterion for e in self._entries], index=self._index(), name="criterion",
+                         dtype=float)
+
+    @property
+    def fixef(self) -> pd.DataFrame:
+        """Fixed effects, one row per response."""
+        return self._estimates()[0].copy()
+
+    @property
+    def se(self) -> pd.DataFrame:
+        """Standard errors of the fixed effects, one row per response."""
+        return self._estimates()[1].copy()
+
+    def _index(self) -> pd.Index:
+        return pd.Index(self._responses, name="response")
+
+    def _estimates(self) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+        with self._lock:
+            if self._estimates_cache is None:
+                fixef, se, sigma2 = zip(*(e.estimates() for e in self._entries), strict=True)
+                index = self._index()
+                self._estimates_cache = (pd.DataFrame(list(fixef), index=index), pd.DataFrame(list(se), index=index),
+                                         np.asarray(sigma2, dtype=float))
+            return self._estimates_cache
+
+    def table(self) -> pd.DataFrame:
+        """One row per response: ``tau``, ``theta``, ``var_group``, ``sigma2``, ``icc``,
+        ``criterion``, ``singular``, ``boundary`` (the reason, as ``fit.boundary.reason``,
+        or empty for an interior estimate), ``n_optima``, then each fixed effect and its
+        standard error (``fixef[x]``, ``se[x]``).
+
+        The boundary reason builds the fits of the responses at the boundary; the other
+        columns come from the criterion problems.
+        """
+        fixef, se, sigma2 = self._estimates()
+        tau = self.tau.to_numpy()
+        theta = np.sqrt(tau)
+        frame = pd.DataFrame(
+            {
+                "tau": tau,
+                "theta": theta,
+                "var_group": tau * sigma2,
+                "sigma2": sigma2,
+                "icc": tau / (1.0 + tau),
+                "criterion": self.criterion.to_numpy(),
+                "singular": theta < SINGULAR_TOL,
+                "boundary": [self._boundary_reason(j) for j in range(len(self))],
+                "n_optima": [e.n_optima for e in self._entries],
+            },
+            index=self._index(),
+        )
+        return pd.concat([frame, fixef.add_prefix("fixef[").add_suffix("]"), se.add_prefix("se[").add_suffix("]")],
+                         axis=1)
+
+    def _boundary_reason(self, j: int) -> str:
+        if self._entries[j].optimum.kind != "boundary":
+            return ""
+        boundary = self[j].boundary
+        return "" if boundary is None else boundary.reason
+
+    def __repr__(self) -> str:
+        method = "REML" if self._REML else "ML"
+        shown = ", ".join(self._responses[:5]) + (", ..." if len(self) > 5 else "")
+        return f"<ManyFits: {len(self)} responses ({shown}) by {method}; .table() for the estimates>"
+
+
+def fit_many_design(design: ManyDesign, REML: bool = True) -> ManyFits:
+    """Fit every response of a :class:`ManyDesign`: one pass over the rows, then each
+    response's criterion problem and global optimization from its own statistics.
+
+    Raises
+    ------
+    ModelDataError
+        Naming the response, when one cannot be fitted (constant, non-finite, fitted
+        exactly by the fixed effects); the groups and the design are checked once.
+    """
+    template = design.template
+    groups = factorize_groups(template.groups, template.group_name)
+    check_groups(len(template.y), groups.ngroups, template.group_name)
+    statistics = many_statistics(template.X, design.Y, groups, template.intercept_index)
+    source = _OnePass(design, statistics, groups, REML)
+    entries = []
+    for j, name in enumerate(design.response_names):
+        response = _response_statistics(design, statistics, groups, j, with_rows=False)
+        try:
+            check_values(response.group_stats, template.X, design.Y[:, j], template.column_names, name)
+            problem = criterion_problem(response, REML)
+            summary = find_optima(problem)
+        except ModelDataError as err:
+            raise ModelDataError(f"response {j} ({name!r}) of {design.k}: {err}") from None
+        entries.append(_SharedResponse(source, j, problem, summary))
+    return ManyFits(design.response_names, entries, REML)
