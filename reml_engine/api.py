@@ -77,7 +77,7 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
     --------
     >>> import reml_engine as rl
     >>> m = rl.lmer("y ~ x + (1|f)", data=rl.load_seed())
-    >>> round(m.fixef["x"], 4), m.boundary is None
+    >>> float(round(m.fixef["x"], 4)), m.boundary is None
     (0.451, True)
 
     A formula from an R script:
