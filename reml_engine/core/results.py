@@ -345,6 +345,25 @@ class LmerFit(ResultNames):
             table.iloc[:, position] += modes
         return table
 
+    # -- refits (lme4's update and drop1) ---------------------------------------------
+    def update(self, formula: str | None = None, data: pd.DataFrame | None = None, REML: bool | None = None,
+               **kwargs) -> LmerFit:
+        """Refit with some arguments of the :func:`reml_engine.lmer` call changed, as lme4's
+        ``update()``: ``m.update(". ~ . - x")``, ``m.update(REML=False)``,
+        ``m.update(data=other)``. This fit is unchanged (see :func:`reml_engine.api.update`
+        for the formula's ``.`` rules)."""
+        from ..api import update
+
+        return update(self, formula, data, REML, **kwargs)
+
+    def drop1(self, test: str = "Chisq") -> pd.DataFrame:
+        """Each droppable fixed term dropped in turn, compared by ML likelihood ratio, as
+        lme4's ``drop1(m, test = "Chisq")``: columns ``npar``, ``AIC``, ``LRT`` and
+        ``Pr(Chi)`` (see :func:`reml_engine.inference.drop1.drop1`)."""
+        from ..inference.drop1 import drop1
+
+        return drop1(self, test)
+
     # -- predictions, simulation, variance components (front end) ---------------------
     def predict(self, newdata: pd.DataFrame | None = None, re: bool = True, *, X=None, groups=None):
         """Predicted responses; new groups get the population prediction (see
