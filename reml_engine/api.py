@@ -77,7 +77,7 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
     --------
     >>> import reml_engine as rl
     >>> m = rl.lmer("y ~ x + (1|f)", data=rl.load_seed())
-    >>> float(round(m.fixef["x"], 4)), m.boundary is None
+    >>> round(float(m.fixef["x"]), 4), m.boundary is None
     (0.451, True)
 
     A formula from an R script:
@@ -177,10 +177,80 @@ def fit(X, y, groups, REML: bool = True, names=None, *, response_names=None) -> 
     return fit_design(design, REML=REML)
 
 
+#: The arguments of :func:`lmer` that ``update()`` can change besides formula, data and REML.
+UPDATE_ARGUMENTS = ("na_action", "dialect", "contrasts", "data_name")
+
+
+def update(fit: LmerFit, formula: str | None = None, data: pd.DataFrame | None = None, REML: bool | None = None,
+           **kwargs) -> LmerFit:
+    """Refit a model with some of the arguments of its :func:`lmer` call changed, as lme4's
+    ``update()``; the fit itself is unchanged.
+
+    Parameters
+    ----------
+    fit : LmerFit
+        A fit made by :func:`lmer` from a pandas DataFrame (it records its call).
+    formula : str, optional
+        The new formula, in R's ``update.formula`` form: ``.`` stands for the old
+        response on the left and the old right-hand side (random term included) on the
+        right, so ``". ~ . - x"`` drops ``x``, ``". ~ . + z"`` adds ``z``,
+        ``"log(.) ~ ."`` transforms the response and ``". ~ . - (1|g) + (1|h)"``
+        changes the grouping; the fixed terms are then written out one by one, as R
+        writes them (``age * Sex`` minus ``age:Sex`` is ``age + Sex``). A formula
+        without ``.`` on the right replaces the old one as written. See
+        :mod:`reml_engine.frontend.formula_update`.
+    data : pandas.DataFrame, optional
+        New data (by default the data of the call, as they were then).
+    REML : bool, optional
+        REML or ML (by default the call's).
+    **kwargs
+        Other arguments of :func:`lmer`: ``na_action``, ``dialect``, ``contrasts``,
+        ``data_name``.
+
+    Returns
+    -------
+    LmerFit
+
+    Examples
+    --------
+    >>> import reml_engine as rl
+    >>> m = rl.lmer("Reaction ~ Days + (1|Subject)", rl.datasets.sleepstudy())
+    >>> m0 = m.update(". ~ . - Days", REML=False)
+    >>> m0.formula, round(float(m0.criterion), 2)
+    ('Reaction ~ (1|Subject)', 1910.54)
+    """
+    from .frontend.formula_update import update_formula
+
+    call = fit.call
+    if call is None:
+        raise ModelDataError("update() refits a model made by rl.lmer(formula, data) from a pandas DataFrame; "
+                             "this fit was made from arrays, statistics or chunks: call the fitting function again")
+    unknown = sorted(set(kwargs) - set(UPDATE_ARGUMENTS))
+    if unknown:
+        raise TypeError(f"update() got unexpected argument(s) {', '.join(map(repr, unknown))}; it takes formula, "
+                        f"data, REML and {', '.join(UPDATE_ARGUMENTS)}")
+    if formula is not None and not isinstance(formula, str):
+        raise ModelDataError(f"formula must be a string such as '. ~ . - x', got {type(formula).__name__}")
+    if data is not None and not isinstance(data, pd.DataFrame):
+        raise ModelDataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    arguments = {
+        "REML": call.REML if REML is None else check_bool(REML, "REML"),
+        "na_action": kwargs.get("na_action", call.na_action),
+        "dialect": kwargs.get("dialect", call.dialect),
+        "contrasts": kwargs.get("contrasts", call.contrasts),
+    }
+    new_formula = call.formula if formula is None else update_formula(call.formula, formula)
+    if "data_name" in kwargs:
+        arguments["data_name"] = kwargs["data_name"]
+    elif data is None and fit.data_name is not None:
+        arguments["data_name"] = fit.data_name
+    return lmer(new_formula, call.data if data is None else data, **arguments)
+
+
 def load_seed() -> pd.DataFrame:
     """The bundled example: 4 groups of 3 where lme4 returns a local optimum."""
     with resources.files("reml_engine").joinpath("data/seed.csv").open() as fh:
         return pd.read_csv(fh)
 
 
-__all__ = ["fit", "lmer", "load_seed"]
+__all__ = ["fit", "lmer", "load_seed", "update"]

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import REFERENCE, load_reference
 
@@ -142,7 +143,7 @@ def test_bad_files_and_formulas_give_one_line_errors(tmp_path, capsys, make_file
 
 def test_bad_file_as_a_subprocess(tmp_path):
     path = tmp_path / "data.csv"
-    path.write_text("y;x;f\n1;2;3\n")  # semicolons: one column named 'y;x;f'
+    path.write_text("y x f\n1 2 3\n")  # spaces are no delimiter: one column named 'y x f'
     assert_one_line_error(run("fit", str(path), "y ~ x + (1|f)"), "response column 'y'")
     assert_one_line_error(run("fit", str(tmp_path / "absent.csv"), "y ~ x + (1|f)"), "no such file")
 
@@ -179,3 +180,141 @@ def test_console_script():
     result = run("fit", SEED, "y ~ x + (1|f)", "--json", command=[shutil.which("reml-engine")])
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["criterion"] == pytest.approx(REF["seed_x"]["reml"]["criterion"], rel=LME4_RTOL)
+
+
+# -- issue 14: version, TSV/Parquet input, p-values, intervals, ranef, rows, flags ----------
+
+NAMES = json.loads((REFERENCE / "names_reference.json").read_text())
+SLEEP_FORMULA = "Reaction ~ Days + (1|Subject)"
+#: lmerTest's Satterthwaite df go through numerical derivatives.
+DF_RTOL = 1e-4
+#: lme4 interpolates its profile with splines: 1e-3 of the interval's scale.
+PROFILE_RTOL = 1e-3
+
+
+def test_version(capsys):
+    import reml_engine
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"reml-engine {reml_engine.__version__}"
+
+
+@pytest.mark.parametrize("sep, suffix", [("\t", ".tsv"), ("\t", ".txt"), (";", ".csv"), ("|", ".dat")],
+                         ids=["tsv", "tab-txt", "semicolon", "pipe"])
+def test_delimiter_is_sniffed(tmp_path, capsys, sep, suffix):
+    path = tmp_path / f"sleep{suffix}"
+    pd.read_csv(SLEEP).to_csv(path, sep=sep, index=False)
+    code, out, err = in_process(capsys, "fit", str(path), SLEEP_FORMULA, "--json")
+    assert code == 0, err
+    _check_sleepstudy_json(json.loads(out), "reml")
+
+
+def test_sep_flag_and_its_check(tmp_path, capsys):
+    path = tmp_path / "sleep.txt"
+    pd.read_csv(SLEEP).to_csv(path, sep="\t", index=False)
+    code, out, _ = in_process(capsys, "fit", str(path), SLEEP_FORMULA, "--json", "--sep", "\\t")
+    assert code == 0 and json.loads(out)["nobs"] == 180
+    assert_one_line_error(in_process(capsys, "fit", str(path), SLEEP_FORMULA, "--sep", "ab"), "--sep must be one")
+
+
+@pytest.mark.parametrize("name", ["sleep.parquet", "sleep.bin"])
+def test_parquet_input(tmp_path, capsys, name):
+    pytest.importorskip("pyarrow")
+    path = tmp_path / name  # .bin: recognised by Parquet's magic bytes
+    pd.read_csv(SLEEP).to_parquet(path)
+    code, out, err = in_process(capsys, "fit", str(path), SLEEP_FORMULA, "--json")
+    assert code == 0, err
+    _check_sleepstudy_json(json.loads(out), "reml")
+
+
+def test_damaged_parquet_is_a_one_line_error(tmp_path, capsys):
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"PAR1 not really")
+    assert_one_line_error(in_process(capsys, "fit", str(path), SLEEP_FORMULA), "cannot be read as Parquet")
+
+
+def test_p_values_match_lmertest(capsys):
+    ref = NAMES["sleepstudy_reml"]
+    code, out, _ = in_process(capsys, "fit", SLEEP, SLEEP_FORMULA, "--json")
+    coefs = json.loads(out)["coefficients"]
+    assert json.loads(out)["ddf"] == "satterthwaite"
+    for name in ref["params"]:
+        assert coefs[name]["estimate"] == pytest.approx(ref["params"][name], rel=LME4_RTOL)
+        assert coefs[name]["t"] == pytest.approx(ref["tvalues"][name], rel=LME4_RTOL)
+        assert coefs[name]["df"] == pytest.approx(ref["df"][name], rel=DF_RTOL)
+        assert coefs[name]["p"] == pytest.approx(ref["pvalues"][name], rel=DF_RTOL * 10)
+    code, text, _ = in_process(capsys, "fit", SLEEP, SLEEP_FORMULA)
+    assert "t-tests use Satterthwaite's method" in text and "Pr(>|t|)" in text
+
+
+def test_kenward_roger_and_lme4_tables(capsys):
+    ref = REF["seed_x"]["reml"]
+    _, out, _ = in_process(capsys, "fit", SEED, "y ~ x + (1|f)", "--json", "--ddf", "Kenward-Roger")
+    coefs = json.loads(out)["coefficients"]
+    assert coefs["x"]["df"] == pytest.approx(ref["df_kenward_roger"]["x"], rel=1e-4)
+    assert coefs["x"]["se"] == pytest.approx(ref["se_kenward_roger"]["x"], rel=1e-4)
+    _, out, _ = in_process(capsys, "fit", SEED, "y ~ x + (1|f)", "--json", "--ddf", "lme4")
+    assert set(json.loads(out)["coefficients"]["x"]) == {"estimate", "se", "t"}
+    _, text, _ = in_process(capsys, "fit", SEED, "y ~ x + (1|f)", "--ddf", "lme4")
+    assert "Pr(>|t|)" not in text and "t-tests" not in text
+
+
+def test_profile_intervals_match_lme4(capsys):
+    ref = REF["sleepstudy"]["reml"]["profile_ci"]
+    code, out, err = in_process(capsys, "fit", SLEEP, SLEEP_FORMULA, "--json", "--intervals", "profile")
+    assert code == 0, err
+    intervals = json.loads(out)["intervals"]
+    assert intervals["method"] == "profile" and intervals["level"] == 0.95
+    values = intervals["values"]
+    for ours, theirs in [("sd_group", "sd_(Intercept)|Subject"), ("sigma", "sigma"), ("(Intercept)", "(Intercept)"),
+                         ("Days", "Days")]:
+        lo, hi = ref[theirs]
+        assert values[ours] == pytest.approx([lo, hi], abs=PROFILE_RTOL * max(abs(lo), abs(hi))), ours
+    code, text, _ = in_process(capsys, "fit", SLEEP, SLEEP_FORMULA, "--intervals", "wald", "--level", "0.9")
+    assert "Confidence intervals (wald, 90%):" in text
+
+
+def test_ranef_match_lme4(capsys):
+    ref = NAMES["sleepstudy_reml"]["ranef"]
+    _, out, _ = in_process(capsys, "fit", SLEEP, SLEEP_FORMULA, "--json", "--ranef")
+    ranef = json.loads(out)["ranef"]
+    assert list(ranef) == list(ref)
+    assert [ranef[k]["mode"] for k in ref] == pytest.approx(list(ref.values()), rel=1e-4, abs=1e-6)
+    _, text, _ = in_process(capsys, "fit", SLEEP, SLEEP_FORMULA, "--ranef")
+    assert "Random effects (conditional modes):" in text and "condvar" in text
+
+
+def test_json_reports_rows_read_used_and_dropped(tmp_path, capsys):
+    data = pd.read_csv(SLEEP)
+    data.loc[[2, 49], "Reaction"] = float("nan")
+    data.loc[99, "Days"] = float("nan")
+    path = tmp_path / "holes.csv"
+    data.to_csv(path, index=False)
+    code, out, err = in_process(capsys, "fit", str(path), SLEEP_FORMULA, "--json")
+    assert code == 0
+    assert json.loads(out)["rows"] == {"read": 180, "used": NAMES["sleepstudy_na"]["nobs"], "dropped_missing": 3}
+    assert json.loads(out)["criterion"] == pytest.approx(NAMES["sleepstudy_na"]["REMLcrit"], rel=LME4_RTOL)
+    assert "dropped 3 of 180 rows" in err
+
+
+def test_errors_name_the_flags(tmp_path, capsys):
+    path = tmp_path / "seed_missing.csv"
+    lines = Path(SEED).read_text().splitlines()
+    lines[3] = ",".join(["", *lines[3].split(",")[1:]])
+    path.write_text("\n".join(lines) + "\n")
+    result = in_process(capsys, "fit", str(path), "y ~ x + (1|f)", "--na-action", "raise")
+    assert_one_line_error(result, "use --na-action omit")
+    assert "na_action" not in result[2]
+    assert_one_line_error(in_process(capsys, "fit", SEED, "y ~ x + (1|f)", "--intervals", "wald", "--level", "2"),
+                          "--level must be between 0 and 1")
+    assert_one_line_error(in_process(capsys, "fit", SEED, "y ~ x + (1|f)", "--intervals", "wald", "--n-boot", "5"),
+                          "--n-boot and --seed are for --intervals boot")
+    assert_one_line_error(in_process(capsys, "fit", SEED, "y ~ I(x^2) + (1|f)"), "or pass --dialect R to read")
+
+
+def test_r_dialect_flag(capsys):
+    code, out, err = in_process(capsys, "fit", SEED, "y ~ I(x^2) + (1|f)", "--json", "--dialect", "R")
+    assert code == 0, err
+    assert "I(x ** 2.0)" in json.loads(out)["fixef"]

@@ -21,7 +21,7 @@ MAX_COEFS_COMPARED = 3
 FIXEF_SHIFT_IN_SE = 2.0
 
 
-def _criterion_name(REML: bool) -> str:
+def criterion_name(REML: bool) -> str:
     return "REML criterion" if REML else "deviance"
 
 
@@ -29,7 +29,7 @@ def boundary_diagnosis(summary: OptSummary, cs: CompoundSymmetryFit) -> Boundary
     """The reason for an estimate at var_group = 0, with the numbers behind it."""
     slope = summary.derivative_at_zero
     at_zero = next(o for o in summary.optima if o.kind == "boundary")
-    name = _criterion_name(summary.REML)
+    name = criterion_name(summary.REML)
     if slope > 0:
         reason = "negative_icc"
         message = (
@@ -48,7 +48,7 @@ def boundary_diagnosis(summary: OptSummary, cs: CompoundSymmetryFit) -> Boundary
     return Boundary(reason, slope, at_zero.criterion, cs.icc, cs.criterion, message)
 
 
-def _compare_fits(a: LocalOptimum, b: LocalOptimum) -> str:
+def compare_fits(a: LocalOptimum, b: LocalOptimum) -> str:
     """The coefficients that differ most between two optima, with their SEs."""
     rel = (a.fixef - b.fixef).abs() / np.maximum(b.se.abs(), 1e-300)
     names = list(rel.sort_values(ascending=False).index[:MAX_COEFS_COMPARED])
@@ -59,16 +59,16 @@ def _compare_fits(a: LocalOptimum, b: LocalOptimum) -> str:
     return "; ".join(parts)
 
 
-def _fits_differ(a: LocalOptimum, b: LocalOptimum) -> bool:
+def fits_differ(a: LocalOptimum, b: LocalOptimum) -> bool:
     """Some fixed effect moves by more than FIXEF_SHIFT_IN_SE of its standard error."""
     return bool(((a.fixef - b.fixef).abs() > FIXEF_SHIFT_IN_SE * a.se).any())
 
 
-def _why_fits_differ(estimate: LocalOptimum, other: LocalOptimum) -> str:
+def why_fits_differ(estimate: LocalOptimum, other: LocalOptimum) -> str:
     """Why a slope changes between a small and a large group variance."""
     low, high = sorted((estimate, other), key=lambda o: o.tau)
     low_text = "at var_group = 0 the fit is ordinary least squares" if low.tau == 0 else (
-        f"at the smaller group variance ({_describe(low)}) the fit is close to ordinary least squares"
+        f"at the smaller group variance ({describe_optimum(low)}) the fit is close to ordinary least squares"
     )
     return (
         f" Why: {low_text}, which pools the between-group and the within-group variation of the "
@@ -79,7 +79,7 @@ def _why_fits_differ(estimate: LocalOptimum, other: LocalOptimum) -> str:
     )
 
 
-def _describe(o: LocalOptimum) -> str:
+def describe_optimum(o: LocalOptimum) -> str:
     if o.kind == "boundary":
         return "the boundary var_group = 0"
     return f"var_group = {o.var_group:.4g} (ICC {o.icc:.4g})"
@@ -97,25 +97,25 @@ def optimum_notes(
 
     ``lme4_start`` is lme4's starting theta (see :mod:`reml_engine.core.lme4_path`), quoted in
     the note on the optimum lme4 returns."""
-    name = _criterion_name(REML)
+    name = criterion_name(REML)
     notes: list[str] = []
     if boundary is not None:
         notes.append(boundary.message)
     others = [o for o in optima if not o.is_global]
     if others:
-        listing = "; ".join(f"{_describe(o)}, {name} {o.criterion:.4f}" for o in optima)
+        listing = "; ".join(f"{describe_optimum(o)}, {name} {o.criterion:.4f}" for o in optima)
         notes.append(
             f"The {name} has {len(optima)} local minima over var_group >= 0 ({listing}). The estimate is "
-            f"the global one, {_describe(estimate)}."
+            f"the global one, {describe_optimum(estimate)}."
         )
     default = next(o for o in optima if o.is_lme4_default)
     if not default.is_global:
         start = "" if lme4_start is None else f" (theta = {lme4_start:.4g}, from the response's variation between and within groups)"
         notes.append(
-            f"lme4's lmer() from its default start{start} stops at a local minimum, {_describe(default)} "
+            f"lme4's lmer() from its default start{start} stops at a local minimum, {describe_optimum(default)} "
             f"({name} {default.criterion - estimate.criterion:.4f} worse). The fits differ: "
-            f"{_compare_fits(estimate, default)} (estimate vs lme4's)."
-            + (_why_fits_differ(estimate, default) if _fits_differ(estimate, default) else "")
+            f"{compare_fits(estimate, default)} (estimate vs lme4's)."
+            + (why_fits_differ(estimate, default) if fits_differ(estimate, default) else "")
         )
     if boundary is None and cs.icc < 0 and cs.criterion < estimate.criterion - CRITERION_TIE_TOL:
         notes.append(

@@ -345,6 +345,25 @@ class LmerFit(ResultNames):
             table.iloc[:, position] += modes
         return table
 
+    # -- refits (lme4's update and drop1) ---------------------------------------------
+    def update(self, formula: str | None = None, data: pd.DataFrame | None = None, REML: bool | None = None,
+               **kwargs) -> LmerFit:
+        """Refit with some arguments of the :func:`reml_engine.lmer` call changed, as lme4's
+        ``update()``: ``m.update(". ~ . - x")``, ``m.update(REML=False)``,
+        ``m.update(data=other)``. This fit is unchanged (see :func:`reml_engine.api.update`
+        for the formula's ``.`` rules)."""
+        from ..api import update
+
+        return update(self, formula, data, REML, **kwargs)
+
+    def drop1(self, test: str = "Chisq") -> pd.DataFrame:
+        """Each droppable fixed term dropped in turn, compared by ML likelihood ratio, as
+        lme4's ``drop1(m, test = "Chisq")``: columns ``npar``, ``AIC``, ``LRT`` and
+        ``Pr(Chi)`` (see :func:`reml_engine.inference.drop1.drop1`)."""
+        from ..inference.drop1 import drop1
+
+        return drop1(self, test)
+
     # -- predictions, simulation, variance components (front end) ---------------------
     def predict(self, newdata: pd.DataFrame | None = None, re: bool = True, *, X=None, groups=None):
         """Predicted responses; new groups get the population prediction (see
@@ -437,11 +456,32 @@ class LmerFit(ResultNames):
         return parametric_bootstrap(self, n_boot, seed, progress)
 
     # -- rendering --------------------------------------------------------------------
-    def summary(self) -> str:
-        """lme4-style text report with the boundary and local-optimum notes."""
-        from ..report.render import render_summary
+    def summary(self, ddf: str = "Satterthwaite") -> str:
+        """lmerTest-style text report with the boundary and local-optimum notes.
 
-        return render_summary(self)
+        Parameters
+        ----------
+        ddf : {"Satterthwaite", "Kenward-Roger", "lme4"}
+            The df of the fixed effects' t tests, as lmerTest's ``summary(m, ddf=)``:
+            Satterthwaite's (default), Kenward-Roger's (with pbkrtest's adjusted standard
+            errors; REML fits), or ``"lme4"`` for lme4's table without df and p-values.
+            The engine's names (``"satterthwaite"``, ``"kenward-roger"``, ``"kr"``,
+            ``"residual"``) are accepted too.
+
+        The notes are kept short; :meth:`explain` says at length what the optimizer found.
+        """
+        from ..report.render import render_summary, summary_ddf
+
+        return render_summary(self, summary_ddf(ddf))
+
+    def explain(self) -> str:
+        """What the optimizer found, in plain words: the global optimum and the other
+        local optima, the boundary and why, what lme4's ``lmer()`` would return, and the
+        compound-symmetry fit (see :func:`reml_engine.report.explain.explain`);
+        ``print(m.explain())`` to read it."""
+        from ..report.explain import explain
+
+        return explain(self)
 
     def __str__(self) -> str:
         return self.summary()

@@ -23,6 +23,7 @@ import textwrap
 import numpy as np
 import pandas as pd
 
+from ..errors import ModelDataError
 from .r_format import STARS_LEGEND, SUMMARY_DIGITS, coefficient_table, format_one, format_vector, zapsmall
 
 #: Width at which notes are wrapped.
@@ -39,6 +40,9 @@ CORR_NAME_WIDTH = 6
 RESIDUAL_QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: Degrees of freedom of the summary's t tests (lmerTest's default).
 SUMMARY_DDF = "satterthwaite"
+#: ``summary(ddf=...)``'s choices, lmerTest's names; "lme4" prints lme4's table.
+SUMMARY_DDF_CHOICES = ("Satterthwaite", "Kenward-Roger", "lme4")
+SUMMARY_NO_DDF = "lme4"
 #: How the header names each df method, as lmerTest's.
 DDF_TITLES = {"satterthwaite": "Satterthwaite's", "kenward-roger": "Kenward-Roger's", "residual": "residual df"}
 #: Decimals of the criterion and the AIC line (lme4's ``round(x, 1)``).
@@ -141,16 +145,35 @@ def random_effects_table(m) -> pd.DataFrame:
     )
 
 
+def summary_ddf(ddf) -> str | None:
+    """The df method of ``summary(ddf=...)``: lmerTest's names (``"Satterthwaite"``,
+    ``"Kenward-Roger"``, ``"lme4"``, which gives lme4's table without df and p) or the
+    engine's (``"satterthwaite"``, ``"kenward-roger"``, ``"kr"``, ``"residual"``); None
+    for ``"lme4"``."""
+    from ..inference.fixed_tests import normalize_ddf
+
+    if isinstance(ddf, str):
+        if ddf.strip().lower() == SUMMARY_NO_DDF.lower():
+            return None
+        try:
+            return normalize_ddf(ddf)
+        except ValueError:
+            pass
+    raise ModelDataError(f"ddf must be one of {', '.join(map(repr, SUMMARY_DDF_CHOICES))} (as lmerTest's summary) "
+                     f"or 'residual', got {ddf!r}")
+
+
 def fixed_effects_table(m, ddf: str | None = SUMMARY_DDF) -> pd.DataFrame:
     """Estimate, SE, df, t and Pr(>|t|) as lmerTest's summary (``ddf=None``: lme4's
-    three columns)."""
-    se = m.se
-    t_value = m.fixef / se.where(se > 0)
+    three columns). With Kenward-Roger's df the standard errors are pbkrtest's adjusted
+    ones, as lmerTest prints them."""
     if ddf is None:
-        return pd.DataFrame({"Estimate": m.fixef, "Std. Error": se, "t value": t_value})
+        se = m.se
+        return pd.DataFrame({"Estimate": m.fixef, "Std. Error": se, "t value": m.fixef / se.where(se > 0)})
     table = m.coef_table(ddf)
-    return pd.DataFrame({"Estimate": m.fixef, "Std. Error": se, "df": table["df"], "t value": t_value,
-                         "Pr(>|t|)": table["p"]})
+    se = table["se"]
+    return pd.DataFrame({"Estimate": m.fixef, "Std. Error": se, "df": table["df"],
+                         "t value": m.fixef / se.where(se > 0), "Pr(>|t|)": table["p"]})
 
 
 def _abbreviations(names: list[str]) -> list[str]:
@@ -318,4 +341,4 @@ def render_html(m) -> str:
     return '<div class="reml-engine-fit">' + "".join(parts) + "</div>"
 
 
-__all__ = ["format_number", "render_html", "render_summary"]
+__all__ = ["format_number", "render_html", "render_summary", "summary_ddf"]
