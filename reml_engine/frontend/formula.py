@@ -336,6 +336,30 @@ def random_term_specs(formula: str) -> tuple[RandomTermSpec, ...]:
     return _term_specs(_random_terms(formula.split("~", 1)[1], formula), formula)
 
 
+def count_random_terms(formula: str) -> int:
+    """How many random terms a formula has once ``a/b`` is expanded (0 when it cannot be
+    read: the parser then says why). Nothing else is checked: this decides which engine
+    fits the formula.
+
+    Examples
+    --------
+    >>> count_random_terms("y ~ x + (1|g)"), count_random_terms("y ~ (1|a/b) + (1|c)")
+    (1, 3)
+    """
+    if not isinstance(formula, str) or "~" not in formula:
+        return 0
+    try:
+        terms = _random_terms(formula.split("~", 1)[1], formula)
+    except ModelDataError:
+        return 0
+    return sum(inside.split("|", 1)[1].count("/") + 1 for _, _, inside in terms)
+
+
+def has_offset_term(formula: str) -> bool:
+    """The formula's fixed part has an ``offset(...)`` term."""
+    return isinstance(formula, str) and bool(_OFFSET_TERM.search(formula))
+
+
 def _split_offsets(fixed_rhs: str, formula: str) -> tuple[str, tuple[str, ...]]:
     """The fixed part without its ``offset(z)`` terms, and the offset columns."""
     columns = []
