@@ -14,11 +14,17 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from varcomp.lmer_terms_cases import (
+    front_data,
+    front_fit,
+    multi_data,
+    multi_fit,
+    multi_reference,
+    terms_front_reference,
+)
 
 import reml_engine as rl
 from reml_engine.core.terms_results import TermsFit
-
-from varcomp.lmer_terms_cases import front_data, front_fit, multi_data, multi_fit, multi_reference, terms_front_reference
 
 CRITERION_TOL = 1e-6
 FIXEF_RTOL = 1e-4
