@@ -5,7 +5,8 @@
 #   * Exam cells (mlmRev), normexam ~ standLRT + sex + (1 | school), weights = n (one term).
 # w and z are made up from the row number (deterministic). Writes the data as CSV and
 # lme4's values (criterion, fixef, se, variances, sigma2, fitted, residuals) as JSON under
-# tests/data/terms_front/. Run from the repository root:
+# tests/data/terms_front/ (anova.json: lme4's anova() of nested fits of
+# tests/data/multi/sim_subjects_items.csv). Run from the repository root:
 #
 #     Rscript tests/data/r/make_terms_front_reference.R
 suppressPackageStartupMessages({
@@ -70,3 +71,21 @@ for (name in names(cases)) {
 result[["_about"]] <- list(R = R.version.string, lme4 = as.character(packageVersion("lme4")),
                            note = "criterion is REMLcrit() or deviance(); resid is residuals(m)")
 write_json(result, file.path(out_dir, "reference.json"), digits = NA, auto_unbox = TRUE, pretty = TRUE)
+
+# Likelihood-ratio tests between nested fits with several terms (anova refits by ML).
+sim <- read.csv("tests/data/multi/sim_subjects_items.csv", colClasses = c(subj = "character", item = "character"))
+m_subj <- lmer(y ~ x + cond + (1 | subj), data = sim)
+m_both <- lmer(y ~ x + cond + (1 | subj) + (1 | item), data = sim)
+m_nocond <- lmer(y ~ x + (1 | subj) + (1 | item), data = sim)
+table_values <- function(a) {
+  a <- as.data.frame(a)
+  list(npar = a$npar, AIC = a$AIC, BIC = a$BIC, logLik = a$logLik, deviance = a$deviance,
+       Chisq = a$Chisq[2], Df = a$Df[2], p = a[["Pr(>Chisq)"]][2])
+}
+anova_out <- list(
+  add_item = c(list(models = c("y ~ x + cond + (1|subj)", "y ~ x + cond + (1|subj) + (1|item)")),
+               table_values(anova(m_subj, m_both))),
+  drop_cond = c(list(models = c("y ~ x + (1|subj) + (1|item)", "y ~ x + cond + (1|subj) + (1|item)")),
+                table_values(anova(m_nocond, m_both)))
+)
+write_json(anova_out, file.path(out_dir, "anova.json"), digits = NA, auto_unbox = TRUE, pretty = TRUE)
