@@ -35,6 +35,7 @@ from .core.fitting import build_fit, fit_design, fit_statistics, fit_stats
 from .core.optimizer import Optimum, OptSummary, find_optima
 from .core.problem import CriterionProblem, criterion_problem
 from .core.results import Boundary, CompoundSymmetryFit, LmerFit, LocalOptimum
+from .core.terms_results import TermsFit, TermsOptimum
 from .core.statistics import (
     GroupStats,
     PooledStats,
@@ -76,6 +77,8 @@ __all__ = [
     "DegenerateCriterionError",
     "GroupStats",
     "LmerFit",
+    "TermsFit",
+    "TermsOptimum",
     "LocalOptimum",
     "ModelDataError",
     "ModelDataWarning",
