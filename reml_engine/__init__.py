@@ -35,7 +35,6 @@ from .core.fitting import build_fit, fit_design, fit_statistics, fit_stats
 from .core.optimizer import Optimum, OptSummary, find_optima
 from .core.problem import CriterionProblem, criterion_problem
 from .core.results import Boundary, CompoundSymmetryFit, LmerFit, LocalOptimum
-from .core.terms_results import TermsFit, TermsOptimum
 from .core.statistics import (
     GroupStats,
     PooledStats,
@@ -43,6 +42,7 @@ from .core.statistics import (
     compute_group_stats,
     sufficient_statistics,
 )
+from .core.terms_results import TermsFit, TermsOptimum
 from .errors import DegenerateCriterionError, ModelDataError, ModelDataWarning
 from .frontend.design import build_design, design_from_arrays
 from .frontend.transforms import between, within
