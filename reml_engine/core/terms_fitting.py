@@ -30,6 +30,15 @@ from .terms_results import TermsFit, TermsOptimum, _read_only
 CRITERION_TIE_TOL = 1e-6
 
 
+#: Why a slope moves between two optima, as the one-term notes explain it.
+WHY_FITS_DIFFER = (
+    " Why: where a term's variance is small the fit pools the variation of the predictors between and within "
+    "that term's levels, as ordinary least squares does; where it is large its random intercepts absorb the "
+    "differences between levels, and the slopes come from the variation within them. When the two relations "
+    "differ (a contextual effect), so do the fits."
+)
+
+
 def _criterion_name(REML: bool) -> str:
     return "REML criterion" if REML else "deviance"
 
@@ -162,6 +171,7 @@ def _optima_notes(optima: list[TermsOptimum], REML: bool, lme4_start) -> list[st
             f"lme4's lmer() from its default start{start} stops at a local minimum, {_describe(default)} "
             f"({name} {default.criterion - estimate.criterion:.4f} worse). The fits "
             f"{'differ' if differ else 'are close'}: {_compare_fits(estimate, default)} (estimate vs lme4's)."
+            + (WHY_FITS_DIFFER if differ else "")
         )
     return notes
 
