@@ -286,6 +286,13 @@ class TermsFit:
 
         return predict_terms(self, newdata, re_form, offset=offset)
 
+    def simulate(self, nsim: int = 1, seed=None, re: bool = False) -> pd.DataFrame:
+        """Responses drawn from the fitted model (see
+        :func:`reml_engine.inference.terms_predict.simulate_terms`)."""
+        from ..inference.terms_predict import simulate_terms
+
+        return simulate_terms(self, nsim, seed=seed, re=re)
+
     # -- rendering ------------------------------------------------------------------------
     def summary(self) -> str:
         """lme4-style text report with the engine's notes."""

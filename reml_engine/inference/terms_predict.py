@@ -8,6 +8,7 @@ for that term only: the other terms' modes still count.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import numpy as np
@@ -152,4 +153,38 @@ def predict_terms(fit, newdata: pd.DataFrame | None = None, re_form=None, *, off
     return pd.Series(values, index=newdata.index, name="predicted")
 
 
-__all__ = ["NO_RANDOM_TERMS", "conditional_fit", "predict_terms", "selected_terms"]
+def simulate_terms(fit, nsim: int = 1, seed=None, re: bool = False) -> pd.DataFrame:
+    """Responses drawn from the fitted model, one column per simulation (lme4's
+    ``simulate(m, nsim, seed)``).
+
+    ``X beta + offset + sum_j b_j + e`` with ``b_j ~ N(0, var_j)`` drawn per level of each
+    term and ``e ~ N(0, sigma2 / w)`` per row; with ``re=True`` the random effects are
+    held at their conditional modes (lme4's ``use.u = TRUE``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The fitted rows (indexed as in the data) and columns ``sim_1 ... sim_nsim``.
+    """
+    if isinstance(nsim, bool) or not isinstance(nsim, numbers.Integral) or nsim < 1:
+        raise ValueError(f"nsim must be a positive integer, got {nsim!r}")
+    tdesign = fit.design
+    if tdesign is None:
+        raise ModelDataError("simulate() needs the fit's design; this fit was made from statistics only")
+    rng = np.random.default_rng(seed)
+    mean = tdesign.design.X @ fit._fixef.to_numpy()
+    if tdesign.offset is not None:
+        mean = mean + tdesign.offset
+    draws = np.repeat(mean[:, None], nsim, axis=1)
+    for j, (name, codes) in enumerate(zip(tdesign.terms.names, tdesign.terms.codes, strict=True)):
+        if re:
+            draws += fit._ranef[name]["mode"].to_numpy()[codes][:, None]
+        else:
+            effects = rng.standard_normal((tdesign.terms.nlevels[j], nsim)) * np.sqrt(fit.tau[j] * fit.sigma2)
+            draws += effects[codes]
+    scale = np.sqrt(fit.sigma2 if tdesign.weights is None else fit.sigma2 / tdesign.weights)
+    draws += rng.standard_normal(draws.shape) * np.broadcast_to(np.atleast_1d(scale), (len(mean),))[:, None]
+    return pd.DataFrame(draws, index=tdesign.data_index[tdesign.rows], columns=[f"sim_{k + 1}" for k in range(nsim)])
+
+
+__all__ = ["NO_RANDOM_TERMS", "conditional_fit", "predict_terms", "selected_terms", "simulate_terms"]

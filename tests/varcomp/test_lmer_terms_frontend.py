@@ -205,3 +205,43 @@ def test_coef_is_fixef_plus_modes():
     np.testing.assert_allclose(coef["(Intercept)"], m.fixef["(Intercept)"] + m.ranef["subj"]["mode"])
     assert (coef["x"] == m.fixef["x"]).all()
     assert re.search(r"subj\s+\(Intercept\)", m.summary())
+
+
+def test_simulate_has_the_model_covariance():
+    """Rows in one cask share var(cask:batch) + var(batch), rows of one batch in two casks
+    var(batch), rows of two batches nothing; each row has that plus sigma2 / w."""
+    m = multi_fit("pastes", True)
+    data = multi_data("pastes")
+    sims = m.simulate(20000, seed=1).to_numpy()
+    assert sims.shape == (60, 20000)
+    cov = np.cov(sims)
+    var_cask, var_batch = m.variances["cask:batch"], m.variances["batch"]
+    total = var_cask + var_batch + m.sigma2
+    same_cask = np.flatnonzero((data["batch"] == data["batch"][0]) & (data["cask"] == data["cask"][0]))
+    other_cask = np.flatnonzero((data["batch"] == data["batch"][0]) & (data["cask"] != data["cask"][0]))
+    other_batch = np.flatnonzero(data["batch"] != data["batch"][0])
+    # Monte Carlo error of a covariance from 20000 draws: about total * sqrt(2 / 20000) = 0.01 total.
+    tol = 0.05 * total
+    assert np.diag(cov).mean() == pytest.approx(total, abs=tol / 5)
+    assert cov[same_cask[0], same_cask[1]] == pytest.approx(var_cask + var_batch, abs=tol)
+    assert cov[same_cask[0], other_cask[0]] == pytest.approx(var_batch, abs=tol)
+    assert cov[same_cask[0], other_batch[0]] == pytest.approx(0.0, abs=tol)
+    np.testing.assert_allclose(sims.mean(axis=1), m.fixef["(Intercept)"], atol=0.05 * total)
+    held = m.simulate(3, seed=1, re=True)
+    assert held.index.equals(data.index)
+    with pytest.raises(ValueError, match="nsim"):
+        m.simulate(0)
+    pd.testing.assert_frame_equal(m.simulate(2, seed=7), m.simulate(2, seed=7))
+
+
+def test_simulate_with_weights_and_offset():
+    """Row i has variance var(cask:batch) + var(batch) + sigma2 / w_i and mean the fixed
+    part plus its offset."""
+    from varcomp.lmer_terms_cases import front_data, front_fit
+
+    m = front_fit("pastes_wz", True)
+    data = front_data("pastes_wz")
+    sims = m.simulate(20000, seed=3).to_numpy()
+    expected_var = m.variances.sum() + m.sigma2 / data["w"].to_numpy()
+    np.testing.assert_allclose(sims.var(axis=1), expected_var, rtol=0.06)
+    np.testing.assert_allclose(sims.mean(axis=1), m.fixef["(Intercept)"] + data["z"], atol=0.1)
