@@ -219,6 +219,42 @@ class TermsFit:
     def coef_names(self) -> list[str]:
         return list(self._fixef.index)
 
+    # -- statsmodels' names for the same quantities ---------------------------------------
+    @property
+    def params(self) -> pd.Series:
+        """statsmodels' name for ``fixef``."""
+        return self.fixef
+
+    @property
+    def bse(self) -> pd.Series:
+        """statsmodels' name for ``se``."""
+        return self.se
+
+    @property
+    def tvalues(self) -> pd.Series:
+        """``fixef / se`` (lme4's t value)."""
+        return (self._fixef / self.se).rename("t")
+
+    @property
+    def llf(self) -> float:
+        """statsmodels' name for ``loglik``."""
+        return self.loglik
+
+    @property
+    def scale(self) -> float:
+        """statsmodels' name for the residual variance ``sigma2``."""
+        return self.sigma2
+
+    @property
+    def random_effects(self) -> dict[str, pd.DataFrame]:
+        """statsmodels' name for ``ranef``."""
+        return self.ranef
+
+    @property
+    def fittedvalues(self) -> pd.Series | None:
+        """statsmodels' name for ``fitted``."""
+        return self.fitted
+
     def varcorr(self) -> pd.DataFrame:
         """Variance components, as lme4's ``VarCorr``: one row per term (lme4's names and
         order) and ``Residual``; columns ``name``, ``variance`` and ``sd``."""

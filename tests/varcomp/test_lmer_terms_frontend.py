@@ -245,3 +245,13 @@ def test_simulate_with_weights_and_offset():
     expected_var = m.variances.sum() + m.sigma2 / data["w"].to_numpy()
     np.testing.assert_allclose(sims.var(axis=1), expected_var, rtol=0.06)
     np.testing.assert_allclose(sims.mean(axis=1), m.fixef["(Intercept)"] + data["z"], atol=0.1)
+
+
+def test_statsmodels_names_are_the_same_quantities():
+    m = multi_fit("pastes", True)
+    pd.testing.assert_series_equal(m.params, m.fixef)
+    pd.testing.assert_series_equal(m.bse, m.se)
+    assert m.llf == m.loglik and m.scale == m.sigma2
+    np.testing.assert_allclose(m.tvalues, m.fixef / m.se)
+    pd.testing.assert_series_equal(m.fittedvalues, m.fitted)
+    pd.testing.assert_frame_equal(m.random_effects["batch"], m.ranef["batch"])
