@@ -16,7 +16,7 @@ model frame names them).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -118,7 +118,7 @@ def _check_offset(offset: np.ndarray, label: str, index: pd.Index) -> None:
         )
 
 
-def full_rank_columns(X: np.ndarray, names: tuple[str, ...], intercept: int | None) -> list[int]:
+def full_rank_columns(X: np.ndarray, intercept: int | None) -> list[int]:
     """The columns lme4 keeps (a pivot-free QR at its tolerance, later columns dropped in
     favour of earlier ones), relative to the centred norms when there is an intercept."""
     raw_norm2 = (X * X).sum(axis=0)
@@ -202,15 +202,13 @@ def build_terms_design(formula: str, data: pd.DataFrame, na_action: str = "omit"
 
 
 def _drop_rank_deficient(design: Design) -> tuple[Design, tuple[str, ...]]:
-    kept = full_rank_columns(design.X, design.column_names, design.intercept_index)
+    kept = full_rank_columns(design.X, design.intercept_index)
     if len(kept) == design.X.shape[1]:
         return design, ()
     dropped = tuple(design.column_names[j] for j in range(design.X.shape[1]) if j not in kept)
     warn_dropped_columns(dropped)
     names = tuple(design.column_names[j] for j in kept)
     intercept = names.index(design.column_names[design.intercept_index]) if design.intercept_index in kept else None
-    from dataclasses import replace
-
     return replace(design, X=np.ascontiguousarray(design.X[:, kept]), column_names=names,
                    intercept_index=intercept), dropped
 
