@@ -43,6 +43,7 @@ from .core.statistics import (
     compute_group_stats,
     sufficient_statistics,
 )
+from .core.terms_results import TermsFit, TermsOptimum
 from .errors import DegenerateCriterionError, ModelDataError, ModelDataWarning
 from .frontend.design import build_design, design_from_arrays
 from .frontend.transforms import between, within
@@ -77,6 +78,8 @@ __all__ = [
     "DegenerateCriterionError",
     "GroupStats",
     "LmerFit",
+    "TermsFit",
+    "TermsOptimum",
     "LocalOptimum",
     "ManyFits",
     "ModelDataError",

@@ -13,23 +13,27 @@ import pandas as pd
 from .core.fitting import fit_design
 from .core.many import ManyFits, fit_many_design
 from .core.results import LmerCall, LmerFit
+from .core.terms_fitting import fit_terms_design
+from .core.terms_results import TermsFit
 from .errors import ModelDataError
 from .frontend.arguments import check_bool, check_na_action
 from .frontend.design import build_design, design_from_arrays
+from .frontend.formula import count_random_terms, has_offset_term
 from .frontend.formula_dialect import DEFAULT_DIALECT, check_contrasts, check_dialect
 from .frontend.many_design import build_many_design, many_design_from_arrays, response_columns
+from .frontend.terms_design import build_terms_design
 from .scaleout.dask import lmer_lazy
 
 
 def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "omit", *,
-         dialect: str = DEFAULT_DIALECT, contrasts: dict | None = None,
-         data_name: str | None = None) -> LmerFit | ManyFits:
+         dialect: str = DEFAULT_DIALECT, contrasts: dict | None = None, weights=None,
+         offset=None, data_name: str | None = None) -> LmerFit | TermsFit | ManyFits:
     """Fit ``response ~ fixed terms + (1|group)`` by REML (default) or ML.
 
     Parameters
     ----------
     formula : str
-        lme4-style formula with exactly one random-intercept term, e.g.
+        lme4-style formula with random-intercept terms, e.g.
         ``"y ~ x * cat + np.log(z) + (1|g)"``; ``(1|a:b)`` groups by the combination of
         columns a and b. The fixed part is built by formulaic, in the ``dialect`` it is
         written in. Several responses on the same design, ``"cbind(y1, y2) ~ x + (1|g)"``
@@ -38,6 +42,11 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
         ``lmer("y1 ~ x + (1|g)", data)`` and so on, the statistics computed in one pass
         (a response with missing values is fitted on its own rows, see
         :mod:`reml_engine.frontend.many_design`).
+        Several terms, ``(1|subj) + (1|item)`` or ``(1|school/class)``
+        (lme4's ``school`` and ``class:school``), and ``offset(z)`` terms are fitted by
+        the several-terms engine (:mod:`reml_engine.varcomp`) into a
+        :class:`~reml_engine.core.terms_results.TermsFit`; see ``docs/several_terms.md``.
+        Random slopes ``(x|g)`` are refused.
     data : pandas.DataFrame, or data too large for memory
         A ``dask.dataframe.DataFrame``, a Parquet path or glob (``"data/*.parquet"``,
         read lazily), an iterable of DataFrames (chunks), a function returning such an
@@ -61,6 +70,13 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
         ``"contr.sum"``, ``"contr.helmert"``, ``"contr.poly"``, ``"contr.SAS"`` (or
         formulaic's ``"sum"``, ...). The type III table (``m.anova()``) is the same under
         any coding, as lmerTest's.
+    weights : str or array-like, optional
+        lmer's prior (precision) weights: residual variance ``sigma2 / w``; a column of
+        ``data`` or one positive number per row. Fitted by the several-terms engine
+        (for one term too, into a ``TermsFit``).
+    offset : str or array-like, optional
+        A known part of the linear predictor (added to the formula's ``offset()`` terms),
+        a column or one number per row; as ``weights``.
     data_name : str, optional
         The name the summary's ``Data:`` line gives the data (lme4 prints the name of
         the R variable). By default ``data.attrs["name"]`` when that is a string (the
@@ -68,10 +84,13 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
 
     Returns
     -------
-    LmerFit
-        The fit at the global optimum, with every local optimum in ``optima``, the
-        boundary diagnosis and the compound-symmetry fit (a ``ManyFits`` for several
-        responses).
+    LmerFit, TermsFit or ManyFits
+        One random term without weights or offset: the :class:`LmerFit` at the global
+        optimum, with every local optimum in ``optima``, the boundary diagnosis and the
+        compound-symmetry fit. Otherwise a
+        :class:`~reml_engine.core.terms_results.TermsFit` (``varcorr()``, ``ngroups``
+        and ``ranef`` per term, every local optimum, the terms at the boundary).
+        Several responses give a ``ManyFits``.
 
     Examples
     --------
@@ -98,8 +117,24 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
             )
         raise ModelDataError(f"formula must be a string like 'y ~ x + (1|g)', got {type(formula).__name__}")
     responses = response_columns(formula, dialect)
+    several_terms = (count_random_terms(formula) > 1 or weights is not None or offset is not None
+                     or has_offset_term(formula))
     if responses is not None:
+        if several_terms:
+            raise ModelDataError(
+                f"formula {formula!r} has {len(responses)} responses: several responses are fitted with one random "
+                "term and no weights or offsets; fit each response with its own formula"
+            )
         return _lmer_many(formula, responses, data, REML, na_action, dialect, contrasts)
+    if several_terms:
+        if not isinstance(data, pd.DataFrame):
+            raise ModelDataError(
+                "several random terms, weights and offsets are fitted from a pandas DataFrame in memory; chunked, "
+                f"Dask and Parquet fits take one random term (got {type(data).__name__})"
+            )
+        design = build_terms_design(formula, data, na_action, weights=weights, offset=offset, dialect=dialect,
+                                    contrasts=contrasts)
+        return fit_terms_design(design, REML=REML)
     if not isinstance(data, pd.DataFrame):
         return lmer_lazy(formula, data, REML=REML, na_action=na_action, dialect=dialect, contrasts=contrasts)
     design = build_design(formula, data, na_action=na_action, dialect=dialect, contrasts=contrasts)

@@ -91,7 +91,7 @@ BAD_INPUTS = [
     ("no_random_term", BASE, "y ~ x", {}, ERROR, r"no random-intercept term"),
     ("random_slope", BASE, "y ~ x + (x|g)", {}, ERROR,
      r"random slope \(x\); random slopes are out of scope.*within\(x\).*lme4"),
-    ("two_random_terms", BASE, "y ~ x + (1|g) + (1|label)", {}, ERROR, r"2 random terms"),
+    ("same_random_term_twice", BASE, "y ~ x + (1|g) + (1|g)", {}, ERROR, r"groups by g twice"),
     ("bad_fixed_syntax", BASE, "y ~ x +* z + (1|g)", {}, ERROR, r"cannot parse the fixed part"),
     ("not_a_formula", BASE, "y x (1|g)", {}, ERROR, r"formula must be"),
     ("numbers_as_text", _with(x=BASE["x"].astype(str)), FORMULA, {}, ERROR,

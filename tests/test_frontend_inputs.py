@@ -3,7 +3,7 @@
 pandas' text dtypes (``str``, ``string[python]``, ``string[pyarrow]``, Arrow strings),
 nullable and Arrow numbers and booleans, complex and mixed columns, awkward column
 names (dotted, ``Intercept``, ``1``, duplicated), lme4 spellings of the grouping term
-(``(1|factor(g))``, ``(1||g)``) and what is not supported (offsets, ``.``, random
+(``(1|factor(g))``, ``(1||g)``) and what is not supported (``.``, random
 slopes): each gives the design of the plain numpy/object data or a named error.
 
 The reference for a design is formulaic's general materialization of the same data
@@ -237,10 +237,16 @@ def test_random_slopes_are_refused_with_the_alternatives(term):
         rl.lmer(f"y ~ x + {term}", _frame())
 
 
-def test_offset_is_not_supported_yet():
+def test_offset_goes_to_the_several_terms_engine():
+    """A constant offset of 1 is the model without it, with the intercept 1 lower."""
     data = _frame().assign(z=1.0)
-    with pytest.raises(rl.ModelDataError, match=r"offset term: offsets are not supported yet"):
-        rl.lmer("y ~ x + offset(z) + (1|g)", data)
+    m = rl.lmer("y ~ x + offset(z) + (1|g)", data)
+    plain = rl.lmer("y ~ x + (1|g)", data)
+    assert isinstance(m, rl.TermsFit) and m.has_offset
+    assert m.fixef["(Intercept)"] == pytest.approx(plain.fixef["(Intercept)"] - 1.0, rel=1e-6)
+    assert m.fixef["x"] == pytest.approx(plain.fixef["x"], rel=1e-6)
+    assert m.variances["g"] == pytest.approx(plain.var_group, rel=1e-5)
+    assert m.criterion == pytest.approx(plain.criterion, abs=1e-8)
 
 
 def test_dot_is_explained_with_the_columns():

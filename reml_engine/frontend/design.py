@@ -98,6 +98,7 @@ def check_columns_exist(columns: pd.Index, needed: list[str], parsed: ParsedForm
     # The response may be an expression such as np.log(y): its variables are in needed.
     roles = [("response", parsed.response)] if is_plain_name(parsed.response) else []
     roles += [("grouping", name) for name in parsed.group_columns]
+    roles += [("offset", name) for name in parsed.offset_columns]
     for role, name in roles:
         if name not in columns:
             raise ModelDataError(
@@ -185,7 +186,7 @@ def _drop_missing(data: pd.DataFrame, used: list[str], na_action: str) -> tuple[
 
 
 def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, dialect: str = "python",
-                 contrasts=None) -> Design:
+                 contrasts=None, several_terms: bool = False, extra_columns: tuple[str, ...] = ()) -> Design:
     """Parse the formula and build the fixed-effect design, response and groups.
 
     Parameters
@@ -198,6 +199,13 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, d
         The language of the formula (:mod:`reml_engine.frontend.formula_dialect`).
     contrasts : dict, optional
         ``{column: coding}`` of categorical columns (``"contr.sum"``, ...).
+    several_terms : bool
+        Read any number of random terms and ``offset(z)`` (``parse_formula``'s
+        ``several_terms``); ``groups`` are then the labels of every grouping column
+        together, and :mod:`reml_engine.frontend.terms_design` codes each term.
+    extra_columns : tuple of str
+        Further columns whose rows with missing values are dropped with the others (the
+        offset and weights columns), checked by the caller.
     """
     from .fast_design import model_matrices
 
@@ -206,7 +214,8 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, d
         raise ModelDataError("the formula comes first: call lmer(formula, data), not lmer(data, formula)")
     if not isinstance(data, pd.DataFrame):
         raise ModelDataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-    parsed = parse_formula(formula, data.columns, dialect=dialect, contrasts=contrasts, dtypes=data.dtypes)
+    parsed = parse_formula(formula, data.columns, dialect=dialect, contrasts=contrasts, dtypes=data.dtypes,
+                           several_terms=several_terms)
     if len(data) == 0:
         raise ModelDataError("the data frame is empty: no observations to fit")
     try:
@@ -215,6 +224,7 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, d
         raise ModelDataError(f"cannot parse the fixed part {parsed.fixed!r}: {_one_line(err)}") from None
     used = check_columns_exist(data.columns, sorted(fixed_names | set(parsed.group_columns)), parsed)
     fixed_columns = [c for c in used if c in fixed_names]
+    used += [c for c in (*parsed.offset_columns, *extra_columns) if c not in used]
     if parsed.response in data.columns:
         check_response_column(data[parsed.response], parsed.response)
     dtypes = column_dtypes(data, fixed_columns)

@@ -58,7 +58,7 @@ def _random_slope_message(term: str, effect: str, group: str) -> str:
     x = effect.replace(" ", "").replace("1+", "").replace("0+", "").replace("+1", "") or effect.strip()
     return (
         f"random term '{term}' has a random slope ({effect.strip()}); random slopes are out of scope: "
-        f"reml_engine fits one random intercept '(1|{group})'. For the within-group effect of {x} use the "
+        f"reml_engine fits random intercepts such as '(1|{group})'. For the within-group effect of {x} use the "
         f"fixed terms within({x}) + between({x}) ('y ~ within({x}) + between({x}) + (1|{group})'); for random "
         "slopes use lme4 (R) or statsmodels' MixedLM"
     )
@@ -79,10 +79,29 @@ class ParsedFormula:
     group_columns: tuple[str, ...]
     dialect: str = "python"
     contrasts: tuple[tuple[str, str], ...] = ()
+    #: Several random terms (``parse_formula(..., several_terms=True)``): one entry per
+    #: term after lme4's expansion of ``a/b``, in the formula's order; ``group_columns``
+    #: then lists every grouping column once.
+    random_terms: tuple[RandomTermSpec, ...] = ()
+    #: The columns of the formula's ``offset(z)`` terms (several-terms formulas only).
+    offset_columns: tuple[str, ...] = ()
 
     @property
     def group_name(self) -> str:
         return ":".join(self.group_columns)
+
+
+@dataclass(frozen=True)
+class RandomTermSpec:
+    """One random-intercept term: lme4's name and the columns whose combination groups.
+
+    ``columns`` are in the order of lme4's name: ``(1|a/b)`` gives the terms
+    ``b:a`` with columns ``("b", "a")`` and ``a``; ``(1|a/b/c)`` gives ``c:(b:a)``
+    with columns ``("c", "b", "a")``.
+    """
+
+    name: str
+    columns: tuple[str, ...]
 
 
 def _random_terms(rhs: str, formula: str) -> list[tuple[int, int, str]]:
@@ -157,7 +176,7 @@ def _formula_namespace() -> frozenset[str]:
 
 
 def parse_formula(formula: str, columns=None, *, dialect: str = "python", contrasts=None,
-                  dtypes=None) -> ParsedFormula:
+                  dtypes=None, several_terms: bool = False) -> ParsedFormula:
     """Split ``"y ~ fixed + (1|g)"`` into the fixed formula and the grouping columns.
 
     Parameters
@@ -173,6 +192,10 @@ def parse_formula(formula: str, columns=None, *, dialect: str = "python", contra
         ``{column: coding}``, written into the fixed part.
     dtypes : mapping of column to dtype, optional
         The data's column types (ordered categoricals get ``contr.poly`` in R's dialect).
+    several_terms : bool
+        Read any number of random-intercept terms (:func:`random_term_specs`: ``a/b``
+        expanded as lme4 does) and ``offset(z)`` terms of the fixed part, for the
+        several-terms engine (:mod:`reml_engine.frontend.terms_design`).
 
     Examples
     --------
@@ -201,21 +224,29 @@ def parse_formula(formula: str, columns=None, *, dialect: str = "python", contra
         raise ModelDataError(
             f"formula {formula!r} has no random-intercept term; add one such as '(1|group)'"
         )
-    if len(terms) > 1:
-        shown = ", ".join(f"({inside.strip()})" for _, _, inside in terms)
-        raise ModelDataError(
-            f"formula {formula!r} has {len(terms)} random terms ({shown}); reml_engine fits one random "
-            "intercept '(1|g)'"
-        )
-    start, end, inside = terms[0]
-    term = f"({inside.strip()})"
-    effect, group = inside.split("|", 1)
-    # lme4's (1||g) (uncorrelated terms) is (1|g) for a random intercept alone.
-    group = group[1:] if group.startswith("|") else group
-    if effect.replace(" ", "") not in ("1", "1+0", "0+1", ""):
-        raise ModelDataError(_random_slope_message(term, effect, group.strip()))
-    group_columns = _group_columns(group, term)
-    fixed_rhs = rhs[:start] + rhs[end:]
+    specs: tuple[RandomTermSpec, ...] = ()
+    offset_columns: tuple[str, ...] = ()
+    if several_terms:
+        specs = _term_specs(terms, formula)
+        group_columns = tuple(dict.fromkeys(c for spec in specs for c in spec.columns))
+        fixed_rhs = rhs
+        for start, end, _ in reversed(terms):
+            fixed_rhs = fixed_rhs[:start] + fixed_rhs[end:]
+        fixed_rhs, offset_columns = _split_offsets(fixed_rhs, formula)
+        while re.search(r"\+\s*\+", fixed_rhs):
+            fixed_rhs = re.sub(r"\+\s*\+", "+", fixed_rhs)
+    else:
+        if len(terms) > 1:
+            shown = ", ".join(f"({inside.strip()})" for _, _, inside in terms)
+            raise ModelDataError(
+                f"formula {formula!r} has {len(terms)} random terms ({shown}); this path fits one random "
+                "intercept '(1|g)' (several terms are fitted by rl.lmer from a pandas DataFrame)"
+            )
+        start, end, inside = terms[0]
+        term = f"({inside.strip()})"
+        effect, group = _effect_and_group(inside, term)
+        group_columns = _group_columns(group, term)
+        fixed_rhs = rhs[:start] + rhs[end:]
     if "|" in fixed_rhs:
         raise ModelDataError(f"formula {formula!r}: only one random term, in parentheses, is supported")
     fixed_rhs = re.sub(r"\+\s*\+", "+", fixed_rhs).strip()
@@ -242,7 +273,115 @@ def parse_formula(formula: str, columns=None, *, dialect: str = "python", contra
         fixed = translate_r(response, fixed_rhs, formula, dtypes, contrasts)
     else:
         fixed = check_python(_quote_dotted_names(f"{response} ~ {fixed_rhs}"), formula, dtypes, contrasts)
-    return ParsedFormula(formula, fixed, response, group_columns, dialect, contrasts)
+    return ParsedFormula(formula, fixed, response, group_columns, dialect, contrasts, specs, offset_columns)
+
+
+def _effect_and_group(inside: str, term: str) -> tuple[str, str]:
+    """The two sides of a random term's ``|``; a random slope is refused."""
+    effect, group = inside.split("|", 1)
+    # lme4's (1||g) (uncorrelated terms) is (1|g) for a random intercept alone.
+    group = group[1:] if group.startswith("|") else group
+    if effect.replace(" ", "") not in ("1", "1+0", "0+1", ""):
+        raise ModelDataError(_random_slope_message(term, effect, group.strip()))
+    return effect, group
+
+
+def _term_specs(terms: list[tuple[int, int, str]], formula: str) -> tuple[RandomTermSpec, ...]:
+    """Each random term, ``a/b/c`` expanded as lme4 expands it: ``a``, ``b:a``, ``c:(b:a)``
+    (the innermost factor first in the name; an interaction inside is parenthesized)."""
+    specs: list[RandomTermSpec] = []
+    for _, _, inside in terms:
+        term = f"({inside.strip()})"
+        _, group = _effect_and_group(inside, term)
+        name, columns = "", ()
+        for part in group.split("/"):
+            if not part.strip():
+                raise ModelDataError(f"random term '{term}' of formula {formula!r} has an empty grouping factor")
+            part_columns = _group_columns(part, term)
+            part_name = ":".join(part_columns)
+            if not columns:
+                name, columns = part_name, part_columns
+            else:
+                name = f"{part_name}:{f'({name})' if ':' in name else name}"
+                columns = part_columns + columns
+            specs.append(RandomTermSpec(name, columns))
+    seen: dict[frozenset, str] = {}
+    for spec in specs:
+        key = frozenset(spec.columns)
+        if key in seen or len(set(spec.columns)) != len(spec.columns):
+            raise ModelDataError(
+                f"formula {formula!r} groups by {':'.join(spec.columns)} twice (terms {seen.get(key, spec.name)!r} "
+                f"and {spec.name!r}): two terms with the same grouping factor have variances that cannot be "
+                "told apart; keep one"
+            )
+        seen[key] = spec.name
+    return tuple(specs)
+
+
+def random_term_specs(formula: str) -> tuple[RandomTermSpec, ...]:
+    """The random-intercept terms of an lmer formula, ``a/b`` expanded as lme4 does.
+
+    Random slopes are refused (a :class:`~reml_engine.errors.ModelDataError` naming the
+    alternatives).
+
+    Examples
+    --------
+    >>> [t.name for t in random_term_specs("y ~ x + (1|school/class) + (1|rater)")]
+    ['school', 'class:school', 'rater']
+    >>> random_term_specs("y ~ (1|a/b/c)")[-1]
+    RandomTermSpec(name='c:(b:a)', columns=('c', 'b', 'a'))
+    """
+    if not isinstance(formula, str) or "~" not in formula:
+        raise ModelDataError(f"formula must be a string like 'y ~ x + (1|g)', got {formula!r}")
+    return _term_specs(_random_terms(formula.split("~", 1)[1], formula), formula)
+
+
+def count_random_terms(formula: str) -> int:
+    """How many random terms a formula has once ``a/b`` is expanded (0 when it cannot be
+    read: the parser then says why). Nothing else is checked: this decides which engine
+    fits the formula.
+
+    Examples
+    --------
+    >>> count_random_terms("y ~ x + (1|g)"), count_random_terms("y ~ (1|a/b) + (1|c)")
+    (1, 3)
+    """
+    if not isinstance(formula, str) or "~" not in formula:
+        return 0
+    try:
+        terms = _random_terms(formula.split("~", 1)[1], formula)
+    except ModelDataError:
+        return 0
+    return sum(inside.split("|", 1)[1].count("/") + 1 for _, _, inside in terms)
+
+
+def has_offset_term(formula: str) -> bool:
+    """The formula's fixed part has an ``offset(...)`` term."""
+    return isinstance(formula, str) and bool(_OFFSET_TERM.search(formula))
+
+
+def _split_offsets(fixed_rhs: str, formula: str) -> tuple[str, tuple[str, ...]]:
+    """The fixed part without its ``offset(z)`` terms, and the offset columns."""
+    columns = []
+    while match := _OFFSET_TERM.search(fixed_rhs):
+        depth, end = 0, None
+        for i in range(match.end() - 1, len(fixed_rhs)):
+            depth += {"(": 1, ")": -1}.get(fixed_rhs[i], 0)
+            if depth == 0:
+                end = i + 1
+                break
+        if end is None:
+            raise ModelDataError(f"formula {formula!r} has an 'offset(' without its ')'")
+        inside = fixed_rhs[match.end():end - 1].strip()
+        name = _GROUP_COLUMN.match(inside)
+        if not name:
+            raise ModelDataError(
+                f"offset term 'offset({inside})' of formula {formula!r}: the offset must be a column of the data; "
+                f"compute it first (data['z'] = ...) and write offset(z), or pass offset= an array"
+            )
+        columns.append(name.group(1) or name.group(2))
+        fixed_rhs = fixed_rhs[:match.start()] + fixed_rhs[end:]
+    return fixed_rhs, tuple(columns)
 
 
 def _strip_quoted(text: str) -> str:
@@ -279,7 +418,7 @@ def fixed_variables(parsed: ParsedFormula) -> set[str]:
 def required_variables(parsed: ParsedFormula) -> list[str]:
     """The data columns (and namespace names) the formula reads: the fixed part's
     variables and the grouping columns."""
-    return sorted(fixed_variables(parsed) | set(parsed.group_columns))
+    return sorted(fixed_variables(parsed) | set(parsed.group_columns) | set(parsed.offset_columns))
 
 
 def rhs_variables(parsed: ParsedFormula) -> set[str]:

@@ -148,9 +148,12 @@ class AnovaResult:
 def _ml_refit(fit) -> tuple[object, str | None]:
     """The global ML fit of the same model, and a note if a local refit would differ."""
     from ..core.fitting import fit_design
+    from ..core.terms_results import TermsFit
 
     if fit.design is None:
         raise ValueError("refitting by ML needs the fit's design (a fit from rl.lmer or rl.fit)")
+    if isinstance(fit, TermsFit):
+        return _ml_refit_terms(fit)
     ml = fit_design(fit.design, REML=False)
     # Where a descent started at the REML estimate would stop (lme4's refitML).
     slope = float(evaluate([fit.tau], ml.stats, False)["derivative"][0])
@@ -167,10 +170,32 @@ def _ml_refit(fit) -> tuple[object, str | None]:
     return ml, note
 
 
+def _ml_refit_terms(fit) -> tuple[object, str | None]:
+    """The global ML fit of a model with several terms, and a note when lme4's refit,
+    started at the REML estimate, is predicted to stop at another optimum."""
+    from ..core.terms_fitting import fit_terms_design
+    from ..varcomp.lme4_start import lme4_default_descent
+
+    ml = fit_terms_design(fit.design, REML=False)
+    note = None
+    if len(ml.optima) > 1:
+        # lme4's refitML starts its optimizer at the REML theta.
+        end = lme4_default_descent(lambda tau: ml.problem.evaluate(tau, REML=False, gradient=False).criterion,
+                                   np.sqrt(fit.tau))
+        local = min(ml.optima, key=lambda o: float(np.abs(np.sqrt(o.tau) - np.sqrt(end)).max()))
+        if local.criterion - ml.criterion > LOCAL_REFIT_TOL:
+            note = (f"{fit.formula or 'model'}: the ML refit is the global optimum (deviance {ml.criterion:.4f}); "
+                    f"a local refit started at the REML estimate (as lme4's anova) would stop at deviance "
+                    f"{local.criterion:.4f}")
+    return ml, note
+
+
 def _response_key(model) -> tuple:
     if isinstance(model, OLSFit):
         return model.nobs, model.y_sum, model.y_sumsq
-    y = getattr(getattr(model, "design", None), "y", None)
+    design = getattr(model, "design", None)
+    design = getattr(design, "design", design)  # a TermsFit's TermsDesign holds the Design
+    y = getattr(design, "y", None)
     if y is None:
         return (model.nobs, math.nan, math.nan)
     return model.nobs, float(y.sum()), float(y @ y)
@@ -188,6 +213,9 @@ def _column_moments(model) -> dict:
     """Sum and sum of squares of each fixed-effect column, by name (order-free)."""
     if isinstance(model, OLSFit):
         return model.column_moments or {}
+    if hasattr(model, "term_names"):  # several terms: the design's columns in memory
+        X = model.design.design.X
+        return {name: (float(X[:, j].sum()), float(X[:, j] @ X[:, j])) for j, name in enumerate(model.fixef.index)}
     stats = getattr(model, "group_stats", None)
     if stats is None:
         return {}
@@ -204,6 +232,15 @@ def _grouping(model) -> tuple[str, pd.Series] | None:
     y_totals = stats.sums[:, -1] + stats.counts * stats.shift[-1]
     levels = pd.Index([str(level) for level in stats.levels])
     return str(model.group_name), pd.DataFrame({"n": stats.counts, "y": y_totals}, index=levels)
+
+
+def _random_terms(model) -> frozenset[str]:
+    """The random terms of a model, by lme4's names."""
+    if isinstance(model, OLSFit):
+        return frozenset()
+    if hasattr(model, "term_names"):
+        return frozenset(model.term_names)
+    return frozenset([str(model.group_name)])
 
 
 def _same(a: float, b: float, scale: float) -> bool:
@@ -256,7 +293,7 @@ def anova(*models, refit: bool = True) -> AnovaResult:
 
     Parameters
     ----------
-    *models : LmerFit or OLSFit
+    *models : LmerFit, TermsFit or OLSFit
         Two or more models fitted to the same responses; ordered by their number of
         parameters before comparison.
     refit : bool
@@ -268,11 +305,12 @@ def anova(*models, refit: bool = True) -> AnovaResult:
     AnovaResult
     """
     from ..core.results import LmerFit
+    from ..core.terms_results import TermsFit
 
     if len(models) < 2:
         raise ValueError("anova needs at least two models to compare")
     for k, model in enumerate(models):
-        if not isinstance(model, (LmerFit, OLSFit)):
+        if not isinstance(model, (LmerFit, TermsFit, OLSFit)):
             raise TypeError(
                 f"model {k + 1} is a {type(model).__name__}; anova compares fits from rl.lmer, rl.fit or rl.ols"
             )
@@ -320,13 +358,14 @@ def anova(*models, refit: bool = True) -> AnovaResult:
             df = m.n_params - prev.n_params
             row["Chisq"], row["Df"] = chisq, df
             row["p_value"] = float(sps.chi2.sf(chisq, df)) if df > 0 else math.nan
-            only_random = isinstance(prev, OLSFit) and not isinstance(m, OLSFit) and (
-                _fixed_names(prev) == _fixed_names(m)
-            )
+            added = _random_terms(m) - _random_terms(prev)
+            only_random = (_fixed_names(prev) == _fixed_names(m) and _random_terms(prev) < _random_terms(m)
+                           and len(added) == 1 and df == 1)
             if only_random:
                 row["p_mixture"] = 0.5 * row["p_value"] if chisq > 0 else 1.0
+                what = "the random intercept" if isinstance(prev, OLSFit) else f"the random term {next(iter(added))}"
                 notes.append(
-                    f"model {i + 1} adds only the random intercept to model {i}: var_group = 0 is on the "
+                    f"model {i + 1} adds only {what} to model {i}: its variance = 0 is on the "
                     "boundary, so chi-square(1) is conservative; p_mixture uses the 50:50 "
                     "chi-square(0)/chi-square(1) null"
                 )

@@ -202,6 +202,11 @@ HESSIAN_ATOL = 1e-3
 #: ratio is 0 in both or equal to SAME_LOG_TAU in log(tau).
 SAME_LOG_TAU = 1e-3
 CRITERION_ATOL = 1e-7
+#: A ratio whose weight on every level is below this (``tau_j * largest level size``) is
+#: taken to 0 when the criterion there is no higher (to ``POLISH_CRITERION_SLACK``): at such
+#: a ratio the gradient in log(tau) and the curvature vanish with tau, so the interior
+#: checks pass trivially and the same optimum would be listed twice, once at 0.
+SNAP_TO_ZERO = 1e-10
 #: Two criteria closer than this are a tie; the estimate is then the first in tau order.
 TIE_ATOL = 1e-9
 #: A 1-D sweep minimum lower than the best point by more than this restarts a descent.
@@ -537,6 +542,12 @@ def _verify(counted: _Counted, tau: np.ndarray, unit: np.ndarray) -> VCOptimum |
     tol = STATIONARY_ATOL + STATIONARY_RTOL * counted.problem.nobs
     target = NEWTON_POLISH_ATOL + NEWTON_POLISH_RTOL * counted.problem.nobs
     ev = counted.evaluate(tau)
+    negligible = (tau > 0) & (tau < SNAP_TO_ZERO * unit)
+    if negligible.any():
+        snapped = np.where(negligible, 0.0, tau)
+        ev_snapped = counted.evaluate(snapped)
+        if ev_snapped.criterion <= ev.criterion + POLISH_CRITERION_SLACK * max(1.0, abs(ev.criterion)):
+            tau, ev = snapped, ev_snapped
     gradient = np.asarray(ev.gradient, dtype=np.float64)
     at_zero = tau <= 0.0
     if np.any(gradient[at_zero] * unit[at_zero] < -tol):

@@ -1,0 +1,230 @@
+"""From a formula with several random-intercept terms and a DataFrame to the arrays the
+several-terms engine (:mod:`reml_engine.varcomp`) fits.
+
+``"y ~ x + offset(z) + (1|subj) + (1|item)"``, ``(1|school/class)`` (lme4's
+``school`` and ``class:school``) or ``(1|a:b)``: the fixed part is built exactly as for one
+term (:func:`reml_engine.frontend.design.build_design`, same checks and the same warning
+for rows dropped with missing values), then each term's grouping columns are coded
+(:class:`~reml_engine.varcomp.RandomTerms`), in lme4's order: by decreasing number of
+levels, ties in the formula's order. Prior weights (``weights=``, a column or an array)
+and offsets (``offset(z)`` in the formula, ``offset=``, added up as lme4 adds them) are
+validated here; a missing weight or offset drops its row with the others, as lme4's
+``na.omit`` does (named ``(weights)`` and ``(offset)`` when given as arrays, as R's
+model frame names them).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from ..core.identifiability import RANK_TOL, rank_decisions, warn_dropped_columns
+from ..errors import ModelDataError
+from ..varcomp.terms import RandomTerms
+from .design import Design, build_design
+from .formula import RandomTermSpec, parse_formula
+from .groups import group_labels
+from .transforms import TRANSFORM_NAMES
+
+#: Names of the weights and offset given as arrays among the data's columns (R's model
+#: frame calls them so).
+WEIGHTS_COLUMN = "(weights)"
+OFFSET_COLUMN = "(offset)"
+
+
+@dataclass(frozen=True)
+class TermsDesign:
+    """The arrays of a model with several random-intercept terms.
+
+    Attributes
+    ----------
+    design : Design
+        X, y, the fixed part's names and encoding (for new data), the rows kept.
+    terms : RandomTerms
+        Integer codes per term, lme4's names and order (decreasing levels).
+    specs : tuple of RandomTermSpec
+        Each term's name and grouping columns, in the order of ``terms``.
+    weights, offset : float arrays (n,) or None
+        Prior weights and the total offset of the rows kept.
+    data_index : pandas.Index
+        The index of the data as given (for fitted values and residuals).
+    rows : int array (n,)
+        Positions in the data of the rows kept.
+    offset_columns : tuple of str
+        The formula's offset columns (read again from new data by ``predict``).
+    offset_given : bool
+        An ``offset=`` argument was given (``predict`` then needs one for new data).
+    dropped_columns : tuple of str
+        Fixed-effect columns dropped as linear combinations of earlier ones.
+    """
+
+    design: Design
+    terms: RandomTerms
+    specs: tuple[RandomTermSpec, ...]
+    weights: np.ndarray | None
+    offset: np.ndarray | None
+    data_index: pd.Index
+    rows: np.ndarray
+    offset_columns: tuple[str, ...] = ()
+    offset_given: bool = False
+    dropped_columns: tuple[str, ...] = ()
+
+
+def _argument_column(value, name: str, column: str, data: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """``weights=``/``offset=`` as a column of the data: a column name, or an array added
+    under ``column``. Values are checked after the rows with missing values are dropped."""
+    if value is None:
+        return data, None
+    if isinstance(value, str):
+        if value not in data.columns:
+            raise ModelDataError(f"{name}={value!r} is not a column of the data")
+        values = data[value]
+        label = value
+    else:
+        if isinstance(value, pd.DataFrame) or np.ndim(value) != 1:
+            raise ModelDataError(f"{name}= must be a column name or one number per row, got {type(value).__name__} "
+                                 f"of shape {np.shape(value)}")
+        if len(value) != len(data):
+            raise ModelDataError(f"{name}= has {len(value)} values but the data have {len(data)} rows")
+        if column in data.columns:
+            raise ModelDataError(f"the data have a column named {column!r}; rename it to pass {name}= as an array")
+        values = pd.Series(np.asarray(value.to_numpy() if isinstance(value, pd.Series) else value), index=data.index)
+        data = data.assign(**{column: values})
+        label = column
+    if not (pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)):
+        raise ModelDataError(f"{name} ({label!r}) must be numbers, got dtype {values.dtype}")
+    return data, label
+
+
+def _check_weights(weights: np.ndarray, label: str, index: pd.Index) -> None:
+    bad = ~(np.isfinite(weights) & (weights > 0))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ModelDataError(
+            f"prior weights ({label!r}) must be positive and finite: {int(bad.sum())} are not, first at row "
+            f"{index[first]!r} (value {weights[first]!r}); drop those rows or fix the weights"
+        )
+
+
+def _check_offset(offset: np.ndarray, label: str, index: pd.Index) -> None:
+    bad = ~np.isfinite(offset)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ModelDataError(
+            f"offset {label!r} has {int(bad.sum())} infinite values, first at row {index[first]!r}"
+        )
+
+
+def full_rank_columns(X: np.ndarray, intercept: int | None) -> list[int]:
+    """The columns lme4 keeps (a pivot-free QR at its tolerance, later columns dropped in
+    favour of earlier ones), relative to the centred norms when there is an intercept."""
+    raw_norm2 = (X * X).sum(axis=0)
+    if intercept is None:
+        return rank_decisions(X.T @ X, raw_norm2, RANK_TOL)[0]
+    # With the intercept first, centring the other columns changes each by a multiple
+    # of an earlier column: the QR's residuals are the same, without the cancellation.
+    order = [intercept] + [j for j in range(X.shape[1]) if j != intercept]
+    Xc = X[:, order] - np.where(np.arange(len(order)) == 0, 0.0, X[:, order].mean(axis=0))
+    centred = (Xc * Xc).sum(axis=0)
+    centred[0] = len(X)
+    kept = rank_decisions(Xc.T @ Xc, raw_norm2[order], RANK_TOL, centred)[0]
+    return sorted(order[k] for k in kept)
+
+
+def build_terms_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, weights=None, offset=None,
+                       dialect: str = "python", contrasts=None) -> TermsDesign:
+    """Parse a formula with random-intercept terms and build its arrays.
+
+    Parameters
+    ----------
+    formula : str
+        ``"y ~ fixed + (1|a) + (1|b/c) + offset(z)"``.
+    data : pandas.DataFrame
+    na_action : {"omit", "raise"}
+    weights : str or array-like, optional
+        Prior weights (lme4's ``weights=``): residual variance ``sigma2 / w``.
+    offset : str or array-like, optional
+        Known part of the linear predictor, added to the formula's ``offset()`` terms.
+    dialect, contrasts
+        As for :func:`reml_engine.frontend.design.build_design`.
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise ModelDataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    parsed = parse_formula(formula, data.columns, dialect=dialect, contrasts=contrasts, dtypes=data.dtypes,
+                           several_terms=True)
+    used_transforms = [t for t in TRANSFORM_NAMES if re.search(rf"(?<![\w.]){t}\s*\(", parsed.fixed)]
+    if used_transforms and len(parsed.random_terms) > 1:
+        raise ModelDataError(
+            f"formula {formula!r} uses {used_transforms[0]}(), which centres on the model's one grouping factor; "
+            f"with several random terms compute the group means of the factor you mean first "
+            f"(data.groupby('g')['x'].transform('mean'))"
+        )
+    data_index = data.index
+    # Positions, not labels, identify the rows kept (the index may repeat labels).
+    frame = data.set_axis(pd.RangeIndex(len(data)), axis=0)
+    frame, weights_label = _argument_column(weights, "weights", WEIGHTS_COLUMN, frame)
+    frame, offset_label = _argument_column(offset, "offset", OFFSET_COLUMN, frame)
+    extra = tuple(c for c in (weights_label, offset_label) if c is not None)
+    design = build_design(formula, frame, na_action, dialect=dialect, contrasts=contrasts, several_terms=True,
+                          extra_columns=extra)
+    rows = np.asarray(design.row_index, dtype=np.int64)
+    clean = frame.iloc[rows]
+    kept_index = data_index[rows]
+    w = None
+    if weights_label is not None:
+        w = clean[weights_label].to_numpy(dtype=np.float64)
+        _check_weights(w, weights_label, kept_index)
+    total_offset = None
+    for label in (*parsed.offset_columns, *([offset_label] if offset_label else [])):
+        column = clean[label]
+        if not (pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)):
+            raise ModelDataError(f"offset column {label!r} must hold numbers, got dtype {column.dtype}")
+        values = column.to_numpy(dtype=np.float64)
+        _check_offset(values, label, kept_index)
+        total_offset = values if total_offset is None else total_offset + values
+    design, dropped = _drop_rank_deficient(design)
+    labels = {spec.name: group_labels(clean, spec.columns) for spec in parsed.random_terms}
+    try:
+        terms = RandomTerms.from_labels(labels)
+    except ValueError as err:
+        raise ModelDataError(str(err)) from None
+    # lme4 orders the terms by decreasing number of levels (stable).
+    order = sorted(range(terms.k), key=lambda j: -terms.nlevels[j])
+    terms = RandomTerms(tuple(terms.names[j] for j in order), tuple(terms.codes[j] for j in order),
+                        tuple(terms.levels[j] for j in order))
+    specs = tuple(parsed.random_terms[j] for j in order)
+    _check_levels(terms, design.y.shape[0])
+    return TermsDesign(design, terms, specs, w, total_offset, data_index, rows, parsed.offset_columns,
+                       offset_label is not None, dropped)
+
+
+def _drop_rank_deficient(design: Design) -> tuple[Design, tuple[str, ...]]:
+    kept = full_rank_columns(design.X, design.intercept_index)
+    if len(kept) == design.X.shape[1]:
+        return design, ()
+    dropped = tuple(design.column_names[j] for j in range(design.X.shape[1]) if j not in kept)
+    warn_dropped_columns(dropped)
+    names = tuple(design.column_names[j] for j in kept)
+    intercept = names.index(design.column_names[design.intercept_index]) if design.intercept_index in kept else None
+    return replace(design, X=np.ascontiguousarray(design.X[:, kept]), column_names=names,
+                   intercept_index=intercept), dropped
+
+
+def _check_levels(terms: RandomTerms, nobs: int) -> None:
+    """lme4's checkNlevels: each factor needs at least 2 levels and fewer than the rows."""
+    for name, m in zip(terms.names, terms.nlevels, strict=True):
+        if m < 2:
+            raise ModelDataError(
+                f"grouping factor {name!r} has {m} level: a random intercept needs at least 2 levels"
+            )
+        if m >= nobs:
+            raise ModelDataError(
+                f"grouping factor {name!r} has {m} levels for {nobs} observations: its variance cannot be told "
+                "apart from the residual variance (every level needs replicates)"
+            )
+
+
+__all__ = ["OFFSET_COLUMN", "TermsDesign", "WEIGHTS_COLUMN", "build_terms_design", "full_rank_columns"]
