@@ -118,7 +118,9 @@ def tau_lower_limit(stats: PooledStats) -> float:
     return -1.0 / stats.max_size
 
 
-def _residual_dof(stats: PooledStats, REML: bool) -> int:
+def residual_dof(stats: PooledStats, REML: bool) -> int:
+    """The residual degrees of freedom the profiled variance divides by: ``n - p`` under
+    REML, ``n`` under ML."""
     return stats.nobs - stats.p if REML else stats.nobs
 
 
@@ -168,7 +170,7 @@ def _evaluate_batch(taus: np.ndarray, stats: PooledStats, REML: bool) -> dict[st
     Lxx_inv = _lower_inverse(L[:, :p, :p])
     beta = np.einsum("kji,kj->ki", Lxx_inv, L[:, p, :p])
 
-    dof = _residual_dof(stats, REML)
+    dof = residual_dof(stats, REML)
     with np.errstate(divide="ignore", invalid="ignore"):
         sigma2 = pwrss / dof
         fit_term = dof * (1.0 + LOG_2PI + np.log(sigma2))

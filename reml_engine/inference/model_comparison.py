@@ -29,8 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..core.criterion import evaluate
-from ..core.optimizer import descent_optimum
+from ..core.optimizer import optimum_reached_from
 from ..frontend.arguments import check_bool
 from ..frontend.formula import lme4_column_names
 from .lazy_imports import scipy_stats as sps
@@ -153,8 +152,7 @@ def _ml_refit(fit) -> tuple[object, str | None]:
         raise ValueError("refitting by ML needs the fit's design (a fit from rl.lmer or rl.fit)")
     ml = fit_design(fit.design, REML=False)
     # Where a descent started at the REML estimate would stop (lme4's refitML).
-    slope = float(evaluate([fit.tau], ml.stats, False)["derivative"][0])
-    local = descent_optimum(ml.optima, slope, start_tau=fit.tau)
+    local = optimum_reached_from(ml.optima, ml.stats, False, fit.tau)
     note = None
     if local.criterion - ml.criterion > LOCAL_REFIT_TOL:
         label = fit.formula or "model"

@@ -112,11 +112,6 @@ class ProfilePoint:
         )
 
 
-def user_parametrization(fit) -> UserParametrization:
-    """The map from ``fit.stats``'s parametrization to the fit's coefficient names."""
-    return fit.parametrization
-
-
 def _check_tau(tau: float | None, icc: float | None, stats) -> float:
     if (tau is None) == (icc is None):
         raise ValueError("give exactly one of tau (var_group / sigma2) and icc")
@@ -158,7 +153,7 @@ def profile_criterion(fit, tau: float | None = None, *, icc: float | None = None
     REML = fit.REML if REML is None else bool(REML)
     tau = _check_tau(tau, icc, fit.stats)
     out = evaluate([tau], fit.stats, REML)
-    to_user = user_parametrization(fit)
+    to_user = fit.parametrization
     p = fit.stats.p
     A = xtvinvx(tau, fit.stats)[:p, :p]
     sigma2 = float(out["sigma2"][0])
@@ -284,5 +279,4 @@ __all__ = [
     "UserParametrization",
     "criterion_profile",
     "profile_criterion",
-    "user_parametrization",
 ]
