@@ -120,11 +120,11 @@ def test_variance_limits_solve_the_profile_equation():
     n = m.nobs
     for side in ("lower", "upper"):
         s = table.loc["sigma", side]
-        dev = out["logdet_V"] + n * np.log(2 * np.pi * s**2) + out["pwrss"] / s**2
+        dev = out.logdet_V + n * np.log(2 * np.pi * s**2) + out.pwrss / s**2
         assert dev.min() - ml.criterion == pytest.approx(cut, abs=1e-5)
         b = table.loc["sd_group", side]
         s2 = b**2 / taus
-        dev = out["logdet_V"] + n * np.log(2 * np.pi * s2) + out["pwrss"] / s2
+        dev = out.logdet_V + n * np.log(2 * np.pi * s2) + out.pwrss / s2
         assert dev.min() - ml.criterion == pytest.approx(cut, abs=1e-5)
 
 

@@ -102,8 +102,8 @@ def test_deviance_hessian_matches_finite_differences(name, REML):
 
     def f(tau, s2):
         out = evaluate([tau], stats, REML)
-        ld = out["logdet_V"][0] + (out["logdet_XtVinvX"][0] if REML else 0.0)
-        return ld + dof * np.log(2 * np.pi * s2) + out["pwrss"][0] / s2
+        ld = out.logdet_V[0] + (out.logdet_XtVinvX[0] if REML else 0.0)
+        return ld + dof * np.log(2 * np.pi * s2) + out.pwrss[0] / s2
 
     tau, s2 = max(m.tau, 0.3), m.sigma2
     hess, grad = deviance_hessian(stats, tau, s2, REML)
