@@ -20,6 +20,8 @@ import warnings
 
 import pandas as pd
 
+from .api import lmer
+
 EXIT_OK = 0
 EXIT_DATA_ERROR = 1
 EXIT_INTERNAL_ERROR = 3
@@ -134,7 +136,6 @@ def _one_line(err: BaseException) -> str:
 
 
 def _run(args) -> int:
-    from .api import lmer
 
     try:
         data = _read_csv(args.data)

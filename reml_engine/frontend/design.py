@@ -45,6 +45,7 @@ from .data_checks import (
     suggest_columns,
     warn_dropped,
 )
+from .fast_design import model_matrices
 from .formula import (
     FORMULAIC_INTERCEPT,
     INTERCEPT_NAME,
@@ -204,8 +205,6 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, d
     contrasts : dict, optional
         ``{column: coding}`` of categorical columns (``"contr.sum"``, ...).
     """
-    from .fast_design import model_matrices
-
     check_na_action(na_action)
     if not isinstance(formula, str) and isinstance(data, str) and "~" in data:
         raise ModelDataError("the formula comes first: call lmer(formula, data), not lmer(data, formula)")

@@ -29,6 +29,7 @@ import pandas as pd
 
 from ..core.criterion import batch_length, residual_dof
 from ..core.optimizer import SCAN_TAU_LARGE, SCAN_TAU_SMALL
+from ..core.statistics import PooledStats
 from ..frontend.arguments import check_bool, check_count, check_seed
 
 #: Grid points per unit of log(tau) for the replicate fits (the fit itself uses 20; the
@@ -69,7 +70,7 @@ class _Fixed:
     W_xx: np.ndarray
     L_w: np.ndarray  # (p, r)
     beta: np.ndarray  # internal fixed effects
-    stats: object  # PooledStats of the fit
+    stats: PooledStats  # of the fit
 
 
 def _fixed_parts(fit) -> _Fixed:

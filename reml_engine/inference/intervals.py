@@ -34,9 +34,10 @@ import pandas as pd
 from scipy import optimize
 
 from ..core.criterion import batch_length, residual_dof
-from ..core.optimizer import SCAN_TAU_LARGE, SCAN_TAU_SMALL, find_optima, optimum_reached_from
+from ..core.optimizer import SCAN_TAU_LARGE, SCAN_TAU_SMALL, Optimum, find_optima, optimum_reached_from
 from ..errors import ProfileWarning
 from ..frontend.arguments import check_count
+from .bootstrap import BOOT_DEFAULT, parametric_bootstrap
 from .lazy_imports import scipy_stats as sps
 
 #: Grid points per unit of log(tau) for the inner minimizations.
@@ -182,7 +183,7 @@ class _Centre:
     """A local minimum of the profiled criterion, as a centre to step out from: the
     parameters there (user scale) and step scales."""
 
-    optimum: object
+    optimum: Optimum
     excess: float
     sd_group: float
     sigma: float
@@ -432,7 +433,6 @@ def confint(fit, method: str = "profile", level: float = 0.95, n_boot: int | Non
     if key == "wald":
         return wald_intervals(fit, level)
     if key in ("boot", "bootstrap"):
-        from .bootstrap import BOOT_DEFAULT, parametric_bootstrap
 
         result = parametric_bootstrap(fit, BOOT_DEFAULT if n_boot is None else n_boot, seed=seed, progress=progress)
         return result.percentile_intervals(level)

@@ -23,6 +23,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import formulaic
 import numpy as np
 import pandas as pd
 
@@ -267,8 +268,6 @@ _MATRIX_OPTIONS = {"na_action": "ignore", "context": formula_context()}
 
 def _sample_spec(parsed: ParsedFormula, sample: pd.DataFrame):
     """formulaic's ``ModelSpec`` of the fixed part, built from complete sample rows."""
-    import formulaic
-
     context = formula_context(group_labels(sample, parsed.group_columns))
     try:
         with np.errstate(all="ignore"):
