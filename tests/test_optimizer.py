@@ -154,7 +154,6 @@ def test_unbounded_compound_symmetry_ml_is_flagged():
     approaches singularity, so the compound-symmetry likelihood is unbounded there. The
     criterion falls by ~2 per unit of log(1 + tau max n_g) (checked on the closed form at
     points far closer to the limit than the scan goes)."""
-    import pandas as pd
     from conftest import case_data
 
     m = rl.lmer("y ~ x + (1|g)", case_data("sim_contextual"), REML=False)
@@ -166,7 +165,8 @@ def test_unbounded_compound_symmetry_ml_is_flagged():
     assert m.compound_symmetry.at_limit
     assert m.compound_symmetry.criterion == pytest.approx(m.criterion, abs=1e-8)  # lowest proper minimum
     assert any("no maximum" in note for note in m.notes)
-    assert isinstance(m.summary(), str) and pd.notna(m.compound_symmetry.icc)
+    assert "no maximum" in " ".join(m.summary().split())
+    assert np.isfinite(m.compound_symmetry.icc)
 
 
 def test_a_minimum_that_fails_the_stationarity_test_is_still_reported(monkeypatch):
