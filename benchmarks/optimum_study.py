@@ -92,7 +92,7 @@ def datasets(n_each: int, seed: int = 0) -> list[StudyData]:
 def dense_scan(stats: rl.PooledStats, REML: bool) -> tuple[np.ndarray, np.ndarray]:
     """The criterion at tau = 0 and ``DENSE_POINTS`` log-spaced values of tau."""
     taus = np.concatenate([[0.0], np.geomspace(DENSE_TAU_MIN, DENSE_TAU_MAX, DENSE_POINTS)])
-    return taus, rl.evaluate(taus, stats, REML)["criterion"]
+    return taus, rl.evaluate(taus, stats, REML).criterion
 
 
 def basin_edges(optima, taus: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -30,7 +30,14 @@ from __future__ import annotations
 from . import _moved
 from . import datasets as datasets  # rl.datasets.sleepstudy(), ...: the example data
 from .api import fit, lmer, load_seed
-from .core.criterion import CriterionParts, criterion, criterion_derivative, criterion_parts, evaluate
+from .core.criterion import (
+    CriterionBatch,
+    CriterionParts,
+    criterion,
+    criterion_derivative,
+    criterion_parts,
+    evaluate,
+)
 from .core.fitting import build_fit, fit_design, fit_statistics, fit_stats
 from .core.many import ManyFits
 from .core.optimizer import Optimum, OptSummary, find_optima
@@ -74,6 +81,7 @@ __all__ = [
     "fit_design",
     "Boundary",
     "CompoundSymmetryFit",
+    "CriterionBatch",
     "CriterionParts",
     "DegenerateCriterionError",
     "GroupStats",

@@ -31,6 +31,8 @@ import warnings
 
 import pandas as pd
 
+from .api import lmer
+
 EXIT_OK = 0
 EXIT_DATA_ERROR = 1
 EXIT_INTERNAL_ERROR = 3
@@ -306,7 +308,6 @@ def _text_sections(m, args, intervals: pd.DataFrame | None) -> str:
 
 
 def _run(args) -> int:
-    from .api import lmer
 
     try:
         data = read_data(args.data, args.sep)

@@ -80,6 +80,10 @@ def as_list(value) -> list:
 
 
 CASE_NAMES = list(load_cases()["name"])
+#: Cases where nlme's gls(corCompSymm) stops at a local optimum of the compound-symmetry
+#: criterion that is not the global one (sim_contextual: rho = -0.16, criterion 58.31,
+#: where the global optimum is at tau = 1040, criterion 12.64).
+NLME_AT_A_LOCAL_OPTIMUM = ("sim_contextual",)
 
 
 @pytest.fixture(scope="session")

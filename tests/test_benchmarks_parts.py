@@ -148,6 +148,35 @@ def test_every_part_has_a_runner_and_unknown_parts_are_refused():
         cli.main(["--quick", "--peers", "lme5"])
 
 
+#: Parts no other test runs; grid and study: test_benchmarks_quick.py, stages, many, terms
+#: and parquet: above.
+OTHER_PARTS = ("machine", "headline", "criterion", "memory", "import")
+
+
+def test_every_part_is_run_by_a_test():
+    """A part added to the harness must be added to a test here (or in test_benchmarks_quick)."""
+    covered = {"grid", "study", "stages", "many", "terms", "parquet", *OTHER_PARTS}
+    assert covered == set(cli.PARTS)
+
+
+@pytest.mark.slow
+def test_quick_command_line_runs_the_other_parts(tmp_path):
+    """machine, headline, criterion, memory and import at CI size, without R: each writes
+    its results and the run records its time."""
+    cli.main(["--quick", "--no-lme4", "--parts", ",".join(OTHER_PARTS), "--out", str(tmp_path)])
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert set(run["part_seconds"]) == set(OTHER_PARTS)
+    headline_table = pd.read_csv(tmp_path / "headline.csv").set_index("engine")
+    assert headline_table.loc["reml_engine (arrays)", "median_s"] > 0
+    assert headline_table.loc["reml_engine (arrays)", "verdict"] == "same optimum"
+    timing = pd.read_csv(tmp_path / "criterion_timing.csv")
+    assert len(timing) and (timing.single_eval_us > 0).all() and (timing.scan_per_point_us > 0).all()
+    memory = json.loads((tmp_path / "memory.json").read_text())
+    assert memory["arrays_seconds"] > 0 and memory["formula_seconds"] > 0
+    assert json.loads((tmp_path / "import.json").read_text())["first_fit_s"] > 0
+    assert json.loads((tmp_path / "machine.json").read_text())
+
+
 def test_quick_command_line_writes_each_parts_results(tmp_path):
     cli.main(["--quick", "--parts", "stages,many", "--out", str(tmp_path)])
     for name in ("stages.csv", "stages.md", "many.csv", "many.md", "run.json"):

@@ -383,6 +383,6 @@ def test_one_pass_statistics_whose_criterion_is_not_finite_near_the_limit_still_
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rl.ModelDataWarning)
         expected = rl.lmer("y ~ x * f + (1|g)", pd.read_csv(path))
-    assert fit.coef_names == expected.coef_names
+    assert list(fit.fixef.index) == list(expected.fixef.index)
     assert fit.criterion == pytest.approx(expected.criterion, rel=1e-4)
     np.testing.assert_allclose(fit.fixef, expected.fixef, rtol=1e-3, atol=1e-3 * expected.se.min())

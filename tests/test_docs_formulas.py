@@ -218,7 +218,7 @@ def test_F2_2_logdet_is_a_sum_over_group_sizes(small_unbalanced):
     sizes = pd.Series(groups).value_counts()
     taus = [*TAUS, 0.5 * tau_lower_limit(s)]
     out = evaluate(taus, s)
-    for tau, logdet in zip(taus, out["logdet_V"], strict=True):
+    for tau, logdet in zip(taus, out.logdet_V, strict=True):
         sign, dense = np.linalg.slogdet(dense_covariance(groups, tau))
         assert sign > 0
         assert logdet == pytest.approx(dense, rel=EXACT_RTOL, abs=1e-10)
@@ -443,7 +443,7 @@ def test_F3_7_derivative_parts_match_finite_differences(unbalanced, REML):
         up, down = evaluate([tau + h], s, REML), evaluate([tau - h], s, REML)
 
         def fd(key, up=up, down=down, h=h):
-            return float((up[key][0] - down[key][0]) / (2 * h))
+            return float((getattr(up, key)[0] - getattr(down, key)[0]) / (2 * h))
 
         weights = s.sizes / (1 + s.sizes * tau)
         assert float(weights @ s.groups_per_size) == pytest.approx(fd("logdet_V"), rel=FD_RTOL)

@@ -58,12 +58,12 @@ def test_criterion_equals_dense_oracle(design, REML):
     pooled, model_shift = _pooled(X, y, groups)
     ours = evaluate([tau], pooled, REML)
     dense = dense_criterion(X, y, groups, tau, REML)
-    assert ours["criterion"][0] == pytest.approx(dense["criterion"], rel=RTOL, abs=RTOL)
-    assert ours["logdet_V"][0] == pytest.approx(dense["logdet_V"], rel=RTOL, abs=RTOL)
-    assert ours["logdet_XtVinvX"][0] == pytest.approx(dense["logdet_XtVinvX"], rel=RTOL, abs=1e-8)
-    assert ours["pwrss"][0] == pytest.approx(dense["pwrss"], rel=1e-8)
+    assert ours.criterion[0] == pytest.approx(dense["criterion"], rel=RTOL, abs=RTOL)
+    assert ours.logdet_V[0] == pytest.approx(dense["logdet_V"], rel=RTOL, abs=RTOL)
+    assert ours.logdet_XtVinvX[0] == pytest.approx(dense["logdet_XtVinvX"], rel=RTOL, abs=1e-8)
+    assert ours.pwrss[0] == pytest.approx(dense["pwrss"], rel=1e-8)
     # beta in the centred parametrization: slopes equal, intercept shifted.
-    beta = ours["beta"][0]
+    beta = ours.beta[0]
     assert np.allclose(beta[1:], dense["beta"][1:], rtol=1e-7, atol=1e-9)
     intercept = beta[0] + model_shift[-1] - model_shift[1:-1] @ beta[1:]
     assert intercept == pytest.approx(dense["beta"][0], rel=1e-7, abs=1e-9)
@@ -82,7 +82,7 @@ def test_derivative_equals_finite_difference_of_oracle(design, REML):
         dense_criterion(X, y, groups, tau + h, REML)["criterion"]
         - dense_criterion(X, y, groups, tau - h, REML)["criterion"]
     ) / (2 * h)
-    analytic = evaluate([tau], pooled, REML)["derivative"][0]
+    analytic = evaluate([tau], pooled, REML).derivative[0]
     assert analytic == pytest.approx(numeric, rel=1e-4, abs=1e-5 * max(1.0, abs(numeric)))
 
 
@@ -121,8 +121,8 @@ def test_no_intercept_design_equals_oracle():
     for tau in (-0.1, 0.0, 0.7, 30.0):
         ours = evaluate([tau], pooled, True)
         dense = dense_criterion(X, y, groups, tau, True)
-        assert ours["criterion"][0] == pytest.approx(dense["criterion"], rel=RTOL)
-        assert np.allclose(ours["beta"][0], dense["beta"], rtol=1e-8)
+        assert ours.criterion[0] == pytest.approx(dense["criterion"], rel=RTOL)
+        assert np.allclose(ours.beta[0], dense["beta"], rtol=1e-8)
 
 
 def _anova_mean_squares(df):

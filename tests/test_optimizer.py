@@ -27,7 +27,7 @@ def _fine_scan_minima(stats, REML):
     positive = np.geomspace(1e-9 / stats.max_size, 1e9 / stats.min_size, FINE_POINTS)
     negative = lower + (0 - lower) * np.geomspace(1e-5, 1, FINE_POINTS // 4)
     taus = np.unique(np.concatenate([negative[negative < 0], [0.0], positive]))
-    f = evaluate(taus, stats, REML)["criterion"]
+    f = evaluate(taus, stats, REML).criterion
     minima = []
     for i in np.flatnonzero((f[1:-1] <= f[:-2]) & (f[1:-1] <= f[2:])) + 1:
         lo, hi = max(i - WINDOW, 0), min(i + WINDOW, len(f) - 1)
@@ -79,8 +79,8 @@ def test_optima_match_a_hundredfold_finer_scan(seed, REML, kind):
         # the criterion is higher on both sides.
         sides = o.tau + np.array([-1e-2, 1e-2]) * abs(o.tau)
         at = evaluate(sides, m.stats, REML)
-        assert at["derivative"][0] < 0 < at["derivative"][1], o
-        assert np.all(at["criterion"] > o.criterion), o
+        assert at.derivative[0] < 0 < at.derivative[1], o
+        assert np.all(at.criterion > o.criterion), o
 
 
 def test_hidden_pair_between_scan_points_is_found():
@@ -110,7 +110,7 @@ def test_refinement_precision():
     m = rl.lmer("y ~ x + (1|f)", rl.load_seed())
     for o in m.opt_summary.extended_optima:
         h = 1e-6 * abs(o.tau)
-        around = evaluate([o.tau - h, o.tau + h], m.stats)["criterion"]
+        around = evaluate([o.tau - h, o.tau + h], m.stats).criterion
         assert o.criterion <= around.min() + 1e-12 * abs(o.criterion)
     record = m.opt_summary
     assert record.n_evaluations > record.n_scan > 100
@@ -154,19 +154,19 @@ def test_unbounded_compound_symmetry_ml_is_flagged():
     approaches singularity, so the compound-symmetry likelihood is unbounded there. The
     criterion falls by ~2 per unit of log(1 + tau max n_g) (checked on the closed form at
     points far closer to the limit than the scan goes)."""
-    import pandas as pd
     from conftest import case_data
 
     m = rl.lmer("y ~ x + (1|g)", case_data("sim_contextual"), REML=False)
     lower = -1.0 / m.stats.max_size
     gaps = np.array([1e-9, 1e-10, 1e-11])
-    values = evaluate(lower * (1 - gaps), m.stats, False)["criterion"]
+    values = evaluate(lower * (1 - gaps), m.stats, False).criterion
     assert np.all(np.diff(values) < -1.0)  # still falling by more than 1 per decade
     assert m.opt_summary.unbounded_at_limit
     assert m.compound_symmetry.at_limit
     assert m.compound_symmetry.criterion == pytest.approx(m.criterion, abs=1e-8)  # lowest proper minimum
     assert any("no maximum" in note for note in m.notes)
-    assert isinstance(m.summary(), str) and pd.notna(m.compound_symmetry.icc)
+    assert "no maximum" in " ".join(m.summary().split())
+    assert np.isfinite(m.compound_symmetry.icc)
 
 
 def test_a_minimum_that_fails_the_stationarity_test_is_still_reported(monkeypatch):

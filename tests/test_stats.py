@@ -122,12 +122,19 @@ def test_missing_group_labels_raise_with_count():
         factorize_groups(pd.Series(["a", None, "b", np.nan]))
 
 
-def test_group_stats_is_immutable():
+def test_merging_leaves_the_parts_as_they_were():
+    """A merge rebases the parts to one shift: it must work on copies, or statistics a fit
+    holds would change when someone merges them."""
     X, y, labels = _data(n=50, G=5)
-    stats = compute_group_stats(X, y, factorize_groups(labels), pilot_shift(X, y, 0))
-    assert isinstance(stats, GroupStats)
-    with pytest.raises(AttributeError):
-        stats.shift = np.zeros(5)
+    first = compute_group_stats(X[:30], y[:30], factorize_groups(labels[:30]), pilot_shift(X, y, 0))
+    second = compute_group_stats(X[30:], y[30:], factorize_groups(labels[30:]), pilot_shift(X[30:], y[30:], 0))
+    fields = ("counts", "sums", "cross", "shift", "lo", "hi")
+    before = [{name: getattr(part, name).copy() for name in fields} for part in (first, second)]
+    merged = first + second
+    assert isinstance(merged, GroupStats) and merged.nobs == 50
+    for part, saved in zip((first, second), before, strict=True):
+        for name in fields:
+            np.testing.assert_array_equal(getattr(part, name), saved[name], err_msg=name)
 
 
 def test_kernels_in_pure_python_mode():

@@ -149,8 +149,6 @@ def test_new_data_levels_given_as_text_match_numeric_levels():
 def test_predict_on_new_data_uses_stored_means():
     data = case_data("seed_x")
     m = rl.lmer("y ~ within(x) + between(x) + (1|f)", data)
-    if not hasattr(m, "predict"):
-        pytest.skip("LmerFit.predict is not available")
     stored = data.groupby("f")["x"].mean()
     new = pd.DataFrame({"x": [10.0, 3.0], "f": [2, 4]})
     between = stored[new["f"]].to_numpy()

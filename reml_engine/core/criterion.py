@@ -113,16 +113,49 @@ class CriterionParts:
     REML: bool
 
 
+@dataclass(frozen=True)
+class CriterionBatch:
+    """The criterion, its parts and its derivative at many tau (:func:`evaluate`).
+
+    Every attribute is an array over the taus (``beta`` is (K, p)); entries where the
+    matrix is not numerically positive definite are NaN.
+
+    Attributes
+    ----------
+    tau : array (K,)
+    logdet_V, logdet_XtVinvX, pwrss : array (K,)
+        The named parts of the criterion.
+    beta : array (K, p)
+        The fixed effects, in the parametrization of the statistics.
+    sigma2, criterion, derivative : array (K,)
+    derivative_scale : array (K,)
+        The sum of the absolute values of the derivative's terms, the scale against which
+        a zero derivative is judged.
+    """
+
+    tau: np.ndarray
+    logdet_V: np.ndarray
+    logdet_XtVinvX: np.ndarray
+    pwrss: np.ndarray
+    beta: np.ndarray
+    sigma2: np.ndarray
+    criterion: np.ndarray
+    derivative: np.ndarray
+    derivative_scale: np.ndarray
+
+
 def tau_lower_limit(stats: PooledStats) -> float:
     """The smallest tau (negative) for which ``H`` stays positive definite: ``-1/max n_g``."""
     return -1.0 / stats.max_size
 
 
-def _residual_dof(stats: PooledStats, REML: bool) -> int:
+def residual_dof(stats: PooledStats, REML: bool) -> int:
+    """The residual degrees of freedom the profiled variance divides by: ``n - p`` under
+    REML, ``n`` under ML."""
     return stats.nobs - stats.p if REML else stats.nobs
 
 
-def evaluate(taus, stats: PooledStats, REML: bool = True) -> dict[str, np.ndarray]:
+def evaluate(taus, stats: PooledStats, REML: bool = True) -> CriterionBatch:
     """Criterion, its parts and its derivative at many tau at once (vectorized, in
     batches of at most ``EVALUATION_MEMORY_BUDGET`` bytes of working memory).
 
@@ -135,18 +168,17 @@ def evaluate(taus, stats: PooledStats, REML: bool = True) -> dict[str, np.ndarra
 
     Returns
     -------
-    dict of arrays keyed by ``tau``, ``logdet_V``, ``logdet_XtVinvX``, ``pwrss``,
-    ``beta`` (K, p), ``sigma2``, ``criterion``, ``derivative`` and
-    ``derivative_scale`` (the sum of the absolute values of the derivative's terms, the
-    scale against which a zero derivative is judged). Entries where the
-    matrix is not numerically positive definite are NaN.
+    CriterionBatch
+        ``tau``, ``logdet_V``, ``logdet_XtVinvX``, ``pwrss``, ``beta`` (K, p),
+        ``sigma2``, ``criterion``, ``derivative`` and ``derivative_scale``, each an array
+        over the taus; NaN where the matrix is not numerically positive definite.
     """
     taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
     step = batch_length(stats.q)
     if len(taus) <= step:
-        return _evaluate_batch(taus, stats, REML)
+        return CriterionBatch(**_evaluate_batch(taus, stats, REML))
     parts = [_evaluate_batch(taus[start:start + step], stats, REML) for start in range(0, len(taus), step)]
-    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    return CriterionBatch(**{key: np.concatenate([part[key] for part in parts]) for key in parts[0]})
 
 
 def _evaluate_batch(taus: np.ndarray, stats: PooledStats, REML: bool) -> dict[str, np.ndarray]:
@@ -168,7 +200,7 @@ def _evaluate_batch(taus: np.ndarray, stats: PooledStats, REML: bool) -> dict[st
     Lxx_inv = _lower_inverse(L[:, :p, :p])
     beta = np.einsum("kji,kj->ki", Lxx_inv, L[:, p, :p])
 
-    dof = _residual_dof(stats, REML)
+    dof = residual_dof(stats, REML)
     with np.errstate(divide="ignore", invalid="ignore"):
         sigma2 = pwrss / dof
         fit_term = dof * (1.0 + LOG_2PI + np.log(sigma2))
@@ -264,25 +296,25 @@ def criterion_parts(tau: float, stats: PooledStats, REML: bool = True) -> Criter
     out = evaluate([tau], stats, REML)
     return CriterionParts(
         tau=float(tau),
-        logdet_V=float(out["logdet_V"][0]),
-        logdet_XtVinvX=float(out["logdet_XtVinvX"][0]),
-        pwrss=float(out["pwrss"][0]),
-        beta=out["beta"][0],
-        sigma2=float(out["sigma2"][0]),
-        criterion=float(out["criterion"][0]),
-        derivative=float(out["derivative"][0]),
+        logdet_V=float(out.logdet_V[0]),
+        logdet_XtVinvX=float(out.logdet_XtVinvX[0]),
+        pwrss=float(out.pwrss[0]),
+        beta=out.beta[0],
+        sigma2=float(out.sigma2[0]),
+        criterion=float(out.criterion[0]),
+        derivative=float(out.derivative[0]),
         REML=REML,
     )
 
 
 def criterion(tau: float, stats: PooledStats, REML: bool = True) -> float:
     """REML criterion (or ML deviance) at tau: ``criterion_parts(...).criterion``."""
-    return float(evaluate([tau], stats, REML)["criterion"][0])
+    return float(evaluate([tau], stats, REML).criterion[0])
 
 
 def criterion_derivative(tau: float, stats: PooledStats, REML: bool = True) -> float:
     """Analytic derivative of the criterion in tau."""
-    return float(evaluate([tau], stats, REML)["derivative"][0])
+    return float(evaluate([tau], stats, REML).derivative[0])
 
 
 def xtvinvx(tau: float, stats: PooledStats) -> np.ndarray:

@@ -535,7 +535,7 @@ def lme4_path_of_stats(stats, REML: bool, theta0: float, trace: list | None = No
     """:func:`lme4_path` on the profiled criterion of pooled statistics."""
 
     def deviance(theta: float) -> float:
-        return float(evaluate(np.array([theta * theta]), stats, REML)["criterion"][0])
+        return float(evaluate(np.array([theta * theta]), stats, REML).criterion[0])
 
     return lme4_path(deviance, theta0, trace)
 

@@ -70,7 +70,7 @@ from scipy import optimize
 
 from ..errors import DegenerateCriterionError
 from ..frontend.arguments import check_bool
-from .criterion import evaluate, tau_lower_limit
+from .criterion import CriterionBatch, evaluate, tau_lower_limit
 from .problem import CriterionProblem
 from .statistics import PooledStats
 
@@ -199,16 +199,16 @@ class _CountingCriterion:
         self.REML = REML
         self.count = 0
 
-    def __call__(self, taus) -> dict[str, np.ndarray]:
+    def __call__(self, taus) -> CriterionBatch:
         taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
         self.count += len(taus)
         return evaluate(taus, self.stats, self.REML)
 
     def derivative(self, tau: float) -> float:
-        return float(self(tau)["derivative"][0])
+        return float(self(tau).derivative[0])
 
     def value(self, tau: float) -> float:
-        return float(self(tau)["criterion"][0])
+        return float(self(tau).criterion[0])
 
 
 def scan_grid(stats: PooledStats, extended: bool = True, tau_large: float = SCAN_TAU_LARGE) -> np.ndarray:
@@ -295,7 +295,7 @@ def find_optima(problem: CriterionProblem | PooledStats, REML: bool | None = Non
     for _ in range(SCAN_MAX_EXTENSIONS + 1):
         taus = scan_grid(stats, extended=True, tau_large=tau_large)
         out = crit(taus)
-        if not (out["derivative"][-1] < 0):
+        if not (out.derivative[-1] < 0):
             break
         tau_large *= SCAN_TAU_LARGE
     else:
@@ -304,8 +304,8 @@ def find_optima(problem: CriterionProblem | PooledStats, REML: bool | None = Non
             "residual variance is not identified (the fixed effects fit every group's responses "
             "exactly, or there are as many between-group fixed effects as groups)"
         )
-    slopes = out["derivative"]
-    values = out["criterion"]
+    slopes = out.derivative
+    values = out.criterion
     valid = np.isfinite(slopes) & np.isfinite(values)
     taus, slopes, values = taus[valid], slopes[valid], values[valid]
     n_scan = len(taus)
@@ -333,16 +333,16 @@ def find_optima(problem: CriterionProblem | PooledStats, REML: bool | None = Non
                 # digits, next to the positive-definite limit): no stationary point can be
                 # refined here; the better end stands for it, as a rejected refinement.
                 ends = [crit(t) for t in (a, b)]
-                best = min(range(2), key=lambda i: ends[i]["criterion"][0])
+                best = min(range(2), key=lambda i: ends[i].criterion[0])
                 point = ends[best]
-                rejected.append(Optimum((a, b)[best], float(point["criterion"][0]), "interior",
-                                        float(point["derivative"][0])))
+                rejected.append(Optimum((a, b)[best], float(point.criterion[0]), "interior",
+                                        float(point.derivative[0])))
                 continue
         else:
             continue
         point = crit(root)
-        found = Optimum(root, float(point["criterion"][0]), "interior", float(point["derivative"][0]))
-        if not abs(point["derivative"][0]) <= STATIONARY_RTOL * point["derivative_scale"][0]:
+        found = Optimum(root, float(point.criterion[0]), "interior", float(point.derivative[0]))
+        if not abs(point.derivative[0]) <= STATIONARY_RTOL * point.derivative_scale[0]:
             rejected.append(found)
             continue
         refined.append(root)
@@ -357,10 +357,10 @@ def find_optima(problem: CriterionProblem | PooledStats, REML: bool | None = Non
         limit_slope = float(slopes[0] * (1.0 + taus[0] * stats.max_size) / stats.max_size)
 
     at_zero = crit(0.0)
-    slope_zero = float(at_zero["derivative"][0])
+    slope_zero = float(at_zero.derivative[0])
     optima = [o for o in extended if o.tau > 0]
     if slope_zero >= 0:
-        optima.append(Optimum(0.0, float(at_zero["criterion"][0]), "boundary", slope_zero))
+        optima.append(Optimum(0.0, float(at_zero.criterion[0]), "boundary", slope_zero))
     notes = []
     if not optima:
         # The criterion falls from tau = 0 and rises at the top of the scan, so it has a
@@ -450,5 +450,5 @@ def optimum_reached_from(optima, stats: PooledStats, REML: bool, tau: float) -> 
     refit started at the REML estimate (:mod:`reml_engine.inference.model_comparison`)
     and lme4's profile (:mod:`reml_engine.inference.intervals`) stop there.
     """
-    slope = float(evaluate([tau], stats, REML)["derivative"][0])
+    slope = float(evaluate([tau], stats, REML).derivative[0])
     return descent_optimum(optima, slope, tau)

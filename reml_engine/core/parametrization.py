@@ -77,11 +77,6 @@ class UserParametrization:
         cov = self.T @ vcov @ self.T.T
         return pd.DataFrame(0.5 * (cov + cov.T), index=self.names, columns=self.names)
 
-    def inverse_covariance(self, precision: np.ndarray) -> np.ndarray:
-        """``T^-T A T^-1``: a precision (or X'H^-1X) in the user's columns."""
-        T_inv = np.linalg.inv(self.T)
-        return T_inv.T @ precision @ T_inv
-
     def centred_coefficients(self, beta: np.ndarray) -> np.ndarray:
         """Coefficients of the centred columns ``X - c_x`` (response ``y - c_y``)."""
         return self._T_x @ beta - self._t_y

@@ -20,7 +20,15 @@ from ..errors import warn
 from ..frontend.arguments import check_bool
 from ..frontend.data_checks import check_groups
 from ..frontend.design import Design
-from .criterion import CriterionParts, criterion, criterion_parts, evaluate, fixed_effects, tau_lower_limit
+from .criterion import (
+    CriterionBatch,
+    CriterionParts,
+    criterion,
+    criterion_parts,
+    evaluate,
+    fixed_effects,
+    tau_lower_limit,
+)
 from .identifiability import (
     ONE_PASS_RANK_TOL,
     ROUNDING_TOL,
@@ -124,7 +132,7 @@ class CriterionProblem:
         """The criterion at ``tau`` with its named parts (``beta`` in the internal columns)."""
         return criterion_parts(tau, self.pooled, self.REML)
 
-    def evaluate(self, taus):
+    def evaluate(self, taus) -> CriterionBatch:
         """The criterion, its parts and derivative at many tau at once
         (:func:`reml_engine.core.criterion.evaluate`)."""
         return evaluate(taus, self.pooled, self.REML)

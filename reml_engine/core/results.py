@@ -9,8 +9,9 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from ..frontend.design import Design
 from .optimizer import OptSummary
-from .parametrization import standard_errors
+from .parametrization import UserParametrization, standard_errors
 from .result_names import ResultNames
 from .statistics import GroupStats, PooledStats
 
@@ -108,6 +109,7 @@ class CompoundSymmetryFit:
 
     def coef_table(self) -> pd.DataFrame:
         """Estimate, SE, df = n - p, t and p, as nlme's ``summary(gls)``."""
+        # Imported here: inference imports core (see LmerFit).
         from ..inference.fixed_tests import compound_symmetry_coef_table
 
         return compound_symmetry_coef_table(self)
@@ -184,8 +186,13 @@ class LmerCall:
 class LmerFit(ResultNames):
     """A fitted random-intercept model ``y = X beta + b_group + e``.
 
-    Built by :func:`reml_engine.lmer` or :func:`reml_engine.fit`; see
-    ``shared/API.md`` for the contract. All attributes are read-only. statsmodels' and
+    Built by :func:`reml_engine.lmer` or :func:`reml_engine.fit` (the last stage,
+    :func:`reml_engine.build_fit`). All attributes are read-only.
+
+    The methods that reach the later stages (``summary``, ``confint``, ``predict``,
+    ``plot_*``, ...) import their module when called: ``inference`` and ``report`` are
+    built on this class (they import ``core``), so importing them at the top of this
+    module would be an import cycle. statsmodels' and
     broom's names (``params``, ``pvalues``, ``tidy()``, ...) come from
     :class:`~reml_engine.core.result_names.ResultNames`.
     """
@@ -205,14 +212,16 @@ class LmerFit(ResultNames):
     opt_summary: OptSummary
     stats: PooledStats = field(repr=False)
     group_stats: GroupStats = field(repr=False)
+    #: The map from the engine's centred columns (``stats``) to the user's coefficients.
+    parametrization: UserParametrization = field(repr=False)
     response_name: str = "y"
     group_name: str = "group"
     formula: str | None = None
     dropped_columns: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
-    design: object = field(default=None, repr=False)
+    #: The rows (an in-memory fit); None for a fit from chunks, Dask or statistics.
+    design: Design | None = field(default=None, repr=False)
     group_codes: np.ndarray | None = field(default=None, repr=False)
-    parametrization: object = field(default=None, repr=False)
     singular_tol: float = SINGULAR_TOL
     #: lme4's starting theta for this response and grouping (see reml_engine.core.lme4_path).
     lme4_start_theta: float = math.nan
@@ -274,10 +283,6 @@ class LmerFit(ResultNames):
         """The optimum lme4's ``lmer()`` returns with its default start and optimizer."""
         return next(o for o in self.optima if o.is_lme4_default)
 
-    @property
-    def coef_names(self) -> list[str]:
-        return list(self.fixef.index)
-
     # -- conditional fitted values -----------------------------------------------------
     @cached_property
     def _fitted_rows(self) -> np.ndarray | None:
@@ -336,7 +341,7 @@ class LmerFit(ResultNames):
             np.tile(self.fixef.to_numpy(), (len(modes), 1)), index=self.ranef.index.copy(),
             columns=self.fixef.index.copy(),
         )
-        position = getattr(self.parametrization, "intercept_index", None)
+        position = self.parametrization.intercept_index
         if position is None and "(Intercept)" in table.columns:
             position = table.columns.get_loc("(Intercept)")
         if position is None:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -382,8 +383,6 @@ def conditioning_transform(cross: np.ndarray) -> np.ndarray | None:
 
 def _one_pass(X, y, groups: GroupCodes, shift: np.ndarray, transform: np.ndarray):
     """The one-pass kernel, on as many threads as numba has and the rows justify."""
-    import numba
-
     n_chunks = min(numba.get_num_threads(), X.shape[0] // PARALLEL_CHUNK_ROWS)
     if n_chunks > 1:
         return group_sums_and_cross_parallel(X, y, groups.codes, groups.ngroups, shift, transform, n_chunks)

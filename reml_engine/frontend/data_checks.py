@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from ..core.kernels import column_ranges
-from ..errors import ModelDataError
+from ..errors import ModelDataError, warn
+from .columns import is_number_dtype
 
 #: Rows from which the data checks read the columns in one compiled pass.
 KERNEL_CHECK_ROWS = 100_000
@@ -29,24 +30,70 @@ MAX_SUGGESTIONS = 3
 MAGNITUDE_LIMIT = 1e100
 
 def check_response(y: np.ndarray, name: str) -> None:
-    """The response must be finite and not constant."""
-    if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
-        raise ModelDataError(f"response {name!r} is not numeric (dtype {y.dtype}); convert it to numbers first")
+    """The response must be numbers, finite and not constant."""
+    check_response_dtype(y.dtype, name)
     # One pass for range and finiteness (the messages below recount what they report).
     lo, hi, nonfinite = _column_ranges(np.asarray(y, dtype=np.float64).reshape(-1, 1))
     if nonfinite[0]:
-        bad = ~np.isfinite(y)
+        check_response_finite(y, name)
+    if len(y):
+        check_response_varies(float(lo[0]), float(hi[0]), len(y), name)
+        check_range(float(lo[0]), float(hi[0]), f"response {name!r}")
+
+
+def check_response_dtype(dtype, name: str) -> None:
+    """The response's dtype must be real numbers (any backend): not text, booleans,
+    categories or complex numbers. Judged from the dtype alone, so that a chunked or Dask
+    fit can check it before reading a row."""
+    if is_number_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype):
+        return
+    raise ModelDataError(f"response {name!r} is not numeric (dtype {dtype}); convert it to numbers first")
+
+
+def check_response_finite(y: np.ndarray, name: str) -> None:
+    """No infinite (or NaN) response among the rows fitted (missing ones were dropped before)."""
+    bad = ~np.isfinite(y)
+    if bad.any():
         raise ModelDataError(
             f"response {name!r} has {int(bad.sum())} non-finite values (inf or NaN), first at row "
             f"{int(np.flatnonzero(bad)[0])} of the rows fitted; remove those rows (missing values, NaN, are "
             "dropped by lmer's na_action='omit', infinite ones are not)"
         )
-    if len(y) and lo[0] == hi[0]:
+
+
+def check_response_varies(lo: float, hi: float, nobs: int, name: str) -> None:
+    """A constant response (smallest value equal to the largest) has nothing to fit."""
+    if lo == hi:
         raise ModelDataError(
-            f"response {name!r} is constant ({float(y[0]):g} in all {len(y)} rows): there is no variation to fit"
+            f"response {name!r} is constant ({lo:g} in all {nobs} rows): there is no variation to fit"
         )
-    if len(y):
-        check_range(float(lo[0]), float(hi[0]), f"response {name!r}")
+
+
+def missing_rows(data: pd.DataFrame, used: Sequence[str]) -> tuple[np.ndarray, dict[str, int]]:
+    """The rows with a missing value in a used column (a boolean mask), and the number of
+    missing values per column (only the columns that have some)."""
+    missing = data[list(used)].isna()
+    bad = missing.to_numpy().any(axis=1)
+    if not bad.any():
+        return bad, {}
+    return bad, {c: int(v) for c, v in missing.sum().items() if v}
+
+
+def _missing_detail(per_column: dict[str, int]) -> str:
+    return ", ".join(f"{c!r}: {v}" for c, v in per_column.items())
+
+
+def refuse_missing(n_bad: int, per_column: dict[str, int], hint: str = "") -> None:
+    """``na_action="raise"``: the error counting the rows and the missing values per column."""
+    raise ModelDataError(
+        f"missing values in {n_bad} rows ({_missing_detail(per_column)}); drop them or use na_action='omit'"
+        + (f"; {hint}" if hint else "")
+    )
+
+
+def warn_dropped(n_bad: int, n_rows: int, per_column: dict[str, int]) -> None:
+    """``na_action="omit"`` (lme4's default): one warning counting the rows dropped."""
+    warn(f"dropped {n_bad} of {n_rows} rows with missing values ({_missing_detail(per_column)})")
 
 
 def check_range(lo: float, hi: float, what: str) -> None:
@@ -77,7 +124,7 @@ def check_response_column(values: pd.Series, name: str) -> None:
             f"response {name!r} is boolean (True/False); reml_engine fits a continuous response "
             "(convert it with .astype(float) if that is what you mean)"
         )
-    if pd.api.types.is_numeric_dtype(values) and not isinstance(values.dtype, pd.CategoricalDtype):
+    if is_number_dtype(values.dtype):
         return
     # As objects: Arrow strings coerce to NaN that isna() does not see.
     as_numbers = pd.to_numeric(values.astype(object), errors="coerce")
@@ -170,12 +217,8 @@ def check_values(stats, X: np.ndarray, y: np.ndarray, names: Sequence[str], resp
             "the cross-products of the data overflow double precision; rescale the response and predictors"
         )
     lo, hi = stats.lo, stats.hi
-    if len(y) and lo[-1] == hi[-1]:
-        raise ModelDataError(
-            f"response {response_name!r} is constant ({float(lo[-1]):g} in all {len(y)} rows): "
-            "there is no variation to fit"
-        )
     if len(y):
+        check_response_varies(float(lo[-1]), float(hi[-1]), len(y), response_name)
         check_range(float(lo[-1]), float(hi[-1]), f"response {response_name!r}")
     for j, name in enumerate(names):
         check_range(float(lo[j]), float(hi[j]), f"predictor column {name!r}")

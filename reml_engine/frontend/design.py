@@ -36,7 +36,16 @@ from .columns import (
     na_text_hint,
     type_names,
 )
-from .data_checks import check_design_finite, check_response, check_response_column, suggest_columns
+from .data_checks import (
+    check_design_finite,
+    check_response,
+    check_response_column,
+    missing_rows,
+    refuse_missing,
+    suggest_columns,
+    warn_dropped,
+)
+from .fast_design import model_matrices
 from .formula import (
     FORMULAIC_INTERCEPT,
     INTERCEPT_NAME,
@@ -44,6 +53,7 @@ from .formula import (
     backticked_names,
     fixed_variables,
     functions_called,
+    intercept_position,
     is_plain_name,
     lme4_column_names,
     parse_formula,
@@ -164,25 +174,21 @@ def _many_levels_hint(clean: pd.DataFrame, used: list[str], response: str) -> st
     return f" (text columns are treated as categorical: {levels}; convert numbers stored as text with pd.to_numeric)"
 
 
-def _drop_missing(data: pd.DataFrame, used: list[str], na_action: str) -> tuple[pd.DataFrame, int]:
-    missing = data[used].isna()
-    bad_rows = missing.any(axis=1)
+def _drop_missing(data: pd.DataFrame, used: list[str], na_action: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """The complete rows and the mask of the rows dropped (after the warning, or the
+    error under ``na_action="raise"``)."""
+    bad_rows, per_column = missing_rows(data, used)
+    if not per_column:
+        return data, bad_rows
     n_bad = int(bad_rows.sum())
-    if n_bad == 0:
-        return data, 0
-    per_column = {c: int(v) for c, v in missing.sum().items() if v}
-    detail = ", ".join(f"{c!r}: {v}" for c, v in per_column.items())
     hint = na_text_hint(data, per_column)
     if na_action == "raise":
-        raise ModelDataError(
-            f"missing values in {n_bad} rows ({detail}); drop them or use na_action='omit'"
-            + (f"; {hint}" if hint else "")
-        )
-    warn(f"dropped {n_bad} of {len(data)} rows with missing values ({detail})")
+        refuse_missing(n_bad, per_column, hint)
+    warn_dropped(n_bad, len(data), per_column)
     if hint:
         # A warning of its own: the row count above is worded as chunked fits word it.
         warn(hint)
-    return data.loc[~bad_rows.to_numpy()], n_bad
+    return data.loc[~bad_rows], bad_rows
 
 
 def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, dialect: str = "python",
@@ -207,8 +213,6 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, d
         Further columns whose rows with missing values are dropped with the others (the
         offset and weights columns), checked by the caller.
     """
-    from .fast_design import model_matrices
-
     check_na_action(na_action)
     if not isinstance(formula, str) and isinstance(data, str) and "~" in data:
         raise ModelDataError("the formula comes first: call lmer(formula, data), not lmer(data, formula)")
@@ -228,7 +232,8 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, d
     if parsed.response in data.columns:
         check_response_column(data[parsed.response], parsed.response)
     dtypes = column_dtypes(data, fixed_columns)
-    clean, n_dropped = _drop_missing(data, used, na_action)
+    clean, dropped_rows = _drop_missing(data, used, na_action)
+    n_dropped = int(dropped_rows.sum())
     if len(clean) == 0:
         raise ModelDataError(
             f"no observations left after dropping the rows with missing values in {', '.join(map(repr, used))}"
@@ -264,7 +269,7 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, d
             f"{len(y)} observations for {X.shape[1]} fixed-effect columns: the residual variance is not "
             f"identified{_many_levels_hint(clean, used, parsed.response)}"
         )
-    intercept = names.index(INTERCEPT_NAME) if INTERCEPT_NAME in names else None
+    intercept = intercept_position(names)
     groups = group_labels(clean, parsed.group_columns)
     return Design(
         X=X,
@@ -279,38 +284,49 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, d
         row_index=clean.index,
         n_dropped_rows=n_dropped,
         data_index=data.index,
-        kept_rows=~data[used].isna().any(axis=1).to_numpy() if n_dropped else None,
+        kept_rows=~dropped_rows if n_dropped else None,
         numeric_columns=tuple(
             (c, str(dtype)) for c, dtype in dtypes.items() if is_number_dtype(dtype)
         ),
     )
 
 
-def design_from_arrays(X, y, groups, names=None) -> Design:
-    """Validate arrays for :func:`reml_engine.fit` and wrap them as a :class:`Design`."""
-    X = float_array(X, "X", allow_bool=True)
-    y = float_array(y, "y")
+def check_array_shapes(X, y, groups, names=None) -> tuple:
+    """The shapes of :func:`reml_engine.fit`'s arrays, which a chunked fit
+    (:func:`reml_engine.scaleout.chunked.fit_arrays`) also reads without loading them.
+
+    Returns ``X`` (a 1-d X is one column, as a view) and one name per column of X (by
+    default ``x0, x1, ...``); an error names the array whose shape or length is wrong.
+    """
     if X.ndim == 1:
         X = X[:, None]
     if X.ndim != 2:
         raise ModelDataError(f"X must be a 2-d array (n, p), got shape {X.shape}")
     if y.ndim != 1:
         raise ModelDataError(f"y must be a 1-d array, got shape {y.shape}")
+    if np.ndim(groups) != 1:
+        raise ModelDataError(f"groups must be 1-d, one label per row, got shape {np.shape(groups)}")
     n = len(y)
     if X.shape[0] != n:
         raise ModelDataError(f"X has {X.shape[0]} rows but y has {n}")
-    if isinstance(names, str):
-        raise ModelDataError(f"names must be a sequence of column names, one per column of X, got the string {names!r}")
-    if names is None:
-        names = tuple(f"x{j}" for j in range(X.shape[1]))
-    names = tuple(str(n_) for n_ in names)
-    if len(names) != X.shape[1]:
-        raise ModelDataError(f"{len(names)} names for {X.shape[1]} columns of X")
-    # The values (finite, in range, y not constant) and the intercept column are checked
-    # from the statistics of the one pass over the data (model.fit_design).
-    groups = pd.Series(groups) if not isinstance(groups, pd.Series) else groups
     if len(groups) != n:
         raise ModelDataError(f"groups has {len(groups)} labels but y has {n} rows")
+    if isinstance(names, str):
+        raise ModelDataError(f"names must be a sequence of column names, one per column of X, got the string {names!r}")
+    names = tuple(f"x{j}" for j in range(X.shape[1])) if names is None else tuple(str(name) for name in names)
+    if len(names) != X.shape[1]:
+        raise ModelDataError(f"{len(names)} names for {X.shape[1]} columns of X")
+    return X, names
+
+
+def design_from_arrays(X, y, groups, names=None) -> Design:
+    """Validate arrays for :func:`reml_engine.fit` and wrap them as a :class:`Design`."""
+    X = float_array(X, "X", allow_bool=True)
+    y = float_array(y, "y")
+    groups = pd.Series(groups) if not isinstance(groups, pd.Series) else groups
+    X, names = check_array_shapes(X, y, groups, names)
+    # The values (finite, in range, y not constant) and the intercept column are checked
+    # from the statistics of the one pass over the data (core.statistics.sufficient_statistics).
     return Design(X=X, y=y, groups=groups, column_names=names, response_name="y",
                   group_name=str(groups.name) if groups.name is not None else "group",
                   intercept_index=None)

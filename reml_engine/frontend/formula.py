@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import formulaic
@@ -441,3 +441,8 @@ def lme4_column_names(columns: Iterable) -> tuple[str, ...]:
     """The names of formulaic's design columns as lme4 prints them: its intercept column
     ``Intercept`` is ``(Intercept)``."""
     return tuple(INTERCEPT_NAME if str(c) == FORMULAIC_INTERCEPT else str(c) for c in columns)
+
+
+def intercept_position(names: Sequence[str]) -> int | None:
+    """The position of the intercept column among lme4's column names (None without one)."""
+    return names.index(INTERCEPT_NAME) if INTERCEPT_NAME in names else None

@@ -31,6 +31,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from ..core.many import ManyDesign
 from ..errors import ModelDataError, warn
 from .columns import float_array
 from .data_checks import check_response_column, suggest_columns
@@ -120,8 +121,6 @@ def check_response_names(names, k: int) -> tuple[str, ...]:
 def many_design_from_arrays(X, Y, groups, names=None, response_names=None):
     """Validate ``X`` (n, p), ``Y`` (n, k) and the groups for :func:`reml_engine.fit`
     with many responses. A DataFrame Y names the responses by its columns."""
-    from ..core.many import ManyDesign
-
     if response_names is None and isinstance(Y, pd.DataFrame):
         response_names = list(Y.columns)
     given = Y
@@ -169,8 +168,6 @@ def build_many_design(formula: str, responses: list[str], data: pd.DataFrame, na
         ``{response: its formula}`` for the responses with missing values where the
         predictors and groups are present.
     """
-    from ..core.many import ManyDesign
-
     for name in responses:
         if name not in data.columns:
             raise ModelDataError(f"response column {name!r} of formula {formula!r} is not in the data"

@@ -49,6 +49,7 @@ from formulaic.utils.stateful_transforms import stateful_transform
 
 from ..errors import ModelDataError
 from .groups import encode_labels, level_positions
+from .r_functions import R_FUNCTIONS
 
 #: Name under which the model's group labels (one per row) enter the formula context.
 GROUPS_KEY = "__reml_engine_groups__"
@@ -73,8 +74,6 @@ def formula_context(groups=None) -> dict:
         translated to (:data:`reml_engine.frontend.formula_dialect.R_FUNCTIONS`) and, with
         ``groups``, the labels.
     """
-    from .r_functions import R_FUNCTIONS
-
     context = {**R_FUNCTIONS, "within": within, "between": between, "pd": pd}
     if groups is not None:
         context[GROUPS_KEY] = groups

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..core.criterion import batch_length
+from ..core.criterion import batch_length, residual_dof
 from ..core.optimizer import SCAN_TAU_LARGE, SCAN_TAU_SMALL
+from ..core.statistics import PooledStats
 from ..frontend.arguments import check_bool, check_count, check_seed
-from .ddf import user_transform
 
 #: Grid points per unit of log(tau) for the replicate fits (the fit itself uses 20; the
 #: bootstrap distribution is insensitive to the rare minimum this could miss).
@@ -70,7 +70,7 @@ class _Fixed:
     W_xx: np.ndarray
     L_w: np.ndarray  # (p, r)
     beta: np.ndarray  # internal fixed effects
-    stats: object  # PooledStats of the fit
+    stats: PooledStats  # of the fit
 
 
 def _fixed_parts(fit) -> _Fixed:
@@ -172,7 +172,7 @@ def _batched_criterion(within, between, stats, taus, REML: bool, derivative: boo
         diag = np.diagonal(L, axis1=-2, axis2=-1)
         pwrss = diag[..., p] ** 2
         logdet_V = np.log(denom) @ g_u
-        dof = stats.nobs - p if REML else stats.nobs
+        dof = residual_dof(stats, REML)
         crit = logdet_V + dof * np.log(pwrss)
         Lxx = L[..., :p, :p]
         beta = np.linalg.solve(np.swapaxes(Lxx, -1, -2), L[..., p, :p][..., None])[..., 0]
@@ -218,7 +218,7 @@ def fit_replicates(within, between, stats, REML: bool) -> tuple[np.ndarray, np.n
     boundary = (best == 0) & (at_zero["derivative"][:, 0] >= 0)
     tau = np.where(boundary, 0.0, tau)
     final = batched_criterion(within, between, stats, tau[:, None], REML)
-    dof = stats.nobs - stats.p if REML else stats.nobs
+    dof = residual_dof(stats, REML)
     return tau, final["pwrss"][:, 0] / dof, final["beta"][:, 0, :]
 
 
@@ -271,7 +271,7 @@ def parametric_bootstrap(
         progress = check_bool(progress, "progress")
     fixed = _fixed_parts(fit)
     rng = np.random.default_rng(seed)
-    T = user_transform(fit)
+    T = fit.parametrization.T
     # beta_user = T beta + offset; the offset comes from the fit itself.
     offset = fit.fixef.to_numpy() - T @ fixed.beta
     taus, sigma2s, betas = [], [], []

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.criterion import xtvinvx
+from ..core.criterion import residual_dof, xtvinvx
 
 #: pbkrtest uses a pseudo-inverse of the expected information when its smallest
 #: absolute eigenvalue is below this.
@@ -52,12 +52,6 @@ KR_DF_NEAR_TWO = 0.01
 CONTRAST_EIGEN_RTOL = float(np.sqrt(np.finfo(float).eps))
 #: lmerTest: per-direction df equal to within this are averaged.
 EQUAL_DF_TOL = 1e-8
-
-
-# -- the map to the user's coefficients ---------------------------------------------------
-def user_transform(fit) -> np.ndarray:
-    """``T`` with ``beta_user = T beta_internal + offset`` (unit triangular)."""
-    return fit.parametrization.T
 
 
 # -- pieces of the criterion and their tau-derivatives -------------------------------------
@@ -102,7 +96,7 @@ def deviance_hessian(stats, tau: float, sigma2: float, REML: bool) -> np.ndarray
     p = stats.p
     n_u, g_u = stats.sizes, stats.groups_per_size
     denom = 1.0 + tau * n_u
-    dof = stats.nobs - p if REML else stats.nobs
+    dof = residual_dof(stats, REML)
     v = np.r_[-pc.beta, 1.0]
     Dv = pc.D @ v
     d_pwrss = -float(v @ Dv)
@@ -138,7 +132,7 @@ def satterthwaite_state(fit) -> SatterthwaiteState:
     theta, sigma = np.sqrt(tau), np.sqrt(sigma2)
     pc = tau_pieces(stats, tau)
     p = stats.p
-    T = user_transform(fit)
+    T = fit.parametrization.T
     A_inv = pc.A_inv
     d_theta = 2.0 * theta * sigma2 * A_inv @ pc.D[:p, :p] @ A_inv
     d_sigma = 2.0 * sigma * A_inv
@@ -279,7 +273,7 @@ def kenward_roger_state(fit) -> KenwardRogerState:
             a, b = min(i, j), max(i, j)
             U += W[i, j] * (Q[a, b] - P[i] @ phi @ P[j])
     phi_adjusted = phi + 2.0 * phi @ U @ phi
-    return KenwardRogerState(phi, 0.5 * (phi_adjusted + phi_adjusted.T), (P[0], P[1]), W, user_transform(fit))
+    return KenwardRogerState(phi, 0.5 * (phi_adjusted + phi_adjusted.T), (P[0], P[1]), W, fit.parametrization.T)
 
 
 @dataclass(frozen=True)

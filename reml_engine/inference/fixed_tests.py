@@ -33,6 +33,7 @@ from .ddf import (
     satterthwaite_state,
 )
 from .lazy_imports import scipy_stats as sps
+from .type3 import type3_hypotheses
 
 DDF_METHODS = ("satterthwaite", "kenward-roger", "residual")
 _ALIASES = {
@@ -177,8 +178,6 @@ def anova_type3(fit, ddf: str = "satterthwaite") -> pd.DataFrame:
     ``den_df``, ``f_value``, ``p_value``; no rows when the formula has no term besides
     the intercept (``y ~ 1 + (1|g)``, ``y ~ 0 + (1|g)``), as lmerTest's.
     """
-    from .type3 import type3_hypotheses
-
     rows = {}
     for term, L in type3_hypotheses(fit).items():
         test = contrast_test(fit, L, 0.0, ddf)

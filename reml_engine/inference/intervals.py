@@ -33,11 +33,11 @@ import numpy as np
 import pandas as pd
 from scipy import optimize
 
-from ..core.criterion import batch_length
-from ..core.optimizer import SCAN_TAU_LARGE, SCAN_TAU_SMALL, find_optima
+from ..core.criterion import batch_length, residual_dof
+from ..core.optimizer import SCAN_TAU_LARGE, SCAN_TAU_SMALL, Optimum, find_optima, optimum_reached_from
 from ..errors import ProfileWarning
 from ..frontend.arguments import check_count
-from .ddf import user_transform
+from .bootstrap import BOOT_DEFAULT, parametric_bootstrap
 from .lazy_imports import scipy_stats as sps
 
 #: Grid points per unit of log(tau) for the inner minimizations.
@@ -65,7 +65,7 @@ class _Profile:
         self.REML = REML
         self.p = stats.p
         self.n = stats.nobs
-        self.dof = self.n - self.p if REML else self.n
+        self.dof = residual_dof(stats, REML)
         self.summary = find_optima(stats, REML)
         best = self.summary.global_optimum
         self.tau_hat = best.tau
@@ -74,7 +74,7 @@ class _Profile:
         hi = math.log(SCAN_TAU_LARGE / stats.min_size)
         k = int(math.ceil((hi - lo) * PROFILE_POINTS_PER_UNIT)) + 1
         self.grid = np.r_[0.0, np.exp(np.linspace(lo, hi, k))]
-        self.T = user_transform(fit)
+        self.T = fit.parametrization.T
         self.on_grid = self.pieces(self.grid)
         at_hat = self.pieces(np.array([self.tau_hat]))
         self.sigma2_hat = float(at_hat["pwrss"][0] / self.dof)
@@ -183,7 +183,7 @@ class _Centre:
     """A local minimum of the profiled criterion, as a centre to step out from: the
     parameters there (user scale) and step scales."""
 
-    optimum: object
+    optimum: Optimum
     excess: float
     sd_group: float
     sigma: float
@@ -353,11 +353,7 @@ def _own_estimates(fit) -> dict[str, float]:
 
 def _basin_reason(fit, prof: _Profile, cutoff: float) -> str:
     """Why the ML-based set can miss the REML estimate."""
-    from ..core.criterion import evaluate
-    from ..core.optimizer import descent_optimum
-
-    slope = float(evaluate([fit.tau], prof.stats, prof.REML)["derivative"][0])
-    nearest = descent_optimum(prof.summary.optima, slope, start_tau=fit.tau)
+    nearest = optimum_reached_from(prof.summary.optima, prof.stats, prof.REML, fit.tau)
     excess = nearest.criterion - prof.dmin
     if excess <= BASIN_TIE_RTOL * max(1.0, abs(prof.dmin)):
         return (
@@ -437,7 +433,6 @@ def confint(fit, method: str = "profile", level: float = 0.95, n_boot: int | Non
     if key == "wald":
         return wald_intervals(fit, level)
     if key in ("boot", "bootstrap"):
-        from .bootstrap import BOOT_DEFAULT, parametric_bootstrap
 
         result = parametric_bootstrap(fit, BOOT_DEFAULT if n_boot is None else n_boot, seed=seed, progress=progress)
         return result.percentile_intervals(level)

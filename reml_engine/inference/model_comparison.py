@@ -26,13 +26,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import formulaic
 import numpy as np
 import pandas as pd
 
-from ..core.criterion import evaluate
-from ..core.optimizer import descent_optimum
+from ..core.fitting import fit_design
+from ..core.optimizer import optimum_reached_from
+from ..core.results import LmerFit
+from ..core.terms_results import TermsFit
+from ..errors import ModelDataError
 from ..frontend.arguments import check_bool
-from ..frontend.formula import lme4_column_names
+from ..frontend.formula import lme4_column_names, parse_formula
 from .lazy_imports import scipy_stats as sps
 
 #: Two models are fitted to the same responses when these agree to this relative
@@ -101,11 +105,6 @@ def ols(formula: str, data: pd.DataFrame) -> OLSFit:
     A random term in the formula is ignored, so ``ols("y ~ x + (1|g)", data)`` gives
     the null model of the random-intercept test.
     """
-    import formulaic
-
-    from ..errors import ModelDataError
-    from ..frontend.formula import parse_formula
-
     try:
         fixed = parse_formula(formula).fixed
     except ModelDataError:
@@ -145,19 +144,15 @@ class AnovaResult:
         return "\n".join([text, *self.notes])
 
 
-def _ml_refit(fit) -> tuple[object, str | None]:
+def _ml_refit(fit: LmerFit) -> tuple[LmerFit, str | None]:
     """The global ML fit of the same model, and a note if a local refit would differ."""
-    from ..core.fitting import fit_design
-    from ..core.terms_results import TermsFit
-
     if fit.design is None:
         raise ValueError("refitting by ML needs the fit's design (a fit from rl.lmer or rl.fit)")
     if isinstance(fit, TermsFit):
         return _ml_refit_terms(fit)
     ml = fit_design(fit.design, REML=False)
     # Where a descent started at the REML estimate would stop (lme4's refitML).
-    slope = float(evaluate([fit.tau], ml.stats, False)["derivative"][0])
-    local = descent_optimum(ml.optima, slope, start_tau=fit.tau)
+    local = optimum_reached_from(ml.optima, ml.stats, False, fit.tau)
     note = None
     if local.criterion - ml.criterion > LOCAL_REFIT_TOL:
         label = fit.formula or "model"
@@ -304,9 +299,6 @@ def anova(*models, refit: bool = True) -> AnovaResult:
     -------
     AnovaResult
     """
-    from ..core.results import LmerFit
-    from ..core.terms_results import TermsFit
-
     if len(models) < 2:
         raise ValueError("anova needs at least two models to compare")
     for k, model in enumerate(models):

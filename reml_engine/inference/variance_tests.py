@@ -98,7 +98,7 @@ class VarianceTest:
 
 def boundary_statistic(fit) -> float:
     """``criterion(tau = 0) - criterion(tau_hat)``, clipped at 0."""
-    at_zero = float(evaluate([0.0], fit.stats, fit.REML)["criterion"][0])
+    at_zero = float(evaluate([0.0], fit.stats, fit.REML).criterion[0])
     stat = at_zero - fit.criterion
     return 0.0 if stat < STAT_ZERO_TOL else stat
 

@@ -27,7 +27,6 @@ import pandas as pd
 from ..core.criterion import fixed_effects
 from ..core.identifiability import RANK_TOL, select_full_rank_columns
 from ..core.parametrization import standard_errors
-from ..report.criterion_curve import user_parametrization
 
 #: A column varies within groups when its within-group sum of squares exceeds this
 #: fraction of its total sum of squares about the column mean (the one-pass formula
@@ -131,7 +130,7 @@ def within_estimator(fit) -> LeastSquaresFit:
 def pooled_estimator(fit) -> LeastSquaresFit:
     """Ordinary least squares ignoring the groups (the model at var_group = 0)."""
     beta, vcov, sigma2 = fixed_effects(0.0, fit.stats, REML=True)
-    to_user = user_parametrization(fit)
+    to_user = fit.parametrization
     return LeastSquaresFit(
         "pooled", to_user.coefficients(beta), to_user.covariance(vcov), sigma2, fit.nobs - fit.stats.p, fit.nobs
     )

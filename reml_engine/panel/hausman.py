@@ -17,8 +17,7 @@ rank, and the result says so (a negative statistic has no p-value).
 **Mundlak.** Add the group means of the within-varying columns to the model,
 ``y ~ x + between(x) + (1|g)``: their coefficients are the contextual effects,
 between minus within, and the Wald test that they are all zero is the same question,
-always well defined. With ``reml_engine.inference.ddf`` available the test is an F test with
-Satterthwaite denominator df; otherwise a chi-square test.
+always well defined. The test is an F test with Satterthwaite denominator df.
 
 Examples
 --------
@@ -36,9 +35,11 @@ import numpy as np
 import pandas as pd
 
 from ..core.fitting import fit_design
+from ..core.results import LmerFit
 from ..frontend.design import build_design
 from ..frontend.groups import factorize_groups
 from ..frontend.transforms import split_columns
+from ..inference.ddf import satterthwaite_ftest, satterthwaite_state
 from ..inference.lazy_imports import scipy_stats as sps
 from ..report.criterion_curve import profile_criterion
 from .estimators import LeastSquaresFit, within_estimator, within_varying_columns
@@ -191,13 +192,13 @@ class MundlakTest:
     df : int
         Number of contextual effects.
     p_value : float
-        The F test's p-value with Satterthwaite df when available, else chi-square.
+        The F test's p-value with Satterthwaite df.
     f_statistic : float
         ``statistic / df``.
     den_df : float
-        Satterthwaite denominator df (NaN without ``reml_engine.inference.ddf``).
+        Satterthwaite denominator df.
     method : str
-        ``"F (Satterthwaite)"`` or ``"chi-square"``.
+        ``"F (Satterthwaite)"``.
     fit : LmerFit
         The augmented random-intercept fit (at its global optimum).
     """
@@ -211,7 +212,7 @@ class MundlakTest:
     f_statistic: float
     den_df: float
     method: str
-    fit: object
+    fit: LmerFit
 
     @property
     def p_value_chisq(self) -> float:
@@ -246,12 +247,8 @@ def mundlak_design(design, fit):
     return replace(design, X=np.hstack([X, means]), column_names=names, model_spec=None)
 
 
-def _satterthwaite_f(fit, L: np.ndarray) -> tuple[float, float] | None:
-    """(F, den_df) of ``L beta = 0`` with Satterthwaite df; None without the ddf module."""
-    try:
-        from ..inference.ddf import satterthwaite_ftest, satterthwaite_state
-    except ImportError:  # the inference module is optional here
-        return None
+def _satterthwaite_f(fit, L: np.ndarray) -> tuple[float, float]:
+    """(F, den_df) of ``L beta = 0`` with Satterthwaite df."""
     result = satterthwaite_ftest(fit, satterthwaite_state(fit), L, np.zeros(len(L)))
     return float(result.f_value), float(result.den_df)
 
@@ -294,15 +291,9 @@ def mundlak(formula, data: pd.DataFrame | None = None, *, REML: bool = True, na_
     L = np.zeros((k, len(augmented.fixef)))
     for row, term in enumerate(terms):
         L[row, augmented.fixef.index.get_loc(term)] = 1.0
-    satterthwaite = _satterthwaite_f(augmented, L)
-    if satterthwaite is not None:
-        f_value, den_df = satterthwaite
-        p_value = float(sps.f.sf(f_value, k, den_df))
-        method = "F (Satterthwaite)"
-    else:
-        f_value, den_df = statistic / k, float("nan")
-        p_value = float(sps.chi2.sf(statistic, k))
-        method = "chi-square"
+    f_value, den_df = _satterthwaite_f(augmented, L)
+    p_value = float(sps.f.sf(f_value, k, den_df))
+    method = "F (Satterthwaite)"
     return MundlakTest(terms, estimates, vcov, statistic, k, p_value, f_value, den_df, method, augmented)
 
 

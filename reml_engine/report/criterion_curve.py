@@ -112,11 +112,6 @@ class ProfilePoint:
         )
 
 
-def user_parametrization(fit) -> UserParametrization:
-    """The map from ``fit.stats``'s parametrization to the fit's coefficient names."""
-    return fit.parametrization
-
-
 def _check_tau(tau: float | None, icc: float | None, stats) -> float:
     if (tau is None) == (icc is None):
         raise ValueError("give exactly one of tau (var_group / sigma2) and icc")
@@ -158,21 +153,21 @@ def profile_criterion(fit, tau: float | None = None, *, icc: float | None = None
     REML = fit.REML if REML is None else bool(REML)
     tau = _check_tau(tau, icc, fit.stats)
     out = evaluate([tau], fit.stats, REML)
-    to_user = user_parametrization(fit)
+    to_user = fit.parametrization
     p = fit.stats.p
     A = xtvinvx(tau, fit.stats)[:p, :p]
-    sigma2 = float(out["sigma2"][0])
+    sigma2 = float(out.sigma2[0])
     return ProfilePoint(
         tau=tau,
         REML=REML,
-        criterion=float(out["criterion"][0]),
-        logdet_V=float(out["logdet_V"][0]),
+        criterion=float(out.criterion[0]),
+        logdet_V=float(out.logdet_V[0]),
         # log|T^-T A T^-1| = log|A| since T is unit triangular.
-        logdet_XtVinvX=float(out["logdet_XtVinvX"][0]),
-        pwrss=float(out["pwrss"][0]),
+        logdet_XtVinvX=float(out.logdet_XtVinvX[0]),
+        pwrss=float(out.pwrss[0]),
         sigma2=sigma2,
-        derivative=float(out["derivative"][0]),
-        fixef=to_user.coefficients(out["beta"][0]),
+        derivative=float(out.derivative[0]),
+        fixef=to_user.coefficients(out.beta[0]),
         vcov=to_user.covariance(sigma2 * np.linalg.inv(A)),
     )
 
@@ -271,9 +266,9 @@ def criterion_profile(fit, REML: bool | None = None, n_points: int = PROFILE_POI
     marks = [o.icc for o in optima] + [cs.icc, 0.0]
     grid = np.unique(np.concatenate([grid, [m for m in marks if icc_lower < m < 1.0]]))
     taus = grid / (1.0 - grid)
-    values = evaluate(taus, fit.stats, REML)["criterion"]
+    values = evaluate(taus, fit.stats, REML).criterion
     default = next(o for o in optima if o.is_lme4_default)
-    at_zero = float(evaluate([0.0], fit.stats, REML)["criterion"][0])
+    at_zero = float(evaluate([0.0], fit.stats, REML).criterion[0])
     return CriterionProfile(REML, grid, taus, values, icc_lower, optima, default, cs, at_zero)
 
 
@@ -284,5 +279,4 @@ __all__ = [
     "UserParametrization",
     "criterion_profile",
     "profile_criterion",
-    "user_parametrization",
 ]

@@ -16,7 +16,8 @@ Every chunk is encoded the same way (:mod:`reml_engine.scaleout.encoding`):
    categories, as in an in-memory fit), and the design is fixed from the sample with
    those levels;
 3. each chunk gives a :class:`~reml_engine.scaleout.encoding.PartialStats`; they are
-   merged in a tree and :func:`~reml_engine.core.fitting.fit_stats` fits the total;
+   merged in a tree (:func:`~reml_engine.scaleout.encoding.merged_statistics`), and the
+   fit is the in-memory chain from there (:func:`~reml_engine.core.fitting.fit_statistics`);
 4. if a level turns out to occur in no complete row (an unused category, or a value
    seen only in rows dropped for missing values), the statistics pass is run again
    without it, as an in-memory fit (and lme4) never has it.
@@ -47,20 +48,21 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from ..core.fitting import fit_stats
+from ..core.fitting import fit_statistics
 from ..core.results import LmerFit
-from ..core.statistics import PILOT_ROWS, GroupStats, compute_group_stats, pilot_shift
+from ..core.statistics import PILOT_ROWS, GroupStats, SufficientStatistics, compute_group_stats, pilot_shift
 from ..errors import ModelDataError
+from ..frontend.data_checks import check_response_varies
+from ..frontend.design import check_array_shapes
 from ..frontend.groups import factorize_groups
 from .encoding import (
     ChunkEncoding,
     FormulaColumns,
     PartialStats,
     TransformedPass,
-    check_response_varies,
     drop_incomplete,
-    finish_fit,
     merge_levels,
+    merged_statistics,
     observed_levels,
     require_columns,
     sorted_levels,
@@ -157,7 +159,7 @@ def fit_source(formula: str, source: ChunkSource, REML: bool = True, na_action: 
             again = source.map_reduce(TransformedPass(encoding, shift, transform), PartialStats.merge_all,
                                       "statistics")
             return again.group_stats
-    return finish_fit(encoding, total, REML, reread)
+    return fit_statistics(merged_statistics(encoding, total, reread), REML)
 
 
 def _is_categorical(dtype) -> bool:
@@ -485,12 +487,7 @@ def fit_arrays(X, y, groups, REML: bool = True, names=None, chunk_rows: int = CH
     """
     group_name = str(getattr(groups, "name", None) or "group")
     X, y, groups = _as_rows(X, "X"), _as_rows(y, "y"), _as_rows(groups, "groups")
-    if X.ndim == 1:
-        X = X[:, None]
-    if X.ndim != 2 or y.ndim != 1:
-        raise ModelDataError(f"X must be 2-d (n, p) and y 1-d, got shapes {X.shape} and {y.shape}")
-    if np.ndim(groups) != 1:
-        raise ModelDataError(f"groups must be 1-d, one label per row, got shape {np.shape(groups)}")
+    X, names = check_array_shapes(X, y, groups, names)
     for values, what in ((X, "X"), (y, "y")):
         if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool) \
                 or np.issubdtype(values.dtype, np.complexfloating):
@@ -498,16 +495,11 @@ def fit_arrays(X, y, groups, REML: bool = True, names=None, chunk_rows: int = CH
     if not isinstance(chunk_rows, (int, np.integer)) or isinstance(chunk_rows, bool) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     n = len(y)
-    if X.shape[0] != n or len(groups) != n:
-        raise ModelDataError(f"X has {X.shape[0]} rows, y {n} and groups {len(groups)}: they must match")
     if n == 0:
         raise ModelDataError("the arrays are empty: no observations to fit")
-    names = tuple(f"x{j}" for j in range(X.shape[1])) if names is None else tuple(map(str, names))
-    if len(names) != X.shape[1]:
-        raise ModelDataError(f"{len(names)} names for {X.shape[1]} columns of X")
     head = slice(0, min(n, PILOT_ROWS))
     X_head = np.asarray(X[head], dtype=np.float64)
-    # A column of ones, if any, is found by fit_stats from the merged column ranges. (A
+    # A column of ones, if any, is found by criterion_problem from the merged column ranges. (A
     # non-finite value in the head is reported by the first chunk, before the shift is used.)
     with np.errstate(invalid="ignore", over="ignore"):
         shift = pilot_shift(X_head, np.asarray(y[head], dtype=np.float64), None)
@@ -530,5 +522,6 @@ def fit_arrays(X, y, groups, REML: bool = True, names=None, chunk_rows: int = CH
         return read(replace(per_chunk, shift=shift, transform=transform))
 
     stats = read(per_chunk)
-    check_response_varies(stats, "y")
-    return fit_stats(stats, names, None, REML=REML, group_name=group_name, reread=reread)
+    check_response_varies(float(stats.lo[-1]), float(stats.hi[-1]), stats.nobs, "y")
+    statistics = SufficientStatistics(stats, names, None, group_name=group_name, reread=reread)
+    return fit_statistics(statistics, REML)

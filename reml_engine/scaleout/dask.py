@@ -38,8 +38,9 @@ import pandas as pd
 
 from ..core.results import LmerFit
 from ..errors import ModelDataError
+from ..frontend.formula import parse_formula
 from .chunked import CHUNK_ROWS, MERGE_FANOUT, PROGRESS_AFTER_SECONDS, ChunkSource, IteratorSource, fit_source
-from .encoding import drop_incomplete, require_columns
+from .encoding import FormulaColumns, drop_incomplete, located, require_columns
 
 #: The message when Dask is needed but missing.
 INSTALL_HINT = (
@@ -178,8 +179,6 @@ def _unified_dtypes(formula: str, dtypes_by_file: dict[str, pd.Series], used: tu
     column may mix numbers and text (compared as text), a column of the fixed part may
     not: it would be a number in some files and a factor in others.
     """
-    from ..frontend.formula import parse_formula
-
     group_columns = set(parse_formula(formula, dialect=dialect).group_columns)
     target: dict = {}
     for column in used:
@@ -287,7 +286,6 @@ def parquet_source(formula: str, path, progress="auto", scheduler=None, rows_per
     dd = require_dask()
     from dask.dataframe.utils import clear_known_categories
 
-    from .encoding import FormulaColumns, located
 
     fs, files = parquet_files(path)
     footers = {f: _footer(fs, f) for f in files}
@@ -408,8 +406,6 @@ def lmer_dask(formula: str, data, REML: bool = True, na_action: str = "omit", le
 
 def _used_columns(formula: str, ddf, dialect: str = "python"):
     """Project the frame on the formula's columns, so Parquet reads only those."""
-    from .encoding import FormulaColumns
-
     columns = FormulaColumns.from_sample(formula, ddf.columns, None, ddf.dtypes, dialect=dialect)
     return ddf[list(columns.used)]
 

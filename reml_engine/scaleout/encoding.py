@@ -23,18 +23,32 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import formulaic
 import numpy as np
 import pandas as pd
 
-from ..core.fitting import fit_stats
-from ..core.results import LmerFit
-from ..core.statistics import GroupStats, compute_group_stats, merge_group_stats, pilot_shift
-from ..errors import ModelDataError, warn
-from ..frontend.data_checks import check_design_finite
+from ..core.statistics import (
+    GroupStats,
+    Reread,
+    SufficientStatistics,
+    compute_group_stats,
+    merge_group_stats,
+    pilot_shift,
+)
+from ..errors import ModelDataError
+from ..frontend.data_checks import (
+    check_design_finite,
+    check_response_dtype,
+    check_response_finite,
+    check_response_varies,
+    missing_rows,
+    refuse_missing,
+    warn_dropped,
+)
 from ..frontend.design import check_columns_exist
 from ..frontend.formula import (
-    INTERCEPT_NAME,
     ParsedFormula,
+    intercept_position,
     lme4_column_names,
     parse_formula,
     required_variables,
@@ -197,11 +211,7 @@ class FormulaColumns:
                 f"response {parsed.response!r} of formula {parsed.formula!r} is an expression; a chunked fit reads "
                 "the response as a column: add it to the data as a column first"
             )
-        response_dtype = dtypes[parsed.response]
-        if not (pd.api.types.is_numeric_dtype(response_dtype) and not pd.api.types.is_bool_dtype(response_dtype)):
-            raise ModelDataError(
-                f"response {parsed.response!r} is not numeric (dtype {response_dtype}); convert it to numbers first"
-            )
+        check_response_dtype(dtypes[parsed.response], parsed.response)
         if sample is None:
             return cls(parsed, used, (), {})
         # Text columns are categories in an in-memory fit; formulaic may take Arrow
@@ -258,8 +268,6 @@ _MATRIX_OPTIONS = {"na_action": "ignore", "context": formula_context()}
 
 def _sample_spec(parsed: ParsedFormula, sample: pd.DataFrame):
     """formulaic's ``ModelSpec`` of the fixed part, built from complete sample rows."""
-    import formulaic
-
     context = formula_context(group_labels(sample, parsed.group_columns))
     try:
         with np.errstate(all="ignore"):
@@ -283,13 +291,10 @@ def _reject_stateful_transforms(spec, parsed: ParsedFormula) -> None:
 
 def drop_incomplete(chunk: pd.DataFrame, used: tuple[str, ...]) -> tuple[pd.DataFrame, dict, int]:
     """The complete rows of a chunk, the missing count per column and the rows dropped."""
-    missing = chunk[list(used)].isna()
-    bad = missing.to_numpy().any(axis=1)
-    n_bad = int(bad.sum())
-    if n_bad == 0:
+    bad, per_column = missing_rows(chunk, used)
+    if not per_column:
         return chunk, {}, 0
-    per_column = {c: int(v) for c, v in missing.sum().items() if v}
-    return chunk.loc[~bad], per_column, n_bad
+    return chunk.loc[~bad], per_column, int(bad.sum())
 
 
 def require_columns(chunk: pd.DataFrame, used, where: str) -> None:
@@ -337,7 +342,7 @@ class ChunkEncoding:
         data = _with_levels(sample, levels)
         spec = _sample_spec(columns.parsed, data)
         names = lme4_column_names(spec.column_names)
-        intercept = names.index(INTERCEPT_NAME) if INTERCEPT_NAME in names else None
+        intercept = intercept_position(names)
         X = np.asarray(spec.get_model_matrix(data, **_MATRIX_OPTIONS).to_numpy(dtype=np.float64))
         y = data[columns.parsed.response].to_numpy(dtype=np.float64)
         return cls(columns, dict(levels), spec, names, intercept, pilot_shift(X, y, intercept), na_action,
@@ -359,8 +364,7 @@ class ChunkEncoding:
                 "check that every chunk has the same columns and types"
             )
         response = self.columns.parsed.response
-        if not pd.api.types.is_numeric_dtype(data[response].dtype) or pd.api.types.is_bool_dtype(data[response].dtype):
-            raise ModelDataError(f"response {response!r} is not numeric (dtype {data[response].dtype})")
+        check_response_dtype(data[response].dtype, response)
         y = data[response].to_numpy(dtype=np.float64)
         return X, y, data
 
@@ -406,15 +410,14 @@ class ChunkEncoding:
         parsed = self.columns.parsed
         clean, missing, n_bad = drop_incomplete(chunk, self.columns.used)
         if n_bad and self.na_action == "raise":
-            detail = ", ".join(f"{c!r}: {v}" for c, v in missing.items())
-            raise ModelDataError(f"missing values in {n_bad} rows ({detail}); drop them or use na_action='omit'")
+            refuse_missing(n_bad, missing)
         if len(clean) == 0:
             return PartialStats(None, len(chunk), missing, n_bad, seen=seen)
         labelled = dict.fromkeys((*parsed.group_columns, *self.columns.categorical))
         kinds = {c: {k: (where, v) for k, v in label_kinds(clean[c]).items()} for c in labelled}
         X, y, data = self.design(clean)
         check_design_finite(X, self.column_names)
-        check_finite_response(y, parsed.response)
+        check_response_finite(y, parsed.response)
         groups = factorize_groups(group_labels(data, parsed.group_columns), parsed.group_name)
         stats = compute_group_stats(X, y, groups, shift, exact_within=False, transform=transform)
         for column in self.columns.categorical:
@@ -460,45 +463,31 @@ def _with_levels(chunk: pd.DataFrame, levels: dict) -> pd.DataFrame:
     return data
 
 
-def check_finite_response(y: np.ndarray, name: str) -> None:
-    """No infinite response (missing ones were dropped before)."""
-    bad = ~np.isfinite(y)
-    if bad.any():
-        n_nan = int(np.isnan(y).sum())
-        detail = f"{int(bad.sum()) - n_nan} infinite" + (f" and {n_nan} missing (NaN)" if n_nan else "")
-        raise ModelDataError(f"response {name!r} has {detail} values; remove those rows")
+def merged_statistics(encoding: ChunkEncoding, total: PartialStats, reread: Reread | None = None
+                      ) -> SufficientStatistics:
+    """Stage 2 of a chunked or distributed fit: the merged statistics of every chunk, after
+    the checks that need all chunks (rows dropped, labels matched, a response that varies).
 
-
-def check_response_varies(stats: GroupStats, response: str) -> None:
-    """A constant response cannot be fitted (its one-pass variance would only be
-    rounding); the merged column ranges tell."""
-    lo, hi = float(stats.lo[-1]), float(stats.hi[-1])
-    if lo == hi:
-        raise ModelDataError(f"response {response!r} is constant ({lo!r} in all {stats.nobs} rows): nothing to fit")
-
-
-def finish_fit(encoding: ChunkEncoding, total: PartialStats, REML: bool, reread=None) -> LmerFit:
-    """Warn about dropped rows, check the response and fit from the merged statistics.
-
-    ``reread(shift, transform)``, for chunks that can be read again, returns the merged
-    statistics of ``([X | y] - shift) transform`` (see :data:`reml_engine.core.statistics.Reread`).
+    The fit is then the same chain as an in-memory fit's
+    (:func:`reml_engine.core.fitting.fit_statistics`). ``reread(shift, transform)``, for
+    chunks that can be read again, returns the merged statistics of
+    ``([X | y] - shift) transform`` (see :data:`reml_engine.core.statistics.Reread`).
     """
     parsed = encoding.columns.parsed
     if total.n_dropped:
-        detail = ", ".join(f"{c!r}: {v}" for c, v in total.missing.items())
-        warn(f"dropped {total.n_dropped} of {total.n_rows} rows with missing values ({detail})")
+        warn_dropped(total.n_dropped, total.n_rows, total.missing)
     if total.group_stats is None:
         raise ModelDataError(f"no complete observations in {total.n_rows} rows of the variables {list(encoding.columns.used)}")
     check_label_kinds(total.kinds)
-    check_response_varies(total.group_stats, parsed.response)
-    return fit_stats(
-        total.group_stats,
+    stats = total.group_stats
+    check_response_varies(float(stats.lo[-1]), float(stats.hi[-1]), stats.nobs, parsed.response)
+    return SufficientStatistics(
+        stats,
         encoding.column_names,
         encoding.intercept_index,
-        REML=REML,
         response_name=parsed.response,
         group_name=parsed.group_name,
         formula=parsed.formula,
-        design=None,
         reread=reread,
     )
+

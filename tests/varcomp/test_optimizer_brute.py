@@ -64,7 +64,7 @@ def brute_force(P, REML, points):
     for index in np.ndindex(*shape[:-1]):
         tau = np.array([axes[j][i] for j, i in enumerate(index)] + [0.0])
         red = P.reduce_to_term(last, tau)
-        values[index] = single_term_evaluate(axes[last], red.pooled_stats(), REML)["criterion"] + red.constant
+        values[index] = single_term_evaluate(axes[last], red.pooled_stats(), REML).criterion + red.constant
     return axes, values
 
 
@@ -216,5 +216,5 @@ def test_budgeted_estimate_is_lowest_on_every_line_through_it_and_every_edge(arg
     for j in range(P.k):
         for through in (best.tau, np.zeros(P.k)):
             red = P.reduce_to_term(j, through)
-            line = single_term_evaluate(axes[j], red.pooled_stats(), REML)["criterion"] + red.constant
+            line = single_term_evaluate(axes[j], red.pooled_stats(), REML).criterion + red.constant
             assert line.min() >= best.criterion - LOWER_RTOL * max(1.0, abs(best.criterion))

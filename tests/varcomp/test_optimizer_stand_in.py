@@ -96,10 +96,10 @@ def test_reduction_reproduces_the_criterion_along_a_term(args, REML):
         direct = np.array([P.evaluate(np.r_[tau[:j], t, tau[j + 1:]], REML).criterion for t in ts])
         np.testing.assert_allclose(red.criterion(ts, REML), direct, rtol=RTOL)
         stats = term_stats(red, P.nobs)
-        pooled = single_term_evaluate(ts, stats, REML)["criterion"] + red.constant
+        pooled = single_term_evaluate(ts, stats, REML).criterion + red.constant
         np.testing.assert_allclose(pooled, direct, rtol=RTOL)
         # The derivative of the single-term form is the gradient's component j.
-        slope = single_term_evaluate(ts, stats, REML)["derivative"]
+        slope = single_term_evaluate(ts, stats, REML).derivative
         grads = np.array([P.evaluate(np.r_[tau[:j], t, tau[j + 1:]], REML).gradient[j] for t in ts])
         np.testing.assert_allclose(slope, grads, rtol=1e-7, atol=1e-9 * np.abs(grads).max())
 
