@@ -97,11 +97,15 @@ def _format_table(df: pd.DataFrame, digits: int = DIGITS, index_header: str = ""
 
 
 # -- sections: each returns a title and a table or lines ------------------------------
-def method_lines(m, ddf: str = SUMMARY_DDF) -> list[str]:
-    """lmerTest's title (with the df method of the t tests), the formula and the data."""
+def method_lines(m, ddf: str | None = SUMMARY_DDF) -> list[str]:
+    """lmerTest's title (with the df method of the t tests; ``ddf=None``: lme4's title,
+    no t tests), the formula and the data."""
     method = "REML" if m.REML else "maximum likelihood"
-    lines = [f"Linear mixed model fit by {method}. t-tests use {DDF_TITLES.get(ddf, ddf)} method "
-             "[reml_engine: global optimum of the profiled criterion]"]
+    if ddf is None:
+        lines = [f"Linear mixed model fit by {method} (reml_engine: global optimum of the profiled criterion)"]
+    else:
+        lines = [f"Linear mixed model fit by {method}. t-tests use {DDF_TITLES.get(ddf, ddf)} method "
+                 "[reml_engine: global optimum of the profiled criterion]"]
     if m.formula:
         lines.append(f"Formula: {m.formula}")
     data_name = getattr(m, "data_name", None)

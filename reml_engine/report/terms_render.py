@@ -50,7 +50,8 @@ def optimizer_lines(m) -> list[str]:
 
 def render_terms_summary(m) -> str:
     """The lme4-style text report of a :class:`~reml_engine.core.terms_results.TermsFit`."""
-    sections: list[list[str]] = [method_lines(m)]
+    # lme4's title and three columns until the several-terms fit has Satterthwaite df.
+    sections: list[list[str]] = [method_lines(m, None)]
     table = criterion_table(m)
     if table is None:
         sections.append([f"REML criterion at convergence: {format_number(m.criterion)}"])
@@ -60,7 +61,7 @@ def render_terms_summary(m) -> str:
     if table is not None:
         sections.append(["Scaled residuals:", _format_table(table, fixed=True)])
     sections.append(["Random effects:", _format_table(random_effects_table(m), index_header="Groups"), groups_line(m)])
-    sections.append(["Fixed effects:", _format_table(fixed_effects_table(m))])
+    sections.append(["Fixed effects:", _format_table(fixed_effects_table(m, None))])
     table = correlation_table(m)
     if table is not None:
         sections.append(["Correlation of Fixed Effects:", _format_table(table)])
