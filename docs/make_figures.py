@@ -6,7 +6,7 @@ Usage::
 
 Writes ``OUTDIR/figures/*.png`` and ``OUTDIR/walkthrough_seed.md``. ``OUTDIR`` defaults to
 the ``docs`` folder itself, which refreshes the committed figures and walkthrough in place;
-CI runs it into a temporary folder (``tests/test_docs_script.py``) and compares.
+CI runs it into a temporary folder (``tests/docs/test_docs_script.py``) and compares.
 
 The walkthrough is a template that this script runs: every fenced ``python`` block between
 ``<!-- run -->`` and ``<!-- /run -->`` is executed, in order and in one namespace, and the

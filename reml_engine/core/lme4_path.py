@@ -24,7 +24,7 @@ Powell's updating parameter ``beta`` vanishes; what remains is written out here 
 at the bound), the trust-region step (TRSBOX), the geometry step (ALTMOV), the choice of
 the point to replace, and the radius updates. The criterion is the engine's, which
 equals lme4's to rounding: the path agrees with ``lmer()`` on every fit of
-``tests/data/lme4_start.json`` (``tests/test_lme4_path.py``).
+``tests/data/lme4_start.json`` (``tests/core/test_lme4_path.py``).
 """
 
 from __future__ import annotations

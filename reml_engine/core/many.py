@@ -10,7 +10,7 @@ and the rest of its fit is the ordinary single-response chain
 (``criterion_problem -> find_optima -> build_fit``) on them: each response gets its own
 global optimum, every local optimum and its boundary diagnosis, exactly as
 ``rl.fit(X, Y[:, j], groups)`` would give them (the same statistics up to the order of
-the floating-point sums; ``tests/test_many.py`` checks the equality).
+the floating-point sums; ``tests/core/test_many.py`` checks the equality).
 
 The same choices as the single fit are made per response, from the same numbers: the
 pilot shift of each column, and the second, exact pass for the within-group

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = (ROOT / "docs" / "benchmarks.md").read_text()
 
@@ -45,9 +45,6 @@ def test_study_shares_are_the_results_files():
 
 
 def test_every_part_and_peer_of_the_harness_is_documented():
-    import sys
-
-    sys.path.insert(0, str(ROOT))
     from benchmarks import __main__ as cli
     from benchmarks import engines as E
 

@@ -6,14 +6,11 @@ test_benchmarks_parts.py.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import reml_engine as rl  # noqa: E402
 from benchmarks import engines as E  # noqa: E402

@@ -9,14 +9,10 @@ installed and records the others as skipped).
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import __main__ as cli  # noqa: E402
 from benchmarks import bench_parquet, harness, headline, many, terms  # noqa: E402

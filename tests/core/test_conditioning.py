@@ -42,7 +42,7 @@ from reml_engine.core.statistics import (
 from reml_engine.errors import ModelDataWarning
 from reml_engine.frontend.groups import factorize_groups
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 REF = json.loads((DATA / "far_from_zero.json").read_text())
 SHIFT = REF["_about"]["shift"]
 

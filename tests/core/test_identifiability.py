@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import load_closure_reference
+from reference_data import load_closure_reference
 
 import reml_engine as rl
 

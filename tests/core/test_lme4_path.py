@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import case_data, case_formula
+from reference_data import case_data, case_formula
 
 import reml_engine as rl
 from reml_engine.core.lme4_path import bobyqa_1d, lme4_path_of_stats
 from reml_engine.core.lme4_start import lme4_start_from_rows
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 REF = json.loads((DATA / "lme4_start.json").read_text())
 
 #: lmer stops within its tolerances (ftol_abs = 1e-8 on the criterion) of the optimum it

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REFERENCE
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from reference_data import REFERENCE
 
 import reml_engine as rl
 from reml_engine.core.criterion import evaluate
@@ -154,7 +154,7 @@ def test_unbounded_compound_symmetry_ml_is_flagged():
     approaches singularity, so the compound-symmetry likelihood is unbounded there. The
     criterion falls by ~2 per unit of log(1 + tau max n_g) (checked on the closed form at
     points far closer to the limit than the scan goes)."""
-    from conftest import case_data
+    from reference_data import case_data
 
     m = rl.lmer("y ~ x + (1|g)", case_data("sim_contextual"), REML=False)
     lower = -1.0 / m.stats.max_size

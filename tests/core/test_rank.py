@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import case_data, lme4_name, load_closure_reference
+from reference_data import case_data, lme4_name, load_closure_reference
 
 import reml_engine as rl
 from reml_engine.core.identifiability import RANK_TOL

@@ -141,7 +141,7 @@ def test_kernels_in_pure_python_mode():
     """The kernels run uncompiled too (NUMBA_DISABLE_JIT=1), with the same results."""
     code = (
         "import numpy as np, sys\n"
-        "sys.path.insert(0, 'tests')\n"
+        "sys.path.insert(0, 'tests/core')\n"
         "from test_stats import _data, _brute\n"
         "from reml_engine.frontend.groups import factorize_groups\n"
         "from reml_engine.core.statistics import compute_group_stats, pilot_shift\n"
@@ -153,7 +153,7 @@ def test_kernels_in_pure_python_mode():
         "print('ok')\n"
     )
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"

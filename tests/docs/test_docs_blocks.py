@@ -18,7 +18,7 @@ The convention (also in docs/index.md, "How the docs are kept true"):
   ``<!-- requires: matplotlib -->`` (or ``dask``, ...) skips the block, and the page's later
   blocks, where that package is not installed.
 
-``bash`` blocks are not run here: the command line is tested in ``tests/test_cli.py``. The
+``bash`` blocks are not run here: the command line is tested in ``tests/frontend/test_cli.py``. The
 walkthrough's output blocks are written by ``docs/make_figures.py``; when an output changes,
 the failure shows the block, what the page says, what it printed now and the difference.
 """
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 FENCE = re.compile(r"^```(?P<lang>[\w+-]*)\s*$")
@@ -379,5 +379,5 @@ def test_errors_warnings_and_missing_packages_are_reported(root_is_tmp):
 
 
 if __name__ == "__main__":
-    # python tests/test_docs_blocks.py PAGE OUT.json: run PAGE's blocks, write the records.
+    # python tests/docs/test_docs_blocks.py PAGE OUT.json: run PAGE's blocks, write the records.
     Path(sys.argv[2]).write_text(json.dumps(execute_page(Path(sys.argv[1]).resolve())))

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import case_data, load_extra_reference, load_reference
 from oracle import dense_covariance, dense_criterion
+from reference_data import case_data, load_extra_reference, load_reference
 from scipy import integrate, optimize, stats
 
 import reml_engine as rl
@@ -31,7 +31,7 @@ from reml_engine.core.criterion import criterion_parts, evaluate, fixed_effects,
 from reml_engine.core.statistics import compute_group_stats
 from reml_engine.frontend.groups import factorize_groups
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 MECHANICS = DOCS / "mechanics"
 
 #: Agreement of two exact computations of the same quantity (different algebra, same maths).
@@ -276,7 +276,7 @@ def test_F2_5_groups_of_equal_size_pool():
 
 
 def load_cases_formula(name: str) -> str:
-    from conftest import case_formula
+    from reference_data import case_formula
 
     return case_formula(name)
 
@@ -340,7 +340,7 @@ def test_F3_3_profiled_ml_deviance_is_the_minimum_over_beta_and_sigma2():
 @pytest.mark.parametrize("name", ["seed_x", "dyestuff", "sleepstudy", "sim_unbalanced"])
 def test_F3_4_reml_criterion_term_by_term(name):
     """docs/mechanics/03_criterion.md F3.4: logdet_V + logdet_XtVinvX + (N-p)(1 + log(2 pi pwrss/(N-p)))."""
-    from conftest import case_formula
+    from reference_data import case_formula
 
     m = rl.lmer(case_formula(name), data=case_data(name))
     parts = criterion_parts(m.tau, m.stats)
@@ -579,7 +579,7 @@ def test_F6_1_positive_definite_down_to_minus_one_over_max_size(small_unbalanced
 @pytest.mark.parametrize("name, group", [("seed_x", "f"), ("sim_unbalanced", "g"), ("sim_negative_icc", "g")])
 def test_F6_2_icc_limit_is_minus_one_over_max_size_minus_one(name, group):
     """docs/mechanics/06_boundary.md F6.2: rho > -1/(max n_g - 1)."""
-    from conftest import case_formula
+    from reference_data import case_formula
 
     d = case_data(name)
     m = rl.lmer(case_formula(name), data=d)
@@ -603,7 +603,7 @@ def test_F6_2_icc_limit_is_minus_one_over_max_size_minus_one(name, group):
 @pytest.mark.parametrize("name", ["seed_x", "dyestuff2", "sim_negative_icc"])
 def test_F6_3_compound_symmetry_is_the_same_V(name):
     """docs/mechanics/06_boundary.md F6.3: V_g = sigma_T^2 [(1 - rho) I + rho 11'], nlme's gls."""
-    from conftest import case_formula
+    from reference_data import case_formula
 
     m = rl.lmer(case_formula(name), data=case_data(name))
     cs = m.compound_symmetry
@@ -623,7 +623,7 @@ def test_F6_3_compound_symmetry_is_the_same_V(name):
 @pytest.mark.parametrize("REML", [True, False])
 def test_F6_4_slope_at_zero_compares_residual_group_totals(name, REML):
     """docs/mechanics/06_boundary.md F6.4: expected minus observed squared group totals of OLS residuals."""
-    from conftest import case_formula
+    from reference_data import case_formula
 
     m = rl.lmer(case_formula(name), data=case_data(name), REML=REML)
     X, y, groups = design_arrays(m)
@@ -688,7 +688,7 @@ def test_F7_3_two_minima_on_the_seed_data():
     # lme4 starts at theta0 = 0.153 (R's value, tests/data/lme4_start.json), where the
     # criterion rises, and its probes theta0 (1 +/- 0.75) stay on that side: it walks down
     # to the boundary.
-    theta0 = json.loads((Path(__file__).parent / "data" / "lme4_start.json").read_text())["cases"]["seed_x"]["reml"]
+    theta0 = json.loads((Path(__file__).parents[1] / "data" / "lme4_start.json").read_text())["cases"]["seed_x"]["reml"]
     assert m.lme4_start_theta == pytest.approx(theta0["theta0"], rel=1e-12)
     assert round(m.lme4_start_theta, 3) == 0.153
     for theta in (0.25 * m.lme4_start_theta, m.lme4_start_theta, 1.75 * m.lme4_start_theta):

@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 SCRIPT = DOCS / "make_figures.py"
 WALKTHROUGH = "walkthrough_seed.md"
 
@@ -108,7 +108,7 @@ def test_comparison_catches_a_changed_number():
 
 def test_walkthrough_prose_numbers_are_r_values():
     """The numbers the walkthrough's text quotes, as R computes them, and as the library does."""
-    from conftest import load_extra_reference, load_reference
+    from reference_data import load_extra_reference, load_reference
 
     import reml_engine as rl
 

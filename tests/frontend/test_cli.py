@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REFERENCE, load_reference
+from reference_data import REFERENCE, load_reference
 
 from reml_engine.cli import main
 
@@ -29,7 +29,7 @@ def run(*args: str, stdin: str | None = None, command=None) -> subprocess.Comple
     cmd = command or [sys.executable, "-m", "reml_engine"]
     return subprocess.run(
         [*cmd, *args], capture_output=True, text=True, timeout=TIMEOUT, input=stdin,
-        cwd=Path(__file__).parent.parent,
+        cwd=Path(__file__).parents[2],
     )
 
 
@@ -163,7 +163,7 @@ def test_broken_pipe_is_quiet():
     """The reader goes away before the output is written (as `| head -0`)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "reml_engine", "fit", SLEEP, "Reaction ~ Days + (1|Subject)", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).parent.parent,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).parents[2],
     )
     proc.stdout.close()
     deadline = time.monotonic() + TIMEOUT

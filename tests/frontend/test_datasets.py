@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REFERENCE, as_list, lme4_name, load_reference
+from reference_data import REFERENCE, as_list, lme4_name, load_reference
 
 import reml_engine as rl
 from reml_engine import datasets

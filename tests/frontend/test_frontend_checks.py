@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import case_data
+from reference_data import case_data
 
 import reml_engine as rl
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import REFERENCE, lme4_name
+from reference_data import REFERENCE, lme4_name
 
 import reml_engine as rl
 from reml_engine.frontend.design import build_design

@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REFERENCE, lme4_name
+from reference_data import REFERENCE, lme4_name
 
 import reml_engine as rl
 
@@ -117,7 +117,7 @@ def test_a_level_seen_only_in_rows_dropped_for_missing_values_is_unused(form):
     """model.frame drops the incomplete rows first, then the unused levels: 'a' is gone
     and 'b' is the reference level. The in-memory fit dropped the categories before the
     rows, kept 'a' as the reference and dropped cat[T.c] as collinear instead."""
-    from conftest import load_closure_reference
+    from reference_data import load_closure_reference
 
     from reml_engine.scaleout.chunked import lmer_chunks
 

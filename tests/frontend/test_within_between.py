@@ -13,7 +13,7 @@ import formulaic
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import case_data, load_extra_reference, load_reference
+from reference_data import case_data, load_extra_reference, load_reference
 
 import reml_engine as rl
 from reml_engine.errors import ModelDataError

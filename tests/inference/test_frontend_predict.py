@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import case_data, case_formula
+from reference_data import case_data, case_formula
 
 import reml_engine as rl
 from reml_engine.inference.predict import level_positions

@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import case_data, load_extra_reference
+from reference_data import case_data, load_extra_reference
 
 import reml_engine as rl
 from reml_engine.inference.model_comparison import anova, ols

@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import (
+from reference_data import (
     CASE_NAMES,
     case_data,
     fit_case,
@@ -272,7 +272,7 @@ def _union_reference():
     import json
     from pathlib import Path
 
-    return json.loads((Path(__file__).parent / "data" / "profile_union.json").read_text())
+    return json.loads((Path(__file__).parents[1] / "data" / "profile_union.json").read_text())
 
 
 def _union_fit(name):
@@ -282,7 +282,7 @@ def _union_fit(name):
 
     if name == "seed":
         return rl.lmer("y ~ x + (1|f)", data=case_data("seed_x"))
-    data = pd.read_csv(Path(__file__).parent / "data" / "profile_union.csv")
+    data = pd.read_csv(Path(__file__).parents[1] / "data" / "profile_union.csv")
     return rl.lmer("y ~ x + (1|g)", data=data[data["set"] == name])
 
 

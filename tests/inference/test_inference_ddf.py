@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import (
+from reference_data import (
     CASE_NAMES,
     NLME_AT_A_LOCAL_OPTIMUM,
     as_list,

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import (
+from reference_data import (
     fit_case,
     load_extra_reference,
     load_inference_reference,

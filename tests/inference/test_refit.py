@@ -16,7 +16,7 @@ import reml_engine as rl
 from reml_engine.frontend.formula import _random_terms
 from reml_engine.frontend.formula_update import droppable_terms, fixed_term_labels, update_formula
 
-REFERENCE_DIR = Path(__file__).parent / "data" / "reference"
+REFERENCE_DIR = Path(__file__).parents[1] / "data" / "reference"
 NAMES = json.loads((REFERENCE_DIR / "names_reference.json").read_text())
 UPDATE = json.loads((REFERENCE_DIR / "update_reference.json").read_text())
 #: lme4 stops its optimizer at ~1e-6 relative in theta; criteria agree much closer.

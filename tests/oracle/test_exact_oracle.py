@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import case_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oracle import dense_criterion
+from reference_data import case_data
 
 import reml_engine as rl
 from reml_engine.core.criterion import evaluate, fixed_effects

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import case_data, case_formula, load_extra_reference, load_reference
+from reference_data import case_data, case_formula, load_extra_reference, load_reference
 
 import reml_engine as rl
 
@@ -91,7 +91,7 @@ def test_term_must_vary_within_groups():
 def test_readme_quotes_the_librarys_numbers():
     from pathlib import Path
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     table = rl.compare_fe_re("y ~ x + (1|f)", rl.load_seed())[["estimator", "coef", "se"]].round(4)
     assert table.to_string(index=False) + "\n```" in readme
     seed = rl.load_seed()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import case_data, case_formula, load_extra_reference
 from oracle import dense_criterion
+from reference_data import case_data, case_formula, load_extra_reference
 
 import reml_engine as rl
 

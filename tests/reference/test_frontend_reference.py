@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import CASE_NAMES, case_data, case_formula, load_extra_reference, load_reference
+from reference_data import CASE_NAMES, case_data, case_formula, load_extra_reference, load_reference
 
 import reml_engine as rl
 

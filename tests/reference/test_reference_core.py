@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import (
+from reference_data import (
     CASE_NAMES,
     NLME_AT_A_LOCAL_OPTIMUM,
     as_list,

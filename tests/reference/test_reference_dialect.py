@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REFERENCE
+from reference_data import REFERENCE
 
 import reml_engine as rl
 from reml_engine.errors import ModelDataError

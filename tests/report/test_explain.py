@@ -9,13 +9,13 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import load_reference
+from reference_data import load_reference
 from test_result_names import _section_tokens
 
 import reml_engine as rl
 
 REF = load_reference()
-SUMMARIES = json.loads((Path(__file__).parent / "data" / "reference" / "summary_ddf_reference.json").read_text())
+SUMMARIES = json.loads((Path(__file__).parents[1] / "data" / "reference" / "summary_ddf_reference.json").read_text())
 CASES = {
     "sleepstudy_reml": ("Reaction ~ Days + (1|Subject)", rl.datasets.sleepstudy),
     "orthodont_reml": ("distance ~ age + Sex + (1|Subject)", rl.datasets.orthodont),

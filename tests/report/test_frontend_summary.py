@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CASE_NAMES, case_data, case_formula, lme4_name, load_reference
+from reference_data import CASE_NAMES, case_data, case_formula, lme4_name, load_reference
 
 import reml_engine as rl
 from reml_engine.report.render import format_number
@@ -210,7 +210,7 @@ def test_format_number(value, printed):
 def test_readme_quick_start_is_what_the_library_prints_and_what_lme4_says():
     """The README quotes the seed summary (checked line by line) and lme4's local fit
     (checked against reference.json's default-start fit)."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     quick = readme[readme.index("## Quick start"):]
     block = re.search(r"```text\n(.*?)```", quick, re.DOTALL).group(1)
     summary = " ".join(rl.lmer("y ~ x + (1|f)", data=rl.load_seed()).summary().split())

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import case_data, case_formula, load_reference
+from reference_data import case_data, case_formula, load_reference
 
 import reml_engine as rl
 

@@ -14,7 +14,7 @@ import pytest
 
 import reml_engine as rl
 
-REFERENCE = json.loads((Path(__file__).parent / "data" / "reference" / "names_reference.json").read_text())
+REFERENCE = json.loads((Path(__file__).parents[1] / "data" / "reference" / "names_reference.json").read_text())
 #: lme4 stops its optimizer at ~1e-6 relative in theta; the estimates agree to this.
 LME4_RTOL = 2e-5
 #: Satterthwaite df and p-values go through numerical derivatives in lmerTest.

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import case_data, case_formula, load_reference
+from reference_data import case_data, case_formula, load_reference
 
 import reml_engine as rl
 from reml_engine.core.statistics import compute_group_stats, merge_group_stats
@@ -372,7 +372,7 @@ def test_one_pass_statistics_whose_criterion_is_not_finite_near_the_limit_still_
     the positive-definite limit. The refinement raised (brentq: "function value is NaN");
     now the fit reports the lowest point found and agrees with the in-memory fit to the
     4 digits it says it keeps."""
-    from conftest import DATA
+    from reference_data import DATA
 
     path = DATA / "one_pass_nan.csv"
     with warnings.catch_warnings(record=True) as record:

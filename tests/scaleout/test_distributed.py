@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import case_data, case_formula, lme4_name, load_reference
+from reference_data import case_data, case_formula, lme4_name, load_reference
 
 import reml_engine as rl
 from reml_engine.scaleout.chunked import lmer_chunks

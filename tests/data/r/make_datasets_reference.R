@@ -4,7 +4,7 @@
 ## Writes tests/data/reference/datasets_reference.json: what R knows about the
 ## data sets that reml_engine.datasets ships, taken from R's own objects (not
 ## from the package's CSV files), and one lme4 REML fit with a single random
-## intercept on each. tests/test_datasets.py compares both with what
+## intercept on each. tests/frontend/test_datasets.py compares both with what
 ## reml_engine.datasets returns.
 ##
 ## Run from the repository root:
