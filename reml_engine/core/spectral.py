@@ -166,30 +166,38 @@ def spectral_evaluate(taus, form: SpectralForm, REML: bool = True) -> dict[str, 
 
     Returns
     -------
-    dict of arrays: ``tau``, ``criterion``, ``derivative``, ``derivative_scale`` (the sum
-    of the absolute values of its two terms), ``logdet_slope``, ``curvature_sum``,
-    ``pwrss``. A tau where ``pwrss`` or a factor ``1 + tau xi`` is not positive gives NaN.
+    dict of arrays: ``tau``, ``criterion``, ``derivative``, ``derivative_scale``,
+    ``logdet_slope``, ``curvature_sum``, ``pwrss``. ``derivative_scale`` is the scale of
+    :func:`reml_engine.core.criterion.evaluate`'s: the sum of the absolute values of the
+    terms the direct form adds (``d logdet_V``, ``d logdet_XtVinvX = logdet_slope -
+    d logdet_V`` under REML, the fit term), which bounds its rounding error; next to the
+    positive-definite limit it is much larger than the spectral terms. A tau where
+    ``pwrss`` or a factor ``1 + tau xi`` is not positive gives NaN.
     """
     taus = np.ascontiguousarray(np.atleast_1d(np.asarray(taus, dtype=np.float64)))
     dof = form.nobs - form.p if REML else form.nobs
-    crit, logdet_slope, curvature_sum, pwrss = _spectral_kernel(
+    crit, logdet_slope, curvature_sum, pwrss, logdet_V_slope = _spectral_kernel(
         taus, form.xi, form.h2, form.phantom_sizes, form.phantom_counts, form.sizes, form.groups_per_size,
         form.rss0, form.logdet_XtX, float(dof), bool(REML),
     )
     fit_slope = dof * curvature_sum / pwrss
+    scale = np.abs(logdet_V_slope) + np.abs(fit_slope)
+    if REML:
+        scale = scale + np.abs(logdet_slope - logdet_V_slope)
     return {"tau": taus, "criterion": crit, "derivative": logdet_slope - fit_slope,
-            "derivative_scale": np.abs(logdet_slope) + np.abs(fit_slope), "logdet_slope": logdet_slope,
+            "derivative_scale": scale, "logdet_slope": logdet_slope,
             "curvature_sum": curvature_sum, "pwrss": pwrss}
 
 
 def derivative_bounds(out: dict[str, np.ndarray], dof: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lower and upper bounds of the derivative on each interval between consecutive
-    taus of a :func:`spectral_evaluate` output (sorted taus), and of the scale of its terms
-    there: ``(lower, upper, scale)``, each of length ``K - 1``."""
+    taus of a :func:`spectral_evaluate` output (sorted taus), and the larger
+    ``derivative_scale`` of its two ends: ``(lower, upper, scale)``, each of length
+    ``K - 1``."""
     slope, curv, pwrss = out["logdet_slope"], out["curvature_sum"], out["pwrss"]
     lower = slope[1:] - dof * curv[:-1] / pwrss[1:]
     upper = slope[:-1] - dof * curv[1:] / pwrss[:-1]
-    scale = np.abs(slope[:-1]) + dof * curv[:-1] / pwrss[1:]
+    scale = np.maximum(out["derivative_scale"][:-1], out["derivative_scale"][1:])
     return lower, upper, scale
 
 
@@ -202,6 +210,7 @@ def _spectral_kernel(taus, xi, h2, phantom_sizes, phantom_counts, sizes, groups_
     logdet_slope = np.full(K, np.nan)
     curvature_sum = np.full(K, np.nan)
     pwrss_out = np.full(K, np.nan)
+    logdet_V_slope = np.full(K, np.nan)
     log_2pi = np.log(2.0 * np.pi)
     for k in range(K):
         tau = taus[k]
@@ -210,6 +219,7 @@ def _spectral_kernel(taus, xi, h2, phantom_sizes, phantom_counts, sizes, groups_
         d_pwrss = 0.0
         logdet = 0.0
         d_logdet = 0.0
+        d_logdet_V = 0.0
         for s in range(xi.shape[0]):
             f = 1.0 + tau * xi[s]
             if not f > 0.0:
@@ -230,6 +240,7 @@ def _spectral_kernel(taus, xi, h2, phantom_sizes, phantom_counts, sizes, groups_
             count = phantom_counts[u] if REML else groups_per_size[u]
             logdet += count * np.log(f)
             d_logdet += count * sizes[u] / f
+            d_logdet_V += groups_per_size[u] * sizes[u] / f
         if bad or not pwrss > 0.0:
             continue
         fit = dof * (1.0 + log_2pi + np.log(pwrss / dof))
@@ -237,4 +248,5 @@ def _spectral_kernel(taus, xi, h2, phantom_sizes, phantom_counts, sizes, groups_
         logdet_slope[k] = d_logdet
         curvature_sum[k] = -d_pwrss
         pwrss_out[k] = pwrss
-    return crit, logdet_slope, curvature_sum, pwrss_out
+        logdet_V_slope[k] = d_logdet_V
+    return crit, logdet_slope, curvature_sum, pwrss_out, logdet_V_slope
