@@ -54,6 +54,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .criterion_kernels import direct_criterion
 from .kernels import lower_inverse_batched
 from .statistics import PooledStats
 
@@ -67,6 +68,12 @@ EVALUATION_MEMORY_BUDGET = 32 * 2**20
 #: Stacked (p + 1) x (p + 1) float64 arrays one evaluation of :func:`evaluate` holds at
 #: once (M, its Cholesky factor, the inverse, D and their temporaries).
 ARRAYS_PER_EVALUATION = 8
+#: Up to this q = p + 1 the criterion is evaluated by one compiled loop per tau
+#: (:mod:`reml_engine.core.criterion_kernels`), where numpy's batched calls would cost more
+#: than their arithmetic; above it, by numpy's batched LAPACK calls. Every evaluation of
+#: one problem takes the same path, so a tau evaluated alone and in a batch give the
+#: same bits.
+DIRECT_KERNEL_MAX_Q = 24
 
 
 def batch_length(q: int, arrays_per_evaluation: int = ARRAYS_PER_EVALUATION, budget: int | None = None) -> int:
@@ -142,11 +149,37 @@ def evaluate(taus, stats: PooledStats, REML: bool = True) -> dict[str, np.ndarra
     matrix is not numerically positive definite are NaN.
     """
     taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
+    if stats.q <= DIRECT_KERNEL_MAX_Q:
+        return _evaluate_compiled(taus, stats, REML)
     step = batch_length(stats.q)
     if len(taus) <= step:
         return _evaluate_batch(taus, stats, REML)
     parts = [_evaluate_batch(taus[start:start + step], stats, REML) for start in range(0, len(taus), step)]
     return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def _evaluate_compiled(taus: np.ndarray, stats: PooledStats, REML: bool) -> dict[str, np.ndarray]:
+    """:func:`evaluate` by the compiled loop (small q); memory ``O(len(taus) p)``."""
+    logdet_V, logdet_X, pwrss, beta, crit, deriv, scale, ok = direct_criterion(
+        np.ascontiguousarray(taus), stats.within, stats.between, np.asarray(stats.sizes, dtype=np.float64),
+        np.asarray(stats.groups_per_size, dtype=np.float64), float(_residual_dof(stats, REML)), bool(REML),
+    )
+    out = {
+        "tau": taus,
+        "logdet_V": logdet_V,
+        "logdet_XtVinvX": logdet_X,
+        "pwrss": pwrss,
+        "beta": beta,
+        "sigma2": pwrss / _residual_dof(stats, REML),
+        "criterion": crit,
+        "derivative": deriv,
+        "derivative_scale": scale,
+    }
+    if not ok.all():
+        for key, value in out.items():
+            if key != "tau":
+                value[~ok] = np.nan
+    return out
 
 
 def _evaluate_batch(taus: np.ndarray, stats: PooledStats, REML: bool) -> dict[str, np.ndarray]:

@@ -429,10 +429,9 @@ def _find_optima(stats: PooledStats, REML: bool, form) -> OptSummary:
         candidates = np.zeros(n_scan, dtype=bool)
         candidates[loose] = True
 
+    # A sign change from negative to non-negative (selected for all points at once).
     brackets = [
-        (float(taus[i]), float(taus[i + 1]))
-        for i in range(len(taus) - 1)
-        if slopes[i] < 0 <= slopes[i + 1]
+        (float(taus[i]), float(taus[i + 1])) for i in np.flatnonzero((slopes[:-1] < 0) & (slopes[1:] >= 0))
     ]
     brackets += _hidden_sign_changes(crit, taus, slopes, candidates)
 
