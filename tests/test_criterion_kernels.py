@@ -72,3 +72,21 @@ def test_small_designs_take_the_compiled_path(monkeypatch):
     monkeypatch.setattr(criterion, "DIRECT_KERNEL_MAX_Q", 0)
     numpy = criterion.evaluate(taus, stats)
     assert np.allclose(numpy["criterion"], batch["criterion"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("REML", [True, False])
+def test_criterion_values_are_evaluates_criterion(monkeypatch, compiled, REML):
+    """lme4's path reads criterion_values: the same bits as evaluate's criterion, on both
+    paths (so its steps are those it took on evaluate)."""
+    if not compiled:
+        monkeypatch.setattr(criterion, "DIRECT_KERNEL_MAX_Q", 0)
+    rng = np.random.default_rng(4)
+    groups = np.repeat(np.arange(9), rng.integers(1, 6, size=9))
+    n = len(groups)
+    X = np.column_stack([np.ones(n), rng.normal(size=(n, 2))])
+    y = rng.normal(size=n) + rng.normal(size=9)[groups]
+    stats = _stats(X, y, groups)
+    taus = np.array([-0.9 / np.bincount(groups).max(), 0.0, 0.2, 5.0, 1e4])
+    values = criterion.criterion_values(taus, stats, REML)
+    assert np.array_equal(values, criterion.evaluate(taus, stats, REML)["criterion"])

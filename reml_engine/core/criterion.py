@@ -162,7 +162,7 @@ def _evaluate_compiled(taus: np.ndarray, stats: PooledStats, REML: bool) -> dict
     """:func:`evaluate` by the compiled loop (small q); memory ``O(len(taus) p)``."""
     logdet_V, logdet_X, pwrss, beta, crit, deriv, scale, ok = direct_criterion(
         np.ascontiguousarray(taus), stats.within, stats.between, np.asarray(stats.sizes, dtype=np.float64),
-        np.asarray(stats.groups_per_size, dtype=np.float64), float(_residual_dof(stats, REML)), bool(REML),
+        np.asarray(stats.groups_per_size, dtype=np.float64), float(_residual_dof(stats, REML)), bool(REML), True,
     )
     out = {
         "tau": taus,
@@ -182,8 +182,9 @@ def _evaluate_compiled(taus: np.ndarray, stats: PooledStats, REML: bool) -> dict
     return out
 
 
-def _evaluate_batch(taus: np.ndarray, stats: PooledStats, REML: bool) -> dict[str, np.ndarray]:
-    """:func:`evaluate` on one batch of taus (its memory is ``O(len(taus) q^2)``)."""
+def _factor_batch(taus: np.ndarray, stats: PooledStats, REML: bool):
+    """The criterion of one batch of taus from the Cholesky factors of ``M(tau)``, and the
+    factors: the part of :func:`_evaluate_batch` that :func:`criterion_values` needs."""
     p, q = stats.p, stats.q
     denom = 1.0 + taus[:, None] * stats.sizes[None, :]  # (K, U)
     weights = 1.0 / denom
@@ -197,15 +198,46 @@ def _evaluate_batch(taus: np.ndarray, stats: PooledStats, REML: bool) -> dict[st
     pwrss = diag[:, p] ** 2
     logdet_V = np.log(denom) @ stats.groups_per_size
 
-    # One triangular inverse per tau gives beta and the trace in the derivative.
-    Lxx_inv = _lower_inverse(L[:, :p, :p])
-    beta = np.einsum("kji,kj->ki", Lxx_inv, L[:, p, :p])
-
     dof = _residual_dof(stats, REML)
     with np.errstate(divide="ignore", invalid="ignore"):
         sigma2 = pwrss / dof
         fit_term = dof * (1.0 + LOG_2PI + np.log(sigma2))
     criterion = logdet_V + fit_term + (logdet_XtVinvX if REML else 0.0)
+    return denom, between_flat, L, ok, logdet_XtVinvX, pwrss, logdet_V, sigma2, criterion
+
+
+def criterion_values(taus, stats: PooledStats, REML: bool = True) -> np.ndarray:
+    """The criterion alone at many tau: the same numbers as ``evaluate(...)["criterion"]``
+    (the same operations), without the fixed effects and the derivative, which cost
+    more than the criterion itself (lme4's path, :mod:`reml_engine.core.lme4_path`,
+    reads only the criterion). NaN where ``M(tau)`` is not positive definite."""
+    taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
+    if stats.q <= DIRECT_KERNEL_MAX_Q:
+        out = direct_criterion(
+            np.ascontiguousarray(taus), stats.within, stats.between, np.asarray(stats.sizes, dtype=np.float64),
+            np.asarray(stats.groups_per_size, dtype=np.float64), float(_residual_dof(stats, REML)), bool(REML),
+            False,
+        )
+        values, ok = out[4], out[7]
+    else:
+        step = batch_length(stats.q)
+        parts = [_factor_batch(taus[start:start + step], stats, REML) for start in range(0, len(taus), step)]
+        values = np.concatenate([part[-1] for part in parts])
+        ok = np.concatenate([part[3] for part in parts])
+    values = values.copy()
+    values[~ok] = np.nan
+    return values
+
+
+def _evaluate_batch(taus: np.ndarray, stats: PooledStats, REML: bool) -> dict[str, np.ndarray]:
+    """:func:`evaluate` on one batch of taus (its memory is ``O(len(taus) q^2)``)."""
+    p, q = stats.p, stats.q
+    denom, between_flat, L, ok, logdet_XtVinvX, pwrss, logdet_V, sigma2, criterion = _factor_batch(taus, stats, REML)
+    dof = _residual_dof(stats, REML)
+
+    # One triangular inverse per tau gives beta and the trace in the derivative.
+    Lxx_inv = _lower_inverse(L[:, :p, :p])
+    beta = np.einsum("kji,kj->ki", Lxx_inv, L[:, p, :p])
 
     # Derivative: D = sum_u n_u B_u / (1 + n_u tau)^2.
     d_weights = stats.sizes[None, :] / denom**2

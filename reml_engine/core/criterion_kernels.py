@@ -16,8 +16,10 @@ from numba import njit
 
 
 @njit(cache=True)
-def direct_criterion(taus, within, between, sizes, groups_per_size, dof, REML):
-    """The direct form at each tau (see :mod:`reml_engine.core.criterion`).
+def direct_criterion(taus, within, between, sizes, groups_per_size, dof, REML, with_derivative):
+    """The direct form at each tau (see :mod:`reml_engine.core.criterion`). Without
+    ``with_derivative`` only ``logdet_V``, ``logdet_XtVinvX``, ``pwrss`` and the criterion
+    are computed (the same numbers: they do not depend on the rest).
 
     Returns
     -------
@@ -87,6 +89,14 @@ def direct_criterion(taus, within, between, sizes, groups_per_size, dof, REML):
         for i in range(p):
             ld_X += 2.0 * np.log(L[i, i])
         rss = L[p, p] * L[p, p]
+        logdet_V[k] = ld_V
+        logdet_X[k] = ld_X
+        pwrss[k] = rss
+        sigma2 = rss / dof
+        fit = dof * (1.0 + log_2pi + np.log(sigma2))
+        crit[k] = ld_V + fit + (ld_X if REML else 0.0)
+        if not with_derivative:
+            continue
         # Linv = Lxx^{-1} by forward substitution.
         for j in range(p):
             Linv[j, j] = 1.0 / L[j, j]
@@ -109,14 +119,10 @@ def direct_criterion(taus, within, between, sizes, groups_per_size, dof, REML):
             vDv -= 2.0 * beta[k, i] * D[i, p]
             for j in range(p):
                 vDv += beta[k, i] * D[i, j] * beta[k, j]
-        sigma2 = rss / dof
-        fit = dof * (1.0 + log_2pi + np.log(sigma2))
         d_fit = dof * (-vDv) / rss
         derivative = d_ld_V + d_fit
         scale = abs(d_ld_V) + abs(d_fit)
-        c = ld_V + fit
         if REML:
-            c += ld_X
             if p > 0:
                 # tr(A^{-1} D_xx) = sum of (Linv D_xx) * Linv, elementwise.
                 trace = 0.0
@@ -131,10 +137,6 @@ def direct_criterion(taus, within, between, sizes, groups_per_size, dof, REML):
                         trace += LD[i, j] * Linv[i, j]
                 derivative -= trace
                 scale += abs(trace)
-        logdet_V[k] = ld_V
-        logdet_X[k] = ld_X
-        pwrss[k] = rss
-        crit[k] = c
         deriv[k] = derivative
         dscale[k] = scale
     return logdet_V, logdet_X, pwrss, beta, crit, deriv, dscale, ok
