@@ -368,6 +368,10 @@ def _scan(crit: _CountingCriterion, form, taus: np.ndarray):
     definite = (lower > SCAN_CERTIFY_RTOL * scale) | (upper < -SCAN_CERTIFY_RTOL * scale)
     unsure = np.abs(slopes) <= margin
     unsure[0] = unsure[-1] = True
+    # Both ends of every sign change are evaluated directly too: the refinement reads
+    # them anyway, and a spectral form that lost digits would show there first.
+    change = np.flatnonzero(np.sign(slopes[:-1]) != np.sign(slopes[1:]))
+    unsure[change] = unsure[change + 1] = True
     exact = np.zeros(len(taus), dtype=bool)
     _make_exact(crit, taus, values, slopes, margin, exact, unsure)
     return values, slopes, margin, exact, definite

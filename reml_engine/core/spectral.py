@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
+from scipy.linalg import solve_triangular
 
 from .statistics import PooledStats
 
@@ -121,9 +122,18 @@ def spectral_form(stats: PooledStats) -> SpectralForm | None:
     diag = np.diagonal(L)
     if not (np.all(np.isfinite(L)) and np.all(diag > 0)):
         return None
-    # Rows R_u with R_u' R_u = n_u between[u]: the top min(G_u, q) eigenpairs (the rest
-    # are zero up to rounding: the rank of between[u] is at most G_u).
-    values, vectors = np.linalg.eigh(stats.between)
+    # Rows F_u with F_u' F_u = n_u L^{-1} between[u] L^{-T}: the top min(G_u, q)
+    # eigenpairs (the rest are zero up to rounding: the rank of between[u] is at most
+    # G_u). In the basis of L every column has the scale of 1 (L^{-1} total L^{-T} = I),
+    # so one column measured in units 1e8 times larger than another does not drown the
+    # others' digits in the eigendecomposition; triangular solves (not a pivoting
+    # solver) keep that basis exact to rounding whatever the columns' scales.
+    U = len(stats.sizes)
+    # [B_1 ... B_U] side by side -> [L^-1 B_1 ...] -> [(L^-1 B_1)' ...] -> [L^-1 B_1 L^-T ...].
+    half = solve_triangular(L, stats.between.transpose(1, 0, 2).reshape(q, U * q), lower=True)
+    half = half.reshape(q, U, q).transpose(2, 1, 0).reshape(q, U * q)
+    scaled = solve_triangular(L, half, lower=True).reshape(q, U, q).transpose(1, 0, 2)
+    values, vectors = np.linalg.eigh(0.5 * (scaled + scaled.transpose(0, 2, 1)))
     keep = np.minimum(stats.groups_per_size, q).astype(np.int64)
     rows, row_sizes = [], []
     for u, size in enumerate(stats.sizes):
@@ -131,11 +141,10 @@ def spectral_form(stats: PooledStats) -> SpectralForm | None:
         lam = np.clip(values[u, q - k:], 0.0, None)
         rows.append(np.sqrt(size * lam)[:, None] * vectors[u, :, q - k:].T)
         row_sizes.append(np.full(k, float(size)))
-    R = np.concatenate(rows, axis=0)
+    # F = R L^{-T} for rows R of the groups' sums: its x-part gives
+    # S_x (X'X)^{-1} S_x' = F_x F_x', and its last column times L[p, p] is Z' P_0 y.
+    F = np.concatenate(rows, axis=0)
     n_rows = np.concatenate(row_sizes)
-    # F = R L^{-T}: its x-part gives S_x (X'X)^{-1} S_x' = F_x F_x', and its last column
-    # times L[p, p] is Z' P_0 y.
-    F = np.linalg.solve(L, R.T).T
     Fx = F[:, :p]
     C = np.diag(n_rows) - Fx @ Fx.T
     xi, V = np.linalg.eigh(0.5 * (C + C.T))
