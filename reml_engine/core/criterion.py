@@ -68,11 +68,11 @@ EVALUATION_MEMORY_BUDGET = 32 * 2**20
 #: Stacked (p + 1) x (p + 1) float64 arrays one evaluation of :func:`evaluate` holds at
 #: once (M, its Cholesky factor, the inverse, D and their temporaries).
 ARRAYS_PER_EVALUATION = 8
-#: Up to this q = p + 1 the criterion is evaluated by one compiled loop per tau
-#: (:mod:`reml_engine.core.criterion_kernels`), where numpy's batched calls would cost more
-#: than their arithmetic; above it, by numpy's batched LAPACK calls. Every evaluation of
-#: one problem takes the same path, so a tau evaluated alone and in a batch give the
-#: same bits.
+#: Up to this q = p + 1, :func:`criterion_values` (the criterion alone, for lme4's path)
+#: is one compiled loop per tau (:mod:`reml_engine.core.criterion_kernels`), where
+#: numpy's batched calls would cost more than their arithmetic. :func:`evaluate` keeps
+#: numpy's batched path at every q: the optimizer's decisions on statistics that lost
+#: most of their digits depend on its rounding, and the tests pin them.
 DIRECT_KERNEL_MAX_Q = 24
 
 
@@ -149,8 +149,6 @@ def evaluate(taus, stats: PooledStats, REML: bool = True) -> dict[str, np.ndarra
     matrix is not numerically positive definite are NaN.
     """
     taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
-    if stats.q <= DIRECT_KERNEL_MAX_Q:
-        return _evaluate_compiled(taus, stats, REML)
     step = batch_length(stats.q)
     if len(taus) <= step:
         return _evaluate_batch(taus, stats, REML)
@@ -159,7 +157,8 @@ def evaluate(taus, stats: PooledStats, REML: bool = True) -> dict[str, np.ndarra
 
 
 def _evaluate_compiled(taus: np.ndarray, stats: PooledStats, REML: bool) -> dict[str, np.ndarray]:
-    """:func:`evaluate` by the compiled loop (small q); memory ``O(len(taus) p)``."""
+    """:func:`evaluate`'s output by the compiled loop (for tests and experiments; memory
+    ``O(len(taus) p)``): the same formulas, another rounding."""
     logdet_V, logdet_X, pwrss, beta, crit, deriv, scale, ok = direct_criterion(
         np.ascontiguousarray(taus), stats.within, stats.between, np.asarray(stats.sizes, dtype=np.float64),
         np.asarray(stats.groups_per_size, dtype=np.float64), float(_residual_dof(stats, REML)), bool(REML), True,
@@ -207,10 +206,12 @@ def _factor_batch(taus: np.ndarray, stats: PooledStats, REML: bool):
 
 
 def criterion_values(taus, stats: PooledStats, REML: bool = True) -> np.ndarray:
-    """The criterion alone at many tau: the same numbers as ``evaluate(...)["criterion"]``
-    (the same operations), without the fixed effects and the derivative, which cost
-    more than the criterion itself (lme4's path, :mod:`reml_engine.core.lme4_path`,
-    reads only the criterion). NaN where ``M(tau)`` is not positive definite."""
+    """The criterion alone at many tau, without the fixed effects and the derivative,
+    which cost more than the criterion itself (lme4's path,
+    :mod:`reml_engine.core.lme4_path`, reads only the criterion). Up to
+    ``DIRECT_KERNEL_MAX_Q`` a compiled loop (``evaluate``'s criterion to rounding), above
+    it ``evaluate``'s own operations (the same bits). NaN where ``M(tau)`` is not
+    positive definite."""
     taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
     if stats.q <= DIRECT_KERNEL_MAX_Q:
         out = direct_criterion(

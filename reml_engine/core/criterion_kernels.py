@@ -1,8 +1,8 @@
-"""Compiled loop of the direct criterion for small designs (:func:`reml_engine.core.criterion.evaluate`).
+"""Compiled loop of the direct criterion for small designs (:func:`reml_engine.core.criterion.criterion_values`).
 
 For a few fixed effects one evaluation is a few hundred operations, and numpy's batched
 calls (a dozen per evaluation, a few microseconds each) cost more than the arithmetic:
-the optimizer's refinements and lme4's path evaluate one tau at a time. This kernel does
+lme4's path evaluates one tau at a time. This kernel does
 the same steps as the numpy path, per tau, in one compiled loop: ``M(tau) = within +
 sum_u between[u] / (1 + n_u tau)``, its Cholesky factor, ``log|X'H^-1X|``, ``pwrss``,
 ``beta``, the derivative with its trace term. Plain arrays in and out, no exceptions: a

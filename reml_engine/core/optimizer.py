@@ -54,6 +54,16 @@ from negative to positive. The scan evaluates the *derivative* at each point, so
    a ``"limit"`` optimum, and a slope of at least ``LIMIT_UNBOUNDED_SLOPE`` as a criterion
    unbounded below (the compound-symmetry likelihood then has no maximum).
 
+5. The scan points are evaluated by the spectral form of the criterion
+   (:mod:`reml_engine.core.spectral`, ``O(r)`` per point after one eigendecomposition)
+   when its set-up pays, and by the direct form wherever a decision could depend on the
+   difference between the two: a slope within ``SCAN_CERTIFY_RTOL`` of the direct form's
+   scale, the first and last points, both ends of every sign change, and the candidates
+   of 2. (those whose neighbouring intervals the spectral form's monotone bounds do not
+   keep sign-definite), which are then tested exactly. So every decision above is the
+   one the direct form would take; a re-evaluated point farther from its spectral value
+   than the margin sends the scan back to the direct form (``scan="direct"`` forces it).
+
 A bracketed sign change is kept only if the refined root is a true stationary point
 (derivative small against its cancelling terms, ``STATIONARY_RTOL``), which discards
 rounding jumps. The boundary ``tau = 0`` is a local minimum of the constrained problem
