@@ -54,6 +54,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .criterion_kernels import direct_criterion
 from .kernels import lower_inverse_batched
 from .statistics import PooledStats
 
@@ -67,6 +68,12 @@ EVALUATION_MEMORY_BUDGET = 32 * 2**20
 #: Stacked (p + 1) x (p + 1) float64 arrays one evaluation of :func:`evaluate` holds at
 #: once (M, its Cholesky factor, the inverse, D and their temporaries).
 ARRAYS_PER_EVALUATION = 8
+#: Up to this q = p + 1, :func:`criterion_values` (the criterion alone, for lme4's path)
+#: is one compiled loop per tau (:mod:`reml_engine.core.criterion_kernels`), where
+#: numpy's batched calls would cost more than their arithmetic. :func:`evaluate` keeps
+#: numpy's batched path at every q: the optimizer's decisions on statistics that lost
+#: most of their digits depend on its rounding, and the tests pin them.
+DIRECT_KERNEL_MAX_Q = 24
 
 
 def batch_length(q: int, arrays_per_evaluation: int = ARRAYS_PER_EVALUATION, budget: int | None = None) -> int:
@@ -181,8 +188,34 @@ def evaluate(taus, stats: PooledStats, REML: bool = True) -> CriterionBatch:
     return CriterionBatch(**{key: np.concatenate([part[key] for part in parts]) for key in parts[0]})
 
 
-def _evaluate_batch(taus: np.ndarray, stats: PooledStats, REML: bool) -> dict[str, np.ndarray]:
-    """:func:`evaluate` on one batch of taus (its memory is ``O(len(taus) q^2)``)."""
+def _evaluate_compiled(taus: np.ndarray, stats: PooledStats, REML: bool) -> dict[str, np.ndarray]:
+    """:func:`evaluate`'s output by the compiled loop (for tests and experiments; memory
+    ``O(len(taus) p)``): the same formulas, another rounding."""
+    logdet_V, logdet_X, pwrss, beta, crit, deriv, scale, ok = direct_criterion(
+        np.ascontiguousarray(taus), stats.within, stats.between, np.asarray(stats.sizes, dtype=np.float64),
+        np.asarray(stats.groups_per_size, dtype=np.float64), float(residual_dof(stats, REML)), bool(REML), True,
+    )
+    out = {
+        "tau": taus,
+        "logdet_V": logdet_V,
+        "logdet_XtVinvX": logdet_X,
+        "pwrss": pwrss,
+        "beta": beta,
+        "sigma2": pwrss / residual_dof(stats, REML),
+        "criterion": crit,
+        "derivative": deriv,
+        "derivative_scale": scale,
+    }
+    if not ok.all():
+        for key, value in out.items():
+            if key != "tau":
+                value[~ok] = np.nan
+    return out
+
+
+def _factor_batch(taus: np.ndarray, stats: PooledStats, REML: bool):
+    """The criterion of one batch of taus from the Cholesky factors of ``M(tau)``, and the
+    factors: the part of :func:`_evaluate_batch` that :func:`criterion_values` needs."""
     p, q = stats.p, stats.q
     denom = 1.0 + taus[:, None] * stats.sizes[None, :]  # (K, U)
     weights = 1.0 / denom
@@ -196,15 +229,48 @@ def _evaluate_batch(taus: np.ndarray, stats: PooledStats, REML: bool) -> dict[st
     pwrss = diag[:, p] ** 2
     logdet_V = np.log(denom) @ stats.groups_per_size
 
-    # One triangular inverse per tau gives beta and the trace in the derivative.
-    Lxx_inv = _lower_inverse(L[:, :p, :p])
-    beta = np.einsum("kji,kj->ki", Lxx_inv, L[:, p, :p])
-
     dof = residual_dof(stats, REML)
     with np.errstate(divide="ignore", invalid="ignore"):
         sigma2 = pwrss / dof
         fit_term = dof * (1.0 + LOG_2PI + np.log(sigma2))
     criterion = logdet_V + fit_term + (logdet_XtVinvX if REML else 0.0)
+    return denom, between_flat, L, ok, logdet_XtVinvX, pwrss, logdet_V, sigma2, criterion
+
+
+def criterion_values(taus, stats: PooledStats, REML: bool = True) -> np.ndarray:
+    """The criterion alone at many tau, without the fixed effects and the derivative,
+    which cost more than the criterion itself (lme4's path,
+    :mod:`reml_engine.core.lme4_path`, reads only the criterion). Up to
+    ``DIRECT_KERNEL_MAX_Q`` a compiled loop (``evaluate``'s criterion to rounding), above
+    it ``evaluate``'s own operations (the same bits). NaN where ``M(tau)`` is not
+    positive definite."""
+    taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
+    if stats.q <= DIRECT_KERNEL_MAX_Q:
+        out = direct_criterion(
+            np.ascontiguousarray(taus), stats.within, stats.between, np.asarray(stats.sizes, dtype=np.float64),
+            np.asarray(stats.groups_per_size, dtype=np.float64), float(residual_dof(stats, REML)), bool(REML),
+            False,
+        )
+        values, ok = out[4], out[7]
+    else:
+        step = batch_length(stats.q)
+        parts = [_factor_batch(taus[start:start + step], stats, REML) for start in range(0, len(taus), step)]
+        values = np.concatenate([part[-1] for part in parts])
+        ok = np.concatenate([part[3] for part in parts])
+    values = values.copy()
+    values[~ok] = np.nan
+    return values
+
+
+def _evaluate_batch(taus: np.ndarray, stats: PooledStats, REML: bool) -> dict[str, np.ndarray]:
+    """:func:`evaluate` on one batch of taus (its memory is ``O(len(taus) q^2)``)."""
+    p, q = stats.p, stats.q
+    denom, between_flat, L, ok, logdet_XtVinvX, pwrss, logdet_V, sigma2, criterion = _factor_batch(taus, stats, REML)
+    dof = residual_dof(stats, REML)
+
+    # One triangular inverse per tau gives beta and the trace in the derivative.
+    Lxx_inv = _lower_inverse(L[:, :p, :p])
+    beta = np.einsum("kji,kj->ki", Lxx_inv, L[:, p, :p])
 
     # Derivative: D = sum_u n_u B_u / (1 + n_u tau)^2.
     d_weights = stats.sizes[None, :] / denom**2

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..frontend.design import Design
+from .blas import single_threaded_blas
 from .criterion import fixed_effects
 from .diagnosis import boundary_diagnosis, optimum_notes
 from .lme4_path import lme4_default_optimum
@@ -95,8 +96,10 @@ def build_fit(problem: CriterionProblem, summary: OptSummary) -> LmerFit:
 def fit_statistics(statistics: SufficientStatistics, REML: bool = True) -> LmerFit:
     """Stages 3 to 5: ``build_fit(problem, find_optima(problem))`` with
     ``problem = criterion_problem(statistics, REML)``."""
-    problem = criterion_problem(statistics, REML)
-    return build_fit(problem, find_optima(problem))
+    # Small dense algebra throughout (order q): one BLAS thread (see reml_engine.core.blas).
+    with single_threaded_blas():
+        problem = criterion_problem(statistics, REML)
+        return build_fit(problem, find_optima(problem))
 
 
 def fit_design(design: Design, REML: bool = True) -> LmerFit:

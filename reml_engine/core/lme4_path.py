@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .criterion import evaluate
+from .criterion import criterion_values
 from .optimizer import Optimum, optimum_reached_from
 
 #: nloptr's default relative x tolerance, which lme4 does not override: BOBYQA's final
@@ -535,7 +535,7 @@ def lme4_path_of_stats(stats, REML: bool, theta0: float, trace: list | None = No
     """:func:`lme4_path` on the profiled criterion of pooled statistics."""
 
     def deviance(theta: float) -> float:
-        return float(evaluate(np.array([theta * theta]), stats, REML).criterion[0])
+        return float(criterion_values(np.array([theta * theta]), stats, REML)[0])
 
     return lme4_path(deviance, theta0, trace)
 

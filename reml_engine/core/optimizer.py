@@ -54,6 +54,16 @@ from negative to positive. The scan evaluates the *derivative* at each point, so
    a ``"limit"`` optimum, and a slope of at least ``LIMIT_UNBOUNDED_SLOPE`` as a criterion
    unbounded below (the compound-symmetry likelihood then has no maximum).
 
+5. The scan points are evaluated by the spectral form of the criterion
+   (:mod:`reml_engine.core.spectral`, ``O(r)`` per point after one eigendecomposition)
+   when its set-up pays, and by the direct form wherever a decision could depend on the
+   difference between the two: a slope within ``SCAN_CERTIFY_RTOL`` of the direct form's
+   scale, the first and last points, both ends of every sign change, and the candidates
+   of 2. (those whose neighbouring intervals the spectral form's monotone bounds do not
+   keep sign-definite), which are then tested exactly. So every decision above is the
+   one the direct form would take; a re-evaluated point farther from its spectral value
+   than the margin sends the scan back to the direct form (``scan="direct"`` forces it).
+
 A bracketed sign change is kept only if the refined root is a true stationary point
 (derivative small against its cancelling terms, ``STATIONARY_RTOL``), which discards
 rounding jumps. The boundary ``tau = 0`` is a local minimum of the constrained problem
@@ -70,8 +80,10 @@ from scipy import optimize
 
 from ..errors import DegenerateCriterionError
 from ..frontend.arguments import check_bool
+from .blas import single_threaded_blas
 from .criterion import CriterionBatch, evaluate, tau_lower_limit
 from .problem import CriterionProblem
+from .spectral import derivative_bounds, spectral_evaluate, spectral_form, spectral_pays
 from .statistics import PooledStats
 
 #: Scan points per unit of log(tau): every weight 1/(1 + n tau) is a logistic curve of
@@ -99,6 +111,18 @@ REFINE_RTOL = 4 * np.finfo(float).eps
 #: Number of times the scan is extended upwards (by SCAN_TAU_LARGE each) while the
 #: criterion still falls at its top.
 SCAN_MAX_EXTENSIONS = 4
+#: The spectral scan (:mod:`reml_engine.core.spectral`) trusts the sign of a derivative only
+#: when it exceeds this fraction of the direct form's derivative scale (the sum of the
+#: absolute values of the terms the direct form adds, which bounds its rounding); closer
+#: to zero the point is evaluated again by the direct form. The two forms differ by at
+#: most 2e-7 of that scale over the generated data of ``tests/core/test_spectral.py`` (300 data
+#: sets, every scan point); a larger difference than this at any re-evaluated point sends
+#: the whole scan to the direct form.
+SCAN_CERTIFY_RTOL = 1e-3
+#: How the scan evaluates the criterion: ``"auto"`` (the spectral form when its set-up
+#: pays, see :func:`reml_engine.core.spectral.spectral_pays`), ``"direct"`` (every scan
+#: point by :func:`reml_engine.core.criterion.evaluate`) or ``"spectral"``.
+SCAN_METHODS = ("auto", "direct", "spectral")
 
 
 @dataclass(frozen=True)
@@ -232,18 +256,36 @@ def _refine(crit: _CountingCriterion, a: float, b: float) -> float:
     return optimize.brentq(crit.derivative, a, b, xtol=1e-300, rtol=REFINE_RTOL, maxiter=200)
 
 
-def _hidden_sign_changes(crit, taus, slopes) -> list[tuple[float, float]]:
-    """Brackets of minima hidden between scan points (case 2 of the module docstring)."""
-    brackets = []
+def _towards_zero(slopes, margin=None) -> np.ndarray:
+    """Scan points (interior indices ``1 .. K-2``) where the sampled derivative has a
+    local extremum towards zero without changing sign. With ``margin`` (per point), the
+    size comparisons are relaxed by the margins of both points: a superset, for slopes
+    known only to within their margin."""
     sign = np.sign(slopes)
     size = np.abs(slopes)
     mid, before, after = sign[1:-1], sign[:-2], sign[2:]
+    slack_before = slack_after = 0.0
+    if margin is not None:
+        slack_before = 2.0 * (margin[1:-1] + margin[:-2])
+        slack_after = 2.0 * (margin[1:-1] + margin[2:])
+    return (
+        (mid != 0) & (before == mid) & (after == mid)
+        & (size[1:-1] <= size[:-2] + slack_before) & (size[1:-1] <= size[2:] + slack_after)
+    )
+
+
+def _hidden_sign_changes(crit, taus, slopes, candidates=None) -> list[tuple[float, float]]:
+    """Brackets of minima hidden between scan points (case 2 of the module docstring).
+
+    ``candidates`` (bool, per scan point), when given, restricts the search to those
+    points (the spectral scan's points whose neighbourhood was evaluated exactly)."""
+    brackets = []
+    sign = np.sign(slopes)
     # A local extremum of the sampled derivative towards zero, without a sign change
     # (found for all scan points at once; the loop below only visits these).
-    towards_zero = (
-        (mid != 0) & (before == mid) & (after == mid)
-        & (size[1:-1] <= size[:-2]) & (size[1:-1] <= size[2:])
-    )
+    towards_zero = _towards_zero(slopes)
+    if candidates is not None:
+        towards_zero &= candidates[1:-1]
     for i in np.flatnonzero(towards_zero) + 1:
         s = sign[i]
         lo, hi = taus[i - 1], taus[i + 1]
@@ -261,7 +303,7 @@ def _hidden_sign_changes(crit, taus, slopes) -> list[tuple[float, float]]:
     return brackets
 
 
-def find_optima(problem: CriterionProblem | PooledStats, REML: bool | None = None) -> OptSummary:
+def find_optima(problem: CriterionProblem | PooledStats, REML: bool | None = None, scan: str = "auto") -> OptSummary:
     """Stage 4: every local minimum of the criterion, over tau >= 0 and over the extended
     range (lme4's ``optimizeLmer``, made global).
 
@@ -272,6 +314,10 @@ def find_optima(problem: CriterionProblem | PooledStats, REML: bool | None = Non
         criterion reads (``m.stats``), with ``REML`` given.
     REML : bool, optional
         The criterion, for pooled statistics (default True); a problem carries its own.
+    scan : {"auto", "direct", "spectral"}
+        How the scan points are evaluated (``SCAN_METHODS``). The result is the same:
+        the spectral form only decides signs it is sure of, and every reported value
+        comes from the direct form (:func:`reml_engine.criterion_parts`).
 
     Returns
     -------
@@ -290,12 +336,85 @@ def find_optima(problem: CriterionProblem | PooledStats, REML: bool | None = Non
         stats, REML = problem, True if REML is None else check_bool(REML, "REML")
     else:
         raise TypeError(f"find_optima takes a CriterionProblem or PooledStats, got {type(problem).__name__}")
+    if scan not in SCAN_METHODS:
+        raise ValueError(f"scan must be one of {SCAN_METHODS}, got {scan!r}")
+    with single_threaded_blas():
+        form = None
+        if scan == "spectral" or (scan == "auto" and spectral_pays(stats, len(scan_grid(stats)))):
+            form = spectral_form(stats)
+        if form is not None:
+            try:
+                return _find_optima(stats, REML, form)
+            except _SpectralUnsure:
+                pass
+        return _find_optima(stats, REML, None)
+
+
+class _SpectralUnsure(Exception):
+    """The spectral scan met a point it cannot vouch for: the scan is redone directly."""
+
+
+def _scan(crit: _CountingCriterion, form, taus: np.ndarray):
+    """Criterion and derivative at the scan points: the direct form's values, or the
+    spectral form's where their sign is certain.
+
+    Returns ``values``, ``slopes``, ``margin`` (how far a slope may be from the direct
+    form's; 0 where it is the direct form's), ``exact`` (evaluated directly) and
+    ``definite`` (per interval between scan points: the spectral form's bounds keep the
+    derivative's sign there, by more than the margin; None for the direct scan). The
+    first and last points are always direct (the extension test and the limit read them).
+    """
+    if form is None:
+        out = crit(taus)
+        zeros = np.zeros(len(taus))
+        return out.criterion, out.derivative, zeros, np.ones(len(taus), dtype=bool), None
+    fast = spectral_evaluate(taus, form, crit.REML)
+    crit.count += len(taus)
+    values, slopes = fast["criterion"].copy(), fast["derivative"].copy()
+    if not (np.all(np.isfinite(values)) and np.all(np.isfinite(slopes))):
+        raise _SpectralUnsure
+    margin = SCAN_CERTIFY_RTOL * fast["derivative_scale"]
+    lower, upper, scale = derivative_bounds(fast, form.nobs - form.p if crit.REML else form.nobs)
+    definite = (lower > SCAN_CERTIFY_RTOL * scale) | (upper < -SCAN_CERTIFY_RTOL * scale)
+    unsure = np.abs(slopes) <= margin
+    unsure[0] = unsure[-1] = True
+    # Both ends of every sign change are evaluated directly too: the refinement reads
+    # them anyway, and a spectral form that lost digits would show there first.
+    change = np.flatnonzero(np.sign(slopes[:-1]) != np.sign(slopes[1:]))
+    unsure[change] = unsure[change + 1] = True
+    exact = np.zeros(len(taus), dtype=bool)
+    _make_exact(crit, taus, values, slopes, margin, exact, unsure)
+    return values, slopes, margin, exact, definite
+
+
+def _make_exact(crit, taus, values, slopes, margin, exact, which) -> None:
+    """Evaluate the points ``which`` directly, in place; a spectral slope that was
+    farther from the direct one than its margin makes the whole spectral scan unsure."""
+    todo = which & ~exact
+    if not todo.any():
+        return
+    out = crit(taus[todo])
+    fast = slopes[todo]
+    known = np.isfinite(fast) & np.isfinite(out.derivative)
+    if np.any(np.abs(fast - out.derivative)[known] > margin[todo][known]):
+        raise _SpectralUnsure
+    if not (np.all(np.isfinite(out.derivative)) and np.all(np.isfinite(out.criterion))):
+        raise _SpectralUnsure
+    values[todo] = out.criterion
+    slopes[todo] = out.derivative
+    margin[todo] = 0.0
+    exact[todo] = True
+
+
+def _find_optima(stats: PooledStats, REML: bool, form) -> OptSummary:
+    """:func:`find_optima` on pooled statistics, with the spectral scan when ``form`` is
+    given (raises ``_SpectralUnsure`` when it cannot vouch for a decision)."""
     crit = _CountingCriterion(stats, REML)
     tau_large = SCAN_TAU_LARGE
     for _ in range(SCAN_MAX_EXTENSIONS + 1):
         taus = scan_grid(stats, extended=True, tau_large=tau_large)
-        out = crit(taus)
-        if not (out.derivative[-1] < 0):
+        values, slopes, margin, exact, definite = _scan(crit, form, taus)
+        if not (slopes[-1] < 0):
             break
         tau_large *= SCAN_TAU_LARGE
     else:
@@ -304,18 +423,31 @@ def find_optima(problem: CriterionProblem | PooledStats, REML: bool | None = Non
             "residual variance is not identified (the fixed effects fit every group's responses "
             "exactly, or there are as many between-group fixed effects as groups)"
         )
-    slopes = out.derivative
-    values = out.criterion
+    # (The spectral scan has no invalid point: it would have been redone directly.)
     valid = np.isfinite(slopes) & np.isfinite(values)
     taus, slopes, values = taus[valid], slopes[valid], values[valid]
     n_scan = len(taus)
 
+    candidates = None
+    if form is not None:
+        # Every sign is now certain; the size comparisons of the search for hidden minima
+        # are not. Points that pass them with the margins (a superset of those that pass
+        # exactly) are evaluated directly with their neighbours, then tested exactly;
+        # except where the derivative keeps its sign on both neighbouring intervals
+        # (the spectral bounds), since no search there can find a sign change.
+        loose = np.flatnonzero(_towards_zero(slopes, margin)) + 1
+        loose = loose[~(definite[loose - 1] & definite[loose])]
+        near = np.zeros(n_scan, dtype=bool)
+        near[loose] = near[loose - 1] = near[loose + 1] = True
+        _make_exact(crit, taus, values, slopes, margin, exact, near)
+        candidates = np.zeros(n_scan, dtype=bool)
+        candidates[loose] = True
+
+    # A sign change from negative to non-negative (selected for all points at once).
     brackets = [
-        (float(taus[i]), float(taus[i + 1]))
-        for i in range(len(taus) - 1)
-        if slopes[i] < 0 <= slopes[i + 1]
+        (float(taus[i]), float(taus[i + 1])) for i in np.flatnonzero((slopes[:-1] < 0) & (slopes[1:] >= 0))
     ]
-    brackets += _hidden_sign_changes(crit, taus, slopes)
+    brackets += _hidden_sign_changes(crit, taus, slopes, candidates)
 
     extended: list[Optimum] = []
     refined = []
@@ -362,6 +494,9 @@ def find_optima(problem: CriterionProblem | PooledStats, REML: bool | None = Non
     if slope_zero >= 0:
         optima.append(Optimum(0.0, float(at_zero.criterion[0]), "boundary", slope_zero))
     notes = []
+    if form is not None and (not optima or not extended):
+        # The fall-backs below read the scan's values: those of the direct form.
+        raise _SpectralUnsure
     if not optima:
         # The criterion falls from tau = 0 and rises at the top of the scan, so it has a
         # minimum; only rounding (statistics that lost their digits) can have made every

@@ -44,6 +44,9 @@ class UserParametrization:
     def __init__(self, model_shift: np.ndarray, intercept_index: int | None, names, transform=None):
         p = len(names)
         self.names = list(names)
+        # Built once: every Series and DataFrame of a fit shares it (an Index is
+        # immutable), where building it from the names each time cost most of a result.
+        self._index = pd.Index(self.names)
         self.model_shift = np.asarray(model_shift, dtype=np.float64).copy()
         self.intercept_index = intercept_index
         self.transform = None if transform is None else np.array(transform, dtype=np.float64)
@@ -71,11 +74,11 @@ class UserParametrization:
         return self.transform is not None
 
     def coefficients(self, beta: np.ndarray) -> pd.Series:
-        return pd.Series(self.T @ beta + self.offset, index=self.names, name="fixef")
+        return pd.Series(self.T @ beta + self.offset, index=self._index, name="fixef")
 
     def covariance(self, vcov: np.ndarray) -> pd.DataFrame:
         cov = self.T @ vcov @ self.T.T
-        return pd.DataFrame(0.5 * (cov + cov.T), index=self.names, columns=self.names)
+        return pd.DataFrame(0.5 * (cov + cov.T), index=self._index, columns=self._index)
 
     def centred_coefficients(self, beta: np.ndarray) -> np.ndarray:
         """Coefficients of the centred columns ``X - c_x`` (response ``y - c_y``)."""

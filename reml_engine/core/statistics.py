@@ -18,6 +18,7 @@ sizes, independent of the number of rows and groups.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -29,6 +30,7 @@ import pandas as pd
 from ..frontend.data_checks import check_groups, check_values
 from ..frontend.design import Design
 from ..frontend.groups import GroupCodes, encode_labels, factorize_groups
+from .blas import single_threaded_blas
 from .kernels import (
     group_sums_and_cross,
     group_sums_and_cross_parallel,
@@ -46,6 +48,10 @@ WITHIN_ZERO_TOL = 64 * np.finfo(float).eps
 #: Rows per thread below which the one-pass kernel runs on one thread: smaller chunks
 #: gain less than starting the threads and adding their group sums costs.
 PARALLEL_CHUNK_ROWS = 250_000
+#: Work (rows x q^2) of the one-pass kernel below which it runs with one BLAS thread: the
+#: cross-products of its 2048-row blocks are too small to share (at N = 3000, p = 57 two
+#: threads on the shared 2-core machine took 216 ms where one takes about 2 ms).
+SINGLE_THREAD_BLAS_WORK = 10**9
 
 #: Rows used to estimate the column shift (a pilot mean) before the one-pass kernel.
 PILOT_ROWS = 1024
@@ -386,9 +392,14 @@ def _one_pass(X, y, groups: GroupCodes, shift: np.ndarray, transform: np.ndarray
     n_chunks = min(numba.get_num_threads(), X.shape[0] // PARALLEL_CHUNK_ROWS)
     if n_chunks > 1:
         return group_sums_and_cross_parallel(X, y, groups.codes, groups.ngroups, shift, transform, n_chunks)
-    if transform.shape[0] > 0:
-        return group_sums_and_cross_transformed(X, y, groups.codes, groups.ngroups, shift, transform)
-    return group_sums_and_cross(X, y, groups.codes, groups.ngroups, shift)
+    q = X.shape[1] + 1
+    # The blocks' cross-products go to BLAS; below SINGLE_THREAD_BLAS_WORK its threads
+    # only wait for each other (see reml_engine.core.blas).
+    limit = single_threaded_blas() if X.shape[0] * q * q <= SINGLE_THREAD_BLAS_WORK else contextlib.nullcontext()
+    with limit:
+        if transform.shape[0] > 0:
+            return group_sums_and_cross_transformed(X, y, groups.codes, groups.ngroups, shift, transform)
+        return group_sums_and_cross(X, y, groups.codes, groups.ngroups, shift)
 
 
 def compute_group_stats(
