@@ -286,6 +286,26 @@ class TermsFit(ResultNames):
 
         return terms_contrast_test(self, L, rhs, ddf)
 
+    def confint(self, method: str = "profile", level: float = 0.95) -> pd.DataFrame:
+        """Profile intervals of each term's sd and of sigma, as lme4's
+        ``confint(m, parm = "theta_", method = "profile")`` (the ML deviance, also for
+        REML fits, as lme4 profiles it; see :mod:`reml_engine.inference.terms_profile`).
+
+        Intervals of the fixed effects: :meth:`conf_int` (Satterthwaite's df, or
+        ``ddf="normal"`` for lme4's Wald intervals).
+
+        Returns
+        -------
+        pandas.DataFrame indexed as :meth:`varcorr` (the terms, then ``Residual``),
+        columns ``lower``, ``upper`` and ``lme4`` (lme4's ``.sig01`` ... ``.sigma``).
+        """
+        if method != "profile":
+            raise ValueError(f"method must be 'profile' for several random terms (conf_int() gives the fixed "
+                             f"effects' Wald intervals), got {method!r}")
+        from ..inference.terms_profile import profile_sd_intervals
+
+        return profile_sd_intervals(self, level)
+
     # -- fitted values and predictions ----------------------------------------------------
     @cached_property
     def _fitted_rows(self) -> np.ndarray | None:

@@ -315,3 +315,64 @@ def test_duplicate_names_are_gone_from_termsfit():
                  "fittedvalues", "tidy", "glance", "cov_re", "sigma"):
         assert name not in vars(TermsFit), name
         assert hasattr(TermsFit, name), name
+
+
+# -- profile intervals of the standard deviations ---------------------------------------
+#: lme4 interpolates its profile with splines: its limits carry an error of about 1e-4
+#: relative where the profile is smooth.
+PROFILE_RTOL = 1e-3
+
+
+@functools.cache
+def profile_intervals(case: str, REML: bool) -> pd.DataFrame:
+    return multi_fit(case, REML).confint()
+
+
+@pytest.mark.parametrize(("case", "REML"), [(c, True) for c in INFERENCE_CASES] + [("pastes", False)])
+def test_profile_intervals_of_the_sds_as_lme4(case, REML):
+    ref = inference_reference()[case]["reml" if REML else "ml"]
+    table = profile_intervals(case, REML)
+    groups = ref["confint_profile_groups"]
+    assert list(table.index) == groups
+    expected = pd.DataFrame({k: as_list(v) for k, v in ref["confint_profile"].items()}).set_index("parameter")
+    expected = expected.iloc[:len(groups)].astype(float)
+    assert list(table["lme4"]) == list(expected.index)
+    for (group, row), (_, want) in zip(table.iterrows(), expected.iterrows(), strict=True):
+        if case == "oats" and group == "Block":
+            continue  # lme4's spline is off there: test_profile_limit_below_lme4s_on_oats
+        scale = max(abs(want["upper"]), 1e-12)
+        assert row["lower"] == pytest.approx(want["lower"], abs=PROFILE_RTOL * scale), group
+        assert row["upper"] == pytest.approx(want["upper"], abs=PROFILE_RTOL * scale), group
+
+
+def test_profile_limit_below_lme4s_on_oats():
+    """Oats' Block sd: lme4 gives a lower limit of 2.7867, the engine 2.7658 (0.75% lower).
+    At lme4's value there is a point of the model (sd_Block = 2.7867, the other parameters
+    chosen) whose ML deviance lies below the cut-off, so lme4's limit is inside the
+    confidence region, not on its edge; at the engine's limit the profile meets the cut-off."""
+    from reml_engine.inference.terms_profile import _TermsProfiler
+
+    m = multi_fit("oats", True)
+    table = profile_intervals("oats", True)
+    lme4_lower = float(as_list(inference_reference()["oats"]["reml"]["confint_profile"]["lower"])[1])
+    ml = multi_fit("oats", False)
+    profiler = _TermsProfiler(m.problem, ml.tau, ml.sigma2, ml.criterion)
+    cut = ml.criterion + stats.chi2.ppf(0.95, 1)
+    j = list(m.term_names).index("Block")
+    profile = profiler.sd_profile(j)
+    assert profile(lme4_lower) < cut - 1e-3  # 0.0064 below; the inner minima are good to ~1e-9
+    assert profile(table.loc["Block", "lower"]) == pytest.approx(cut, abs=1e-6)
+    assert table.loc["Block", "lower"] < lme4_lower
+
+
+def test_profile_boundary_lower_limit_is_zero():
+    """Pastes' batch sd: lme4's lower limit is 0 (the fit without the term is inside)."""
+    assert profile_intervals("pastes", True).loc["batch", "lower"] == 0.0
+
+
+def test_confint_choices():
+    m = multi_fit("pastes", True)
+    with pytest.raises(ValueError, match="profile"):
+        m.confint("wald")
+    with pytest.raises(ValueError, match="level"):
+        m.confint(level=1.5)
