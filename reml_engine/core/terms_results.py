@@ -21,6 +21,7 @@ import pandas as pd
 
 from ..varcomp.optimizer import TermBoundary, VCOptSummary
 from .parametrization import standard_errors
+from .result_names import DEFAULT_DDF, ResultNames
 from .results import SINGULAR_TOL
 
 
@@ -83,7 +84,7 @@ class TermsOptimum:
 
 
 @dataclass(frozen=True, eq=False)
-class TermsFit:
+class TermsFit(ResultNames):
     """A fitted model ``y - offset = X beta + sum_j b_j[level of term j] + e`` with
     ``b_j ~ N(0, var_j)`` and ``e ~ N(0, sigma2 / w)``.
 
@@ -110,6 +111,11 @@ class TermsFit:
     notes : tuple of str
         The boundary reasons, the other local minima, the optimum lme4 would return.
     weighted, has_offset : bool
+
+    statsmodels', broom's and lme4's names (``params``, ``bse``, ``tvalues``, ``pvalues``,
+    ``conf_int()``, ``llf``, ``scale``, ``sigma``, ``cov_re``, ``fittedvalues``,
+    ``random_effects``, ``tidy()``, ``glance()``) come from
+    :class:`~reml_engine.core.result_names.ResultNames`, with Satterthwaite's df.
     """
 
     REML: bool
@@ -219,42 +225,6 @@ class TermsFit:
     def coef_names(self) -> list[str]:
         return list(self._fixef.index)
 
-    # -- statsmodels' names for the same quantities ---------------------------------------
-    @property
-    def params(self) -> pd.Series:
-        """statsmodels' name for ``fixef``."""
-        return self.fixef
-
-    @property
-    def bse(self) -> pd.Series:
-        """statsmodels' name for ``se``."""
-        return self.se
-
-    @property
-    def tvalues(self) -> pd.Series:
-        """``fixef / se`` (lme4's t value)."""
-        return (self._fixef / self.se).rename("t")
-
-    @property
-    def llf(self) -> float:
-        """statsmodels' name for ``loglik``."""
-        return self.loglik
-
-    @property
-    def scale(self) -> float:
-        """statsmodels' name for the residual variance ``sigma2``."""
-        return self.sigma2
-
-    @property
-    def random_effects(self) -> dict[str, pd.DataFrame]:
-        """statsmodels' name for ``ranef``."""
-        return self.ranef
-
-    @property
-    def fittedvalues(self) -> pd.Series | None:
-        """statsmodels' name for ``fitted``."""
-        return self.fitted
-
     def varcorr(self) -> pd.DataFrame:
         """Variance components, as lme4's ``VarCorr``: one row per term (lme4's names and
         order) and ``Residual``; columns ``name``, ``variance`` and ``sd``."""
@@ -276,6 +246,65 @@ class TermsFit:
                 table["(Intercept)"] += frame["mode"].to_numpy()
             out[name] = table
         return out
+
+    # -- inference on the fixed effects ---------------------------------------------------
+    @cached_property
+    def _satterthwaite(self):
+        """lmerTest's pieces, computed once on first use (numerical derivatives of the
+        criterion: see :mod:`reml_engine.inference.terms_ddf`)."""
+        from ..inference.terms_ddf import terms_satterthwaite_state
+
+        return terms_satterthwaite_state(self)
+
+    def coef_table(self, ddf: str = DEFAULT_DDF) -> pd.DataFrame:
+        """Estimate, SE, df, t and two-sided p per fixed effect, as lmerTest's
+        ``summary(m)$coefficients``.
+
+        Parameters
+        ----------
+        ddf : {"satterthwaite", "residual"}
+            Satterthwaite's df (lmerTest's default; see
+            :mod:`reml_engine.inference.terms_ddf`) or ``n - p``.
+
+        Returns
+        -------
+        pandas.DataFrame indexed by coefficient, columns ``estimate``, ``se``, ``df``,
+        ``t``, ``p``.
+        """
+        from ..inference.fixed_tests import normalize_ddf
+        from ..inference.terms_ddf import terms_coef_table
+
+        method = normalize_ddf(ddf)
+        state = self._satterthwaite if method == "satterthwaite" else None
+        return terms_coef_table(self, state, method)
+
+    def contrast_test(self, L, rhs=0.0, ddf: str = DEFAULT_DDF):
+        """F-test of ``L beta = rhs`` (lmerTest's ``contest(m, L, joint = TRUE)``), on
+        Satterthwaite's df or ``"residual"`` df (see
+        :func:`reml_engine.inference.terms_ddf.terms_contrast_test`)."""
+        from ..inference.terms_ddf import terms_contrast_test
+
+        return terms_contrast_test(self, L, rhs, ddf)
+
+    def confint(self, method: str = "profile", level: float = 0.95) -> pd.DataFrame:
+        """Profile intervals of each term's sd and of sigma, as lme4's
+        ``confint(m, parm = "theta_", method = "profile")`` (the ML deviance, also for
+        REML fits, as lme4 profiles it; see :mod:`reml_engine.inference.terms_profile`).
+
+        Intervals of the fixed effects: :meth:`conf_int` (Satterthwaite's df, or
+        ``ddf="normal"`` for lme4's Wald intervals).
+
+        Returns
+        -------
+        pandas.DataFrame indexed as :meth:`varcorr` (the terms, then ``Residual``),
+        columns ``lower``, ``upper`` and ``lme4`` (lme4's ``.sig01`` ... ``.sigma``).
+        """
+        if method != "profile":
+            raise ValueError(f"method must be 'profile' for several random terms (conf_int() gives the fixed "
+                             f"effects' Wald intervals), got {method!r}")
+        from ..inference.terms_profile import profile_sd_intervals
+
+        return profile_sd_intervals(self, level)
 
     # -- fitted values and predictions ----------------------------------------------------
     @cached_property
@@ -330,11 +359,20 @@ class TermsFit:
         return simulate_terms(self, nsim, seed=seed, re=re)
 
     # -- rendering ------------------------------------------------------------------------
-    def summary(self) -> str:
-        """lme4-style text report with the engine's notes."""
+    def summary(self, ddf: str = "Satterthwaite") -> str:
+        """lmerTest-style text report with the engine's notes.
+
+        Parameters
+        ----------
+        ddf : {"Satterthwaite", "lme4", "residual"}
+            The df of the fixed effects' t tests, as lmerTest's ``summary(m, ddf=)``:
+            Satterthwaite's (default), ``"lme4"`` for lme4's table without df and
+            p-values, or ``n - p`` (``"residual"``).
+        """
+        from ..report.render import summary_ddf
         from ..report.terms_render import render_terms_summary
 
-        return render_terms_summary(self)
+        return render_terms_summary(self, summary_ddf(ddf))
 
     def __str__(self) -> str:
         return self.summary()

@@ -102,7 +102,7 @@ def method_lines(m, ddf: str | None = SUMMARY_DDF) -> list[str]:
     no t tests), the formula and the data."""
     method = "REML" if m.REML else "maximum likelihood"
     if ddf is None:
-        lines = [f"Linear mixed model fit by {method} (reml_engine: global optimum of the profiled criterion)"]
+        lines = [f"Linear mixed model fit by {method} [reml_engine: global optimum of the profiled criterion]"]
     else:
         lines = [f"Linear mixed model fit by {method}. t-tests use {DDF_TITLES.get(ddf, ddf)} method "
                  "[reml_engine: global optimum of the profiled criterion]"]

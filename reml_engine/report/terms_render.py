@@ -1,24 +1,26 @@
 """Text report of a fit with several random-intercept terms, in lme4's layout.
 
-lme4's sections (method, formula, criterion, scaled residuals, random effects with one
-row per term and the residual, number of observations and of groups per term, fixed
-effects, their correlation), built from the same section functions as the one-term
-report (:mod:`reml_engine.report.render`), then the optimizer's record and the notes.
+lmerTest's sections (method with the df of the t tests, formula, criterion, scaled
+residuals, random effects with one row per term and the residual, number of observations
+and of groups per term, fixed effects with df and ``Pr(>|t|)``, their correlation), built
+from the same section functions and R number formatting as the one-term report
+(:mod:`reml_engine.report.render`, :mod:`reml_engine.report.r_format`), then the
+optimizer's record and the notes.
 Rendering only formats numbers the fit holds.
 """
 
 from __future__ import annotations
 
 from .render import (
+    SUMMARY_DDF,
+    _criterion_lines,
+    _fixed_effects_lines,
     _format_table,
+    _random_effects_lines,
+    _residual_lines,
     _wrap,
     correlation_table,
-    criterion_table,
-    fixed_effects_table,
-    format_number,
     method_lines,
-    random_effects_table,
-    residual_table,
 )
 
 
@@ -48,20 +50,18 @@ def optimizer_lines(m) -> list[str]:
     return lines
 
 
-def render_terms_summary(m) -> str:
-    """The lme4-style text report of a :class:`~reml_engine.core.terms_results.TermsFit`."""
-    # lme4's title and three columns until the several-terms fit has Satterthwaite df.
-    sections: list[list[str]] = [method_lines(m, None)]
-    table = criterion_table(m)
-    if table is None:
-        sections.append([f"REML criterion at convergence: {format_number(m.criterion)}"])
-    else:
-        sections.append([_format_table(table)])
-    table = residual_table(m)
-    if table is not None:
-        sections.append(["Scaled residuals:", _format_table(table, fixed=True)])
-    sections.append(["Random effects:", _format_table(random_effects_table(m), index_header="Groups"), groups_line(m)])
-    sections.append(["Fixed effects:", _format_table(fixed_effects_table(m, None))])
+def render_terms_summary(m, ddf: str | None = SUMMARY_DDF) -> str:
+    """The text report of a :class:`~reml_engine.core.terms_results.TermsFit`: lmerTest's
+    ``summary()`` layout and digits (``ddf``: the df of the t tests, ``"satterthwaite"`` or
+    ``"residual"``; None for lme4's table without df and p), then the optimizer's record
+    and the notes."""
+    header = method_lines(m, ddf)
+    sections: list[list[str]] = [header, _criterion_lines(m)]
+    lines = _residual_lines(m)
+    if lines is not None:
+        sections.append(["Scaled residuals:", *lines])
+    sections.append(["Random effects:", *_random_effects_lines(m), groups_line(m)])
+    sections.append(["Fixed effects:", *_fixed_effects_lines(m, ddf)])
     table = correlation_table(m)
     if table is not None:
         sections.append(["Correlation of Fixed Effects:", _format_table(table)])
