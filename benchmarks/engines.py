@@ -165,7 +165,7 @@ def python_version() -> str:
 # --- timing and memory --------------------------------------------------------------------
 
 
-def _status_kb(key: str) -> float:
+def status_kb(key: str) -> float:
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
@@ -187,9 +187,9 @@ def peak_extra_memory(call: Callable[[], object]) -> tuple[object, float]:
             fh.write("5")
     except OSError:
         return call(), float("nan")
-    before = _status_kb("VmRSS:")
+    before = status_kb("VmRSS:")
     result = call()
-    peak = _status_kb("VmHWM:")
+    peak = status_kb("VmHWM:")
     return result, max(peak - before, 0.0) / 1024.0
 
 
@@ -230,7 +230,7 @@ def memory_cap(extra_gb: float | None):
     soft limit changes, and it is restored afterwards; child processes started inside
     the block inherit it.
     """
-    current_kb = _status_kb("VmSize:")
+    current_kb = status_kb("VmSize:")
     if extra_gb is None or not math.isfinite(current_kb):
         yield
         return
