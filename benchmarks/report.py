@@ -193,12 +193,17 @@ def terms_markdown(table: pd.DataFrame) -> str:
             "crit. diff": sci_text(r.get("criterion_diff")), "fixef diff": sci_text(r.get("max_rel_fixef_diff")),
             "peak memory": _memory_text(r.get("peak_mb"), r.get("process_peak_mb")),
             "load": f"{r['load_average']:.1f}",
-            "note": skipped or "-",
+            "note": skipped or _first_call_text(r.get("first_call_s")),
         })
     references = {r["data"]: _text(r.get("reference")) for r in table.to_dict("records") if _text(r.get("reference"))}
     note = ("Criterion and fixed-effect differences are against, per data set: "
             + "; ".join(f"{data}: {ref}" for data, ref in references.items()) + ".") if references else ""
     return markdown_table(pd.DataFrame(rows).fillna("-")) + ("\n\n" + note if note else "")
+
+
+def _first_call_text(seconds) -> str:
+    seconds = float("nan") if seconds is None else float(seconds)
+    return f"first call in its process {seconds_text(seconds)} (not timed)" if math.isfinite(seconds) else "-"
 
 
 def _memory_text(added_mb, process_mb) -> str:
