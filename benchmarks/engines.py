@@ -165,7 +165,7 @@ def python_version() -> str:
 # --- timing and memory --------------------------------------------------------------------
 
 
-def _status_kb(key: str) -> float:
+def status_kb(key: str) -> float:
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
@@ -187,27 +187,34 @@ def peak_extra_memory(call: Callable[[], object]) -> tuple[object, float]:
             fh.write("5")
     except OSError:
         return call(), float("nan")
-    before = _status_kb("VmRSS:")
+    before = status_kb("VmRSS:")
     result = call()
-    peak = _status_kb("VmHWM:")
+    peak = status_kb("VmHWM:")
     return result, max(peak - before, 0.0) / 1024.0
 
 
-def time_calls(call: Callable[[], object], repeats: int, budget: float) -> tuple[object, list[float], float]:
+def time_calls(call: Callable[[], object], repeats: int, budget: float, min_timed: int = 0,
+               first_call: list[float] | None = None) -> tuple[object, list[float], float]:
     """Time ``call`` up to ``repeats`` times while the total stays within ``budget`` seconds.
 
     The first call is a warm-up (numba compiles or loads its kernels, caches fill) and
-    is not counted when the budget allows at least one more; otherwise it is the only
-    timing (and memory) measured. With more calls, the last one measures the peak
-    memory, so that compilation never counts there. Returns the last result, the timings and the peak extra memory (MB).
+    is not counted when the budget allows at least one more, or when ``min_timed`` (the
+    fewest calls timed after the warm-up, whatever the budget) is at least 1; otherwise
+    it is the only timing (and memory) measured. With more calls, the last one measures
+    the peak memory, so that compilation never counts there. The warm-up's time is
+    appended to ``first_call`` when given. Returns the last result, the timings and the
+    peak extra memory (MB).
     """
     warmup: list[float] = []
     start = time.perf_counter()
     result, peak = peak_extra_memory(lambda: _timed(call, warmup))
-    if repeats == 1 or time.perf_counter() - start + warmup[0] > budget:
+    if first_call is not None:
+        first_call.append(warmup[0])
+    if repeats == 1 or (min_timed < 1 and time.perf_counter() - start + warmup[0] > budget):
         return result, warmup, peak
     timings: list[float] = []
-    while len(timings) < repeats - 1 and time.perf_counter() - start + 2 * (timings or warmup)[-1] <= budget:
+    while len(timings) < repeats - 1 and (
+            len(timings) + 1 < min_timed or time.perf_counter() - start + 2 * (timings or warmup)[-1] <= budget):
         result = _timed(call, timings)
     result, peak = peak_extra_memory(lambda: _timed(call, timings))
     return result, timings, peak
@@ -230,7 +237,7 @@ def memory_cap(extra_gb: float | None):
     soft limit changes, and it is restored afterwards; child processes started inside
     the block inherit it.
     """
-    current_kb = _status_kb("VmSize:")
+    current_kb = status_kb("VmSize:")
     if extra_gb is None or not math.isfinite(current_kb):
         yield
         return

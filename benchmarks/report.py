@@ -191,13 +191,29 @@ def terms_markdown(table: pd.DataFrame) -> str:
             "vs reml_engine": ratio_text(r.get("ratio_to_reml_engine", math.nan)),
             "REML criterion": "-" if skipped else f"{r['criterion']:.6f}",
             "crit. diff": sci_text(r.get("criterion_diff")), "fixef diff": sci_text(r.get("max_rel_fixef_diff")),
+            "peak memory": _memory_text(r.get("peak_mb"), r.get("process_peak_mb")),
             "load": f"{r['load_average']:.1f}",
-            "note": skipped or "-",
+            "note": skipped or _first_call_text(r.get("first_call_s")),
         })
     references = {r["data"]: _text(r.get("reference")) for r in table.to_dict("records") if _text(r.get("reference"))}
     note = ("Criterion and fixed-effect differences are against, per data set: "
             + "; ".join(f"{data}: {ref}" for data, ref in references.items()) + ".") if references else ""
     return markdown_table(pd.DataFrame(rows).fillna("-")) + ("\n\n" + note if note else "")
+
+
+def _first_call_text(seconds) -> str:
+    seconds = float("nan") if seconds is None else float(seconds)
+    return f"first call in its process {seconds_text(seconds)} (not timed)" if math.isfinite(seconds) else "-"
+
+
+def _memory_text(added_mb, process_mb) -> str:
+    """The fit's added peak memory, and the process's peak (data included) when known."""
+    added = float("nan") if added_mb is None else float(added_mb)
+    process = float("nan") if process_mb is None else float(process_mb)
+    if not math.isfinite(added):
+        return "-"
+    text = f"+{added / 1024:.2f} GB" if added >= 1024 else f"+{added:.0f} MB"
+    return text + (f" ({process / 1024:.2f} GB in all)" if math.isfinite(process) else "")
 
 
 def plot_time_vs_n(table: pd.DataFrame, path: Path) -> None:

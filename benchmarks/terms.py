@@ -155,9 +155,16 @@ class TermsSpec:
     name: str
     rows: int
     load: Callable[[], TermsData | str]
+    #: The engines run on it (all by default); the others get a row saying why not.
+    engines: tuple[str, ...] = ENGINES
+    why_only: str = ""
 
 
 INSTEVAL_ROWS = 73_421
+#: Why the 1e7-row data set is fitted by reml_engine alone: issue 12 asks that this fit
+#: completes and for its time and memory; the peers take ten times their 1e6-row times
+#: or more (hours for lme4).
+ONLY_REML_ENGINE = "not run at 1e7 rows: the target is that reml_engine completes (time and memory)"
 
 
 def full_datasets() -> list[TermsSpec]:
@@ -165,7 +172,8 @@ def full_datasets() -> list[TermsSpec]:
         TermsSpec("InstEval", INSTEVAL_ROWS, insteval),
         TermsSpec("subjects x items (1e4 x 1e3)", 1_000_000, functools.partial(crossed, 10_000, 1_000, 0.1)),
         TermsSpec("crossed at 1e7 rows (1e5 x 1e3)", 10_000_000,
-                  functools.partial(crossed, 100_000, 1_000, 0.1, name="crossed at 1e7 rows (1e5 x 1e3)")),
+                  functools.partial(crossed, 100_000, 1_000, 0.1, name="crossed at 1e7 rows (1e5 x 1e3)"),
+                  engines=(REML_ENGINE,), why_only=ONLY_REML_ENGINE),
     ]
 
 
@@ -174,7 +182,8 @@ def quick_datasets() -> list[TermsSpec]:
         TermsSpec("InstEval (first 500 rows)", 500, functools.partial(insteval, 500)),
         TermsSpec("subjects x items (100 x 30)", 900, functools.partial(crossed, 100, 30, 0.3)),
         TermsSpec("crossed, larger (200 x 30)", 1_800,
-                  functools.partial(crossed, 200, 30, 0.3, name="crossed, larger (200 x 30)")),
+                  functools.partial(crossed, 200, 30, 0.3, name="crossed, larger (200 x 30)"),
+                  engines=(REML_ENGINE,), why_only=ONLY_REML_ENGINE),
     ]
 
 
@@ -203,6 +212,13 @@ class TermsRun:
     se: np.ndarray = field(default_factory=lambda: np.zeros(0))
     variances: dict = field(default_factory=dict)
     skipped: str = ""
+    #: Peak resident memory (MB) the last timed fit added, and the process's peak during
+    #: that fit, the data included (only for a fit in a child process: the harness's own
+    #: process holds the other data sets too).
+    peak_mb: float = math.nan
+    process_peak_mb: float = math.nan
+    #: reml_engine's first call in its process (kernels loaded or compiled), not in ``seconds``.
+    first_call_s: float = math.nan
 
     @property
     def median(self) -> float:
@@ -210,14 +226,18 @@ class TermsRun:
 
 
 def _reml_engine(data: TermsData, repeats: int, budget: float) -> TermsRun:
-    fit, seconds, _ = E.time_calls(lambda: rl.lmer(data.formula, data.frame), repeats, budget)
+    # At least one call after the warm-up: in a fresh process the first call loads or
+    # compiles the numba kernels (recorded apart, as first_call_s).
+    first: list[float] = []
+    fit, seconds, peak = E.time_calls(lambda: rl.lmer(data.formula, data.frame), repeats, budget,
+                                      min_timed=1, first_call=first)
     try:
         varcorr = fit.varcorr()
         variances = dict(zip(varcorr.index.astype(str), varcorr["variance"].astype(float), strict=True))
     except Exception:  # the variance table's form is not this harness's to require
         variances = {}
     return TermsRun(REML_ENGINE, tuple(seconds), float(fit.criterion), data.align(fit.fixef),
-                    data.align(fit.se), variances)
+                    data.align(fit.se), variances, peak_mb=peak, first_call_s=first[0])
 
 
 def _mixedlm(data: TermsData, repeats: int, budget: float) -> TermsRun:
@@ -228,13 +248,14 @@ def _mixedlm(data: TermsData, repeats: int, budget: float) -> TermsRun:
             warnings.simplefilter("ignore")
             return mixedlm.lmer(data.formula, data.frame, REML=True)
 
-    fit, seconds, _ = E.time_calls(call, repeats, budget)
+    fit, seconds, peak = E.time_calls(call, repeats, budget)
     fixef = fit.fixef()
     se = dict(zip(fixef, np.sqrt(np.diag(np.asarray(fit.vcov()))), strict=True))
     # VarCorr().as_dict(): {term: {"(Intercept)": variance}} for random intercepts.
     variances = {g: float(v.get("(Intercept)", math.nan)) for g, v in _mixedlm_varcorr(fit).items()}
     variances["Residual"] = float(fit.sigma) ** 2
-    return TermsRun(E.MIXEDLM, tuple(seconds), float(fit.REMLcrit()), data.align(fixef), data.align(se), variances)
+    return TermsRun(E.MIXEDLM, tuple(seconds), float(fit.REMLcrit()), data.align(fixef), data.align(se), variances,
+                    peak_mb=peak)
 
 
 def _mixedlm_varcorr(fit) -> dict:
@@ -252,12 +273,12 @@ def _interlace(data: TermsData, repeats: int, budget: float) -> TermsRun:
             warnings.simplefilter("ignore")
             return interlace.fit(data.fixed, data.frame, groups=list(data.groups), method="REML")
 
-    fit, seconds, _ = E.time_calls(call, repeats, budget)
+    fit, seconds, peak = E.time_calls(call, repeats, budget)
     variances = {str(g): float(v) for g, v in fit.variance_components.items()}
     variances["Residual"] = float(fit.scale)
     # For a REML fit, interlace-lme's llf is the restricted log-likelihood (as statsmodels').
     return TermsRun(E.INTERLACE, tuple(seconds), -2.0 * float(fit.llf), data.align(fit.fe_params),
-                    data.align(fit.fe_bse), variances)
+                    data.align(fit.fe_bse), variances, peak_mb=peak)
 
 
 def _lme4(data: TermsData, repeats: int, budget: float) -> TermsRun:
@@ -287,14 +308,14 @@ def run_terms(specs: list[TermsSpec], settings: harness.Settings, max_rows: floa
             rows.append({"data": spec.name, "nobs": spec.rows, "engine": "", "skipped": data})
             log(f"several terms, {spec.name}: skipped: {data}")
             continue
-        runs = [_run_engine(engine, data, settings, caps) for engine in ENGINES]
+        runs = [_run_engine(engine, data, settings, caps) if engine in spec.engines
+                else TermsRun(engine, skipped=spec.why_only) for engine in ENGINES]
         rows += _rows(data, runs)
         log(f"several terms, {data.label}: " + ", ".join(
             f"{r.engine}: {'skip' if r.skipped else f'{r.median:.2f} s'}" for r in runs))
         del data
-    table = pd.DataFrame(rows)
-    table["load_average"] = os.getloadavg()[0]
-    return table
+    # load_average: the 1-minute load when the data set's last engine finished.
+    return pd.DataFrame(rows)
 
 
 def _run_engine(engine: str, data: TermsData, settings: harness.Settings, caps: harness.TimeCaps) -> TermsRun:
@@ -354,7 +375,8 @@ def _isolated(engine: str, data: TermsData, repeats: int, settings: harness.Sett
     if "error" in result:
         raise RuntimeError(result["error"])
     return TermsRun(engine, tuple(result["seconds"]), result["criterion"], np.array(result["fixef"], dtype=float),
-                    np.array(result["se"], dtype=float), result["variances"])
+                    np.array(result["se"], dtype=float), result["variances"], peak_mb=result["peak_mb"],
+                    process_peak_mb=result["process_peak_mb"], first_call_s=result["first_call_s"])
 
 
 def _child(argv: list[str]) -> None:
@@ -369,7 +391,8 @@ def _child(argv: list[str]) -> None:
         return
     print(json.dumps({"seconds": list(run.seconds), "criterion": run.criterion,
                       "fixef": [float(v) for v in run.fixef], "se": [float(v) for v in run.se],
-                      "variances": run.variances}))
+                      "variances": run.variances, "peak_mb": run.peak_mb, "first_call_s": run.first_call_s,
+                      "process_peak_mb": E.status_kb("VmHWM:") / 1024.0}))
 
 
 def _rows(data: TermsData, runs: list[TermsRun]) -> list[dict]:
@@ -394,6 +417,8 @@ def _rows(data: TermsData, runs: list[TermsRun]) -> list[dict]:
             "criterion_diff": crit_diff, "max_rel_fixef_diff": fixef_diff,
             "same_optimum": bool(abs(crit_diff) <= harness.SAME_OPTIMUM_TOL) if np.isfinite(crit_diff) else None,
             "variances": json.dumps(run.variances),
+            "peak_mb": run.peak_mb, "process_peak_mb": run.process_peak_mb, "first_call_s": run.first_call_s,
+            "load_average": os.getloadavg()[0],
             "skipped": run.skipped,
         })
     base = {r["engine"]: r["median_s"] for r in rows}

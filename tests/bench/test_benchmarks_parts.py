@@ -9,6 +9,7 @@ installed and records the others as skipped).
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -121,6 +122,63 @@ def test_several_terms_peers_agree_with_each_other(terms_table):
     assert (ran.criterion_diff.abs() < 1e-6).all()
     assert (ran.max_rel_fixef_diff < 1e-4).all()
     assert ran.reference.str.len().gt(0).all()
+
+
+def test_several_terms_spec_can_name_its_engines():
+    # The 1e7-row data set runs reml_engine alone; the peers' rows say why.
+    spec = terms.quick_datasets()[2]
+    assert spec.engines == (terms.REML_ENGINE,)
+    table = terms.run_terms([spec], SETTINGS, log=lambda line: None).set_index("engine")
+    for peer in (E.LME4, E.MIXEDLM, E.INTERLACE):
+        assert table.loc[peer, "skipped"] == terms.ONLY_REML_ENGINE
+        assert np.isnan(table.loc[peer, "median_s"])
+    if not terms.several_terms_available():
+        assert table.loc[terms.REML_ENGINE, "skipped"] == ""
+
+
+def test_several_terms_child_process_reports_memory(monkeypatch):
+    # Large data sets run in a child process; its peak (the data included) comes back.
+    if terms.several_terms_available():
+        pytest.skip(terms.several_terms_available())
+    monkeypatch.setattr(terms, "ISOLATE_ROWS", 0)
+    data = terms.crossed(60, 20, 0.5)
+    run = terms._isolated(terms.REML_ENGINE, data, 1, SETTINGS)
+    assert run.process_peak_mb > 0 and run.peak_mb >= 0
+    assert run.process_peak_mb >= run.peak_mb
+    assert run.first_call_s > 0 and len(run.seconds) == 1
+    in_process = terms._reml_engine(data, 1, SETTINGS.budget)
+    assert abs(run.criterion - in_process.criterion) < 1e-9
+
+
+def test_time_calls_times_at_least_min_timed_calls_after_the_warm_up():
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.02)
+
+    first: list[float] = []
+    # The warm-up alone is over the budget: by default it is the only timing ...
+    _, seconds, _ = E.time_calls(slow, 5, 0.001)
+    assert len(calls) == 1 and len(seconds) == 1
+    # ... with min_timed=1 one more call is timed, and the warm-up is reported apart.
+    calls.clear()
+    _, seconds, _ = E.time_calls(slow, 5, 0.001, min_timed=1, first_call=first)
+    assert len(calls) == 2 and len(seconds) == 1 and len(first) == 1 and first[0] >= 0.02
+    calls.clear()
+    _, seconds, _ = E.time_calls(slow, 5, 0.001, min_timed=3)
+    assert len(calls) == 4 and len(seconds) == 3
+    calls.clear()
+    _, seconds, _ = E.time_calls(slow, 1, 0.001, min_timed=1)  # repeats=1: the warm-up only
+    assert len(calls) == 1
+
+
+def test_memory_text():
+    from benchmarks import report
+
+    assert report._memory_text(float("nan"), float("nan")) == "-"
+    assert report._memory_text(12.4, float("nan")) == "+12 MB"
+    assert report._memory_text(2048.0, 3072.0) == "+2.00 GB (3.00 GB in all)"
 
 
 # --- Parquet, and the command line --------------------------------------------------------------
