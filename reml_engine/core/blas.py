@@ -35,13 +35,15 @@ _OPENBLAS_SYMBOLS = (
 _controls: list[tuple] | None = None
 
 
-def _openblas_controls() -> list[tuple]:
-    """(set, get) ctypes functions of every OpenBLAS loaded in this process (found once;
-    none on other platforms than Linux or with other BLAS libraries)."""
+def openblas_controls() -> list[tuple]:
+    """(set, get) ctypes functions of every OpenBLAS loaded in this process, numpy's and
+    scipy's (found once; none on other platforms than Linux or with other BLAS
+    libraries). The several-terms engine's thread limits use the same ones."""
     global _controls
     if _controls is not None:
         return _controls
     import numpy.linalg  # noqa: F401  (loads numpy's BLAS)
+    import scipy.linalg  # noqa: F401  (loads scipy's)
 
     found: list[tuple] = []
     paths: list[str] = []
@@ -77,7 +79,7 @@ def single_threaded_blas() -> Iterator[None]:
     """Limit every loaded OpenBLAS to ``SCAN_BLAS_THREADS`` threads inside the block.
 
     The limit is process-wide while it lasts (OpenBLAS has no per-thread setting)."""
-    controls = _openblas_controls() if SCAN_BLAS_THREADS is not None else []
+    controls = openblas_controls() if SCAN_BLAS_THREADS is not None else []
     previous = [int(get()) for _, get in controls]
     try:
         for (setter, _), before in zip(controls, previous, strict=True):

@@ -25,27 +25,16 @@ single-threaded too. Libraries other than OpenBLAS (MKL, Accelerate) are left al
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
-import sys
 import threading
 from collections.abc import Iterator
 
 import numba
 
+from ..core.blas import openblas_controls
+
 #: BLAS threads inside the engine's calls; None leaves the process's setting.
 ENGINE_BLAS_THREADS: int | None = 1
 
-#: (set, get) symbol names of the thread count in the OpenBLAS builds numpy and scipy
-#: ship (64-bit and 32-bit integer interfaces) and in a system OpenBLAS.
-_OPENBLAS_SYMBOLS = (
-    ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
-    ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
-    ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
-    ("openblas_set_num_threads", "openblas_get_num_threads"),
-)
-
-_controls: list[tuple] | None = None
 
 #: Per thread, the ``parallel`` flag of the innermost active :func:`engine_threads`:
 #: a nested call with the same flag changes nothing and costs nothing (numba's
@@ -53,50 +42,9 @@ _controls: list[tuple] | None = None
 _active = threading.local()
 
 
-def _loaded_openblas() -> list[str]:
-    """Paths of the OpenBLAS libraries loaded in this process (numpy's and scipy's)."""
-    import numpy.linalg  # noqa: F401  (loads numpy's BLAS)
-    import scipy.linalg  # noqa: F401  (loads scipy's)
-
-    paths: list[str] = []
-    if sys.platform.startswith("linux"):
-        try:
-            with open("/proc/self/maps") as maps:
-                for line in maps:
-                    path = line.split()[-1] if "/" in line else ""
-                    if "openblas" in os.path.basename(path).lower() and path not in paths:
-                        paths.append(path)
-        except OSError:
-            pass
-    return paths
-
-
-def _openblas_controls() -> list[tuple]:
-    """(set, get) ctypes functions of every loaded OpenBLAS (found once)."""
-    global _controls
-    if _controls is None:
-        found = []
-        for path in _loaded_openblas():
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
-            for set_name, get_name in _OPENBLAS_SYMBOLS:
-                if hasattr(lib, set_name) and hasattr(lib, get_name):
-                    setter, getter = getattr(lib, set_name), getattr(lib, get_name)
-                    setter.restype = None
-                    setter.argtypes = [ctypes.c_int]
-                    getter.restype = ctypes.c_int
-                    getter.argtypes = []
-                    found.append((setter, getter))
-                    break
-        _controls = found
-    return _controls
-
-
 def blas_thread_counts() -> list[int]:
     """The current thread count of every OpenBLAS found (empty when none is)."""
-    return [int(get()) for _, get in _openblas_controls()]
+    return [int(get()) for _, get in openblas_controls()]
 
 
 @contextlib.contextmanager
@@ -108,7 +56,7 @@ def engine_threads(parallel: bool = False) -> Iterator[None]:
     if outer is not None and outer == parallel:
         yield
         return
-    controls = _openblas_controls() if ENGINE_BLAS_THREADS is not None else []
+    controls = openblas_controls() if ENGINE_BLAS_THREADS is not None else []
     previous = [int(get()) for _, get in controls]
     numba_previous = numba.get_num_threads()
     try:
