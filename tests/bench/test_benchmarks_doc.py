@@ -55,3 +55,25 @@ def test_every_part_and_peer_of_the_harness_is_documented():
         assert f"| {peer} " in peers_table, f"peer {peer} missing from the peers table"
     for option in ("--peers", "--max-seconds-terms", "--memory-cap-gb", "--max-n", "--responses"):
         assert option in DOC
+
+
+def test_several_terms_figures_are_the_results_files():
+    table = pd.read_csv(RESULTS / "terms.csv")
+    section = DOC[DOC.index("### Full run (issue 12's targets)"):DOC.index("**An earlier run**")]
+    # (data set in terms.csv, its row in the doc's table, how the load sentence names it)
+    for data, doc_name, load_name in (
+            ("InstEval", "InstEval", "InstEval"),
+            ("subjects x items (10000 x 1000)", "subjects x items", "subjects x items"),
+            ("crossed at 1e7 rows (1e5 x 1e3)", "crossed at 1e7 rows", "1e7 rows")):
+        rows = table[table.data == data].set_index("engine")
+        line = next(line for line in section.splitlines() if line.startswith(f"| {doc_name} |"))
+        ours = rows.loc["reml_engine (formula)"]
+        assert f"| {ours.median_s:.2f} s |" in line
+        for peer in ("lme4", "mixedlm", "interlace-lme"):
+            row = rows.loc[peer]
+            if not isinstance(row.skipped, str):  # it ran (an empty note reads as NaN)
+                assert f"{row.median_s:.2f} s (" in line and f"{row.ratio_to_reml_engine:.1f}x" in line
+        assert f"{ours.load_average:.1f} ({load_name})" in " ".join(section.split())
+    memory = table.set_index(["data", "engine"]).loc[("crossed at 1e7 rows (1e5 x 1e3)", "reml_engine (formula)")]
+    assert f"**{memory.peak_mb / 1024:.2f} GB**" in section
+    assert f"**{memory.process_peak_mb / 1024:.2f} GB**" in section
