@@ -282,7 +282,10 @@ def pair_table_hashed(codes_major, codes_minor, weights, m_major, m_minor, initi
                 ordered = False
                 break
         if not ordered:
-            order = np.argsort(cols[lo_pos:hi_pos]) + lo_pos
+            # mergesort: with numba's default quicksort argsort, this row order came out
+            # wrong once other kernels had run in the process (the weights of the a-c
+            # table in tests/varcomp/test_statistics.py after any test of test_sparse.py).
+            order = np.argsort(cols[lo_pos:hi_pos], kind="mergesort") + lo_pos
             cols[lo_pos:hi_pos] = cols[order]
             cell_w[lo_pos:hi_pos] = cell_w[order]
     return rows, cols, cell_w
