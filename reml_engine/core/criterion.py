@@ -222,7 +222,7 @@ def _factor_batch(taus: np.ndarray, stats: PooledStats, REML: bool):
     U = len(stats.sizes)
     between_flat = stats.between.reshape(U, q * q)
     M = stats.within[None, :, :] + (weights @ between_flat).reshape(-1, q, q)
-    L, ok = _batched_cholesky(M)
+    L, ok = batched_cholesky(M)
 
     diag = np.diagonal(L, axis1=1, axis2=2)
     logdet_XtVinvX = 2.0 * np.log(diag[:, :p]).sum(axis=1)
@@ -306,7 +306,7 @@ def _evaluate_batch(taus: np.ndarray, stats: PooledStats, REML: bool) -> dict[st
     return out
 
 
-def _batched_cholesky(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def batched_cholesky(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cholesky factors of a stack of matrices; rows that fail are flagged, not raised."""
     try:
         return np.linalg.cholesky(M), np.ones(len(M), dtype=bool)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.criterion import batched_cholesky
+
 LOG_2PI = float(np.log(2.0 * np.pi))
 
 #: A column whose within-level sum of squares is at most this fraction of its total
@@ -51,22 +53,6 @@ def within_cross(cross: np.ndarray, sums: np.ndarray, weights: np.ndarray) -> np
     return within
 
 
-def _batched_cholesky(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cholesky factors of a stack; those that fail are NaN and flagged."""
-    try:
-        return np.linalg.cholesky(M), np.ones(len(M), dtype=bool)
-    except np.linalg.LinAlgError:
-        L = np.full_like(M, np.nan)
-        ok = np.zeros(len(M), dtype=bool)
-        for i in range(len(M)):
-            try:
-                L[i] = np.linalg.cholesky(M[i])
-                ok[i] = True
-            except np.linalg.LinAlgError:
-                pass
-        return L, ok
-
-
 def profile(logdet_H, C, nobs: int, REML: bool, d_logdet=None, d_C=None) -> dict[str, np.ndarray]:
     """Profile beta and sigma2 out, for a batch of B evaluations.
 
@@ -93,7 +79,7 @@ def profile(logdet_H, C, nobs: int, REML: bool, d_logdet=None, d_C=None) -> dict
     C = np.asarray(C, dtype=np.float64)
     q = C.shape[-1]
     p = q - 1
-    L, ok = _batched_cholesky(C)
+    L, ok = batched_cholesky(C)
     diag = np.diagonal(L, axis1=1, axis2=2)
     with np.errstate(divide="ignore", invalid="ignore"):
         logdet_X = 2.0 * np.log(diag[:, :p]).sum(axis=1)
