@@ -133,15 +133,41 @@ class AnovaResult:
     notes : tuple of str
     models : tuple
         The fits compared (ML refits where the inputs were REML).
+    title : str
+        A heading printed above the table (empty for ``anova``).
+
+    The result reads like its table: ``result["Chisq"]``, ``result.loc[row, column]``,
+    ``result.index`` and ``result.columns`` are the table's; printing it (or its repr)
+    shows the table and the notes.
     """
 
     table: pd.DataFrame
     notes: tuple[str, ...]
     models: tuple
+    title: str = ""
 
     def __str__(self) -> str:
         text = self.table.to_string(float_format=lambda v: f"{v:.6g}")
-        return "\n".join([text, *self.notes])
+        return "\n".join([*([self.title, ""] if self.title else []), text, *self.notes])
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def __getitem__(self, key):
+        return self.table[key]
+
+    @property
+    def loc(self):
+        """The table's ``loc`` (a copy: the result does not change)."""
+        return self.table.copy().loc
+
+    @property
+    def index(self) -> pd.Index:
+        return self.table.index
+
+    @property
+    def columns(self) -> pd.Index:
+        return self.table.columns
 
 
 def _ml_refit(fit: LmerFit) -> tuple[LmerFit, str | None]:

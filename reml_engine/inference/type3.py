@@ -57,7 +57,9 @@ def _factor_kind(spec, factor) -> str:
     return str(getattr(state[0], "value", state[0])).lower()
 
 
-def _synthetic_grid(spec, n_columns: int) -> pd.DataFrame:
+def data_variables(spec) -> tuple[dict[str, list], list[str]]:
+    """The data columns a fixed part reads: the categorical ones with their fitted levels
+    (in order), and the others (numbers), by name."""
     raw = sorted(spec.variables_by_source.get("data", set()))
     categorical = {}
     # A factor is a column (cat) or a column wrapped in C() (C(k), k numbers).
@@ -66,6 +68,11 @@ def _synthetic_grid(spec, n_columns: int) -> pd.DataFrame:
         if column is not None and str(getattr(kind, "value", kind)).lower() == "categorical":
             categorical[column] = list(state["categories"])
     numeric = [name for name in raw if name not in categorical]
+    return categorical, numeric
+
+
+def _synthetic_grid(spec, n_columns: int) -> pd.DataFrame:
+    categorical, numeric = data_variables(spec)
     n_cells = int(np.prod([len(v) for v in categorical.values()])) if categorical else 1
     if n_cells > GRID_MAX_CELLS:
         raise ModelDataError(
@@ -87,7 +94,7 @@ def _synthetic_grid(spec, n_columns: int) -> pd.DataFrame:
     return grid
 
 
-def _grid_matrix(spec, grid: pd.DataFrame, context: dict) -> np.ndarray:
+def grid_matrix(spec, grid: pd.DataFrame, context: dict) -> np.ndarray:
     """``spec`` materialized on the grid (a copy: formulaic may update the spec it
     materializes with, see :func:`reml_engine.frontend.design.model_spec_copy`)."""
     matrix = copy.deepcopy(spec).get_model_matrix(grid, na_action="ignore", context=context)
@@ -109,7 +116,7 @@ def _over_parametrized(spec, terms, grid: pd.DataFrame, context: dict, intercept
         # Without an intercept and alone, a term's categorical variables are coded by
         # indicators of all their levels, whatever their contrasts.
         term_spec = spec.update(formula=f"0 + {term}", structure=None, ensure_full_rank=False)
-        blocks.append(_grid_matrix(term_spec, grid, context))
+        blocks.append(grid_matrix(term_spec, grid, context))
     return np.hstack(blocks)
 
 
@@ -153,9 +160,9 @@ def type3_hypotheses(fit) -> dict[str, np.ndarray]:
     grid = _synthetic_grid(spec, len(spec_names))
     context = formula_context()
     try:
-        X = _grid_matrix(spec, grid, context)[:, kept]
+        X = grid_matrix(spec, grid, context)[:, kept]
         # Its own column names (formulaic checks a spec's structure against them).
-        X_T = _grid_matrix(spec.update(structure=None), grid, {**context, "C": _treatment_c})[:, kept]
+        X_T = grid_matrix(spec.update(structure=None), grid, {**context, "C": _treatment_c})[:, kept]
         over = _over_parametrized(spec, terms, grid, context, INTERCEPT_NAME in names)
     except ModelDataError:
         raise

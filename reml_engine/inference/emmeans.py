@@ -1,0 +1,534 @@
+"""Estimated marginal means of a factor and their contrasts, as R's emmeans on an lmer fit.
+
+The reference grid (emmeans' ``ref_grid``) holds every combination of the levels of the
+categorical variables of the fixed part, with each numeric variable at its mean over the
+rows fitted (emmeans' ``cov.reduce = mean``: the mean of ``x``, also where the model
+uses ``np.log(x)`` or ``x:f``). The marginal mean of a level of ``spec`` is the average of
+the fixed part's predictions over the grid's rows at that level, every combination of the
+other factors weighted equally (emmeans' default ``weights = "equal"``). Each mean, and
+each contrast of means, is a linear combination ``l' beta`` of the fixed effects, so
+
+* its standard error is ``sqrt(l' Cov(beta) l)`` (Kenward-Roger: pbkrtest's adjusted
+  covariance, as emmeans uses it);
+* its df are those of the one-row contrast ``l`` (:func:`linear_combinations`):
+  Satterthwaite's (lmerTest's, emmeans' ``lmer.df = "satterthwaite"``), Kenward-Roger's
+  (``lmer.df = "kenward-roger"``, REML fits; emmeans' own default below 3000 rows), or
+  ``n - p``;
+* the interval is ``estimate +/- t_{df} se``.
+
+Pairwise comparisons (:meth:`MarginalMeans.pairs`, emmeans' ``pairs()``) are every
+difference ``level_i - level_j``, ``i < j``, with p-values and intervals adjusted for the
+family by Tukey's method by default (the studentized range of ``k`` means on each
+contrast's df: ``p = P(Q_{k, df} >= sqrt(2) |t|)``), or Sidak's, Bonferroni's, or none.
+The type III table's grid and factor listing (:mod:`reml_engine.inference.type3`) build
+the reference grid, so the means are the same under any coding of the factors.
+
+Examples
+--------
+>>> import reml_engine as rl
+>>> m = rl.lmer("protein ~ Time + Diet + (1|Cow)", rl.datasets.milk())
+>>> emm = m.emmeans("Diet")
+>>> emm.table["emmean"].round(4).tolist()
+[3.8783, 3.6735, 3.7544]
+>>> emm.pairs().table.index.tolist()
+['barley - barley+lupins', 'barley - lupins', 'barley+lupins - lupins']
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..core.terms_results import TermsFit
+from ..errors import ModelDataError
+from ..frontend.design import encoded_column
+from ..frontend.formula import lme4_column_names
+from ..frontend.transforms import formula_context
+from .ddf import kenward_roger_state, kenward_roger_terms, satterthwaite_df, satterthwaite_state
+from .fixed_tests import normalize_ddf
+from .lazy_imports import scipy_stats as sps
+from .type3 import GRID_MAX_CELLS, data_variables, grid_matrix
+
+#: The multiplicity adjustments of ``pairs()`` and ``contrast()`` (emmeans' names).
+ADJUSTMENTS = ("tukey", "sidak", "bonferroni", "none")
+#: emmeans' default adjustment of pairwise comparisons.
+PAIRS_ADJUST = "tukey"
+#: Default confidence level of the intervals (emmeans').
+DEFAULT_LEVEL = 0.95
+#: Levels with these characters are put in parentheses in a contrast's label, as emmeans'
+#: default ``parens`` option does (``"barley - (barley+lupins)"``).
+LABEL_PARENS = re.compile(r"-|\+|/|\*")
+#: The columns of a marginal-means table and of a contrast table.
+MEANS_COLUMNS = ("emmean", "se", "df", "lower", "upper")
+CONTRAST_COLUMNS = ("estimate", "se", "df", "t", "p", "lower", "upper")
+
+
+def _check_level(level) -> float:
+    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level must be a number strictly between 0 and 1 (0.95 for 95% intervals), got {level!r}")
+    return float(level)
+
+
+def _check_adjust(adjust) -> str:
+    key = str(adjust).strip().lower() if isinstance(adjust, str) else None
+    if key not in ADJUSTMENTS:
+        raise ValueError(f"adjust must be one of {', '.join(map(repr, ADJUSTMENTS))} (emmeans' names), got {adjust!r}")
+    return key
+
+
+# -- the degrees of freedom of one-row contrasts ---------------------------------------------
+def _kenward_roger_by_ftest(fit, L: np.ndarray, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Variance and KR df of each row from the fit's own one-row F-test.
+
+    For one row pbkrtest's F scaling is exactly 1, so ``F = diff^2 / (l' Phi_A l)``;
+    testing ``l' beta = estimate - s`` makes ``diff = s`` (``s`` the estimate's size, so
+    that rounding in ``diff`` stays relative to ``s``).
+    """
+    var = np.empty(len(L))
+    df = np.empty(len(L))
+    for k, (row, value) in enumerate(zip(L, estimate, strict=True)):
+        scale = max(1.0, abs(float(value)))
+        test = fit.contrast_test(row[None, :], rhs=float(value) - scale, ddf="kenward-roger")
+        var[k] = scale**2 / test.f_value
+        df[k] = test.den_df
+    return var, df
+
+
+def _kenward_roger_rows(fit, L: np.ndarray, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Variance (adjusted covariance) and KR df of each row of ``L``.
+
+    The one dispatch point of Kenward-Roger here: one random term from pbkrtest's pieces
+    in closed form (:func:`reml_engine.inference.ddf.kenward_roger_state`); several terms
+    through the fit's ``contrast_test(..., ddf="kenward-roger")``, which says so clearly
+    where the method is not available.
+    """
+    if isinstance(fit, TermsFit):
+        return _kenward_roger_by_ftest(fit, L, estimate)
+    state = kenward_roger_state(fit)
+    var = np.einsum("ka,ab,kb->k", L, state.vcov_adjusted, L)
+    df = np.array([kenward_roger_terms(state, L[[k]]).den_df for k in range(len(L))])
+    return var, df
+
+
+def linear_combinations(fit, L, ddf: str = "satterthwaite") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Estimate, standard error and df of each row of ``L`` (linear combinations of
+    the fixed effects), each as a one-row contrast of lmerTest's or pbkrtest's.
+
+    Parameters
+    ----------
+    fit : LmerFit or TermsFit
+    L : array (m, p)
+        One linear combination per row, over ``fit.fixef``.
+    ddf : {"satterthwaite", "kenward-roger", "residual"}
+
+    Returns
+    -------
+    (estimate, se, df) : three float arrays (m,)
+    """
+    method = normalize_ddf(ddf)
+    L = np.atleast_2d(np.asarray(L, dtype=np.float64))
+    estimate = L @ fit.fixef.to_numpy()
+    if method == "kenward-roger":
+        var, df = _kenward_roger_rows(fit, L, estimate)
+        return estimate, np.sqrt(var), df
+    var = np.einsum("ka,ab,kb->k", L, fit.vcov.to_numpy(), L)
+    if method == "satterthwaite":
+        state = fit._satterthwaite if isinstance(fit, TermsFit) else satterthwaite_state(fit)
+        df = satterthwaite_df(state, L)
+    else:
+        df = np.full(len(L), float(fit.nobs - len(fit.fixef)))
+    return estimate, np.sqrt(var), df
+
+
+# -- the reference grid -----------------------------------------------------------------------
+def _fixed_design(fit):
+    """The fit's fixed-part design, with the formulaic spec the grid is built with."""
+    design = getattr(fit, "design", None)
+    design = getattr(design, "design", design)  # a TermsFit's TermsDesign holds the Design
+    if design is None or getattr(design, "model_spec", None) is None:
+        raise ModelDataError("marginal means need a fit made by rl.lmer(formula, data) from a DataFrame (the "
+                             "reference grid is built from the formula); this fit was made from arrays, "
+                             "statistics or chunks")
+    return design
+
+
+def _covariate_means(fit, design, numeric: list[str]) -> dict[str, float]:
+    """Each numeric variable's mean over the rows fitted (emmeans' ``cov.reduce = mean``)."""
+    means = {}
+    call = getattr(fit, "call", None)
+    for name in numeric:
+        if name in design.column_names:  # the variable itself is a column of X
+            means[name] = float(design.X[:, design.column_names.index(name)].mean())
+        elif call is not None and name in call.data.columns:
+            rows = call.data[name] if design.kept_rows is None else call.data[name][design.kept_rows]
+            means[name] = float(pd.to_numeric(rows).mean())
+        else:
+            raise ModelDataError(
+                f"the reference grid puts {name!r} at its mean, but {name!r} enters this model only through other "
+                f"columns ({', '.join(design.column_names)}) and the fit keeps no copy of the data: add {name!r} "
+                "as a term of its own, or fit a model with one random term"
+            )
+    return means
+
+
+@dataclass(frozen=True)
+class ReferenceGrid:
+    """The rows of the reference grid averaged into each level's marginal mean.
+
+    Attributes
+    ----------
+    spec : str
+    weights : pandas.DataFrame
+        One row per level of ``spec``, one column per fixed effect: the mean is
+        ``weights @ fixef``.
+    averaged_over : tuple of str
+        The other categorical variables, averaged with equal weights.
+    covariates : dict
+        Each numeric variable's value on the grid (its mean).
+    in_interaction : bool
+        ``spec`` is part of an interaction term (emmeans warns that the means may then
+        mislead).
+    """
+
+    spec: str
+    weights: pd.DataFrame
+    averaged_over: tuple[str, ...]
+    covariates: dict
+    in_interaction: bool
+
+
+def reference_grid(fit, spec: str) -> ReferenceGrid:
+    """The reference grid of ``fit`` averaged over everything but ``spec`` (see the module).
+
+    Parameters
+    ----------
+    fit : LmerFit or TermsFit
+        A fit made by :func:`reml_engine.lmer` from a DataFrame.
+    spec : str
+        A categorical variable of the fixed part (a data column, e.g. ``"Diet"``, also
+        for ``C(k)``).
+
+    Returns
+    -------
+    ReferenceGrid
+    """
+    design = _fixed_design(fit)
+    model_spec = design.model_spec
+    categorical, numeric = data_variables(model_spec)
+    if not isinstance(spec, str):
+        raise ModelDataError(f"spec must name a categorical variable of the fixed part, as a string; got "
+                             f"{type(spec).__name__} {spec!r}")
+    if spec not in categorical:
+        listed = ", ".join(map(repr, categorical)) or "none"
+        if spec in numeric:
+            raise ModelDataError(f"{spec!r} is a numeric variable of the model: marginal means are for a categorical "
+                                 f"variable (the model's are: {listed}); the grid puts {spec!r} at its mean")
+        raise ModelDataError(f"{spec!r} is not a variable of the fixed part {design.formula.fixed if design.formula else ''}"
+                             f"; its categorical variables are: {listed}")
+    if getattr(fit, "has_offset", False):
+        raise ModelDataError("marginal means of a model with an offset are not supported (emmeans adds the offset "
+                             "at its mean): fit the model without it or compute the means with predict()")
+    n_cells = math.prod(len(levels) for levels in categorical.values())
+    if n_cells > GRID_MAX_CELLS:
+        raise ModelDataError(f"the reference grid has {n_cells} combinations of factor levels; more than "
+                             f"{GRID_MAX_CELLS} is not supported")
+    cells = list(itertools.product(*categorical.values()))
+    grid = pd.DataFrame({name: [cell[k] for cell in cells] for k, name in enumerate(categorical)})
+    for name, levels in categorical.items():
+        grid[name] = pd.Categorical(grid[name], categories=levels)
+    covariates = _covariate_means(fit, design, numeric)
+    for name, value in covariates.items():
+        grid[name] = value
+    names = list(fit.fixef.index)
+    spec_names = list(lme4_column_names(model_spec.column_names))
+    dropped = [n for n in spec_names if n not in names]
+    if dropped:
+        raise ModelDataError(f"the fit dropped the column(s) {', '.join(map(repr, dropped))} as linear combinations "
+                             "of others (rank-deficient design): its marginal means are not all estimable; drop "
+                             "the aliased terms from the formula")
+    try:
+        X = grid_matrix(model_spec, grid, formula_context())[:, [spec_names.index(n) for n in names]]
+    except Exception as err:  # transforms that need the fitting data's context
+        raise ModelDataError(f"cannot rebuild the design on the reference grid: {err}") from None
+    levels = categorical[spec]
+    codes = grid[spec].cat.codes.to_numpy()
+    weights = np.stack([X[codes == k].mean(axis=0) for k in range(len(levels))])
+    in_interaction = False
+    for term in model_spec.terms:
+        columns = {encoded_column(str(f), pd.Index([*categorical, *numeric])) for f in term.factors}
+        in_interaction |= spec in columns and len(columns) > 1
+    return ReferenceGrid(
+        spec,
+        pd.DataFrame(weights, index=pd.Index(levels, name=spec), columns=names),
+        tuple(name for name in categorical if name != spec),
+        covariates,
+        in_interaction,
+    )
+
+
+# -- results ----------------------------------------------------------------------------------
+def _render(table: pd.DataFrame, notes: tuple[str, ...]) -> str:
+    return "\n".join([table.to_string(float_format=lambda v: f"{v:.6g}"), *notes])
+
+
+def _label(level) -> str:
+    text = str(level)
+    return f"({text})" if LABEL_PARENS.search(text) else text
+
+
+def _adjusted(t: np.ndarray, df: np.ndarray, adjust: str, level: float, n_means: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided p-values and interval half-width multipliers, adjusted for the family."""
+    m = len(t)
+    p_raw = 2.0 * sps.t.sf(np.abs(t), df)
+    if adjust == "tukey":
+        p = sps.studentized_range.sf(np.sqrt(2.0) * np.abs(t), n_means, df)
+        crit = sps.studentized_range.ppf(level, n_means, df) / np.sqrt(2.0)
+    elif adjust == "sidak":
+        p = 1.0 - (1.0 - p_raw) ** m
+        crit = sps.t.ppf(0.5 + 0.5 * level ** (1.0 / m), df)
+    elif adjust == "bonferroni":
+        p = np.minimum(1.0, m * p_raw)
+        crit = sps.t.ppf(1.0 - (1.0 - level) / (2.0 * m), df)
+    else:
+        p = p_raw
+        crit = sps.t.ppf(0.5 + 0.5 * level, df)
+    return np.asarray(p, dtype=np.float64), np.asarray(crit, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class ContrastTable:
+    """Contrasts of marginal means (emmeans' ``pairs()`` / ``contrast()`` summary with
+    ``infer = TRUE``).
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per contrast: ``estimate``, ``se``, ``df``, ``t``, ``p`` and the interval
+        ``lower``, ``upper``, both adjusted by ``adjust`` (a copy on each access).
+    adjust : str
+    level : float
+    weights : pandas.DataFrame
+        The contrasts' linear combinations of the fixed effects (a copy on each access).
+    notes : tuple of str
+    """
+
+    _table: pd.DataFrame = field(repr=False)
+    adjust: str
+    level: float
+    _weights: pd.DataFrame = field(repr=False)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return self._table.copy()
+
+    @property
+    def weights(self) -> pd.DataFrame:
+        return self._weights.copy()
+
+    def __getitem__(self, key):
+        return self.table[key]
+
+    def __str__(self) -> str:
+        return _render(self._table, self.notes)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+@dataclass(frozen=True)
+class MarginalMeans:
+    """Estimated marginal means of one factor (emmeans' ``emmeans(m, "f")``).
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per level: ``emmean``, ``se``, ``df`` and the (unadjusted) interval
+        ``lower``, ``upper`` (a copy on each access).
+    spec : str
+    ddf : str
+        The df method (``"satterthwaite"``, ``"kenward-roger"``, ``"residual"``).
+    level : float
+    grid : ReferenceGrid
+        The linear combinations behind the means (``grid.weights``).
+    notes : tuple of str
+    """
+
+    _table: pd.DataFrame = field(repr=False)
+    spec: str
+    ddf: str
+    level: float
+    grid: ReferenceGrid = field(repr=False)
+    notes: tuple[str, ...]
+    fit: object = field(repr=False)
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return self._table.copy()
+
+    def __getitem__(self, key):
+        return self.table[key]
+
+    def __str__(self) -> str:
+        return _render(self._table, self.notes)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def contrast(self, contrasts, adjust: str = "none", level: float | None = None) -> ContrastTable:
+        """Contrasts of the means, as emmeans' ``contrast(emm, list(...))``.
+
+        Parameters
+        ----------
+        contrasts : dict or pandas.DataFrame
+            ``{name: weights}``, the weights a sequence with one number per level (in the
+            table's order) or a dict ``{level: weight}`` (other levels 0); or a DataFrame
+            with one row per contrast and the levels as columns.
+        adjust : {"none", "sidak", "bonferroni"}
+            Adjustment of the p-values and intervals for the family (``"tukey"`` is for
+            pairwise comparisons: :meth:`pairs`).
+        level : float, optional
+            Confidence level (by default the means').
+
+        Returns
+        -------
+        ContrastTable
+        """
+        adjust = _check_adjust(adjust)
+        if adjust == "tukey":
+            raise ValueError("adjust='tukey' is for the pairwise comparisons of pairs(); use 'sidak', 'bonferroni' "
+                             "or 'none' for other contrasts")
+        levels = self._table.index
+        if isinstance(contrasts, pd.DataFrame):
+            unknown = [c for c in contrasts.columns if c not in levels]
+            if unknown:
+                raise ModelDataError(f"contrast columns {unknown!r} are not levels of {self.spec!r} "
+                                     f"({list(levels)!r})")
+            C = contrasts.reindex(columns=levels, fill_value=0.0)
+        elif isinstance(contrasts, dict) and contrasts:
+            rows = {}
+            for name, weights in contrasts.items():
+                if isinstance(weights, dict):
+                    unknown = [k for k in weights if k not in levels]
+                    if unknown:
+                        raise ModelDataError(f"contrast {name!r} weights level(s) {unknown!r}, not levels of "
+                                             f"{self.spec!r} ({list(levels)!r})")
+                    rows[name] = pd.Series(weights, dtype=np.float64).reindex(levels, fill_value=0.0).to_numpy()
+                else:
+                    values = np.asarray(weights, dtype=np.float64)
+                    if values.shape != (len(levels),):
+                        raise ModelDataError(f"contrast {name!r} has {values.size} weights; {self.spec!r} has "
+                                             f"{len(levels)} levels ({list(levels)!r})")
+                    rows[name] = values
+            C = pd.DataFrame(rows, index=levels).T
+        else:
+            raise ModelDataError("contrasts must be a non-empty dict {name: weights} or a DataFrame of weights "
+                                 "with the levels as columns")
+        return self._contrasts(C, adjust, level, len(C))
+
+    def pairs(self, adjust: str = PAIRS_ADJUST, level: float | None = None) -> ContrastTable:
+        """Every pairwise difference ``a - b`` of the means, as emmeans' ``pairs(emm)``.
+
+        Parameters
+        ----------
+        adjust : {"tukey", "sidak", "bonferroni", "none"}
+            Adjustment of the p-values and intervals for the family of comparisons;
+            Tukey's (the studentized range), emmeans' default for ``pairs()``.
+        level : float, optional
+            Confidence level of the intervals (by default the means').
+
+        Returns
+        -------
+        ContrastTable
+            Rows ``"a - b"`` for the levels in order (``a`` before ``b``); a level with
+            ``-``, ``+``, ``/`` or ``*`` in its name is put in parentheses, as emmeans does.
+        """
+        adjust = _check_adjust(adjust)
+        levels = list(self._table.index)
+        k = len(levels)
+        rows = {}
+        for i, j in itertools.combinations(range(k), 2):
+            weights = np.zeros(k)
+            weights[i], weights[j] = 1.0, -1.0
+            rows[f"{_label(levels[i])} - {_label(levels[j])}"] = weights
+        C = pd.DataFrame(rows, index=self._table.index).T
+        return self._contrasts(C, adjust, level, k)
+
+    def _contrasts(self, C: pd.DataFrame, adjust: str, level: float | None, n_means: int) -> ContrastTable:
+        level = self.level if level is None else _check_level(level)
+        L = C.to_numpy(dtype=np.float64) @ self.grid.weights.to_numpy()
+        estimate, se, df = linear_combinations(self.fit, L, self.ddf)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = estimate / se
+        p, crit = _adjusted(t, df, adjust, level, n_means)
+        table = pd.DataFrame({"estimate": estimate, "se": se, "df": df, "t": t, "p": p,
+                              "lower": estimate - crit * se, "upper": estimate + crit * se},
+                             index=pd.Index(C.index, name="contrast"))
+        m = len(C)
+        notes = [f"degrees of freedom: {self.ddf}"]
+        if adjust != "none" and m > 1:
+            family = f"{n_means} estimates" if adjust == "tukey" else f"{m} tests"
+            notes.append(f"p-values and {level:g} intervals adjusted by the {adjust} method for {family}")
+        else:
+            notes.append(f"confidence level {level:g}, no adjustment")
+        weights = pd.DataFrame(L, index=C.index, columns=self.grid.weights.columns)
+        return ContrastTable(table, adjust, level, weights, tuple(notes))
+
+
+def emmeans(fit, spec: str, ddf: str = "satterthwaite", level: float = DEFAULT_LEVEL) -> MarginalMeans:
+    """Estimated marginal means of the levels of ``spec`` (see the module).
+
+    Parameters
+    ----------
+    fit : LmerFit or TermsFit
+        A fit made by :func:`reml_engine.lmer` from a DataFrame.
+    spec : str
+        A categorical variable of the fixed part.
+    ddf : {"satterthwaite", "kenward-roger", "residual"}
+        Satterthwaite's df (default; emmeans' ``lmer.df = "satterthwaite"``),
+        Kenward-Roger's with the adjusted covariance (REML fits), or ``n - p``.
+    level : float
+        Confidence level of the intervals.
+
+    Returns
+    -------
+    MarginalMeans
+
+    Examples
+    --------
+    >>> import reml_engine as rl
+    >>> m = rl.lmer("score ~ Machine + (1|Worker) + (1|Worker:Machine)", rl.datasets.machines())
+    >>> print(m.emmeans("Machine").table[["emmean", "se", "df"]].round(4))
+              emmean      se      df
+    Machine
+    A        52.3556  2.4858  8.6479
+    B        60.3222  2.4858  8.6479
+    C        66.2722  2.4858  8.6479
+    """
+    method = normalize_ddf(ddf)
+    level = _check_level(level)
+    grid = reference_grid(fit, spec)
+    estimate, se, df = linear_combinations(fit, grid.weights.to_numpy(), method)
+    half = sps.t.ppf(0.5 + 0.5 * level, df) * se
+    table = pd.DataFrame({"emmean": estimate, "se": se, "df": df, "lower": estimate - half,
+                          "upper": estimate + half}, index=grid.weights.index.copy())
+    notes = []
+    if grid.averaged_over:
+        notes.append(f"averaged over the levels of: {', '.join(grid.averaged_over)}")
+    if grid.covariates:
+        notes.append("at the means: " + ", ".join(f"{name} = {value:.6g}" for name, value in grid.covariates.items()))
+    if grid.in_interaction:
+        notes.append(f"{spec} is part of an interaction: the means may mislead (emmeans' note)")
+    notes.append(f"degrees of freedom: {method}; confidence level {level:g}")
+    return MarginalMeans(table, spec, method, level, grid, tuple(notes), fit)
+
+
+__all__ = ["ADJUSTMENTS", "ContrastTable", "MarginalMeans", "ReferenceGrid", "emmeans", "linear_combinations",
+           "reference_grid"]
