@@ -277,9 +277,29 @@ def _render(table: pd.DataFrame, notes: tuple[str, ...]) -> str:
     return "\n".join([table.to_string(float_format=lambda v: f"{v:.6g}"), *notes])
 
 
-def _label(level) -> str:
-    text = str(level)
-    return f"({text})" if LABEL_PARENS.search(text) else text
+def _level_text(level) -> str:
+    """A level as R prints it (``0.2``, ``1``; not ``0.20000000000000001`` or ``1.0``)."""
+    if isinstance(level, numbers.Real) and not isinstance(level, bool):
+        return f"{float(level):.15g}"
+    return str(level)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _pair_labels(spec: str, levels) -> list[str]:
+    """The levels as emmeans labels them in contrasts: prefixed by the variable's name when
+    every level reads as a number (``nitro0 - nitro0.2``), in parentheses when a level
+    holds ``-``, ``+``, ``/`` or ``*`` (``barley - (barley+lupins)``)."""
+    texts = [_level_text(level) for level in levels]
+    if texts and all(_is_number(t) for t in texts):
+        return [f"{spec}{t}" for t in texts]
+    return [f"({t})" if LABEL_PARENS.search(t) else t for t in texts]
 
 
 def _adjusted(t: np.ndarray, df: np.ndarray, adjust: str, level: float, n_means: int
@@ -447,17 +467,18 @@ class MarginalMeans:
         Returns
         -------
         ContrastTable
-            Rows ``"a - b"`` for the levels in order (``a`` before ``b``); a level with
-            ``-``, ``+``, ``/`` or ``*`` in its name is put in parentheses, as emmeans does.
+            Rows ``"a - b"`` for the levels in order (``a`` before ``b``), labelled as
+            emmeans labels them: a level with ``-``, ``+``, ``/`` or ``*`` in its name in
+            parentheses, numbers prefixed by the variable's name (``nitro0 - nitro0.2``).
         """
         adjust = _check_adjust(adjust)
-        levels = list(self._table.index)
-        k = len(levels)
+        labels = _pair_labels(self.spec, self._table.index)
+        k = len(labels)
         rows = {}
         for i, j in itertools.combinations(range(k), 2):
             weights = np.zeros(k)
             weights[i], weights[j] = 1.0, -1.0
-            rows[f"{_label(levels[i])} - {_label(levels[j])}"] = weights
+            rows[f"{labels[i]} - {labels[j]}"] = weights
         C = pd.DataFrame(rows, index=self._table.index).T
         return self._contrasts(C, adjust, level, k)
 
