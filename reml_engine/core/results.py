@@ -490,7 +490,7 @@ class LmerFit(ResultNames):
         >>> import reml_engine as rl
         >>> m = rl.lmer("distance ~ age + Sex + (1|Subject)", rl.datasets.orthodont())
         >>> round(float(m.emmeans("Sex").table.loc["Female", "emmean"]), 4)
-        22.9172
+        22.6477
         """
         from ..inference.emmeans import emmeans
 

@@ -29,9 +29,9 @@ Examples
 >>> m = rl.lmer("protein ~ Time + Diet + (1|Cow)", rl.datasets.milk())
 >>> emm = m.emmeans("Diet")
 >>> emm.table["emmean"].round(4).tolist()
-[3.8783, 3.6735, 3.7544]
+[3.5258, 3.4295, 3.3215]
 >>> emm.pairs().table.index.tolist()
-['barley - barley+lupins', 'barley - lupins', 'barley+lupins - lupins']
+['barley - (barley+lupins)', 'barley - lupins', '(barley+lupins) - lupins']
 """
 
 from __future__ import annotations
@@ -529,9 +529,9 @@ def emmeans(fit, spec: str, ddf: str = "satterthwaite", level: float = DEFAULT_L
     >>> print(m.emmeans("Machine").table[["emmean", "se", "df"]].round(4))
               emmean      se      df
     Machine
-    A        52.3556  2.4858  8.6479
-    B        60.3222  2.4858  8.6479
-    C        66.2722  2.4858  8.6479
+    A        52.3556  2.4858  8.5217
+    B        60.3222  2.4858  8.5217
+    C        66.2722  2.4858  8.5217
     """
     method = normalize_ddf(ddf)
     level = _check_level(level)
