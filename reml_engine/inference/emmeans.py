@@ -64,9 +64,6 @@ DEFAULT_LEVEL = 0.95
 #: Levels with these characters are put in parentheses in a contrast's label, as emmeans'
 #: default ``parens`` option does (``"barley - (barley+lupins)"``).
 LABEL_PARENS = re.compile(r"-|\+|/|\*")
-#: The columns of a marginal-means table and of a contrast table.
-MEANS_COLUMNS = ("emmean", "se", "df", "lower", "upper")
-CONTRAST_COLUMNS = ("estimate", "se", "df", "t", "p", "lower", "upper")
 
 
 def _check_level(level) -> float:

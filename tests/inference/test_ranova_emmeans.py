@@ -266,3 +266,21 @@ def test_emmeans_several_terms_needs_the_covariate_as_a_column():
     m = rl.lmer("yield ~ np.log(nitro + 1) + Variety + (1|Block/Variety)", rl.datasets.oats())
     with pytest.raises(ModelDataError, match="'nitro'"):
         m.emmeans("Variety")
+
+
+def test_emmeans_refuses_a_rank_deficient_fit():
+    data = rl.datasets.orthodont()
+    data["boy"] = (data["Sex"] == "Male").astype(float)
+    with pytest.warns(rl.ModelDataWarning):
+        m = rl.lmer("distance ~ age + Sex + boy + (1|Subject)", data)
+    with pytest.raises(ModelDataError, match="'boy'"):
+        m.emmeans("Sex")
+
+
+def test_ranova_of_a_fit_from_arrays_equals_the_formula_fit():
+    data = rl.datasets.sleepstudy()
+    X = np.column_stack([np.ones(len(data)), data["Days"]])
+    arrays = rl.fit(X, data["Reaction"].to_numpy(), data["Subject"], names=["(Intercept)", "Days"])
+    formula = rl.lmer("Reaction ~ Days + (1|Subject)", data)
+    np.testing.assert_allclose(arrays.ranova().table.to_numpy(dtype=float),
+                               formula.ranova().table.to_numpy(dtype=float), rtol=1e-9)
