@@ -23,7 +23,7 @@
 # Every fit is converged tightly (lme4's default tolerances leave the ML fit of orthodont
 # 2e-5 away in the standard errors from the optimum); ranova's refits keep the control.
 #
-# Run from the repository root (about 30 s):
+# Run from the repository root (about 10 s):
 #
 #     Rscript tests/data/r/make_ranova_emmeans_reference.R
 #
