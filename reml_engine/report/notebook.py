@@ -81,10 +81,11 @@ def html_result(title: str, *parts: str) -> str:
     return f'<div class="reml-engine-result"><p><b>{html.escape(title)}</b></p>{"".join(parts)}</div>'
 
 
-def fit_html(m, ddf: str | None, group_lines, optimizer_lines) -> str:
+def fit_html(m, ddf: str | None, group_lines, optimizer_lines, notes_footer: str = "") -> str:
     """The summary of a fit (one term or several) as HTML: lmerTest's sections, the fixed
     effects with ``df`` and ``Pr(>|t|)`` on the df method the title names (``ddf=None``:
-    lme4's three columns), then the optimizer's record and the notes."""
+    lme4's three columns), then the optimizer's record and the notes (followed by
+    ``notes_footer``)."""
     from .render import (
         correlation_table,
         criterion_table,
@@ -114,6 +115,8 @@ def fit_html(m, ddf: str | None, group_lines, optimizer_lines) -> str:
         parts.append(html_table(table, "Correlation of fixed effects"))
     parts.append(html_lines(optimizer_lines))
     parts.append(html_notes(m.notes))
+    if m.notes and notes_footer:
+        parts.append(html_lines([notes_footer]))
     return '<div class="reml-engine-fit">' + "".join(parts) + "</div>"
 
 

@@ -44,6 +44,8 @@ SUMMARY_DDF_CHOICES = ("Satterthwaite", "Kenward-Roger", "lme4")
 SUMMARY_NO_DDF = "lme4"
 #: How the header names each df method, as lmerTest's.
 DDF_TITLES = {"satterthwaite": "Satterthwaite's", "kenward-roger": "Kenward-Roger's", "residual": "residual df"}
+#: Below the notes of a one-term fit: where the long form is.
+EXPLAIN_LINE = "(m.explain() says at length what the optimizer found.)"
 #: Decimals of the criterion and the AIC line (lme4's ``round(x, 1)``).
 CRITERION_DECIMALS = 1
 
@@ -303,7 +305,7 @@ def render_summary(m, ddf: str | None = SUMMARY_DDF) -> str:
     sections.append([_wrap(line, "") for line in optimizer_lines(m)])
     if m.notes:
         notes = [_wrap(n, "- ") for n in m.notes]
-        sections.append(["Notes:", *notes])
+        sections.append(["Notes:", *notes, EXPLAIN_LINE])
     return "\n\n".join("\n".join(s) for s in sections) + "\n"
 
 
@@ -313,7 +315,8 @@ def render_html(m, ddf: str | None = SUMMARY_DDF) -> str:
     :func:`reml_engine.report.notebook.fit_html`)."""
     from .notebook import fit_html
 
-    return fit_html(m, ddf, [f"Number of obs: {m.nobs}, groups: {m.group_name}, {m.ngroups}"], optimizer_lines(m))
+    return fit_html(m, ddf, [f"Number of obs: {m.nobs}, groups: {m.group_name}, {m.ngroups}"], optimizer_lines(m),
+                    EXPLAIN_LINE)
 
 
 __all__ = ["format_number", "render_html", "render_summary", "summary_ddf"]
