@@ -252,36 +252,56 @@ def plot_time_vs_n(table: pd.DataFrame, path: Path) -> None:
 
 
 def plot_criterion_timing(table: pd.DataFrame, path: Path) -> None:
-    """Time per criterion evaluation against N, for G = N/100 and N/10."""
+    """Time per criterion evaluation against N, for G = N/100 and N/10, saved to ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = criterion_timing_figure(table)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def criterion_timing_figure(table: pd.DataFrame):
+    """The figure of :func:`plot_criterion_timing` (a matplotlib Figure)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharex=True)
-    for balanced, style in ((True, "-"), (False, "--")):
-        for per_group, color in ((100, "tab:blue"), (10, "tab:red")):
+    colors = {100: "tab:blue", 10: "tab:red"}
+    styles = {True: "-", False: "--"}
+    for balanced, style in styles.items():
+        for per_group, color in colors.items():
             sub = table[(table.balanced == balanced)
                         & (np.round(table.nobs / table.ngroups, -1) == per_group)].sort_values("nobs")
-            label = f"G = N/{per_group}, {'balanced' if balanced else 'unbalanced'}"
-            axes[0].loglog(sub.nobs, sub.single_eval_us, style, color=color, marker="o", ms=4, label=label)
+            axes[0].loglog(sub.nobs, sub.single_eval_us, style, color=color, marker="o", ms=4)
             axes[1].loglog(sub.nobs, sub.scan_per_point_us, style, color=color, marker="o", ms=4)
+            if not balanced:
+                # Above the upper (G = N/100) series, below the lower: the labels do not overlap.
+                offset = (2, 5) if per_group == 100 else (2, -10)
+                for row in sub.itertuples():
+                    axes[1].annotate(f"U={row.distinct_sizes}", (row.nobs, row.scan_per_point_us), fontsize=6,
+                                     color=color, textcoords="offset points", xytext=offset)
     axes[0].set_title("one evaluation (criterion at one tau)")
     axes[1].set_title("per point of the vectorized scan")
     # Wide fixed ranges: flat means flat on a scale of decades, not of noise.
     axes[0].set_ylim(1.0, 1e4)
     axes[1].set_ylim(0.1, 1e3)
-    for row in table[~table.balanced].itertuples():
-        axes[1].annotate(f"U={row.distinct_sizes}", (row.nobs, row.scan_per_point_us), fontsize=6,
-                         textcoords="offset points", xytext=(2, 4))
+    # Room on the right for the last labels.
+    axes[0].set_xlim(table.nobs.min() / 1.6, table.nobs.max() * 3.0)
     for ax in axes:
         ax.set_xlabel("rows N")
         ax.set_ylabel("microseconds")
         ax.grid(True, which="major", alpha=0.3)
-    axes[0].legend(fontsize=7)
+    # Colour says G, line style says balance: one legend entry each, without markers, and
+    # long enough handles that a dashed line shows as dashed.
+    handles = [Line2D([], [], color=c, lw=2, label=f"G = N/{per_group}") for per_group, c in colors.items()]
+    handles += [Line2D([], [], color="0.3", ls=ls, lw=1.5, label="balanced" if b else "unbalanced (U: distinct sizes)")
+                for b, ls in styles.items()]
+    axes[0].legend(handles=handles, fontsize=7, handlelength=4)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def write_json(data: dict, path: Path) -> None:

@@ -98,7 +98,8 @@ def figure_seed_data(outdir: Path) -> Path:
 
 
 def figure_seed_profile(outdir: Path) -> Path:
-    """The library's profile plot of the seed fit (REML)."""
+    """The library's profile plot of the seed fit (REML): against the ICC, where the global
+    optimum (ICC 0.9995) sits against the right edge, and against log10(tau), where it is apart."""
     m = rl.lmer("y ~ x + (1|f)", rl.load_seed())
     plot = m.plot_profile()
     return _save(plot.figure, outdir, "seed_profile.png")
@@ -128,7 +129,8 @@ def figure_seed_parts(outdir: Path) -> Path:
     ax.plot(x, total, color="k", lw=2, label="REML criterion (sum)")
     for o in m.optima:
         if o.tau > 0:
-            ax.axvline(np.log10(o.tau), color="C3", ls=":", lw=1)
+            ax.axvline(np.log10(o.tau), color="C3", ls=":", lw=1,
+                       label=f"{'global' if o.is_global else 'local'} optimum, tau = {o.tau:.4g}")
     ax.axhline(0, color="0.6", lw=0.8)
     ax.set_xlabel("log10(tau),  tau = var_group / sigma2")
     ax.set_ylabel("change since tau = 0")
@@ -150,7 +152,8 @@ def figure_seed_slope_path(outdir: Path) -> Path:
         ax.axhline(table.loc[name, "coef"], color="0.4", ls=style, lw=1, label=f"{name}: {table.loc[name, 'coef']:.4f}")
     for o in m.optima:
         if o.tau > 0:
-            ax.axvline(np.log10(o.tau), color="C3", ls=":", lw=1)
+            ax.axvline(np.log10(o.tau), color="C3", ls=":", lw=1,
+                       label=f"{'global' if o.is_global else 'local'} optimum, tau = {o.tau:.4g}")
             ax.annotate(f"global optimum\nslope {o.fixef['x']:.3f}", (np.log10(o.tau), o.fixef["x"]),
                         xytext=(-90, -40), textcoords="offset points", fontsize=7,
                         arrowprops={"arrowstyle": "->", "lw": 0.8})
@@ -200,9 +203,9 @@ def figure_within_between_profile(outdir: Path) -> Path:
 def figure_seed_ranef(outdir: Path) -> Path:
     """Caterpillar plot of the random intercepts at the global optimum."""
     m = rl.lmer("y ~ x + (1|f)", rl.load_seed())
-    ax = m.plot_ranef()
-    ax.figure.set_size_inches(*FIGURE_SIZE)
-    return _save(ax.figure, outdir, "seed_ranef.png")
+    plot = m.plot_ranef()
+    plot.figure.set_size_inches(*FIGURE_SIZE)
+    return _save(plot.figure, outdir, "seed_ranef.png")
 
 
 FIGURES: tuple[Callable[[Path], Path], ...] = (

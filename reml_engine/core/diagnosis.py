@@ -21,6 +21,10 @@ MAX_COEFS_COMPARED = 3
 FIXEF_SHIFT_IN_SE = 2.0
 
 
+#: How a short note points to the long explanation.
+EXPLAIN_POINTER = "m.explain() says"
+
+
 def criterion_name(REML: bool) -> str:
     return "REML criterion" if REML else "deviance"
 
@@ -33,11 +37,9 @@ def boundary_diagnosis(summary: OptSummary, cs: CompoundSymmetryFit) -> Boundary
     if slope > 0:
         reason = "negative_icc"
         message = (
-            f"var_group is estimated at 0 (boundary). The {name} rises from var_group = 0 into positive "
-            f"values (slope {slope:.4g} per unit of var_group/sigma2), so it keeps falling towards negative "
-            "values: the data point to a negative intra-class correlation, which a random intercept cannot "
-            f"express. Allowing it (compound symmetry, as nlme's gls with corCompSymm) gives ICC = "
-            f"{cs.icc:.4g} with {name} {cs.criterion:.4f}, against {at_zero.criterion:.4f} at the boundary."
+            f"var_group is estimated at 0 (boundary): the {name} rises from there (slope {slope:.4g} in tau), "
+            "so the data point to a negative ICC; compound symmetry (nlme's corCompSymm) has ICC = "
+            f"{cs.icc:.4g}, {name} {cs.criterion:.4f} vs {at_zero.criterion:.4f} here."
         )
     else:
         reason = "flat"
@@ -48,10 +50,10 @@ def boundary_diagnosis(summary: OptSummary, cs: CompoundSymmetryFit) -> Boundary
     return Boundary(reason, slope, at_zero.criterion, cs.icc, cs.criterion, message)
 
 
-def compare_fits(a: LocalOptimum, b: LocalOptimum) -> str:
-    """The coefficients that differ most between two optima, with their SEs."""
+def compare_fits(a: LocalOptimum, b: LocalOptimum, n_coefs: int = MAX_COEFS_COMPARED) -> str:
+    """The ``n_coefs`` coefficients that differ most between two optima, with their SEs."""
     rel = (a.fixef - b.fixef).abs() / np.maximum(b.se.abs(), 1e-300)
-    names = list(rel.sort_values(ascending=False).index[:MAX_COEFS_COMPARED])
+    names = list(rel.sort_values(ascending=False).index[:n_coefs])
     parts = [
         f"{name} {a.fixef[name]:.4g} (SE {a.se[name]:.3g}) vs {b.fixef[name]:.4g} (SE {b.se[name]:.3g})"
         for name in names
@@ -101,21 +103,22 @@ def optimum_notes(
     notes: list[str] = []
     if boundary is not None:
         notes.append(boundary.message)
+    # Each note is a line or two; explain() (report/explain.py) says why at length.
     others = [o for o in optima if not o.is_global]
     if others:
         listing = "; ".join(f"{describe_optimum(o)}, {name} {o.criterion:.4f}" for o in optima)
         notes.append(
-            f"The {name} has {len(optima)} local minima over var_group >= 0 ({listing}). The estimate is "
-            f"the global one, {describe_optimum(estimate)}."
+            f"The {name} has {len(optima)} local minima over var_group >= 0 ({listing}); the estimate is "
+            "the global one."
         )
     default = next(o for o in optima if o.is_lme4_default)
     if not default.is_global:
-        start = "" if lme4_start is None else f" (theta = {lme4_start:.4g}, from the response's variation between and within groups)"
+        start = "" if lme4_start is None else f" (theta = {lme4_start:.4g})"
         notes.append(
             f"lme4's lmer() from its default start{start} stops at a local minimum, {describe_optimum(default)} "
-            f"({name} {default.criterion - estimate.criterion:.4f} worse). The fits differ: "
-            f"{compare_fits(estimate, default)} (estimate vs lme4's)."
-            + (why_fits_differ(estimate, default) if fits_differ(estimate, default) else "")
+            f"({name} {default.criterion - estimate.criterion:.4f} worse); the fits differ most in "
+            f"{compare_fits(estimate, default, 1)} (estimate vs lme4's)."
+            + (f" {EXPLAIN_POINTER} why." if fits_differ(estimate, default) else "")
         )
     if boundary is None and cs.icc < 0 and cs.criterion < estimate.criterion - CRITERION_TIE_TOL:
         notes.append(
@@ -125,8 +128,8 @@ def optimum_notes(
     if cs.at_limit:
         notes.append(
             f"The compound-symmetry {name} keeps falling towards the limit where V stops being positive "
-            "definite (the largest group(s) can be fitted exactly there), so that likelihood has no "
-            + ("maximum; the compound-symmetry fit reported is its lowest proper local minimum."
+            "definite, so that likelihood has no "
+            + ("maximum; the fit reported is its lowest proper local minimum."
                if any(o.kind != "limit" for o in cs.optima) else "proper maximum; its values are at the closest point scanned.")
         )
     return notes

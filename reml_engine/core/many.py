@@ -398,6 +398,16 @@ class ManyFits(Sequence):
                          dtype=float)
 
     @property
+    def sigma2(self) -> pd.Series:
+        """Residual variance at each response's global optimum."""
+        return pd.Series(self._estimates()[2], index=self._index(), name="sigma2", dtype=float)
+
+    @property
+    def n_optima(self) -> pd.Series:
+        """How many local minima each response's criterion has over var_group >= 0."""
+        return pd.Series([e.n_optima for e in self._entries], index=self._index(), name="n_optima", dtype=int)
+
+    @property
     def fixef(self) -> pd.DataFrame:
         """Fixed effects, one row per response."""
         return self._estimates()[0].copy()
@@ -458,6 +468,11 @@ class ManyFits(Sequence):
         method = "REML" if self._REML else "ML"
         shown = ", ".join(self._responses[:5]) + (", ..." if len(self) > 5 else "")
         return f"<ManyFits: {len(self)} responses ({shown}) by {method}; .table() for the estimates>"
+
+    def _repr_html_(self) -> str:
+        from ..report.notebook import many_fits_html
+
+        return many_fits_html(self)
 
 
 def fit_many_design(design: ManyDesign, REML: bool = True) -> ManyFits:

@@ -196,6 +196,13 @@ class OptSummary:
     limit_slope: float = 0.0
     notes: tuple[str, ...] = field(default=())
 
+    def __repr__(self) -> str:
+        from ..report.notebook import short_repr
+
+        return short_repr("OptSummary", REML=self.REML, n_evaluations=self.n_evaluations, n_scan=self.n_scan,
+                          optima=len(self.optima), global_tau=self.global_optimum.tau,
+                          global_criterion=self.global_optimum.criterion)
+
     @property
     def unbounded_at_limit(self) -> bool:
         """True when the compound-symmetry criterion falls without bound towards the

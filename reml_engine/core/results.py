@@ -99,6 +99,12 @@ class CompoundSymmetryFit:
     at_limit: bool
     optima: tuple = ()
 
+    def __repr__(self) -> str:
+        from ..report.notebook import short_repr
+
+        return short_repr("CompoundSymmetryFit", tau=self.tau, icc=self.icc, sigma2=self.sigma2,
+                          criterion=self.criterion, at_limit=self.at_limit, optima=len(self.optima))
+
     @property
     def icc(self) -> float:
         return self.tau / (1.0 + self.tau)
@@ -405,16 +411,18 @@ class LmerFit(ResultNames):
 
         return profile_criterion(self, tau, icc=icc, REML=REML)
 
-    def plot_profile(self, REML: bool | None = None, ax=None):
-        """Plot the criterion against the ICC with every optimum marked (needs matplotlib;
-        see :func:`reml_engine.report.plots.plot_profile`)."""
+    def plot_profile(self, REML: bool | None = None, ax=None, log_tau_ax=None):
+        """Plot the criterion against the ICC (and against log10(tau)) with every optimum
+        marked (needs matplotlib; see :func:`reml_engine.report.plots.plot_profile`).
+        Returns a :class:`~reml_engine.report.plots.ProfilePlot`."""
         from ..report.plots import plot_profile
 
-        return plot_profile(self, REML=REML, ax=ax)
+        return plot_profile(self, REML=REML, ax=ax, log_tau_ax=log_tau_ax)
 
     def plot_ranef(self, ax=None, sort: bool = True):
         """Caterpillar plot of the random intercepts (needs matplotlib; see
-        :func:`reml_engine.report.plots.plot_ranef`)."""
+        :func:`reml_engine.report.plots.plot_ranef`). Returns a
+        :class:`~reml_engine.report.plots.RanefPlot`."""
         from ..report.plots import plot_ranef
 
         return plot_ranef(self, ax=ax, sort=sort)

@@ -418,6 +418,11 @@ class TermsFit(ResultNames):
     def __str__(self) -> str:
         return self.summary()
 
+    def _repr_html_(self) -> str:
+        from ..report.terms_render import render_terms_html
+
+        return render_terms_html(self)
+
     def __repr__(self) -> str:
         kind = "REML" if self.REML else "ML"
         parts = ", ".join(f"{n}={v:.6g}" for n, v in zip(self.term_names, self.tau * self.sigma2, strict=True))

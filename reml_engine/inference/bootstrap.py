@@ -242,6 +242,17 @@ class BootstrapResult:
     def n_boot(self) -> int:
         return len(self.replicates)
 
+    def __repr__(self) -> str:
+        from ..report.notebook import short_repr
+
+        return short_repr("BootstrapResult", n_boot=self.n_boot, seed=self.seed, REML=self.REML,
+                          columns=", ".join(map(str, self.replicates.columns)))
+
+    def _repr_html_(self) -> str:
+        from ..report.notebook import bootstrap_html
+
+        return bootstrap_html(self)
+
     def percentile_intervals(self, level: float = 0.95) -> pd.DataFrame:
         """Percentile intervals (lme4's ``boot.type = "perc"``)."""
         alpha = (1.0 - level) / 2.0

@@ -191,6 +191,11 @@ class FTest:
     mean_sq: float
     method: str
 
+    def _repr_html_(self) -> str:
+        from ..report.notebook import f_test_html
+
+        return f_test_html(self)
+
 
 def satterthwaite_ftest(fit, state: SatterthwaiteState, L: np.ndarray, rhs: np.ndarray) -> FTest:
     """F-test of ``L beta = rhs`` with Satterthwaite df (eigen-directions as lmerTest)."""

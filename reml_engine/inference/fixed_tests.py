@@ -144,6 +144,11 @@ class ContrastT:
     lower: float
     upper: float
 
+    def _repr_html_(self) -> str:
+        from ..report.notebook import contrast_t_html
+
+        return contrast_t_html(self)
+
 
 def contrast_t(fit, L, rhs: float = 0.0, ddf: str = "satterthwaite", level: float = 0.95) -> ContrastT:
     """t-test and confidence interval of one linear combination ``l' beta``."""

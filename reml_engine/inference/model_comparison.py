@@ -169,6 +169,16 @@ class AnovaResult:
     def columns(self) -> pd.Index:
         return self.table.columns
 
+    def __repr__(self) -> str:
+        from ..report.notebook import short_repr
+
+        return short_repr("AnovaResult", models=len(self.models), notes=len(self.notes)) + "\n" + str(self)
+
+    def _repr_html_(self) -> str:
+        from ..report.notebook import anova_html
+
+        return anova_html(self)
+
 
 def _ml_refit(fit: LmerFit) -> tuple[LmerFit, str | None]:
     """The global ML fit of the same model, and a note if a local refit would differ."""

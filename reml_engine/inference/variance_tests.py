@@ -95,6 +95,17 @@ class VarianceTest:
         )
         return f"Test of var_group = 0 ({kind}, {how}): statistic = {self.statistic:.4f}, p = {self.p_value:.4g}"
 
+    def __repr__(self) -> str:
+        from ..report.notebook import short_repr
+
+        return short_repr("VarianceTest", statistic=self.statistic, p_value=self.p_value, method=self.method,
+                          REML=self.REML, n_sim=self.n_sim, mc_se=self.mc_se)
+
+    def _repr_html_(self) -> str:
+        from ..report.notebook import variance_test_html
+
+        return variance_test_html(self)
+
 
 def boundary_statistic(fit) -> float:
     """``criterion(tau = 0) - criterion(tau_hat)``, clipped at 0."""

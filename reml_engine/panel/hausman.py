@@ -112,6 +112,17 @@ class HausmanTest:
     def __str__(self) -> str:
         return self.message
 
+    def __repr__(self) -> str:
+        from ..report.notebook import short_repr
+
+        return short_repr("HausmanTest", statistic=self.statistic, df=self.df, p_value=self.p_value,
+                          optimum=self.optimum, tau=self.tau)
+
+    def _repr_html_(self) -> str:
+        from ..report.notebook import hausman_html
+
+        return hausman_html(self)
+
 
 def _as_fit(formula_or_fit, data, REML: bool, na_action: str):
     if isinstance(formula_or_fit, str):
@@ -213,6 +224,17 @@ class MundlakTest:
     den_df: float
     method: str
     fit: LmerFit
+
+    def __repr__(self) -> str:
+        from ..report.notebook import short_repr
+
+        return short_repr("MundlakTest", terms=", ".join(self.terms), statistic=self.statistic, df=self.df,
+                          p_value=self.p_value, method=self.method)
+
+    def _repr_html_(self) -> str:
+        from ..report.notebook import mundlak_html
+
+        return mundlak_html(self)
 
     @property
     def p_value_chisq(self) -> float:

@@ -38,6 +38,13 @@ from ..core.parametrization import UserParametrization, standard_errors
 PROFILE_POINTS = 801
 #: Extra points between ICC 0.9 and 1, uniform in log(1 - ICC).
 PROFILE_POINTS_NEAR_ONE = 200
+#: Points of the curve against log10(tau) (tau > 0 only), for the panel that shows optima
+#: crowded against ICC = 1.
+LOG_TAU_POINTS = 400
+#: That curve spans the positive optima's log10(tau) widened by this many decades each side
+#: (and at least LOG_TAU_MIN_RANGE).
+LOG_TAU_MARGIN = 2.0
+LOG_TAU_MIN_RANGE = (-3.0, 3.0)
 #: The curve stops this fraction of the ICC range short of either end (at the lower
 #: limit V is singular, at ICC = 1 tau is infinite).
 PROFILE_END_GAP = 1e-4
@@ -94,6 +101,17 @@ class ProfilePoint:
     @property
     def se(self) -> pd.Series:
         return standard_errors(self.vcov)
+
+    def __repr__(self) -> str:
+        from .notebook import short_repr
+
+        return short_repr("ProfilePoint", tau=self.tau, REML=self.REML, criterion=self.criterion, sigma2=self.sigma2,
+                          fixef=", ".join(f"{k}={v:.6g}" for k, v in self.fixef.items()))
+
+    def _repr_html_(self) -> str:
+        from .notebook import profile_point_html
+
+        return profile_point_html(self)
 
     def parts(self) -> pd.Series:
         """The scalar parts as one Series (for printing and tables)."""
@@ -208,6 +226,9 @@ class CriterionProfile:
         The lowest minimum over the extended range (negative ICC allowed).
     boundary_criterion : float
         The criterion at var_group = 0.
+    log_tau, log_tau_criterion : ndarray
+        The curve against tau > 0, uniform in log10(tau) over the decades around the
+        positive optima: where the ICC axis crowds large tau against 1.
     """
 
     REML: bool
@@ -219,10 +240,24 @@ class CriterionProfile:
     lme4_default: MarkedOptimum
     compound_symmetry: MarkedOptimum
     boundary_criterion: float
+    log_tau: np.ndarray
+    log_tau_criterion: np.ndarray
 
     @property
     def global_optimum(self) -> MarkedOptimum:
         return next(o for o in self.optima if o.is_global)
+
+    def __repr__(self) -> str:
+        from .notebook import short_repr
+
+        return short_repr("CriterionProfile", REML=self.REML, points=len(self.icc), icc_lower=self.icc_lower,
+                          optima=len(self.optima), global_tau=self.global_optimum.tau,
+                          global_criterion=self.global_optimum.criterion)
+
+    def _repr_html_(self) -> str:
+        from .notebook import profile_html
+
+        return profile_html(self)
 
 
 def _optima_of(fit, REML: bool) -> tuple[tuple[MarkedOptimum, ...], MarkedOptimum]:
@@ -269,7 +304,12 @@ def criterion_profile(fit, REML: bool | None = None, n_points: int = PROFILE_POI
     values = evaluate(taus, fit.stats, REML).criterion
     default = next(o for o in optima if o.is_lme4_default)
     at_zero = float(evaluate([0.0], fit.stats, REML).criterion[0])
-    return CriterionProfile(REML, grid, taus, values, icc_lower, optima, default, cs, at_zero)
+    decades = [math.log10(o.tau) for o in optima if o.tau > 0]
+    low = min(LOG_TAU_MIN_RANGE[0], math.floor(min(decades, default=0.0) - LOG_TAU_MARGIN))
+    high = max(LOG_TAU_MIN_RANGE[1], math.ceil(max(decades, default=0.0) + LOG_TAU_MARGIN))
+    log_taus = np.unique(np.concatenate([np.logspace(low, high, LOG_TAU_POINTS), [o.tau for o in optima if o.tau > 0]]))
+    log_values = evaluate(log_taus, fit.stats, REML).criterion
+    return CriterionProfile(REML, grid, taus, values, icc_lower, optima, default, cs, at_zero, log_taus, log_values)
 
 
 __all__ = [

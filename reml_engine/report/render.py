@@ -14,7 +14,6 @@ the text and HTML reports share them.
 
 from __future__ import annotations
 
-import html
 import math
 import numbers
 import re
@@ -45,6 +44,8 @@ SUMMARY_DDF_CHOICES = ("Satterthwaite", "Kenward-Roger", "lme4")
 SUMMARY_NO_DDF = "lme4"
 #: How the header names each df method, as lmerTest's.
 DDF_TITLES = {"satterthwaite": "Satterthwaite's", "kenward-roger": "Kenward-Roger's", "residual": "residual df"}
+#: Below the notes of a one-term fit: where the long form is.
+EXPLAIN_LINE = "(m.explain() says at length what the optimizer found.)"
 #: Decimals of the criterion and the AIC line (lme4's ``round(x, 1)``).
 CRITERION_DECIMALS = 1
 
@@ -304,45 +305,18 @@ def render_summary(m, ddf: str | None = SUMMARY_DDF) -> str:
     sections.append([_wrap(line, "") for line in optimizer_lines(m)])
     if m.notes:
         notes = [_wrap(n, "- ") for n in m.notes]
-        sections.append(["Notes:", *notes])
+        sections.append(["Notes:", *notes, EXPLAIN_LINE])
     return "\n\n".join("\n".join(s) for s in sections) + "\n"
 
 
 # -- HTML ------------------------------------------------------------------------------
-def _html_table(df: pd.DataFrame, caption: str, index_header: str = "") -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in [index_header, *df.columns])
-    body = []
-    for label, row in zip(df.index, df.itertuples(index=False), strict=True):
-        cells = "".join(f'<td style="text-align:right">{html.escape(format_number(v))}</td>' for v in row)
-        body.append(f'<tr><th style="text-align:left">{html.escape(str(label))}</th>{cells}</tr>')
-    return (
-        f'<table><caption style="text-align:left"><b>{html.escape(caption)}</b></caption>'
-        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-    )
+def render_html(m, ddf: str | None = SUMMARY_DDF) -> str:
+    """The same report as :func:`render_summary`, as HTML for notebooks (see
+    :func:`reml_engine.report.notebook.fit_html`)."""
+    from .notebook import fit_html
 
-
-def render_html(m) -> str:
-    """The same report as :func:`render_summary`, as HTML for notebooks."""
-    parts = [f"<p>{'<br>'.join(html.escape(line) for line in method_lines(m))}</p>"]
-    table = criterion_table(m)
-    if table is None:
-        parts.append(f"<p>REML criterion at convergence: {format_number(m.criterion)}</p>")
-    else:
-        parts.append(_html_table(table, "Fit"))
-    table = residual_table(m)
-    if table is not None:
-        parts.append(_html_table(table, "Scaled residuals"))
-    parts.append(_html_table(random_effects_table(m), "Random effects", index_header="Groups"))
-    parts.append(f"<p>Number of obs: {m.nobs}, groups: {html.escape(str(m.group_name))}, {m.ngroups}</p>")
-    parts.append(_html_table(fixed_effects_table(m), "Fixed effects"))
-    table = correlation_table(m)
-    if table is not None:
-        parts.append(_html_table(table, "Correlation of fixed effects"))
-    parts.append(f"<p>{'<br>'.join(html.escape(line) for line in optimizer_lines(m))}</p>")
-    if m.notes:
-        items = "".join(f"<li>{html.escape(n)}</li>" for n in m.notes)
-        parts.append(f"<p><b>Notes</b></p><ul>{items}</ul>")
-    return '<div class="reml-engine-fit">' + "".join(parts) + "</div>"
+    return fit_html(m, ddf, [f"Number of obs: {m.nobs}, groups: {m.group_name}, {m.ngroups}"], optimizer_lines(m),
+                    EXPLAIN_LINE)
 
 
 __all__ = ["format_number", "render_html", "render_summary", "summary_ddf"]

@@ -71,4 +71,11 @@ def render_terms_summary(m, ddf: str | None = SUMMARY_DDF) -> str:
     return "\n\n".join("\n".join(s) for s in sections) + "\n"
 
 
-__all__ = ["groups_line", "render_terms_summary"]
+def render_terms_html(m, ddf: str | None = SUMMARY_DDF) -> str:
+    """The report of :func:`render_terms_summary` as HTML for notebooks."""
+    from .notebook import fit_html
+
+    return fit_html(m, ddf, [groups_line(m)], optimizer_lines(m))
+
+
+__all__ = ["groups_line", "render_terms_html", "render_terms_summary"]

@@ -367,6 +367,13 @@ class VCOptSummary:
         """The estimate: the lowest local minimum found."""
         return self.optima[0]
 
+    def __repr__(self) -> str:
+        from ..report.notebook import short_repr
+
+        return short_repr("VCOptSummary", REML=self.REML, terms=", ".join(self.term_names), search=self.search,
+                          n_evaluations=self.n_evaluations, optima=len(self.optima),
+                          global_criterion=self.global_optimum.criterion)
+
     @property
     def k(self) -> int:
         return len(self.term_names)

@@ -237,3 +237,31 @@ def test_quick_command_line_writes_each_parts_results(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["quick"] and set(run["part_seconds"]) == {"stages", "many"}
+
+
+def test_criterion_timing_legend_draws_dashed_series_dashed():
+    """Colour is G, line style is balance: the legend has one entry each, and the
+    unbalanced entry is drawn dashed (without a marker covering its dashes)."""
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmarks import report
+
+    table = pd.DataFrame({"nobs": [1000, 10000] * 4, "ngroups": [10, 100, 10, 100, 100, 1000, 100, 1000],
+                          "balanced": [True, True, False, False] * 2, "distinct_sizes": [1, 1, 5, 9] * 2,
+                          "single_eval_us": np.linspace(50, 90, 8), "scan_points": 100,
+                          "scan_per_point_us": np.linspace(1, 3, 8)})
+    fig = report.criterion_timing_figure(table)
+    try:
+        legend = fig.axes[0].get_legend()
+        styles = {t.get_text(): (h.get_linestyle(), h.get_marker()) for t, h in
+                  zip(legend.get_texts(), legend.get_lines(), strict=True)}
+        assert styles["balanced"][0] == "-"
+        unbalanced = next(v for k, v in styles.items() if k.startswith("unbalanced"))
+        assert unbalanced[0] == "--" and unbalanced[1] in ("None", "", None)
+        # The drawn series carry the same styles.
+        drawn = {line.get_linestyle() for line in fig.axes[0].lines}
+        assert drawn == {"-", "--"}
+    finally:
+        plt.close(fig)

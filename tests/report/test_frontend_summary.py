@@ -8,6 +8,7 @@ lme4 (``reference.json``) within the precision it is printed with.
 from __future__ import annotations
 
 import re
+import textwrap
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -221,3 +222,33 @@ def test_readme_quick_start_is_what_the_library_prints_and_what_lme4_says():
     assert f"(SE {lme4['se']['x']:.4f})" in quick
     assert f"REML criterion {lme4['criterion']:.3f}" in " ".join(quick.split())
     assert lme4["singular"] and "boundary (singular) fit" in lme4["messages"]
+
+
+#: A summary note is short: at most this many lines at the notes' width (the long form is
+#: m.explain()).
+MAX_NOTE_LINES = 3
+
+
+@pytest.mark.parametrize("case", [k for k in REFERENCE if not k.startswith("_")])
+@pytest.mark.parametrize("REML", [True, False])
+def test_summary_notes_are_short_and_point_to_explain(case, REML):
+    from reml_engine.report.render import EXPLAIN_LINE, NOTE_WIDTH
+
+    m = rl.lmer(case_formula(case), case_data(case), REML=REML)
+    for note in m.notes:
+        lines = textwrap.wrap(note, NOTE_WIDTH - 2, break_long_words=False, break_on_hyphens=False)
+        assert len(lines) <= MAX_NOTE_LINES, note
+    if m.notes:
+        text = m.summary()
+        assert text.rstrip().endswith(EXPLAIN_LINE)
+        assert "m.explain()" in " ".join(parse_html_text(m._repr_html_()))
+    # What a note leaves out, explain() says: why lme4's fit differs, in full.
+    if not m.lme4_default.is_global:
+        assert "m.explain() says why" in " ".join(m.notes)
+        assert "Why:" in m.explain()
+
+
+def parse_html_text(page: str) -> list[str]:
+    parser = _Collector()
+    parser.feed(page)
+    return parser.text

@@ -104,3 +104,64 @@ def test_a_compound_symmetry_optimum_at_the_limit_is_pointed_at():
     low, _ = plot.ax.get_ylim()
     assert low <= min(o.criterion for o in m.optima)
     plot.figure.canvas.draw()
+
+
+def _overlap(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_seed_profile_shows_the_global_optimum_apart_on_a_log_tau_panel():
+    """The seed's global optimum (ICC 0.9995, tau ~ 2000 in lme4's fit) sits against ICC = 1;
+    the log10(tau) panel draws it away from the edges, on the curve, its line labelled."""
+    ref = load_reference()["seed_x"]["reml"]
+    m = rl.lmer("y ~ x + (1|f)", rl.load_seed())
+    plot = m.plot_profile()
+    panel = plot.log_tau_ax
+    best = m.global_optimum
+    assert best.icc > 0.999
+    low, high = panel.get_xlim()
+    assert low + 1.0 < np.log10(best.tau) < high - 1.0
+    tau_lme4 = ref["var_group"] / ref["sigma2"]
+    assert np.log10(best.tau) == pytest.approx(np.log10(tau_lme4), abs=1e-3)
+    drawn = np.asarray(panel.collections[0].get_offsets(), dtype=float)
+    np.testing.assert_allclose(drawn, [[np.log10(o.tau), o.criterion] for o in m.optima if o.tau > 0], rtol=1e-14)
+    x, y = panel.lines[0].get_data()
+    at = np.flatnonzero(np.isclose(x, np.log10(best.tau), rtol=0, atol=1e-12))
+    assert at.size and y[at[0]] == pytest.approx(ref["criterion"], rel=1e-6)
+    labels = panel.get_legend_handles_labels()[1]
+    assert any(label.startswith("global optimum: tau = ") for label in labels)
+    # The boundary var_group = 0 is off the log axis: a line at lme4's default-start criterion.
+    boundary = load_reference()["seed_x"]["reml_lme4_default"]["criterion"]
+    assert any(label.endswith(f"{boundary:.3f}") for label in labels)
+
+
+@pytest.mark.parametrize("case", ["seed_x", "dyestuff", "dyestuff2", "sim_contextual"])
+def test_profile_labels_stay_inside_their_panel_and_apart(case):
+    plot = rl.lmer(case_formula(case), case_data(case)).plot_profile()
+    plot.figure.canvas.draw()
+    renderer = plot.figure.canvas.get_renderer()
+    for ax in (plot.ax, plot.log_tau_ax):
+        frame = ax.get_window_extent(renderer)
+        boxes = [t.get_window_extent(renderer) for t in ax.texts if t.get_text()]
+        for box in boxes:
+            assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+        for i in range(len(boxes)):
+            for j in range(i):
+                assert not _overlap(boxes[i], boxes[j])
+
+
+def test_every_plot_returns_a_plot_and_old_axes_calls_still_work():
+    from reml_engine.report.plots import Plot
+
+    m = rl.lmer("y ~ x + (1|f)", rl.load_seed())
+    profile, ranef = m.plot_profile(), m.plot_ranef()
+    assert isinstance(profile, Plot) and isinstance(ranef, Plot)
+    for plot in (profile, ranef):
+        assert isinstance(plot.figure, matplotlib.figure.Figure) and plot.ax in plot.figure.axes
+    # plot_ranef returned the Axes before: the Axes' calls still reach them.
+    assert ranef.figure is ranef.ax.figure and ranef.get_title() == ranef.ax.get_title()
+    assert ranef.containers is ranef.ax.containers
+    # With an ax given: only that panel, unless a log-tau ax is given too.
+    fig, (left, right) = plt.subplots(1, 2)
+    assert m.plot_profile(ax=left).log_tau_ax is None
+    assert m.plot_profile(ax=left, log_tau_ax=right).log_tau_ax is right
