@@ -150,9 +150,6 @@ class AnovaResult:
         text = self.table.to_string(float_format=lambda v: f"{v:.6g}")
         return "\n".join([*([self.title, ""] if self.title else []), text, *self.notes])
 
-    def __repr__(self) -> str:
-        return str(self)
-
     def __getitem__(self, key):
         return self.table[key]
 
@@ -170,9 +167,8 @@ class AnovaResult:
         return self.table.columns
 
     def __repr__(self) -> str:
-        from ..report.notebook import short_repr
-
-        return short_repr("AnovaResult", models=len(self.models), notes=len(self.notes)) + "\n" + str(self)
+        # The table and its notes, as pandas shows a frame (the models are not dumped).
+        return str(self)
 
     def _repr_html_(self) -> str:
         from ..report.notebook import anova_html
