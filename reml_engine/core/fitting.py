@@ -16,6 +16,8 @@ fit, the boundary diagnosis and the random effects. :func:`fit_design` and
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
@@ -23,6 +25,7 @@ from ..frontend.design import Design
 from .blas import single_threaded_blas
 from .criterion import fixed_effects
 from .diagnosis import boundary_diagnosis, optimum_notes
+from .identifiability import check_dof
 from .lme4_path import lme4_default_optimum
 from .optimizer import Optimum, OptSummary, find_optima
 from .parametrization import standard_errors
@@ -126,6 +129,46 @@ def fit_stats(
     statistics = SufficientStatistics(group_stats, tuple(column_names), intercept_index, response_name, group_name,
                                       formula, design, None, reread, lme4_start)
     return fit_statistics(statistics, REML)
+
+
+def refit_statistics(fit: LmerFit, REML: bool) -> LmerFit:
+    """The fit of the same statistics by the other criterion, without the rows.
+
+    The criterion problem of ``fit`` (its pooled statistics, the columns kept by the
+    rank check, the map to the user's columns) is the same for REML and ML, so a fit
+    from chunks, Dask or Parquet is refitted from what it keeps, as an in-memory fit is
+    refitted from its design (``anova`` refits REML fits by ML). The rank and
+    conditioning notes of the first fit are not repeated.
+
+    Parameters
+    ----------
+    fit : LmerFit
+    REML : bool
+        The criterion of the refit.
+
+    Returns
+    -------
+    LmerFit
+        With the encoding and data name of ``fit``.
+    """
+    problem = CriterionProblem(
+        REML=REML,
+        pooled=fit.stats,
+        group_stats=fit.group_stats,
+        parametrization=fit.parametrization,
+        column_names=tuple(fit.fixef.index),
+        dropped_columns=fit.dropped_columns,
+        response_name=fit.response_name,
+        group_name=fit.group_name,
+        formula=fit.formula,
+        design=fit.design,
+        group_codes=fit.group_codes,
+        lme4_start=fit.lme4_start_theta,
+    )
+    with single_threaded_blas():
+        check_dof(problem.nobs, len(problem.column_names), REML)
+        refit = build_fit(problem, find_optima(problem))
+    return replace(refit, fixed_encoding=fit.fixed_encoding, data_name=fit.data_name)
 
 
 def _local_optimum(opt: Optimum, pooled, REML, to_original, is_global, is_default) -> LocalOptimum:

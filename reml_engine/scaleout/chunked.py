@@ -159,7 +159,9 @@ def fit_source(formula: str, source: ChunkSource, REML: bool = True, na_action: 
             again = source.map_reduce(TransformedPass(encoding, shift, transform), PartialStats.merge_all,
                                       "statistics")
             return again.group_stats
-    return fit_statistics(merged_statistics(encoding, total, reread), REML)
+    fit = fit_statistics(merged_statistics(encoding, total, reread), REML)
+    # The rows are gone; how they were encoded stays, for predict, simulate and anova.
+    return replace(fit, fixed_encoding=encoding.fixed_encoding(source.dtypes))
 
 
 def _is_categorical(dtype) -> bool:

@@ -45,7 +45,7 @@ from ..frontend.data_checks import (
     refuse_missing,
     warn_dropped,
 )
-from ..frontend.design import check_columns_exist
+from ..frontend.design import FixedEncoding, check_columns_exist
 from ..frontend.formula import (
     ParsedFormula,
     intercept_position,
@@ -347,6 +347,12 @@ class ChunkEncoding:
         y = data[columns.parsed.response].to_numpy(dtype=np.float64)
         return cls(columns, dict(levels), spec, names, intercept, pilot_shift(X, y, intercept), na_action,
                    sample_where)
+
+    def fixed_encoding(self, dtypes: pd.Series) -> FixedEncoding:
+        """What the fit keeps of this encoding for new rows (``predict``, ``simulate``,
+        the type III table); ``dtypes`` are the data's, for the columns read as numbers."""
+        numeric = tuple((c, str(dtypes[c])) for c in self.columns.numeric if c in dtypes)
+        return FixedEncoding(self.columns.parsed, self.model_spec, numeric)
 
     def with_levels(self, levels: dict, sample: pd.DataFrame) -> ChunkEncoding:
         """The same encoding with other level sets (the spec and shift rebuilt for them)."""
