@@ -233,3 +233,12 @@ def test_simulate_refuses_rows_without_a_group_or_a_predictor(rowless):
         rowless.simulate(2, seed=1, newdata=rows.assign(g=[1.0, np.nan, 2.0, 3.0, 4.0]))
     with pytest.raises(rl.ModelDataError, match="1 of 5 rows of newdata have missing predictors"):
         rowless.simulate(2, seed=1, newdata=rows.assign(z=[1.0, np.nan, 2.0, 3.0, 4.0]))
+
+
+@pytest.mark.parametrize("method", ["profile", "wald"])
+def test_intervals_equal_in_memory(in_memory, method):
+    # Intervals read the statistics only; checked here so that they stay so.
+    fit = _quietly(lmer_chunks, FORMULA, _pieces(FRAME))
+    expected, got = in_memory.confint(method), fit.confint(method)
+    numbers = ["lower", "upper"]
+    pd.testing.assert_frame_equal(got[numbers], expected[numbers], rtol=SAME_TABLE_RTOL)
