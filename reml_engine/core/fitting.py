@@ -16,12 +16,14 @@ fit, the boundary diagnosis and the random effects. :func:`fit_design` and
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
 from ..frontend.design import Design
+from ..progress import logger
 from .blas import single_threaded_blas
 from .criterion import fixed_effects
 from .diagnosis import boundary_diagnosis, optimum_notes
@@ -60,6 +62,7 @@ def build_fit(problem: CriterionProblem, summary: OptSummary) -> LmerFit:
         _local_optimum(o, pooled, REML, to_original, o is best, o is lme4_pick) for o in summary.optima
     )
     estimate = next(o for o in optima if o.is_global)
+    _log_optima(problem, optima)
     beta, vcov, sigma2 = fixed_effects(best.tau, pooled, REML)
     fixef, vcov_df = to_original(beta, vcov)
 
@@ -94,6 +97,24 @@ def build_fit(problem: CriterionProblem, summary: OptSummary) -> LmerFit:
         parametrization=to_original,
         lme4_start_theta=problem.lme4_start,
     )
+
+
+def _log_optima(problem: CriterionProblem, optima: tuple[LocalOptimum, ...]) -> None:
+    """The optima found, and which is global (INFO), each one (DEBUG): the engine's log."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    best = next(o for o in optima if o.is_global)
+    what = "REML criterion" if problem.REML else "ML deviance"
+    count = f"{len(optima)} local optim{'um' if len(optima) == 1 else 'a'}"
+    message = (f"{problem.formula or 'model'}: {count} of the {what}; global: {best.kind}, tau = {best.tau:.6g}, "
+               f"criterion {best.criterion:.6g}")
+    lme4 = next((o for o in optima if o.is_lme4_default), best)
+    if lme4 is not best:
+        message += f"; lme4's default start stops at the {lme4.kind} optimum, criterion {lme4.criterion:.6g}"
+    logger.info(message)
+    for number, optimum in enumerate(optima, start=1):
+        logger.debug("optimum %d: %s, tau = %.10g, criterion %.10g%s", number, optimum.kind, optimum.tau,
+                     optimum.criterion, " (global)" if optimum.is_global else "")
 
 
 def fit_statistics(statistics: SufficientStatistics, REML: bool = True) -> LmerFit:

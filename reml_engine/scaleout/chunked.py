@@ -40,8 +40,6 @@ Examples
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
@@ -55,6 +53,7 @@ from ..errors import ModelDataError
 from ..frontend.data_checks import check_response_varies
 from ..frontend.design import check_array_shapes
 from ..frontend.groups import factorize_groups
+from ..progress import ReadProgress, check_progress
 from .encoding import (
     ChunkEncoding,
     FormulaColumns,
@@ -71,12 +70,6 @@ from .encoding import (
 #: Rows per chunk when a memory-mapped array is read chunk by chunk: about 8 MB per
 #: float64 column, small next to any machine's memory, large enough for the kernels.
 CHUNK_ROWS = 1_000_000
-
-#: In ``progress="auto"`` mode, nothing is shown for reads shorter than this (seconds).
-PROGRESS_AFTER_SECONDS = 10.0
-
-#: Seconds between two progress lines of a chunked read.
-PROGRESS_INTERVAL_SECONDS = 5.0
 
 #: Statistics of this many chunks (or Dask partitions) are merged together in one step of
 #: the tree.
@@ -181,53 +174,6 @@ class _LevelsOf:
         return observed_levels(chunk, self.columns)
 
 
-class ReadProgress:
-    """Progress of a chunked read: rows and chunks so far, printed or passed to a callback.
-
-    Parameters
-    ----------
-    progress : bool, "auto" or callable
-        True prints a line every ``PROGRESS_INTERVAL_SECONDS``; "auto" does so only once
-        the read has lasted ``PROGRESS_AFTER_SECONDS``; a callable is called as
-        ``progress(rows, chunks)`` after every chunk; False shows nothing.
-    what : str
-        What the pass computes, for the printed line.
-    """
-
-    def __init__(self, progress, what: str = "statistics"):
-        self.progress = progress
-        self.what = what
-        self.start = time.monotonic()
-        self.last_print = self.start
-        self.rows = 0
-        self.chunks = 0
-        self.printed = False
-
-    def update(self, rows: int) -> None:
-        self.rows += rows
-        self.chunks += 1
-        if callable(self.progress):
-            self.progress(self.rows, self.chunks)
-            return
-        if self.progress is False:
-            return
-        now = time.monotonic()
-        wait = 0.0 if self.progress is True else PROGRESS_AFTER_SECONDS
-        if now - self.start >= wait and now - self.last_print >= PROGRESS_INTERVAL_SECONDS:
-            self._print(now)
-
-    def close(self) -> None:
-        if self.printed or self.progress is True:
-            self._print(time.monotonic())
-
-    def _print(self, now: float) -> None:
-        elapsed = max(now - self.start, np.finfo(float).tiny)
-        print(f"reml_engine: {self.what}: {self.rows:,} rows in {self.chunks} chunks, "
-              f"{elapsed:.1f} s ({self.rows / elapsed:,.0f} rows/s)", file=sys.stderr)
-        self.last_print = now
-        self.printed = True
-
-
 def tree_merge(results: Iterable, merge_all: Callable, fanout: int = MERGE_FANOUT):
     """Merge a stream of partial results in a tree, holding ``O(fanout log k)`` of them.
 
@@ -263,15 +209,19 @@ class IteratorSource(ChunkSource):
     """
 
     def __init__(self, chunks, progress="auto", chunk_rows: int = CHUNK_ROWS):
-        self.progress = progress
+        self.progress = check_progress(progress)
         self._buffer: list[pd.DataFrame] = []
+        #: Rows per pass, when known before reading (progress lines give the time left).
+        self.total_rows: int | None = None
         if isinstance(chunks, np.ndarray):
             array = chunks
             self._fresh = lambda: array_chunks(array, chunk_rows)
+            self.total_rows = len(array)
         elif callable(chunks):
             self._fresh = chunks
         elif isinstance(chunks, (list, tuple)):
             self._fresh = lambda: iter(chunks)
+            self.total_rows = sum(len(chunk) for chunk in chunks if hasattr(chunk, "__len__")) or None
         else:
             self._iterator = iter(chunks)
             self._fresh = self._replay
@@ -316,7 +266,7 @@ class IteratorSource(ChunkSource):
         return None
 
     def map_reduce(self, per_chunk, merge_all, what):
-        tracker = ReadProgress(self.progress, what)
+        tracker = ReadProgress(self.progress, what, self.total_rows)
 
         def results() -> Iterator:
             for where, chunk in _named(self._fresh()):
@@ -378,7 +328,9 @@ def lmer_chunks(formula: str, chunks, REML: bool = True, na_action: str = "omit"
     levels : dict, optional
         ``{column: levels}`` for categorical columns, in the order wanted.
     progress : bool, "auto" or callable
-        See :class:`ReadProgress`.
+        See :class:`~reml_engine.progress.ReadProgress`: lines on stderr with the
+        rows read, and the share done and the time left when the rows are known
+        beforehand (a list of chunks, an array).
     dialect, contrasts :
         As for :func:`reml_engine.lmer`.
 
@@ -476,7 +428,9 @@ def fit_arrays(X, y, groups, REML: bool = True, names=None, chunk_rows: int = CH
         As for :func:`reml_engine.fit`.
     chunk_rows : int
     progress : bool, "auto" or callable
-        See :class:`ReadProgress`.
+        See :class:`~reml_engine.progress.ReadProgress`: lines on stderr with the
+        rows read, and the share done and the time left when the rows are known
+        beforehand (a list of chunks, an array).
 
     Examples
     --------
@@ -487,6 +441,7 @@ def fit_arrays(X, y, groups, REML: bool = True, names=None, chunk_rows: int = CH
     >>> round(m.criterion, 4)
     16.1726
     """
+    progress = check_progress(progress)
     group_name = str(getattr(groups, "name", None) or "group")
     X, y, groups = _as_rows(X, "X"), _as_rows(y, "y"), _as_rows(groups, "groups")
     X, names = check_array_shapes(X, y, groups, names)
@@ -508,7 +463,7 @@ def fit_arrays(X, y, groups, REML: bool = True, names=None, chunk_rows: int = CH
     per_chunk = _ArrayRows(X, y, groups, names, group_name, shift)
 
     def read(rows: _ArrayRows) -> GroupStats:
-        tracker = ReadProgress(progress, "statistics")
+        tracker = ReadProgress(progress, "statistics", n)
 
         def results() -> Iterator[PartialStats]:
             for start in range(0, n, chunk_rows):
