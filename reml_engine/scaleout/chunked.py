@@ -15,10 +15,12 @@ Every chunk is encoded the same way (:mod:`reml_engine.scaleout.encoding`):
    declared: a pandas ``Categorical`` column or ``levels=`` keeps the order of its
    categories, as in an in-memory fit), and the design is fixed from the sample with
    those levels;
-3. each chunk gives a :class:`~reml_engine.scaleout.encoding.PartialStats`; they are
+3. if the formula has ``within()``/``between()`` terms, a pass gathers their group
+   means (:mod:`reml_engine.scaleout.group_means`);
+4. each chunk gives a :class:`~reml_engine.scaleout.encoding.PartialStats`; they are
    merged in a tree (:func:`~reml_engine.scaleout.encoding.merged_statistics`), and the
    fit is the in-memory chain from there (:func:`~reml_engine.core.fitting.fit_statistics`);
-4. if a level turns out to occur in no complete row (an unused category, or a value
+5. if a level turns out to occur in no complete row (an unused category, or a value
    seen only in rows dropped for missing values), the statistics pass is run again
    without it, as an in-memory fit (and lme4) never has it.
 
@@ -66,6 +68,7 @@ from .encoding import (
     require_columns,
     sorted_levels,
 )
+from .group_means import GroupSums
 
 #: Rows per chunk when a memory-mapped array is read chunk by chunk: about 8 MB per
 #: float64 column, small next to any machine's memory, large enough for the kernels.
@@ -137,12 +140,14 @@ def fit_source(formula: str, source: ChunkSource, REML: bool = True, na_action: 
         gathered.update({c: tuple(found[c]) for c in columns.undeclared if _is_categorical(source.dtypes[c])})
     all_levels = {**declared, **gathered}
     encoding = ChunkEncoding.from_sample(columns, all_levels, sample, na_action, sample_where)
+    group_means = _group_means(encoding, source)
+    encoding = encoding.with_group_means(group_means)
     total = source.map_reduce(encoding.partial_stats, PartialStats.merge_all, "statistics")
     # A level no complete row uses is not a level of the in-memory fit: it drops the
     # incomplete rows first, and unused categories as lme4 does. Encode again without it.
     if any(not flags.all() for flags in total.seen.values()):
         kept = {c: tuple(np.asarray(all_levels[c], dtype=object)[total.seen[c]]) for c in columns.categorical}
-        encoding = encoding.with_levels({**all_levels, **kept}, sample)
+        encoding = encoding.with_levels({**all_levels, **kept}, sample).with_group_means(group_means)
         total = source.map_reduce(encoding.partial_stats, PartialStats.merge_all, "statistics")
     reread = None
     if source.rereadable:
@@ -155,6 +160,21 @@ def fit_source(formula: str, source: ChunkSource, REML: bool = True, na_action: 
     fit = fit_statistics(merged_statistics(encoding, total, reread), REML)
     # The rows are gone; how they were encoded stays, for predict, simulate and anova.
     return replace(fit, fixed_encoding=encoding.fixed_encoding(source.dtypes))
+
+
+def _group_means(encoding: ChunkEncoding, source: ChunkSource) -> dict:
+    """The states of ``within()``/``between()`` from a first pass over all chunks (none
+    when the formula has no such term); see :mod:`reml_engine.scaleout.group_means`."""
+    transforms = encoding.group_mean_transforms
+    if not transforms:
+        return {}
+    if not source.rereadable:
+        raise ModelDataError(
+            f"{', '.join(transforms)} need the group means of all rows before the chunks are encoded, a first pass "
+            "that a one-shot iterator cannot give: pass a list of chunks or a function that returns a fresh "
+            "iterator, or compute the columns beforehand"
+        )
+    return source.map_reduce(encoding.group_sums, GroupSums.merge_all, "group means").states()
 
 
 def _is_categorical(dtype) -> bool:
