@@ -359,7 +359,8 @@ def lmer_chunks(formula: str, chunks, REML: bool = True, na_action: str = "omit"
     LmerFit
         The same fit as :func:`reml_engine.lmer` on the concatenated chunks, with
         ``ranef`` from the group statistics; ``fitted``/``resid`` are None (the rows are
-        not kept).
+        not kept). ``predict(newdata)``, ``simulate(newdata=)``, ``anova`` (ML refit
+        and type III) and ``confint`` work from the statistics and the encoding.
     """
     source = IteratorSource(chunks, progress=progress, chunk_rows=chunk_rows)
     return fit_source(formula, source, REML=REML, na_action=na_action, levels=levels, dialect=dialect,

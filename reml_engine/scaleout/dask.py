@@ -400,6 +400,8 @@ def lmer_dask(formula: str, data, REML: bool = True, na_action: str = "omit", le
     LmerFit
         The same fit as :func:`reml_engine.lmer` on the whole data in memory, with
         ``ranef`` from the group statistics; ``fitted``/``resid`` are None.
+        ``predict(newdata)``, ``simulate(newdata=)``, ``anova`` (ML refit and type III)
+        and ``confint`` work from the statistics and the encoding.
     """
     if isinstance(data, (str, PathLike)):
         source = parquet_source(formula, data, progress=progress, scheduler=scheduler, dialect=dialect)
