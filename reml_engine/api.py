@@ -22,12 +22,13 @@ from .frontend.formula import count_random_terms, has_offset_term
 from .frontend.formula_dialect import DEFAULT_DIALECT, check_contrasts, check_dialect
 from .frontend.many_design import build_many_design, many_design_from_arrays, response_columns
 from .frontend.terms_design import build_terms_design
+from .progress import StageProgress, check_progress
 from .scaleout.dask import lmer_lazy
 
 
 def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "omit", *,
          dialect: str = DEFAULT_DIALECT, contrasts: dict | None = None, weights=None,
-         offset=None, data_name: str | None = None) -> LmerFit | TermsFit | ManyFits:
+         offset=None, data_name: str | None = None, progress="auto") -> LmerFit | TermsFit | ManyFits:
     """Fit ``response ~ fixed terms + (1|group)`` by REML (default) or ML.
 
     Parameters
@@ -81,6 +82,17 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
         The name the summary's ``Data:`` line gives the data (lme4 prints the name of
         the R variable). By default ``data.attrs["name"]`` when that is a string (the
         frames of :mod:`reml_engine.datasets` carry theirs), else no ``Data:`` line.
+    progress : bool, "auto" or callable
+        Progress on stderr for long fits (:mod:`reml_engine.progress`). ``"auto"``
+        (default) shows nothing for fits shorter than 10 s
+        (``PROGRESS_AFTER_SECONDS``), then a line per stage of an in-memory fit, or
+        every 5 s while chunks are read (with the share done and the time left when
+        the number of rows is known beforehand: a list of chunks, an array; Dask's
+        progress bar for Dask and Parquet data). True shows them from the start, False
+        never. A callable is called as ``progress(rows, chunks)``: after every chunk,
+        after each pass over Dask partitions, and once for a DataFrame (one chunk).
+        What the engine decides (rows and columns dropped, the optima found) is logged
+        to the ``logging`` logger ``"reml_engine"``.
 
     Returns
     -------
@@ -107,6 +119,7 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
     """
     REML = check_bool(REML, "REML")
     check_na_action(na_action)
+    progress = check_progress(progress)
     dialect = check_dialect(dialect)
     check_contrasts(contrasts)
     if not isinstance(formula, str):
@@ -132,14 +145,25 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
                 "several random terms, weights and offsets are fitted from a pandas DataFrame in memory; chunked, "
                 f"Dask and Parquet fits take one random term (got {type(data).__name__})"
             )
+        stages = StageProgress(progress)
         design = build_terms_design(formula, data, na_action, weights=weights, offset=offset, dialect=dialect,
                                     contrasts=contrasts)
-        return fit_terms_design(design, REML=REML)
+        stages.rows_read(len(data))
+        stages.stage(f"design of {len(data):,} rows")
+        fitted = fit_terms_design(design, REML=REML)
+        stages.stage("fit")
+        return fitted
     if not isinstance(data, pd.DataFrame):
-        return lmer_lazy(formula, data, REML=REML, na_action=na_action, dialect=dialect, contrasts=contrasts)
+        return lmer_lazy(formula, data, REML=REML, na_action=na_action, dialect=dialect, contrasts=contrasts,
+                         progress=progress)
+    stages = StageProgress(progress)
     design = build_design(formula, data, na_action=na_action, dialect=dialect, contrasts=contrasts)
+    stages.rows_read(len(data))
+    stages.stage(f"design of {len(data):,} rows")
     call = LmerCall(formula, data.copy(deep=False), REML, na_action, dialect, contrasts)
-    return replace(fit_design(design, REML=REML), call=call, data_name=_data_name(data, data_name))
+    fitted = replace(fit_design(design, REML=REML), call=call, data_name=_data_name(data, data_name))
+    stages.stage("statistics and fit")
+    return fitted
 
 
 def _data_name(data: pd.DataFrame, data_name) -> str | None:

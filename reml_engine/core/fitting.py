@@ -16,13 +16,18 @@ fit, the boundary diagnosis and the random effects. :func:`fit_design` and
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
 from ..frontend.design import Design
+from ..progress import logger
 from .blas import single_threaded_blas
 from .criterion import fixed_effects
 from .diagnosis import boundary_diagnosis, optimum_notes
+from .identifiability import check_dof
 from .lme4_path import lme4_default_optimum
 from .optimizer import Optimum, OptSummary, find_optima
 from .parametrization import standard_errors
@@ -57,6 +62,7 @@ def build_fit(problem: CriterionProblem, summary: OptSummary) -> LmerFit:
         _local_optimum(o, pooled, REML, to_original, o is best, o is lme4_pick) for o in summary.optima
     )
     estimate = next(o for o in optima if o.is_global)
+    _log_optima(problem, optima)
     beta, vcov, sigma2 = fixed_effects(best.tau, pooled, REML)
     fixef, vcov_df = to_original(beta, vcov)
 
@@ -93,6 +99,24 @@ def build_fit(problem: CriterionProblem, summary: OptSummary) -> LmerFit:
     )
 
 
+def _log_optima(problem: CriterionProblem, optima: tuple[LocalOptimum, ...]) -> None:
+    """The optima found, and which is global (INFO), each one (DEBUG): the engine's log."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    best = next(o for o in optima if o.is_global)
+    what = "REML criterion" if problem.REML else "ML deviance"
+    count = f"{len(optima)} local optim{'um' if len(optima) == 1 else 'a'}"
+    message = (f"{problem.formula or 'model'}: {count} of the {what}; global: {best.kind}, tau = {best.tau:.6g}, "
+               f"criterion {best.criterion:.6g}")
+    lme4 = next((o for o in optima if o.is_lme4_default), best)
+    if lme4 is not best:
+        message += f"; lme4's default start stops at the {lme4.kind} optimum, criterion {lme4.criterion:.6g}"
+    logger.info(message)
+    for number, optimum in enumerate(optima, start=1):
+        logger.debug("optimum %d: %s, tau = %.10g, criterion %.10g%s", number, optimum.kind, optimum.tau,
+                     optimum.criterion, " (global)" if optimum.is_global else "")
+
+
 def fit_statistics(statistics: SufficientStatistics, REML: bool = True) -> LmerFit:
     """Stages 3 to 5: ``build_fit(problem, find_optima(problem))`` with
     ``problem = criterion_problem(statistics, REML)``."""
@@ -126,6 +150,46 @@ def fit_stats(
     statistics = SufficientStatistics(group_stats, tuple(column_names), intercept_index, response_name, group_name,
                                       formula, design, None, reread, lme4_start)
     return fit_statistics(statistics, REML)
+
+
+def refit_statistics(fit: LmerFit, REML: bool) -> LmerFit:
+    """The fit of the same statistics by the other criterion, without the rows.
+
+    The criterion problem of ``fit`` (its pooled statistics, the columns kept by the
+    rank check, the map to the user's columns) is the same for REML and ML, so a fit
+    from chunks, Dask or Parquet is refitted from what it keeps, as an in-memory fit is
+    refitted from its design (``anova`` refits REML fits by ML). The rank and
+    conditioning notes of the first fit are not repeated.
+
+    Parameters
+    ----------
+    fit : LmerFit
+    REML : bool
+        The criterion of the refit.
+
+    Returns
+    -------
+    LmerFit
+        With the encoding and data name of ``fit``.
+    """
+    problem = CriterionProblem(
+        REML=REML,
+        pooled=fit.stats,
+        group_stats=fit.group_stats,
+        parametrization=fit.parametrization,
+        column_names=tuple(fit.fixef.index),
+        dropped_columns=fit.dropped_columns,
+        response_name=fit.response_name,
+        group_name=fit.group_name,
+        formula=fit.formula,
+        design=fit.design,
+        group_codes=fit.group_codes,
+        lme4_start=fit.lme4_start_theta,
+    )
+    with single_threaded_blas():
+        check_dof(problem.nobs, len(problem.column_names), REML)
+        refit = build_fit(problem, find_optima(problem))
+    return replace(refit, fixed_encoding=fit.fixed_encoding, data_name=fit.data_name)
 
 
 def _local_optimum(opt: Optimum, pooled, REML, to_original, is_global, is_default) -> LocalOptimum:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import ModelDataError, warn
+from ..progress import logger
 
 #: lme4's default tolerance for rank deficiency of the fixed-effect design (qr tol).
 RANK_TOL = 1e-7
@@ -135,12 +136,15 @@ def rank_decisions(
 
 
 def warn_dropped_columns(dropped: Sequence[str]) -> None:
+    """lme4's warning for the columns its rank check drops (also logged, at INFO)."""
     if dropped:
-        warn(
+        message = (
             f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
             f"column{'s' if len(dropped) > 1 else ''}: {', '.join(map(repr, dropped))} "
             "(a linear combination of earlier columns)"
         )
+        logger.info(message)
+        warn(message)
 
 
 def undecided_columns_message(undecided: Sequence[str]) -> str:

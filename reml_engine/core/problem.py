@@ -20,6 +20,7 @@ from ..errors import warn
 from ..frontend.arguments import check_bool
 from ..frontend.data_checks import check_groups
 from ..frontend.design import Design
+from ..progress import logger
 from .criterion import (
     CriterionBatch,
     CriterionParts,
@@ -194,6 +195,7 @@ def criterion_problem(statistics: SufficientStatistics, REML: bool = True) -> Cr
     warn_dropped_columns([name for name in dropped if name not in undecided_names])
     rank_notes = [undecided_columns_message(undecided_names)] if undecided else []
     for note in rank_notes:
+        logger.info(note)
         warn(note)
     names = [column_names[j] for j in kept]
     n_columns = group_stats.q

@@ -9,7 +9,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from ..frontend.design import Design
+from ..frontend.design import Design, FixedEncoding
 from .optimizer import OptSummary
 from .parametrization import UserParametrization, standard_errors
 from .result_names import ResultNames
@@ -235,6 +235,9 @@ class LmerFit(ResultNames):
     data_name: str | None = None
     #: The lmer() call, for update() and drop1(); None for fits from arrays or statistics.
     call: LmerCall | None = field(default=None, repr=False)
+    #: How rows become X, for a fit from chunks, Dask or Parquet (no ``design``): what
+    #: predict, simulate and the type III table read (see :attr:`encoding`).
+    fixed_encoding: FixedEncoding | None = field(default=None, repr=False)
 
     # -- the contract's derived values -------------------------------------------------
     @property
@@ -288,6 +291,15 @@ class LmerFit(ResultNames):
     def lme4_default(self) -> LocalOptimum:
         """The optimum lme4's ``lmer()`` returns with its default start and optimizer."""
         return next(o for o in self.optima if o.is_lme4_default)
+
+    @property
+    def encoding(self) -> Design | FixedEncoding | None:
+        """How rows become the fixed-effect design (formula, formulaic spec, numeric
+        columns): the design of an in-memory fit, the encoding of a fit from chunks, Dask
+        or Parquet; None for fits from arrays or statistics."""
+        if self.design is not None and self.design.model_spec is not None:
+            return self.design
+        return self.fixed_encoding
 
     # -- conditional fitted values -----------------------------------------------------
     @cached_property
@@ -383,11 +395,14 @@ class LmerFit(ResultNames):
 
         return predict(self, newdata, re=re, X=X, groups=groups)
 
-    def simulate(self, nsim: int = 1, seed=None, re: bool = False) -> pd.DataFrame:
-        """Responses drawn from the fitted model (see :func:`reml_engine.inference.predict.simulate`)."""
+    def simulate(self, nsim: int = 1, seed=None, re: bool = False, newdata: pd.DataFrame | None = None
+                 ) -> pd.DataFrame:
+        """Responses drawn from the fitted model, for the fitting rows or ``newdata``
+        (needed by fits from chunks, Dask or Parquet; see
+        :func:`reml_engine.inference.predict.simulate`)."""
         from ..inference.predict import simulate
 
-        return simulate(self, nsim, seed=seed, re=re)
+        return simulate(self, nsim, seed=seed, re=re, newdata=newdata)
 
     def varcorr(self) -> pd.DataFrame:
         """Variance components, as lme4's ``VarCorr``: one row for the group, one residual.

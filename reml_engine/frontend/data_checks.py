@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..core.kernels import column_ranges
 from ..errors import ModelDataError, warn
+from ..progress import logger
 from .columns import is_number_dtype
 
 #: Rows from which the data checks read the columns in one compiled pass.
@@ -92,8 +93,11 @@ def refuse_missing(n_bad: int, per_column: dict[str, int], hint: str = "") -> No
 
 
 def warn_dropped(n_bad: int, n_rows: int, per_column: dict[str, int]) -> None:
-    """``na_action="omit"`` (lme4's default): one warning counting the rows dropped."""
-    warn(f"dropped {n_bad} of {n_rows} rows with missing values ({_missing_detail(per_column)})")
+    """``na_action="omit"`` (lme4's default): one warning counting the rows dropped (and
+    the same line in the engine's log, :mod:`reml_engine.progress`)."""
+    message = f"dropped {n_bad} of {n_rows} rows with missing values ({_missing_detail(per_column)})"
+    logger.info(message)
+    warn(message)
 
 
 def check_range(lo: float, hi: float, what: str) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -87,6 +87,27 @@ class Design:
     kept_rows: np.ndarray | None = None
     #: (name, dtype) of the data columns the fixed part read as numbers: new data must
     #: give numbers there too.
+    numeric_columns: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class FixedEncoding:
+    """How rows become the fixed-effect design, without any rows: what ``predict``,
+    ``simulate`` and the type III table need from a fit made chunk by chunk (a
+    :class:`Design` carries the same three attributes for an in-memory fit).
+
+    Attributes
+    ----------
+    formula : ParsedFormula
+        The formula as fitted (after the dialect's translation).
+    model_spec : formulaic.ModelSpec
+        The fixed part's spec, with the fit's factor levels.
+    numeric_columns : tuple of (str, str)
+        ``(name, dtype)`` of the data columns the fixed part read as numbers.
+    """
+
+    formula: ParsedFormula
+    model_spec: object = field(repr=False)
     numeric_columns: tuple[tuple[str, str], ...] = ()
 
 
@@ -332,7 +353,7 @@ def design_from_arrays(X, y, groups, names=None) -> Design:
                   intercept_index=None)
 
 
-def model_spec_copy(design: Design):
+def model_spec_copy(design: Design | FixedEncoding):
     """A copy of the fit's formulaic model spec, to build designs of other data with.
 
     formulaic updates a spec's encoder state while it materializes data (a numeric
@@ -344,7 +365,7 @@ def model_spec_copy(design: Design):
     return copy.deepcopy(design.model_spec)
 
 
-def new_design_matrix(design: Design, newdata: pd.DataFrame, columns=None) -> np.ndarray:
+def new_design_matrix(design: Design | FixedEncoding, newdata: pd.DataFrame, columns=None) -> np.ndarray:
     """The fixed-effect design for new data, with the fitting data's encoding.
 
     ``columns`` (coefficient names) selects and orders the columns, leaving out those a
@@ -374,7 +395,7 @@ def encoded_column(variable: str, columns: pd.Index) -> str | None:
     return name if name in columns else None
 
 
-def _align_to_encoding(design: Design, newdata: pd.DataFrame) -> pd.DataFrame:
+def _align_to_encoding(design: Design | FixedEncoding, newdata: pd.DataFrame) -> pd.DataFrame:
     """New data in the fit's encoding, checked before formulaic sees it.
 
     A categorical column's values are matched to the fitted levels by value, then by
@@ -423,15 +444,17 @@ def _align_to_encoding(design: Design, newdata: pd.DataFrame) -> pd.DataFrame:
     return newdata
 
 
-def new_fixed_design(design: Design, newdata: pd.DataFrame, columns) -> tuple[np.ndarray, np.ndarray]:
+def new_fixed_design(design: Design | FixedEncoding, newdata: pd.DataFrame, columns
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """The fixed-effect design of new data, with the fitting data's encoding.
 
     The fit is left as it was whatever ``newdata`` holds (see :func:`model_spec_copy`).
 
     Parameters
     ----------
-    design : Design
-        The design of the fit (from :func:`build_design`).
+    design : Design or FixedEncoding
+        The design of the fit (from :func:`build_design`), or the encoding of a fit
+        made chunk by chunk.
     newdata : pandas.DataFrame
         Must hold every column the fixed part uses.
     columns : sequence of str
@@ -479,4 +502,4 @@ def new_fixed_design(design: Design, newdata: pd.DataFrame, columns) -> tuple[np
     return X, complete
 
 
-__all__ = ["Design", "INTERCEPT_NAME", "ParsedFormula", "build_design", "design_from_arrays", "parse_formula"]
+__all__ = ["Design", "FixedEncoding", "INTERCEPT_NAME", "ParsedFormula", "build_design", "design_from_arrays", "parse_formula"]

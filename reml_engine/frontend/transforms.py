@@ -22,6 +22,9 @@ Which rows the means come from
   never saw has no stored mean; it uses the mean of its *own* rows in the new data
   (missing values ignored), so a new group described by several rows gets its own
   between part. A new group given by a single row therefore has ``within = 0``.
+* **Chunks, Dask, Parquet.** A first pass adds up each group's sums and rows over all
+  chunks, so the means are those of all the fit's rows, as in memory
+  (:mod:`reml_engine.scaleout.group_means`).
 
 How it works
 ------------

@@ -30,7 +30,7 @@ import formulaic
 import numpy as np
 import pandas as pd
 
-from ..core.fitting import fit_design
+from ..core.fitting import fit_design, refit_statistics
 from ..core.optimizer import optimum_reached_from
 from ..core.results import LmerFit
 from ..core.terms_results import TermsFit
@@ -178,11 +178,13 @@ class AnovaResult:
 
 def _ml_refit(fit: LmerFit) -> tuple[LmerFit, str | None]:
     """The global ML fit of the same model, and a note if a local refit would differ."""
-    if fit.design is None:
-        raise ValueError("refitting by ML needs the fit's design (a fit from rl.lmer or rl.fit)")
     if isinstance(fit, TermsFit):
+        if fit.design is None:
+            raise ValueError("refitting by ML needs the fit's design (a fit from rl.lmer)")
         return _ml_refit_terms(fit)
-    ml = fit_design(fit.design, REML=False)
+    # A fit without rows (chunks, Dask, Parquet, statistics) is refitted from its
+    # statistics: the ML criterion is a function of the same statistics.
+    ml = fit_design(fit.design, REML=False) if fit.design is not None else refit_statistics(fit, REML=False)
     # Where a descent started at the REML estimate would stop (lme4's refitML).
     local = optimum_reached_from(ml.optima, ml.stats, False, fit.tau)
     note = None
@@ -223,6 +225,11 @@ def _response_key(model) -> tuple:
     design = getattr(model, "design", None)
     design = getattr(design, "design", design)  # a TermsFit's TermsDesign holds the Design
     y = getattr(design, "y", None)
+    stats = getattr(model, "group_stats", None)
+    if y is None and stats is not None:
+        # A fit without rows (chunks, Dask, Parquet): the response's sum and sum of squares
+        # from its statistics, as for the columns of X (_column_moments).
+        return model.nobs, float(stats.sums[:, -1].sum() + stats.nobs * stats.shift[-1]), float(stats.raw_cross[-1, -1])
     if y is None:
         return (model.nobs, math.nan, math.nan)
     return model.nobs, float(y.sum()), float(y @ y)

@@ -23,7 +23,7 @@ import pandas as pd
 from ..core.criterion import fixed_effects
 from ..errors import ModelDataError, ModelDataWarning
 from ..frontend.design import new_fixed_design
-from ..frontend.groups import group_labels, level_positions
+from ..frontend.groups import factorize_groups, group_labels, level_positions
 
 
 def fixed_part(fit, X: np.ndarray) -> np.ndarray:
@@ -53,12 +53,24 @@ def _positions(fit, labels) -> np.ndarray:
 
 def _require_design(fit, what: str):
     if fit.design is None or fit.group_codes is None:
-        raise ModelDataError(f"{what} needs the fit's data; this fit was made from statistics only")
+        raise ModelDataError(f"{what} needs the fit's rows; this fit was made from statistics only (chunks, Dask, "
+                             "Parquet) and keeps no rows: pass newdata= (or X= and groups=) with the rows to predict")
     return fit.design
 
 
+def _require_encoding(fit, what: str):
+    """How the fit's rows became X (its design, or the encoding of a chunked fit)."""
+    encoding = fit.encoding
+    if encoding is None:
+        if fit.design is not None:
+            raise ModelDataError("this fit was made from arrays: pass X= and groups= for new rows instead of newdata")
+        raise ModelDataError(f"{what} needs the fit's formula encoding; this fit was made from statistics or "
+                             "arrays only: pass X= and groups= instead")
+    return encoding
+
+
 def _new_group_labels(fit, newdata: pd.DataFrame) -> pd.Series:
-    columns = fit.design.formula.group_columns
+    columns = fit.encoding.formula.group_columns
     absent = [c for c in columns if c not in newdata.columns]
     if absent:
         raise ModelDataError(
@@ -124,8 +136,8 @@ def predict(fit, newdata: pd.DataFrame | None = None, re: bool = True, *, X=None
         positions = _positions(fit, groups)
         return population + np.where(positions >= 0, modes[np.maximum(positions, 0)], 0.0)
 
-    design = _require_design(fit, "predict(newdata)")
-    Xnew, complete = new_fixed_design(design, newdata, fit.fixef.index)
+    encoding = _require_encoding(fit, "predict(newdata)")
+    Xnew, complete = new_fixed_design(encoding, newdata, fit.fixef.index)
     population = fixed_part(fit, Xnew)
     if not complete.all():
         warnings.warn(
@@ -140,7 +152,7 @@ def predict(fit, newdata: pd.DataFrame | None = None, re: bool = True, *, X=None
     return pd.Series(population, index=newdata.index, name="predicted")
 
 
-def simulate(fit, nsim: int = 1, seed=None, re: bool = False) -> pd.DataFrame:
+def simulate(fit, nsim: int = 1, seed=None, re: bool = False, newdata: pd.DataFrame | None = None) -> pd.DataFrame:
     """Responses drawn from the fitted model, one column per simulation.
 
     Parameters
@@ -153,12 +165,26 @@ def simulate(fit, nsim: int = 1, seed=None, re: bool = False) -> pd.DataFrame:
     re : bool
         Hold the group effects at their conditional modes (lme4's ``use.u = TRUE``)
         instead of drawing them from ``N(0, var_group)`` (default, lme4's
-        ``use.u = FALSE``).
+        ``use.u = FALSE``). A group of ``newdata`` the fit never saw has no mode: its
+        effect is drawn from ``N(0, var_group)`` either way.
+    newdata : pandas.DataFrame, optional
+        Rows to simulate responses for (lme4's ``simulate(m, newdata = )``), with the
+        columns of the fixed part and the grouping column(s); rows with a missing value
+        there are refused. Without it the fitting rows are simulated, which a fit from
+        chunks, Dask or Parquet does not keep: it needs ``newdata``.
 
     Returns
     -------
     pandas.DataFrame
-        ``nobs`` rows (indexed like the fitting rows) and columns ``sim_1 ... sim_nsim``.
+        One row per fitting row (indexed like them) or per row of ``newdata`` (indexed
+        like it), and columns ``sim_1 ... sim_nsim``.
+
+    Notes
+    -----
+    The draws come in this order: the effects of the fit's groups (``ngroups x nsim``,
+    in the order of ``ranef``; none with ``re=True``), those of the new groups of ``newdata`` (in sorted
+    order), then the residuals (rows x nsim). So ``simulate(nsim, seed, newdata=rows)``
+    on the fitting rows, in their order, gives the draws of ``simulate(nsim, seed)``.
 
     Examples
     --------
@@ -169,19 +195,66 @@ def simulate(fit, nsim: int = 1, seed=None, re: bool = False) -> pd.DataFrame:
     """
     if isinstance(nsim, bool) or not isinstance(nsim, numbers.Integral) or nsim < 1:
         raise ValueError(f"nsim must be a positive integer, got {nsim!r}")
-    design = _require_design(fit, "simulate()")
-    rng = np.random.default_rng(seed)
-    codes = fit.group_codes
-    mean = fixed_part(fit, design.X)
-    if re:
-        group_part = np.repeat(fit.ranef["mode"].to_numpy()[codes][:, None], nsim, axis=1)
+    re = _check_flag(re, "re")
+    if newdata is None:
+        if fit.design is None or fit.group_codes is None:
+            where = "this fit was made from statistics only (chunks, Dask, Parquet) and keeps no rows"
+            raise ModelDataError(f"simulate() needs rows to simulate: {where}; pass newdata= (a DataFrame with the "
+                                 "columns of the formula) to simulate responses for those rows")
+        mean = fixed_part(fit, fit.design.X)
+        codes, n_new = fit.group_codes, 0
+        index = fit.design.row_index if fit.design.row_index is not None else pd.RangeIndex(len(mean))
     else:
-        effects = rng.standard_normal((fit.ngroups, nsim)) * np.sqrt(fit.var_group)
-        group_part = effects[codes]
+        mean, codes, n_new = _new_rows_for_simulation(fit, newdata)
+        index = newdata.index
+    rng = np.random.default_rng(seed)
+    sd_group = np.sqrt(fit.var_group)
+    if re:
+        effects = np.repeat(fit.ranef["mode"].to_numpy()[:, None], nsim, axis=1)
+    else:
+        effects = rng.standard_normal((fit.ngroups, nsim)) * sd_group
+    new_effects = rng.standard_normal((n_new, nsim)) * sd_group
+    group_part = np.vstack([effects, new_effects])[codes]
     noise = rng.standard_normal((len(mean), nsim)) * np.sqrt(fit.sigma2)
-    index = design.row_index if design.row_index is not None else pd.RangeIndex(len(mean))
     columns = [f"sim_{k + 1}" for k in range(nsim)]
     return pd.DataFrame(mean[:, None] + group_part + noise, index=index, columns=columns)
+
+
+def _check_flag(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _new_rows_for_simulation(fit, newdata: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, int]:
+    """``X beta`` of the new rows, each row's group (the fit's groups first, then the new
+    ones) and the number of new groups."""
+    if not isinstance(newdata, pd.DataFrame):
+        raise ModelDataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
+    encoding = _require_encoding(fit, "simulate(newdata=)")
+    Xnew, complete = new_fixed_design(encoding, newdata, fit.fixef.index)
+    if not complete.all():
+        raise ModelDataError(
+            f"{int((~complete).sum())} of {len(complete)} rows of newdata have missing predictors; responses "
+            "cannot be simulated for them: drop those rows first"
+        )
+    labels = _new_group_labels(fit, newdata)
+    absent = (labels.to_frame().isna().any(axis=1).to_numpy() if isinstance(labels, pd.MultiIndex)
+              else labels.isna().to_numpy())
+    if absent.any():
+        raise ModelDataError(
+            f"{int(absent.sum())} of {len(absent)} rows of newdata have no label in grouping column(s) "
+            f"{', '.join(map(repr, encoding.formula.group_columns))}; drop those rows first"
+        )
+    positions = _positions(fit, labels)
+    unseen = positions < 0
+    codes = positions.copy()
+    n_new = 0
+    if unseen.any():
+        new_groups = factorize_groups(labels[unseen], fit.group_name)
+        codes[unseen] = fit.ngroups + new_groups.codes
+        n_new = len(new_groups.levels)
+    return fixed_part(fit, Xnew), codes, n_new
 
 
 __all__ = ["fixed_part", "level_positions", "predict", "simulate"]

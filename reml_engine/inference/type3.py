@@ -139,16 +139,18 @@ def type3_hypotheses(fit) -> dict[str, np.ndarray]:
     Parameters
     ----------
     fit : LmerFit
-        A fit made from a formula (``rl.lmer``), with any full-rank coding of its
-        categorical variables.
+        A fit made from a formula (``rl.lmer``, in memory or chunk by chunk: the
+        hypotheses depend on the encoding, not on the rows), with any full-rank coding of
+        its categorical variables.
 
     Returns
     -------
     dict mapping term label (formulaic's, e.g. ``"x1:cat"``) to an array (rows, p)
     over the fit's coefficients ``fit.fixef``.
     """
-    design = getattr(fit, "design", None)
-    spec = getattr(design, "model_spec", None)
+    # A chunked fit has no design but keeps its encoding (LmerFit.encoding).
+    encoding = getattr(fit, "encoding", None) or getattr(fit, "design", None)
+    spec = getattr(encoding, "model_spec", None)
     if spec is None:
         raise ModelDataError("a type III table needs a fit made from a formula (rl.lmer)")
     names = list(fit.fixef.index)

@@ -15,10 +15,12 @@ Every chunk is encoded the same way (:mod:`reml_engine.scaleout.encoding`):
    declared: a pandas ``Categorical`` column or ``levels=`` keeps the order of its
    categories, as in an in-memory fit), and the design is fixed from the sample with
    those levels;
-3. each chunk gives a :class:`~reml_engine.scaleout.encoding.PartialStats`; they are
+3. if the formula has ``within()``/``between()`` terms, a pass gathers their group
+   means (:mod:`reml_engine.scaleout.group_means`);
+4. each chunk gives a :class:`~reml_engine.scaleout.encoding.PartialStats`; they are
    merged in a tree (:func:`~reml_engine.scaleout.encoding.merged_statistics`), and the
    fit is the in-memory chain from there (:func:`~reml_engine.core.fitting.fit_statistics`);
-4. if a level turns out to occur in no complete row (an unused category, or a value
+5. if a level turns out to occur in no complete row (an unused category, or a value
    seen only in rows dropped for missing values), the statistics pass is run again
    without it, as an in-memory fit (and lme4) never has it.
 
@@ -40,8 +42,6 @@ Examples
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
@@ -55,6 +55,7 @@ from ..errors import ModelDataError
 from ..frontend.data_checks import check_response_varies
 from ..frontend.design import check_array_shapes
 from ..frontend.groups import factorize_groups
+from ..progress import ReadProgress, check_progress
 from .encoding import (
     ChunkEncoding,
     FormulaColumns,
@@ -67,16 +68,11 @@ from .encoding import (
     require_columns,
     sorted_levels,
 )
+from .group_means import GroupSums
 
 #: Rows per chunk when a memory-mapped array is read chunk by chunk: about 8 MB per
 #: float64 column, small next to any machine's memory, large enough for the kernels.
 CHUNK_ROWS = 1_000_000
-
-#: In ``progress="auto"`` mode, nothing is shown for reads shorter than this (seconds).
-PROGRESS_AFTER_SECONDS = 10.0
-
-#: Seconds between two progress lines of a chunked read.
-PROGRESS_INTERVAL_SECONDS = 5.0
 
 #: Statistics of this many chunks (or Dask partitions) are merged together in one step of
 #: the tree.
@@ -144,12 +140,14 @@ def fit_source(formula: str, source: ChunkSource, REML: bool = True, na_action: 
         gathered.update({c: tuple(found[c]) for c in columns.undeclared if _is_categorical(source.dtypes[c])})
     all_levels = {**declared, **gathered}
     encoding = ChunkEncoding.from_sample(columns, all_levels, sample, na_action, sample_where)
+    group_means = _group_means(encoding, source)
+    encoding = encoding.with_group_means(group_means)
     total = source.map_reduce(encoding.partial_stats, PartialStats.merge_all, "statistics")
     # A level no complete row uses is not a level of the in-memory fit: it drops the
     # incomplete rows first, and unused categories as lme4 does. Encode again without it.
     if any(not flags.all() for flags in total.seen.values()):
         kept = {c: tuple(np.asarray(all_levels[c], dtype=object)[total.seen[c]]) for c in columns.categorical}
-        encoding = encoding.with_levels({**all_levels, **kept}, sample)
+        encoding = encoding.with_levels({**all_levels, **kept}, sample).with_group_means(group_means)
         total = source.map_reduce(encoding.partial_stats, PartialStats.merge_all, "statistics")
     reread = None
     if source.rereadable:
@@ -159,7 +157,24 @@ def fit_source(formula: str, source: ChunkSource, REML: bool = True, na_action: 
             again = source.map_reduce(TransformedPass(encoding, shift, transform), PartialStats.merge_all,
                                       "statistics")
             return again.group_stats
-    return fit_statistics(merged_statistics(encoding, total, reread), REML)
+    fit = fit_statistics(merged_statistics(encoding, total, reread), REML)
+    # The rows are gone; how they were encoded stays, for predict, simulate and anova.
+    return replace(fit, fixed_encoding=encoding.fixed_encoding(source.dtypes))
+
+
+def _group_means(encoding: ChunkEncoding, source: ChunkSource) -> dict:
+    """The states of ``within()``/``between()`` from a first pass over all chunks (none
+    when the formula has no such term); see :mod:`reml_engine.scaleout.group_means`."""
+    transforms = encoding.group_mean_transforms
+    if not transforms:
+        return {}
+    if not source.rereadable:
+        raise ModelDataError(
+            f"{', '.join(transforms)} need the group means of all rows before the chunks are encoded, a first pass "
+            "that a one-shot iterator cannot give: pass a list of chunks or a function that returns a fresh "
+            "iterator, or compute the columns beforehand"
+        )
+    return source.map_reduce(encoding.group_sums, GroupSums.merge_all, "group means").states()
 
 
 def _is_categorical(dtype) -> bool:
@@ -177,53 +192,6 @@ class _LevelsOf:
             return {}
         require_columns(chunk, self.columns, where)
         return observed_levels(chunk, self.columns)
-
-
-class ReadProgress:
-    """Progress of a chunked read: rows and chunks so far, printed or passed to a callback.
-
-    Parameters
-    ----------
-    progress : bool, "auto" or callable
-        True prints a line every ``PROGRESS_INTERVAL_SECONDS``; "auto" does so only once
-        the read has lasted ``PROGRESS_AFTER_SECONDS``; a callable is called as
-        ``progress(rows, chunks)`` after every chunk; False shows nothing.
-    what : str
-        What the pass computes, for the printed line.
-    """
-
-    def __init__(self, progress, what: str = "statistics"):
-        self.progress = progress
-        self.what = what
-        self.start = time.monotonic()
-        self.last_print = self.start
-        self.rows = 0
-        self.chunks = 0
-        self.printed = False
-
-    def update(self, rows: int) -> None:
-        self.rows += rows
-        self.chunks += 1
-        if callable(self.progress):
-            self.progress(self.rows, self.chunks)
-            return
-        if self.progress is False:
-            return
-        now = time.monotonic()
-        wait = 0.0 if self.progress is True else PROGRESS_AFTER_SECONDS
-        if now - self.start >= wait and now - self.last_print >= PROGRESS_INTERVAL_SECONDS:
-            self._print(now)
-
-    def close(self) -> None:
-        if self.printed or self.progress is True:
-            self._print(time.monotonic())
-
-    def _print(self, now: float) -> None:
-        elapsed = max(now - self.start, np.finfo(float).tiny)
-        print(f"reml_engine: {self.what}: {self.rows:,} rows in {self.chunks} chunks, "
-              f"{elapsed:.1f} s ({self.rows / elapsed:,.0f} rows/s)", file=sys.stderr)
-        self.last_print = now
-        self.printed = True
 
 
 def tree_merge(results: Iterable, merge_all: Callable, fanout: int = MERGE_FANOUT):
@@ -261,15 +229,19 @@ class IteratorSource(ChunkSource):
     """
 
     def __init__(self, chunks, progress="auto", chunk_rows: int = CHUNK_ROWS):
-        self.progress = progress
+        self.progress = check_progress(progress)
         self._buffer: list[pd.DataFrame] = []
+        #: Rows per pass, when known before reading (progress lines give the time left).
+        self.total_rows: int | None = None
         if isinstance(chunks, np.ndarray):
             array = chunks
             self._fresh = lambda: array_chunks(array, chunk_rows)
+            self.total_rows = len(array)
         elif callable(chunks):
             self._fresh = chunks
         elif isinstance(chunks, (list, tuple)):
             self._fresh = lambda: iter(chunks)
+            self.total_rows = sum(len(chunk) for chunk in chunks if hasattr(chunk, "__len__")) or None
         else:
             self._iterator = iter(chunks)
             self._fresh = self._replay
@@ -314,7 +286,7 @@ class IteratorSource(ChunkSource):
         return None
 
     def map_reduce(self, per_chunk, merge_all, what):
-        tracker = ReadProgress(self.progress, what)
+        tracker = ReadProgress(self.progress, what, self.total_rows)
 
         def results() -> Iterator:
             for where, chunk in _named(self._fresh()):
@@ -376,7 +348,9 @@ def lmer_chunks(formula: str, chunks, REML: bool = True, na_action: str = "omit"
     levels : dict, optional
         ``{column: levels}`` for categorical columns, in the order wanted.
     progress : bool, "auto" or callable
-        See :class:`ReadProgress`.
+        See :class:`~reml_engine.progress.ReadProgress`: lines on stderr with the
+        rows read, and the share done and the time left when the rows are known
+        beforehand (a list of chunks, an array).
     dialect, contrasts :
         As for :func:`reml_engine.lmer`.
 
@@ -385,7 +359,8 @@ def lmer_chunks(formula: str, chunks, REML: bool = True, na_action: str = "omit"
     LmerFit
         The same fit as :func:`reml_engine.lmer` on the concatenated chunks, with
         ``ranef`` from the group statistics; ``fitted``/``resid`` are None (the rows are
-        not kept).
+        not kept). ``predict(newdata)``, ``simulate(newdata=)``, ``anova`` (ML refit
+        and type III) and ``confint`` work from the statistics and the encoding.
     """
     source = IteratorSource(chunks, progress=progress, chunk_rows=chunk_rows)
     return fit_source(formula, source, REML=REML, na_action=na_action, levels=levels, dialect=dialect,
@@ -474,7 +449,9 @@ def fit_arrays(X, y, groups, REML: bool = True, names=None, chunk_rows: int = CH
         As for :func:`reml_engine.fit`.
     chunk_rows : int
     progress : bool, "auto" or callable
-        See :class:`ReadProgress`.
+        See :class:`~reml_engine.progress.ReadProgress`: lines on stderr with the
+        rows read, and the share done and the time left when the rows are known
+        beforehand (a list of chunks, an array).
 
     Examples
     --------
@@ -485,6 +462,7 @@ def fit_arrays(X, y, groups, REML: bool = True, names=None, chunk_rows: int = CH
     >>> round(m.criterion, 4)
     16.1726
     """
+    progress = check_progress(progress)
     group_name = str(getattr(groups, "name", None) or "group")
     X, y, groups = _as_rows(X, "X"), _as_rows(y, "y"), _as_rows(groups, "groups")
     X, names = check_array_shapes(X, y, groups, names)
@@ -506,7 +484,7 @@ def fit_arrays(X, y, groups, REML: bool = True, names=None, chunk_rows: int = CH
     per_chunk = _ArrayRows(X, y, groups, names, group_name, shift)
 
     def read(rows: _ArrayRows) -> GroupStats:
-        tracker = ReadProgress(progress, "statistics")
+        tracker = ReadProgress(progress, "statistics", n)
 
         def results() -> Iterator[PartialStats]:
             for start in range(0, n, chunk_rows):

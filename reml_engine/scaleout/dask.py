@@ -39,8 +39,9 @@ import pandas as pd
 from ..core.results import LmerFit
 from ..errors import ModelDataError
 from ..frontend.formula import parse_formula
-from .chunked import CHUNK_ROWS, MERGE_FANOUT, PROGRESS_AFTER_SECONDS, ChunkSource, IteratorSource, fit_source
-from .encoding import FormulaColumns, drop_incomplete, located, require_columns
+from ..progress import PROGRESS_AFTER_SECONDS, check_progress
+from .chunked import CHUNK_ROWS, MERGE_FANOUT, ChunkSource, IteratorSource, fit_source
+from .encoding import FormulaColumns, PartialStats, drop_incomplete, located, require_columns
 
 #: The message when Dask is needed but missing.
 INSTALL_HINT = (
@@ -78,7 +79,7 @@ class DaskSource(ChunkSource):
         self.ddf = ddf
         self.columns = ddf.columns
         self.dtypes = ddf.dtypes
-        self.progress = progress
+        self.progress = check_progress(progress)
         self.scheduler = scheduler
         count = ddf.npartitions
         self.names = list(names) if names is not None else [f"partition {i + 1} of {count}" for i in range(count)]
@@ -106,7 +107,11 @@ class DaskSource(ChunkSource):
             ]
         if not results:
             return merge_all([])
-        return _compute(results[0], self.progress, self.scheduler, what)
+        result = _compute(results[0], self.progress, self.scheduler, what)
+        if callable(self.progress) and isinstance(result, PartialStats):
+            # Dask runs the partitions out of sight: the function hears once per pass.
+            self.progress(result.n_rows, len(self.names))
+        return result
 
 
 # -- Parquet files ---------------------------------------------------------------------
@@ -352,7 +357,7 @@ def _compute(task, progress, scheduler, what: str):
             print(f"reml_engine: {what}", file=sys.stderr)
             show_progress(future)
         return future.result()
-    if progress is False:
+    if progress is False or callable(progress):
         return dask.compute(task, scheduler=scheduler)[0]
     from dask.diagnostics import ProgressBar
 
@@ -379,9 +384,11 @@ def lmer_dask(formula: str, data, REML: bool = True, na_action: str = "omit", le
         ``{column: levels}`` for categorical columns; otherwise they are gathered in a
         first pass over those columns (unless they are Dask categoricals with known
         categories).
-    progress : bool or "auto"
-        Progress bar on stderr: always, never, or only for passes longer than
-        ``PROGRESS_AFTER_SECONDS`` on the local schedulers.
+    progress : bool, "auto" or callable
+        Progress bar on stderr (the share of Dask's tasks done): always, never, or only
+        for passes longer than ``PROGRESS_AFTER_SECONDS`` on the local schedulers. A
+        callable is called as ``progress(rows, partitions)`` after each pass over the
+        data.
     scheduler : str, optional
         Dask scheduler for the computations (``"threads"``, ``"synchronous"``,
         ``"processes"``); by default the active one, e.g. a ``distributed.Client``.
@@ -393,6 +400,8 @@ def lmer_dask(formula: str, data, REML: bool = True, na_action: str = "omit", le
     LmerFit
         The same fit as :func:`reml_engine.lmer` on the whole data in memory, with
         ``ranef`` from the group statistics; ``fitted``/``resid`` are None.
+        ``predict(newdata)``, ``simulate(newdata=)``, ``anova`` (ML refit and type III)
+        and ``confint`` work from the statistics and the encoding.
     """
     if isinstance(data, (str, PathLike)):
         source = parquet_source(formula, data, progress=progress, scheduler=scheduler, dialect=dialect)
@@ -411,7 +420,7 @@ def _used_columns(formula: str, ddf, dialect: str = "python"):
 
 
 def lmer_lazy(formula: str, data, REML: bool = True, na_action: str = "omit", *, dialect: str = "python",
-              contrasts: dict | None = None) -> LmerFit:
+              contrasts: dict | None = None, progress="auto") -> LmerFit:
     """What :func:`reml_engine.lmer` does with data that is not a pandas DataFrame.
 
     A Dask DataFrame or a Parquet path goes to :func:`lmer_dask`; an iterable of
@@ -419,11 +428,12 @@ def lmer_lazy(formula: str, data, REML: bool = True, na_action: str = "omit", *,
     goes to :func:`reml_engine.scaleout.chunked.lmer_chunks`.
     """
     if isinstance(data, (str, PathLike)) or is_dask_dataframe(data):
-        return lmer_dask(formula, data, REML=REML, na_action=na_action, dialect=dialect, contrasts=contrasts)
+        return lmer_dask(formula, data, REML=REML, na_action=na_action, progress=progress, dialect=dialect,
+                         contrasts=contrasts)
     if isinstance(data, (dict, pd.Series)) or not (callable(data) or hasattr(data, "__iter__")):
         raise ModelDataError(
             f"data must be a pandas DataFrame, a Dask DataFrame, a Parquet path, an iterable of DataFrames or a "
             f"structured NumPy array, got {type(data).__name__}"
         )
-    return fit_source(formula, IteratorSource(data), REML=REML, na_action=na_action, dialect=dialect,
-                      contrasts=contrasts)
+    return fit_source(formula, IteratorSource(data, progress=progress), REML=REML, na_action=na_action,
+                      dialect=dialect, contrasts=contrasts)

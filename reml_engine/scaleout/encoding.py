@@ -20,8 +20,9 @@ basis (:class:`TransformedPass`) when the chunks can be read again.
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import formulaic
 import numpy as np
@@ -45,7 +46,7 @@ from ..frontend.data_checks import (
     refuse_missing,
     warn_dropped,
 )
-from ..frontend.design import check_columns_exist
+from ..frontend.design import FixedEncoding, check_columns_exist
 from ..frontend.formula import (
     ParsedFormula,
     intercept_position,
@@ -55,6 +56,7 @@ from ..frontend.formula import (
 )
 from ..frontend.groups import encode_labels, factorize_groups, group_labels, label_kinds, level_positions
 from ..frontend.transforms import formula_context
+from .group_means import GroupSums, chunk_group_sums, group_mean_transforms, is_group_mean_transform
 
 # -- mergeable partial results ---------------------------------------------------------
 
@@ -260,10 +262,11 @@ def _known_categories(dtype: pd.CategoricalDtype) -> bool:
     return dtype.categories is not None and "__UNKNOWN_CATEGORIES__" not in list(dtype.categories)
 
 
-#: How formulas are evaluated on a chunk: missing values were dropped before, and the
-#: names an lmer formula may use (``pd``; ``within``/``between`` are rejected below, as
-#: they learn group means from all rows) are those of an in-memory fit.
-_MATRIX_OPTIONS = {"na_action": "ignore", "context": formula_context()}
+def _model_matrix(spec, data: pd.DataFrame, parsed: ParsedFormula):
+    """``spec`` evaluated on complete rows, with the names an lmer formula may use (those
+    of an in-memory fit) and the rows' groups (for ``within()``/``between()``)."""
+    context = formula_context(group_labels(data, parsed.group_columns))
+    return spec.get_model_matrix(data, na_action="ignore", context=context)
 
 
 def _sample_spec(parsed: ParsedFormula, sample: pd.DataFrame):
@@ -281,8 +284,10 @@ def _sample_spec(parsed: ParsedFormula, sample: pd.DataFrame):
 
 
 def _reject_stateful_transforms(spec, parsed: ParsedFormula) -> None:
-    if spec.transform_state:
-        names = ", ".join(map(str, spec.transform_state))
+    # within()/between() learn group means, which a first pass gathers (group_means.py).
+    learning = [str(key) for key in spec.transform_state if not is_group_mean_transform(str(key))]
+    if learning:
+        names = ", ".join(learning)
         raise ModelDataError(
             f"formula {parsed.formula!r} uses transform(s) {names} that learn from the data (a mean, a scale, "
             "knots); a chunked fit would learn them from the first chunk only: compute them beforehand"
@@ -343,10 +348,41 @@ class ChunkEncoding:
         spec = _sample_spec(columns.parsed, data)
         names = lme4_column_names(spec.column_names)
         intercept = intercept_position(names)
-        X = np.asarray(spec.get_model_matrix(data, **_MATRIX_OPTIONS).to_numpy(dtype=np.float64))
+        X = np.asarray(_model_matrix(spec, data, columns.parsed).to_numpy(dtype=np.float64))
         y = data[columns.parsed.response].to_numpy(dtype=np.float64)
         return cls(columns, dict(levels), spec, names, intercept, pilot_shift(X, y, intercept), na_action,
                    sample_where)
+
+    def fixed_encoding(self, dtypes: pd.Series) -> FixedEncoding:
+        """What the fit keeps of this encoding for new rows (``predict``, ``simulate``,
+        the type III table); ``dtypes`` are the data's, for the columns read as numbers."""
+        numeric = tuple((c, str(dtypes[c])) for c in self.columns.numeric if c in dtypes)
+        return FixedEncoding(self.columns.parsed, self.model_spec, numeric)
+
+    @property
+    def group_mean_transforms(self) -> tuple[str, ...]:
+        """The ``within()``/``between()`` terms, whose group means need a first pass."""
+        return group_mean_transforms(self.model_spec)
+
+    def group_sums(self, chunk: pd.DataFrame, where: str = "a chunk") -> GroupSums:
+        """Per chunk of the first pass: each transform's sums and rows by group, over the
+        complete rows (see :mod:`reml_engine.scaleout.group_means`)."""
+        if len(chunk) == 0:
+            return GroupSums()
+        require_columns(chunk, self.columns.used, where)
+        with located(where):
+            clean = drop_incomplete(chunk, self.columns.used)[0]
+            if len(clean) == 0:
+                return GroupSums()
+            data = _with_levels(self._numbers_as_numbers(clean), self.levels)
+            groups = group_labels(data, self.columns.parsed.group_columns)
+            return chunk_group_sums(self.model_spec, data, groups, self.group_mean_transforms)
+
+    def with_group_means(self, states: dict) -> ChunkEncoding:
+        """The same encoding with the group means of all rows in the transforms' state."""
+        spec = copy.deepcopy(self.model_spec)
+        spec.transform_state.update(copy.deepcopy(states))
+        return replace(self, model_spec=spec)
 
     def with_levels(self, levels: dict, sample: pd.DataFrame) -> ChunkEncoding:
         """The same encoding with other level sets (the spec and shift rebuilt for them)."""
@@ -356,7 +392,7 @@ class ChunkEncoding:
         """``X``, ``y`` and the (level-fixed) complete rows of a chunk without missing values."""
         data = _with_levels(self._numbers_as_numbers(chunk), self.levels)
         with np.errstate(all="ignore"):  # non-finite results are reported by the checks
-            matrix = self.model_spec.get_model_matrix(data, **_MATRIX_OPTIONS)
+            matrix = _model_matrix(self.model_spec, data, self.columns.parsed)
         X = np.asarray(matrix.to_numpy(dtype=np.float64))
         if X.shape[1] != len(self.column_names):
             raise ModelDataError(
