@@ -18,10 +18,9 @@ from .core.terms_results import TermsFit
 from .errors import ModelDataError
 from .frontend.arguments import check_bool, check_na_action
 from .frontend.design import build_design, design_from_arrays
-from .frontend.formula import count_random_terms, has_offset_term
 from .frontend.formula_dialect import DEFAULT_DIALECT, check_contrasts, check_dialect
 from .frontend.many_design import build_many_design, many_design_from_arrays, response_columns
-from .frontend.terms_design import build_terms_design
+from .frontend.terms_design import build_terms_design, uses_terms_engine
 from .scaleout.dask import lmer_lazy
 
 
@@ -117,8 +116,7 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
             )
         raise ModelDataError(f"formula must be a string like 'y ~ x + (1|g)', got {type(formula).__name__}")
     responses = response_columns(formula, dialect)
-    several_terms = (count_random_terms(formula) > 1 or weights is not None or offset is not None
-                     or has_offset_term(formula))
+    several_terms = uses_terms_engine(formula, weights, offset)
     if responses is not None:
         if several_terms:
             raise ModelDataError(
@@ -128,10 +126,9 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
         return _lmer_many(formula, responses, data, REML, na_action, dialect, contrasts)
     if several_terms:
         if not isinstance(data, pd.DataFrame):
-            raise ModelDataError(
-                "several random terms, weights and offsets are fitted from a pandas DataFrame in memory; chunked, "
-                f"Dask and Parquet fits take one random term (got {type(data).__name__})"
-            )
+            # Chunked, Dask and Parquet data: weights= and offset= name columns.
+            return lmer_lazy(formula, data, REML=REML, na_action=na_action, dialect=dialect, contrasts=contrasts,
+                             weights=weights, offset=offset)
         design = build_terms_design(formula, data, na_action, weights=weights, offset=offset, dialect=dialect,
                                     contrasts=contrasts)
         return fit_terms_design(design, REML=REML)
