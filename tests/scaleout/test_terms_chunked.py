@@ -154,6 +154,19 @@ def test_seedlike_lists_lme4s_local_optimum_from_chunks():
     assert chunked.lme4_default.criterion == pytest.approx(case["reml_lme4_default"]["criterion"], abs=1e-4)
 
 
+def test_one_shot_iterator_and_record_array():
+    """A generator is read once (grouping levels need no first pass); a structured array
+    is read CHUNK_ROWS rows at a time."""
+    case = MULTI["sim_nested_boundary"]
+    formula, data = case["formula"], _data("multi", case)
+    memory = _in_memory(formula, data)
+    assert_same_fit(rl.lmer(formula, (part for part in _split(data, "shuffled", formula))), memory)
+    records = data.assign(**{c: data[c].str.replace(r"\D", "", regex=True).astype(np.int64)
+                             for c in _grouping(formula)})
+    as_records = lmer_chunks(formula, records.to_records(index=False), chunk_rows=97, progress=False)
+    assert_same_fit(as_records, _in_memory(formula, records))
+
+
 # -- prior weights and offsets -----------------------------------------------------------
 
 
