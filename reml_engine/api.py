@@ -51,7 +51,8 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
         read lazily), an iterable of DataFrames (chunks), a function returning such an
         iterator, or a structured (memory-mapped) NumPy array: fitted chunk by chunk
         from mergeable statistics (:mod:`reml_engine.scaleout.chunked`,
-        :mod:`reml_engine.scaleout.dask`), with ``fitted``/``resid`` None.
+        :mod:`reml_engine.scaleout.dask`; several terms, weights and offsets:
+        :mod:`reml_engine.scaleout.terms`), with ``fitted``/``resid`` None.
     REML : bool
         REML (default, as lme4) or maximum likelihood.
     na_action : {"omit", "raise"}
@@ -71,8 +72,9 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
         any coding, as lmerTest's.
     weights : str or array-like, optional
         lmer's prior (precision) weights: residual variance ``sigma2 / w``; a column of
-        ``data`` or one positive number per row. Fitted by the several-terms engine
-        (for one term too, into a ``TermsFit``).
+        ``data`` or one positive number per row (a column name for chunked, Dask or
+        Parquet data). Fitted by the several-terms engine (for one term too, into a
+        ``TermsFit``).
     offset : str or array-like, optional
         A known part of the linear predictor (added to the formula's ``offset()`` terms),
         a column or one number per row; as ``weights``.

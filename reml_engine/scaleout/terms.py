@@ -46,7 +46,7 @@ from ..frontend.terms_design import (
 )
 from ..varcomp import RandomTerms, VCStats, compute_vc_stats, lme4_start_theta, merge_vc_stats
 from ..varcomp.statistics import pilot_shift, union_levels
-from .encoding import ChunkEncoding, PartialStats, check_label_kinds
+from .encoding import ChunkEncoding, PartialStats, check_label_kinds, located
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,8 +118,9 @@ class TermsPass:
     @classmethod
     def from_sample(cls, encoding: ChunkEncoding, sample: pd.DataFrame) -> TermsPass:
         """The pass with its shift read off complete sample rows."""
-        X, y, data = encoding.design(sample)
-        offset = _offset(data, encoding.columns.offsets)
+        with located(encoding.sample_where):
+            X, y, data = encoding.design(sample)
+            offset = _offset(data, encoding.columns.offsets)
         return cls(encoding, pilot_shift(X, y, offset))
 
     def __call__(self, chunk: pd.DataFrame, where: str = "a chunk") -> PartialStats:
