@@ -224,6 +224,11 @@ def test_dask_and_parquet_fits_of_several_terms(tmp_path):
     from_files = rl.lmer(formula, str(tmp_path / "*.parquet"), weights="n")
     assert_same_fit(from_files, memory)
     assert from_files.criterion == pytest.approx(ref["reml"]["criterion"], abs=LME4_CRITERION_TOL)
+    # Dictionary (categorical) grouping columns whose categories differ from file to file.
+    (tmp_path / "categorical").mkdir()
+    for k, part in enumerate(_split(data, "own_categories", formula)):
+        part.to_parquet(tmp_path / "categorical" / f"part-{k}.parquet", index=False)
+    assert_same_fit(rl.lmer(formula, str(tmp_path / "categorical"), weights="n"), memory)
 
 
 def test_dask_crossed_fit_with_offset_term(tmp_path):
