@@ -18,10 +18,9 @@ from .core.terms_results import TermsFit
 from .errors import ModelDataError
 from .frontend.arguments import check_bool, check_na_action
 from .frontend.design import build_design, design_from_arrays
-from .frontend.formula import count_random_terms, has_offset_term
 from .frontend.formula_dialect import DEFAULT_DIALECT, check_contrasts, check_dialect
 from .frontend.many_design import build_many_design, many_design_from_arrays, response_columns
-from .frontend.terms_design import build_terms_design
+from .frontend.terms_design import build_terms_design, uses_terms_engine
 from .progress import StageProgress, check_progress
 from .scaleout.dask import lmer_lazy
 
@@ -53,7 +52,8 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
         read lazily), an iterable of DataFrames (chunks), a function returning such an
         iterator, or a structured (memory-mapped) NumPy array: fitted chunk by chunk
         from mergeable statistics (:mod:`reml_engine.scaleout.chunked`,
-        :mod:`reml_engine.scaleout.dask`), with ``fitted``/``resid`` None.
+        :mod:`reml_engine.scaleout.dask`; several terms, weights and offsets:
+        :mod:`reml_engine.scaleout.terms`), with ``fitted``/``resid`` None.
     REML : bool
         REML (default, as lme4) or maximum likelihood.
     na_action : {"omit", "raise"}
@@ -73,8 +73,9 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
         any coding, as lmerTest's.
     weights : str or array-like, optional
         lmer's prior (precision) weights: residual variance ``sigma2 / w``; a column of
-        ``data`` or one positive number per row. Fitted by the several-terms engine
-        (for one term too, into a ``TermsFit``).
+        ``data`` or one positive number per row (a column name for chunked, Dask or
+        Parquet data). Fitted by the several-terms engine (for one term too, into a
+        ``TermsFit``).
     offset : str or array-like, optional
         A known part of the linear predictor (added to the formula's ``offset()`` terms),
         a column or one number per row; as ``weights``.
@@ -130,8 +131,7 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
             )
         raise ModelDataError(f"formula must be a string like 'y ~ x + (1|g)', got {type(formula).__name__}")
     responses = response_columns(formula, dialect)
-    several_terms = (count_random_terms(formula) > 1 or weights is not None or offset is not None
-                     or has_offset_term(formula))
+    several_terms = uses_terms_engine(formula, weights, offset)
     if responses is not None:
         if several_terms:
             raise ModelDataError(
@@ -141,10 +141,9 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
         return _lmer_many(formula, responses, data, REML, na_action, dialect, contrasts)
     if several_terms:
         if not isinstance(data, pd.DataFrame):
-            raise ModelDataError(
-                "several random terms, weights and offsets are fitted from a pandas DataFrame in memory; chunked, "
-                f"Dask and Parquet fits take one random term (got {type(data).__name__})"
-            )
+            # Chunked, Dask and Parquet data: weights= and offset= name columns.
+            return lmer_lazy(formula, data, REML=REML, na_action=na_action, dialect=dialect, contrasts=contrasts,
+                             weights=weights, offset=offset, progress=progress)
         stages = StageProgress(progress)
         design = build_terms_design(formula, data, na_action, weights=weights, offset=offset, dialect=dialect,
                                     contrasts=contrasts)

@@ -9,6 +9,11 @@ several-terms engine (:mod:`reml_engine.varcomp`)::
     summary = find_optima_terms(problem, REML, lme4_start=...)       # every local minimum
     fit     = build_terms_fit(tdesign, problem, summary)             # the immutable TermsFit
 
+A chunked or distributed fit (:mod:`reml_engine.scaleout.terms`) has no design: it
+merges the statistics of its chunks and enters at stage 3
+(:func:`fit_terms_statistics`), with a :class:`TermsModel` for the names; its fit
+keeps no rows (``fitted``, ``resid`` are None, ``predict`` refuses).
+
 The notes say which terms sit at variance 0 and why, list the other local minima, and
 say which optimum lme4's ``lmer()`` would return from its default start and how that fit
 differs (worded as :mod:`reml_engine.core.diagnosis` words them for one term).
@@ -16,11 +21,13 @@ differs (worded as :mod:`reml_engine.core.diagnosis` words them for one term).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from ..frontend.terms_design import TermsDesign
-from ..varcomp import VCProblem, compute_vc_stats, find_optima_terms, lme4_start_theta
+from ..varcomp import VCProblem, VCStats, compute_vc_stats, find_optima_terms, lme4_start_theta
 from ..varcomp.optimizer import VCOptimum, VCOptSummary
 from .diagnosis import FIXEF_SHIFT_IN_SE, MAX_COEFS_COMPARED
 from .parametrization import standard_errors
@@ -37,6 +44,35 @@ WHY_FITS_DIFFER = (
     "differences between levels, and the slopes come from the variation within them. When the two relations "
     "differ (a contextual effect), so do the fits."
 )
+
+
+@dataclass(frozen=True)
+class TermsModel:
+    """What a fit reports about the model besides its statistics.
+
+    Attributes
+    ----------
+    column_names : tuple of str
+        The fixed-effect columns kept (lme4's names).
+    formula : str or None
+    response_name : str
+    dropped_columns : tuple of str
+        Columns dropped as linear combinations of earlier ones.
+    weighted, has_offset : bool
+    """
+
+    column_names: tuple[str, ...]
+    formula: str | None
+    response_name: str
+    dropped_columns: tuple[str, ...] = ()
+    weighted: bool = False
+    has_offset: bool = False
+
+    @classmethod
+    def of_design(cls, tdesign: TermsDesign) -> TermsModel:
+        d = tdesign.design
+        return cls(tuple(d.column_names), d.formula.formula if d.formula is not None else None, d.response_name,
+                   tuple(tdesign.dropped_columns), tdesign.weights is not None, tdesign.offset is not None)
 
 
 def _criterion_name(REML: bool) -> str:
@@ -68,6 +104,19 @@ def fit_terms_design(tdesign: TermsDesign, REML: bool = True) -> TermsFit:
     return build_terms_fit(tdesign, problem, summary, start)
 
 
+def fit_terms_statistics(stats: VCStats, model: TermsModel, REML: bool = True,
+                         lme4_start: np.ndarray | None = None) -> TermsFit:
+    """Stages 3 to 5 from merged statistics (a chunked or distributed fit): the same
+    criterion, search and result as :func:`fit_terms_design`, without the rows.
+
+    ``lme4_start`` is lme4's start (:func:`reml_engine.varcomp.lme4_start_theta` of the
+    raw response's level sums), which says which optimum lme4 would return.
+    """
+    problem = VCProblem(stats)
+    summary = find_optima_terms(problem, REML, lme4_start=lme4_start)
+    return assemble_terms_fit(model, problem, summary, lme4_start)
+
+
 def _as_fit(problem: VCProblem, opt: VCOptimum, REML: bool, names, is_global: bool, is_default: bool
             ) -> tuple[TermsOptimum, pd.DataFrame]:
     beta, vcov, sigma2 = problem.fixed_effects(opt.tau, REML)
@@ -82,9 +131,14 @@ def build_terms_fit(tdesign: TermsDesign, problem: VCProblem, summary: VCOptSumm
                     lme4_start: np.ndarray | None = None) -> TermsFit:
     """Stage 5: the fit at the global optimum of ``summary``, with every local optimum,
     the boundary reasons, lme4's predicted answer and the random effects."""
+    return assemble_terms_fit(TermsModel.of_design(tdesign), problem, summary, lme4_start, tdesign)
+
+
+def assemble_terms_fit(model: TermsModel, problem: VCProblem, summary: VCOptSummary,
+                       lme4_start: np.ndarray | None = None, tdesign: TermsDesign | None = None) -> TermsFit:
+    """Stage 5 for a fit with (``tdesign``) or without its rows."""
     REML = summary.REML
-    d = tdesign.design
-    names = d.column_names
+    names = model.column_names
     optima, vcov_best = [], None
     for i, opt in enumerate(summary.optima):
         optimum, vcov_df = _as_fit(problem, opt, REML, names, i == 0, opt is summary.lme4_default)
@@ -111,11 +165,11 @@ def build_terms_fit(tdesign: TermsDesign, problem: VCProblem, summary: VCOptSumm
         _vcov=vcov_best,
         _ngroups=ngroups,
         _ranef=ranef,
-        formula=d.formula.formula if d.formula is not None else None,
-        response_name=d.response_name,
-        dropped_columns=tdesign.dropped_columns,
-        weighted=tdesign.weights is not None,
-        has_offset=tdesign.offset is not None,
+        formula=model.formula,
+        response_name=model.response_name,
+        dropped_columns=model.dropped_columns,
+        weighted=model.weighted,
+        has_offset=model.has_offset,
         lme4_start_theta=None if lme4_start is None else _read_only(lme4_start),
         design=tdesign,
         problem=problem,
@@ -176,4 +230,12 @@ def _optima_notes(optima: list[TermsOptimum], REML: bool, lme4_start) -> list[st
     return notes
 
 
-__all__ = ["build_terms_fit", "fit_terms_design", "start_theta", "terms_problem"]
+__all__ = [
+    "TermsModel",
+    "assemble_terms_fit",
+    "build_terms_fit",
+    "fit_terms_design",
+    "fit_terms_statistics",
+    "start_theta",
+    "terms_problem",
+]

@@ -240,7 +240,7 @@ def parse_formula(formula: str, columns=None, *, dialect: str = "python", contra
             shown = ", ".join(f"({inside.strip()})" for _, _, inside in terms)
             raise ModelDataError(
                 f"formula {formula!r} has {len(terms)} random terms ({shown}); this path fits one random "
-                "intercept '(1|g)' (several terms are fitted by rl.lmer from a pandas DataFrame)"
+                "intercept '(1|g)' (rl.lmer fits several terms, from a DataFrame, chunks, Dask or Parquet)"
             )
         start, end, inside = terms[0]
         term = f"({inside.strip()})"

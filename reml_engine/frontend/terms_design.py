@@ -25,7 +25,7 @@ from ..core.identifiability import RANK_TOL, rank_decisions, warn_dropped_column
 from ..errors import ModelDataError
 from ..varcomp.terms import RandomTerms
 from .design import Design, build_design
-from .formula import RandomTermSpec, parse_formula
+from .formula import RandomTermSpec, count_random_terms, has_offset_term, parse_formula
 from .groups import group_labels
 from .transforms import TRANSFORM_NAMES
 
@@ -99,7 +99,7 @@ def _argument_column(value, name: str, column: str, data: pd.DataFrame) -> tuple
     return data, label
 
 
-def _check_weights(weights: np.ndarray, label: str, index: pd.Index) -> None:
+def check_weights(weights: np.ndarray, label: str, index: pd.Index) -> None:
     bad = ~(np.isfinite(weights) & (weights > 0))
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
@@ -109,7 +109,7 @@ def _check_weights(weights: np.ndarray, label: str, index: pd.Index) -> None:
         )
 
 
-def _check_offset(offset: np.ndarray, label: str, index: pd.Index) -> None:
+def check_offset(offset: np.ndarray, label: str, index: pd.Index) -> None:
     bad = ~np.isfinite(offset)
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
@@ -121,17 +121,56 @@ def _check_offset(offset: np.ndarray, label: str, index: pd.Index) -> None:
 def full_rank_columns(X: np.ndarray, intercept: int | None) -> list[int]:
     """The columns lme4 keeps (a pivot-free QR at its tolerance, later columns dropped in
     favour of earlier ones), relative to the centred norms when there is an intercept."""
-    raw_norm2 = (X * X).sum(axis=0)
+    mean = X.mean(axis=0) if len(X) else np.zeros(X.shape[1])
+    centred = X - mean
+    return full_rank_columns_from_moments(len(X), centred.sum(axis=0), centred.T @ centred, mean, intercept)
+
+
+def full_rank_columns_from_moments(nobs: int, column_sums: np.ndarray, gram: np.ndarray, shift: np.ndarray,
+                                   intercept: int | None) -> list[int]:
+    """:func:`full_rank_columns` from sums over the rows, which add up over row chunks.
+
+    Parameters
+    ----------
+    nobs : int
+    column_sums : (p,)
+        ``sum (x - shift)`` over the rows.
+    gram : (p, p)
+        ``sum (x - shift)(x - shift)'`` over the rows (unweighted).
+    shift : (p,)
+        Any centre (near the column means, so that nothing cancels).
+    intercept : int or None
+        Position of the intercept column.
+    """
+    n = float(nobs)
+    shift = np.asarray(shift, dtype=np.float64)
+    raw_norm2 = np.diag(gram) + 2.0 * shift * column_sums + n * shift**2
     if intercept is None:
-        return rank_decisions(X.T @ X, raw_norm2, RANK_TOL)[0]
+        raw = gram + np.outer(shift, column_sums) + np.outer(column_sums, shift) + n * np.outer(shift, shift)
+        return rank_decisions(raw, raw_norm2, RANK_TOL)[0]
     # With the intercept first, centring the other columns changes each by a multiple
     # of an earlier column: the QR's residuals are the same, without the cancellation.
-    order = [intercept] + [j for j in range(X.shape[1]) if j != intercept]
-    Xc = X[:, order] - np.where(np.arange(len(order)) == 0, 0.0, X[:, order].mean(axis=0))
-    centred = (Xc * Xc).sum(axis=0)
-    centred[0] = len(X)
-    kept = rank_decisions(Xc.T @ Xc, raw_norm2[order], RANK_TOL, centred)[0]
+    order = [intercept] + [j for j in range(len(shift)) if j != intercept]
+    about_mean = gram - np.outer(column_sums, column_sums) / n
+    centred_gram = about_mean[np.ix_(order, order)]
+    centred_gram[0, :] = 0.0
+    centred_gram[:, 0] = 0.0
+    centred_gram[0, 0] = n
+    centred = np.diag(centred_gram).copy()
+    kept = rank_decisions(centred_gram, raw_norm2[order], RANK_TOL, centred)[0]
     return sorted(order[k] for k in kept)
+
+
+def uses_terms_engine(formula: str, weights=None, offset=None) -> bool:
+    """A formula (with these arguments) is fitted by the several-terms engine: two or
+    more random terms, prior weights, or an offset (in the formula or as an argument)."""
+    return (count_random_terms(formula) > 1 or weights is not None or offset is not None
+            or has_offset_term(formula))
+
+
+def lme4_term_order(nlevels) -> list[int]:
+    """lme4's order of the terms: decreasing number of levels, ties in the formula's order."""
+    return sorted(range(len(nlevels)), key=lambda j: -nlevels[j])
 
 
 def build_terms_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, weights=None, offset=None,
@@ -176,14 +215,14 @@ def build_terms_design(formula: str, data: pd.DataFrame, na_action: str = "omit"
     w = None
     if weights_label is not None:
         w = clean[weights_label].to_numpy(dtype=np.float64)
-        _check_weights(w, weights_label, kept_index)
+        check_weights(w, weights_label, kept_index)
     total_offset = None
     for label in (*parsed.offset_columns, *([offset_label] if offset_label else [])):
         column = clean[label]
         if not (pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)):
             raise ModelDataError(f"offset column {label!r} must hold numbers, got dtype {column.dtype}")
         values = column.to_numpy(dtype=np.float64)
-        _check_offset(values, label, kept_index)
+        check_offset(values, label, kept_index)
         total_offset = values if total_offset is None else total_offset + values
     design, dropped = _drop_rank_deficient(design)
     labels = {spec.name: group_labels(clean, spec.columns) for spec in parsed.random_terms}
@@ -191,12 +230,11 @@ def build_terms_design(formula: str, data: pd.DataFrame, na_action: str = "omit"
         terms = RandomTerms.from_labels(labels)
     except ValueError as err:
         raise ModelDataError(str(err)) from None
-    # lme4 orders the terms by decreasing number of levels (stable).
-    order = sorted(range(terms.k), key=lambda j: -terms.nlevels[j])
+    order = lme4_term_order(terms.nlevels)
     terms = RandomTerms(tuple(terms.names[j] for j in order), tuple(terms.codes[j] for j in order),
                         tuple(terms.levels[j] for j in order))
     specs = tuple(parsed.random_terms[j] for j in order)
-    _check_levels(terms, design.y.shape[0])
+    check_levels(terms.names, terms.nlevels, design.y.shape[0])
     return TermsDesign(design, terms, specs, w, total_offset, data_index, rows, parsed.offset_columns,
                        offset_label is not None, dropped)
 
@@ -213,9 +251,9 @@ def _drop_rank_deficient(design: Design) -> tuple[Design, tuple[str, ...]]:
                    intercept_index=intercept), dropped
 
 
-def _check_levels(terms: RandomTerms, nobs: int) -> None:
+def check_levels(names, nlevels, nobs: int) -> None:
     """lme4's checkNlevels: each factor needs at least 2 levels and fewer than the rows."""
-    for name, m in zip(terms.names, terms.nlevels, strict=True):
+    for name, m in zip(names, nlevels, strict=True):
         if m < 2:
             raise ModelDataError(
                 f"grouping factor {name!r} has {m} level: a random intercept needs at least 2 levels"
@@ -227,4 +265,16 @@ def _check_levels(terms: RandomTerms, nobs: int) -> None:
             )
 
 
-__all__ = ["OFFSET_COLUMN", "TermsDesign", "WEIGHTS_COLUMN", "build_terms_design", "full_rank_columns"]
+__all__ = [
+    "OFFSET_COLUMN",
+    "TermsDesign",
+    "WEIGHTS_COLUMN",
+    "build_terms_design",
+    "check_levels",
+    "check_offset",
+    "check_weights",
+    "full_rank_columns",
+    "full_rank_columns_from_moments",
+    "lme4_term_order",
+    "uses_terms_engine",
+]

@@ -51,6 +51,7 @@ import pandas as pd
 from ..core.fitting import fit_statistics
 from ..core.results import LmerFit
 from ..core.statistics import PILOT_ROWS, GroupStats, SufficientStatistics, compute_group_stats, pilot_shift
+from ..core.terms_results import TermsFit
 from ..errors import ModelDataError
 from ..frontend.data_checks import check_response_varies
 from ..frontend.design import check_array_shapes
@@ -69,6 +70,7 @@ from .encoding import (
     sorted_levels,
 )
 from .group_means import GroupSums
+from .terms import TermsPass, fit_terms_total
 
 #: Rows per chunk when a memory-mapped array is read chunk by chunk: about 8 MB per
 #: float64 column, small next to any machine's memory, large enough for the kernels.
@@ -105,23 +107,28 @@ class ChunkSource:
 
 
 def fit_source(formula: str, source: ChunkSource, REML: bool = True, na_action: str = "omit",
-               levels: dict | None = None, *, dialect: str = "python", contrasts: dict | None = None) -> LmerFit:
+               levels: dict | None = None, *, dialect: str = "python", contrasts: dict | None = None,
+               weights: str | None = None, offset: str | None = None) -> LmerFit | TermsFit:
     """Fit ``formula`` from a :class:`ChunkSource`: levels pass, encoding, statistics, fit.
 
     ``dialect`` and ``contrasts`` are those of :func:`reml_engine.lmer`: every chunk is
-    encoded from the one translated formula.
+    encoded from the one translated formula. Several random terms, ``weights`` or an
+    offset (``offset(z)`` or ``offset``, column names) are fitted by the several-terms
+    engine from the chunks' :class:`~reml_engine.scaleout.terms.TermsChunkStats`
+    (:mod:`reml_engine.scaleout.terms`) into a ``TermsFit``.
     """
     if na_action not in ("omit", "raise"):
         raise ValueError(f"na_action must be 'omit' or 'raise', got {na_action!r}")
     # The columns used do not depend on the contrasts: they are checked (and warned
     # about) once, with the sample.
-    columns = FormulaColumns.from_sample(formula, source.columns, None, source.dtypes, dialect=dialect)
+    columns = FormulaColumns.from_sample(formula, source.columns, None, source.dtypes, dialect=dialect,
+                                         weights=weights, offset=offset)
     found_sample = source.first_complete(columns.used)
     if found_sample is None:
         raise ModelDataError(f"no complete observations in the variables {list(columns.used)}: nothing to fit")
     sample, sample_where = found_sample
     columns = FormulaColumns.from_sample(formula, source.columns, sample, source.dtypes, dialect=dialect,
-                                         contrasts=contrasts)
+                                         contrasts=contrasts, weights=weights, offset=offset)
     given = {c: tuple(v) for c, v in (levels or {}).items()}
     declared = {**columns.declared, **{c: v for c, v in given.items() if c in columns.categorical}}
     columns = replace(columns, declared=declared)
@@ -142,13 +149,15 @@ def fit_source(formula: str, source: ChunkSource, REML: bool = True, na_action: 
     encoding = ChunkEncoding.from_sample(columns, all_levels, sample, na_action, sample_where)
     group_means = _group_means(encoding, source)
     encoding = encoding.with_group_means(group_means)
-    total = source.map_reduce(encoding.partial_stats, PartialStats.merge_all, "statistics")
+    total = source.map_reduce(_per_chunk(encoding, sample), PartialStats.merge_all, "statistics")
     # A level no complete row uses is not a level of the in-memory fit: it drops the
     # incomplete rows first, and unused categories as lme4 does. Encode again without it.
     if any(not flags.all() for flags in total.seen.values()):
         kept = {c: tuple(np.asarray(all_levels[c], dtype=object)[total.seen[c]]) for c in columns.categorical}
         encoding = encoding.with_levels({**all_levels, **kept}, sample).with_group_means(group_means)
-        total = source.map_reduce(encoding.partial_stats, PartialStats.merge_all, "statistics")
+        total = source.map_reduce(_per_chunk(encoding, sample), PartialStats.merge_all, "statistics")
+    if columns.several_terms:
+        return fit_terms_total(encoding, total, REML)
     reread = None
     if source.rereadable:
         # The rank check and the conditioning may ask for the statistics in another basis
@@ -175,6 +184,14 @@ def _group_means(encoding: ChunkEncoding, source: ChunkSource) -> dict:
             "iterator, or compute the columns beforehand"
         )
     return source.map_reduce(encoding.group_sums, GroupSums.merge_all, "group means").states()
+
+
+def _per_chunk(encoding: ChunkEncoding, sample: pd.DataFrame) -> Callable:
+    """The function mapped over the chunks: one term's statistics, or the several-terms
+    engine's (:class:`~reml_engine.scaleout.terms.TermsPass`)."""
+    if encoding.columns.several_terms:
+        return TermsPass.from_sample(encoding, sample)
+    return encoding.partial_stats
 
 
 def _is_categorical(dtype) -> bool:
@@ -329,7 +346,8 @@ def array_chunks(array: np.ndarray, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd
 
 def lmer_chunks(formula: str, chunks, REML: bool = True, na_action: str = "omit",
                 levels: dict | None = None, progress="auto", chunk_rows: int = CHUNK_ROWS, *,
-                dialect: str = "python", contrasts: dict | None = None) -> LmerFit:
+                dialect: str = "python", contrasts: dict | None = None, weights: str | None = None,
+                offset: str | None = None) -> LmerFit | TermsFit:
     """Fit ``formula`` chunk by chunk; peak memory is that of one chunk.
 
     Parameters
@@ -353,18 +371,22 @@ def lmer_chunks(formula: str, chunks, REML: bool = True, na_action: str = "omit"
         beforehand (a list of chunks, an array).
     dialect, contrasts :
         As for :func:`reml_engine.lmer`.
+    weights, offset : str, optional
+        lmer's prior weights and offset, as the names of columns of every chunk.
 
     Returns
     -------
-    LmerFit
+    LmerFit or TermsFit
         The same fit as :func:`reml_engine.lmer` on the concatenated chunks, with
         ``ranef`` from the group statistics; ``fitted``/``resid`` are None (the rows are
         not kept). ``predict(newdata)``, ``simulate(newdata=)``, ``anova`` (ML refit
         and type III) and ``confint`` work from the statistics and the encoding.
+        Several random terms (nested or crossed), weights or an offset give a
+        ``TermsFit`` (:mod:`reml_engine.scaleout.terms`).
     """
     source = IteratorSource(chunks, progress=progress, chunk_rows=chunk_rows)
     return fit_source(formula, source, REML=REML, na_action=na_action, levels=levels, dialect=dialect,
-                      contrasts=contrasts)
+                      contrasts=contrasts, weights=weights, offset=offset)
 
 
 @dataclass(frozen=True)

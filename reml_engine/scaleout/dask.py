@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.results import LmerFit
+from ..core.terms_results import TermsFit
 from ..errors import ModelDataError
 from ..frontend.formula import parse_formula
 from ..progress import PROGRESS_AFTER_SECONDS, check_progress
@@ -176,7 +177,7 @@ def _one_line(err: Exception) -> str:
 
 
 def _unified_dtypes(formula: str, dtypes_by_file: dict[str, pd.Series], used: tuple[str, ...],
-                    dialect: str = "python") -> dict:
+                    dialect: str = "python", several_terms: bool = False) -> dict:
     """One dtype per used column when the files disagree (schema drift), or a refusal.
 
     Integers and floats in different files are floats; text, categoricals and mixed
@@ -184,7 +185,7 @@ def _unified_dtypes(formula: str, dtypes_by_file: dict[str, pd.Series], used: tu
     column may mix numbers and text (compared as text), a column of the fixed part may
     not: it would be a number in some files and a factor in others.
     """
-    group_columns = set(parse_formula(formula, dialect=dialect).group_columns)
+    group_columns = set(parse_formula(formula, dialect=dialect, several_terms=several_terms).group_columns)
     target: dict = {}
     for column in used:
         seen = {}
@@ -280,9 +281,10 @@ def _check_footer_ranges(metadata, table, piece: ParquetPiece) -> None:
 
 
 def parquet_source(formula: str, path, progress="auto", scheduler=None, rows_per_piece: int = CHUNK_ROWS,
-                   dialect: str = "python") -> DaskSource:
+                   dialect: str = "python", *, weights: str | None = None, offset: str | None = None) -> DaskSource:
     """The Parquet files of ``path`` as a Dask source, one partition per ``rows_per_piece``
-    rows (whole row groups), reading only the formula's columns.
+    rows (whole row groups), reading only the formula's columns (and the ``weights`` and
+    ``offset`` columns).
 
     Every file is checked before any data is read: that it is a Parquet file, that it
     holds the columns the formula uses, and that the types of those columns agree across
@@ -298,11 +300,12 @@ def parquet_source(formula: str, path, progress="auto", scheduler=None, rows_per
                       for f, footer in footers.items()}
     first = files[0]
     with located(f"file {first!r}"):
-        used = FormulaColumns.from_sample(formula, dtypes_by_file[first].index, None, dtypes_by_file[first],
-                                          dialect=dialect).used
+        columns = FormulaColumns.from_sample(formula, dtypes_by_file[first].index, None, dtypes_by_file[first],
+                                             dialect=dialect, weights=weights, offset=offset)
+    used = columns.used
     for f, dtypes in dtypes_by_file.items():
         require_columns(pd.DataFrame(columns=dtypes.index), used, f"file {f!r}")
-    casts = _unified_dtypes(formula, dtypes_by_file, used, dialect)
+    casts = _unified_dtypes(formula, dtypes_by_file, used, dialect, columns.several_terms)
     pieces = [piece for f in files for piece in _pieces(f, footers[f], rows_per_piece)]
     meta = footers[first].schema.to_arrow_schema().empty_table().select(list(used)).to_pandas()
     meta = meta.astype(casts) if casts else meta
@@ -367,7 +370,8 @@ def _compute(task, progress, scheduler, what: str):
 
 
 def lmer_dask(formula: str, data, REML: bool = True, na_action: str = "omit", levels: dict | None = None,
-              progress="auto", scheduler=None, *, dialect: str = "python", contrasts: dict | None = None) -> LmerFit:
+              progress="auto", scheduler=None, *, dialect: str = "python", contrasts: dict | None = None,
+              weights: str | None = None, offset: str | None = None) -> LmerFit | TermsFit:
     """Fit ``formula`` from a Dask DataFrame or from Parquet file(s), reading lazily.
 
     Parameters
@@ -394,33 +398,42 @@ def lmer_dask(formula: str, data, REML: bool = True, na_action: str = "omit", le
         ``"processes"``); by default the active one, e.g. a ``distributed.Client``.
     dialect, contrasts :
         As for :func:`reml_engine.lmer`.
+    weights, offset : str, optional
+        lmer's prior weights and offset, as column names.
 
     Returns
     -------
-    LmerFit
+    LmerFit or TermsFit
         The same fit as :func:`reml_engine.lmer` on the whole data in memory, with
         ``ranef`` from the group statistics; ``fitted``/``resid`` are None.
         ``predict(newdata)``, ``simulate(newdata=)``, ``anova`` (ML refit and type III)
-        and ``confint`` work from the statistics and the encoding.
+        and ``confint`` work from the statistics and the encoding. Several
+        random terms, weights or an offset give a ``TermsFit``
+        (:mod:`reml_engine.scaleout.terms`).
     """
     if isinstance(data, (str, PathLike)):
-        source = parquet_source(formula, data, progress=progress, scheduler=scheduler, dialect=dialect)
+        source = parquet_source(formula, data, progress=progress, scheduler=scheduler, dialect=dialect,
+                                weights=weights, offset=offset)
     elif is_dask_dataframe(data):
-        source = DaskSource(_used_columns(formula, data, dialect), progress=progress, scheduler=scheduler)
+        source = DaskSource(_used_columns(formula, data, dialect, weights, offset), progress=progress,
+                            scheduler=scheduler)
     else:
         raise ModelDataError(f"data must be a Dask DataFrame or a Parquet path, got {type(data).__name__}")
     return fit_source(formula, source, REML=REML, na_action=na_action, levels=levels, dialect=dialect,
-                      contrasts=contrasts)
+                      contrasts=contrasts, weights=weights, offset=offset)
 
 
-def _used_columns(formula: str, ddf, dialect: str = "python"):
+def _used_columns(formula: str, ddf, dialect: str = "python", weights: str | None = None,
+                  offset: str | None = None):
     """Project the frame on the formula's columns, so Parquet reads only those."""
-    columns = FormulaColumns.from_sample(formula, ddf.columns, None, ddf.dtypes, dialect=dialect)
+    columns = FormulaColumns.from_sample(formula, ddf.columns, None, ddf.dtypes, dialect=dialect, weights=weights,
+                                         offset=offset)
     return ddf[list(columns.used)]
 
 
 def lmer_lazy(formula: str, data, REML: bool = True, na_action: str = "omit", *, dialect: str = "python",
-              contrasts: dict | None = None, progress="auto") -> LmerFit:
+              contrasts: dict | None = None, progress="auto", weights: str | None = None,
+              offset: str | None = None) -> LmerFit | TermsFit:
     """What :func:`reml_engine.lmer` does with data that is not a pandas DataFrame.
 
     A Dask DataFrame or a Parquet path goes to :func:`lmer_dask`; an iterable of
@@ -429,11 +442,11 @@ def lmer_lazy(formula: str, data, REML: bool = True, na_action: str = "omit", *,
     """
     if isinstance(data, (str, PathLike)) or is_dask_dataframe(data):
         return lmer_dask(formula, data, REML=REML, na_action=na_action, progress=progress, dialect=dialect,
-                         contrasts=contrasts)
+                         contrasts=contrasts, weights=weights, offset=offset)
     if isinstance(data, (dict, pd.Series)) or not (callable(data) or hasattr(data, "__iter__")):
         raise ModelDataError(
             f"data must be a pandas DataFrame, a Dask DataFrame, a Parquet path, an iterable of DataFrames or a "
             f"structured NumPy array, got {type(data).__name__}"
         )
     return fit_source(formula, IteratorSource(data, progress=progress), REML=REML, na_action=na_action,
-                      dialect=dialect, contrasts=contrasts)
+                      dialect=dialect, contrasts=contrasts, weights=weights, offset=offset)

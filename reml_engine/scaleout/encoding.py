@@ -55,6 +55,7 @@ from ..frontend.formula import (
     required_variables,
 )
 from ..frontend.groups import encode_labels, factorize_groups, group_labels, label_kinds, level_positions
+from ..frontend.terms_design import uses_terms_engine
 from ..frontend.transforms import formula_context
 from .group_means import GroupSums, chunk_group_sums, group_mean_transforms, is_group_mean_transform
 
@@ -67,8 +68,9 @@ class PartialStats:
 
     Attributes
     ----------
-    group_stats : GroupStats or None
-        Statistics of the complete rows; None when the chunk has none.
+    group_stats : GroupStats, TermsChunkStats or None
+        Statistics of the complete rows (a :class:`~reml_engine.scaleout.terms.TermsChunkStats`
+        for a model fitted by the several-terms engine); None when the chunk has none.
     n_rows : int
         Rows read, complete or not.
     missing : dict
@@ -108,13 +110,20 @@ class PartialStats:
                 for kind, origin in found.items():
                     first_seen.setdefault(kind, origin)
         return PartialStats(
-            group_stats=merge_group_stats(stats) if stats else None,
+            group_stats=_merge_statistics(stats) if stats else None,
             n_rows=sum(p.n_rows for p in parts),
             missing=missing,
             n_dropped=sum(p.n_dropped for p in parts),
             seen=seen,
             kinds=kinds,
         )
+
+
+def _merge_statistics(stats: list):
+    """One term's :class:`GroupStats`, or statistics that merge themselves (``merge_all``)."""
+    if isinstance(stats[0], GroupStats):
+        return merge_group_stats(stats)
+    return type(stats[0]).merge_all(stats)
 
 
 def check_label_kinds(kinds: dict) -> None:
@@ -189,24 +198,39 @@ class FormulaColumns:
     used: tuple[str, ...]
     categorical: tuple[str, ...]
     declared: dict
+    #: Fitted by the several-terms engine (several random terms, weights or an offset).
+    several_terms: bool = False
+    #: The column of prior weights (``weights=``), if any.
+    weights: str | None = None
+    #: The column given as ``offset=``, if any (added to the formula's ``offset()`` terms).
+    offset: str | None = None
 
     @classmethod
     def from_sample(cls, formula: str, columns, sample: pd.DataFrame | None, dtypes, *, dialect: str = "python",
-                    contrasts: dict | None = None) -> FormulaColumns:
+                    contrasts: dict | None = None, weights: str | None = None,
+                    offset: str | None = None) -> FormulaColumns:
         """Check the formula against the columns and find its categorical variables.
 
         ``sample`` is a DataFrame of complete rows (or None if the caller has not found
         one yet: the categorical variables are then left empty). ``dialect`` and
         ``contrasts`` are those of :func:`reml_engine.lmer`: the formula is translated
-        once, here, and every chunk is encoded from it.
+        once, here, and every chunk is encoded from it. ``weights`` and ``offset`` are
+        lmer's arguments, as column names (a chunk is read apart from the others: one
+        value per row of the whole data cannot be split among them).
         """
-
-        parsed = parse_formula(formula, columns, dialect=dialect, contrasts=contrasts, dtypes=dtypes)
+        several = uses_terms_engine(formula, weights, offset)
+        extra = tuple(dict.fromkeys(_argument_column(value, name, columns)
+                                    for value, name in ((weights, "weights"), (offset, "offset"))
+                                    if value is not None))
+        parsed = parse_formula(formula, columns, dialect=dialect, contrasts=contrasts, dtypes=dtypes,
+                               several_terms=several)
         try:
             needed = required_variables(parsed)
         except Exception as err:  # formulaic's parse errors
             raise ModelDataError(f"cannot parse the fixed part {parsed.fixed!r}: {err}") from None
         used = tuple(check_columns_exist(pd.Index(columns), needed, parsed))
+        used += tuple(c for c in extra if c not in used)
+        arguments = {"several_terms": several, "weights": weights, "offset": offset}
         if parsed.response not in dtypes:
             # Each chunk's y is read as a column (design): an expression would not be evaluated.
             raise ModelDataError(
@@ -215,7 +239,7 @@ class FormulaColumns:
             )
         check_response_dtype(dtypes[parsed.response], parsed.response)
         if sample is None:
-            return cls(parsed, used, (), {})
+            return cls(parsed, used, (), {}, **arguments)
         # Text columns are categories in an in-memory fit; formulaic may take Arrow
         # strings (as Dask and Parquet give them) for something else.
         text = {c for c in used if c != parsed.response and not _is_number_dtype(dtypes[c])}
@@ -238,7 +262,12 @@ class FormulaColumns:
             dtype = dtypes[column]
             if isinstance(dtype, pd.CategoricalDtype) and _known_categories(dtype):
                 declared[column] = tuple(dtype.categories)
-        return cls(parsed, used, categorical_cols, declared)
+        return cls(parsed, used, categorical_cols, declared, **arguments)
+
+    @property
+    def offsets(self) -> tuple[str, ...]:
+        """The offset columns, the formula's ``offset()`` terms then ``offset=``."""
+        return (*self.parsed.offset_columns, *((self.offset,) if self.offset is not None else ()))
 
     @property
     def numeric(self) -> tuple[str, ...]:
@@ -251,6 +280,19 @@ class FormulaColumns:
     def undeclared(self) -> tuple[str, ...]:
         """Categorical variables whose levels must be gathered from the data."""
         return tuple(c for c in self.categorical if c not in self.declared)
+
+
+def _argument_column(value, name: str, columns) -> str:
+    """lmer's ``weights=``/``offset=`` for chunked data: the name of a column."""
+    if not isinstance(value, str):
+        raise ModelDataError(
+            f"{name}= of a chunked, Dask or Parquet fit must name a column of the data (each chunk reads its own "
+            f"rows), got {type(value).__name__}; add the values to the data as a column"
+        )
+    if value not in columns:
+        raise ModelDataError(f"{name}={value!r} is not a column of the data; columns are: "
+                             f"{', '.join(map(repr, list(columns)[:20]))}")
+    return value
 
 
 def _is_number_dtype(dtype) -> bool:
@@ -434,15 +476,28 @@ class ChunkEncoding:
         pass, see :class:`TransformedPass`) give the statistics of
         ``([X | y] - shift) transform`` instead of those of ``[X | y] - self.shift``.
         """
+        parsed = self.columns.parsed
+        shift = self.shift if shift is None else shift
+
+        def group_stats(X: np.ndarray, y: np.ndarray, data: pd.DataFrame) -> GroupStats:
+            groups = factorize_groups(group_labels(data, parsed.group_columns), parsed.group_name)
+            return compute_group_stats(X, y, groups, shift, exact_within=False, transform=transform)
+
+        return self.reduce(chunk, where, group_stats)
+
+    def reduce(self, chunk: pd.DataFrame, where: str, statistics) -> PartialStats:
+        """One chunk's :class:`PartialStats`: its complete rows encoded, checked and
+        reduced by ``statistics(X, y, data)`` (``data``: the complete rows, categorical
+        columns on their full level sets), with the bookkeeping every fit needs (rows
+        dropped, levels seen, kinds of label)."""
         seen = {c: np.zeros(len(self.levels[c]), dtype=bool) for c in self.columns.categorical}
         if len(chunk) == 0:  # an empty chunk (even one without columns) adds nothing
             return PartialStats(None, 0, seen=seen)
         require_columns(chunk, self.columns.used, where)
         with located(where):
-            return self._partial_stats(chunk, where, seen, self.shift if shift is None else shift, transform)
+            return self._reduce(chunk, where, seen, statistics)
 
-    def _partial_stats(self, chunk: pd.DataFrame, where: str, seen: dict, shift: np.ndarray,
-                       transform: np.ndarray | None) -> PartialStats:
+    def _reduce(self, chunk: pd.DataFrame, where: str, seen: dict, statistics) -> PartialStats:
         parsed = self.columns.parsed
         clean, missing, n_bad = drop_incomplete(chunk, self.columns.used)
         if n_bad and self.na_action == "raise":
@@ -454,8 +509,7 @@ class ChunkEncoding:
         X, y, data = self.design(clean)
         check_design_finite(X, self.column_names)
         check_response_finite(y, parsed.response)
-        groups = factorize_groups(group_labels(data, parsed.group_columns), parsed.group_name)
-        stats = compute_group_stats(X, y, groups, shift, exact_within=False, transform=transform)
+        stats = statistics(X, y, data)
         for column in self.columns.categorical:
             seen[column][np.unique(data[column].cat.codes.to_numpy())] = True
         return PartialStats(stats, len(chunk), missing, n_bad, seen, kinds)

@@ -19,7 +19,7 @@ from .optimizer import (
     find_optima_terms,
 )
 from .reduction import TermReduction
-from .statistics import PairTable, VCStats, compute_vc_stats
+from .statistics import PairTable, VCStats, compute_vc_stats, merge_vc_stats
 from .terms import RandomTerms, TermStructure
 
 __all__ = [
@@ -40,4 +40,5 @@ __all__ = [
     "find_optima_terms",
     "lme4_start_theta",
     "lme4_start_theta_from_data",
+    "merge_vc_stats",
 ]

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ModelDataError
+from ..frontend.groups import encode_labels
 from .kernels import (
     pair_table_dense,
     pair_table_hashed,
@@ -210,45 +211,97 @@ class VCStats:
 
     def merge(self, other: VCStats) -> VCStats:
         """Statistics of the union of two disjoint sets of rows (levels unioned)."""
-        if other.names != self.names:
-            raise ValueError(f"cannot merge statistics of terms {list(self.names)} and {list(other.names)}")
-        if other.q != self.q:
-            raise ValueError(f"cannot merge statistics with {self.q} and {other.q} columns")
-        other = other.rebase(self.shift)
-        levels, counts, weights, sums, remaps = [], [], [], [], []
-        for j in range(self.k):
-            union = self.levels[j].union(other.levels[j])
-            pos_a = union.get_indexer(self.levels[j])
-            pos_b = union.get_indexer(other.levels[j])
-            c = np.zeros(len(union), dtype=np.int64)
-            w = np.zeros(len(union))
-            s = np.zeros((len(union), self.q))
-            c[pos_a] += self.counts[j]
-            c[pos_b] += other.counts[j]
-            w[pos_a] += self.level_weights[j]
-            w[pos_b] += other.level_weights[j]
-            s[pos_a] += self.sums[j]
-            s[pos_b] += other.sums[j]
-            levels.append(union.rename(self.levels[j].name))
-            counts.append(c)
-            weights.append(w)
-            sums.append(s)
-            remaps.append((pos_a.astype(np.int64), pos_b.astype(np.int64)))
-        pairs = {}
-        for (a, b), mine in self.pairs.items():
-            theirs = other.pairs[a, b]
-            pa, pb = remaps[a], remaps[b]
-            pairs[a, b] = _merge_tables(
-                (len(levels[a]), len(levels[b])),
-                [(pa[0][mine.rows], pb[0][mine.cols], mine.weights),
-                 (pa[1][theirs.rows], pb[1][theirs.cols], theirs.weights)],
-            )
-        return VCStats(tuple(self.names), tuple(levels), tuple(counts), tuple(weights), tuple(sums), pairs,
-                       self.cross + other.cross, self.shift.copy(), self.nobs + other.nobs,
-                       self.sum_weights + other.sum_weights, self.sum_log_weights + other.sum_log_weights,
-                       np.minimum(self.lo, other.lo), np.maximum(self.hi, other.hi))
+        return merge_vc_stats([self, other])
+
+    def select_columns(self, kept) -> VCStats:
+        """The statistics of the columns ``kept`` of X (and the response): what the rows
+        give once the other columns are dropped (rank-deficient ones, for example)."""
+        index = np.append(np.asarray(kept, dtype=np.int64), self.q - 1)
+        return VCStats(self.names, self.levels, self.counts, self.level_weights,
+                       tuple(np.ascontiguousarray(s[:, index]) for s in self.sums), self.pairs,
+                       np.ascontiguousarray(self.cross[np.ix_(index, index)]), self.shift[index], self.nobs,
+                       self.sum_weights, self.sum_log_weights, self.lo[index], self.hi[index])
+
+    def reordered(self, order) -> VCStats:
+        """The same statistics with the terms in another order (``order[i]`` is the term
+        that comes i-th), the contingency tables transposed where needed."""
+        order = [int(j) for j in order]
+        if sorted(order) != list(range(self.k)):
+            raise ValueError(f"order must be a permutation of 0 .. {self.k - 1}, got {order}")
+        pairs = {(a, b): self.pair(order[a], order[b]) for a in range(self.k) for b in range(a + 1, self.k)}
+        return VCStats(tuple(self.names[j] for j in order), tuple(self.levels[j] for j in order),
+                       tuple(self.counts[j] for j in order), tuple(self.level_weights[j] for j in order),
+                       tuple(self.sums[j] for j in order), pairs, self.cross, self.shift, self.nobs,
+                       self.sum_weights, self.sum_log_weights, self.lo, self.hi)
 
     __add__ = merge
+
+
+def union_levels(indexes) -> tuple[pd.Index, list[np.ndarray]]:
+    """One level set for the levels of several row sets, and each set's positions in it.
+
+    Labels match by the canonical label rule of :mod:`reml_engine.frontend.groups` (a
+    level read as ``5`` in one chunk and as ``"5"`` in another is one level), and the
+    union is sorted as :func:`~reml_engine.frontend.groups.factorize_groups` sorts the
+    levels of all rows at once.
+    """
+    indexes = list(indexes)
+    first = indexes[0]
+    coded = encode_labels(first.append(indexes[1:]) if len(indexes) > 1 else first)
+    levels = coded.levels
+    if not isinstance(levels, pd.MultiIndex):
+        levels = levels.rename(first.name)
+    bounds = np.cumsum([0, *(len(index) for index in indexes)])
+    return levels, [np.asarray(coded.codes[a:b], dtype=np.int64) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def merge_vc_stats(parts) -> VCStats:
+    """Statistics of the union of disjoint sets of rows, in one step per term.
+
+    Each term's levels are unioned once (:func:`union_levels`), the per-level arrays and
+    the contingency tables (cells summed) are carried over to the union's numbering, and
+    the cross-products are added about the first part's shift. Equal, up to the order of
+    the floating-point sums, to :func:`compute_vc_stats` of all the rows at once, in any
+    order of the parts.
+    """
+    parts = list(parts)
+    if not parts:
+        raise ValueError("merge_vc_stats needs at least one VCStats")
+    first = parts[0]
+    for part in parts[1:]:
+        if part.names != first.names:
+            raise ValueError(f"cannot merge statistics of terms {list(first.names)} and {list(part.names)}")
+        if part.q != first.q:
+            raise ValueError(f"cannot merge statistics with {first.q} and {part.q} columns")
+    if len(parts) == 1:
+        return first
+    parts = [first] + [part.rebase(first.shift) for part in parts[1:]]
+    levels, counts, weights, sums, positions = [], [], [], [], []
+    for j in range(first.k):
+        union, where = union_levels([part.levels[j] for part in parts])
+        c = np.zeros(len(union), dtype=np.int64)
+        w = np.zeros(len(union))
+        s = np.zeros((len(union), first.q))
+        for part, pos in zip(parts, where, strict=True):
+            # Positions are distinct within a part (its levels are distinct labels).
+            c[pos] += part.counts[j]
+            w[pos] += part.level_weights[j]
+            s[pos] += part.sums[j]
+        levels.append(union)
+        counts.append(c)
+        weights.append(w)
+        sums.append(s)
+        positions.append(where)
+    pairs = {}
+    for (a, b) in first.pairs:
+        cells = [(positions[a][i][part.pairs[a, b].rows], positions[b][i][part.pairs[a, b].cols],
+                  part.pairs[a, b].weights) for i, part in enumerate(parts)]
+        pairs[a, b] = _merge_tables((len(levels[a]), len(levels[b])), cells)
+    cross = np.sum([part.cross for part in parts], axis=0)
+    return VCStats(tuple(first.names), tuple(levels), tuple(counts), tuple(weights), tuple(sums), pairs, cross,
+                   first.shift.copy(), sum(part.nobs for part in parts),
+                   float(sum(part.sum_weights for part in parts)), float(sum(part.sum_log_weights for part in parts)),
+                   np.min([part.lo for part in parts], axis=0), np.max([part.hi for part in parts], axis=0))
 
 
 def pilot_shift(X: np.ndarray, y: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:

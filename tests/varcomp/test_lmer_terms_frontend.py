@@ -67,10 +67,14 @@ def test_one_term_formulas_keep_the_single_term_fit():
     assert type(rl.lmer("y ~ x + (1|f:h)", seed2)) is rl.LmerFit
 
 
-def test_several_terms_need_data_in_memory():
+def test_several_terms_from_chunks_go_through_the_engine():
+    """Chunks of a nested model are fitted from merged statistics (no longer refused):
+    the in-memory fit without the rows (tests/scaleout/test_terms_chunked.py in full)."""
     data = multi_data("pastes")
-    with pytest.raises(rl.ModelDataError, match="pandas DataFrame in memory"):
-        rl.lmer("strength ~ 1 + (1|batch/cask)", [data.iloc[:30], data.iloc[30:]])
+    chunked = rl.lmer("strength ~ 1 + (1|batch/cask)", [data.iloc[:30], data.iloc[30:]])
+    memory = rl.lmer("strength ~ 1 + (1|batch/cask)", data)
+    assert isinstance(chunked, TermsFit) and chunked.fitted is None
+    assert chunked.criterion == pytest.approx(memory.criterion, rel=1e-10)
 
 
 def test_within_between_refused_with_several_terms():
