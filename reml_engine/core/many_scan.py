@@ -231,7 +231,7 @@ def batched_optima(stats, nobs: int, p: int, intercept_index: int, REML: bool) -
             within, between, h2, rss0, ok = _response_parts(shared, stats, block, p)
             status = np.where(ok, DECIDED, 1 - DECIDED).astype(np.int64)
             (status, n_brackets, brackets, roots, root_crit, root_deriv, root_pwrss, root_beta, zero, zero_beta,
-             evaluations) = scan_responses(
+             evaluations, first) = scan_responses(
                 taus, shared.xi, np.ascontiguousarray(h2), shared.phantom_counts, shared.sizes,
                 shared.groups_per_size, rss0, shared.logdet_XtX, within, between, dof, bool(REML),
                 SCAN_CERTIFY_RTOL, MANY_SAFETY, MANY_SIGN_RTOL, REFINE_RTOL, STATIONARY_RTOL, MANY_MAX_BRACKETS,
@@ -240,7 +240,7 @@ def batched_optima(stats, nobs: int, p: int, intercept_index: int, REML: bool) -
             for b in np.flatnonzero(status == DECIDED):
                 result = _result(stats, int(block[b]), taus, lower, brackets[b, :n_brackets[b]], roots[b],
                                  root_crit[b], root_deriv[b], root_beta[b], root_pwrss[b], zero[b], zero_beta[b],
-                                 int(evaluations[b]), within[b], between[b], shared.sizes, dof, p, intercept_index,
+                                 int(evaluations[b]), first[b], pooled_x.max_size, within[b], between[b], shared.sizes, dof, p, intercept_index,
                                  REML)
                 if result is not None:
                     results[int(block[b])] = result
@@ -248,12 +248,19 @@ def batched_optima(stats, nobs: int, p: int, intercept_index: int, REML: bool) -
 
 
 def _result(stats, j, taus, lower, bracket_index, roots, root_crit, root_deriv, root_beta, root_pwrss, zero,
-            zero_beta, evaluations, within, between, sizes, dof, p, intercept_index, REML) -> BatchedResult | None:
+            zero_beta, evaluations, first, max_size, within, between, sizes, dof, p, intercept_index, REML) -> BatchedResult | None:
     """The optimizer record of response j (as ``_find_optima`` builds it) and its
     estimates at the global optimum; None when it has no optimum over tau >= 0 (the
     single chain's fall-backs decide then)."""
     n = len(bracket_index)
     extended = [Optimum(float(roots[m]), float(root_crit[m]), "interior", float(root_deriv[m])) for m in range(n)]
+    limit_slope = 0.0
+    if first[1] > 0:
+        # The compound-symmetry criterion falls to the positive-definite limit (as
+        # ``_find_optima``: the first scan point stands for it, with its slope in
+        # log(1 + tau max n_g)).
+        extended.append(Optimum(float(taus[0]), float(first[0]), "limit", float(first[1])))
+        limit_slope = float(first[1] * (1.0 + taus[0] * max_size) / max_size)
     optima = [o for o in extended if o.tau > 0]
     slope_zero = float(zero[1])
     if slope_zero >= 0:
@@ -270,6 +277,7 @@ def _result(stats, j, taus, lower, bracket_index, roots, root_crit, root_deriv, 
         optima=tuple(_dedupe(optima)),
         extended_optima=tuple(_dedupe(extended)),
         derivative_at_zero=slope_zero,
+        limit_slope=limit_slope,
     )
     best = summary.global_optimum
     if best.kind == "boundary":

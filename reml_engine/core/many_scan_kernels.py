@@ -136,7 +136,8 @@ def _brent_root(a, b, fa, fb, within, between, sizes, groups_per_size, dof, REML
 
 
 @njit(cache=True)
-def _make_exact(i, taus, slope, margin, exact, within, between, sizes, groups_per_size, dof, REML, sign_rtol, taus1):
+def _make_exact(i, taus, slope, margin, exact, within, between, sizes, groups_per_size, dof, REML, sign_rtol, taus1,
+                value):
     """Scan point i by the direct form, in place. False when the direct slope is not
     finite, farther from the spectral one than its margin (the single scan would redo
     the scan directly) or within ``sign_rtol`` of its scale of zero (its sign is
@@ -148,6 +149,7 @@ def _make_exact(i, taus, slope, margin, exact, within, between, sizes, groups_pe
     if abs(deriv - slope[i]) > margin[i] or abs(deriv) <= sign_rtol * dscale:
         return False
     slope[i] = deriv
+    value[i] = crit
     margin[i] = 0.0
     exact[i] = True
     return True
@@ -166,8 +168,7 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
     response is left to the single chain (``FALLBACK``) when a direct slope is farther
     from the spectral one than the margin (the single scan would redo it directly),
     when a direct slope is within ``sign_rtol`` of its scale of zero (its sign is
-    rounding), when the slope is not negative at the first point (a ``"limit"``
-    optimum) or not positive at the last (an extension), and when a point passes the
+    rounding), when the slope is not positive at the last point (an extension), and when a point passes the
     relaxed search for minima hidden between scan points (a superset of the single
     scan's candidates, see ``reml_engine.core.optimizer._towards_zero``) without the
     derivative being sign-definite, with the safety factor, on both neighbouring
@@ -194,7 +195,8 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
     status (k,), n_brackets (k,), brackets (k, B) (index i of [taus[i], taus[i + 1]]),
     roots, root_criterion, root_derivative, root_pwrss (k, B), root_beta (k, B, p),
     zero (k, 3) (criterion, derivative, pwrss at tau = 0), zero_beta (k, p),
-    evaluations (k,) (direct evaluations).
+    evaluations (k,) (direct evaluations), first (k, 2): the direct criterion and slope
+    at the first scan point (a positive slope there is the ``"limit"`` optimum).
     """
     k = h2.shape[0]
     K = taus.shape[0]
@@ -212,7 +214,9 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
     zero = np.full((k, 3), np.nan)
     zero_beta = np.full((k, p), np.nan)
     evaluations = np.zeros(k, dtype=np.int64)
+    first = np.full((k, 2), np.nan)
     slope = np.empty(K)
+    value = np.empty(K)
     scale = np.empty(K)
     margin = np.empty(K)
     ld_slope = np.empty(K)
@@ -236,6 +240,7 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
                 bad = True
                 break
             slope[i] = point[1]
+            value[i] = point[0]
             scale[i] = point[2]
             margin[i] = certify_rtol * point[2]
             ld_slope[i] = point[3]
@@ -256,10 +261,10 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
                 continue
             evaluations[j] += 1
             if not _make_exact(i, taus, slope, margin, exact, W, Bt, sizes, groups_per_size, dof, REML, sign_rtol,
-                               taus1):
+                               taus1, value):
                 bad = True
                 break
-        if bad or not slope[0] < 0.0 or not slope[K - 1] > 0.0:
+        if bad or not slope[K - 1] > 0.0:
             status[j] = FALLBACK
             continue
         # The relaxed search for hidden minima, with margins times the safety factor.
@@ -289,7 +294,7 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
                 if not exact[a]:
                     evaluations[j] += 1
                     if not _make_exact(a, taus, slope, margin, exact, W, Bt, sizes, groups_per_size, dof, REML,
-                                       sign_rtol, taus1):
+                                       sign_rtol, taus1, value):
                         bad = True
             if bad:
                 break
@@ -333,6 +338,8 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
             status[j] = FALLBACK
             continue
         n_brackets[j] = count
+        first[j, 0] = value[0]
+        first[j, 1] = slope[0]
         crit, deriv, dscale, rss, ok, beta = _direct_at(0.0, W, Bt, sizes, groups_per_size, dof, REML, taus1)
         evaluations[j] += 1
         if not (ok and np.isfinite(crit) and np.isfinite(deriv)):
@@ -344,4 +351,4 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
         for c in range(p):
             zero_beta[j, c] = beta[c]
     return (status, n_brackets, brackets, roots, root_crit, root_deriv, root_pwrss, root_beta, zero, zero_beta,
-            evaluations)
+            evaluations, first)
