@@ -37,7 +37,6 @@ statistics, and the scan keeps ``O(K)`` per response, never ``k x K``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -237,20 +236,31 @@ def batched_optima(stats, nobs: int, p: int, intercept_index: int, REML: bool) -
                 SCAN_CERTIFY_RTOL, MANY_SAFETY, MANY_SIGN_RTOL, REFINE_RTOL, STATIONARY_RTOL, MANY_MAX_BRACKETS,
                 MANY_MAX_ITERATIONS, status,
             )
+            decided, summaries, best_tau, best_beta, best_pwrss = [], [], [], [], []
             for b in np.flatnonzero(status == DECIDED):
-                result = _result(stats, int(block[b]), taus, lower, brackets[b, :n_brackets[b]], roots[b],
-                                 root_crit[b], root_deriv[b], root_beta[b], root_pwrss[b], zero[b], zero_beta[b],
-                                 int(evaluations[b]), first[b], pooled_x.max_size, within[b], between[b], shared.sizes, dof, p, intercept_index,
-                                 REML)
-                if result is not None:
-                    results[int(block[b])] = result
+                found = _summary(taus, lower, brackets[b, :n_brackets[b]], roots[b], root_crit[b], root_deriv[b],
+                                 root_beta[b], root_pwrss[b], zero[b], zero_beta[b], int(evaluations[b]), first[b],
+                                 pooled_x.max_size, REML)
+                if found is not None:
+                    decided.append(b)
+                    summaries.append(found[0])
+                    best_tau.append(found[1])
+                    best_beta.append(found[2])
+                    best_pwrss.append(found[3])
+            if decided:
+                fixef, se, sigma2 = _estimates(stats, block[decided], np.array(best_tau), np.array(best_beta),
+                                               np.array(best_pwrss), within[decided], between[decided], shared.sizes,
+                                               dof, intercept_index)
+                for m, b in enumerate(decided):
+                    if np.all(np.isfinite(fixef[m])) and np.all(np.isfinite(se[m])) and np.isfinite(sigma2[m]):
+                        results[int(block[b])] = BatchedResult(summaries[m], fixef[m], se[m], float(sigma2[m]))
     return results
 
 
-def _result(stats, j, taus, lower, bracket_index, roots, root_crit, root_deriv, root_beta, root_pwrss, zero,
-            zero_beta, evaluations, first, max_size, within, between, sizes, dof, p, intercept_index, REML) -> BatchedResult | None:
-    """The optimizer record of response j (as ``_find_optima`` builds it) and its
-    estimates at the global optimum; None when it has no optimum over tau >= 0 (the
+def _summary(taus, lower, bracket_index, roots, root_crit, root_deriv, root_beta, root_pwrss, zero, zero_beta,
+             evaluations, first, max_size, REML):
+    """The optimizer record of one response (as ``_find_optima`` builds it) and tau,
+    beta and pwrss at its global optimum; None when it has no optimum over tau >= 0 (the
     single chain's fall-backs decide then)."""
     n = len(bracket_index)
     extended = [Optimum(float(roots[m]), float(root_crit[m]), "interior", float(root_deriv[m])) for m in range(n)]
@@ -281,22 +291,27 @@ def _result(stats, j, taus, lower, bracket_index, roots, root_crit, root_deriv, 
     )
     best = summary.global_optimum
     if best.kind == "boundary":
-        beta, pwrss = zero_beta, zero[2]
-    else:
-        m = int(np.flatnonzero(roots[:n] == best.tau)[0])
-        beta, pwrss = root_beta[m], root_pwrss[m]
-    sigma2 = float(pwrss / dof)
-    # The fixed effects' covariance sigma2 (X' H^-1 X)^-1, mapped to the user's columns
-    # (:class:`~reml_engine.core.parametrization.UserParametrization` without transform).
-    A = within[:p, :p] + np.tensordot(1.0 / (1.0 + best.tau * sizes), between[:, :p, :p], axes=1)
-    vcov = sigma2 * np.linalg.inv(A)
+        return summary, 0.0, zero_beta, zero[2]
+    m = int(np.flatnonzero(roots[:n] == best.tau)[0])
+    return summary, best.tau, root_beta[m], root_pwrss[m]
+
+
+def _estimates(stats, columns, tau, beta, pwrss, within, between, sizes, dof, intercept_index):
+    """Fixed effects, standard errors and sigma2 of the responses ``columns`` at their
+    global optima (as :func:`~reml_engine.core.criterion.fixed_effects`), in the user's
+    columns (:class:`~reml_engine.core.parametrization.UserParametrization` without a
+    transform: the intercept takes the shifts)."""
+    p = beta.shape[1]
+    sigma2 = pwrss / dof
+    weights = 1.0 / (1.0 + tau[:, None] * sizes[None, :])
+    A = within[:, :p, :p] + np.einsum("bu,buij->bij", weights, between[:, :, :p, :p])
+    vcov = sigma2[:, None, None] * np.linalg.inv(A)
+    vcov = 0.5 * (vcov + vcov.transpose(0, 2, 1))
     S = np.eye(p)
     S[intercept_index, :] -= stats.shift_x
     S[intercept_index, intercept_index] = 1.0
-    fixef = S @ beta
-    fixef[intercept_index] += stats.shift_y[j]
-    vcov_user = S @ (0.5 * (vcov + vcov.T)) @ S.T
-    se = np.sqrt(np.diag(0.5 * (vcov_user + vcov_user.T)))
-    if not (np.all(np.isfinite(fixef)) and np.all(np.isfinite(se)) and math.isfinite(sigma2)):
-        return None
-    return BatchedResult(summary, fixef, se, sigma2)
+    fixef = beta @ S.T
+    fixef[:, intercept_index] += stats.shift_y[columns]
+    vcov_user = S @ vcov @ S.T
+    se = np.sqrt(np.diagonal(vcov_user, axis1=1, axis2=2))
+    return fixef, se, sigma2

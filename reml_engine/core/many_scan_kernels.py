@@ -28,10 +28,11 @@ FALLBACK = 1
 
 @njit(cache=True)
 def _spectral_point(tau, xi, h2, phantom_sizes, phantom_counts, sizes, groups_per_size, rss0, logdet_XtX, dof,
-                    REML, out):
+                    REML, out, with_value):
     """The spectral criterion at one tau (as ``reml_engine.core.spectral._spectral_kernel``)
-    into ``out``: criterion, derivative, derivative scale, logdet slope, curvature sum,
-    pwrss. Returns False where a factor or ``pwrss`` is not positive."""
+    into ``out``: criterion (only ``with_value``: the scan reads only slopes, and the
+    logarithms are most of the cost), derivative, derivative scale, logdet slope,
+    curvature sum, pwrss. Returns False where a factor or ``pwrss`` is not positive."""
     pwrss = rss0
     d_pwrss = 0.0
     logdet = 0.0
@@ -44,24 +45,26 @@ def _spectral_point(tau, xi, h2, phantom_sizes, phantom_counts, sizes, groups_pe
         pwrss -= tau * h2[s] / f
         d_pwrss -= h2[s] / (f * f)
         if REML:
-            logdet += np.log(f)
+            if with_value:
+                logdet += np.log(f)
             d_logdet += xi[s] / f
     for u in range(sizes.shape[0]):
         f = 1.0 + tau * sizes[u]
         if not f > 0.0:
             return False
         count = phantom_counts[u] if REML else groups_per_size[u]
-        logdet += count * np.log(f)
+        if with_value:
+            logdet += count * np.log(f)
         d_logdet += count * phantom_sizes[u] / f
         d_logdet_V += groups_per_size[u] * sizes[u] / f
     if not pwrss > 0.0:
         return False
-    fit = dof * (1.0 + np.log(2.0 * np.pi) + np.log(pwrss / dof))
+    fit = dof * (1.0 + np.log(2.0 * np.pi) + np.log(pwrss / dof)) if with_value else 0.0
     fit_slope = dof * (-d_pwrss) / pwrss
     scale = abs(d_logdet_V) + abs(fit_slope)
     if REML:
         scale += abs(d_logdet - d_logdet_V)
-    out[0] = logdet + fit + (logdet_XtX if REML else 0.0)
+    out[0] = logdet + fit + (logdet_XtX if REML else 0.0) if with_value else np.nan
     out[1] = d_logdet - fit_slope
     out[2] = scale
     out[3] = d_logdet
@@ -233,10 +236,10 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
         bad = False
         for i in range(K):
             if not _spectral_point(taus[i], xi, h2[j], sizes, phantom_counts, sizes, groups_per_size, rss0[j],
-                                   logdet_XtX, dof, REML, point):
+                                   logdet_XtX, dof, REML, point, False):
                 bad = True
                 break
-            if not (np.isfinite(point[0]) and np.isfinite(point[1]) and np.isfinite(point[2])):
+            if not (np.isfinite(point[1]) and np.isfinite(point[2])):
                 bad = True
                 break
             slope[i] = point[1]
