@@ -219,7 +219,8 @@ def batched_optima(stats, nobs: int, p: int, intercept_index: int, REML: bool) -
                                groups_per_size=shared.groups_per_size, between=np.zeros((len(shared.sizes), 1, 1)),
                                model_shift=np.zeros(p + 1))
         taus = scan_grid(pooled_x, extended=True)
-        lower = -1.0 / pooled_x.max_size
+        max_size = pooled_x.max_size
+        lower = -1.0 / max_size
         dof = float(nobs - p if REML else nobs)
         k = stats.sums_y.shape[1]
         U, q = len(shared.sizes), p + 1
@@ -240,7 +241,7 @@ def batched_optima(stats, nobs: int, p: int, intercept_index: int, REML: bool) -
             for b in np.flatnonzero(status == DECIDED):
                 found = _summary(taus, lower, brackets[b, :n_brackets[b]], roots[b], root_crit[b], root_deriv[b],
                                  root_beta[b], root_pwrss[b], zero[b], zero_beta[b], int(evaluations[b]), first[b],
-                                 pooled_x.max_size, REML)
+                                 max_size, REML)
                 if found is not None:
                     decided.append(b)
                     summaries.append(found[0])
@@ -292,7 +293,7 @@ def _summary(taus, lower, bracket_index, roots, root_crit, root_deriv, root_beta
     best = summary.global_optimum
     if best.kind == "boundary":
         return summary, 0.0, zero_beta, zero[2]
-    m = int(np.flatnonzero(roots[:n] == best.tau)[0])
+    m = next(m for m in range(n) if roots[m] == best.tau)
     return summary, best.tau, root_beta[m], root_pwrss[m]
 
 
