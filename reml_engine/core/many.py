@@ -5,12 +5,16 @@ design and groups. Everything a fit reads from the data is the :class:`GroupStat
 ``[X | y_j]``: group sums and the cross-product. Their X part is shared, so one pass over
 the rows (:func:`reml_engine.core.many_kernels.many_sums_and_cross`) computes the group
 sums of X and of all k responses, ``X'X``, ``X'Y`` and each response's sum of squares;
-the statistics of response j are then assembled from those (:meth:`ManyStatistics.group_stats`),
-and the rest of its fit is the ordinary single-response chain
-(``criterion_problem -> find_optima -> build_fit``) on them: each response gets its own
-global optimum, every local optimum and its boundary diagnosis, exactly as
-``rl.fit(X, Y[:, j], groups)`` would give them (the same statistics up to the order of
-the floating-point sums; ``tests/core/test_many.py`` checks the equality).
+the statistics of response j are then assembled from those (:meth:`ManyStatistics.group_stats`).
+The first response runs the ordinary single-response chain
+(``criterion_problem -> find_optima -> build_fit``), which decides what depends only on
+X (columns kept, the intercept, no conditioning transform); the others go through the
+batched scan (:mod:`reml_engine.core.many_scan`), which shares the X-only work of the
+scan and takes each response's decisions where they are certain, and any response it
+cannot decide runs the single chain too. Each response gets its own global optimum,
+every local optimum and its boundary diagnosis, as ``rl.fit(X, Y[:, j], groups)`` would
+give them (the same statistics up to the order of the floating-point sums;
+``tests/core/test_many.py`` and ``tests/core/test_many_scan.py`` check the equality).
 
 The same choices as the single fit are made per response, from the same numbers: the
 pilot shift of each column, and the second, exact pass for the within-group
