@@ -5,12 +5,16 @@ design and groups. Everything a fit reads from the data is the :class:`GroupStat
 ``[X | y_j]``: group sums and the cross-product. Their X part is shared, so one pass over
 the rows (:func:`reml_engine.core.many_kernels.many_sums_and_cross`) computes the group
 sums of X and of all k responses, ``X'X``, ``X'Y`` and each response's sum of squares;
-the statistics of response j are then assembled from those (:meth:`ManyStatistics.group_stats`),
-and the rest of its fit is the ordinary single-response chain
-(``criterion_problem -> find_optima -> build_fit``) on them: each response gets its own
-global optimum, every local optimum and its boundary diagnosis, exactly as
-``rl.fit(X, Y[:, j], groups)`` would give them (the same statistics up to the order of
-the floating-point sums; ``tests/core/test_many.py`` checks the equality).
+the statistics of response j are then assembled from those (:meth:`ManyStatistics.group_stats`).
+The first response runs the ordinary single-response chain
+(``criterion_problem -> find_optima -> build_fit``), which decides what depends only on
+X (columns kept, the intercept, no conditioning transform); the others go through the
+batched scan (:mod:`reml_engine.core.many_scan`), which shares the X-only work of the
+scan and takes each response's decisions where they are certain, and any response it
+cannot decide runs the single chain too. Each response gets its own global optimum,
+every local optimum and its boundary diagnosis, as ``rl.fit(X, Y[:, j], groups)`` would
+give them (the same statistics up to the order of the floating-point sums;
+``tests/core/test_many.py`` and ``tests/core/test_many_scan.py`` check the equality).
 
 The same choices as the single fit are made per response, from the same numbers: the
 pilot shift of each column, and the second, exact pass for the within-group
@@ -41,6 +45,7 @@ from ..frontend.groups import GroupCodes, factorize_groups
 from .criterion import fixed_effects
 from .fitting import build_fit
 from .many_kernels import many_sums_and_cross, many_within
+from .many_scan import BatchedResult, batched_optima
 from .optimizer import OptSummary, find_optima
 from .parametrization import standard_errors
 from .problem import CriterionProblem, criterion_problem
@@ -303,6 +308,31 @@ class _FittedResponse:
         return self.fit
 
 
+class _BatchedResponse:
+    """A response fitted by the batched scan: its optimizer record and estimates; its
+    LmerFit is built when first asked for (as :class:`_SharedResponse`)."""
+
+    def __init__(self, source: _OnePass, j: int, result: BatchedResult, names):
+        self.source, self.j, self.result, self.names = source, j, result, tuple(names)
+        self.summary = result.summary
+
+    @property
+    def optimum(self):
+        return self.summary.global_optimum
+
+    @property
+    def n_optima(self) -> int:
+        return len(self.summary.optima)
+
+    def estimates(self) -> tuple[pd.Series, pd.Series, float]:
+        index = pd.Index(self.names)
+        return (pd.Series(self.result.fixef, index=index, name="fixef"),
+                pd.Series(self.result.se, index=index, name="se"), self.result.sigma2)
+
+    def build(self) -> LmerFit:
+        return _SharedResponse.build(self)
+
+
 class ManyFits(Sequence):
     """The fits of k responses on one design: a sequence of
     :class:`~reml_engine.core.results.LmerFit`, one per response, and a table.
@@ -423,11 +453,29 @@ class ManyFits(Sequence):
     def _estimates(self) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
         with self._lock:
             if self._estimates_cache is None:
-                fixef, se, sigma2 = zip(*(e.estimates() for e in self._entries), strict=True)
                 index = self._index()
+                if self._entries and all(isinstance(e, _BatchedResponse) for e in self._entries[1:]):
+                    self._estimates_cache = self._batched_estimates(index)
+                    return self._estimates_cache
+                fixef, se, sigma2 = zip(*(e.estimates() for e in self._entries), strict=True)
                 self._estimates_cache = (pd.DataFrame(list(fixef), index=index), pd.DataFrame(list(se), index=index),
                                          np.asarray(sigma2, dtype=float))
             return self._estimates_cache
+
+    def _batched_estimates(self, index: pd.Index) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+        """The estimates as arrays, without a Series per response (the batched responses
+        carry arrays; the first response may be a single-chain fit)."""
+        first = self._entries[0]
+        fixef0, se0, sigma2_0 = first.estimates()
+        names = fixef0.index
+        fixef = np.empty((len(self._entries), len(names)))
+        se = np.empty_like(fixef)
+        sigma2 = np.empty(len(self._entries))
+        fixef[0], se[0], sigma2[0] = fixef0.to_numpy(), se0.to_numpy(), sigma2_0
+        for j, entry in enumerate(self._entries[1:], start=1):
+            fixef[j], se[j], sigma2[j] = entry.result.fixef, entry.result.se, entry.result.sigma2
+        return (pd.DataFrame(fixef, index=index, columns=names), pd.DataFrame(se, index=index, columns=names),
+                sigma2)
 
     def table(self) -> pd.DataFrame:
         """One row per response: ``tau``, ``theta``, ``var_group``, ``sigma2``, ``icc``,
@@ -476,8 +524,10 @@ class ManyFits(Sequence):
 
 
 def fit_many_design(design: ManyDesign, REML: bool = True) -> ManyFits:
-    """Fit every response of a :class:`ManyDesign`: one pass over the rows, then each
-    response's criterion problem and global optimization from its own statistics.
+    """Fit every response of a :class:`ManyDesign`: one pass over the rows, then the
+    batched scan (:mod:`reml_engine.core.many_scan`) for the responses it can decide,
+    and each other response's criterion problem and global optimization from its own
+    statistics.
 
     Raises
     ------
@@ -488,10 +538,21 @@ def fit_many_design(design: ManyDesign, REML: bool = True) -> ManyFits:
     template = design.template
     groups = factorize_groups(template.groups, template.group_name)
     check_groups(len(template.y), groups.ngroups, template.group_name)
-    statistics = many_statistics(template.X, design.Y, groups, template.intercept_index)
+    # A column of ones found in X (as the single chain finds it from the column ranges)
+    # keeps shift 0: the statistics are then those of the model's parametrization,
+    # which the batched scan reads as they are.
+    intercept_index = template.intercept_index
+    if intercept_index is None and template.X.shape[1]:
+        ones = np.flatnonzero((template.X.min(axis=0) == 1.0) & (template.X.max(axis=0) == 1.0))
+        intercept_index = int(ones[0]) if len(ones) else None
+    statistics = many_statistics(template.X, design.Y, groups, intercept_index)
     source = _OnePass(design, statistics, groups, REML)
-    entries = []
+    entries: list = [None] * design.k
+    batched: dict[int, BatchedResult] = {}
     for j, name in enumerate(design.response_names):
+        if j in batched:
+            entries[j] = _BatchedResponse(source, j, batched[j], template.column_names)
+            continue
         response = _response_statistics(design, statistics, groups, j, with_rows=False)
         try:
             check_values(response.group_stats, template.X, design.Y[:, j], template.column_names, name)
@@ -499,5 +560,22 @@ def fit_many_design(design: ManyDesign, REML: bool = True) -> ManyFits:
             summary = find_optima(problem)
         except ModelDataError as err:
             raise ModelDataError(f"response {j} ({name!r}) of {design.k}: {err}") from None
-        entries.append(_SharedResponse(source, j, problem, summary))
+        entries[j] = _SharedResponse(source, j, problem, summary)
+        if j == 0 and design.k > 1 and _batchable(problem, template, intercept_index):
+            # What depends only on X was decided on this response: the others share it.
+            batched = batched_optima(statistics, problem.nobs, len(template.column_names), intercept_index, REML)
     return ManyFits(design.response_names, entries, REML)
+
+
+def _batchable(problem: CriterionProblem, template: Design, intercept_index: int | None) -> bool:
+    """Whether the batched scan applies: an intercept column (the one the single chain
+    found), no column dropped, no conditioning transform (what the single chain decided
+    from X on the first response, the same for every response)."""
+    return (
+        intercept_index is not None
+        and problem.parametrization.intercept_index == intercept_index
+        and not problem.dropped_columns
+        and problem.parametrization.transform is None
+        and not problem.notes
+        and problem.column_names == tuple(template.column_names)
+    )

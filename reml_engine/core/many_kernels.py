@@ -35,27 +35,19 @@ def block_rows(width):
 
 
 @njit(cache=True, nogil=True)
-def _shifted_blocks(X, Y, shift_x, shift_y, start, m, bx, by, lo_x, hi_x, lo_y, hi_y):
-    """Rows ``start .. start + m - 1`` of ``X - shift_x`` and ``Y - shift_y`` into ``bx``
-    and ``by``, widening the raw ranges on the way."""
-    p = X.shape[1]
-    k = Y.shape[1]
-    for i in range(m):
-        row = start + i
-        for j in range(p):
-            v = X[row, j]
-            if v < lo_x[j]:
-                lo_x[j] = v
-            if v > hi_x[j]:
-                hi_x[j] = v
-            bx[i, j] = v - shift_x[j]
-        for j in range(k):
-            v = Y[row, j]
-            if v < lo_y[j]:
-                lo_y[j] = v
-            if v > hi_y[j]:
-                hi_y[j] = v
-            by[i, j] = v - shift_y[j]
+def _group_order(codes, n_groups):
+    """Row indices sorted by group, each group's rows in their order (a counting sort)."""
+    starts = np.zeros(n_groups + 1, dtype=np.int64)
+    for i in range(codes.shape[0]):
+        starts[codes[i] + 1] += 1
+    for g in range(n_groups):
+        starts[g + 1] += starts[g]
+    order = np.empty(codes.shape[0], dtype=np.int64)
+    for i in range(codes.shape[0]):
+        g = codes[i]
+        order[starts[g]] = i
+        starts[g] += 1
+    return order
 
 
 @njit(cache=True, nogil=True)
@@ -83,30 +75,48 @@ def many_sums_and_cross(X, Y, codes, n_groups, shift_x, shift_y):
     sums_x = np.zeros((n_groups, p), dtype=np.float64)
     sums_y = np.zeros((n_groups, k), dtype=np.float64)
     cross_xx = np.zeros((p, p), dtype=np.float64)
-    cross_xy = np.zeros((p, k), dtype=np.float64)
     squares_y = np.zeros(k, dtype=np.float64)
     lo_x = np.full(p, np.inf)
     hi_x = np.full(p, -np.inf)
     lo_y = np.full(k, np.inf)
     hi_y = np.full(k, -np.inf)
-    rows = block_rows(p + k)
-    bx = np.empty((rows, p), dtype=np.float64)
-    by = np.empty((rows, k), dtype=np.float64)
-    for start in range(0, n, rows):
-        m = min(rows, n - start)
-        _shifted_blocks(X, Y, shift_x, shift_y, start, m, bx, by, lo_x, hi_x, lo_y, hi_y)
-        for i in range(m):
-            g = codes[start + i]
-            counts[g] += 1
-            for j in range(p):
-                sums_x[g, j] += bx[i, j]
-            for j in range(k):
-                v = by[i, j]
-                sums_y[g, j] += v
-                squares_y[j] += v * v
-        block_x = bx[:m]
-        cross_xx += np.dot(block_x.T, block_x)
-        cross_xy += np.dot(block_x.T, by[:m])
+    # Rows in group order (stable: each group's rows in their own order, so each group
+    # sum adds the same numbers in the same order as a pass in row order): a group's
+    # k sums stay in cache while its rows are read, where rows in data order would
+    # visit a random group's k sums at every row.
+    order = _group_order(codes, n_groups)
+    # X'Y accumulated row by row into (k, p), in the same loop as the sums: for p of a
+    # few columns, BLAS on (p x rows) blocks ran at a fraction of the memory speed.
+    cross_yx = np.zeros((k, p), dtype=np.float64)
+    x = np.empty(p, dtype=np.float64)
+    for r in range(n):
+        row = order[r]
+        g = codes[row]
+        counts[g] += 1
+        for j in range(p):
+            v = X[row, j]
+            if v < lo_x[j]:
+                lo_x[j] = v
+            if v > hi_x[j]:
+                hi_x[j] = v
+            v -= shift_x[j]
+            x[j] = v
+            sums_x[g, j] += v
+        for a in range(p):
+            for b in range(p):
+                cross_xx[a, b] += x[a] * x[b]
+        for j in range(k):
+            v = Y[row, j]
+            if v < lo_y[j]:
+                lo_y[j] = v
+            if v > hi_y[j]:
+                hi_y[j] = v
+            v -= shift_y[j]
+            sums_y[g, j] += v
+            squares_y[j] += v * v
+            for a in range(p):
+                cross_yx[j, a] += x[a] * v
+    cross_xy = np.ascontiguousarray(cross_yx.T)
     return counts, sums_x, sums_y, cross_xx, cross_xy, squares_y, lo_x, hi_x, lo_y, hi_y
 
 

@@ -144,6 +144,12 @@ def many_design_from_arrays(X, Y, groups, names=None, response_names=None):
 
 
 def _check_finite(Y: np.ndarray, names: tuple[str, ...]) -> None:
+    # A non-finite value makes its column's sum non-finite; a finite sum proves the
+    # column finite without a boolean array the size of Y (a sum that overflows only
+    # sends the check to the element-wise test below).
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(Y.sum(axis=0)).all():
+            return
     bad = ~np.isfinite(Y)
     if bad.any():
         per_column = bad.sum(axis=0)

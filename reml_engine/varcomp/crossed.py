@@ -281,34 +281,47 @@ class CrossedSolver:
 
     def _pool(self) -> None:
         """Decide, per block and weight value of the innermost levels, between pooled
-        matrices and visiting the table rows at each evaluation."""
+        matrices and visiting the table rows at each evaluation.
+
+        The levels are grouped by (block, weight value) with one stable sort, so each
+        group's levels keep their order and its cost adds the same numbers in the same
+        order as a pass per block would; only the blocks with a group worth pooling are
+        visited one by one (in block order: they share the memory budget).
+        """
         row_cost = np.diff(self.indptr).astype(np.float64) ** 2
-        pooled, direct = [], []
+        pooled = []
         budget = POOL_MAX_BYTES
-        by_block = np.argsort(self.block_of_inner, kind="stable")
-        bounds = np.flatnonzero(np.diff(self.block_of_inner[by_block])) + 1
-        for members in np.split(by_block, bounds):
-            if not len(members):
+        order = np.lexsort((self.d, self.block_of_inner))
+        if not len(order):
+            self.pooled = pooled
+            self.direct_rows = np.zeros(0, np.int64)
+            self.direct_by_column = self._by_column(self.direct_rows)
+            return
+        block, value = self.block_of_inner[order], self.d[order]
+        new_group = np.r_[True, (block[1:] != block[:-1]) | (value[1:] != value[:-1])]
+        group_of = np.cumsum(new_group) - 1
+        starts = np.flatnonzero(new_group)
+        cost = np.bincount(group_of, weights=row_cost[order], minlength=len(starts))
+        group_block = block[starts]
+        size = self.layout.block_size[group_block].astype(np.int64)
+        worth = (cost > POOL_GAIN * size * (size + 1) / 2) & (size >= POOL_MIN_BLOCK)
+        pooled_group = np.zeros(len(starts), dtype=bool)
+        ends = np.r_[starts[1:], len(order)]
+        for b in np.unique(group_block[worth]):
+            in_block = np.flatnonzero(group_block == b)
+            chosen = in_block[worth[in_block]]
+            s = int(size[in_block[0]])
+            n_pool = len(chosen)
+            if n_pool * s * (s + 1) * 4 > budget:
                 continue
-            b = int(self.block_of_inner[members[0]])
-            s = int(self.layout.block_size[b])
-            values, group = np.unique(self.d[members], return_inverse=True)
-            cost = np.bincount(group, weights=row_cost[members], minlength=len(values))
-            worth = cost > POOL_GAIN * s * (s + 1) / 2
-            if s < POOL_MIN_BLOCK:
-                worth[:] = False
-            n_pool = int(worth.sum())
-            if n_pool and n_pool * s * (s + 1) * 4 <= budget:
-                budget -= n_pool * s * (s + 1) * 4
-                G = np.empty((n_pool, s * (s + 1) // 2))
-                for u_new, u in enumerate(np.flatnonzero(worth)):
-                    G[u_new] = self._pooled_matrix(members[group == u], s, float(cost[u]))
-                pooled.append((b, values[worth], G))
-                direct.append(members[~worth[group]])
-            else:
-                direct.append(members)
+            budget -= n_pool * s * (s + 1) * 4
+            G = np.empty((n_pool, s * (s + 1) // 2))
+            for u_new, u in enumerate(chosen):
+                G[u_new] = self._pooled_matrix(order[starts[u]:ends[u]], s, float(cost[u]))
+            pooled.append((int(b), value[starts[chosen]], G))
+            pooled_group[chosen] = True
         self.pooled = pooled
-        self.direct_rows = np.sort(np.concatenate(direct)).astype(np.int64) if direct else np.zeros(0, np.int64)
+        self.direct_rows = np.sort(order[~pooled_group[group_of]]).astype(np.int64)
         self.direct_by_column = self._by_column(self.direct_rows)
 
     def _pooled_matrix(self, rows: np.ndarray, size: int, sparse_cost: float) -> np.ndarray:

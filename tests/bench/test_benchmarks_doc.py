@@ -77,3 +77,18 @@ def test_several_terms_figures_are_the_results_files():
     memory = table.set_index(["data", "engine"]).loc[("crossed at 1e7 rows (1e5 x 1e3)", "reml_engine (formula)")]
     assert f"**{memory.peak_mb / 1024:.2f} GB**" in section
     assert f"**{memory.process_peak_mb / 1024:.2f} GB**" in section
+
+
+def test_many_responses_figures_are_the_results_files():
+    table = pd.read_csv(RESULTS / "many.csv").set_index("engine")
+    section = DOC[DOC.index("### Full run (`--parts many"):DOC.index("## Small data: where the time goes")]
+    many = table.loc["reml_engine (many)"]
+    assert f"| reml_engine (many) | {many.seconds_for_k:.2f} s |" in section
+    assert f"load average {many.load_average:.1f}" in section
+    for engine in ("reml_engine (loop)", "FLASH-MM"):
+        row = table.loc[engine]
+        assert f"| {engine} | {row.seconds_for_k:.1f} s | {row.ratio_to_many_api:.1f}x |" in section
+    loop = table.loc["reml_engine (loop)"]
+    met = "met" if loop.ratio_to_many_api >= 100 else "missed"
+    assert f"At least 100x faster than the loop: {met} ({loop.ratio_to_many_api:.1f}x)" in section
+    assert f"{int(table.loc['FLASH-MM'].negative_variance)} of 200 negative variances" in section

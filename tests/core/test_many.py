@@ -184,7 +184,9 @@ def test_the_harness_reads_the_result(seed_responses):
     fits = rl.fit(X, Y, groups)
     tau, fixef = many.many_estimates(fits, Y.shape[1])
     np.testing.assert_array_equal(tau, [f.tau for f in fits])
-    np.testing.assert_array_equal(fixef, np.array([f.fixef for f in fits]))
+    # The table's estimates come from the batched scan's direct-form kernel, the fit's
+    # from fixed_effects: the same formulas, rounded apart.
+    np.testing.assert_allclose(fixef, np.array([f.fixef for f in fits]), rtol=1e-12, atol=1e-15)
 
 
 def test_the_fits_do_not_change_when_the_callers_arrays_do(seed_responses):

@@ -1,0 +1,357 @@
+"""Compiled kernels of the batched scan (:mod:`reml_engine.core.many_scan`): k responses
+on one design, one loop over the responses each.
+
+:func:`scan_responses` evaluates each response's spectral form at every scan point
+(``O(r)`` per point, the eigenvalues shared) and takes the decisions of the
+single-response scan (:func:`reml_engine.core.optimizer.find_optima`) where they are
+certain with a safety factor; a response where one of them is not certain gets
+``status = FALLBACK`` and is fitted by the single-response chain instead. The direct
+form (:func:`reml_engine.core.criterion_kernels.direct_criterion`) is evaluated where the
+single scan evaluates it, and each bracketed minimum is refined on it by Brent's
+method.
+
+Plain arrays in and out, no exceptions: every doubt is a status flag.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .criterion_kernels import direct_criterion
+
+#: The response's scan was decided here (its brackets are in the output).
+DECIDED = 0
+#: The response needs the single-response chain (a decision that is not certain here).
+FALLBACK = 1
+
+
+@njit(cache=True)
+def _spectral_point(tau, xi, h2, phantom_sizes, phantom_counts, sizes, groups_per_size, rss0, logdet_XtX, dof,
+                    REML, out, with_value):
+    """The spectral criterion at one tau (as ``reml_engine.core.spectral._spectral_kernel``)
+    into ``out``: criterion (only ``with_value``: the scan reads only slopes, and the
+    logarithms are most of the cost), derivative, derivative scale, logdet slope,
+    curvature sum, pwrss. Returns False where a factor or ``pwrss`` is not positive."""
+    pwrss = rss0
+    d_pwrss = 0.0
+    logdet = 0.0
+    d_logdet = 0.0
+    d_logdet_V = 0.0
+    for s in range(xi.shape[0]):
+        f = 1.0 + tau * xi[s]
+        if not f > 0.0:
+            return False
+        pwrss -= tau * h2[s] / f
+        d_pwrss -= h2[s] / (f * f)
+        if REML:
+            if with_value:
+                logdet += np.log(f)
+            d_logdet += xi[s] / f
+    for u in range(sizes.shape[0]):
+        f = 1.0 + tau * sizes[u]
+        if not f > 0.0:
+            return False
+        count = phantom_counts[u] if REML else groups_per_size[u]
+        if with_value:
+            logdet += count * np.log(f)
+        d_logdet += count * phantom_sizes[u] / f
+        d_logdet_V += groups_per_size[u] * sizes[u] / f
+    if not pwrss > 0.0:
+        return False
+    fit = dof * (1.0 + np.log(2.0 * np.pi) + np.log(pwrss / dof)) if with_value else 0.0
+    fit_slope = dof * (-d_pwrss) / pwrss
+    scale = abs(d_logdet_V) + abs(fit_slope)
+    if REML:
+        scale += abs(d_logdet - d_logdet_V)
+    out[0] = logdet + fit + (logdet_XtX if REML else 0.0) if with_value else np.nan
+    out[1] = d_logdet - fit_slope
+    out[2] = scale
+    out[3] = d_logdet
+    out[4] = -d_pwrss
+    out[5] = pwrss
+    return True
+
+
+@njit(cache=True)
+def _direct_at(tau, within, between, sizes, groups_per_size, dof, REML, taus1):
+    """The direct form at one tau: (criterion, derivative, derivative scale, pwrss, ok)
+    and beta (p,)."""
+    taus1[0] = tau
+    logdet_V, logdet_X, pwrss, beta, crit, deriv, dscale, ok = direct_criterion(
+        taus1, within, between, sizes, groups_per_size, dof, REML, True)
+    return crit[0], deriv[0], dscale[0], pwrss[0], ok[0], beta[0]
+
+
+@njit(cache=True)
+def _brent_root(a, b, fa, fb, within, between, sizes, groups_per_size, dof, REML, rtol, max_iter, taus1):
+    """Root of the direct derivative in [a, b] (``fa < 0 < fb``) by Brent's method
+    (inverse quadratic interpolation, secant or bisection, whichever is safe), to
+    ``|step| <= rtol |root|``. Returns (root, evaluations, ok); ok is False when the
+    derivative is not finite inside or the iterations run out."""
+    c, fc = a, fa
+    d = e = b - a
+    evaluations = 0
+    for _ in range(max_iter):
+        if (fb > 0.0) == (fc > 0.0):
+            c, fc = a, fa
+            d = e = b - a
+        if abs(fc) < abs(fb):
+            a, b, c = b, c, b
+            fa, fb, fc = fb, fc, fb
+        tol = 2.0 * rtol * abs(b) + 1e-300
+        half = 0.5 * (c - b)
+        if abs(half) <= tol or fb == 0.0:
+            return b, evaluations, True
+        if abs(e) >= tol and abs(fa) > abs(fb):
+            s = fb / fa
+            if a == c:
+                pp = 2.0 * half * s
+                qq = 1.0 - s
+            else:
+                qa = fa / fc
+                r = fb / fc
+                pp = s * (2.0 * half * qa * (qa - r) - (b - a) * (r - 1.0))
+                qq = (qa - 1.0) * (r - 1.0) * (s - 1.0)
+            if pp > 0.0:
+                qq = -qq
+            else:
+                pp = -pp
+            if 2.0 * pp < min(3.0 * half * qq - abs(tol * qq), abs(e * qq)):
+                e = d
+                d = pp / qq
+            else:
+                d = half
+                e = d
+        else:
+            d = half
+            e = d
+        a, fa = b, fb
+        if abs(d) > tol:
+            b = b + d
+        else:
+            b = b + (tol if half > 0.0 else -tol)
+        crit, fb, scale, pwrss, ok, beta = _direct_at(b, within, between, sizes, groups_per_size, dof, REML, taus1)
+        evaluations += 1
+        if not (ok and np.isfinite(fb)):
+            return b, evaluations, False
+    return b, evaluations, False
+
+
+@njit(cache=True)
+def _make_exact(i, taus, slope, margin, exact, within, between, sizes, groups_per_size, dof, REML, sign_rtol, taus1,
+                value):
+    """Scan point i by the direct form, in place. False when the direct slope is not
+    finite, farther from the spectral one than its margin (the single scan would redo
+    the scan directly) or within ``sign_rtol`` of its scale of zero (its sign is
+    rounding)."""
+    crit, deriv, dscale, rss, ok, beta = _direct_at(taus[i], within, between, sizes, groups_per_size, dof, REML,
+                                                    taus1)
+    if not (ok and np.isfinite(crit) and np.isfinite(deriv)):
+        return False
+    if abs(deriv - slope[i]) > margin[i] or abs(deriv) <= sign_rtol * dscale:
+        return False
+    slope[i] = deriv
+    value[i] = crit
+    margin[i] = 0.0
+    exact[i] = True
+    return True
+
+
+@njit(cache=True)
+def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, logdet_XtX, within, between, dof,
+                   REML, certify_rtol, safety, sign_rtol, refine_rtol, stationary_rtol, max_brackets, max_iter,
+                   status_in):
+    """Each response's scan, its brackets of minima and their refinement.
+
+    Per response, as the single scan (:func:`reml_engine.core.optimizer.find_optima`):
+    the spectral form at every scan point; the direct form at the first and last
+    points, at both ends of every sign change and wherever the spectral slope is within
+    ``safety`` times the margin (``certify_rtol`` of the derivative scale) of zero. A
+    response is left to the single chain (``FALLBACK``) when a direct slope is farther
+    from the spectral one than the margin (the single scan would redo it directly),
+    when a direct slope is within ``sign_rtol`` of its scale of zero (its sign is
+    rounding), when the slope is not positive at the last point (an extension), and when a point passes the
+    relaxed search for minima hidden between scan points (a superset of the single
+    scan's candidates, see ``reml_engine.core.optimizer._towards_zero``) without the
+    derivative being sign-definite, with the safety factor, on both neighbouring
+    intervals. Then each bracket is refined on the direct form by Brent's method
+    (``refine_rtol``); a root that is not stationary (``stationary_rtol``) also sends
+    the response to the single chain.
+
+    Parameters
+    ----------
+    taus : (K,) the scan grid, sorted
+    xi : (R,) eigenvalues shared by every response
+    h2 : (k, R) each response's squared projections
+    phantom_counts, sizes, groups_per_size : (U,)
+    rss0 : (k,)
+    logdet_XtX, dof : float
+    within : (k, q, q), between : (k, U, q, q): each response's pooled statistics
+    REML : bool
+    certify_rtol, safety, sign_rtol, refine_rtol, stationary_rtol : float
+    max_brackets, max_iter : int
+    status_in : (k,) int64, ``FALLBACK`` for responses already left to the single chain
+
+    Returns
+    -------
+    status (k,), n_brackets (k,), brackets (k, B) (index i of [taus[i], taus[i + 1]]),
+    roots, root_criterion, root_derivative, root_pwrss (k, B), root_beta (k, B, p),
+    zero (k, 3) (criterion, derivative, pwrss at tau = 0), zero_beta (k, p),
+    evaluations (k,) (direct evaluations), first (k, 2): the direct criterion and slope
+    at the first scan point (a positive slope there is the ``"limit"`` optimum).
+    """
+    k = h2.shape[0]
+    K = taus.shape[0]
+    q = within.shape[1]
+    p = q - 1
+    B = max_brackets
+    status = status_in.copy()
+    n_brackets = np.zeros(k, dtype=np.int64)
+    brackets = np.zeros((k, B), dtype=np.int64)
+    roots = np.full((k, B), np.nan)
+    root_crit = np.full((k, B), np.nan)
+    root_deriv = np.full((k, B), np.nan)
+    root_pwrss = np.full((k, B), np.nan)
+    root_beta = np.full((k, B, p), np.nan)
+    zero = np.full((k, 3), np.nan)
+    zero_beta = np.full((k, p), np.nan)
+    evaluations = np.zeros(k, dtype=np.int64)
+    first = np.full((k, 2), np.nan)
+    slope = np.empty(K)
+    value = np.empty(K)
+    scale = np.empty(K)
+    margin = np.empty(K)
+    ld_slope = np.empty(K)
+    curv = np.empty(K)
+    pwrss = np.empty(K)
+    exact = np.zeros(K, dtype=np.bool_)
+    point = np.empty(6)
+    taus1 = np.empty(1)
+    for j in range(k):
+        if status[j] != DECIDED:
+            continue
+        W = within[j]
+        Bt = between[j]
+        bad = False
+        for i in range(K):
+            if not _spectral_point(taus[i], xi, h2[j], sizes, phantom_counts, sizes, groups_per_size, rss0[j],
+                                   logdet_XtX, dof, REML, point, False):
+                bad = True
+                break
+            if not (np.isfinite(point[1]) and np.isfinite(point[2])):
+                bad = True
+                break
+            slope[i] = point[1]
+            value[i] = point[0]
+            scale[i] = point[2]
+            margin[i] = certify_rtol * point[2]
+            ld_slope[i] = point[3]
+            curv[i] = point[4]
+            pwrss[i] = point[5]
+            exact[i] = False
+        if bad:
+            status[j] = FALLBACK
+            continue
+        # The points the single scan evaluates directly (with the safety factor).
+        for i in range(K):
+            unsure = i == 0 or i == K - 1 or abs(slope[i]) <= safety * margin[i]
+            if not unsure and i + 1 < K and (slope[i] > 0.0) != (slope[i + 1] > 0.0):
+                unsure = True
+            if not unsure and i > 0 and (slope[i] > 0.0) != (slope[i - 1] > 0.0):
+                unsure = True
+            if not unsure:
+                continue
+            evaluations[j] += 1
+            if not _make_exact(i, taus, slope, margin, exact, W, Bt, sizes, groups_per_size, dof, REML, sign_rtol,
+                               taus1, value):
+                bad = True
+                break
+        if bad or not slope[K - 1] > 0.0:
+            status[j] = FALLBACK
+            continue
+        # The relaxed search for hidden minima, with margins times the safety factor.
+        for i in range(1, K - 1):
+            mid = slope[i]
+            if (mid > 0.0) != (slope[i - 1] > 0.0) or (mid > 0.0) != (slope[i + 1] > 0.0):
+                continue
+            slack_before = 2.0 * safety * (margin[i] + margin[i - 1])
+            slack_after = 2.0 * safety * (margin[i] + margin[i + 1])
+            if not (abs(mid) <= abs(slope[i - 1]) + slack_before and abs(mid) <= abs(slope[i + 1]) + slack_after):
+                continue
+            # Sign-definite on both neighbouring intervals (the spectral bounds of
+            # ``reml_engine.core.spectral.derivative_bounds``, with the safety factor)?
+            definite = True
+            for a in range(i - 1, i + 1):
+                lower = ld_slope[a + 1] - dof * curv[a] / pwrss[a + 1]
+                upper = ld_slope[a] - dof * curv[a + 1] / pwrss[a]
+                tol = safety * certify_rtol * max(scale[a], scale[a + 1])
+                if not (lower > tol or upper < -tol):
+                    definite = False
+            if definite:
+                continue
+            # As the single scan: the point and its neighbours directly, then the exact
+            # test; a point that passes it (within rounding) is searched by the single
+            # chain.
+            for a in range(i - 1, i + 2):
+                if not exact[a]:
+                    evaluations[j] += 1
+                    if not _make_exact(a, taus, slope, margin, exact, W, Bt, sizes, groups_per_size, dof, REML,
+                                       sign_rtol, taus1, value):
+                        bad = True
+            if bad:
+                break
+            mid = abs(slope[i])
+            tie = sign_rtol * scale[i]
+            if (slope[i] > 0.0) == (slope[i - 1] > 0.0) == (slope[i + 1] > 0.0) \
+                    and mid <= abs(slope[i - 1]) + tie and mid <= abs(slope[i + 1]) + tie:
+                bad = True
+                break
+        if bad:
+            status[j] = FALLBACK
+            continue
+        count = 0
+        for i in range(K - 1):
+            if not (slope[i] < 0.0 and slope[i + 1] > 0.0):
+                continue
+            if count == B:
+                bad = True
+                break
+            a, b = taus[i], taus[i + 1]
+            root, used, ok = _brent_root(a, b, slope[i], slope[i + 1], W, Bt, sizes, groups_per_size, dof, REML,
+                                         refine_rtol, max_iter, taus1)
+            evaluations[j] += used
+            if not ok:
+                bad = True
+                break
+            crit, deriv, dscale, rss, ok, beta = _direct_at(root, W, Bt, sizes, groups_per_size, dof, REML, taus1)
+            evaluations[j] += 1
+            if not (ok and np.isfinite(crit) and abs(deriv) <= stationary_rtol * dscale):
+                bad = True
+                break
+            brackets[j, count] = i
+            roots[j, count] = root
+            root_crit[j, count] = crit
+            root_deriv[j, count] = deriv
+            root_pwrss[j, count] = rss
+            for c in range(p):
+                root_beta[j, count, c] = beta[c]
+            count += 1
+        if bad:
+            status[j] = FALLBACK
+            continue
+        n_brackets[j] = count
+        first[j, 0] = value[0]
+        first[j, 1] = slope[0]
+        crit, deriv, dscale, rss, ok, beta = _direct_at(0.0, W, Bt, sizes, groups_per_size, dof, REML, taus1)
+        evaluations[j] += 1
+        if not (ok and np.isfinite(crit) and np.isfinite(deriv)):
+            status[j] = FALLBACK
+            continue
+        zero[j, 0] = crit
+        zero[j, 1] = deriv
+        zero[j, 2] = rss
+        for c in range(p):
+            zero_beta[j, c] = beta[c]
+    return (status, n_brackets, brackets, roots, root_crit, root_deriv, root_pwrss, root_beta, zero, zero_beta,
+            evaluations, first)
