@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -179,3 +180,22 @@ def test_fits_above_the_size_limit_are_refused(monkeypatch):
     with pytest.raises(ValueError, match=r"72 rows, more than KR_MAX_NOBS = 50.*satterthwaite"):
         m.coef_table("kenward-roger")
     assert m.coef_table()["df"].notna().all()  # Satterthwaite still works
+
+
+def test_kenward_roger_on_exam_cells_as_lmertest():
+    """The docs' example (docs/several_terms.md): an unbalanced nested design where the
+    Kenward-Roger df differ from Satterthwaite's (tests/data/multi/kr_exam_reference.json)."""
+    with open(MULTI / "kr_exam_reference.json") as fh:
+        ref = json.load(fh)
+    exam = rl.datasets.exam()
+    cells = (exam.groupby(["school", "intake", "sex"], observed=True)
+                 .agg(normexam=("normexam", "mean"), standLRT=("standLRT", "mean")).reset_index())
+    m = rl.lmer(ref["formula"], cells)
+    assert m.nobs == ref["nobs"]
+    assert m.criterion == pytest.approx(ref["criterion"], abs=1e-6)
+    expected = r_table(ref["kenward_roger"])
+    table = m.coef_table("kenward-roger").rename(index=lme4_name)
+    assert list(table.index) == list(expected.index)
+    np.testing.assert_allclose(table["df"], expected["df"], rtol=DF_RTOL)
+    np.testing.assert_allclose(table["se"], expected["se"], rtol=SE_RTOL)
+    assert (np.abs(m.coef_table()["df"].to_numpy() - table["df"].to_numpy()) > 1).all()
