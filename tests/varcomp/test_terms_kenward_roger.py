@@ -199,3 +199,23 @@ def test_kenward_roger_on_exam_cells_as_lmertest():
     np.testing.assert_allclose(table["df"], expected["df"], rtol=DF_RTOL)
     np.testing.assert_allclose(table["se"], expected["se"], rtol=SE_RTOL)
     assert (np.abs(m.coef_table()["df"].to_numpy() - table["df"].to_numpy()) > 1).all()
+
+
+def test_kenward_roger_intervals_use_the_adjusted_se():
+    """conf_int(ddf="kenward-roger") is lmerTest's interval of the KR t-test (estimate -/+
+    qt(0.975, df) times the adjusted SE), for several terms and for one (it took the
+    unadjusted SE before)."""
+    from scipy import stats
+
+    expected = r_table(inference_reference()["penicillin"]["reml"]["kenward_roger"])
+    m = multi_fit("penicillin", True)
+    ci = m.conf_int(ddf="kenward-roger")
+    half = stats.t.ppf(0.975, expected["df"]) * expected["se"]
+    np.testing.assert_allclose(ci[0], expected["estimate"] - half, rtol=SE_RTOL)
+    np.testing.assert_allclose(ci[1], expected["estimate"] + half, rtol=SE_RTOL)
+    single = rl.lmer("y ~ x1 * cat + (1|g)", pd.read_csv(MULTI.parent / "reference" / "sim_unbalanced.csv"))
+    table = single.coef_table("kenward-roger")
+    assert not np.allclose(table["se"], single.se, rtol=1e-6)  # an adjustment to see
+    half = stats.t.ppf(0.975, table["df"]) * table["se"]
+    ci = single.conf_int(ddf="kenward-roger")
+    np.testing.assert_allclose(ci[1] - ci[0], 2 * half, rtol=1e-12)
