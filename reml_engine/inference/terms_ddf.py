@@ -45,7 +45,7 @@ from .ddf import (
     satterthwaite_df,
     satterthwaite_ftest,
 )
-from .fixed_tests import _as_hypothesis, _t_table, contrast_test, normalize_ddf
+from .fixed_tests import _as_hypothesis, _t_table, normalize_ddf, residual_ftest
 from .numeric_derivatives import central_derivatives, central_jacobian
 
 #: lmerTest's ``tol``: eigenvalues of the deviance's Hessian at most this are left out of
@@ -183,9 +183,9 @@ def terms_contrast_test(fit, L, rhs=0.0, ddf: str = "satterthwaite") -> FTest:
         scaled F and its df.
     """
     method = normalize_ddf(ddf)
-    if method == "residual":
-        return contrast_test(fit, L, rhs, "residual")
     L, rhs = _as_hypothesis(fit, L, rhs)
+    if method == "residual":
+        return residual_ftest(fit, L, rhs)
     if method == "kenward-roger":
         return kenward_roger_ftest(fit, fit._kenward_roger, L, rhs)
     return satterthwaite_ftest(fit, fit._satterthwaite, L, rhs)

@@ -219,3 +219,12 @@ def test_kenward_roger_intervals_use_the_adjusted_se():
     half = stats.t.ppf(0.975, table["df"]) * table["se"]
     ci = single.conf_int(ddf="kenward-roger")
     np.testing.assert_allclose(ci[1] - ci[0], 2 * half, rtol=1e-12)
+
+
+def test_module_level_functions_take_several_term_fits():
+    """rl.coef_table and rl.contrast_test answer for a TermsFit as its methods do (they
+    read the one-term statistics before and raised AttributeError)."""
+    m = multi_fit("sim_subjects_items", True)
+    for ddf in ("satterthwaite", "kenward-roger", "residual"):
+        pd.testing.assert_frame_equal(rl.coef_table(m, ddf), m.coef_table(ddf))
+        assert rl.contrast_test(m, {"x": 1.0}, ddf=ddf) == m.contrast_test({"x": 1.0}, ddf=ddf)
