@@ -99,7 +99,8 @@ class ResultNames:
             the df of ``pvalues``, so that an interval excludes 0 exactly when the
             p-value is below ``alpha``), ``"kenward-roger"`` or ``"residual"`` df, or of
             the standard normal (``"normal"``, as statsmodels and lme4's
-            ``confint(method = "Wald")``).
+            ``confint(method = "Wald")``). With ``"kenward-roger"`` the standard errors
+            are the adjusted ones, as in ``coef_table("kenward-roger")``.
 
         Returns
         -------
@@ -109,10 +110,14 @@ class ResultNames:
         alpha = _check_alpha(alpha)
         if ddf == "normal":
             quantile = pd.Series(_dist.norm.ppf(1.0 - alpha / 2.0), index=self.fixef.index)
+            se = self.se
         else:
-            df = self.coef_table(ddf)["df"]
-            quantile = pd.Series(_dist.t.ppf(1.0 - alpha / 2.0, df.to_numpy()), index=self.fixef.index)
-        half = quantile * self.se
+            # The table's SE: Kenward-Roger's is the adjusted one (lmerTest's confint of a
+            # contrast), so the interval and the table's t-test agree.
+            table = self.coef_table(ddf)
+            quantile = pd.Series(_dist.t.ppf(1.0 - alpha / 2.0, table["df"].to_numpy()), index=self.fixef.index)
+            se = table["se"]
+        half = quantile * se
         return pd.DataFrame({0: self.fixef - half, 1: self.fixef + half})
 
     @property

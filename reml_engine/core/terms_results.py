@@ -256,15 +256,26 @@ class TermsFit(ResultNames):
 
         return terms_satterthwaite_state(self)
 
+    @cached_property
+    def _kenward_roger(self):
+        """pbkrtest's pieces, computed once on first use (REML fits; dense ``V``, so at
+        most :data:`~reml_engine.inference.terms_kenward_roger.KR_MAX_NOBS` rows: see
+        :mod:`reml_engine.inference.terms_kenward_roger`)."""
+        from ..inference.terms_kenward_roger import terms_kenward_roger_state
+
+        return terms_kenward_roger_state(self)
+
     def coef_table(self, ddf: str = DEFAULT_DDF) -> pd.DataFrame:
         """Estimate, SE, df, t and two-sided p per fixed effect, as lmerTest's
         ``summary(m)$coefficients``.
 
         Parameters
         ----------
-        ddf : {"satterthwaite", "residual"}
+        ddf : {"satterthwaite", "kenward-roger", "residual"}
             Satterthwaite's df (lmerTest's default; see
-            :mod:`reml_engine.inference.terms_ddf`) or ``n - p``.
+            :mod:`reml_engine.inference.terms_ddf`), Kenward-Roger's (pbkrtest's, REML fits,
+            with the adjusted standard errors; see
+            :mod:`reml_engine.inference.terms_kenward_roger`) or ``n - p``.
 
         Returns
         -------
@@ -275,12 +286,13 @@ class TermsFit(ResultNames):
         from ..inference.terms_ddf import terms_coef_table
 
         method = normalize_ddf(ddf)
-        state = self._satterthwaite if method == "satterthwaite" else None
+        state = {"satterthwaite": lambda: self._satterthwaite,
+                 "kenward-roger": lambda: self._kenward_roger}.get(method, lambda: None)()
         return terms_coef_table(self, state, method)
 
     def contrast_test(self, L, rhs=0.0, ddf: str = DEFAULT_DDF):
         """F-test of ``L beta = rhs`` (lmerTest's ``contest(m, L, joint = TRUE)``), on
-        Satterthwaite's df or ``"residual"`` df (see
+        Satterthwaite's, ``"kenward-roger"`` or ``"residual"`` df (see
         :func:`reml_engine.inference.terms_ddf.terms_contrast_test`)."""
         from ..inference.terms_ddf import terms_contrast_test
 
@@ -405,9 +417,10 @@ class TermsFit(ResultNames):
 
         Parameters
         ----------
-        ddf : {"Satterthwaite", "lme4", "residual"}
+        ddf : {"Satterthwaite", "Kenward-Roger", "lme4", "residual"}
             The df of the fixed effects' t tests, as lmerTest's ``summary(m, ddf=)``:
-            Satterthwaite's (default), ``"lme4"`` for lme4's table without df and
+            Satterthwaite's (default), Kenward-Roger's (REML fits, with pbkrtest's
+            adjusted standard errors), ``"lme4"`` for lme4's table without df and
             p-values, or ``n - p`` (``"residual"``).
         """
         from ..report.render import summary_ddf

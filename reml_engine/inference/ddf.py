@@ -220,11 +220,16 @@ def satterthwaite_ftest(fit, state: SatterthwaiteState, L: np.ndarray, rhs: np.n
 # -- Kenward-Roger ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class KenwardRogerState:
-    """pbkrtest's pieces, internal parametrization: Phi, Phi_A, P_i, W; and T."""
+    """pbkrtest's pieces, internal parametrization: Phi, Phi_A, P_i, W; and T.
+
+    ``P`` holds one matrix per variance parameter (two for one term; ``k + 1`` for ``k``
+    terms, :mod:`reml_engine.inference.terms_kenward_roger`) and ``W`` is their
+    ``(len(P), len(P))`` weight matrix, twice the inverse of the expected information.
+    """
 
     phi: np.ndarray
     phi_adjusted: np.ndarray
-    P: tuple[np.ndarray, np.ndarray]
+    P: tuple[np.ndarray, ...]
     W: np.ndarray
     T: np.ndarray
 
@@ -297,8 +302,8 @@ def kenward_roger_terms(state: KenwardRogerState, L_user: np.ndarray) -> Kenward
     theta = L.T @ np.linalg.solve(L @ phi @ L.T, L)
     u = [theta @ phi @ P @ phi for P in state.P]
     A1 = A2 = 0.0
-    for i in range(2):
-        for j in range(2):
+    for i in range(len(u)):
+        for j in range(len(u)):
             A1 += state.W[i, j] * np.trace(u[i]) * np.trace(u[j])
             A2 += state.W[i, j] * np.sum(u[i] * u[j].T)
     q = int(np.linalg.matrix_rank(L))

@@ -53,6 +53,11 @@ def normalize_ddf(ddf: str) -> str:
     return _ALIASES[key]
 
 
+def _is_terms_fit(fit) -> bool:
+    """A fit with several random terms (its df come from :mod:`.terms_ddf`)."""
+    return hasattr(fit, "term_names")
+
+
 def _t_table(estimate, se, df, index) -> pd.DataFrame:
     t = estimate / se
     p = 2.0 * sps.t.sf(np.abs(t), df)
@@ -71,8 +76,12 @@ def coef_table(fit, ddf: str = "satterthwaite") -> pd.DataFrame:
     -------
     pandas.DataFrame indexed by coefficient, columns ``estimate``, ``se``, ``df``,
     ``t``, ``p``. With ``"kenward-roger"`` the SE is from the adjusted covariance.
+    A :class:`~reml_engine.core.terms_results.TermsFit` answers with its own
+    :meth:`~reml_engine.core.terms_results.TermsFit.coef_table`.
     """
     method = normalize_ddf(ddf)
+    if _is_terms_fit(fit):
+        return fit.coef_table(method)
     estimate = fit.fixef.to_numpy()
     p = len(estimate)
     eye = np.eye(p)
@@ -119,11 +128,20 @@ def contrast_test(fit, L, rhs=0.0, ddf: str = "satterthwaite") -> FTest:
     ddf : {"satterthwaite", "kenward-roger", "residual"}
     """
     method = normalize_ddf(ddf)
+    if _is_terms_fit(fit):
+        from .terms_ddf import terms_contrast_test
+
+        return terms_contrast_test(fit, L, rhs, method)
     L, rhs = _as_hypothesis(fit, L, rhs)
     if method == "satterthwaite":
         return satterthwaite_ftest(fit, satterthwaite_state(fit), L, rhs)
     if method == "kenward-roger":
         return kenward_roger_ftest(fit, kenward_roger_state(fit), L, rhs)
+    return residual_ftest(fit, L, rhs)
+
+
+def residual_ftest(fit, L: np.ndarray, rhs: np.ndarray) -> FTest:
+    """F-test of ``L beta = rhs`` with the model's covariance and ``n - p`` df."""
     diff = L @ fit.fixef.to_numpy() - rhs
     q = int(np.linalg.matrix_rank(L))
     f_value = float(diff @ np.linalg.solve(L @ fit.vcov.to_numpy() @ L.T, diff)) / q

@@ -36,8 +36,16 @@ import math
 import numpy as np
 import pandas as pd
 
-from .ddf import FTest, SatterthwaiteState, satterthwaite_df, satterthwaite_ftest
-from .fixed_tests import _as_hypothesis, _t_table, contrast_test, normalize_ddf
+from .ddf import (
+    FTest,
+    KenwardRogerState,
+    SatterthwaiteState,
+    kenward_roger_ftest,
+    kenward_roger_terms,
+    satterthwaite_df,
+    satterthwaite_ftest,
+)
+from .fixed_tests import _as_hypothesis, _t_table, normalize_ddf, residual_ftest
 from .numeric_derivatives import central_derivatives, central_jacobian
 
 #: lmerTest's ``tol``: eigenvalues of the deviance's Hessian at most this are left out of
@@ -118,16 +126,21 @@ def terms_satterthwaite_state(fit) -> SatterthwaiteState:
     return SatterthwaiteState(vcov, jacobian, 2.0 * _pseudo_inverse(h))
 
 
-def terms_coef_table(fit, state: SatterthwaiteState | None = None, ddf: str = "satterthwaite") -> pd.DataFrame:
+def terms_coef_table(fit, state: SatterthwaiteState | KenwardRogerState | None = None,
+                     ddf: str = "satterthwaite") -> pd.DataFrame:
     """Estimate, SE, df, t and two-sided p for every fixed effect of a several-term fit.
 
     Parameters
     ----------
     fit : TermsFit
-    state : SatterthwaiteState, optional
-        :func:`terms_satterthwaite_state` of the fit, when already computed.
-    ddf : {"satterthwaite", "residual"}
-        Satterthwaite's df (lmerTest's default) or ``n - p``.
+    state : SatterthwaiteState or KenwardRogerState, optional
+        :func:`terms_satterthwaite_state` (``ddf="satterthwaite"``) or
+        :func:`~reml_engine.inference.terms_kenward_roger.terms_kenward_roger_state`
+        (``ddf="kenward-roger"``) of the fit, when already computed.
+    ddf : {"satterthwaite", "kenward-roger", "residual"}
+        Satterthwaite's df (lmerTest's default), Kenward-Roger's (pbkrtest's, REML fits
+        only; the SE is then from the adjusted covariance, as lmerTest prints it) or
+        ``n - p``.
 
     Returns
     -------
@@ -136,15 +149,24 @@ def terms_coef_table(fit, state: SatterthwaiteState | None = None, ddf: str = "s
     method = normalize_ddf(ddf)
     estimate = fit.fixef.to_numpy()
     p = len(estimate)
+    se = fit.se.to_numpy()
     if method == "satterthwaite":
         state = terms_satterthwaite_state(fit) if state is None else state
         df = satterthwaite_df(state, np.eye(p))
-    elif method == "residual":
-        df = np.full(p, float(fit.nobs - p))
+    elif method == "kenward-roger":
+        state = _kenward_roger(fit) if state is None else state
+        eye = np.eye(p)
+        df = np.array([kenward_roger_terms(state, eye[[j]]).den_df for j in range(p)])
+        se = np.sqrt(np.diag(state.vcov_adjusted))
     else:
-        raise ValueError(f"ddf={ddf!r} is not available for fits with several random terms; "
-                         "use 'satterthwaite' or 'residual'")
-    return _t_table(estimate, fit.se.to_numpy(), df, fit.fixef.index)
+        df = np.full(p, float(fit.nobs - p))
+    return _t_table(estimate, se, df, fit.fixef.index)
+
+
+def _kenward_roger(fit) -> KenwardRogerState:
+    from .terms_kenward_roger import terms_kenward_roger_state
+
+    return terms_kenward_roger_state(fit)
 
 
 def terms_contrast_test(fit, L, rhs=0.0, ddf: str = "satterthwaite") -> FTest:
@@ -156,15 +178,16 @@ def terms_contrast_test(fit, L, rhs=0.0, ddf: str = "satterthwaite") -> FTest:
     fit : TermsFit
     L : array (q, p), or a Series/dict/DataFrame keyed by coefficient names
     rhs : float or array (q,)
-    ddf : {"satterthwaite", "residual"}
+    ddf : {"satterthwaite", "kenward-roger", "residual"}
+        Kenward-Roger's test (REML fits) is pbkrtest's: the adjusted covariance, the
+        scaled F and its df.
     """
     method = normalize_ddf(ddf)
-    if method == "residual":
-        return contrast_test(fit, L, rhs, "residual")
-    if method != "satterthwaite":
-        raise ValueError(f"ddf={ddf!r} is not available for fits with several random terms; "
-                         "use 'satterthwaite' or 'residual'")
     L, rhs = _as_hypothesis(fit, L, rhs)
+    if method == "residual":
+        return residual_ftest(fit, L, rhs)
+    if method == "kenward-roger":
+        return kenward_roger_ftest(fit, fit._kenward_roger, L, rhs)
     return satterthwaite_ftest(fit, fit._satterthwaite, L, rhs)
 
 

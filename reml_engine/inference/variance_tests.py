@@ -25,6 +25,16 @@ criterion is that of ordinary least squares).
     only a small matrix is diagonalized, and equal eigenvalues share one chi-square draw
     with their multiplicity as df. The supremum is taken on a log grid in lambda and
     refined by a parabola through the best grid point and its neighbours.
+
+One variance among several terms (RLRsim's ``exactRLRT(m, mA, m0)``)
+    Greven, Crainiceanu, Kuechenhoff and Peters (2008): with the other random terms as
+    nuisance, the statistic is the restricted LRT between ``mA`` (every term) and ``m0``
+    (every term but the tested one), ``criterion(m0) - criterion(mA)``, and its null is
+    approximated by the exact null above of the model ``m`` that has only the tested term
+    (same fixed effects, same rows). Pass ``mA=`` and ``m0=`` to
+    :func:`test_random_intercept` with ``m`` as the fit. The approximation is theirs: it is
+    exact when the nuisance variances are known, and their simulations show it holds well
+    when they are estimated.
 """
 
 from __future__ import annotations
@@ -77,6 +87,10 @@ class VarianceTest:
         Monte Carlo standard error of ``p_value`` (0 for ``"mixture"``).
     null_sample : ndarray
         The simulated null statistics (``"exact"``), for plots and checks.
+    term : str or None
+        The tested term when other random terms are nuisance (``mA``/``m0`` given).
+    nuisance : tuple of str
+        The other random terms of ``mA`` (empty for a one-term model).
     """
 
     statistic: float
@@ -86,6 +100,8 @@ class VarianceTest:
     n_sim: int = 0
     mc_se: float = 0.0
     null_sample: np.ndarray = field(default=None, repr=False)
+    term: str | None = None
+    nuisance: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         kind = "restricted LRT" if self.REML else "LRT"
@@ -93,7 +109,10 @@ class VarianceTest:
             "50:50 mixture of chi2(0) and chi2(1)" if self.method == "mixture"
             else f"exact null, {self.n_sim} simulated draws (MC s.e. {self.mc_se:.2g})"
         )
-        return f"Test of var_group = 0 ({kind}, {how}): statistic = {self.statistic:.4f}, p = {self.p_value:.4g}"
+        tested = "var_group = 0" if self.term is None else f"var({self.term}) = 0"
+        if self.nuisance:
+            how += f"; nuisance terms {', '.join(self.nuisance)}"
+        return f"Test of {tested} ({kind}, {how}): statistic = {self.statistic:.4f}, p = {self.p_value:.4g}"
 
     def __repr__(self) -> str:
         from ..report.notebook import short_repr
@@ -214,16 +233,24 @@ def exact_test(fit, n_sim: int = EXACT_NSIM, seed: int | None = EXACT_SEED) -> V
     return VarianceTest(stat, p, "exact", fit.REML, n_sim, mc_se, sample)
 
 
-def test_random_intercept(fit, method: str = "exact", n_sim: int = EXACT_NSIM, seed: int | None = EXACT_SEED) -> VarianceTest:
+def test_random_intercept(fit, method: str = "exact", n_sim: int = EXACT_NSIM, seed: int | None = EXACT_SEED, *,
+                          mA=None, m0=None) -> VarianceTest:
     """Test ``var_group = 0`` against ``var_group > 0``.
 
     Parameters
     ----------
     fit : LmerFit
-        REML fits give the restricted LRT, ML fits the LRT.
+        REML fits give the restricted LRT, ML fits the LRT. With ``mA`` and ``m0``: the
+        model with only the tested term (RLRsim's ``m``), a REML fit.
     method : {"exact", "mixture"}
     n_sim, seed : int
         Draws and seed of the exact null.
+    mA, m0 : TermsFit or LmerFit, optional
+        To test one variance of a model with several random terms, the others being
+        nuisance, as RLRsim's ``exactRLRT(m, mA, m0)``: ``mA`` has every term, ``m0``
+        every term but the tested one; both REML fits of the same fixed effects on the
+        same rows, without prior weights. The statistic is ``criterion(m0) -
+        criterion(mA)``; the exact null is that of ``fit`` (Greven et al. 2008).
 
     Examples
     --------
@@ -231,13 +258,95 @@ def test_random_intercept(fit, method: str = "exact", n_sim: int = EXACT_NSIM, s
     >>> m = rl.lmer("y ~ x + (1|f)", data=rl.load_seed())
     >>> round(rl.test_random_intercept(m, method="mixture").statistic, 4)
     4.4208
+
+    The casks of the Pastes data, the batches being nuisance:
+
+    >>> pastes = rl.datasets.pastes()
+    >>> mA = rl.lmer("strength ~ 1 + (1|batch/cask)", data=pastes)
+    >>> m0 = rl.lmer("strength ~ 1 + (1|batch)", data=pastes)
+    >>> m = rl.lmer("strength ~ 1 + (1|batch:cask)", data=pastes)
+    >>> test = rl.test_random_intercept(m, mA=mA, m0=m0)
+    >>> round(test.statistic, 3), test.term, test.nuisance
+    (54.605, 'cask:batch', ('batch',))
     """
     key = method.strip().lower() if isinstance(method, str) else None
+    if key not in ("exact", "mixture"):
+        raise ValueError(f"method must be 'exact' or 'mixture'; got {method!r}")
+    if mA is not None or m0 is not None:
+        return nuisance_test(fit, mA, m0, key, n_sim, seed)
     if key == "mixture":
         return mixture_test(fit)
-    if key == "exact":
-        return exact_test(fit, check_count(n_sim, "n_sim"), check_seed(seed))
-    raise ValueError(f"method must be 'exact' or 'mixture'; got {method!r}")
+    return exact_test(fit, check_count(n_sim, "n_sim"), check_seed(seed))
 
 
 test_random_intercept.__test__ = False  # not a pytest test when imported into test modules
+
+
+# -- one variance with the other terms as nuisance ------------------------------------------
+def _terms_of(fit, role: str) -> dict[frozenset, str]:
+    """The random terms of a fit, keyed by their grouping columns: ``{columns: name}``."""
+    if hasattr(fit, "term_names"):  # TermsFit
+        if fit.design is None:
+            raise ValueError(f"{role} holds no design (design=None); fit it with rl.lmer from data")
+        return {frozenset(spec.columns): name for spec, name in zip(fit.design.specs, fit.term_names, strict=True)}
+    if hasattr(fit, "group_name"):  # LmerFit
+        return {frozenset(fit.group_name.split(":")): fit.group_name}
+    raise TypeError(f"{role} must be a fit of rl.lmer (LmerFit or TermsFit), got {type(fit).__name__}")
+
+
+def _arrays_of(fit, role: str) -> tuple[np.ndarray, np.ndarray]:
+    design = fit.design.design if hasattr(fit, "term_names") else fit.design
+    if design is None:
+        raise ValueError(f"{role} holds no design (design=None); fit it with rl.lmer from data")
+    return design.X, design.y
+
+
+def nuisance_test(m, mA, m0, method: str = "exact", n_sim: int = EXACT_NSIM,
+                  seed: int | None = EXACT_SEED) -> VarianceTest:
+    """Restricted LRT of one variance with the other random terms as nuisance (Greven et
+    al. 2008; RLRsim's ``exactRLRT(m, mA, m0)``); see :func:`test_random_intercept`."""
+    if mA is None or m0 is None:
+        raise ValueError("give both mA (the model with every random term) and m0 (without the tested term)")
+    fits = {"m": m, "mA": mA, "m0": m0}
+    terms = {role: _terms_of(f, role) for role, f in fits.items()}
+    not_reml = [role for role, f in fits.items() if not f.REML]
+    if not_reml:
+        raise ValueError(f"the restricted LRT compares REML fits; refit {', '.join(not_reml)} with REML=True")
+    if not hasattr(m, "stats"):
+        raise ValueError("m must be the model with only the tested random term, fitted without prior weights or "
+                         "offset (an LmerFit), whose exact null the test uses")
+    weighted = [role for role in ("mA", "m0") if getattr(fits[role], "weighted", False)]
+    if weighted:
+        raise ValueError(f"{', '.join(weighted)} has prior weights; the exact null of m assumes none")
+    offset = [role for role in ("mA", "m0") if getattr(fits[role], "has_offset", False)]
+    if offset:
+        raise ValueError(f"{', '.join(offset)} has an offset; m cannot, so their fixed parts differ")
+    (tested,) = terms["m"]
+    added = set(terms["mA"]) - set(terms["m0"])
+    if set(terms["m0"]) - set(terms["mA"]) or len(added) != 1:
+        raise ValueError(f"mA must have the random terms of m0 ({', '.join(terms['m0'].values())}) and one more; "
+                         f"it has {', '.join(terms['mA'].values())}")
+    if added != {tested}:
+        raise ValueError(f"m's term {terms['m'][tested]!r} must be the one mA has and m0 lacks "
+                         f"({terms['mA'][next(iter(added))]!r})")
+    X_A, y_A = _arrays_of(mA, "mA")
+    for role in ("m0", "m"):
+        X, y = _arrays_of(fits[role], role)
+        if X.shape != X_A.shape or not np.array_equal(X, X_A):
+            raise ValueError(f"{role} and mA have different fixed-effects designs ({list(fits[role].fixef.index)} vs "
+                             f"{list(mA.fixef.index)} on {len(X)} and {len(X_A)} rows): the restricted likelihoods "
+                             "of models with different fixed effects cannot be compared")
+        if not np.array_equal(y, y_A):
+            raise ValueError(f"{role} and mA are fitted to different responses; fit all three to the same data")
+    stat = float(m0.criterion - mA.criterion)
+    stat = 0.0 if stat < STAT_ZERO_TOL else stat
+    nuisance = tuple(name for columns, name in terms["mA"].items() if columns != tested)
+    name = terms["mA"][tested]
+    if method == "mixture":
+        p = 1.0 if stat <= 0.0 else 0.5 * float(sps.chi2.sf(stat, 1))
+        return VarianceTest(stat, p, "mixture", True, term=name, nuisance=nuisance)
+    n_sim, seed = check_count(n_sim, "n_sim"), check_seed(seed)
+    sample = simulate_null(m.stats, True, n_sim, seed)
+    p = float(np.mean(sample >= stat)) if stat > 0 else 1.0
+    mc_se = math.sqrt(max(p * (1.0 - p), 1.0 / n_sim) / n_sim)
+    return VarianceTest(stat, p, "exact", True, n_sim, mc_se, sample, name, nuisance)

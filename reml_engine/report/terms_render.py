@@ -52,8 +52,8 @@ def optimizer_lines(m) -> list[str]:
 
 def render_terms_summary(m, ddf: str | None = SUMMARY_DDF) -> str:
     """The text report of a :class:`~reml_engine.core.terms_results.TermsFit`: lmerTest's
-    ``summary()`` layout and digits (``ddf``: the df of the t tests, ``"satterthwaite"`` or
-    ``"residual"``; None for lme4's table without df and p), then the optimizer's record
+    ``summary()`` layout and digits (``ddf``: the df of the t tests, ``"satterthwaite"``,
+    ``"kenward-roger"`` or ``"residual"``; None for lme4's table without df and p), then the optimizer's record
     and the notes."""
     header = method_lines(m, ddf)
     sections: list[list[str]] = [header, _criterion_lines(m)]

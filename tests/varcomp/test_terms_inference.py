@@ -104,11 +104,6 @@ def test_residual_df_are_n_minus_p():
     np.testing.assert_allclose(table["p"], 2 * stats.t.sf(np.abs(m.fixef / m.se), m.nobs - 2))
 
 
-def test_kenward_roger_is_refused_with_the_choices():
-    with pytest.raises(ValueError, match="satterthwaite"):
-        multi_fit("pastes", True).coef_table("kenward-roger")
-
-
 def test_contrast_test_as_lmertest_contest():
     ref = inference_reference()["sim_subjects_items"]["reml"]["contrast"]
     m = multi_fit("sim_subjects_items", True)
