@@ -160,3 +160,26 @@ def test_single_threaded_kernel_equals_the_parallel_one():
     np.testing.assert_array_equal(one.hi, default.hi)
     with pytest.raises(ValueError, match="threads must be None or 1"):
         compute_group_stats(X, y, groups, shift, threads=2)
+
+
+def test_merge_adds_group_sums_as_np_add_at_whether_or_not_levels_repeat():
+    from reml_engine.core.statistics import GroupStats, merge_group_stats
+
+    rng = np.random.default_rng(3)
+
+    def part(levels):
+        k = len(levels)
+        return GroupStats(pd.Index(levels, dtype=object), rng.integers(1, 9, k), rng.normal(size=(k, 2)),
+                          np.eye(2), np.zeros(2), None, np.zeros(2), np.ones(2))
+
+    # 5 and "5" are one label (the canonical label rule): the first part repeats a group.
+    parts = [part([5, "5", "a"]), part(["a", "b", 5])]
+    merged = merge_group_stats(parts)
+    assert list(merged.levels) == ["5", "a", "b"]
+    expected_counts = np.zeros(3, dtype=np.int64)
+    expected_sums = np.zeros((3, 2))
+    for p, positions in zip(parts, ([0, 0, 1], [1, 2, 0]), strict=True):
+        np.add.at(expected_counts, positions, p.counts)
+        np.add.at(expected_sums, positions, p.sums)
+    np.testing.assert_array_equal(merged.counts, expected_counts)
+    np.testing.assert_array_equal(merged.sums, expected_sums)
