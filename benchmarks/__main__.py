@@ -14,6 +14,9 @@ Parts (``--parts``, comma-separated; all by default):
 * ``parquet``: a fit from Parquet files on disk against pyarrow's read (``parquet.json``);
 * ``many``: k responses on one design: reml_engine's loop, FLASH-MM, ``rl.fit(X, Y, groups)``
   (``many.csv``, ``many.md``);
+* ``wide``: issue 13's wide target, N = 2e4 with a 1000-level factor (p = 1001): time and
+  peak memory of reml_engine and lme4, memory as a multiple of the design matrix
+  (``wide.csv``, ``wide.md``);
 * ``terms``: several random terms: InstEval, subjects x items, a crossed fit at 1e7 rows
   (``terms.csv``, ``terms.md``).
 
@@ -41,10 +44,12 @@ from . import engines as E
 
 RESULTS = Path(__file__).parent / "results"
 PARTS = ("machine", "grid", "headline", "stages", "criterion", "memory", "import", "study",
-         "parquet", "many", "terms")
+         "parquet", "many", "terms", "wide")
 QUICK_GRID = list(harness.QUICK_GRID)
 #: Rows of the Parquet part (the standalone ``bench_parquet.py`` defaults to 2e8).
 PARQUET_ROWS, QUICK_PARQUET_ROWS = 20_000_000, 20_000
+#: Fresh processes of each kind (fit, pyarrow read) in the full run, alternated.
+PARQUET_ROUNDS = 2
 #: Time limit per fit of the several-terms part (the issue's targets are fits that take
 #: lme4 minutes; the grid's limit would skip the very comparisons asked for).
 TERMS_MAX_SECONDS = 900.0
@@ -253,10 +258,27 @@ def _parquet(args, settings, out) -> list[str]:
     elif args.quick:
         result = bench_parquet.run_parquet(QUICK_PARQUET_ROWS, groups=100, rows_per_file=5_000)
     else:
-        result = bench_parquet.run_parquet(int(min(PARQUET_ROWS, args.max_n)))
+        result = bench_parquet.run_parquet(int(min(PARQUET_ROWS, args.max_n)), rounds=PARQUET_ROUNDS)
     print(json.dumps(result))
     report.write_json(result, out / "parquet.json")
     return []
+
+
+def _wide(args, settings, out) -> list[str]:
+    config = harness.QUICK_WIDE_TARGET if args.quick else harness.WIDE_TARGET
+    if _too_large(config.nobs, args, out, "wide"):
+        return []
+    # lme4 takes minutes at p = 1001: its warm-up fit and one timed fit, no time cap.
+    wide = harness.Settings(repeats=settings.repeats if args.quick else 3, budget=settings.budget if args.quick else 60.0,
+                            max_seconds=float("inf"), peers=tuple(p for p in settings.peers if p == E.LME4),
+                            memory_gb=settings.memory_gb, lme4_repeats=1)
+    table = harness.run_grid([config], wide)
+    # The design matrix X alone (float64, N x p), which the target is stated against.
+    table["design_mb"] = config.nobs * config.p * 8 / 2**20
+    table["peak_over_design"] = table.peak_extra_mb / table.design_mb
+    table.to_csv(out / "wide.csv", index=False)
+    (out / "wide.md").write_text(report.grid_report(table))
+    return harness.disagreements(table)
 
 
 def _many(args, settings, out) -> list[str]:
@@ -283,7 +305,8 @@ def _terms(args, settings, out) -> list[str]:
 
 PART_RUNNERS = {"machine": _machine, "grid": _grid, "headline": _headline, "stages": _stages,
                 "criterion": _criterion, "memory": _memory, "import": _import, "study": _study,
-                "parquet": _parquet, "many": _many, "terms": _terms}
+                "parquet": _parquet, "many": _many, "terms": _terms,
+                "wide": _wide}
 
 
 if __name__ == "__main__":

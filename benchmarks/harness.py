@@ -64,6 +64,11 @@ WIDE = (
     Config(20_000, 200, 1_001, True, 1_000),
     Config(100_000, 1_000, 101, True, 100),
 )
+#: Issue 13's wide target (the ``wide`` part): N = 2e4, G = 200, x + a 1000-level factor
+#: (p = 1001): peak memory at most twice the design matrix, time below lme4's. ``--quick``
+#: runs the same shape at N = 600 with a 30-level factor.
+WIDE_TARGET = Config(20_000, 200, 1_001, True, 1_000)
+QUICK_WIDE_TARGET = Config(600, 20, 31, True, 30)
 #: The tiny grid of ``--quick`` (CI): both group layouts, p = 2 and 10, and one wide design.
 QUICK_GRID = (
     Config(1_000, 100, 2, True),
@@ -97,6 +102,8 @@ class Settings:
     peers: tuple[str, ...] = E.PEERS
     seed: int = 0
     memory_gb: float | None = None
+    #: Timed lme4 fits after its warm-up (None: as many as ``repeats`` and the budget allow).
+    lme4_repeats: int | None = None
 
 
 @dataclass
@@ -249,6 +256,8 @@ def disagreements(table: pd.DataFrame) -> list[str]:
 
 def _lme4_repeats(caps: TimeCaps, series, work: float, settings: Settings) -> int:
     """lme4 runs a warm-up fit, then the timed ones: fewer repeats for slow sizes."""
+    if settings.lme4_repeats is not None:
+        return settings.lme4_repeats
     predicted, _ = caps.predicted(E.LME4, series, work)
     if not math.isfinite(predicted):
         return max(1, min(settings.repeats, 3))

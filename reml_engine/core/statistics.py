@@ -270,13 +270,26 @@ def merge_group_stats(parts: list[GroupStats]) -> GroupStats:
     for part in parts:
         pos = merged.codes[start:start + part.ngroups]
         start += part.ngroups
-        np.add.at(counts, pos, part.counts)
-        np.add.at(sums, pos, part.sums)
+        if _distinct(pos, len(levels)):
+            # A part's own levels are distinct, so each merged group appears once:
+            # indexed addition gives np.add.at's sums at a fraction of its cost.
+            counts[pos] += part.counts
+            sums[pos] += part.sums
+        else:
+            np.add.at(counts, pos, part.counts)
+            np.add.at(sums, pos, part.sums)
         cross += part.cross
     lo, hi = merge_ranges(parts)
     # The exact within part does not survive a merge of split groups; it is recomputed
     # from the merged sums (one-pass formula) by leaving it unset.
     return GroupStats(levels, counts, sums, cross, first.shift.copy(), None, lo, hi)
+
+
+def _distinct(positions: np.ndarray, size: int) -> bool:
+    """True when no position in ``positions`` (each in ``0 .. size - 1``) repeats."""
+    marks = np.zeros(size, dtype=bool)
+    marks[positions] = True
+    return int(marks.sum()) == len(positions)
 
 
 def pilot_shift(X: np.ndarray, y: np.ndarray, intercept_index: int | None) -> np.ndarray:
@@ -387,8 +400,16 @@ def conditioning_transform(cross: np.ndarray) -> np.ndarray | None:
     return transform
 
 
-def _one_pass(X, y, groups: GroupCodes, shift: np.ndarray, transform: np.ndarray):
-    """The one-pass kernel, on as many threads as numba has and the rows justify."""
+def _one_pass(X, y, groups: GroupCodes, shift: np.ndarray, transform: np.ndarray, threads: int | None = None):
+    """The one-pass kernel, on as many threads as numba has and the rows justify (or on
+    the caller's thread alone, ``threads=1``)."""
+    if threads == 1:
+        # The single-threaded kernels release the GIL, so a caller's own thread pool
+        # (Dask's) overlaps them; the BLAS limit below is process-wide and would race
+        # between such threads, so it is left alone.
+        if transform.shape[0] > 0:
+            return group_sums_and_cross_transformed(X, y, groups.codes, groups.ngroups, shift, transform)
+        return group_sums_and_cross(X, y, groups.codes, groups.ngroups, shift)
     n_chunks = min(numba.get_num_threads(), X.shape[0] // PARALLEL_CHUNK_ROWS)
     if n_chunks > 1:
         return group_sums_and_cross_parallel(X, y, groups.codes, groups.ngroups, shift, transform, n_chunks)
@@ -409,6 +430,7 @@ def compute_group_stats(
     shift: np.ndarray,
     exact_within: bool = True,
     transform: np.ndarray | None = None,
+    threads: int | None = None,
 ) -> GroupStats:
     """One pass over the rows: :class:`GroupStats` of ``[X | y] - shift``.
 
@@ -429,10 +451,17 @@ def compute_group_stats(
         removes near-collinearity keeps every digit), with shift 0 and the ranges of
         the new columns. Statistics of chunks with the same shift and transform merge
         as usual.
+    threads : int or None
+        None: the kernel runs on as many threads as numba has and the rows justify. 1:
+        on the calling thread alone, without holding the GIL, for callers that run
+        chunks on a thread pool of their own (a Dask worker): numba's parallel kernel
+        holds the GIL, so two such threads would take turns instead of overlapping.
     """
+    if threads is not None and threads != 1:
+        raise ValueError(f"threads must be None or 1, got {threads!r}")
     shift = np.asarray(shift, dtype=np.float64)
     matrix = _NO_TRANSFORM if transform is None else np.ascontiguousarray(transform, dtype=np.float64)
-    counts, sums, cross, lo, hi = _one_pass(X, y, groups, shift, matrix)
+    counts, sums, cross, lo, hi = _one_pass(X, y, groups, shift, matrix, threads)
     own_shift = shift if transform is None else np.zeros(cross.shape[0])
     stats = GroupStats(groups.levels, counts, sums, cross, own_shift, None, lo, hi)
     if exact_within and np.isfinite(cross).all():

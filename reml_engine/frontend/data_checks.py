@@ -73,11 +73,20 @@ def check_response_varies(lo: float, hi: float, nobs: int, name: str) -> None:
 def missing_rows(data: pd.DataFrame, used: Sequence[str]) -> tuple[np.ndarray, dict[str, int]]:
     """The rows with a missing value in a used column (a boolean mask), and the number of
     missing values per column (only the columns that have some)."""
-    missing = data[list(used)].isna()
-    bad = missing.to_numpy().any(axis=1)
+    used = list(used)
+    if not data.columns.is_unique:
+        missing = data[used].isna()
+        bad = missing.to_numpy().any(axis=1)
+        return (bad, {}) if not bad.any() else (bad, {c: int(v) for c, v in missing.sum().items() if v})
+    # Column by column: selecting the columns first would copy them all (millions of
+    # rows per chunk in a chunked fit) only to test them.
+    masks = {c: data[c].isna().to_numpy() for c in dict.fromkeys(used)}
+    bad = np.zeros(len(data), dtype=bool)
+    for mask in masks.values():
+        bad |= mask
     if not bad.any():
         return bad, {}
-    return bad, {c: int(v) for c, v in missing.sum().items() if v}
+    return bad, {c: int(mask.sum()) for c, mask in masks.items() if mask.any()}
 
 
 def _missing_detail(per_column: dict[str, int]) -> str:

@@ -443,6 +443,10 @@ def label_kinds(values) -> dict[str, object]:
     """
     series = values if isinstance(values, pd.Series) else pd.Series(values)
     dtype = series.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "iuf":
+        # The first number is the example: no copy of the column without its NaN.
+        found = series.notna().to_numpy()
+        return {"numbers": series.iloc[int(found.argmax())]} if found.any() else {}
     present = series.dropna()
     if not len(present):
         return {}

@@ -235,16 +235,30 @@ class _ReadPiece:
         import pyarrow.parquet as pq
 
         try:
-            with self.fs.open(piece.path, "rb") as handle:
-                parquet = pq.ParquetFile(handle)
-                table = parquet.read_row_groups(list(piece.row_groups), columns=list(self.columns))
-                _check_footer_ranges(parquet.metadata, table, piece)
+            if _is_local(self.fs):
+                # Arrow's own file reader: it reads without the GIL, where a Python file
+                # object calls back into Python for every read and Dask's threads take turns.
+                table, metadata = self._read(pq.ParquetFile(piece.path, memory_map=False), piece)
+            else:
+                with self.fs.open(piece.path, "rb") as handle:
+                    table, metadata = self._read(pq.ParquetFile(handle), piece)
+            _check_footer_ranges(metadata, table, piece)
         except ModelDataError:
             raise
         except Exception as err:
             raise ModelDataError(f"{piece.name} cannot be read ({_one_line(err)}); the file may be corrupted") from None
         frame = table.to_pandas()
         return frame.astype(self.casts) if self.casts else frame
+
+    def _read(self, parquet, piece: ParquetPiece):
+        return parquet.read_row_groups(list(piece.row_groups), columns=list(self.columns)), parquet.metadata
+
+
+def _is_local(fs) -> bool:
+    """The local filesystem (fsspec's ``file`` protocol), whose paths Arrow opens itself."""
+    protocol = getattr(fs, "protocol", None)
+    protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol or ())
+    return "file" in protocols or "local" in protocols
 
 
 def _check_footer_ranges(metadata, table, piece: ParquetPiece) -> None:

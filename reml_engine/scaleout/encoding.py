@@ -21,6 +21,7 @@ basis (:class:`TransformedPass`) when the chunks can be read again.
 from __future__ import annotations
 
 import copy
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -47,7 +48,9 @@ from ..frontend.data_checks import (
     warn_dropped,
 )
 from ..frontend.design import FixedEncoding, check_columns_exist
+from ..frontend.fast_design import plain_numeric_columns, simple_terms
 from ..frontend.formula import (
+    FORMULAIC_INTERCEPT,
     ParsedFormula,
     intercept_position,
     lme4_column_names,
@@ -380,6 +383,10 @@ class ChunkEncoding:
     shift: np.ndarray
     na_action: str = "omit"
     sample_where: str = "the sample"
+    #: formulaic's column names when every fixed term is a plain numeric column (see
+    #: :func:`numeric_design_columns`): X is then assembled from the columns without
+    #: formulaic; None otherwise.
+    numeric_columns: tuple[str, ...] | None = None
 
     @classmethod
     def from_sample(cls, columns: FormulaColumns, levels: dict, sample: pd.DataFrame,
@@ -393,7 +400,7 @@ class ChunkEncoding:
         X = np.asarray(_model_matrix(spec, data, columns.parsed).to_numpy(dtype=np.float64))
         y = data[columns.parsed.response].to_numpy(dtype=np.float64)
         return cls(columns, dict(levels), spec, names, intercept, pilot_shift(X, y, intercept), na_action,
-                   sample_where)
+                   sample_where, numeric_design_columns(columns, spec, data))
 
     def fixed_encoding(self, dtypes: pd.Series) -> FixedEncoding:
         """What the fit keeps of this encoding for new rows (``predict``, ``simulate``,
@@ -430,12 +437,19 @@ class ChunkEncoding:
         """The same encoding with other level sets (the spec and shift rebuilt for them)."""
         return ChunkEncoding.from_sample(self.columns, levels, sample, self.na_action, self.sample_where)
 
-    def design(self, chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-        """``X``, ``y`` and the (level-fixed) complete rows of a chunk without missing values."""
+    def design(self, chunk: pd.DataFrame, fast: bool = True) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+        """``X``, ``y`` and the (level-fixed) complete rows of a chunk without missing values.
+
+        ``fast=False`` builds X with formulaic even when the numeric path applies (the
+        tests compare the two).
+        """
         data = _with_levels(self._numbers_as_numbers(chunk), self.levels)
-        with np.errstate(all="ignore"):  # non-finite results are reported by the checks
-            matrix = _model_matrix(self.model_spec, data, self.columns.parsed)
-        X = np.asarray(matrix.to_numpy(dtype=np.float64))
+        if fast and self.numeric_columns is not None and _numeric_chunk(data, self.numeric_columns):
+            X = _numeric_design(data, self.numeric_columns)
+        else:
+            with np.errstate(all="ignore"):  # non-finite results are reported by the checks
+                matrix = _model_matrix(self.model_spec, data, self.columns.parsed)
+            X = np.asarray(matrix.to_numpy(dtype=np.float64))
         if X.shape[1] != len(self.column_names):
             raise ModelDataError(
                 f"gave {X.shape[1]} design columns instead of {len(self.column_names)}; "
@@ -481,7 +495,11 @@ class ChunkEncoding:
 
         def group_stats(X: np.ndarray, y: np.ndarray, data: pd.DataFrame) -> GroupStats:
             groups = factorize_groups(group_labels(data, parsed.group_columns), parsed.group_name)
-            return compute_group_stats(X, y, groups, shift, exact_within=False, transform=transform)
+            # On a worker thread (Dask's threaded scheduler) the scheduler's threads are the
+            # parallelism: the single-threaded kernel releases the GIL, so they overlap.
+            threads = None if threading.current_thread() is threading.main_thread() else 1
+            return compute_group_stats(X, y, groups, shift, exact_within=False, transform=transform,
+                                       threads=threads)
 
         return self.reduce(chunk, where, group_stats)
 
@@ -527,6 +545,45 @@ class TransformedPass:
 
     def __call__(self, chunk: pd.DataFrame, where: str = "a chunk") -> PartialStats:
         return self.encoding.partial_stats(chunk, where, self.shift, self.transform)
+
+
+def numeric_design_columns(columns: FormulaColumns, spec, sample: pd.DataFrame) -> tuple[str, ...] | None:
+    """formulaic's columns of the fixed part when X needs no formulaic: every term a
+    plain name (or ``0``, ``1``, ``-1``) of a numeric column, as in the in-memory fast
+    path (:mod:`reml_engine.frontend.fast_design`); None otherwise.
+
+    Decided from the formula, the sample's dtypes and the spec's column names (one per
+    numeric term, and the intercept), never from the values; each chunk is checked
+    again for numeric dtypes (:func:`_numeric_chunk`) before the path is taken.
+    """
+    terms = simple_terms(columns.parsed.fixed)
+    if terms is None or columns.categorical:
+        return None
+    response, names = terms
+    if not {response, *names} <= plain_numeric_columns(sample):
+        return None
+    spec_columns = tuple(str(c) for c in spec.column_names)
+    if sorted(c for c in spec_columns if c != FORMULAIC_INTERCEPT) != sorted(names):
+        return None
+    return spec_columns
+
+
+def _numeric_chunk(data: pd.DataFrame, names: tuple[str, ...]) -> bool:
+    """Every column of the fixed part has a numpy integer or float dtype in this chunk
+    (a reader may type a column differently from chunk to chunk)."""
+    return {n for n in names if n != FORMULAIC_INTERCEPT} <= plain_numeric_columns(data)
+
+
+def _numeric_design(data: pd.DataFrame, names: tuple[str, ...]) -> np.ndarray:
+    """X column by column: the intercept, and each numeric column as floats (what
+    formulaic makes of a plain numeric term)."""
+    X = np.empty((len(data), len(names)), dtype=np.float64, order="F")
+    for j, name in enumerate(names):
+        if name == FORMULAIC_INTERCEPT:
+            X[:, j] = 1.0
+        else:
+            X[:, j] = data[name].to_numpy()
+    return X
 
 
 def _with_levels(chunk: pd.DataFrame, levels: dict) -> pd.DataFrame:

@@ -92,3 +92,36 @@ def test_many_responses_figures_are_the_results_files():
     met = "met" if loop.ratio_to_many_api >= 100 else "missed"
     assert f"At least 100x faster than the loop: {met} ({loop.ratio_to_many_api:.1f}x)" in section
     assert f"{int(table.loc['FLASH-MM'].negative_variance)} of 200 negative variances" in section
+
+
+def test_parquet_figures_are_the_results_files():
+    """Issue 13's Parquet target: the run before this change's code and the run after, in
+    the same harness (warm medians, their ratio to pyarrow's read, CPU time)."""
+    section = " ".join(DOC[DOC.index("## Parquet"):].split())
+    for name in ("parquet_before.json", "parquet.json"):
+        run = json.loads((RESULTS / name).read_text())
+        assert f"{run['fit_warm_seconds']:.2f} s" in section, name
+        assert f"{run['pyarrow_warm_seconds']:.2f} s" in section, name
+        assert f"**{run['fit_over_read']:.1f}x**" in section, name
+        assert f"{run['fit_warm_cpu_seconds']:.1f} s CPU" in section, name
+        assert f"{run['pyarrow_warm_cpu_seconds']:.1f} s CPU" in section, name
+        assert f"{run['fit_peak_rss_mb']:.0f} MB" in section, name
+        assert f"load average {run['load_average']:.1f}" in section, name
+
+
+def test_wide_target_figures_are_the_results_files():
+    """Issue 13's wide target (N = 2e4, a 1000-level factor): time and peak memory over the
+    design matrix, before this change's code and after, and lme4's time or its time-out."""
+    section = " ".join(DOC[DOC.index("### Issue 13's wide target"):DOC.index("## Many responses")].split())
+    for name in ("wide_before.csv", "wide.csv"):
+        table = pd.read_csv(RESULTS / name).set_index("engine")
+        for engine in ("reml_engine (arrays)", "reml_engine (formula)"):
+            row = table.loc[engine]
+            design_mb = row.nobs * row.p * 8 / 2**20
+            assert f"{row.median_s:.1f} s" in section, (name, engine)
+            assert f"{row.peak_extra_mb:.0f} MB ({row.peak_extra_mb / design_mb:.2f}x)" in section, (name, engine)
+        lme4 = table.loc["lme4"]
+        if isinstance(lme4.skipped, str):
+            assert lme4.skipped in section, name
+        else:
+            assert f"{lme4.median_s:.1f} s" in section, name

@@ -194,6 +194,18 @@ def test_parquet_part_fits_from_disk_and_reads_with_pyarrow(tmp_path):
     assert abs(result["estimates"]["x1"] - bench_parquet.TRUTH["x1"]) < 0.1
 
 
+def test_wide_part_records_memory_against_the_design_matrix(tmp_path):
+    cli.main(["--quick", "--parts", "wide", "--out", str(tmp_path), "--no-statsmodels"])
+    table = pd.read_csv(tmp_path / "wide.csv").set_index("engine")
+    config = harness.QUICK_WIDE_TARGET
+    assert (table.p == config.p).all() and (table.factor_levels == config.factor_levels).all()
+    ours = table.loc["reml_engine (arrays)"]
+    assert ours.design_mb == pytest.approx(config.nobs * config.p * 8 / 2**20)
+    assert ours.peak_over_design == pytest.approx(ours.peak_extra_mb / ours.design_mb)
+    assert "lme4" in table.index  # run, or skipped with the reason when R is missing
+    assert (tmp_path / "wide.md").read_text().strip()
+
+
 def test_every_part_has_a_runner_and_unknown_parts_are_refused():
     assert set(cli.PART_RUNNERS) == set(cli.PARTS)
     with pytest.raises(SystemExit, match="unknown part"):
@@ -202,14 +214,14 @@ def test_every_part_has_a_runner_and_unknown_parts_are_refused():
         cli.main(["--quick", "--peers", "lme5"])
 
 
-#: Parts no other test runs; grid and study: test_benchmarks_quick.py, stages, many, terms
-#: and parquet: above.
+#: Parts no other test runs; grid and study: test_benchmarks_quick.py, stages, many, terms,
+#: parquet and wide: above.
 OTHER_PARTS = ("machine", "headline", "criterion", "memory", "import")
 
 
 def test_every_part_is_run_by_a_test():
     """A part added to the harness must be added to a test here (or in test_benchmarks_quick)."""
-    covered = {"grid", "study", "stages", "many", "terms", "parquet", *OTHER_PARTS}
+    covered = {"grid", "study", "stages", "many", "terms", "parquet", "wide", *OTHER_PARTS}
     assert covered == set(cli.PARTS)
 
 

@@ -1,0 +1,80 @@
+"""The wide-design paths (issue 13, p in the hundreds) give the general paths' answers.
+
+* :func:`reml_engine.core.criterion._lower_inverse` calls LAPACK's ``dtrtri`` from
+  ``LAPACK_INVERSE_MIN_P`` on; below, the compiled forward substitution. Both are compared
+  with each other and with ``numpy.linalg.inv`` on the same factors.
+* :func:`reml_engine.core.identifiability.rank_decisions` grows its Cholesky factor in place
+  and solves with it by forward substitution; the decisions are compared with a direct
+  statement of the same rule (a least-squares residual of each column on the kept ones).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from reml_engine.core import criterion
+from reml_engine.core.identifiability import ROUNDING_TOL, rank_decisions
+from reml_engine.core.kernels import lower_inverse_batched
+
+#: Two inverses of the same well-conditioned factor differ by rounding only.
+SAME_INVERSE_RTOL = 1e-10
+
+
+def _factors(k: int, p: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(k, p, 3 * p))
+    return np.linalg.cholesky(A @ A.transpose(0, 2, 1) / (3 * p) + np.eye(p))
+
+
+@pytest.mark.parametrize("p", [criterion.LAPACK_INVERSE_MIN_P - 1, criterion.LAPACK_INVERSE_MIN_P, 150])
+def test_lower_inverse_equals_the_kernel_and_numpy(p):
+    L = _factors(3, p)
+    inverse = criterion._lower_inverse(L[:, :, :])
+    np.testing.assert_allclose(inverse, lower_inverse_batched(L), rtol=SAME_INVERSE_RTOL, atol=SAME_INVERSE_RTOL)
+    np.testing.assert_allclose(inverse, np.linalg.inv(L), rtol=1e-9, atol=1e-12)
+    assert np.all(np.triu(inverse, 1) == 0)
+
+
+def test_lower_inverse_of_a_strided_view_and_a_singular_factor():
+    p = criterion.LAPACK_INVERSE_MIN_P + 10
+    L = _factors(2, p + 1, seed=1)
+    view = L[:, :p, :p]  # as _evaluate_batch passes it: not contiguous
+    np.testing.assert_allclose(criterion._lower_inverse(view), np.linalg.inv(view), rtol=1e-9, atol=1e-12)
+    singular = L[:, :p, :p].copy()
+    singular[1, 5, 5] = 0.0
+    inverse = criterion._lower_inverse(singular)
+    assert np.isfinite(inverse[0]).all()
+    assert not np.isfinite(inverse[1]).all()  # flagged, as the kernel's inf would be
+
+
+def _kept_by_least_squares(X: np.ndarray, tol: float) -> list[int]:
+    """The sequential rule stated on the rows: keep a column when its residual on the
+    kept earlier columns is above tol times its norm."""
+    kept: list[int] = []
+    for j in range(X.shape[1]):
+        column = X[:, j]
+        if kept:
+            coef = np.linalg.lstsq(X[:, kept], column, rcond=None)[0]
+            resid2 = float(np.sum((column - X[:, kept] @ coef) ** 2))
+        else:
+            resid2 = float(column @ column)
+        norm2 = float(column @ column)
+        if resid2 > max(tol**2, ROUNDING_TOL**2) * norm2:
+            kept.append(j)
+    return kept
+
+
+@pytest.mark.parametrize("p", [5, 80])
+def test_rank_decisions_equal_the_rule_on_the_rows(p):
+    rng = np.random.default_rng(p)
+    X = rng.normal(size=(400, p))
+    X[:, 3] = X[:, 0] - 2 * X[:, 1]           # exactly collinear: dropped
+    X[:, p - 1] = X[:, 2] + 1e-3 * rng.normal(size=400)  # nearly, far above the tolerance: kept
+    if p > 10:
+        X[:, 40] = X[:, 10:20].sum(axis=1)
+    gram = X.T @ X
+    kept, undecided = rank_decisions(gram, np.diag(gram).copy(), tol=1e-7)
+    assert kept == _kept_by_least_squares(X, 1e-7)
+    assert undecided == []
+    assert 3 not in kept and p - 1 in kept and (p <= 10 or 40 not in kept)
