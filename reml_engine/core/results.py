@@ -379,6 +379,13 @@ class LmerFit(ResultNames):
 
         return update(self, formula, data, REML, **kwargs)
 
+    def refit(self, newresp):
+        """The same model fitted to a new response, as lme4's ``refit(m, newresp)``; this
+        fit is unchanged (see :func:`reml_engine.api.refit`)."""
+        from ..api import refit
+
+        return refit(self, newresp)
+
     def drop1(self, test: str = "Chisq") -> pd.DataFrame:
         """Each droppable fixed term dropped in turn, compared by ML likelihood ratio, as
         lme4's ``drop1(m, test = "Chisq")``: columns ``npar``, ``AIC``, ``LRT`` and

@@ -298,6 +298,13 @@ class TermsFit(ResultNames):
 
         return terms_contrast_test(self, L, rhs, ddf)
 
+    def refit(self, newresp):
+        """The same model fitted to a new response, as lme4's ``refit(m, newresp)``; this
+        fit is unchanged (see :func:`reml_engine.api.refit`)."""
+        from ..api import refit
+
+        return refit(self, newresp)
+
     def ranova(self):
         """Each random term removed in turn, by likelihood ratio, as lmerTest's
         ``ranova(m)``: the model refitted without the term (by REML for a REML fit, compared
