@@ -57,7 +57,30 @@ def _check_alpha(alpha) -> float:
     return float(alpha)
 
 
-class ResultNames:
+class InformationCriteria:
+    """lme4's ``logLik``, ``AIC`` and ``BIC`` from a fit's ``criterion`` (REML criterion or
+    deviance) and its ``n_params``; ``BIC`` counts ``bic_nobs`` observations (``nobs``,
+    as lme4; nlme counts N - p for REML fits, see the compound-symmetry fit)."""
+
+    @property
+    def bic_nobs(self) -> int:
+        return self.nobs
+
+    @property
+    def loglik(self) -> float:
+        """(Restricted) log-likelihood, -criterion / 2."""
+        return -0.5 * self.criterion
+
+    @property
+    def aic(self) -> float:
+        return self.criterion + 2 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return self.criterion + self.n_params * math.log(self.bic_nobs)
+
+
+class ResultNames(InformationCriteria):
     """statsmodels', broom's and lme4's names for a fit's quantities (see the module).
 
     Every value is a new object: changing what one call returns changes no fit.

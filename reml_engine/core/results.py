@@ -12,7 +12,7 @@ import pandas as pd
 from ..frontend.design import Design, FixedEncoding
 from .optimizer import OptSummary
 from .parametrization import UserParametrization, standard_errors
-from .result_names import ResultNames
+from .result_names import InformationCriteria, ResultNames
 from .statistics import GroupStats, PooledStats
 
 #: lme4's isSingular() tolerance on theta = sigma_b / sigma.
@@ -62,7 +62,7 @@ class LocalOptimum:
 
 
 @dataclass(frozen=True)
-class CompoundSymmetryFit:
+class CompoundSymmetryFit(InformationCriteria):
     """The same fixed effects with var_group allowed below 0 (compound symmetry).
 
     Equivalent to nlme's ``gls(..., correlation = corCompSymm(~1|g))``: within a group
@@ -125,18 +125,9 @@ class CompoundSymmetryFit:
         return len(self.fixef) + 2
 
     @property
-    def loglik(self) -> float:
-        return -0.5 * self.criterion
-
-    @property
-    def aic(self) -> float:
-        return self.criterion + 2 * self.n_params
-
-    @property
-    def bic(self) -> float:
+    def bic_nobs(self) -> int:
         # nlme counts N - p observations for REML fits.
-        n_eff = self.nobs - len(self.fixef) if self.REML else self.nobs
-        return self.criterion + self.n_params * math.log(n_eff)
+        return self.nobs - len(self.fixef) if self.REML else self.nobs
 
 
 @dataclass(frozen=True)
@@ -264,19 +255,6 @@ class LmerFit(ResultNames):
     def n_params(self) -> int:
         """Parameters counted by AIC/BIC: fixed effects, theta and sigma (as lme4)."""
         return len(self.fixef) + 2
-
-    @property
-    def loglik(self) -> float:
-        """(Restricted) log-likelihood, -criterion / 2."""
-        return -0.5 * self.criterion
-
-    @property
-    def aic(self) -> float:
-        return self.criterion + 2 * self.n_params
-
-    @property
-    def bic(self) -> float:
-        return self.criterion + self.n_params * math.log(self.nobs)
 
     @property
     def singular(self) -> bool:

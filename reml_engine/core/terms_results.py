@@ -200,19 +200,6 @@ class TermsFit(ResultNames):
         return len(self._fixef) + self.k + 1
 
     @property
-    def loglik(self) -> float:
-        """(Restricted) log-likelihood, -criterion / 2."""
-        return -0.5 * self.criterion
-
-    @property
-    def aic(self) -> float:
-        return self.criterion + 2 * self.n_params
-
-    @property
-    def bic(self) -> float:
-        return self.criterion + self.n_params * math.log(self.nobs)
-
-    @property
     def global_optimum(self) -> TermsOptimum:
         return self.optima[0]
 
