@@ -49,10 +49,10 @@ from .kernels import (
     nested_upward,
     pack_for_inner_product,
     pack_lower,
+    pooled_outer_sums,
     row_entries,
     schur_subtract_by_row,
     schur_subtract_rows,
-    sparse_outer_sum,
     subtract_packed,
     table_times,
     table_transpose_times,
@@ -72,10 +72,18 @@ from .terms import TermStructure
 POOL_GAIN = 0.15
 
 #: A pooled matrix is summed by BLAS from its group's rows made dense (``D'D``) when
-#: that costs at most this many times the multiply-adds of summing the rows' sparse
-#: outer products: BLAS does a multiply-add in well under a hundredth of the time a
-#: scattered update takes (density above about 6%).
-DENSE_POOL_RATIO = 300.0
+#: that costs at most this many times the sparse cost (the sum of the rows' squared
+#: lengths), else by :func:`~reml_engine.varcomp.kernels.pooled_outer_sums`.
+#: Measured (benchmark machine, one thread, a 1000-level block, 400 rows of equal
+#: length, best of 5): the two break even at a ratio of about 25 (200 entries a row:
+#: 9.7 ms each); at 100 (the 1e6-row subjects x items design, about 100 entries a row)
+#: the sparse kernel took 2.7 ms against 13.9 ms, at 6 it took 46 ms against 12 ms.
+DENSE_POOL_RATIO = 30.0
+
+#: Numbers of a packed pooled matrix the sparse kernel updates in one band (256 KB, so
+#: the band's scattered updates stay in a core's cache; 3.2 ms without bands against
+#: 2.7 ms at 100 entries a row, in the measurement above).
+POOL_TILE = 32768
 
 #: Rows of a group made dense at a time when pooling through BLAS.
 DENSE_POOL_ROWS = 2048
@@ -315,25 +323,43 @@ class CrossedSolver:
             if n_pool * s * (s + 1) * 4 > budget:
                 continue
             budget -= n_pool * s * (s + 1) * 4
-            G = np.empty((n_pool, s * (s + 1) // 2))
-            for u_new, u in enumerate(chosen):
-                G[u_new] = self._pooled_matrix(order[starts[u]:ends[u]], s, float(cost[u]))
+            G = self._pooled_matrices(order, starts[chosen], ends[chosen], cost[chosen], s)
             pooled.append((int(b), value[starts[chosen]], G))
             pooled_group[chosen] = True
         self.pooled = pooled
         self.direct_rows = np.sort(order[~pooled_group[group_of]]).astype(np.int64)
         self.direct_by_column = self._by_column(self.direct_rows)
 
-    def _pooled_matrix(self, rows: np.ndarray, size: int, sparse_cost: float) -> np.ndarray:
-        """``sum over rows l of n_l n_l'`` (rows of one block), its lower triangle packed."""
-        rows = rows.astype(np.int64)
-        if len(rows) * size * size <= DENSE_POOL_RATIO * sparse_cost:
+    def _pooled_matrices(self, order: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                         sparse_cost: np.ndarray, size: int) -> np.ndarray:
+        """Per group u (rows ``order[starts[u]:ends[u]]``, of one block), ``sum over rows
+        l of n_l n_l'``, its lower triangle packed: (len(starts), size (size + 1) / 2).
+
+        The groups whose rows are dense enough (:data:`DENSE_POOL_RATIO`) are summed by
+        BLAS from the rows made dense; the others all at once by
+        :func:`~reml_engine.varcomp.kernels.pooled_outer_sums`, which reads each row's
+        local indices in ascending order (the CSR keeps the core levels ascending in a
+        row, and a block's local positions follow the core levels' order).
+        """
+        n_pool = len(starts)
+        dense = (ends - starts) * float(size) * size <= DENSE_POOL_RATIO * sparse_cost
+        sparse = np.flatnonzero(~dense)
+        group_ptr = np.concatenate([[0], np.cumsum(ends[sparse] - starts[sparse])]).astype(np.int64)
+        rows = (np.concatenate([order[starts[u]:ends[u]] for u in sparse]) if len(sparse)
+                else np.zeros(0)).astype(np.int64)
+        packed = pooled_outer_sums(self.indptr, self.local_index, self.data, rows, group_ptr, size, POOL_TILE)
+        if not dense.any():
+            return packed
+        G = np.empty((n_pool, size * (size + 1) // 2))
+        G[sparse] = packed
+        for u in np.flatnonzero(dense):
+            rows = order[starts[u]:ends[u]].astype(np.int64)
             total = np.zeros((size, size))
             for start in range(0, len(rows), DENSE_POOL_ROWS):
                 D = dense_rows(self.indptr, self.local_index, self.data, rows[start:start + DENSE_POOL_ROWS], size)
                 total += D.T @ D
-            return pack_lower(total)
-        return pack_lower(sparse_outer_sum(self.indptr, self.local_index, self.data, rows, size))
+            G[u] = pack_lower(total)
+        return G
 
     @classmethod
     def best(cls, stats: VCStats, max_dense_block: int):

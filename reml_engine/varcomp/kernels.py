@@ -571,20 +571,46 @@ def dense_rows(indptr, local_index, data, rows, size):
     return out
 
 
-@njit(cache=True, nogil=True)
-def sparse_outer_sum(indptr, local_index, data, rows, size):
-    """``sum over rows l of n_l n_l'`` (one block's local positions), dense (size, size),
-    lower triangle only (the upper is left at zero)."""
-    out = np.zeros((size, size))
-    for r in range(rows.shape[0]):
-        lv = rows[r]
-        for p1 in range(indptr[lv], indptr[lv + 1]):
-            i = local_index[p1]
-            v = data[p1]
-            for p2 in range(indptr[lv], indptr[lv + 1]):
-                j = local_index[p2]
-                if j <= i:
-                    out[i, j] += v * data[p2]
+@njit(cache=True, parallel=True)
+def pooled_outer_sums(indptr, local_index, data, rows, group_ptr, size, tile):
+    """Per group g, ``sum over rows l of n_l n_l'`` over one block's local positions,
+    its lower triangle packed by rows ((i, j), j <= i, at i (i + 1) / 2 + j): out[g].
+
+    Group g's rows are ``rows[group_ptr[g]:group_ptr[g + 1]]``. Each row's local
+    indices must be strictly ascending, so the entries at or before p1 are exactly the
+    j <= i (no branch in the inner loop). The packed rows are done a band of about
+    ``tile`` numbers at a time, so the scattered updates stay in cache; each row keeps a
+    cursor to its first entry in the band (its indices ascend). Every entry still adds
+    its rows in their order, whatever the bands or threads: groups run in parallel,
+    each writing only its own output row."""
+    n_groups = group_ptr.shape[0] - 1
+    out = np.zeros((n_groups, size * (size + 1) // 2))
+    for g in prange(n_groups):
+        packed = out[g]
+        first_row = group_ptr[g]
+        n_rows = group_ptr[g + 1] - first_row
+        cursor = np.empty(n_rows, dtype=np.int64)
+        for r in range(n_rows):
+            cursor[r] = indptr[rows[first_row + r]]
+        band_start = 0
+        while band_start < size:
+            band_end = band_start + 1
+            while band_end < size and (band_end + 1) * (band_end + 2) // 2 - band_start * (band_start + 1) // 2 <= tile:
+                band_end += 1
+            for r in range(n_rows):
+                lv = rows[first_row + r]
+                first = indptr[lv]
+                last = indptr[lv + 1]
+                p1 = cursor[r]
+                while p1 < last and local_index[p1] < band_end:
+                    i = local_index[p1]
+                    base = i * (i + 1) // 2
+                    v = data[p1]
+                    for p2 in range(first, p1 + 1):
+                        packed[base + local_index[p2]] += v * data[p2]
+                    p1 += 1
+                cursor[r] = p1
+            band_start = band_end
     return out
 
 
