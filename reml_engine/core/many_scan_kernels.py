@@ -355,3 +355,88 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
             zero_beta[j, c] = beta[c]
     return (status, n_brackets, brackets, roots, root_crit, root_deriv, root_pwrss, root_beta, zero, zero_beta,
             evaluations, first)
+
+
+@njit(cache=True)
+def global_optima(first_tau, status, n_brackets, roots, root_crit, first, zero):
+    """Each decided response's global optimum and number of optima, as the optimizer
+    record :func:`reml_engine.core.many_scan._summary` builds would give them (its
+    ``optima``: the refined roots and the limit point over tau > 0, then tau = 0 when the
+    slope there is not negative, sorted by tau and deduplicated as
+    ``reml_engine.core.optimizer._dedupe``; the global optimum is the first of the lowest
+    criterion), without building the record.
+
+    Returns
+    -------
+    valid (k,) bool: the record has an optimum (else the single chain decides);
+    best (k,) int64: the root of the global optimum, -1 for tau = 0;
+    tau, criterion (k,); n_optima (k,) int64.
+    """
+    k = status.shape[0]
+    B = roots.shape[1]
+    valid = np.zeros(k, dtype=np.bool_)
+    best = np.full(k, -2, dtype=np.int64)
+    tau = np.full(k, np.nan)
+    criterion = np.full(k, np.nan)
+    n_optima = np.zeros(k, dtype=np.int64)
+    ts = np.empty(B + 2)
+    cs = np.empty(B + 2)
+    which = np.empty(B + 2, dtype=np.int64)  # root index, -1 tau = 0, -2 the limit point
+    for j in range(k):
+        if status[j] != DECIDED:
+            continue
+        n = n_brackets[j]
+        has_limit = first[j, 1] > 0.0
+        if n == 0 and not has_limit:
+            continue
+        count = 0
+        for m in range(n):
+            if roots[j, m] > 0.0:
+                ts[count] = roots[j, m]
+                cs[count] = root_crit[j, m]
+                which[count] = m
+                count += 1
+        if has_limit and first_tau > 0.0:
+            ts[count] = first_tau
+            cs[count] = first[j, 0]
+            which[count] = -2
+            count += 1
+        if zero[j, 1] >= 0.0:
+            ts[count] = 0.0
+            cs[count] = zero[j, 0]
+            which[count] = -1
+            count += 1
+        if count == 0:
+            continue
+        # Stable insertion sort by tau (Python's sorted).
+        for a in range(1, count):
+            t, c, w = ts[a], cs[a], which[a]
+            b = a - 1
+            while b >= 0 and ts[b] > t:
+                ts[b + 1], cs[b + 1], which[b + 1] = ts[b], cs[b], which[b]
+                b -= 1
+            ts[b + 1], cs[b + 1], which[b + 1] = t, c, w
+        kept = 0
+        for a in range(count):
+            if kept > 0 and abs(ts[a] - ts[kept - 1]) <= 1e-9 * max(abs(ts[a]), 1e-300):
+                continue
+            ts[kept], cs[kept], which[kept] = ts[a], cs[a], which[a]
+            kept += 1
+        g = 0
+        for a in range(1, kept):
+            if cs[a] < cs[g]:
+                g = a
+        if which[g] == -2:
+            continue
+        chosen = -1
+        if which[g] >= 0:
+            for m in range(n):
+                if roots[j, m] == ts[g]:
+                    chosen = m
+                    break
+        valid[j] = True
+        best[j] = chosen
+        tau[j] = ts[g]
+        criterion[j] = cs[g]
+        n_optima[j] = kept
+    return valid, best, tau, criterion, n_optima
