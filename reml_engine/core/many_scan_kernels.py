@@ -1,8 +1,9 @@
 """Compiled kernels of the batched scan (:mod:`reml_engine.core.many_scan`): k responses
 on one design, one loop over the responses each.
 
-:func:`scan_responses` evaluates each response's spectral form at every scan point
-(``O(r)`` per point, the eigenvalues shared) and takes the decisions of the
+:func:`scan_responses` evaluates each response's spectral slope at every scan point
+(``O(r)`` per point: what depends on the eigenvalues and group sizes alone is computed
+once for all responses) and takes the decisions of the
 single-response scan (:func:`reml_engine.core.optimizer.find_optima`) where they are
 certain with a safety factor; a response where one of them is not certain gets
 ``status = FALLBACK`` and is fitted by the single-response chain instead. The direct
@@ -24,53 +25,6 @@ from .criterion_kernels import direct_criterion
 DECIDED = 0
 #: The response needs the single-response chain (a decision that is not certain here).
 FALLBACK = 1
-
-
-@njit(cache=True)
-def _spectral_point(tau, xi, h2, phantom_sizes, phantom_counts, sizes, groups_per_size, rss0, logdet_XtX, dof,
-                    REML, out, with_value):
-    """The spectral criterion at one tau (as ``reml_engine.core.spectral._spectral_kernel``)
-    into ``out``: criterion (only ``with_value``: the scan reads only slopes, and the
-    logarithms are most of the cost), derivative, derivative scale, logdet slope,
-    curvature sum, pwrss. Returns False where a factor or ``pwrss`` is not positive."""
-    pwrss = rss0
-    d_pwrss = 0.0
-    logdet = 0.0
-    d_logdet = 0.0
-    d_logdet_V = 0.0
-    for s in range(xi.shape[0]):
-        f = 1.0 + tau * xi[s]
-        if not f > 0.0:
-            return False
-        pwrss -= tau * h2[s] / f
-        d_pwrss -= h2[s] / (f * f)
-        if REML:
-            if with_value:
-                logdet += np.log(f)
-            d_logdet += xi[s] / f
-    for u in range(sizes.shape[0]):
-        f = 1.0 + tau * sizes[u]
-        if not f > 0.0:
-            return False
-        count = phantom_counts[u] if REML else groups_per_size[u]
-        if with_value:
-            logdet += count * np.log(f)
-        d_logdet += count * phantom_sizes[u] / f
-        d_logdet_V += groups_per_size[u] * sizes[u] / f
-    if not pwrss > 0.0:
-        return False
-    fit = dof * (1.0 + np.log(2.0 * np.pi) + np.log(pwrss / dof)) if with_value else 0.0
-    fit_slope = dof * (-d_pwrss) / pwrss
-    scale = abs(d_logdet_V) + abs(fit_slope)
-    if REML:
-        scale += abs(d_logdet - d_logdet_V)
-    out[0] = logdet + fit + (logdet_XtX if REML else 0.0) if with_value else np.nan
-    out[1] = d_logdet - fit_slope
-    out[2] = scale
-    out[3] = d_logdet
-    out[4] = -d_pwrss
-    out[5] = pwrss
-    return True
 
 
 @njit(cache=True)
@@ -219,37 +173,72 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
     evaluations = np.zeros(k, dtype=np.int64)
     first = np.full((k, 2), np.nan)
     slope = np.empty(K)
-    value = np.empty(K)
+    value = np.full(K, np.nan)
     scale = np.empty(K)
     margin = np.empty(K)
     ld_slope = np.empty(K)
     curv = np.empty(K)
     pwrss = np.empty(K)
     exact = np.zeros(K, dtype=np.bool_)
-    point = np.empty(6)
     taus1 = np.empty(1)
+    # What every response shares at each scan point (the eigenvalues and group sizes):
+    # tau / (1 + tau xi_s) and 1 / (1 + tau xi_s)^2, the log-determinant's slope and the
+    # scale's part. Per response a point then costs 2 r multiply-adds and one division.
+    R = xi.shape[0]
+    U = sizes.shape[0]
+    tw = np.empty((R, K))
+    w2 = np.empty((R, K))
+    shared_slope = np.zeros(K)
+    shared_scale = np.zeros(K)
+    usable = True
+    for i in range(K):
+        tau = taus[i]
+        d_logdet = 0.0
+        d_logdet_V = 0.0
+        for s in range(R):
+            f = 1.0 + tau * xi[s]
+            if not f > 0.0:
+                usable = False
+            tw[s, i] = tau / f
+            w2[s, i] = 1.0 / (f * f)
+            if REML:
+                d_logdet += xi[s] / f
+        for u in range(U):
+            f = 1.0 + tau * sizes[u]
+            if not f > 0.0:
+                usable = False
+            count = phantom_counts[u] if REML else groups_per_size[u]
+            d_logdet += count * sizes[u] / f
+            d_logdet_V += groups_per_size[u] * sizes[u] / f
+        shared_slope[i] = d_logdet
+        shared_scale[i] = abs(d_logdet_V) + (abs(d_logdet - d_logdet_V) if REML else 0.0)
+    if not usable:
+        for j in range(k):
+            status[j] = FALLBACK
     for j in range(k):
         if status[j] != DECIDED:
             continue
         W = within[j]
         Bt = between[j]
+        for i in range(K):
+            pwrss[i] = rss0[j]
+            curv[i] = 0.0
+        for s in range(R):
+            h = h2[j, s]
+            for i in range(K):
+                pwrss[i] -= tw[s, i] * h
+                curv[i] += w2[s, i] * h
         bad = False
         for i in range(K):
-            if not _spectral_point(taus[i], xi, h2[j], sizes, phantom_counts, sizes, groups_per_size, rss0[j],
-                                   logdet_XtX, dof, REML, point, False):
+            fit_slope = dof * curv[i] / pwrss[i]
+            slope[i] = shared_slope[i] - fit_slope
+            scale[i] = shared_scale[i] + abs(fit_slope)
+            if not (pwrss[i] > 0.0 and np.isfinite(slope[i]) and np.isfinite(scale[i])):
                 bad = True
-                break
-            if not (np.isfinite(point[1]) and np.isfinite(point[2])):
-                bad = True
-                break
-            slope[i] = point[1]
-            value[i] = point[0]
-            scale[i] = point[2]
-            margin[i] = certify_rtol * point[2]
-            ld_slope[i] = point[3]
-            curv[i] = point[4]
-            pwrss[i] = point[5]
+            margin[i] = certify_rtol * scale[i]
+            ld_slope[i] = shared_slope[i]
             exact[i] = False
+            value[i] = np.nan
         if bad:
             status[j] = FALLBACK
             continue
