@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .criterion_kernels import direct_criterion
+from .criterion_kernels import direct_point, direct_workspace
 
 #: The response's scan was decided here (its brackets are in the output).
 DECIDED = 0
@@ -28,17 +28,17 @@ FALLBACK = 1
 
 
 @njit(cache=True)
-def _direct_at(tau, within, between, sizes, groups_per_size, dof, REML, taus1):
+def _direct_at(tau, within, between, sizes, groups_per_size, dof, REML, work, beta_buf):
     """The direct form at one tau: (criterion, derivative, derivative scale, pwrss, ok)
-    and beta (p,)."""
-    taus1[0] = tau
-    logdet_V, logdet_X, pwrss, beta, crit, deriv, dscale, ok = direct_criterion(
-        taus1, within, between, sizes, groups_per_size, dof, REML, True)
-    return crit[0], deriv[0], dscale[0], pwrss[0], ok[0], beta[0]
+    and beta (p,) (in ``beta_buf``, overwritten by the next call), in the scratch
+    matrices ``work`` (:func:`~reml_engine.core.criterion_kernels.direct_workspace`)."""
+    ok, logdet_V, logdet_X, pwrss, crit, deriv, dscale = direct_point(
+        tau, within, between, sizes, groups_per_size, dof, REML, True, work, beta_buf)
+    return crit, deriv, dscale, pwrss, ok, beta_buf
 
 
 @njit(cache=True)
-def _brent_root(a, b, fa, fb, within, between, sizes, groups_per_size, dof, REML, rtol, max_iter, taus1):
+def _brent_root(a, b, fa, fb, within, between, sizes, groups_per_size, dof, REML, rtol, max_iter, work, beta_buf):
     """Root of the direct derivative in [a, b] (``fa < 0 < fb``) by Brent's method
     (inverse quadratic interpolation, secant or bisection, whichever is safe), to
     ``|step| <= rtol |root|``. Returns (root, evaluations, ok); ok is False when the
@@ -85,7 +85,7 @@ def _brent_root(a, b, fa, fb, within, between, sizes, groups_per_size, dof, REML
             b = b + d
         else:
             b = b + (tol if half > 0.0 else -tol)
-        crit, fb, scale, pwrss, ok, beta = _direct_at(b, within, between, sizes, groups_per_size, dof, REML, taus1)
+        crit, fb, scale, pwrss, ok, beta = _direct_at(b, within, between, sizes, groups_per_size, dof, REML, work, beta_buf)
         evaluations += 1
         if not (ok and np.isfinite(fb)):
             return b, evaluations, False
@@ -93,14 +93,14 @@ def _brent_root(a, b, fa, fb, within, between, sizes, groups_per_size, dof, REML
 
 
 @njit(cache=True)
-def _make_exact(i, taus, slope, margin, exact, within, between, sizes, groups_per_size, dof, REML, sign_rtol, taus1,
+def _make_exact(i, taus, slope, margin, exact, within, between, sizes, groups_per_size, dof, REML, sign_rtol, work, beta_buf,
                 value):
     """Scan point i by the direct form, in place. False when the direct slope is not
     finite, farther from the spectral one than its margin (the single scan would redo
     the scan directly) or within ``sign_rtol`` of its scale of zero (its sign is
     rounding)."""
     crit, deriv, dscale, rss, ok, beta = _direct_at(taus[i], within, between, sizes, groups_per_size, dof, REML,
-                                                    taus1)
+                                                    work, beta_buf)
     if not (ok and np.isfinite(crit) and np.isfinite(deriv)):
         return False
     if abs(deriv - slope[i]) > margin[i] or abs(deriv) <= sign_rtol * dscale:
@@ -180,7 +180,8 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
     curv = np.empty(K)
     pwrss = np.empty(K)
     exact = np.zeros(K, dtype=np.bool_)
-    taus1 = np.empty(1)
+    work = direct_workspace(q, sizes.shape[0])
+    beta_buf = np.zeros(p)
     # What every response shares at each scan point (the eigenvalues and group sizes):
     # tau / (1 + tau xi_s) and 1 / (1 + tau xi_s)^2, the log-determinant's slope and the
     # scale's part. Per response a point then costs 2 r multiply-adds and one division.
@@ -253,7 +254,7 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
                 continue
             evaluations[j] += 1
             if not _make_exact(i, taus, slope, margin, exact, W, Bt, sizes, groups_per_size, dof, REML, sign_rtol,
-                               taus1, value):
+                               work, beta_buf, value):
                 bad = True
                 break
         if bad or not slope[K - 1] > 0.0:
@@ -286,7 +287,7 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
                 if not exact[a]:
                     evaluations[j] += 1
                     if not _make_exact(a, taus, slope, margin, exact, W, Bt, sizes, groups_per_size, dof, REML,
-                                       sign_rtol, taus1, value):
+                                       sign_rtol, work, beta_buf, value):
                         bad = True
             if bad:
                 break
@@ -308,12 +309,12 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
                 break
             a, b = taus[i], taus[i + 1]
             root, used, ok = _brent_root(a, b, slope[i], slope[i + 1], W, Bt, sizes, groups_per_size, dof, REML,
-                                         refine_rtol, max_iter, taus1)
+                                         refine_rtol, max_iter, work, beta_buf)
             evaluations[j] += used
             if not ok:
                 bad = True
                 break
-            crit, deriv, dscale, rss, ok, beta = _direct_at(root, W, Bt, sizes, groups_per_size, dof, REML, taus1)
+            crit, deriv, dscale, rss, ok, beta = _direct_at(root, W, Bt, sizes, groups_per_size, dof, REML, work, beta_buf)
             evaluations[j] += 1
             if not (ok and np.isfinite(crit) and abs(deriv) <= stationary_rtol * dscale):
                 bad = True
@@ -332,7 +333,7 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
         n_brackets[j] = count
         first[j, 0] = value[0]
         first[j, 1] = slope[0]
-        crit, deriv, dscale, rss, ok, beta = _direct_at(0.0, W, Bt, sizes, groups_per_size, dof, REML, taus1)
+        crit, deriv, dscale, rss, ok, beta = _direct_at(0.0, W, Bt, sizes, groups_per_size, dof, REML, work, beta_buf)
         evaluations[j] += 1
         if not (ok and np.isfinite(crit) and np.isfinite(deriv)):
             status[j] = FALLBACK
