@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ModelDataError
-from ..frontend.data_checks import check_groups, check_values
+from ..frontend.data_checks import check_groups, check_responses_finite, check_values
 from ..frontend.design import Design
 from ..frontend.groups import GroupCodes, factorize_groups
 from .criterion import fixed_effects
@@ -628,6 +628,8 @@ def fit_many_design(design: ManyDesign, REML: bool = True, keep_data: bool = Fal
         ones = np.flatnonzero((template.X.min(axis=0) == 1.0) & (template.X.max(axis=0) == 1.0))
         intercept_index = int(ones[0]) if len(ones) else None
     statistics = many_statistics(template.X, design.Y, groups, intercept_index)
+    if not (np.isfinite(statistics.squares_y).all() and np.isfinite(statistics.cross_xy).all()):
+        check_responses_finite(design.Y, design.response_names)
     source = _OnePass(_kept_design(design, keep_data), statistics, groups if keep_data else None, REML, keep_data)
     entries: list = [None] * design.k
     batch, batch_index = None, np.full(design.k, -1, dtype=np.int64)
