@@ -43,6 +43,7 @@ import numpy as np
 from scipy.linalg import solve_triangular
 
 from ..frontend.data_checks import MAGNITUDE_LIMIT
+from .blas import single_threaded_blas
 from .identifiability import EXACT_FIT_TOL
 from .many_scan_kernels import DECIDED, global_optima, scan_responses
 from .optimizer import (
@@ -214,7 +215,8 @@ def _response_parts(shared: _SharedX, stats, block: np.ndarray, p: int):
     within[:, p, p] = within_yy
     between = np.empty((b, U, q, q))
     between[:, :, :p, :p] = shared.between_xx
-    between_xy = np.einsum("ug,ga,gj->jua", shared.size_weights, sums_x, sums_y)
+    # sum_g w_ug S_x[g, a] S_y[g, j], one product per group size (einsum's loop was slower).
+    between_xy = np.stack([((weights[:, None] * sums_x).T @ sums_y).T for weights in shared.size_weights], axis=1)
     between[:, :, :p, p] = between[:, :, p, :p] = between_xy
     between[:, :, p, p] = (shared.size_weights @ (sums_y * sums_y)).T
     # The spectral projections: w = Z' P_0 y = S_y - A l_y, split per size into the
@@ -260,7 +262,9 @@ def batched_optima(stats, nobs: int, p: int, intercept_index: int, REML: bool) -
     ``intercept_index``; the statistics are those of the model's parametrization (each
     column about its pilot shift, the intercept unshifted).
     """
-    with np.errstate(all="ignore"):
+    # Small dense algebra on (G x k) blocks: one BLAS thread (reml_engine.core.blas; on
+    # the shared machine two threads made these products several times slower).
+    with np.errstate(all="ignore"), single_threaded_blas():
         shared = _shared_x(stats, p)
         if shared is None:
             return None
