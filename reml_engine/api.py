@@ -27,7 +27,8 @@ from .scaleout.dask import lmer_lazy
 
 def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "omit", *,
          dialect: str = DEFAULT_DIALECT, contrasts: dict | None = None, weights=None,
-         offset=None, data_name: str | None = None, progress="auto") -> LmerFit | TermsFit | ManyFits:
+         offset=None, data_name: str | None = None, progress="auto", keep_data: bool = False
+         ) -> LmerFit | TermsFit | ManyFits:
     """Fit ``response ~ fixed terms + (1|group)`` by REML (default) or ML.
 
     Parameters
@@ -94,6 +95,11 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
         after each pass over Dask partitions, and once for a DataFrame (one chunk).
         What the engine decides (rows and columns dropped, the optima found) is logged
         to the ``logging`` logger ``"reml_engine"``.
+    keep_data : bool
+        Several responses only (a single response's fit always keeps its rows): the
+        ``ManyFits`` keeps the statistics of each response, not the rows, so each
+        response's fit has ``fitted``/``resid`` None and refuses ``predict`` (as a fit
+        from chunks); ``True`` keeps a private copy of the rows for them.
 
     Returns
     -------
@@ -119,6 +125,7 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
     427.959
     """
     REML = check_bool(REML, "REML")
+    keep_data = check_bool(keep_data, "keep_data")
     check_na_action(na_action)
     progress = check_progress(progress)
     dialect = check_dialect(dialect)
@@ -138,7 +145,7 @@ def lmer(formula: str, data: pd.DataFrame, REML: bool = True, na_action: str = "
                 f"formula {formula!r} has {len(responses)} responses: several responses are fitted with one random "
                 "term and no weights or offsets; fit each response with its own formula"
             )
-        return _lmer_many(formula, responses, data, REML, na_action, dialect, contrasts)
+        return _lmer_many(formula, responses, data, REML, na_action, dialect, contrasts, keep_data)
     if several_terms:
         if not isinstance(data, pd.DataFrame):
             # Chunked, Dask and Parquet data: weights= and offset= name columns.
@@ -175,7 +182,7 @@ def _data_name(data: pd.DataFrame, data_name) -> str | None:
     return name if isinstance(name, str) and name else None
 
 
-def _lmer_many(formula, responses, data, REML, na_action, dialect, contrasts) -> ManyFits:
+def _lmer_many(formula, responses, data, REML, na_action, dialect, contrasts, keep_data) -> ManyFits:
     """Several responses from a formula: those without missing values from one pass, each
     of the others fitted on its own rows (:mod:`reml_engine.frontend.many_design`)."""
     if not isinstance(data, pd.DataFrame):
@@ -185,15 +192,19 @@ def _lmer_many(formula, responses, data, REML, na_action, dialect, contrasts) ->
             "with its own formula"
         )
     many, apart = build_many_design(formula, responses, data, na_action, dialect=dialect, contrasts=contrasts)
-    shared = fit_many_design(many, REML) if many is not None else None
+    shared = fit_many_design(many, REML, keep_data) if many is not None else None
     if not apart:
         return shared
     separate = {name: lmer(f, data, REML=REML, na_action=na_action, dialect=dialect, contrasts=contrasts)
                 for name, f in apart.items()}
+    if not keep_data:
+        # As the responses from one pass: fits from statistics, without the rows.
+        separate = {name: replace(f, design=None, group_codes=None, call=None) for name, f in separate.items()}
     return ManyFits.combine(responses, shared, separate)
 
 
-def fit(X, y, groups, REML: bool = True, names=None, *, response_names=None) -> LmerFit | ManyFits:
+def fit(X, y, groups, REML: bool = True, names=None, *, response_names=None,
+        keep_data: bool = False) -> LmerFit | ManyFits:
     """Fit the random-intercept model from arrays.
 
     Parameters
@@ -211,6 +222,12 @@ def fit(X, y, groups, REML: bool = True, names=None, *, response_names=None) -> 
         Column names of X (default ``x0, x1, ...``).
     response_names : sequence of str, optional
         Names of the k responses (default: a DataFrame's columns, else ``y0, y1, ...``).
+    keep_data : bool
+        For k responses: the ``ManyFits`` keeps each response's statistics, not the rows
+        (Y is read once, never copied nor referenced), so each response's fit has
+        ``fitted``/``resid`` None and refuses ``predict``, as a fit from chunks; ``True``
+        keeps a private copy of X, Y and the groups for them (as large as Y). Either way,
+        changing Y after the call changes no fit.
 
     Returns
     -------
@@ -226,8 +243,10 @@ def fit(X, y, groups, REML: bool = True, names=None, *, response_names=None) -> 
     16.1726
     """
     REML = check_bool(REML, "REML")
+    keep_data = check_bool(keep_data, "keep_data")
     if isinstance(y, pd.DataFrame) or np.ndim(y) >= 2:
-        return fit_many_design(many_design_from_arrays(X, y, groups, names, response_names), REML=REML)
+        return fit_many_design(many_design_from_arrays(X, y, groups, names, response_names), REML=REML,
+                               keep_data=keep_data)
     if response_names is not None:
         raise ModelDataError("response_names is for a 2-d y (k responses); name a single response's fit by "
                              "its formula, or pass y as a one-column 2-d array")

@@ -30,8 +30,6 @@ def direct_criterion(taus, within, between, sizes, groups_per_size, dof, REML, w
     K = taus.shape[0]
     q = within.shape[0]
     p = q - 1
-    U = sizes.shape[0]
-    log_2pi = np.log(2.0 * np.pi)
     logdet_V = np.zeros(K)
     logdet_X = np.zeros(K)
     pwrss = np.zeros(K)
@@ -40,103 +38,119 @@ def direct_criterion(taus, within, between, sizes, groups_per_size, dof, REML, w
     deriv = np.zeros(K)
     dscale = np.zeros(K)
     ok = np.ones(K, dtype=np.bool_)
-    M = np.empty((q, q))
-    D = np.empty((q, q))
-    L = np.zeros((q, q))
-    Linv = np.zeros((p, p))
-    LD = np.zeros((p, p))
-    weights = np.empty(U)
-    d_weights = np.empty(U)
+    work = direct_workspace(q, sizes.shape[0])
     for k in range(K):
-        tau = taus[k]
-        ld_V = 0.0
-        d_ld_V = 0.0
-        for u in range(U):
-            denom = 1.0 + tau * sizes[u]
-            weights[u] = 1.0 / denom
-            d_weights[u] = sizes[u] / (denom * denom)
-            ld_V += groups_per_size[u] * np.log(denom)
-            d_ld_V += groups_per_size[u] * sizes[u] / denom
-        for i in range(q):
-            for j in range(i + 1):
-                m = within[i, j]
-                d = 0.0
-                for u in range(U):
-                    m += weights[u] * between[u, i, j]
-                    d += d_weights[u] * between[u, i, j]
-                M[i, j] = m
-                D[i, j] = d
-                D[j, i] = d
-        # Cholesky (lower), as LAPACK fails: a pivot that is not positive.
-        good = True
-        for j in range(q):
-            s = M[j, j]
-            for m in range(j):
-                s -= L[j, m] * L[j, m]
-            if not s > 0.0:
-                good = False
-                break
-            L[j, j] = np.sqrt(s)
-            for i in range(j + 1, q):
-                s = M[i, j]
-                for m in range(j):
-                    s -= L[i, m] * L[j, m]
-                L[i, j] = s / L[j, j]
+        good, ld_V, ld_X, rss, value, derivative, scale = direct_point(
+            taus[k], within, between, sizes, groups_per_size, dof, REML, with_derivative, work, beta[k])
         if not good:
             ok[k] = False
             continue
-        ld_X = 0.0
-        for i in range(p):
-            ld_X += 2.0 * np.log(L[i, i])
-        rss = L[p, p] * L[p, p]
         logdet_V[k] = ld_V
         logdet_X[k] = ld_X
         pwrss[k] = rss
-        sigma2 = rss / dof
-        fit = dof * (1.0 + log_2pi + np.log(sigma2))
-        crit[k] = ld_V + fit + (ld_X if REML else 0.0)
-        if not with_derivative:
-            continue
-        # Linv = Lxx^{-1} by forward substitution.
-        for j in range(p):
-            Linv[j, j] = 1.0 / L[j, j]
-            for i in range(j + 1, p):
-                s = 0.0
-                for m in range(j, i):
-                    s += L[i, m] * Linv[m, j]
-                Linv[i, j] = -s / L[i, i]
-            for i in range(j):
-                Linv[i, j] = 0.0
-        # beta_i = sum_j Linv[j, i] L[p, j]
-        for i in range(p):
-            s = 0.0
-            for j in range(i, p):
-                s += Linv[j, i] * L[p, j]
-            beta[k, i] = s
-        # d pwrss = -v' D v with v = (-beta, 1).
-        vDv = D[p, p]
-        for i in range(p):
-            vDv -= 2.0 * beta[k, i] * D[i, p]
-            for j in range(p):
-                vDv += beta[k, i] * D[i, j] * beta[k, j]
-        d_fit = dof * (-vDv) / rss
-        derivative = d_ld_V + d_fit
-        scale = abs(d_ld_V) + abs(d_fit)
-        if REML:
-            if p > 0:
-                # tr(A^{-1} D_xx) = sum of (Linv D_xx) * Linv, elementwise.
-                trace = 0.0
-                for i in range(p):
-                    for j in range(p):
-                        s = 0.0
-                        for m in range(i + 1):
-                            s += Linv[i, m] * D[m, j]
-                        LD[i, j] = s
-                for i in range(p):
-                    for j in range(i + 1):
-                        trace += LD[i, j] * Linv[i, j]
-                derivative -= trace
-                scale += abs(trace)
-        deriv[k] = derivative
-        dscale[k] = scale
+        crit[k] = value
+        if with_derivative:
+            deriv[k] = derivative
+            dscale[k] = scale
     return logdet_V, logdet_X, pwrss, beta, crit, deriv, dscale, ok
+
+
+@njit(cache=True)
+def direct_workspace(q, U):
+    """The scratch matrices of :func:`direct_point` for q = p + 1 columns and U sizes."""
+    return (np.empty((q, q)), np.empty((q, q)), np.zeros((q, q)), np.zeros((q - 1, q - 1)), np.zeros((q - 1, q - 1)),
+            np.empty(U), np.empty(U))
+
+
+@njit(cache=True)
+def direct_point(tau, within, between, sizes, groups_per_size, dof, REML, with_derivative, work, beta):
+    """The direct form at one tau, in the scratch ``work`` (:func:`direct_workspace`),
+    ``beta`` (p,) written in place: (ok, logdet_V, logdet_XtVinvX, pwrss, criterion,
+    derivative, derivative scale); the derivative and its scale (and beta) only with
+    ``with_derivative``. The arithmetic of every call of :func:`direct_criterion`."""
+    M, D, L, Linv, LD, weights, d_weights = work
+    q = within.shape[0]
+    p = q - 1
+    U = sizes.shape[0]
+    log_2pi = np.log(2.0 * np.pi)
+    ld_V = 0.0
+    d_ld_V = 0.0
+    for u in range(U):
+        denom = 1.0 + tau * sizes[u]
+        weights[u] = 1.0 / denom
+        d_weights[u] = sizes[u] / (denom * denom)
+        ld_V += groups_per_size[u] * np.log(denom)
+        d_ld_V += groups_per_size[u] * sizes[u] / denom
+    for i in range(q):
+        for j in range(i + 1):
+            m = within[i, j]
+            d = 0.0
+            for u in range(U):
+                m += weights[u] * between[u, i, j]
+                d += d_weights[u] * between[u, i, j]
+            M[i, j] = m
+            D[i, j] = d
+            D[j, i] = d
+    # Cholesky (lower), as LAPACK fails: a pivot that is not positive.
+    for j in range(q):
+        s = M[j, j]
+        for m in range(j):
+            s -= L[j, m] * L[j, m]
+        if not s > 0.0:
+            return False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+        L[j, j] = np.sqrt(s)
+        for i in range(j + 1, q):
+            s = M[i, j]
+            for m in range(j):
+                s -= L[i, m] * L[j, m]
+            L[i, j] = s / L[j, j]
+    ld_X = 0.0
+    for i in range(p):
+        ld_X += 2.0 * np.log(L[i, i])
+    rss = L[p, p] * L[p, p]
+    sigma2 = rss / dof
+    fit = dof * (1.0 + log_2pi + np.log(sigma2))
+    value = ld_V + fit + (ld_X if REML else 0.0)
+    if not with_derivative:
+        return True, ld_V, ld_X, rss, value, 0.0, 0.0
+    # Linv = Lxx^{-1} by forward substitution.
+    for j in range(p):
+        Linv[j, j] = 1.0 / L[j, j]
+        for i in range(j + 1, p):
+            s = 0.0
+            for m in range(j, i):
+                s += L[i, m] * Linv[m, j]
+            Linv[i, j] = -s / L[i, i]
+        for i in range(j):
+            Linv[i, j] = 0.0
+    # beta_i = sum_j Linv[j, i] L[p, j]
+    for i in range(p):
+        s = 0.0
+        for j in range(i, p):
+            s += Linv[j, i] * L[p, j]
+        beta[i] = s
+    # d pwrss = -v' D v with v = (-beta, 1).
+    vDv = D[p, p]
+    for i in range(p):
+        vDv -= 2.0 * beta[i] * D[i, p]
+        for j in range(p):
+            vDv += beta[i] * D[i, j] * beta[j]
+    d_fit = dof * (-vDv) / rss
+    derivative = d_ld_V + d_fit
+    scale = abs(d_ld_V) + abs(d_fit)
+    if REML:
+        if p > 0:
+            # tr(A^{-1} D_xx) = sum of (Linv D_xx) * Linv, elementwise.
+            trace = 0.0
+            for i in range(p):
+                for j in range(p):
+                    s = 0.0
+                    for m in range(i + 1):
+                        s += Linv[i, m] * D[m, j]
+                    LD[i, j] = s
+            for i in range(p):
+                for j in range(i + 1):
+                    trace += LD[i, j] * Linv[i, j]
+            derivative -= trace
+            scale += abs(trace)
+    return True, ld_V, ld_X, rss, value, derivative, scale

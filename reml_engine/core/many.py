@@ -22,10 +22,14 @@ cross-product when the one-pass formula would cancel too many digits of a column
 or of that response. A response whose centred columns are nearly collinear reads its
 rows again in a better-conditioned basis, as the single fit does.
 
-The fits are kept as their criterion problems and optimizer records; each
-:class:`~reml_engine.core.results.LmerFit` (with its random effects, the
-compound-symmetry fit and its rows for fitted values) is built when it is first asked
-for, so the result of k = 10,000 responses stays small until it is read.
+The result keeps the statistics (``O(G k + p k)`` numbers), never the rows: Y is read
+once and not copied. The batched responses are kept as arrays (estimates, the global
+optimum, the scan's brackets and roots), the others as their criterion problems and
+optimizer records; each :class:`~reml_engine.core.results.LmerFit` (with its random
+effects and the compound-symmetry fit) is built from the statistics when it is first
+asked for, as a fit from chunks is: ``fitted`` and ``resid`` are None and ``predict``
+needs the rows. ``keep_data=True`` keeps a private copy of the rows for them (as large
+as Y). Either way nothing done to the caller's arrays later changes a fit.
 """
 
 from __future__ import annotations
@@ -39,13 +43,13 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ModelDataError
-from ..frontend.data_checks import check_groups, check_values
+from ..frontend.data_checks import check_groups, check_responses_finite, check_values
 from ..frontend.design import Design
 from ..frontend.groups import GroupCodes, factorize_groups
 from .criterion import fixed_effects
 from .fitting import build_fit
 from .many_kernels import many_sums_and_cross, many_within
-from .many_scan import BatchedResult, batched_optima
+from .many_scan import BatchedFits, batched_optima
 from .optimizer import OptSummary, find_optima
 from .parametrization import standard_errors
 from .problem import CriterionProblem, criterion_problem
@@ -69,7 +73,8 @@ class ManyDesign:
     Attributes
     ----------
     template : Design
-    Y : float64 (n, k)
+    Y : float64 (n, k), or None
+        None in what a fit keeps without ``keep_data`` (the template has no rows then).
     response_names : tuple of str
     formulas : tuple of str or None
         Each response's formula (``"y_j ~ ..."``), for a fit from a formula.
@@ -82,7 +87,7 @@ class ManyDesign:
 
     @property
     def k(self) -> int:
-        return self.Y.shape[1]
+        return len(self.response_names)
 
     def design(self, j: int) -> Design:
         """The design of response j alone (what ``build_design`` or ``design_from_arrays``
@@ -184,6 +189,9 @@ def many_statistics(X: np.ndarray, Y: np.ndarray, groups: GroupCodes, intercept_
     ``PILOT_ROWS`` rows, 0 for a known intercept column), so that each response's
     statistics are those of its own fit.
     """
+    # A temporary C-ordered copy only when Y comes in another layout (the kernel reads
+    # rows); it is not kept.
+    Y = np.ascontiguousarray(Y)
     m = min(PILOT_ROWS, X.shape[0])
     shift_x = X[:m].mean(axis=0)
     if intercept_index is not None:
@@ -222,14 +230,16 @@ class _ResponseRows:
         return compute_group_stats(self.X, y, self.groups, shift, transform=transform)
 
 
-def _response_statistics(design: ManyDesign, stats: ManyStatistics, groups: GroupCodes, j: int,
+def _response_statistics(design: ManyDesign, stats: ManyStatistics, groups: GroupCodes | None, j: int,
                          with_rows: bool) -> SufficientStatistics:
     """Response j's :class:`SufficientStatistics`, with its rows (for the fit's fitted
-    values) or without (for the criterion alone)."""
+    values) or without (for the criterion alone); it can read its rows again in a better
+    basis only when ``design`` holds them."""
     template = design.template
     group_stats = stats.group_stats(j)
     response_design = design.design(j) if with_rows else None
     formula = None if design.formulas is None else design.formulas[j]
+    reread = None if design.Y is None else _ResponseRows(template.X, design.Y, j, groups)
     return SufficientStatistics(
         group_stats,
         tuple(template.column_names),
@@ -239,23 +249,25 @@ def _response_statistics(design: ManyDesign, stats: ManyStatistics, groups: Grou
         formula=formula,
         design=response_design,
         groups=groups if with_rows else None,
-        reread=_ResponseRows(template.X, design.Y, j, groups),
+        reread=reread,
     )
 
 
 @dataclass(frozen=True)
 class _OnePass:
-    """What the responses fitted from one pass share."""
+    """What the responses fitted from one pass share: the statistics, and the rows only
+    with ``keep_data`` (a private copy; else ``design`` has no rows, ``groups`` is None)."""
 
     design: ManyDesign
     statistics: ManyStatistics
-    groups: GroupCodes
+    groups: GroupCodes | None
     REML: bool
+    keep_data: bool
 
 
 class _SharedResponse:
-    """Response j of a one-pass fit: its criterion problem and optimizer record; its
-    LmerFit is built when first asked for."""
+    """Response j of a one-pass fit, fitted by the single chain: its criterion problem
+    (without rows) and optimizer record; its LmerFit is built when first asked for."""
 
     def __init__(self, source: _OnePass, j: int, problem: CriterionProblem, summary: OptSummary):
         self.source, self.j, self.problem, self.summary = source, j, problem, summary
@@ -276,15 +288,20 @@ class _SharedResponse:
         return fixef, standard_errors(vcov_user), sigma2
 
     def build(self) -> LmerFit:
-        """The LmerFit: the criterion problem set up again with the rows at hand (the
-        same numbers, so the warnings it gave the first time are not repeated) and the
-        optimizer record already computed."""
-        source = self.source
-        statistics = _response_statistics(source.design, source.statistics, source.groups, self.j, with_rows=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            problem = criterion_problem(statistics, source.REML)
-        return build_fit(problem, self.summary)
+        """The LmerFit. Without the rows, from the criterion problem of the fit; with
+        them (``keep_data``), the criterion problem set up again with the rows at hand
+        (the same numbers, so the warnings it gave the first time are not repeated)."""
+        if not self.source.keep_data:
+            return build_fit(self.problem, self.summary)
+        return _build_with_rows(self.source, self.j, self.summary)
+
+
+def _build_with_rows(source: _OnePass, j: int, summary: OptSummary) -> LmerFit:
+    statistics = _response_statistics(source.design, source.statistics, source.groups, j, with_rows=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        problem = criterion_problem(statistics, source.REML)
+    return build_fit(problem, summary)
 
 
 class _FittedResponse:
@@ -308,13 +325,25 @@ class _FittedResponse:
         return self.fit
 
 
-class _BatchedResponse:
-    """A response fitted by the batched scan: its optimizer record and estimates; its
-    LmerFit is built when first asked for (as :class:`_SharedResponse`)."""
+@dataclass(frozen=True)
+class _Batch:
+    """The responses of a one-pass fit that the batched scan fitted (by their index j)."""
 
-    def __init__(self, source: _OnePass, j: int, result: BatchedResult, names):
-        self.source, self.j, self.result, self.names = source, j, result, tuple(names)
-        self.summary = result.summary
+    source: _OnePass
+    fits: BatchedFits
+    names: tuple[str, ...]
+
+
+class _BatchedResponse:
+    """A response fitted by the batched scan, a view of the arrays of :class:`_Batch`:
+    its optimizer record is built when asked for, its LmerFit when first asked for."""
+
+    def __init__(self, batch: _Batch, j: int):
+        self.batch, self.j = batch, j
+
+    @property
+    def summary(self) -> OptSummary:
+        return self.batch.fits.summary(self.j)
 
     @property
     def optimum(self):
@@ -322,15 +351,28 @@ class _BatchedResponse:
 
     @property
     def n_optima(self) -> int:
-        return len(self.summary.optima)
+        return int(self.batch.fits.n_optima[self.j])
 
     def estimates(self) -> tuple[pd.Series, pd.Series, float]:
-        index = pd.Index(self.names)
-        return (pd.Series(self.result.fixef, index=index, name="fixef"),
-                pd.Series(self.result.se, index=index, name="se"), self.result.sigma2)
+        index = pd.Index(self.batch.names)
+        fits = self.batch.fits
+        return (pd.Series(fits.fixef[self.j], index=index, name="fixef"),
+                pd.Series(fits.se[self.j], index=index, name="se"), float(fits.sigma2[self.j]))
 
     def build(self) -> LmerFit:
-        return _SharedResponse.build(self)
+        source = self.batch.source
+        if source.keep_data:
+            return _build_with_rows(source, self.j, self.summary)
+        # The batched scan takes only responses whose statistics need no better basis
+        # (nor the exact within pass), so the criterion problem from the statistics
+        # alone is the one the single chain sets up.
+        statistics = _response_statistics(source.design, source.statistics, None, self.j, with_rows=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            problem = criterion_problem(statistics, source.REML)
+        if problem.notes or problem.parametrization.transform is not None:
+            raise RuntimeError(f"internal: batched response {self.j} needs its rows read again")
+        return build_fit(problem, self.summary)
 
 
 class ManyFits(Sequence):
@@ -340,7 +382,9 @@ class ManyFits(Sequence):
     ``fits[j]`` (or ``fits["name"]``) is response j's fit, equal to its own
     ``rl.fit(X, Y[:, j], groups)`` (or ``rl.lmer("y_j ~ ...", data)``): the global
     optimum, every local optimum, the boundary diagnosis. It is built on first access
-    and kept. :meth:`table` has one row per response; ``tau``, ``criterion``, ``fixef``
+    and kept, from the statistics: without ``keep_data=True`` (in ``rl.fit`` or
+    ``rl.lmer``) its ``fitted`` and ``resid`` are None and ``predict`` is refused, as
+    for a fit from chunks. :meth:`table` has one row per response; ``tau``, ``criterion``, ``fixef``
     and ``se`` are per-response Series and DataFrames, read without building the fits.
 
     Examples
@@ -357,10 +401,16 @@ class ManyFits(Sequence):
     True
     """
 
-    def __init__(self, responses: Sequence[str], entries: Sequence, REML: bool):
+    def __init__(self, responses: Sequence[str], entries: Sequence, REML: bool, batch: _Batch | None = None,
+                 batch_index: np.ndarray | None = None):
+        # ``entries[j]`` is None where response j is row ``batch_index[j]`` of the batched
+        # scan's arrays (no Python object per response until it is read).
         self._responses = tuple(responses)
-        self._entries = tuple(entries)
+        self._stored = tuple(entries)
         self._REML = REML
+        self._batch = batch
+        self._batch_index = (np.full(len(self._stored), -1, dtype=np.int64) if batch_index is None
+                             else np.asarray(batch_index, dtype=np.int64))
         self._fits: dict[int, LmerFit] = {}
         self._estimates_cache = None
         self._lock = threading.Lock()
@@ -371,10 +421,39 @@ class ManyFits(Sequence):
     @classmethod
     def combine(cls, responses: Sequence[str], shared: ManyFits | None, separate: dict[str, LmerFit]) -> ManyFits:
         """The responses in the order given, from a one-pass fit and from fits of their own."""
-        entries = {} if shared is None else dict(zip(shared._responses, shared._entries, strict=True))
-        entries.update({name: _FittedResponse(fit) for name, fit in separate.items()})
+        position = {} if shared is None else {name: j for j, name in enumerate(shared._responses)}
+        entries, index = [], np.full(len(responses), -1, dtype=np.int64)
+        for m, name in enumerate(responses):
+            if name in separate:
+                entries.append(_FittedResponse(separate[name]))
+                continue
+            j = position[name]
+            entries.append(shared._stored[j])
+            index[m] = shared._batch_index[j]
         REML = shared._REML if shared is not None else next(iter(separate.values())).REML
-        return cls(responses, [entries[name] for name in responses], REML)
+        return cls(responses, entries, REML, None if shared is None else shared._batch, index)
+
+    @property
+    def _entries(self) -> tuple:
+        """Every response's entry (views of the batched arrays made now)."""
+        return tuple(e if e is not None else _BatchedResponse(self._batch, int(self._batch_index[j]))
+                     for j, e in enumerate(self._stored))
+
+    def _entry(self, j: int):
+        entry = self._stored[j]
+        return entry if entry is not None else _BatchedResponse(self._batch, int(self._batch_index[j]))
+
+    def _per_response(self, batched: np.ndarray | None, single, dtype=float) -> np.ndarray:
+        """A number per response: from the batched arrays where they have it, else
+        ``single(entry)``."""
+        out = np.empty(len(self._stored), dtype=dtype)
+        rows = self._batch_index
+        mask = rows >= 0
+        if mask.any():
+            out[mask] = batched[rows[mask]]
+        for j in np.flatnonzero(~mask):
+            out[j] = single(self._stored[j])
+        return out
 
     # --- the sequence ---------------------------------------------------------------------
 
@@ -388,7 +467,7 @@ class ManyFits(Sequence):
         return self._REML
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._stored)
 
     def __getitem__(self, key):
         if isinstance(key, slice):
@@ -411,7 +490,7 @@ class ManyFits(Sequence):
     def _fit(self, j: int) -> LmerFit:
         with self._lock:
             if j not in self._fits:
-                self._fits[j] = self._entries[j].build()
+                self._fits[j] = self._entry(j).build()
             return self._fits[j]
 
     # --- per-response numbers ---------------------------------------------------------------
@@ -419,13 +498,15 @@ class ManyFits(Sequence):
     @property
     def tau(self) -> pd.Series:
         """var_group / sigma2 at each response's global optimum."""
-        return pd.Series([e.optimum.tau for e in self._entries], index=self._index(), name="tau", dtype=float)
+        batched = None if self._batch is None else self._batch.fits.tau
+        return pd.Series(self._per_response(batched, lambda e: e.optimum.tau), index=self._index(), name="tau")
 
     @property
     def criterion(self) -> pd.Series:
         """Each response's criterion (REML criterion or ML deviance) at its global optimum."""
-        return pd.Series([e.optimum.criterion for e in self._entries], index=self._index(), name="criterion",
-                         dtype=float)
+        batched = None if self._batch is None else self._batch.fits.criterion
+        return pd.Series(self._per_response(batched, lambda e: e.optimum.criterion), index=self._index(),
+                         name="criterion")
 
     @property
     def sigma2(self) -> pd.Series:
@@ -453,27 +534,33 @@ class ManyFits(Sequence):
     def _estimates(self) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
         with self._lock:
             if self._estimates_cache is None:
-                index = self._index()
-                if self._entries and all(isinstance(e, _BatchedResponse) for e in self._entries[1:]):
-                    self._estimates_cache = self._batched_estimates(index)
-                    return self._estimates_cache
-                fixef, se, sigma2 = zip(*(e.estimates() for e in self._entries), strict=True)
-                self._estimates_cache = (pd.DataFrame(list(fixef), index=index), pd.DataFrame(list(se), index=index),
-                                         np.asarray(sigma2, dtype=float))
+                self._estimates_cache = self._all_estimates(self._index())
             return self._estimates_cache
 
-    def _batched_estimates(self, index: pd.Index) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-        """The estimates as arrays, without a Series per response (the batched responses
-        carry arrays; the first response may be a single-chain fit)."""
-        first = self._entries[0]
-        fixef0, se0, sigma2_0 = first.estimates()
-        names = fixef0.index
-        fixef = np.empty((len(self._entries), len(names)))
-        se = np.empty_like(fixef)
-        sigma2 = np.empty(len(self._entries))
-        fixef[0], se[0], sigma2[0] = fixef0.to_numpy(), se0.to_numpy(), sigma2_0
-        for j, entry in enumerate(self._entries[1:], start=1):
-            fixef[j], se[j], sigma2[j] = entry.result.fixef, entry.result.se, entry.result.sigma2
+    def _all_estimates(self, index: pd.Index) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+        """The estimates as arrays: the batched responses' rows from the scan's arrays,
+        the others from their fits or criterion problems."""
+        rows = self._batch_index
+        single = {j: self._stored[j].estimates() for j in np.flatnonzero(rows < 0)}
+        names = self._batch.names if self._batch is not None else None
+        if single:
+            first = next(iter(single.values()))[0].index
+            if names is None or list(first) == list(names):
+                names = first
+        if names is None or any(list(f.index) != list(names) for f, _, _ in single.values()):
+            # Fits of their own may keep other columns (a formula fit that dropped one).
+            fixef, se, sigma2 = zip(*(self._entry(j).estimates() for j in range(len(self))), strict=True)
+            return (pd.DataFrame(list(fixef), index=index), pd.DataFrame(list(se), index=index),
+                    np.asarray(sigma2, dtype=float))
+        names = pd.Index(names)
+        k, p = len(self), len(names)
+        fixef, se, sigma2 = np.empty((k, p)), np.empty((k, p)), np.empty(k)
+        mask = rows >= 0
+        if mask.any():
+            fits = self._batch.fits
+            fixef[mask], se[mask], sigma2[mask] = fits.fixef[rows[mask]], fits.se[rows[mask]], fits.sigma2[rows[mask]]
+        for j, (f, e, s2) in single.items():
+            fixef[j], se[j], sigma2[j] = f.to_numpy(), e.to_numpy(), s2
         return (pd.DataFrame(fixef, index=index, columns=names), pd.DataFrame(se, index=index, columns=names),
                 sigma2)
 
@@ -498,19 +585,23 @@ class ManyFits(Sequence):
                 "icc": tau / (1.0 + tau),
                 "criterion": self.criterion.to_numpy(),
                 "singular": theta < SINGULAR_TOL,
-                "boundary": [self._boundary_reason(j) for j in range(len(self))],
-                "n_optima": [e.n_optima for e in self._entries],
+                "boundary": self._boundary_reasons(),
+                "n_optima": self._per_response(None if self._batch is None else self._batch.fits.n_optima,
+                                               lambda e: e.n_optima, dtype=np.int64),
             },
             index=self._index(),
         )
         return pd.concat([frame, fixef.add_prefix("fixef[").add_suffix("]"), se.add_prefix("se[").add_suffix("]")],
                          axis=1)
 
-    def _boundary_reason(self, j: int) -> str:
-        if self._entries[j].optimum.kind != "boundary":
-            return ""
-        boundary = self[j].boundary
-        return "" if boundary is None else boundary.reason
+    def _boundary_reasons(self) -> list[str]:
+        at_zero = self._per_response(None if self._batch is None else self._batch.fits.at_zero,
+                                     lambda e: e.optimum.kind == "boundary", dtype=bool)
+        reasons = [""] * len(self)
+        for j in np.flatnonzero(at_zero):
+            boundary = self[int(j)].boundary
+            reasons[j] = "" if boundary is None else boundary.reason
+        return reasons
 
     def __repr__(self) -> str:
         method = "REML" if self._REML else "ML"
@@ -523,11 +614,17 @@ class ManyFits(Sequence):
         return many_fits_html(self)
 
 
-def fit_many_design(design: ManyDesign, REML: bool = True) -> ManyFits:
+def fit_many_design(design: ManyDesign, REML: bool = True, keep_data: bool = False) -> ManyFits:
     """Fit every response of a :class:`ManyDesign`: one pass over the rows, then the
     batched scan (:mod:`reml_engine.core.many_scan`) for the responses it can decide,
     and each other response's criterion problem and global optimization from its own
     statistics.
+
+    The result keeps the statistics, not the rows: each response's fit is built from
+    them, as a chunked fit (``fitted``, ``resid`` None, ``predict`` refused). With
+    ``keep_data`` it keeps a private copy of the rows (X, Y, the groups) and each fit has
+    its fitted values. It never keeps a reference to ``design.Y``: nothing done to that
+    array later changes the fits.
 
     Raises
     ------
@@ -546,13 +643,16 @@ def fit_many_design(design: ManyDesign, REML: bool = True) -> ManyFits:
         ones = np.flatnonzero((template.X.min(axis=0) == 1.0) & (template.X.max(axis=0) == 1.0))
         intercept_index = int(ones[0]) if len(ones) else None
     statistics = many_statistics(template.X, design.Y, groups, intercept_index)
-    source = _OnePass(design, statistics, groups, REML)
+    if not (np.isfinite(statistics.squares_y).all() and np.isfinite(statistics.cross_xy).all()):
+        check_responses_finite(design.Y, design.response_names)
+    source = _OnePass(_kept_design(design, keep_data), statistics, groups if keep_data else None, REML, keep_data)
     entries: list = [None] * design.k
-    batched: dict[int, BatchedResult] = {}
-    for j, name in enumerate(design.response_names):
-        if j in batched:
-            entries[j] = _BatchedResponse(source, j, batched[j], template.column_names)
-            continue
+    batch, batch_index = None, np.full(design.k, -1, dtype=np.int64)
+
+    def single_chain(j: int) -> None:
+        name = design.response_names[j]
+        # The rows of the call (design.Y) while fitting: the criterion problem may read
+        # them again in a better-conditioned basis; it keeps no reference to them.
         response = _response_statistics(design, statistics, groups, j, with_rows=False)
         try:
             check_values(response.group_stats, template.X, design.Y[:, j], template.column_names, name)
@@ -561,10 +661,32 @@ def fit_many_design(design: ManyDesign, REML: bool = True) -> ManyFits:
         except ModelDataError as err:
             raise ModelDataError(f"response {j} ({name!r}) of {design.k}: {err}") from None
         entries[j] = _SharedResponse(source, j, problem, summary)
-        if j == 0 and design.k > 1 and _batchable(problem, template, intercept_index):
-            # What depends only on X was decided on this response: the others share it.
-            batched = batched_optima(statistics, problem.nobs, len(template.column_names), intercept_index, REML)
-    return ManyFits(design.response_names, entries, REML)
+
+    single_chain(0)
+    rest = np.arange(1, design.k)
+    if design.k > 1 and _batchable(entries[0].problem, template, intercept_index):
+        # What depends only on X was decided on the first response: the others share it.
+        fits = batched_optima(statistics, entries[0].problem.nobs, len(template.column_names), intercept_index, REML)
+        if fits is not None:
+            fits.fitted[0] = False
+            batch = _Batch(source, fits, tuple(template.column_names))
+            batch_index[fits.fitted] = np.flatnonzero(fits.fitted)
+            rest = rest[~fits.fitted[1:]]
+    for j in rest:
+        single_chain(int(j))
+    return ManyFits(design.response_names, entries, REML, batch, batch_index)
+
+
+def _kept_design(design: ManyDesign, keep_data: bool) -> ManyDesign:
+    """What the fits keep of the design: a private copy of the rows with ``keep_data``,
+    else the names and formula alone (a template without rows)."""
+    template = design.template
+    if keep_data:
+        Y = np.array(design.Y, order="C", copy=True)
+        template = replace(template, X=np.array(template.X, copy=True), y=Y[:, 0].copy(),
+                           groups=template.groups.copy())
+        return replace(design, template=template, Y=Y)
+    return replace(design, template=replace(template, X=None, y=None, groups=None), Y=None)
 
 
 def _batchable(problem: CriterionProblem, template: Design, intercept_index: int | None) -> bool:

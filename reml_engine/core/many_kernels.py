@@ -85,20 +85,21 @@ def many_sums_and_cross(X, Y, codes, n_groups, shift_x, shift_y):
     # k sums stay in cache while its rows are read, where rows in data order would
     # visit a random group's k sums at every row.
     order = _group_order(codes, n_groups)
-    # X'Y accumulated row by row into (k, p), in the same loop as the sums: for p of a
-    # few columns, BLAS on (p x rows) blocks ran at a fraction of the memory speed.
-    cross_yx = np.zeros((k, p), dtype=np.float64)
+    # X'Y accumulated row by row, in the same pass as the sums (for p of a few columns,
+    # BLAS on (p x rows) blocks ran at a fraction of the memory speed): each row's
+    # shifted Y values once into ``y``, then p contiguous multiply-adds over the k
+    # responses, loops the compiler vectorizes (branch-free ranges for the same reason).
+    cross_xy = np.zeros((p, k), dtype=np.float64)
     x = np.empty(p, dtype=np.float64)
+    y = np.empty(k, dtype=np.float64)
     for r in range(n):
         row = order[r]
         g = codes[row]
         counts[g] += 1
         for j in range(p):
             v = X[row, j]
-            if v < lo_x[j]:
-                lo_x[j] = v
-            if v > hi_x[j]:
-                hi_x[j] = v
+            lo_x[j] = min(lo_x[j], v)
+            hi_x[j] = max(hi_x[j], v)
             v -= shift_x[j]
             x[j] = v
             sums_x[g, j] += v
@@ -107,16 +108,16 @@ def many_sums_and_cross(X, Y, codes, n_groups, shift_x, shift_y):
                 cross_xx[a, b] += x[a] * x[b]
         for j in range(k):
             v = Y[row, j]
-            if v < lo_y[j]:
-                lo_y[j] = v
-            if v > hi_y[j]:
-                hi_y[j] = v
+            lo_y[j] = min(lo_y[j], v)
+            hi_y[j] = max(hi_y[j], v)
             v -= shift_y[j]
+            y[j] = v
             sums_y[g, j] += v
             squares_y[j] += v * v
-            for a in range(p):
-                cross_yx[j, a] += x[a] * v
-    cross_xy = np.ascontiguousarray(cross_yx.T)
+        for a in range(p):
+            xa = x[a]
+            for j in range(k):
+                cross_xy[a, j] += xa * y[j]
     return counts, sums_x, sums_y, cross_xx, cross_xy, squares_y, lo_x, hi_x, lo_y, hi_y
 
 

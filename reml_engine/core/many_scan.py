@@ -37,14 +37,15 @@ statistics, and the scan keeps ``O(K)`` per response, never ``k x K``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.linalg import solve_triangular
 
 from ..frontend.data_checks import MAGNITUDE_LIMIT
+from .blas import single_threaded_blas
 from .identifiability import EXACT_FIT_TOL
-from .many_scan_kernels import DECIDED, scan_responses
+from .many_scan_kernels import DECIDED, global_optima, scan_responses
 from .optimizer import (
     REFINE_RTOL,
     SCAN_CERTIFY_RTOL,
@@ -76,14 +77,62 @@ MANY_BLOCK_DOUBLES = 2**22
 
 
 @dataclass(frozen=True)
-class BatchedResult:
-    """A response fitted by the batched scan: its optimizer record and estimates at the
-    global optimum (``fixef`` and ``se`` in the user's columns)."""
+class _BlockRecords:
+    """The scan's output for the responses of one block it fitted (row m of each array:
+    the m-th of them): what :func:`_summary` builds an optimizer record from."""
 
-    summary: OptSummary
+    n_brackets: np.ndarray
+    brackets: np.ndarray
+    roots: np.ndarray
+    root_crit: np.ndarray
+    root_deriv: np.ndarray
+    root_beta: np.ndarray
+    root_pwrss: np.ndarray
+    zero: np.ndarray
+    zero_beta: np.ndarray
+    evaluations: np.ndarray
+    first: np.ndarray
+
+
+@dataclass(frozen=True)
+class BatchedFits:
+    """The responses the batched scan fitted, as arrays over all k responses.
+
+    ``fitted[j]`` says whether response j was fitted here (the others are left to the
+    single chain). For those: ``tau`` and ``criterion`` at the global optimum,
+    ``at_zero`` (the global optimum is tau = 0, kind ``"boundary"``), ``n_optima``, and
+    ``fixef``, ``se`` (k, p) in the user's columns and ``sigma2``. Each optimizer record
+    (:class:`~reml_engine.core.optimizer.OptSummary`) is built from the scan's arrays
+    when asked for (:meth:`summary`), so k responses cost no Python object each up front;
+    the arrays give the same global optimum and count of optima as the record
+    (``tests/core/test_many_scan.py`` checks it).
+    """
+
+    fitted: np.ndarray
+    tau: np.ndarray
+    criterion: np.ndarray
+    at_zero: np.ndarray
+    n_optima: np.ndarray
     fixef: np.ndarray
     se: np.ndarray
-    sigma2: float
+    sigma2: np.ndarray
+    block: np.ndarray = field(repr=False)
+    row: np.ndarray = field(repr=False)
+    records: tuple = field(repr=False)
+    taus: np.ndarray = field(repr=False)
+    lower: float = 0.0
+    max_size: float = 1.0
+    REML: bool = True
+
+    def summary(self, j: int) -> OptSummary:
+        """Response j's optimizer record (as the single scan's ``find_optima`` builds it)."""
+        if not self.fitted[j]:
+            raise ValueError(f"response {j} was not fitted by the batched scan")
+        r, m = self.records[int(self.block[j])], int(self.row[j])
+        found = _summary(self.taus, self.lower, r.brackets[m, :r.n_brackets[m]], r.roots[m], r.root_crit[m],
+                         r.root_deriv[m], r.root_beta[m], r.root_pwrss[m], r.zero[m], r.zero_beta[m],
+                         int(r.evaluations[m]), r.first[m], self.max_size, self.REML)
+        return found[0]
 
 
 @dataclass(frozen=True)
@@ -166,7 +215,8 @@ def _response_parts(shared: _SharedX, stats, block: np.ndarray, p: int):
     within[:, p, p] = within_yy
     between = np.empty((b, U, q, q))
     between[:, :, :p, :p] = shared.between_xx
-    between_xy = np.einsum("ug,ga,gj->jua", shared.size_weights, sums_x, sums_y)
+    # sum_g w_ug S_x[g, a] S_y[g, j], one product per group size (einsum's loop was slower).
+    between_xy = np.stack([((weights[:, None] * sums_x).T @ sums_y).T for weights in shared.size_weights], axis=1)
     between[:, :, :p, p] = between[:, :, p, :p] = between_xy
     between[:, :, p, p] = (shared.size_weights @ (sums_y * sums_y)).T
     # The spectral projections: w = Z' P_0 y = S_y - A l_y, split per size into the
@@ -202,19 +252,22 @@ def _response_parts(shared: _SharedX, stats, block: np.ndarray, p: int):
     return within, between, h2, rss0, ok
 
 
-def batched_optima(stats, nobs: int, p: int, intercept_index: int, REML: bool) -> dict[int, BatchedResult]:
+def batched_optima(stats, nobs: int, p: int, intercept_index: int, REML: bool) -> BatchedFits | None:
     """The responses of one-pass statistics (:class:`reml_engine.core.many.ManyStatistics`)
-    that the batched scan fits, by index; the others are left to the single chain.
+    that the batched scan fits (``BatchedFits.fitted``); the others are left to the
+    single chain. None when the scan does not apply to X at all.
 
     The caller has checked, on one response through the single chain, what depends only
     on X: no column dropped, no conditioning transform, an intercept column at
     ``intercept_index``; the statistics are those of the model's parametrization (each
     column about its pilot shift, the intercept unshifted).
     """
-    with np.errstate(all="ignore"):
+    # Small dense algebra on (G x k) blocks: one BLAS thread (reml_engine.core.blas; on
+    # the shared machine two threads made these products several times slower).
+    with np.errstate(all="ignore"), single_threaded_blas():
         shared = _shared_x(stats, p)
         if shared is None:
-            return {}
+            return None
         pooled_x = PooledStats(nobs=nobs, within=np.zeros((p + 1, p + 1)), sizes=shared.sizes,
                                groups_per_size=shared.groups_per_size, between=np.zeros((len(shared.sizes), 1, 1)),
                                model_shift=np.zeros(p + 1))
@@ -225,7 +278,12 @@ def batched_optima(stats, nobs: int, p: int, intercept_index: int, REML: bool) -
         k = stats.sums_y.shape[1]
         U, q = len(shared.sizes), p + 1
         block_size = max(1, MANY_BLOCK_DOUBLES // ((U + 1) * q * q + len(shared.xi)))
-        results: dict[int, BatchedResult] = {}
+        fitted = np.zeros(k, dtype=bool)
+        tau_k, crit_k, sigma2_k = np.full(k, np.nan), np.full(k, np.nan), np.full(k, np.nan)
+        at_zero, n_optima = np.zeros(k, dtype=bool), np.zeros(k, dtype=np.int64)
+        fixef_k, se_k = np.full((k, p), np.nan), np.full((k, p), np.nan)
+        block_of, row_of = np.full(k, -1, dtype=np.int64), np.full(k, -1, dtype=np.int64)
+        records = []
         for start in range(0, k, block_size):
             block = np.arange(start, min(k, start + block_size))
             within, between, h2, rss0, ok = _response_parts(shared, stats, block, p)
@@ -237,25 +295,35 @@ def batched_optima(stats, nobs: int, p: int, intercept_index: int, REML: bool) -
                 SCAN_CERTIFY_RTOL, MANY_SAFETY, MANY_SIGN_RTOL, REFINE_RTOL, STATIONARY_RTOL, MANY_MAX_BRACKETS,
                 MANY_MAX_ITERATIONS, status,
             )
-            decided, summaries, best_tau, best_beta, best_pwrss = [], [], [], [], []
-            for b in np.flatnonzero(status == DECIDED):
-                found = _summary(taus, lower, brackets[b, :n_brackets[b]], roots[b], root_crit[b], root_deriv[b],
-                                 root_beta[b], root_pwrss[b], zero[b], zero_beta[b], int(evaluations[b]), first[b],
-                                 max_size, REML)
-                if found is not None:
-                    decided.append(b)
-                    summaries.append(found[0])
-                    best_tau.append(found[1])
-                    best_beta.append(found[2])
-                    best_pwrss.append(found[3])
-            if decided:
-                fixef, se, sigma2 = _estimates(stats, block[decided], np.array(best_tau), np.array(best_beta),
-                                               np.array(best_pwrss), within[decided], between[decided], shared.sizes,
-                                               dof, intercept_index)
-                for m, b in enumerate(decided):
-                    if np.all(np.isfinite(fixef[m])) and np.all(np.isfinite(se[m])) and np.isfinite(sigma2[m]):
-                        results[int(block[b])] = BatchedResult(summaries[m], fixef[m], se[m], float(sigma2[m]))
-    return results
+            valid, best, tau, crit, count = global_optima(float(taus[0]), status, n_brackets, roots, root_crit, first,
+                                                          zero)
+            decided = np.flatnonzero(valid)
+            if not len(decided):
+                continue
+            chosen = best[decided]
+            interior = chosen >= 0
+            beta = zero_beta[decided].copy()
+            pwrss = zero[decided, 2].copy()
+            beta[interior] = root_beta[decided[interior], chosen[interior]]
+            pwrss[interior] = root_pwrss[decided[interior], chosen[interior]]
+            fixef, se, sigma2 = _estimates(stats, block[decided], tau[decided], beta, pwrss, within[decided],
+                                           between[decided], shared.sizes, dof, intercept_index)
+            finite = np.isfinite(fixef).all(axis=1) & np.isfinite(se).all(axis=1) & np.isfinite(sigma2)
+            decided, fixef, se, sigma2 = decided[finite], fixef[finite], se[finite], sigma2[finite]
+            if not len(decided):
+                continue
+            columns = block[decided]
+            fitted[columns] = True
+            tau_k[columns], crit_k[columns], sigma2_k[columns] = tau[decided], crit[decided], sigma2
+            at_zero[columns], n_optima[columns] = best[decided] == -1, count[decided]
+            fixef_k[columns], se_k[columns] = fixef, se
+            block_of[columns], row_of[columns] = len(records), np.arange(len(decided))
+            records.append(_BlockRecords(
+                n_brackets[decided], brackets[decided], roots[decided], root_crit[decided], root_deriv[decided],
+                root_beta[decided], root_pwrss[decided], zero[decided], zero_beta[decided], evaluations[decided],
+                first[decided]))
+    return BatchedFits(fitted, tau_k, crit_k, at_zero, n_optima, fixef_k, se_k, sigma2_k, block_of, row_of,
+                       tuple(records), taus, lower, max_size, bool(REML))
 
 
 def _summary(taus, lower, bracket_index, roots, root_crit, root_deriv, root_beta, root_pwrss, zero, zero_beta,

@@ -1,8 +1,9 @@
 """Compiled kernels of the batched scan (:mod:`reml_engine.core.many_scan`): k responses
 on one design, one loop over the responses each.
 
-:func:`scan_responses` evaluates each response's spectral form at every scan point
-(``O(r)`` per point, the eigenvalues shared) and takes the decisions of the
+:func:`scan_responses` evaluates each response's spectral slope at every scan point
+(``O(r)`` per point: what depends on the eigenvalues and group sizes alone is computed
+once for all responses) and takes the decisions of the
 single-response scan (:func:`reml_engine.core.optimizer.find_optima`) where they are
 certain with a safety factor; a response where one of them is not certain gets
 ``status = FALLBACK`` and is fitted by the single-response chain instead. The direct
@@ -18,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .criterion_kernels import direct_criterion
+from .criterion_kernels import direct_point, direct_workspace
 
 #: The response's scan was decided here (its brackets are in the output).
 DECIDED = 0
@@ -27,64 +28,17 @@ FALLBACK = 1
 
 
 @njit(cache=True)
-def _spectral_point(tau, xi, h2, phantom_sizes, phantom_counts, sizes, groups_per_size, rss0, logdet_XtX, dof,
-                    REML, out, with_value):
-    """The spectral criterion at one tau (as ``reml_engine.core.spectral._spectral_kernel``)
-    into ``out``: criterion (only ``with_value``: the scan reads only slopes, and the
-    logarithms are most of the cost), derivative, derivative scale, logdet slope,
-    curvature sum, pwrss. Returns False where a factor or ``pwrss`` is not positive."""
-    pwrss = rss0
-    d_pwrss = 0.0
-    logdet = 0.0
-    d_logdet = 0.0
-    d_logdet_V = 0.0
-    for s in range(xi.shape[0]):
-        f = 1.0 + tau * xi[s]
-        if not f > 0.0:
-            return False
-        pwrss -= tau * h2[s] / f
-        d_pwrss -= h2[s] / (f * f)
-        if REML:
-            if with_value:
-                logdet += np.log(f)
-            d_logdet += xi[s] / f
-    for u in range(sizes.shape[0]):
-        f = 1.0 + tau * sizes[u]
-        if not f > 0.0:
-            return False
-        count = phantom_counts[u] if REML else groups_per_size[u]
-        if with_value:
-            logdet += count * np.log(f)
-        d_logdet += count * phantom_sizes[u] / f
-        d_logdet_V += groups_per_size[u] * sizes[u] / f
-    if not pwrss > 0.0:
-        return False
-    fit = dof * (1.0 + np.log(2.0 * np.pi) + np.log(pwrss / dof)) if with_value else 0.0
-    fit_slope = dof * (-d_pwrss) / pwrss
-    scale = abs(d_logdet_V) + abs(fit_slope)
-    if REML:
-        scale += abs(d_logdet - d_logdet_V)
-    out[0] = logdet + fit + (logdet_XtX if REML else 0.0) if with_value else np.nan
-    out[1] = d_logdet - fit_slope
-    out[2] = scale
-    out[3] = d_logdet
-    out[4] = -d_pwrss
-    out[5] = pwrss
-    return True
-
-
-@njit(cache=True)
-def _direct_at(tau, within, between, sizes, groups_per_size, dof, REML, taus1):
+def _direct_at(tau, within, between, sizes, groups_per_size, dof, REML, work, beta_buf):
     """The direct form at one tau: (criterion, derivative, derivative scale, pwrss, ok)
-    and beta (p,)."""
-    taus1[0] = tau
-    logdet_V, logdet_X, pwrss, beta, crit, deriv, dscale, ok = direct_criterion(
-        taus1, within, between, sizes, groups_per_size, dof, REML, True)
-    return crit[0], deriv[0], dscale[0], pwrss[0], ok[0], beta[0]
+    and beta (p,) (in ``beta_buf``, overwritten by the next call), in the scratch
+    matrices ``work`` (:func:`~reml_engine.core.criterion_kernels.direct_workspace`)."""
+    ok, logdet_V, logdet_X, pwrss, crit, deriv, dscale = direct_point(
+        tau, within, between, sizes, groups_per_size, dof, REML, True, work, beta_buf)
+    return crit, deriv, dscale, pwrss, ok, beta_buf
 
 
 @njit(cache=True)
-def _brent_root(a, b, fa, fb, within, between, sizes, groups_per_size, dof, REML, rtol, max_iter, taus1):
+def _brent_root(a, b, fa, fb, within, between, sizes, groups_per_size, dof, REML, rtol, max_iter, work, beta_buf):
     """Root of the direct derivative in [a, b] (``fa < 0 < fb``) by Brent's method
     (inverse quadratic interpolation, secant or bisection, whichever is safe), to
     ``|step| <= rtol |root|``. Returns (root, evaluations, ok); ok is False when the
@@ -131,7 +85,7 @@ def _brent_root(a, b, fa, fb, within, between, sizes, groups_per_size, dof, REML
             b = b + d
         else:
             b = b + (tol if half > 0.0 else -tol)
-        crit, fb, scale, pwrss, ok, beta = _direct_at(b, within, between, sizes, groups_per_size, dof, REML, taus1)
+        crit, fb, scale, pwrss, ok, beta = _direct_at(b, within, between, sizes, groups_per_size, dof, REML, work, beta_buf)
         evaluations += 1
         if not (ok and np.isfinite(fb)):
             return b, evaluations, False
@@ -139,14 +93,14 @@ def _brent_root(a, b, fa, fb, within, between, sizes, groups_per_size, dof, REML
 
 
 @njit(cache=True)
-def _make_exact(i, taus, slope, margin, exact, within, between, sizes, groups_per_size, dof, REML, sign_rtol, taus1,
+def _make_exact(i, taus, slope, margin, exact, within, between, sizes, groups_per_size, dof, REML, sign_rtol, work, beta_buf,
                 value):
     """Scan point i by the direct form, in place. False when the direct slope is not
     finite, farther from the spectral one than its margin (the single scan would redo
     the scan directly) or within ``sign_rtol`` of its scale of zero (its sign is
     rounding)."""
     crit, deriv, dscale, rss, ok, beta = _direct_at(taus[i], within, between, sizes, groups_per_size, dof, REML,
-                                                    taus1)
+                                                    work, beta_buf)
     if not (ok and np.isfinite(crit) and np.isfinite(deriv)):
         return False
     if abs(deriv - slope[i]) > margin[i] or abs(deriv) <= sign_rtol * dscale:
@@ -219,37 +173,73 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
     evaluations = np.zeros(k, dtype=np.int64)
     first = np.full((k, 2), np.nan)
     slope = np.empty(K)
-    value = np.empty(K)
+    value = np.full(K, np.nan)
     scale = np.empty(K)
     margin = np.empty(K)
     ld_slope = np.empty(K)
     curv = np.empty(K)
     pwrss = np.empty(K)
     exact = np.zeros(K, dtype=np.bool_)
-    point = np.empty(6)
-    taus1 = np.empty(1)
+    work = direct_workspace(q, sizes.shape[0])
+    beta_buf = np.zeros(p)
+    # What every response shares at each scan point (the eigenvalues and group sizes):
+    # tau / (1 + tau xi_s) and 1 / (1 + tau xi_s)^2, the log-determinant's slope and the
+    # scale's part. Per response a point then costs 2 r multiply-adds and one division.
+    R = xi.shape[0]
+    U = sizes.shape[0]
+    tw = np.empty((R, K))
+    w2 = np.empty((R, K))
+    shared_slope = np.zeros(K)
+    shared_scale = np.zeros(K)
+    usable = True
+    for i in range(K):
+        tau = taus[i]
+        d_logdet = 0.0
+        d_logdet_V = 0.0
+        for s in range(R):
+            f = 1.0 + tau * xi[s]
+            if not f > 0.0:
+                usable = False
+            tw[s, i] = tau / f
+            w2[s, i] = 1.0 / (f * f)
+            if REML:
+                d_logdet += xi[s] / f
+        for u in range(U):
+            f = 1.0 + tau * sizes[u]
+            if not f > 0.0:
+                usable = False
+            count = phantom_counts[u] if REML else groups_per_size[u]
+            d_logdet += count * sizes[u] / f
+            d_logdet_V += groups_per_size[u] * sizes[u] / f
+        shared_slope[i] = d_logdet
+        shared_scale[i] = abs(d_logdet_V) + (abs(d_logdet - d_logdet_V) if REML else 0.0)
+    if not usable:
+        for j in range(k):
+            status[j] = FALLBACK
     for j in range(k):
         if status[j] != DECIDED:
             continue
         W = within[j]
         Bt = between[j]
+        for i in range(K):
+            pwrss[i] = rss0[j]
+            curv[i] = 0.0
+        for s in range(R):
+            h = h2[j, s]
+            for i in range(K):
+                pwrss[i] -= tw[s, i] * h
+                curv[i] += w2[s, i] * h
         bad = False
         for i in range(K):
-            if not _spectral_point(taus[i], xi, h2[j], sizes, phantom_counts, sizes, groups_per_size, rss0[j],
-                                   logdet_XtX, dof, REML, point, False):
+            fit_slope = dof * curv[i] / pwrss[i]
+            slope[i] = shared_slope[i] - fit_slope
+            scale[i] = shared_scale[i] + abs(fit_slope)
+            if not (pwrss[i] > 0.0 and np.isfinite(slope[i]) and np.isfinite(scale[i])):
                 bad = True
-                break
-            if not (np.isfinite(point[1]) and np.isfinite(point[2])):
-                bad = True
-                break
-            slope[i] = point[1]
-            value[i] = point[0]
-            scale[i] = point[2]
-            margin[i] = certify_rtol * point[2]
-            ld_slope[i] = point[3]
-            curv[i] = point[4]
-            pwrss[i] = point[5]
+            margin[i] = certify_rtol * scale[i]
+            ld_slope[i] = shared_slope[i]
             exact[i] = False
+            value[i] = np.nan
         if bad:
             status[j] = FALLBACK
             continue
@@ -264,7 +254,7 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
                 continue
             evaluations[j] += 1
             if not _make_exact(i, taus, slope, margin, exact, W, Bt, sizes, groups_per_size, dof, REML, sign_rtol,
-                               taus1, value):
+                               work, beta_buf, value):
                 bad = True
                 break
         if bad or not slope[K - 1] > 0.0:
@@ -297,7 +287,7 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
                 if not exact[a]:
                     evaluations[j] += 1
                     if not _make_exact(a, taus, slope, margin, exact, W, Bt, sizes, groups_per_size, dof, REML,
-                                       sign_rtol, taus1, value):
+                                       sign_rtol, work, beta_buf, value):
                         bad = True
             if bad:
                 break
@@ -319,12 +309,12 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
                 break
             a, b = taus[i], taus[i + 1]
             root, used, ok = _brent_root(a, b, slope[i], slope[i + 1], W, Bt, sizes, groups_per_size, dof, REML,
-                                         refine_rtol, max_iter, taus1)
+                                         refine_rtol, max_iter, work, beta_buf)
             evaluations[j] += used
             if not ok:
                 bad = True
                 break
-            crit, deriv, dscale, rss, ok, beta = _direct_at(root, W, Bt, sizes, groups_per_size, dof, REML, taus1)
+            crit, deriv, dscale, rss, ok, beta = _direct_at(root, W, Bt, sizes, groups_per_size, dof, REML, work, beta_buf)
             evaluations[j] += 1
             if not (ok and np.isfinite(crit) and abs(deriv) <= stationary_rtol * dscale):
                 bad = True
@@ -343,7 +333,7 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
         n_brackets[j] = count
         first[j, 0] = value[0]
         first[j, 1] = slope[0]
-        crit, deriv, dscale, rss, ok, beta = _direct_at(0.0, W, Bt, sizes, groups_per_size, dof, REML, taus1)
+        crit, deriv, dscale, rss, ok, beta = _direct_at(0.0, W, Bt, sizes, groups_per_size, dof, REML, work, beta_buf)
         evaluations[j] += 1
         if not (ok and np.isfinite(crit) and np.isfinite(deriv)):
             status[j] = FALLBACK
@@ -355,3 +345,88 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
             zero_beta[j, c] = beta[c]
     return (status, n_brackets, brackets, roots, root_crit, root_deriv, root_pwrss, root_beta, zero, zero_beta,
             evaluations, first)
+
+
+@njit(cache=True)
+def global_optima(first_tau, status, n_brackets, roots, root_crit, first, zero):
+    """Each decided response's global optimum and number of optima, as the optimizer
+    record :func:`reml_engine.core.many_scan._summary` builds would give them (its
+    ``optima``: the refined roots and the limit point over tau > 0, then tau = 0 when the
+    slope there is not negative, sorted by tau and deduplicated as
+    ``reml_engine.core.optimizer._dedupe``; the global optimum is the first of the lowest
+    criterion), without building the record.
+
+    Returns
+    -------
+    valid (k,) bool: the record has an optimum (else the single chain decides);
+    best (k,) int64: the root of the global optimum, -1 for tau = 0;
+    tau, criterion (k,); n_optima (k,) int64.
+    """
+    k = status.shape[0]
+    B = roots.shape[1]
+    valid = np.zeros(k, dtype=np.bool_)
+    best = np.full(k, -2, dtype=np.int64)
+    tau = np.full(k, np.nan)
+    criterion = np.full(k, np.nan)
+    n_optima = np.zeros(k, dtype=np.int64)
+    ts = np.empty(B + 2)
+    cs = np.empty(B + 2)
+    which = np.empty(B + 2, dtype=np.int64)  # root index, -1 tau = 0, -2 the limit point
+    for j in range(k):
+        if status[j] != DECIDED:
+            continue
+        n = n_brackets[j]
+        has_limit = first[j, 1] > 0.0
+        if n == 0 and not has_limit:
+            continue
+        count = 0
+        for m in range(n):
+            if roots[j, m] > 0.0:
+                ts[count] = roots[j, m]
+                cs[count] = root_crit[j, m]
+                which[count] = m
+                count += 1
+        if has_limit and first_tau > 0.0:
+            ts[count] = first_tau
+            cs[count] = first[j, 0]
+            which[count] = -2
+            count += 1
+        if zero[j, 1] >= 0.0:
+            ts[count] = 0.0
+            cs[count] = zero[j, 0]
+            which[count] = -1
+            count += 1
+        if count == 0:
+            continue
+        # Stable insertion sort by tau (Python's sorted).
+        for a in range(1, count):
+            t, c, w = ts[a], cs[a], which[a]
+            b = a - 1
+            while b >= 0 and ts[b] > t:
+                ts[b + 1], cs[b + 1], which[b + 1] = ts[b], cs[b], which[b]
+                b -= 1
+            ts[b + 1], cs[b + 1], which[b + 1] = t, c, w
+        kept = 0
+        for a in range(count):
+            if kept > 0 and abs(ts[a] - ts[kept - 1]) <= 1e-9 * max(abs(ts[a]), 1e-300):
+                continue
+            ts[kept], cs[kept], which[kept] = ts[a], cs[a], which[a]
+            kept += 1
+        g = 0
+        for a in range(1, kept):
+            if cs[a] < cs[g]:
+                g = a
+        if which[g] == -2:
+            continue
+        chosen = -1
+        if which[g] >= 0:
+            for m in range(n):
+                if roots[j, m] == ts[g]:
+                    chosen = m
+                    break
+        valid[j] = True
+        best[j] = chosen
+        tau[j] = ts[g]
+        criterion[j] = cs[g]
+        n_optima[j] = kept
+    return valid, best, tau, criterion, n_optima

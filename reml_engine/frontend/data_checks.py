@@ -235,3 +235,19 @@ def check_values(stats, X: np.ndarray, y: np.ndarray, names: Sequence[str], resp
         check_range(float(lo[-1]), float(hi[-1]), f"response {response_name!r}")
     for j, name in enumerate(names):
         check_range(float(lo[j]), float(hi[j]), f"predictor column {name!r}")
+
+
+def check_responses_finite(Y: np.ndarray, names: tuple[str, ...]) -> None:
+    """A :class:`ModelDataError` naming the responses with non-finite values. The fit
+    calls it only when a response's sum of squares from its one pass is not finite
+    (a non-finite value makes it so; one that overflowed only costs this element-wise
+    test), so a finite Y is not read an extra time."""
+    bad = ~np.isfinite(Y)
+    if bad.any():
+        per_column = bad.sum(axis=0)
+        shown = ", ".join(f"{names[j]!r}: {int(per_column[j])}" for j in np.flatnonzero(per_column)[:10])
+        raise ModelDataError(
+            f"Y has non-finite values (inf or NaN) in {int((per_column > 0).sum())} of its {len(names)} responses "
+            f"({shown}); rl.fit does not drop rows: remove them, or fit from a DataFrame with "
+            "rl.lmer('cbind(y1, y2) ~ ...', data), which fits each response on its own complete rows"
+        )

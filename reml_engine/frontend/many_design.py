@@ -123,7 +123,6 @@ def many_design_from_arrays(X, Y, groups, names=None, response_names=None):
     with many responses. A DataFrame Y names the responses by its columns."""
     if response_names is None and isinstance(Y, pd.DataFrame):
         response_names = list(Y.columns)
-    given = Y
     Y = float_array(Y, "Y")
     if Y.ndim != 2:
         raise ModelDataError(f"Y must be a 2-d array (n, k) of k responses, got shape {Y.shape}")
@@ -134,31 +133,13 @@ def many_design_from_arrays(X, Y, groups, names=None, response_names=None):
     template = design_from_arrays(X, Y[:, 0], groups, names)
     if template.X.shape[1] == 0:
         raise ModelDataError("X has no columns: give at least the intercept column")
-    _check_finite(Y, response_names)
-    # The fits are built from the rows when first read: they must not see later changes
-    # to the caller's arrays.
-    Y = np.array(Y, order="C", copy=True if isinstance(given, np.ndarray) and np.shares_memory(Y, given) else None)
+    # Y (possibly the caller's array) is read by the fit and never kept: the fits keep
+    # the statistics, or a private copy of the rows (``keep_data``). X is small: a
+    # private copy, as the template's first response.
     if isinstance(X, np.ndarray) and np.shares_memory(template.X, X):
         template = replace(template, X=template.X.copy())
+    template = replace(template, y=np.array(template.y, copy=True))
     return ManyDesign(template, Y, response_names)
-
-
-def _check_finite(Y: np.ndarray, names: tuple[str, ...]) -> None:
-    # A non-finite value makes its column's sum non-finite; a finite sum proves the
-    # column finite without a boolean array the size of Y (a sum that overflows only
-    # sends the check to the element-wise test below).
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(Y.sum(axis=0)).all():
-            return
-    bad = ~np.isfinite(Y)
-    if bad.any():
-        per_column = bad.sum(axis=0)
-        shown = ", ".join(f"{names[j]!r}: {int(per_column[j])}" for j in np.flatnonzero(per_column)[:10])
-        raise ModelDataError(
-            f"Y has non-finite values (inf or NaN) in {int((per_column > 0).sum())} of its {len(names)} responses "
-            f"({shown}); rl.fit does not drop rows: remove them, or fit from a DataFrame with "
-            "rl.lmer('cbind(y1, y2) ~ ...', data), which fits each response on its own complete rows"
-        )
 
 
 def build_many_design(formula: str, responses: list[str], data: pd.DataFrame, na_action: str = "omit", *,

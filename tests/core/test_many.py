@@ -43,7 +43,12 @@ def assert_same_fit(got: rl.LmerFit, expected: rl.LmerFit) -> None:
     if got.boundary is not None:
         assert got.boundary.reason == expected.boundary.reason
     np.testing.assert_allclose(got.ranef.to_numpy(), expected.ranef.to_numpy(), rtol=1e-8, atol=1e-12)
-    np.testing.assert_allclose(got.fitted, expected.fitted, rtol=1e-8, atol=1e-12)
+    if got.design is None:
+        # A fit from the statistics alone (ManyFits without keep_data): no rows.
+        assert got.fitted is None and got.resid is None and got.group_codes is None
+    else:
+        np.testing.assert_allclose(got.fitted, expected.fitted, rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(got.resid, expected.resid, rtol=1e-8, atol=1e-12)
     assert got.nobs == expected.nobs and got.ngroups == expected.ngroups
     assert got.dropped_columns == expected.dropped_columns
 
@@ -61,10 +66,12 @@ def seed_responses():
     return X, Y, seed.f.to_numpy()
 
 
-def test_each_response_is_its_own_fit(seed_responses):
+@pytest.mark.parametrize("keep_data", [False, True])
+def test_each_response_is_its_own_fit(seed_responses, keep_data):
     X, Y, groups = seed_responses
-    fits = rl.fit(X, Y, groups, names=["(Intercept)", "x"])
+    fits = rl.fit(X, Y, groups, names=["(Intercept)", "x"], keep_data=keep_data)
     assert isinstance(fits, ManyFits) and len(fits) == Y.shape[1]
+    assert all((f.fitted is not None) == keep_data for f in fits)
     alone = [rl.fit(X, Y[:, j], groups, names=["(Intercept)", "x"]) for j in range(Y.shape[1])]
     for got, expected in zip(fits, alone, strict=True):
         assert_same_fit(got, expected)
@@ -189,14 +196,56 @@ def test_the_harness_reads_the_result(seed_responses):
     np.testing.assert_allclose(fixef, np.array([f.fixef for f in fits]), rtol=1e-12, atol=1e-15)
 
 
-def test_the_fits_do_not_change_when_the_callers_arrays_do(seed_responses):
+@pytest.mark.parametrize("keep_data", [False, True])
+def test_the_fits_do_not_change_when_the_callers_arrays_do(seed_responses, keep_data):
     X, Y, groups = seed_responses
-    X, Y = X.copy(), Y.copy()
-    fits = rl.fit(X, Y, groups)
-    expected = rl.fit(X.copy(), Y[:, 2].copy(), groups)
+    X, Y, groups = X.copy(), Y.copy(), groups.copy()
+    fits = rl.fit(X, Y, groups, keep_data=keep_data)
+    before = fits.table()
+    early = fits[1]  # built before the change
+    expected = [rl.fit(X.copy(), Y[:, j].copy(), groups.copy()) for j in range(Y.shape[1])]
     Y[:] = 0.0
     X[:, 1] = 1.0
-    assert_same_fit(fits[2], expected)  # built after the change
+    groups[:] = groups[0]
+    pd.testing.assert_frame_equal(fits.table(), before)
+    assert fits[1] is early
+    assert_same_fit(early, expected[1])
+    for j in (0, 2, 3):
+        assert_same_fit(fits[j], expected[j])  # built after the change
+
+
+def test_the_fits_keep_no_reference_to_y(seed_responses):
+    # Without keep_data the result holds the statistics only; with it, a private copy.
+    X, Y, groups = seed_responses
+    Y = Y.copy()
+    for keep_data in (False, True):
+        fits = rl.fit(X, Y, groups, keep_data=keep_data)
+        built = [fits[j] for j in range(len(fits))]
+        arrays = [a for f in built if f.design is not None for a in (f.design.X, f.design.y)]
+        assert not any(np.shares_memory(a, Y) for a in arrays)
+        assert (fits[0].design is not None) == keep_data
+    import gc
+    import weakref
+
+    class Owned(np.ndarray):
+        pass
+
+    owned = Y.view(Owned)
+    ref = weakref.ref(owned)
+    fits = rl.fit(X, owned, groups)
+    del owned
+    gc.collect()
+    assert ref() is None  # the fit kept no reference to the caller's array
+    assert len(fits.table()) == Y.shape[1]
+
+
+def test_without_the_rows_fitted_and_predict_say_so(seed_frame):
+    fits = rl.lmer("cbind(y, y_i) ~ x + (1|f)", seed_frame)
+    assert fits["y"].fitted is None and fits["y"].resid is None
+    with pytest.raises(rl.ModelDataError, match="needs the fit's data"):
+        fits["y"].predict(seed_frame)
+    with pytest.raises(rl.ModelDataError, match="keep_data must be"):
+        rl.fit(np.ones((12, 1)), np.ones((12, 2)), np.arange(12) % 4, keep_data="yes")
 
 
 @pytest.mark.parametrize(
@@ -255,14 +304,14 @@ def seed_frame(seed_responses):
 
 @pytest.mark.parametrize("formula", ["cbind(y, y.b, y_i) ~ x + cat + (1|f)", "y + `y.b` + y_i ~ x + cat + (1|f)"])
 def test_formula_responses_are_their_own_lmer_fits(seed_frame, formula):
-    fits = rl.lmer(formula, seed_frame)
+    fits = rl.lmer(formula, seed_frame, keep_data=True)
     assert fits.responses == ("y", "y.b", "y_i")
     for name in fits.responses:
         alone = rl.lmer(f"{name} ~ x + cat + (1|f)", seed_frame)
         assert_same_fit(fits[name], alone)
         assert fits[name].formula == alone.formula
         assert fits[name].response_name == name
-    # Prediction goes through the fit's own design, as for one response.
+    # With keep_data, prediction goes through the fit's own design, as for one response.
     np.testing.assert_allclose(fits["y_i"].predict(seed_frame), rl.lmer("y_i ~ x + cat + (1|f)",
                                                                         seed_frame).predict(seed_frame))
 
@@ -275,13 +324,14 @@ def test_r_dialect_reads_cbind_and_keeps_the_sum_for_plus(seed_frame):
         rl.lmer("y + y_i ~ x + (1|f)", seed_frame, dialect="R")
 
 
-def test_missing_values_in_one_response_drop_its_rows_only(seed_frame):
+@pytest.mark.parametrize("keep_data", [False, True])
+def test_missing_values_in_one_response_drop_its_rows_only(seed_frame, keep_data):
     frame = seed_frame.copy()
     frame.loc[[2, 7], "y_i"] = np.nan
     frame.loc[4, "x"] = np.nan  # a missing predictor: dropped for every response
     with pytest.warns(rl.ModelDataWarning, match=r"1 of 2 responses have missing values where the predictors are "
                                                  r"present \('y_i': 2\)"):
-        fits = rl.lmer("cbind(y, y_i) ~ x + (1|f)", frame)
+        fits = rl.lmer("cbind(y, y_i) ~ x + (1|f)", frame, keep_data=keep_data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         alone = {name: rl.lmer(f"{name} ~ x + (1|f)", frame) for name in ("y", "y_i")}

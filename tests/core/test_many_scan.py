@@ -41,6 +41,12 @@ def assert_rows_are_single_fits(X, Y, groups, REML=True, min_batched=0.5):
         np.testing.assert_allclose(row.tau, single.tau, rtol=ESTIMATE_RTOL, atol=1e-12)
         np.testing.assert_allclose(row.sigma2, single.sigma2, rtol=ESTIMATE_RTOL)
         summary = fits._entries[j].summary
+        if batched[j]:
+            # The table's optimum and count come from the scan's arrays; the record,
+            # built now from the same arrays, has them too.
+            assert (summary.global_optimum.tau, summary.global_optimum.criterion) == (row.tau, row.criterion)
+            assert len(summary.optima) == row.n_optima
+            assert (summary.global_optimum.kind == "boundary") == (row.tau == 0.0)
         assert [o.kind for o in summary.optima] == [o.kind for o in single.optima]
         np.testing.assert_allclose([o.tau for o in summary.optima], [o.tau for o in single.optima],
                                    rtol=ESTIMATE_RTOL, atol=1e-12)
