@@ -17,7 +17,7 @@ from .core.terms_fitting import fit_terms_design
 from .core.terms_results import TermsFit
 from .errors import ModelDataError
 from .frontend.arguments import check_bool, check_na_action
-from .frontend.design import build_design, design_from_arrays
+from .frontend.design import FixedEncoding, build_design, design_from_arrays
 from .frontend.formula_dialect import DEFAULT_DIALECT, check_contrasts, check_dialect
 from .frontend.many_design import build_many_design, many_design_from_arrays, response_columns
 from .frontend.terms_design import build_terms_design, uses_terms_engine
@@ -199,7 +199,10 @@ def _lmer_many(formula, responses, data, REML, na_action, dialect, contrasts, ke
                 for name, f in apart.items()}
     if not keep_data:
         # As the responses from one pass: fits from statistics, without the rows.
-        separate = {name: replace(f, design=None, group_codes=None, call=None) for name, f in separate.items()}
+        separate = {name: replace(f, design=None, group_codes=None, call=None,
+                                  fixed_encoding=FixedEncoding(f.design.formula, f.design.model_spec,
+                                                               f.design.numeric_columns))
+                    for name, f in separate.items()}
     return ManyFits.combine(responses, shared, separate)
 
 

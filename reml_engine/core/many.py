@@ -44,7 +44,8 @@ import pandas as pd
 
 from ..errors import ModelDataError
 from ..frontend.data_checks import check_groups, check_responses_finite, check_values
-from ..frontend.design import Design
+from ..frontend.design import Design, FixedEncoding
+from ..frontend.formula import ParsedFormula
 from ..frontend.groups import GroupCodes, factorize_groups
 from .criterion import fixed_effects
 from .fitting import build_fit
@@ -89,18 +90,30 @@ class ManyDesign:
     def k(self) -> int:
         return len(self.response_names)
 
-    def design(self, j: int) -> Design:
-        """The design of response j alone (what ``build_design`` or ``design_from_arrays``
-        would return for it)."""
-        template = self.template
-        parsed = template.formula
+    def formula(self, j: int) -> ParsedFormula | None:
+        """Response j's parsed formula (None for arrays)."""
+        parsed = self.template.formula
         if parsed is not None and self.formulas is not None:
             name = self.response_names[j]
             lhs = name if name.isidentifier() else f"`{name}`"
             parsed = replace(parsed, formula=self.formulas[j], response=name,
                              fixed=f"{lhs} ~{parsed.fixed.split('~', 1)[1]}")
-        return replace(template, y=np.ascontiguousarray(self.Y[:, j]), response_name=self.response_names[j],
-                       formula=parsed)
+        return parsed
+
+    def design(self, j: int) -> Design:
+        """The design of response j alone (what ``build_design`` or ``design_from_arrays``
+        would return for it)."""
+        return replace(self.template, y=np.ascontiguousarray(self.Y[:, j]), response_name=self.response_names[j],
+                       formula=self.formula(j))
+
+    def encoding(self, j: int) -> FixedEncoding | None:
+        """How new rows become response j's fixed-effect design, for its fit kept without
+        rows (``predict(newdata)``, ``simulate(newdata=)``, the type III table, as a fit
+        from chunks); None for arrays."""
+        parsed, spec = self.formula(j), self.template.model_spec
+        if parsed is None or spec is None:
+            return None
+        return FixedEncoding(parsed, spec, self.template.numeric_columns)
 
 
 @dataclass(frozen=True)
@@ -292,8 +305,13 @@ class _SharedResponse:
         them (``keep_data``), the criterion problem set up again with the rows at hand
         (the same numbers, so the warnings it gave the first time are not repeated)."""
         if not self.source.keep_data:
-            return build_fit(self.problem, self.summary)
+            return _without_rows(build_fit(self.problem, self.summary), self.source, self.j)
         return _build_with_rows(self.source, self.j, self.summary)
+
+
+def _without_rows(fit: LmerFit, source: _OnePass, j: int) -> LmerFit:
+    """A fit kept without rows, with its formula's encoding (see :meth:`ManyDesign.encoding`)."""
+    return replace(fit, fixed_encoding=source.design.encoding(j))
 
 
 def _build_with_rows(source: _OnePass, j: int, summary: OptSummary) -> LmerFit:
@@ -372,7 +390,7 @@ class _BatchedResponse:
             problem = criterion_problem(statistics, source.REML)
         if problem.notes or problem.parametrization.transform is not None:
             raise RuntimeError(f"internal: batched response {self.j} needs its rows read again")
-        return build_fit(problem, self.summary)
+        return _without_rows(build_fit(problem, self.summary), source, self.j)
 
 
 class ManyFits(Sequence):

@@ -9,6 +9,7 @@ checked against the dense oracle directly.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -239,11 +240,22 @@ def test_the_fits_keep_no_reference_to_y(seed_responses):
     assert len(fits.table()) == Y.shape[1]
 
 
-def test_without_the_rows_fitted_and_predict_say_so(seed_frame):
-    fits = rl.lmer("cbind(y, y_i) ~ x + (1|f)", seed_frame)
+def test_without_the_rows_fitted_is_none_and_predict_reads_newdata(seed_frame):
+    """Kept without rows, a response's fit predicts new data from its formula's encoding
+    (as a fit from chunks), equal to the single fit's prediction; without newdata it says
+    what it needs."""
+    frame = seed_frame.copy()
+    frame.loc[frame.index[3], "y_i"] = np.nan  # y_i is fitted on its own rows
+    with pytest.warns(rl.ModelDataWarning):
+        fits = rl.lmer("cbind(y, y_i) ~ x + (1|f)", frame)
     assert fits["y"].fitted is None and fits["y"].resid is None
-    with pytest.raises(rl.ModelDataError, match="needs the fit's data"):
-        fits["y"].predict(seed_frame)
+    new = frame.assign(x=frame["x"] + 0.5)
+    for name in ("y", "y_i"):
+        with pytest.warns(rl.ModelDataWarning) if name == "y_i" else contextlib.nullcontext():
+            single = rl.lmer(f"{name} ~ x + (1|f)", frame)
+        np.testing.assert_allclose(fits[name].predict(new), single.predict(new), rtol=1e-10, atol=1e-12)
+        with pytest.raises(rl.ModelDataError, match="newdata="):
+            fits[name].predict()
     with pytest.raises(rl.ModelDataError, match="keep_data must be"):
         rl.fit(np.ones((12, 1)), np.ones((12, 2)), np.arange(12) % 4, keep_data="yes")
 
@@ -365,3 +377,19 @@ def test_bad_formula_responses_are_refused(seed_frame, formula, message):
 def test_several_responses_need_a_dataframe(seed_frame):
     with pytest.raises(rl.ModelDataError, match="several responses are fitted from a pandas DataFrame only"):
         rl.lmer("cbind(y, y_i) ~ x + (1|f)", [seed_frame])
+
+
+def test_batched_responses_predict_as_their_single_fits():
+    """Responses fitted by the batched scan (kept without rows) predict new data as the
+    single fit of each response does."""
+    rng = np.random.default_rng(1)
+    n = 300
+    d = pd.DataFrame({"x": rng.normal(size=n), "g": rng.integers(0, 20, n).astype(str)})
+    for j in range(12):
+        d[f"y{j}"] = d["x"] * j + rng.normal(size=n) + rng.normal(size=20)[d["g"].astype(int)]
+    fits = rl.lmer("cbind(" + ", ".join(f"y{j}" for j in range(12)) + ") ~ x + (1|g)", d)
+    assert type(fits._entry(5)).__name__ == "_BatchedResponse"  # the path under test
+    new = d.head(7).assign(x=2.0, g=["0", "1", "2", "unseen", "4", "5", "6"])
+    for j in (0, 5, 11):
+        single = rl.lmer(f"y{j} ~ x + (1|g)", d)
+        np.testing.assert_allclose(fits[f"y{j}"].predict(new), single.predict(new), rtol=1e-10, atol=1e-12)
