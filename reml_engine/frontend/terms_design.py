@@ -24,7 +24,7 @@ import pandas as pd
 from ..core.identifiability import RANK_TOL, rank_decisions, warn_dropped_columns
 from ..errors import ModelDataError
 from ..varcomp.terms import RandomTerms
-from .design import Design, build_design
+from .design import Design, FixedEncoding, build_design
 from .formula import RandomTermSpec, count_random_terms, has_offset_term, parse_formula
 from .groups import group_labels
 from .transforms import TRANSFORM_NAMES
@@ -33,6 +33,31 @@ from .transforms import TRANSFORM_NAMES
 #: frame calls them so).
 WEIGHTS_COLUMN = "(weights)"
 OFFSET_COLUMN = "(offset)"
+
+
+@dataclass(frozen=True)
+class TermsEncoding:
+    """How a fit with several random-intercept terms reads new rows (``predict``,
+    ``simulate(newdata=)``): what its design keeps of the data's encoding, and all a fit
+    made from chunks, Dask or Parquet keeps in its place.
+
+    Attributes
+    ----------
+    fixed : Design or FixedEncoding
+        The fixed part's encoding (formula, levels, contrasts) for
+        :func:`~reml_engine.frontend.design.new_fixed_design`.
+    specs : tuple of RandomTermSpec
+        Each term's name and grouping columns, in lme4's order of the terms.
+    offset_columns : tuple of str
+        The formula's offset columns.
+    offset_given : bool
+        An ``offset=`` argument was given (new rows then need their own).
+    """
+
+    fixed: Design | FixedEncoding
+    specs: tuple[RandomTermSpec, ...]
+    offset_columns: tuple[str, ...] = ()
+    offset_given: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,6 +96,11 @@ class TermsDesign:
     offset_columns: tuple[str, ...] = ()
     offset_given: bool = False
     dropped_columns: tuple[str, ...] = ()
+
+    @property
+    def encoding(self) -> TermsEncoding:
+        """What new rows are read with (the same as a fit without rows keeps)."""
+        return TermsEncoding(self.design, self.specs, self.offset_columns, self.offset_given)
 
 
 def _argument_column(value, name: str, column: str, data: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
@@ -268,6 +298,7 @@ def check_levels(names, nlevels, nobs: int) -> None:
 __all__ = [
     "OFFSET_COLUMN",
     "TermsDesign",
+    "TermsEncoding",
     "WEIGHTS_COLUMN",
     "build_terms_design",
     "check_levels",

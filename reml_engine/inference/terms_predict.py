@@ -44,7 +44,7 @@ def selected_terms(fit, re_form) -> tuple[str, ...]:
     if not isinstance(re_form, str) or "~" not in re_form:
         raise ModelDataError(f"re_form must be None (all terms), False or '~0' (none) or a formula such as "
                              f"'~ (1|{fit.term_names[0]})', got {re_form!r}")
-    by_columns = {frozenset(spec.columns): spec.name for spec in fit.design.specs}
+    by_columns = {frozenset(spec.columns): spec.name for spec in fit.encoding.specs}
     chosen = []
     for spec in random_term_specs(re_form):
         name = by_columns.get(frozenset(spec.columns))
@@ -55,7 +55,7 @@ def selected_terms(fit, re_form) -> tuple[str, ...]:
 
 
 def _offset_of_newdata(fit, newdata: pd.DataFrame, offset) -> np.ndarray:
-    tdesign = fit.design
+    tdesign = fit.encoding
     total = np.zeros(len(newdata))
     absent = [c for c in tdesign.offset_columns if c not in newdata.columns]
     if absent:
@@ -113,11 +113,15 @@ def predict_terms(fit, newdata: pd.DataFrame | None = None, re_form=None, *, off
     >>> bool(np.isclose(m.predict(new).iloc[0], m.fixef["(Intercept)"]))
     True
     """
+    encoding = fit.encoding
+    if encoding is None:
+        raise ModelDataError("predict() needs the fit's encoding of the data; this fit was made from bare statistics")
     terms = selected_terms(fit, re_form)
-    tdesign = fit.design
-    if tdesign is None:
-        raise ModelDataError("predict() needs the fit's design; this fit was made from statistics only")
     if newdata is None:
+        tdesign = fit.design
+        if tdesign is None:
+            raise ModelDataError("predict() without newdata needs the fit's rows; this fit was made from chunks, Dask "
+                                 "or Parquet and keeps none: pass newdata= (the rows to predict)")
         if offset is not None:
             raise ModelDataError("offset= is for newdata; the fitted rows keep their own offset")
         values = tdesign.design.X @ fit._fixef.to_numpy()
@@ -129,12 +133,13 @@ def predict_terms(fit, newdata: pd.DataFrame | None = None, re_form=None, *, off
         return pd.Series(values, index=tdesign.data_index[tdesign.rows], name="predicted")
     if not isinstance(newdata, pd.DataFrame):
         raise ModelDataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
-    X, complete = new_fixed_design(tdesign.design, newdata, fit.coef_names)
+    X, complete = new_fixed_design(encoding.fixed, newdata, fit.coef_names)
     values = X @ fit._fixef.to_numpy() + _offset_of_newdata(fit, newdata, offset)
     if not complete.all():
         warnings.warn(f"{int((~complete).sum())} of {len(complete)} rows of newdata have missing predictors; their "
                       "predictions are NaN", ModelDataWarning, stacklevel=3)
-    for spec, name in zip(tdesign.specs, tdesign.terms.names, strict=True):
+    for spec in encoding.specs:
+        name = spec.name
         if name not in terms:
             continue
         absent = [c for c in spec.columns if c not in newdata.columns]
