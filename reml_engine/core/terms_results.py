@@ -425,12 +425,13 @@ class TermsFit(ResultNames):
 
         return predict_terms(self, newdata, re_form, offset=offset)
 
-    def simulate(self, nsim: int = 1, seed=None, re: bool = False) -> pd.DataFrame:
-        """Responses drawn from the fitted model (see
+    def simulate(self, nsim: int = 1, seed=None, re: bool = False, newdata: pd.DataFrame | None = None, *,
+                 weights=None, offset=None) -> pd.DataFrame:
+        """Responses drawn from the fitted model, for the fitted rows or ``newdata`` (see
         :func:`reml_engine.inference.terms_predict.simulate_terms`)."""
         from ..inference.terms_predict import simulate_terms
 
-        return simulate_terms(self, nsim, seed=seed, re=re)
+        return simulate_terms(self, nsim, seed=seed, re=re, newdata=newdata, weights=weights, offset=offset)
 
     # -- rendering ------------------------------------------------------------------------
     def summary(self, ddf: str = "Satterthwaite") -> str:

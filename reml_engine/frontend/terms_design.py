@@ -52,12 +52,16 @@ class TermsEncoding:
         The formula's offset columns.
     offset_given : bool
         An ``offset=`` argument was given (new rows then need their own).
+    weights_column : str or None
+        The column ``weights=`` named, if it named one (``simulate(newdata=)`` of a
+        weighted fit reads the new rows' weights there).
     """
 
     fixed: Design | FixedEncoding
     specs: tuple[RandomTermSpec, ...]
     offset_columns: tuple[str, ...] = ()
     offset_given: bool = False
+    weights_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,8 @@ class TermsDesign:
         An ``offset=`` argument was given (``predict`` then needs one for new data).
     dropped_columns : tuple of str
         Fixed-effect columns dropped as linear combinations of earlier ones.
+    weights_column : str or None
+        The column ``weights=`` named, if it named one.
     """
 
     design: Design
@@ -96,11 +102,12 @@ class TermsDesign:
     offset_columns: tuple[str, ...] = ()
     offset_given: bool = False
     dropped_columns: tuple[str, ...] = ()
+    weights_column: str | None = None
 
     @property
     def encoding(self) -> TermsEncoding:
         """What new rows are read with (the same as a fit without rows keeps)."""
-        return TermsEncoding(self.design, self.specs, self.offset_columns, self.offset_given)
+        return TermsEncoding(self.design, self.specs, self.offset_columns, self.offset_given, self.weights_column)
 
 
 def _argument_column(value, name: str, column: str, data: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
@@ -266,7 +273,7 @@ def build_terms_design(formula: str, data: pd.DataFrame, na_action: str = "omit"
     specs = tuple(parsed.random_terms[j] for j in order)
     check_levels(terms.names, terms.nlevels, design.y.shape[0])
     return TermsDesign(design, terms, specs, w, total_offset, data_index, rows, parsed.offset_columns,
-                       offset_label is not None, dropped)
+                       offset_label is not None, dropped, weights if isinstance(weights, str) else None)
 
 
 def _drop_rank_deficient(design: Design) -> tuple[Design, tuple[str, ...]]:

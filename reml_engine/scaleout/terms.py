@@ -210,7 +210,7 @@ def fit_terms_total(encoding: ChunkEncoding, total: PartialStats, REML: bool = T
     specs = {spec.name: spec for spec in parsed.random_terms}
     kept_encoding = TermsEncoding(encoding.fixed_encoding(dtypes if dtypes is not None else pd.Series(dtype=object)),
                                   tuple(specs[name] for name in stats.names), parsed.offset_columns,
-                                  columns.offset is not None)
+                                  columns.offset is not None, columns.weights)
     return replace(fit, terms_encoding=kept_encoding)
 
 
