@@ -97,6 +97,9 @@ def test_predict_with_the_offset_argument(scots):
     _assert_same_predictions(chunked, memory, new, offset=np.linspace(-1, 1, len(new)))
     with pytest.raises(rl.ModelDataError, match=r"pass predict\(newdata, offset=...\)"):
         chunked.predict(new)
+    dd = pytest.importorskip("dask.dataframe")
+    from_dask = rl.lmer(CROSSED, dd.from_pandas(data, npartitions=3), weights="n", offset="social_offset")
+    _assert_same_predictions(from_dask, memory, new, offset="social_offset")
 
 
 def test_simulate_needs_newdata_and_draws_as_in_memory(scots):
