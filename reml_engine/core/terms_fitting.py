@@ -21,7 +21,7 @@ differs (worded as :mod:`reml_engine.core.diagnosis` words them for one term).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -115,6 +115,18 @@ def fit_terms_statistics(stats: VCStats, model: TermsModel, REML: bool = True,
     problem = VCProblem(stats)
     summary = find_optima_terms(problem, REML, lme4_start=lme4_start)
     return assemble_terms_fit(model, problem, summary, lme4_start)
+
+
+def refit_terms_statistics(fit: TermsFit, REML: bool = False) -> TermsFit:
+    """The same model fitted again from the statistics a fit keeps (``fit.problem``),
+    with the other criterion: ``anova()``'s ML refit of a fit made from chunks, Dask or
+    Parquet, which has no rows. The new fit keeps the encoding of new rows."""
+    if fit.problem is None:
+        raise ValueError("refitting needs the fit's statistics (fit.problem); this fit keeps none")
+    model = TermsModel(tuple(fit.coef_names), fit.formula, fit.response_name, tuple(fit.dropped_columns),
+                       fit.weighted, fit.has_offset)
+    refit = fit_terms_statistics(fit.problem.stats, model, REML, fit.lme4_start_theta)
+    return replace(refit, terms_encoding=fit.terms_encoding)
 
 
 def _as_fit(problem: VCProblem, opt: VCOptimum, REML: bool, names, is_global: bool, is_default: bool
@@ -236,6 +248,7 @@ __all__ = [
     "build_terms_fit",
     "fit_terms_design",
     "fit_terms_statistics",
+    "refit_terms_statistics",
     "start_theta",
     "terms_problem",
 ]

@@ -111,6 +111,19 @@ class TermsFit(ResultNames):
     notes : tuple of str
         The boundary reasons, the other local minima, the optimum lme4 would return.
     weighted, has_offset : bool
+    design : TermsDesign or None
+        The rows (a fit from :func:`reml_engine.lmer`); None for a fit from chunks, Dask,
+        Parquet or statistics.
+    problem : VCProblem
+        The criterion, built from the statistics (:class:`~reml_engine.varcomp.VCStats`,
+        ``problem.stats``) the ML refit of ``anova()`` starts from. Their size is that of
+        the levels and occupied cells, not of the rows: per term and level a count, a
+        weight and ``p + 1`` sums; per pair of terms its non-empty cells; a
+        ``(p + 1) x (p + 1)`` cross-product.
+    terms_encoding : TermsEncoding or None
+        For a fit without rows: the fixed part's encoding, each term's grouping columns
+        and the offset columns, which ``predict(newdata)`` and ``simulate(newdata=)``
+        read new rows with (see :attr:`encoding`).
 
     statsmodels', broom's and lme4's names (``params``, ``bse``, ``tvalues``, ``pvalues``,
     ``conf_int()``, ``llf``, ``scale``, ``sigma``, ``cov_re``, ``fittedvalues``,
@@ -141,6 +154,14 @@ class TermsFit(ResultNames):
     design: object = field(default=None, repr=False)
     problem: object = field(default=None, repr=False)
     singular_tol: float = SINGULAR_TOL
+    terms_encoding: object = field(default=None, repr=False)
+
+    @property
+    def encoding(self):
+        """How new rows are read (:class:`~reml_engine.frontend.terms_design.TermsEncoding`):
+        the design's, or the one a fit from chunks, Dask or Parquet keeps in its place;
+        None for a fit made from bare statistics."""
+        return self.design.encoding if self.design is not None else self.terms_encoding
 
     # -- estimates ------------------------------------------------------------------------
     @property
@@ -398,12 +419,13 @@ class TermsFit(ResultNames):
 
         return predict_terms(self, newdata, re_form, offset=offset)
 
-    def simulate(self, nsim: int = 1, seed=None, re: bool = False) -> pd.DataFrame:
-        """Responses drawn from the fitted model (see
+    def simulate(self, nsim: int = 1, seed=None, re: bool = False, newdata: pd.DataFrame | None = None, *,
+                 weights=None, offset=None) -> pd.DataFrame:
+        """Responses drawn from the fitted model, for the fitted rows or ``newdata`` (see
         :func:`reml_engine.inference.terms_predict.simulate_terms`)."""
         from ..inference.terms_predict import simulate_terms
 
-        return simulate_terms(self, nsim, seed=seed, re=re)
+        return simulate_terms(self, nsim, seed=seed, re=re, newdata=newdata, weights=weights, offset=offset)
 
     # -- rendering ------------------------------------------------------------------------
     def summary(self, ddf: str = "Satterthwaite") -> str:

@@ -24,7 +24,7 @@ import pandas as pd
 from ..core.identifiability import RANK_TOL, rank_decisions, warn_dropped_columns
 from ..errors import ModelDataError
 from ..varcomp.terms import RandomTerms
-from .design import Design, build_design
+from .design import Design, FixedEncoding, build_design
 from .formula import RandomTermSpec, count_random_terms, has_offset_term, parse_formula
 from .groups import group_labels
 from .transforms import TRANSFORM_NAMES
@@ -33,6 +33,35 @@ from .transforms import TRANSFORM_NAMES
 #: frame calls them so).
 WEIGHTS_COLUMN = "(weights)"
 OFFSET_COLUMN = "(offset)"
+
+
+@dataclass(frozen=True)
+class TermsEncoding:
+    """How a fit with several random-intercept terms reads new rows (``predict``,
+    ``simulate(newdata=)``): what its design keeps of the data's encoding, and all a fit
+    made from chunks, Dask or Parquet keeps in its place.
+
+    Attributes
+    ----------
+    fixed : Design or FixedEncoding
+        The fixed part's encoding (formula, levels, contrasts) for
+        :func:`~reml_engine.frontend.design.new_fixed_design`.
+    specs : tuple of RandomTermSpec
+        Each term's name and grouping columns, in lme4's order of the terms.
+    offset_columns : tuple of str
+        The formula's offset columns.
+    offset_given : bool
+        An ``offset=`` argument was given (new rows then need their own).
+    weights_column : str or None
+        The column ``weights=`` named, if it named one (``simulate(newdata=)`` of a
+        weighted fit reads the new rows' weights there).
+    """
+
+    fixed: Design | FixedEncoding
+    specs: tuple[RandomTermSpec, ...]
+    offset_columns: tuple[str, ...] = ()
+    offset_given: bool = False
+    weights_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +88,8 @@ class TermsDesign:
         An ``offset=`` argument was given (``predict`` then needs one for new data).
     dropped_columns : tuple of str
         Fixed-effect columns dropped as linear combinations of earlier ones.
+    weights_column : str or None
+        The column ``weights=`` named, if it named one.
     """
 
     design: Design
@@ -71,6 +102,12 @@ class TermsDesign:
     offset_columns: tuple[str, ...] = ()
     offset_given: bool = False
     dropped_columns: tuple[str, ...] = ()
+    weights_column: str | None = None
+
+    @property
+    def encoding(self) -> TermsEncoding:
+        """What new rows are read with (the same as a fit without rows keeps)."""
+        return TermsEncoding(self.design, self.specs, self.offset_columns, self.offset_given, self.weights_column)
 
 
 def _argument_column(value, name: str, column: str, data: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
@@ -236,7 +273,7 @@ def build_terms_design(formula: str, data: pd.DataFrame, na_action: str = "omit"
     specs = tuple(parsed.random_terms[j] for j in order)
     check_levels(terms.names, terms.nlevels, design.y.shape[0])
     return TermsDesign(design, terms, specs, w, total_offset, data_index, rows, parsed.offset_columns,
-                       offset_label is not None, dropped)
+                       offset_label is not None, dropped, weights if isinstance(weights, str) else None)
 
 
 def _drop_rank_deficient(design: Design) -> tuple[Design, tuple[str, ...]]:
@@ -268,6 +305,7 @@ def check_levels(names, nlevels, nobs: int) -> None:
 __all__ = [
     "OFFSET_COLUMN",
     "TermsDesign",
+    "TermsEncoding",
     "WEIGHTS_COLUMN",
     "build_terms_design",
     "check_levels",

@@ -179,8 +179,6 @@ class AnovaResult:
 def _ml_refit(fit: LmerFit) -> tuple[LmerFit, str | None]:
     """The global ML fit of the same model, and a note if a local refit would differ."""
     if isinstance(fit, TermsFit):
-        if fit.design is None:
-            raise ValueError("refitting by ML needs the fit's design (a fit from rl.lmer)")
         return _ml_refit_terms(fit)
     # A fit without rows (chunks, Dask, Parquet, statistics) is refitted from its
     # statistics: the ML criterion is a function of the same statistics.
@@ -202,10 +200,12 @@ def _ml_refit(fit: LmerFit) -> tuple[LmerFit, str | None]:
 def _ml_refit_terms(fit) -> tuple[object, str | None]:
     """The global ML fit of a model with several terms, and a note when lme4's refit,
     started at the REML estimate, is predicted to stop at another optimum."""
-    from ..core.terms_fitting import fit_terms_design
+    from ..core.terms_fitting import fit_terms_design, refit_terms_statistics
     from ..varcomp.lme4_start import lme4_default_descent
 
-    ml = fit_terms_design(fit.design, REML=False)
+    # A fit without rows (chunks, Dask, Parquet) is refitted from the statistics it keeps:
+    # the ML criterion is a function of the same statistics.
+    ml = fit_terms_design(fit.design, REML=False) if fit.design is not None else refit_terms_statistics(fit, False)
     note = None
     if len(ml.optima) > 1:
         # lme4's refitML starts its optimizer at the REML theta.
@@ -226,6 +226,8 @@ def _response_key(model) -> tuple:
     design = getattr(design, "design", design)  # a TermsFit's TermsDesign holds the Design
     y = getattr(design, "y", None)
     stats = getattr(model, "group_stats", None)
+    if y is None and isinstance(model, TermsFit):
+        return _terms_response_key(model)
     if y is None and stats is not None:
         # A fit without rows (chunks, Dask, Parquet): the response's sum and sum of squares
         # from its statistics, as for the columns of X (_column_moments).
@@ -233,6 +235,35 @@ def _response_key(model) -> tuple:
     if y is None:
         return (model.nobs, math.nan, math.nan)
     return model.nobs, float(y.sum()), float(y @ y)
+
+
+def _raw_moments(model: TermsFit) -> tuple[np.ndarray, np.ndarray] | None:
+    """Sums and sums of squares of ``[X | y]`` from the statistics of a several-terms fit
+    without rows; None if they are weighted or hold ``y - offset`` (then they are not the
+    raw columns an in-memory fit's check reads)."""
+    stats = getattr(model.problem, "stats", None)
+    if stats is None or model.weighted or model.has_offset:
+        return None
+    totals = stats.sums[0].sum(axis=0) + stats.nobs * stats.shift
+    # sum (z - s)^2 = sum z^2 - 2 s sum z + n s^2
+    squares = np.diag(stats.cross) + 2 * stats.shift * totals - stats.nobs * stats.shift ** 2
+    return totals, squares
+
+
+def _terms_response_key(model: TermsFit) -> tuple:
+    moments = _raw_moments(model)
+    if moments is None:
+        return (model.nobs, math.nan, math.nan)
+    totals, squares = moments
+    return model.nobs, float(totals[-1]), float(squares[-1])
+
+
+def _terms_column_moments(model: TermsFit) -> dict:
+    moments = _raw_moments(model)
+    if moments is None:
+        return {}
+    totals, squares = moments
+    return {name: (float(totals[j]), float(squares[j])) for j, name in enumerate(model.fixef.index)}
 
 
 def _fixed_names(model) -> tuple[str, ...]:
@@ -247,6 +278,8 @@ def _column_moments(model) -> dict:
     """Sum and sum of squares of each fixed-effect column, by name (order-free)."""
     if isinstance(model, OLSFit):
         return model.column_moments or {}
+    if hasattr(model, "term_names") and model.design is None:
+        return _terms_column_moments(model)
     if hasattr(model, "term_names"):  # several terms: the design's columns in memory
         X = model.design.design.X
         return {name: (float(X[:, j].sum()), float(X[:, j] @ X[:, j])) for j, name in enumerate(model.fixef.index)}

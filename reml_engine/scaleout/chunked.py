@@ -157,7 +157,7 @@ def fit_source(formula: str, source: ChunkSource, REML: bool = True, na_action: 
         encoding = encoding.with_levels({**all_levels, **kept}, sample).with_group_means(group_means)
         total = source.map_reduce(_per_chunk(encoding, sample), PartialStats.merge_all, "statistics")
     if columns.several_terms:
-        return fit_terms_total(encoding, total, REML)
+        return fit_terms_total(encoding, total, REML, source.dtypes)
     reread = None
     if source.rereadable:
         # The rank check and the conditioning may ask for the statistics in another basis

@@ -21,12 +21,13 @@ The chunks are encoded, read and merged by :mod:`reml_engine.scaleout.chunked` a
 term (:class:`TermsPass` is the per-chunk function); :func:`fit_terms_total` turns the
 merged result into the same :class:`~reml_engine.core.terms_results.TermsFit` as
 :func:`reml_engine.lmer` on the concatenated chunks, without the rows: ``fitted`` and
-``resid`` are None, ``predict()`` and ``simulate()`` refuse.
+``resid`` are None; ``predict(newdata)``, ``simulate(newdata=)`` and ``anova()`` read the
+encoding and the statistics the fit keeps.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,7 @@ from ..errors import ModelDataError
 from ..frontend.data_checks import check_response_varies, warn_dropped
 from ..frontend.groups import group_labels
 from ..frontend.terms_design import (
+    TermsEncoding,
     check_levels,
     check_offset,
     check_weights,
@@ -165,11 +167,18 @@ def _offset(data: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray | None:
     return total
 
 
-def fit_terms_total(encoding: ChunkEncoding, total: PartialStats, REML: bool = True) -> TermsFit:
+def fit_terms_total(encoding: ChunkEncoding, total: PartialStats, REML: bool = True,
+                    dtypes: pd.Series | None = None) -> TermsFit:
     """The fit from the merged statistics of every chunk: the checks that need all of
     them (rows dropped, labels matched, a response that varies, lme4's rank check and
     checkNlevels), lme4's order of the terms, then the in-memory stages 3 to 5
-    (:func:`~reml_engine.core.terms_fitting.fit_terms_statistics`)."""
+    (:func:`~reml_engine.core.terms_fitting.fit_terms_statistics`).
+
+    The fit keeps how the rows were read (:class:`~reml_engine.frontend.terms_design.TermsEncoding`:
+    the fixed part's encoding, with ``dtypes``, the data's, for the columns read as
+    numbers; each term's grouping columns; the offset columns), for ``predict(newdata)``
+    and ``simulate(newdata=)``, and the merged statistics (in ``fit.problem``) for the
+    ML refit of ``anova()``."""
     columns = encoding.columns
     parsed = columns.parsed
     if total.n_dropped:
@@ -197,7 +206,12 @@ def fit_terms_total(encoding: ChunkEncoding, total: PartialStats, REML: bool = T
                              [merged.response_sums[j] for j in order])
     model = TermsModel(tuple(names[j] for j in kept), parsed.formula, parsed.response, dropped,
                        columns.weights is not None, bool(columns.offsets))
-    return fit_terms_statistics(stats, model, REML, start)
+    fit = fit_terms_statistics(stats, model, REML, start)
+    specs = {spec.name: spec for spec in parsed.random_terms}
+    kept_encoding = TermsEncoding(encoding.fixed_encoding(dtypes if dtypes is not None else pd.Series(dtype=object)),
+                                  tuple(specs[name] for name in stats.names), parsed.offset_columns,
+                                  columns.offset is not None, columns.weights)
+    return replace(fit, terms_encoding=kept_encoding)
 
 
 __all__ = ["TermsChunkStats", "TermsPass", "fit_terms_total"]
