@@ -268,7 +268,6 @@ def _check_footer_ranges(metadata, table, piece: ParquetPiece) -> None:
     writer's statistics, kept in the footer, show they were never written.
     """
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     names = metadata.schema.names
     for column in table.column_names:
@@ -283,7 +282,7 @@ def _check_footer_ranges(metadata, table, piece: ParquetPiece) -> None:
                 return
             bounds.append((stats.min, stats.max))
         low, high = min(b[0] for b in bounds), max(b[1] for b in bounds)
-        found = pc.min_max(values).as_py()
+        found = _min_max(values)
         if found["min"] is None:
             continue
         if found["min"] < low or found["max"] > high:
@@ -292,6 +291,23 @@ def _check_footer_ranges(metadata, table, piece: ParquetPiece) -> None:
                 f"outside the range {low:.6g} to {high:.6g} its footer records: the file is corrupted; "
                 "rewrite it from its source"
             )
+
+
+def _min_max(values) -> dict:
+    """``pyarrow.compute.min_max(values)`` as Python numbers, by numpy where it gives the
+    same answer: on the chunks without nulls, whose buffers numpy reads in place, and
+    without NaN (numpy would return NaN, where Arrow skips it). numpy's reductions run
+    about fifteen times faster than Arrow's on floats; the rest goes to Arrow."""
+    import pyarrow.compute as pc
+
+    if values.null_count == 0 and len(values) > 0:
+        chunks = [chunk.to_numpy(zero_copy_only=True) for chunk in values.chunks if len(chunk)]
+        # numpy's min and max propagate NaN (Python's min would depend on the order).
+        low = np.min([chunk.min() for chunk in chunks])
+        high = np.max([chunk.max() for chunk in chunks])
+        if not (np.isnan(low) or np.isnan(high)):
+            return {"min": low.item(), "max": high.item()}
+    return pc.min_max(values).as_py()
 
 
 def parquet_source(formula: str, path, progress="auto", scheduler=None, rows_per_piece: int = CHUNK_ROWS,

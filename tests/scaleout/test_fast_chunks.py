@@ -183,3 +183,33 @@ def test_merge_adds_group_sums_as_np_add_at_whether_or_not_levels_repeat():
         np.add.at(expected_sums, positions, p.sums)
     np.testing.assert_array_equal(merged.counts, expected_counts)
     np.testing.assert_array_equal(merged.sums, expected_sums)
+
+
+@pytest.mark.parametrize("chunks", [
+    [[1.5, -2.0, 3.25], [7.0]],  # floats over two chunks
+    [[np.nan, 2.0, -1.0], [5.0]],  # NaN first: Arrow skips it, so must the check
+    [[4.0, 2.0], [np.nan]],  # NaN in the last chunk
+    [[1.0, None, 3.0], [-8.0]],  # a null
+    [[], [2.0, 9.0]],  # an empty chunk
+    [[np.nan], [np.nan]],  # nothing but NaN
+    [[None, None]],  # nothing but nulls
+])
+def test_footer_range_min_max_equals_arrows(chunks):
+    """The footer check's numpy minimum and maximum are Arrow's ``min_max`` (which skips
+    NaN and nulls), on floats and on integers of several widths."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from reml_engine.scaleout.dask import _min_max
+
+    for kind in (pa.float64(), pa.float32(), pa.int64(), pa.int32(), pa.uint16()):
+        if kind.id != pa.float64().id and kind.id != pa.float32().id:
+            if any(isinstance(v, float) and np.isnan(v) for c in chunks for v in c):
+                continue  # integers hold no NaN
+            data = [[None if v is None else abs(int(v)) for v in c] for c in chunks]
+        else:
+            data = chunks
+        values = pa.chunked_array(data, type=kind)
+        ours, arrows = _min_max(values), pc.min_max(values).as_py()
+        # nan != nan: compare the reprs (all-NaN gives NaN in both)
+        assert repr(ours) == repr(arrows), (kind, chunks)
