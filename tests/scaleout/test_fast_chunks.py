@@ -213,3 +213,25 @@ def test_footer_range_min_max_equals_arrows(chunks):
         ours, arrows = _min_max(values), pc.min_max(values).as_py()
         # nan != nan: compare the reprs (all-NaN gives NaN in both)
         assert repr(ours) == repr(arrows), (kind, chunks)
+
+
+@pytest.mark.parametrize(("column", "value", "message"), [
+    ("x2", np.inf, r"predictor column\(s\) 'x2' have non-finite values \(inf or NaN\) in 1 rows"),
+    ("x1", -np.inf, r"predictor column\(s\) 'x1' have non-finite values \(inf or NaN\) in 1 rows"),
+    ("y", np.inf, r"response 'y' has 1 non-finite values"),
+    ("x2", 1e120, r"predictor column 'x2' has values up to 1e\+120, too large"),  # squares still finite
+    ("x2", 1e200, r"predictor column 'x2' has values up to 1e\+200, too large"),  # squares overflow
+])
+def test_values_checked_after_the_kernel_give_the_in_memory_errors(tmp_path, column, value, message):
+    """The chunk's finiteness and magnitude checks, read from the kernel's sums and
+    ranges, refuse what the in-memory fit refuses, with its message."""
+    frame = FRAME.astype({"x1": float})
+    frame.loc[frame.index[400], column] = value
+    with pytest.raises(rl.ModelDataError, match=message):
+        rl.lmer(NUMERIC_FORMULA, frame)
+    with pytest.raises(rl.ModelDataError, match=message):
+        rl.lmer(NUMERIC_FORMULA, [frame.iloc[:300], frame.iloc[300:]])
+    frame.iloc[:300].to_parquet(tmp_path / "a.parquet")
+    frame.iloc[300:].to_parquet(tmp_path / "b.parquet")
+    with pytest.raises(rl.ModelDataError, match=message):
+        lmer_dask(NUMERIC_FORMULA, str(tmp_path / "*.parquet"), scheduler="threads")
