@@ -235,3 +235,46 @@ def test_values_checked_after_the_kernel_give_the_in_memory_errors(tmp_path, col
     frame.iloc[300:].to_parquet(tmp_path / "b.parquet")
     with pytest.raises(rl.ModelDataError, match=message):
         lmer_dask(NUMERIC_FORMULA, str(tmp_path / "*.parquet"), scheduler="threads")
+
+
+@pytest.mark.parametrize(("missing", "expect_whole_read"), [
+    (slice(0, 0), False),  # the first rows hold PILOT_ROWS complete ones: they are the sample
+    (slice(100, 2500), True),  # too few complete first rows: the whole first piece is read
+])
+@pytest.mark.parametrize("formula", [NUMERIC_FORMULA, FACTOR_FORMULA])
+def test_parquet_sample_from_the_first_rows_gives_the_whole_reads_fit(tmp_path, monkeypatch, missing,
+                                                                      expect_whole_read, formula):
+    """The sample read from a file's first rows gives the fit of the sample read from the
+    whole first piece (and of the in-memory fit), with or without enough complete rows."""
+    from reml_engine.scaleout import dask as dask_source
+
+    frame = _frame(n=6000, n_groups=60)
+    frame.loc[frame.index[missing], "y"] = np.nan
+    frame.iloc[:4000].to_parquet(tmp_path / "a.parquet", row_group_size=4000)
+    frame.iloc[4000:].to_parquet(tmp_path / "b.parquet")
+    monkeypatch.setattr(dask_source, "SAMPLE_ROWS", 2500)  # below the first piece's 4000 rows
+    samples = []
+    first_complete = dask_source.DaskSource.first_complete
+    monkeypatch.setattr(dask_source.DaskSource, "first_complete",
+                        lambda self, used: samples.append(first_complete(self, used)) or samples[-1])
+    fit = _fit(formula, str(tmp_path / "*.parquet"), scheduler="synchronous")
+    # The first 2500 rows are the sample, or the whole piece's 1600 complete rows.
+    assert len(samples[0][0]) == (1600 if expect_whole_read else 2500)
+    monkeypatch.setattr(dask_source.DaskSource, "first_complete", _whole_first_complete)
+    whole = _fit(formula, str(tmp_path / "*.parquet"), scheduler="synchronous")
+    assert_same_fit(fit, whole)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rl.ModelDataWarning)
+        assert_same_fit(fit, rl.lmer(formula, frame))
+
+
+def _whole_first_complete(self, used):
+    """DaskSource.first_complete as it was: the whole first partition with complete rows."""
+    from reml_engine.scaleout.encoding import drop_incomplete
+
+    frame = self.ddf[list(used)]
+    for i in range(frame.npartitions):
+        clean = drop_incomplete(frame.get_partition(i).compute(scheduler=self.scheduler), used)[0]
+        if len(clean):
+            return clean, self.names[i]
+    return None
