@@ -278,3 +278,31 @@ def _whole_first_complete(self, used):
         if len(clean):
             return clean, self.names[i]
     return None
+
+
+def test_parquet_group_column_text_and_categorical_across_files_fast_equals_general(tmp_path, monkeypatch):
+    """The group column as text in one file and as a categorical in another (unified to
+    labels), x1 int64 in one file and float64 in another, and a group found only in the
+    last file: the numeric path, formulaic on every chunk and the in-memory fit agree."""
+    frame = FRAME.assign(g=[f"school {k}" for k in FRAME["g"]])
+    frame.loc[frame.index[850:], "g"] = "only in the last file"
+    parts = [frame.iloc[:400].copy(), frame.iloc[400:].copy()]
+    parts[0] = parts[0].astype({"g": "category"})
+    parts[1] = parts[1].astype({"x1": float})
+    for i, part in enumerate(parts):
+        part.to_parquet(tmp_path / f"part-{i}.parquet")
+    path = str(tmp_path / "*.parquet")
+    designs = []
+    numeric_design = encoding._numeric_design
+    monkeypatch.setattr(encoding, "_numeric_design", lambda *args: designs.append(1) or numeric_design(*args))
+    fast = _fit(NUMERIC_FORMULA, path, scheduler="threads")
+    assert len(designs) == 2  # one numeric design per file
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rl.ModelDataWarning)
+        in_memory = rl.lmer(NUMERIC_FORMULA, frame)
+    _general_only(monkeypatch)
+    general = _fit(NUMERIC_FORMULA, path, scheduler="threads")
+    assert fast.ngroups == in_memory.ngroups == frame["g"].nunique()
+    assert "only in the last file" in set(fast.ranef.index)
+    assert_same_fit(fast, general)
+    assert_same_fit(fast, in_memory)
