@@ -40,6 +40,7 @@ from ..core.statistics import (
 from ..errors import ModelDataError
 from ..frontend.data_checks import (
     check_design_finite,
+    check_range,
     check_response_dtype,
     check_response_finite,
     check_response_varies,
@@ -501,21 +502,30 @@ class ChunkEncoding:
             return compute_group_stats(X, y, groups, shift, exact_within=False, transform=transform,
                                        threads=threads)
 
-        return self.reduce(chunk, where, group_stats)
+        # Without a transform the kernel's ranges are those of X and y: the finiteness and
+        # magnitude checks read them instead of passing over the rows again.
+        return self.reduce(chunk, where, group_stats, checked_by_ranges=transform is None)
 
-    def reduce(self, chunk: pd.DataFrame, where: str, statistics) -> PartialStats:
+    def reduce(self, chunk: pd.DataFrame, where: str, statistics, checked_by_ranges: bool = False) -> PartialStats:
         """One chunk's :class:`PartialStats`: its complete rows encoded, checked and
         reduced by ``statistics(X, y, data)`` (``data``: the complete rows, categorical
         columns on their full level sets), with the bookkeeping every fit needs (rows
-        dropped, levels seen, kinds of label)."""
+        dropped, levels seen, kinds of label).
+
+        ``checked_by_ranges``: ``statistics`` returns a :class:`GroupStats` of the raw
+        ``[X | y]`` (ranges included) and copes with non-finite values (they show as
+        non-finite sums); the values are then checked after it, from its ranges when its
+        sums are finite (see :func:`_checked_from_ranges`), instead of in a pass of their
+        own before it."""
         seen = {c: np.zeros(len(self.levels[c]), dtype=bool) for c in self.columns.categorical}
         if len(chunk) == 0:  # an empty chunk (even one without columns) adds nothing
             return PartialStats(None, 0, seen=seen)
         require_columns(chunk, self.columns.used, where)
         with located(where):
-            return self._reduce(chunk, where, seen, statistics)
+            return self._reduce(chunk, where, seen, statistics, checked_by_ranges)
 
-    def _reduce(self, chunk: pd.DataFrame, where: str, seen: dict, statistics) -> PartialStats:
+    def _reduce(self, chunk: pd.DataFrame, where: str, seen: dict, statistics,
+                checked_by_ranges: bool = False) -> PartialStats:
         parsed = self.columns.parsed
         clean, missing, n_bad = drop_incomplete(chunk, self.columns.used)
         if n_bad and self.na_action == "raise":
@@ -525,9 +535,15 @@ class ChunkEncoding:
         labelled = dict.fromkeys((*parsed.group_columns, *self.columns.categorical))
         kinds = {c: {k: (where, v) for k, v in label_kinds(clean[c]).items()} for c in labelled}
         X, y, data = self.design(clean)
-        check_design_finite(X, self.column_names)
-        check_response_finite(y, parsed.response)
-        stats = statistics(X, y, data)
+        if checked_by_ranges:
+            stats = statistics(X, y, data)
+            if not _checked_from_ranges(stats, self.column_names):
+                check_design_finite(X, self.column_names)
+                check_response_finite(y, parsed.response)
+        else:
+            check_design_finite(X, self.column_names)
+            check_response_finite(y, parsed.response)
+            stats = statistics(X, y, data)
         for column in self.columns.categorical:
             seen[column][np.unique(data[column].cat.codes.to_numpy())] = True
         return PartialStats(stats, len(chunk), missing, n_bad, seen, kinds)
@@ -545,6 +561,22 @@ class TransformedPass:
 
     def __call__(self, chunk: pd.DataFrame, where: str = "a chunk") -> PartialStats:
         return self.encoding.partial_stats(chunk, where, self.shift, self.transform)
+
+
+def _checked_from_ranges(stats: GroupStats, names: tuple[str, ...]) -> bool:
+    """True when the kernel's statistics prove ``X`` and ``y`` finite, after checking the
+    magnitude of each column of X from the kernel's ranges (what
+    :func:`~reml_engine.frontend.data_checks.check_design_finite` does from its own pass).
+
+    Finite sums and cross-product mean finite values: an inf or NaN anywhere makes
+    them non-finite (and so do squares that overflow). False sends the caller to the
+    full checks, which name the column and count the rows at fault.
+    """
+    if not (np.isfinite(stats.cross).all() and np.isfinite(stats.sums).all()):
+        return False
+    for j, name in enumerate(names):
+        check_range(float(stats.lo[j]), float(stats.hi[j]), f"predictor column {name!r}")
+    return True
 
 
 def numeric_design_columns(columns: FormulaColumns, spec, sample: pd.DataFrame) -> tuple[str, ...] | None:

@@ -183,3 +183,126 @@ def test_merge_adds_group_sums_as_np_add_at_whether_or_not_levels_repeat():
         np.add.at(expected_sums, positions, p.sums)
     np.testing.assert_array_equal(merged.counts, expected_counts)
     np.testing.assert_array_equal(merged.sums, expected_sums)
+
+
+@pytest.mark.parametrize("chunks", [
+    [[1.5, -2.0, 3.25], [7.0]],  # floats over two chunks
+    [[np.nan, 2.0, -1.0], [5.0]],  # NaN first: Arrow skips it, so must the check
+    [[4.0, 2.0], [np.nan]],  # NaN in the last chunk
+    [[1.0, None, 3.0], [-8.0]],  # a null
+    [[], [2.0, 9.0]],  # an empty chunk
+    [[np.nan], [np.nan]],  # nothing but NaN
+    [[None, None]],  # nothing but nulls
+])
+def test_footer_range_min_max_equals_arrows(chunks):
+    """The footer check's numpy minimum and maximum are Arrow's ``min_max`` (which skips
+    NaN and nulls), on floats and on integers of several widths."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from reml_engine.scaleout.dask import _min_max
+
+    for kind in (pa.float64(), pa.float32(), pa.int64(), pa.int32(), pa.uint16()):
+        if kind.id != pa.float64().id and kind.id != pa.float32().id:
+            if any(isinstance(v, float) and np.isnan(v) for c in chunks for v in c):
+                continue  # integers hold no NaN
+            data = [[None if v is None else abs(int(v)) for v in c] for c in chunks]
+        else:
+            data = chunks
+        values = pa.chunked_array(data, type=kind)
+        ours, arrows = _min_max(values), pc.min_max(values).as_py()
+        # nan != nan: compare the reprs (all-NaN gives NaN in both)
+        assert repr(ours) == repr(arrows), (kind, chunks)
+
+
+@pytest.mark.parametrize(("column", "value", "message"), [
+    ("x2", np.inf, r"predictor column\(s\) 'x2' have non-finite values \(inf or NaN\) in 1 rows"),
+    ("x1", -np.inf, r"predictor column\(s\) 'x1' have non-finite values \(inf or NaN\) in 1 rows"),
+    ("y", np.inf, r"response 'y' has 1 non-finite values"),
+    ("x2", 1e120, r"predictor column 'x2' has values up to 1e\+120, too large"),  # squares still finite
+    ("x2", 1e200, r"predictor column 'x2' has values up to 1e\+200, too large"),  # squares overflow
+])
+def test_values_checked_after_the_kernel_give_the_in_memory_errors(tmp_path, column, value, message):
+    """The chunk's finiteness and magnitude checks, read from the kernel's sums and
+    ranges, refuse what the in-memory fit refuses, with its message."""
+    frame = FRAME.astype({"x1": float})
+    frame.loc[frame.index[400], column] = value
+    with pytest.raises(rl.ModelDataError, match=message):
+        rl.lmer(NUMERIC_FORMULA, frame)
+    with pytest.raises(rl.ModelDataError, match=message):
+        rl.lmer(NUMERIC_FORMULA, [frame.iloc[:300], frame.iloc[300:]])
+    frame.iloc[:300].to_parquet(tmp_path / "a.parquet")
+    frame.iloc[300:].to_parquet(tmp_path / "b.parquet")
+    with pytest.raises(rl.ModelDataError, match=message):
+        lmer_dask(NUMERIC_FORMULA, str(tmp_path / "*.parquet"), scheduler="threads")
+
+
+@pytest.mark.parametrize(("missing", "expect_whole_read"), [
+    (slice(0, 0), False),  # the first rows hold PILOT_ROWS complete ones: they are the sample
+    (slice(100, 2500), True),  # too few complete first rows: the whole first piece is read
+])
+@pytest.mark.parametrize("formula", [NUMERIC_FORMULA, FACTOR_FORMULA])
+def test_parquet_sample_from_the_first_rows_gives_the_whole_reads_fit(tmp_path, monkeypatch, missing,
+                                                                      expect_whole_read, formula):
+    """The sample read from a file's first rows gives the fit of the sample read from the
+    whole first piece (and of the in-memory fit), with or without enough complete rows."""
+    from reml_engine.scaleout import dask as dask_source
+
+    frame = _frame(n=6000, n_groups=60)
+    frame.loc[frame.index[missing], "y"] = np.nan
+    frame.iloc[:4000].to_parquet(tmp_path / "a.parquet", row_group_size=4000)
+    frame.iloc[4000:].to_parquet(tmp_path / "b.parquet")
+    monkeypatch.setattr(dask_source, "SAMPLE_ROWS", 2500)  # below the first piece's 4000 rows
+    samples = []
+    first_complete = dask_source.DaskSource.first_complete
+    monkeypatch.setattr(dask_source.DaskSource, "first_complete",
+                        lambda self, used: samples.append(first_complete(self, used)) or samples[-1])
+    fit = _fit(formula, str(tmp_path / "*.parquet"), scheduler="synchronous")
+    # The first 2500 rows are the sample, or the whole piece's 1600 complete rows.
+    assert len(samples[0][0]) == (1600 if expect_whole_read else 2500)
+    monkeypatch.setattr(dask_source.DaskSource, "first_complete", _whole_first_complete)
+    whole = _fit(formula, str(tmp_path / "*.parquet"), scheduler="synchronous")
+    assert_same_fit(fit, whole)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rl.ModelDataWarning)
+        assert_same_fit(fit, rl.lmer(formula, frame))
+
+
+def _whole_first_complete(self, used):
+    """DaskSource.first_complete as it was: the whole first partition with complete rows."""
+    from reml_engine.scaleout.encoding import drop_incomplete
+
+    frame = self.ddf[list(used)]
+    for i in range(frame.npartitions):
+        clean = drop_incomplete(frame.get_partition(i).compute(scheduler=self.scheduler), used)[0]
+        if len(clean):
+            return clean, self.names[i]
+    return None
+
+
+def test_parquet_group_column_text_and_categorical_across_files_fast_equals_general(tmp_path, monkeypatch):
+    """The group column as text in one file and as a categorical in another (unified to
+    labels), x1 int64 in one file and float64 in another, and a group found only in the
+    last file: the numeric path, formulaic on every chunk and the in-memory fit agree."""
+    frame = FRAME.assign(g=[f"school {k}" for k in FRAME["g"]])
+    frame.loc[frame.index[850:], "g"] = "only in the last file"
+    parts = [frame.iloc[:400].copy(), frame.iloc[400:].copy()]
+    parts[0] = parts[0].astype({"g": "category"})
+    parts[1] = parts[1].astype({"x1": float})
+    for i, part in enumerate(parts):
+        part.to_parquet(tmp_path / f"part-{i}.parquet")
+    path = str(tmp_path / "*.parquet")
+    designs = []
+    numeric_design = encoding._numeric_design
+    monkeypatch.setattr(encoding, "_numeric_design", lambda *args: designs.append(1) or numeric_design(*args))
+    fast = _fit(NUMERIC_FORMULA, path, scheduler="threads")
+    assert len(designs) == 2  # one numeric design per file
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rl.ModelDataWarning)
+        in_memory = rl.lmer(NUMERIC_FORMULA, frame)
+    _general_only(monkeypatch)
+    general = _fit(NUMERIC_FORMULA, path, scheduler="threads")
+    assert fast.ngroups == in_memory.ngroups == frame["g"].nunique()
+    assert "only in the last file" in set(fast.ranef.index)
+    assert_same_fit(fast, general)
+    assert_same_fit(fast, in_memory)
