@@ -319,8 +319,27 @@ def _adjusted(t: np.ndarray, df: np.ndarray, adjust: str, level: float, n_means:
     return np.asarray(p, dtype=np.float64), np.asarray(crit, dtype=np.float64)
 
 
-@dataclass(frozen=True)
-class ContrastTable:
+class _ShownTable:
+    """A result that reads and prints like its table (``_table``) with its ``notes``: the
+    table a copy on each access, ``result[column]``, and the table and notes as its text."""
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return self._table.copy()
+
+    def __getitem__(self, key):
+        return self.table[key]
+
+    def __str__(self) -> str:
+        return _render(self._table, self.notes)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+# repr=False: the text of the table (_ShownTable.__repr__), not the dataclass's fields.
+@dataclass(frozen=True, repr=False)
+class ContrastTable(_ShownTable):
     """Contrasts of marginal means (emmeans' ``pairs()`` / ``contrast()`` summary with
     ``infer = TRUE``).
 
@@ -343,25 +362,12 @@ class ContrastTable:
     notes: tuple[str, ...] = ()
 
     @property
-    def table(self) -> pd.DataFrame:
-        return self._table.copy()
-
-    @property
     def weights(self) -> pd.DataFrame:
         return self._weights.copy()
 
-    def __getitem__(self, key):
-        return self.table[key]
 
-    def __str__(self) -> str:
-        return _render(self._table, self.notes)
-
-    def __repr__(self) -> str:
-        return str(self)
-
-
-@dataclass(frozen=True)
-class MarginalMeans:
+@dataclass(frozen=True, repr=False)
+class MarginalMeans(_ShownTable):
     """Estimated marginal means of one factor (emmeans' ``emmeans(m, "f")``).
 
     Attributes
@@ -386,18 +392,6 @@ class MarginalMeans:
     notes: tuple[str, ...]
     fit: object = field(repr=False)
 
-    @property
-    def table(self) -> pd.DataFrame:
-        return self._table.copy()
-
-    def __getitem__(self, key):
-        return self.table[key]
-
-    def __str__(self) -> str:
-        return _render(self._table, self.notes)
-
-    def __repr__(self) -> str:
-        return str(self)
 
     def contrast(self, contrasts, adjust: str = "none", level: float | None = None) -> ContrastTable:
         """Contrasts of the means, as emmeans' ``contrast(emm, list(...))``.
