@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import os
 import sys
+import threading
 from collections.abc import Iterator
 
 #: BLAS threads inside the single-term optimizer; None leaves the process's setting.
@@ -74,19 +75,39 @@ def openblas_controls() -> list[tuple]:
     return found
 
 
+#: Blocks inside :func:`single_threaded_blas` now (all threads), and the counts to restore
+#: when the last one leaves; guarded by ``_limit_lock``.
+_limit_depth = 0
+_limit_previous: list[int] = []
+_limit_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def single_threaded_blas() -> Iterator[None]:
     """Limit every loaded OpenBLAS to ``SCAN_BLAS_THREADS`` threads inside the block.
 
-    The limit is process-wide while it lasts (OpenBLAS has no per-thread setting)."""
+    The limit is process-wide while it lasts (OpenBLAS has no per-thread setting), so the
+    blocks of all threads share it: the first block to enter saves the counts and sets
+    the limit, the last to leave restores them, whatever the order in which concurrent
+    blocks (a threaded scheduler's fits) enter and leave."""
+    global _limit_depth, _limit_previous
     controls = openblas_controls() if SCAN_BLAS_THREADS is not None else []
-    previous = [int(get()) for _, get in controls]
+    if not controls:
+        yield
+        return
+    with _limit_lock:
+        if _limit_depth == 0:
+            _limit_previous = [int(get()) for _, get in controls]
+            for (setter, _), before in zip(controls, _limit_previous, strict=True):
+                if before != SCAN_BLAS_THREADS:
+                    setter(int(SCAN_BLAS_THREADS))
+        _limit_depth += 1
     try:
-        for (setter, _), before in zip(controls, previous, strict=True):
-            if before != SCAN_BLAS_THREADS:
-                setter(int(SCAN_BLAS_THREADS))
         yield
     finally:
-        for (setter, get), before in zip(controls, previous, strict=True):
-            if int(get()) != before:
-                setter(before)
+        with _limit_lock:
+            _limit_depth -= 1
+            if _limit_depth == 0:
+                for (setter, get), before in zip(controls, _limit_previous, strict=True):
+                    if int(get()) != before:
+                        setter(before)
