@@ -31,8 +31,23 @@ def _read_only(a) -> np.ndarray:
     return a
 
 
+class PerTermVariances:
+    """lme4's theta and the variances per term, from ``tau``, ``sigma2`` and ``term_names``
+    (of an optimum and of the fit alike)."""
+
+    @property
+    def theta(self) -> pd.Series:
+        """lme4's theta: sd_j / sigma = sqrt(tau_j) per term."""
+        return pd.Series(np.sqrt(self.tau), index=list(self.term_names), name="theta")
+
+    @property
+    def variances(self) -> pd.Series:
+        """``var_j = tau_j sigma2`` per term."""
+        return pd.Series(self.tau * self.sigma2, index=list(self.term_names), name="variance")
+
+
 @dataclass(frozen=True, eq=False)
-class TermsOptimum:
+class TermsOptimum(PerTermVariances):
     """One local minimum of the criterion over the variance ratios, as a fit.
 
     Attributes
@@ -64,16 +79,6 @@ class TermsOptimum:
         return self._se.copy()
 
     @property
-    def theta(self) -> pd.Series:
-        """lme4's theta: sqrt(tau) per term."""
-        return pd.Series(np.sqrt(self.tau), index=list(self.term_names), name="theta")
-
-    @property
-    def variances(self) -> pd.Series:
-        """``var_j = tau_j sigma2`` per term."""
-        return pd.Series(self.tau * self.sigma2, index=list(self.term_names), name="variance")
-
-    @property
     def at_zero(self) -> tuple[str, ...]:
         """The terms whose variance is 0 here."""
         return tuple(name for name, t in zip(self.term_names, self.tau, strict=True) if t == 0)
@@ -84,7 +89,7 @@ class TermsOptimum:
 
 
 @dataclass(frozen=True, eq=False)
-class TermsFit(ResultNames):
+class TermsFit(PerTermVariances, ResultNames):
     """A fitted model ``y - offset = X beta + sum_j b_j[level of term j] + e`` with
     ``b_j ~ N(0, var_j)`` and ``e ~ N(0, sigma2 / w)``.
 
@@ -182,16 +187,6 @@ class TermsFit(ResultNames):
     @property
     def k(self) -> int:
         return len(self.term_names)
-
-    @property
-    def theta(self) -> pd.Series:
-        """lme4's theta: sd_j / sigma per term."""
-        return pd.Series(np.sqrt(self.tau), index=list(self.term_names), name="theta")
-
-    @property
-    def variances(self) -> pd.Series:
-        """``var_j`` per term."""
-        return pd.Series(self.tau * self.sigma2, index=list(self.term_names), name="variance")
 
     @property
     def ngroups(self) -> pd.Series:
