@@ -238,6 +238,71 @@ class ResultNames(InformationCriteria):
         }
         return pd.DataFrame([row])
 
+    # -- lme4's, lmerTest's and emmeans' calls (one and several terms alike) -------------
+    def refit(self, newresp):
+        """The same model fitted to a new response, as lme4's ``refit(m, newresp)``; this
+        fit is unchanged (see :func:`reml_engine.api.refit`)."""
+        from ..api import refit
+
+        return refit(self, newresp)
+
+    def ranova(self):
+        """Each random term removed in turn, by likelihood ratio, as lmerTest's
+        ``ranova(m)``: the model refitted without the term (by REML for a REML fit,
+        compared by REML likelihood as lmerTest does; without its only term the model is
+        the linear model), with the boundary-correct ``p_mixture`` (50:50
+        chi-square(0)/chi-square(1)) next to lmerTest's ``Pr(>Chisq)``. For one term the
+        exact finite-sample test is ``test_random_intercept()``.
+
+        Returns
+        -------
+        AnovaResult
+            Rows ``<none>`` and ``(1 | term)`` per term (lme4's order); columns ``npar``,
+            ``logLik``, ``AIC``, ``LRT``, ``Df``, ``Pr(>Chisq)``, ``p_mixture`` (see
+            :func:`reml_engine.inference.ranova.ranova`).
+
+        Examples
+        --------
+        >>> import reml_engine as rl
+        >>> m = rl.lmer("Reaction ~ Days + (1|Subject)", rl.datasets.sleepstudy())
+        >>> round(float(m.ranova().loc["(1 | Subject)", "logLik"]), 4)
+        -946.8318
+        """
+        from ..inference.ranova import ranova
+
+        return ranova(self)
+
+    def emmeans(self, spec: str, ddf: str = DEFAULT_DDF, level: float = 0.95):
+        """Estimated marginal means of a factor, as emmeans' ``emmeans(m, "f")``.
+
+        Parameters
+        ----------
+        spec : str
+            A categorical variable of the fixed part (a data column).
+        ddf : {"satterthwaite", "kenward-roger", "residual"}
+            Degrees of freedom: Satterthwaite's (emmeans' ``lmer.df = "satterthwaite"``),
+            Kenward-Roger's with pbkrtest's adjusted covariance (REML fits), or ``n - p``.
+        level : float
+            Confidence level of the intervals.
+
+        Returns
+        -------
+        MarginalMeans
+            ``table`` (``emmean``, ``se``, ``df``, ``lower``, ``upper`` per level);
+            ``pairs(adjust="tukey")`` and ``contrast()`` compare the levels (see
+            :mod:`reml_engine.inference.emmeans`).
+
+        Examples
+        --------
+        >>> import reml_engine as rl
+        >>> m = rl.lmer("distance ~ age + Sex + (1|Subject)", rl.datasets.orthodont())
+        >>> round(float(m.emmeans("Sex").table.loc["Female", "emmean"]), 4)
+        22.6477
+        """
+        from ..inference.emmeans import emmeans
+
+        return emmeans(self, spec, ddf, level)
+
     # -- helpers ----------------------------------------------------------------------
     def _random_term_variances(self) -> pd.Series:
         """The variance of each random term, from ``varcorr()`` without the residual."""

@@ -357,13 +357,6 @@ class LmerFit(ResultNames):
 
         return update(self, formula, data, REML, **kwargs)
 
-    def refit(self, newresp):
-        """The same model fitted to a new response, as lme4's ``refit(m, newresp)``; this
-        fit is unchanged (see :func:`reml_engine.api.refit`)."""
-        from ..api import refit
-
-        return refit(self, newresp)
-
     def drop1(self, test: str = "Chisq") -> pd.DataFrame:
         """Each droppable fixed term dropped in turn, compared by ML likelihood ratio, as
         lme4's ``drop1(m, test = "Chisq")``: columns ``npar``, ``AIC``, ``LRT`` and
@@ -446,63 +439,6 @@ class LmerFit(ResultNames):
         from ..inference.fixed_tests import anova_type3
 
         return anova_type3(self, ddf)
-
-    def ranova(self):
-        """Likelihood-ratio test of the random intercept, as lmerTest's ``ranova(m)``.
-
-        The model without the random term is the linear model; a REML fit is compared by
-        REML likelihood, as lmerTest does. The table adds the boundary-correct
-        ``p_mixture`` (50:50 chi-square(0)/chi-square(1)) to lmerTest's columns; the exact
-        finite-sample test is :meth:`test_random_intercept`.
-
-        Returns
-        -------
-        AnovaResult
-            Rows ``<none>`` and ``(1 | group)``; columns ``npar``, ``logLik``, ``AIC``,
-            ``LRT``, ``Df``, ``Pr(>Chisq)``, ``p_mixture`` (see
-            :func:`reml_engine.inference.ranova.ranova`).
-
-        Examples
-        --------
-        >>> import reml_engine as rl
-        >>> m = rl.lmer("Reaction ~ Days + (1|Subject)", rl.datasets.sleepstudy())
-        >>> round(float(m.ranova().loc["(1 | Subject)", "logLik"]), 4)
-        -946.8318
-        """
-        from ..inference.ranova import ranova
-
-        return ranova(self)
-
-    def emmeans(self, spec: str, ddf: str = "satterthwaite", level: float = 0.95):
-        """Estimated marginal means of a factor, as emmeans' ``emmeans(m, "f")``.
-
-        Parameters
-        ----------
-        spec : str
-            A categorical variable of the fixed part (a data column).
-        ddf : {"satterthwaite", "kenward-roger", "residual"}
-            Degrees of freedom: Satterthwaite's (emmeans' ``lmer.df = "satterthwaite"``),
-            Kenward-Roger's with pbkrtest's adjusted covariance (REML fits), or ``n - p``.
-        level : float
-            Confidence level of the intervals.
-
-        Returns
-        -------
-        MarginalMeans
-            ``table`` (``emmean``, ``se``, ``df``, ``lower``, ``upper`` per level);
-            ``pairs(adjust="tukey")`` and ``contrast()`` compare the levels (see
-            :mod:`reml_engine.inference.emmeans`).
-
-        Examples
-        --------
-        >>> import reml_engine as rl
-        >>> m = rl.lmer("distance ~ age + Sex + (1|Subject)", rl.datasets.orthodont())
-        >>> round(float(m.emmeans("Sex").table.loc["Female", "emmean"]), 4)
-        22.6477
-        """
-        from ..inference.emmeans import emmeans
-
-        return emmeans(self, spec, ddf, level)
 
     def test_random_intercept(self, method: str = "exact", n_sim: int | None = None, seed: int | None = 1):
         """Test var_group = 0: ``"exact"`` (R)LRT null or the 50:50 ``"mixture"``

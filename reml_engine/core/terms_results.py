@@ -301,54 +301,6 @@ class TermsFit(PerTermVariances, ResultNames):
 
         return terms_contrast_test(self, L, rhs, ddf)
 
-    def refit(self, newresp):
-        """The same model fitted to a new response, as lme4's ``refit(m, newresp)``; this
-        fit is unchanged (see :func:`reml_engine.api.refit`)."""
-        from ..api import refit
-
-        return refit(self, newresp)
-
-    def ranova(self):
-        """Each random term removed in turn, by likelihood ratio, as lmerTest's
-        ``ranova(m)``: the model refitted without the term (by REML for a REML fit, compared
-        by REML likelihood as lmerTest does), with the boundary-correct ``p_mixture``
-        (50:50 chi-square(0)/chi-square(1)) next to lmerTest's ``Pr(>Chisq)``.
-
-        Returns
-        -------
-        AnovaResult
-            Rows ``<none>`` and ``(1 | term)`` per term (lme4's order); columns ``npar``,
-            ``logLik``, ``AIC``, ``LRT``, ``Df``, ``Pr(>Chisq)``, ``p_mixture`` (see
-            :func:`reml_engine.inference.ranova.ranova`).
-        """
-        from ..inference.ranova import ranova
-
-        return ranova(self)
-
-    def emmeans(self, spec: str, ddf: str = DEFAULT_DDF, level: float = 0.95):
-        """Estimated marginal means of a factor, as emmeans' ``emmeans(m, "f")``.
-
-        Parameters
-        ----------
-        spec : str
-            A categorical variable of the fixed part (a data column).
-        ddf : {"satterthwaite", "residual"}
-            Satterthwaite's df (emmeans' ``lmer.df = "satterthwaite"``) or ``n - p``;
-            ``"kenward-roger"`` where this fit's ``contrast_test`` offers it.
-        level : float
-            Confidence level of the intervals.
-
-        Returns
-        -------
-        MarginalMeans
-            ``table`` (``emmean``, ``se``, ``df``, ``lower``, ``upper`` per level);
-            ``pairs(adjust="tukey")`` and ``contrast()`` compare the levels (see
-            :mod:`reml_engine.inference.emmeans`).
-        """
-        from ..inference.emmeans import emmeans
-
-        return emmeans(self, spec, ddf, level)
-
     def confint(self, method: str = "profile", level: float = 0.95) -> pd.DataFrame:
         """Profile intervals of each term's sd and of sigma, as lme4's
         ``confint(m, parm = "theta_", method = "profile")`` (the ML deviance, also for
