@@ -1,7 +1,8 @@
 """lmerTest's ``ranova(m)``: each random term removed in turn, by likelihood ratio.
 
 The table has one row for the full model (``<none>``) and one per random term
-(``(1 | Subject)``, lmerTest's labels; the terms in lme4's order, that of ``varcorr()``):
+(``(1 | Subject)``, lmerTest's labels, in lmerTest's order: that of the formula, ``a/b``
+expanded as lme4's ``findbars`` expands it, ``b:a`` before ``a``):
 
 * ``npar``: the model's parameters (fixed effects, one theta per term, sigma);
 * ``logLik``: its log-likelihood, *restricted* for a REML fit: every model of the table has
@@ -63,6 +64,17 @@ def _lm_criterion_one_term(fit) -> float:
     return float(evaluate([0.0], fit.stats, fit.REML).criterion[0])
 
 
+def _formula_order(fit: TermsFit) -> list[int]:
+    """Positions of the fit's terms (lme4's order, by levels) in the formula's order, as
+    lmerTest's ``ranova`` lists them; lme4's order when the fit holds no formula."""
+    if not fit.formula:
+        return list(range(fit.k))
+    from ..frontend.formula import random_term_specs
+
+    rank = {spec.name: i for i, spec in enumerate(random_term_specs(fit.formula))}
+    return sorted(range(fit.k), key=lambda j: rank.get(fit.term_names[j], len(rank) + j))
+
+
 def _reduced_terms(fit: TermsFit) -> list[tuple[str, float, int, object, str | None]]:
     """Each term removed from a several-term fit: (term, criterion, parameters, fit, note)."""
     from ..core.terms_fitting import fit_terms_design
@@ -70,7 +82,8 @@ def _reduced_terms(fit: TermsFit) -> list[tuple[str, float, int, object, str | N
 
     n_fixed = len(fit.fixef)
     out = []
-    for j, name in enumerate(fit.term_names):
+    for j in _formula_order(fit):
+        name = fit.term_names[j]
         if fit.k == 1:
             if fit.problem is None:
                 raise ModelDataError("ranova() needs the fit's criterion (this fit holds none: problem=None)")

@@ -25,15 +25,16 @@ from reml_engine.frontend.formula import count_random_terms, random_term_specs
     ("formula", "names"),
     [
         ("y ~ x + (1|a) + (1|b)", ["a", "b"]),
-        ("y ~ (1|a/b)", ["a", "b:a"]),
-        ("y ~ (1|a/b/c)", ["a", "b:a", "c:(b:a)"]),
+        ("y ~ (1|a/b)", ["b:a", "a"]),
+        ("y ~ (1|a/b/c)", ["c:(b:a)", "b:a", "a"]),
         ("y ~ x + (1|a:b) + (1|c)", ["a:b", "c"]),
-        ("y ~ (1|school/class) + (1 | rater) + x", ["school", "class:school", "rater"]),
+        ("y ~ (1|school/class) + (1 | rater) + x", ["class:school", "school", "rater"]),
         ("y ~ (1|factor(a)) + (1||b)", ["a", "b"]),
     ],
 )
 def test_term_names_as_lme4(formula, names):
-    """lme4 names (1|a/b/c) 'a', 'b:a', 'c:(b:a)' (checked with R, lme4 1.1-31)."""
+    """lme4 names (1|a/b/c) 'c:(b:a)', 'b:a', 'a', in findbars' order (checked with R, lme4 1.1-31:
+    ``findbars(y ~ (1|a/b/c))``)."""
     assert [t.name for t in random_term_specs(formula)] == names
     assert count_random_terms(formula) == len(names)
 
