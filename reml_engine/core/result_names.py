@@ -272,18 +272,23 @@ class ResultNames(InformationCriteria):
 
         return ranova(self)
 
-    def emmeans(self, spec: str, ddf: str = DEFAULT_DDF, level: float = 0.95):
-        """Estimated marginal means of a factor, as emmeans' ``emmeans(m, "f")``.
+    def emmeans(self, spec: str, ddf: str = DEFAULT_DDF, level: float = 0.95, by: str | None = None):
+        """Estimated marginal means of a factor, as emmeans' ``emmeans(m, "f")`` (or
+        ``emmeans(m, "f", by = "g")``).
 
         Parameters
         ----------
         spec : str
-            A categorical variable of the fixed part (a data column).
+            A categorical variable of the fixed part (a data column); ``"f | g"`` reads
+            as ``by="g"``.
         ddf : {"satterthwaite", "kenward-roger", "residual"}
             Degrees of freedom: Satterthwaite's (emmeans' ``lmer.df = "satterthwaite"``),
             Kenward-Roger's with pbkrtest's adjusted covariance (REML fits), or ``n - p``.
         level : float
             Confidence level of the intervals.
+        by : str, optional
+            Another categorical variable: the means within each of its levels, compared
+            within each level by ``pairs()`` and ``contrast()``.
 
         Returns
         -------
@@ -301,7 +306,7 @@ class ResultNames(InformationCriteria):
         """
         from ..inference.emmeans import emmeans
 
-        return emmeans(self, spec, ddf, level)
+        return emmeans(self, spec, ddf, level, by)
 
     # -- helpers ----------------------------------------------------------------------
     def _random_term_variances(self) -> pd.Series:

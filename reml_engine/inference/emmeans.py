@@ -19,7 +19,14 @@ each contrast of means, is a linear combination ``l' beta`` of the fixed effects
 Pairwise comparisons (:meth:`MarginalMeans.pairs`, emmeans' ``pairs()``) are every
 difference ``level_i - level_j``, ``i < j``, with p-values and intervals adjusted for the
 family by Tukey's method by default (the studentized range of ``k`` means on each
-contrast's df: ``p = P(Q_{k, df} >= sqrt(2) |t|)``), or Sidak's, Bonferroni's, or none.
+contrast's df: ``p = P(Q_{k, df} >= sqrt(2) |t|)``), or Holm's step-down method (with
+Bonferroni's intervals, as emmeans: Holm's method has none of its own), Sidak's,
+Bonferroni's, or none.
+
+With ``by="g"`` (emmeans' ``emmeans(m, "f", by = "g")``, or ``"f | g"``) the means are
+of each level of ``f`` within each level of ``g`` (averaged over the other factors only),
+and every contrast is taken within a level of ``g``: each level of ``g`` is a family of
+its own for the adjustment, as in emmeans.
 The type III table's grid and factor listing (:mod:`reml_engine.inference.type3`) build
 the reference grid, so the means are the same under any coding of the factors.
 
@@ -56,7 +63,7 @@ from .lazy_imports import scipy_stats as sps
 from .type3 import GRID_MAX_CELLS, data_variables, grid_matrix
 
 #: The multiplicity adjustments of ``pairs()`` and ``contrast()`` (emmeans' names).
-ADJUSTMENTS = ("tukey", "sidak", "bonferroni", "none")
+ADJUSTMENTS = ("tukey", "holm", "sidak", "bonferroni", "none")
 #: emmeans' default adjustment of pairwise comparisons.
 PAIRS_ADJUST = "tukey"
 #: Default confidence level of the intervals (emmeans').
@@ -191,6 +198,9 @@ class ReferenceGrid:
     in_interaction : bool
         ``spec`` is part of an interaction term (emmeans warns that the means may then
         mislead).
+    by : str or None
+        The factor within whose levels the means are taken; ``weights`` is then indexed
+        by (level of ``by``, level of ``spec``).
     """
 
     spec: str
@@ -198,10 +208,39 @@ class ReferenceGrid:
     averaged_over: tuple[str, ...]
     covariates: dict
     in_interaction: bool
+    by: str | None = None
 
 
-def reference_grid(fit, spec: str) -> ReferenceGrid:
-    """The reference grid of ``fit`` averaged over everything but ``spec`` (see the module).
+def _categorical(name, role: str, categorical: dict, numeric: list[str], design) -> str:
+    """``name`` checked as a categorical variable of the fixed part (``role``: "spec", "by")."""
+    if not isinstance(name, str):
+        raise ModelDataError(f"{role} must name a categorical variable of the fixed part, as a string; got "
+                             f"{type(name).__name__} {name!r}")
+    if name not in categorical:
+        listed = ", ".join(map(repr, categorical)) or "none"
+        if name in numeric:
+            raise ModelDataError(f"{name!r} is a numeric variable of the model: marginal means are for a categorical "
+                                 f"variable (the model's are: {listed}); the grid puts {name!r} at its mean")
+        raise ModelDataError(f"{name!r} is not a variable of the fixed part {design.formula.fixed if design.formula else ''}"
+                             f"; its categorical variables are: {listed}")
+    return name
+
+
+def split_spec(spec, by=None) -> tuple[object, object]:
+    """emmeans' ``"f | g"`` (also ``"~ f | g"``) read as ``spec="f", by="g"``."""
+    if isinstance(spec, str) and "|" in spec:
+        if by is not None:
+            raise ModelDataError(f"spec {spec!r} names its 'by' factor after '|' and by={by!r} names another: "
+                                 "give one of them")
+        spec, by = (part.strip() for part in spec.lstrip().removeprefix("~").split("|", 1))
+    elif isinstance(spec, str):
+        spec = spec.lstrip().removeprefix("~").strip()
+    return spec, by
+
+
+def reference_grid(fit, spec: str, by: str | None = None) -> ReferenceGrid:
+    """The reference grid of ``fit`` averaged over everything but ``spec`` (and ``by``;
+    see the module).
 
     Parameters
     ----------
@@ -210,6 +249,8 @@ def reference_grid(fit, spec: str) -> ReferenceGrid:
     spec : str
         A categorical variable of the fixed part (a data column, e.g. ``"Diet"``, also
         for ``C(k)``).
+    by : str, optional
+        Another categorical variable: the means of ``spec`` within each of its levels.
 
     Returns
     -------
@@ -218,16 +259,11 @@ def reference_grid(fit, spec: str) -> ReferenceGrid:
     design = _fixed_design(fit)
     model_spec = design.model_spec
     categorical, numeric = data_variables(model_spec)
-    if not isinstance(spec, str):
-        raise ModelDataError(f"spec must name a categorical variable of the fixed part, as a string; got "
-                             f"{type(spec).__name__} {spec!r}")
-    if spec not in categorical:
-        listed = ", ".join(map(repr, categorical)) or "none"
-        if spec in numeric:
-            raise ModelDataError(f"{spec!r} is a numeric variable of the model: marginal means are for a categorical "
-                                 f"variable (the model's are: {listed}); the grid puts {spec!r} at its mean")
-        raise ModelDataError(f"{spec!r} is not a variable of the fixed part {design.formula.fixed if design.formula else ''}"
-                             f"; its categorical variables are: {listed}")
+    _categorical(spec, "spec", categorical, numeric, design)
+    if by is not None:
+        _categorical(by, "by", categorical, numeric, design)
+        if by == spec:
+            raise ModelDataError(f"by={by!r} is the variable of the means itself: give another factor, or no by")
     if getattr(fit, "has_offset", False):
         raise ModelDataError("marginal means of a model with an offset are not supported (emmeans adds the offset "
                              "at its mean): fit the model without it or compute the means with predict()")
@@ -255,17 +291,26 @@ def reference_grid(fit, spec: str) -> ReferenceGrid:
         raise ModelDataError(f"cannot rebuild the design on the reference grid: {err}") from None
     levels = categorical[spec]
     codes = grid[spec].cat.codes.to_numpy()
-    weights = np.stack([X[codes == k].mean(axis=0) for k in range(len(levels))])
+    if by is None:
+        weights = np.stack([X[codes == k].mean(axis=0) for k in range(len(levels))])
+        index = pd.Index(levels, name=spec)
+    else:
+        by_codes = grid[by].cat.codes.to_numpy()
+        by_levels = categorical[by]
+        weights = np.stack([X[(by_codes == b) & (codes == k)].mean(axis=0)
+                            for b in range(len(by_levels)) for k in range(len(levels))])
+        index = pd.MultiIndex.from_product([by_levels, levels], names=[by, spec])
     in_interaction = False
     for term in model_spec.terms:
         columns = {encoded_column(str(f), pd.Index([*categorical, *numeric])) for f in term.factors}
         in_interaction |= spec in columns and len(columns) > 1
     return ReferenceGrid(
         spec,
-        pd.DataFrame(weights, index=pd.Index(levels, name=spec), columns=names),
-        tuple(name for name in categorical if name != spec),
+        pd.DataFrame(weights, index=index, columns=names),
+        tuple(name for name in categorical if name not in (spec, by)),
         covariates,
         in_interaction,
+        by,
     )
 
 
@@ -299,6 +344,17 @@ def _pair_labels(spec: str, levels) -> list[str]:
     return [f"({t})" if LABEL_PARENS.search(t) else t for t in texts]
 
 
+def _holm(p_raw: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjustment: the i-th smallest p-value times ``m - i + 1``, made
+    non-decreasing in that order, at most 1."""
+    m = len(p_raw)
+    order = np.argsort(p_raw, kind="stable")
+    stepped = np.maximum.accumulate((m - np.arange(m)) * p_raw[order])
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(1.0, stepped)
+    return adjusted
+
+
 def _adjusted(t: np.ndarray, df: np.ndarray, adjust: str, level: float, n_means: int
               ) -> tuple[np.ndarray, np.ndarray]:
     """Two-sided p-values and interval half-width multipliers, adjusted for the family."""
@@ -307,6 +363,9 @@ def _adjusted(t: np.ndarray, df: np.ndarray, adjust: str, level: float, n_means:
     if adjust == "tukey":
         p = sps.studentized_range.sf(np.sqrt(2.0) * np.abs(t), n_means, df)
         crit = sps.studentized_range.ppf(level, n_means, df) / np.sqrt(2.0)
+    elif adjust == "holm":  # Holm's p-values; Bonferroni's intervals (emmeans does the same)
+        p = _holm(p_raw)
+        crit = sps.t.ppf(1.0 - (1.0 - level) / (2.0 * m), df)
     elif adjust == "sidak":
         p = 1.0 - (1.0 - p_raw) ** m
         crit = sps.t.ppf(0.5 + 0.5 * level ** (1.0 / m), df)
@@ -368,13 +427,15 @@ class ContrastTable(_ShownTable):
 
 @dataclass(frozen=True, repr=False)
 class MarginalMeans(_ShownTable):
-    """Estimated marginal means of one factor (emmeans' ``emmeans(m, "f")``).
+    """Estimated marginal means of one factor (emmeans' ``emmeans(m, "f")``, or
+    ``emmeans(m, "f", by = "g")``).
 
     Attributes
     ----------
     table : pandas.DataFrame
         One row per level: ``emmean``, ``se``, ``df`` and the (unadjusted) interval
-        ``lower``, ``upper`` (a copy on each access).
+        ``lower``, ``upper`` (a copy on each access); indexed by (level of ``by``, level
+        of ``spec``) with ``by``.
     spec : str
     ddf : str
         The df method (``"satterthwaite"``, ``"kenward-roger"``, ``"residual"``).
@@ -382,6 +443,8 @@ class MarginalMeans(_ShownTable):
     grid : ReferenceGrid
         The linear combinations behind the means (``grid.weights``).
     notes : tuple of str
+    by : str or None
+        The factor within whose levels the means are taken and compared.
     """
 
     _table: pd.DataFrame = field(repr=False)
@@ -391,7 +454,38 @@ class MarginalMeans(_ShownTable):
     grid: ReferenceGrid = field(repr=False)
     notes: tuple[str, ...]
     fit: object = field(repr=False)
+    by: str | None = None
 
+    def _families(self) -> list[tuple[object, np.ndarray]]:
+        """(level of ``by`` or None, positions of its rows in the table): each family of
+        contrasts, in the table's order."""
+        if self.by is None:
+            return [(None, np.arange(len(self._table)))]
+        by_values = self._table.index.get_level_values(0)
+        return [(b, np.flatnonzero(by_values == b)) for b in dict.fromkeys(by_values)]
+
+    @property
+    def _levels(self) -> pd.Index:
+        """The levels of ``spec``, in the table's order (within one level of ``by``)."""
+        index = self._table.index
+        return index if self.by is None else index.get_level_values(1)[self._families()[0][1]]
+
+    def _stacked(self, rows: dict[str, np.ndarray]) -> tuple[pd.DataFrame, np.ndarray]:
+        """Contrast weights over the levels of ``spec`` put in every family: the weights over
+        the table's rows, and each row's family."""
+        names = list(rows)
+        weights = np.array([rows[name] for name in names]).reshape(len(names), -1)
+        n = len(self._table)
+        blocks, labels, family = [], [], []
+        for f, (b, positions) in enumerate(self._families()):
+            block = np.zeros((len(names), n))
+            block[:, positions] = weights
+            blocks.append(block)
+            labels.extend(names if b is None else [(b, name) for name in names])
+            family.extend([f] * len(names))
+        index = (pd.Index(labels, name="contrast") if self.by is None
+                 else pd.MultiIndex.from_tuples(labels, names=[self.by, "contrast"]))
+        return pd.DataFrame(np.vstack(blocks), index=index, columns=self._table.index), np.array(family)
 
     def contrast(self, contrasts, adjust: str = "none", level: float | None = None) -> ContrastTable:
         """Contrasts of the means, as emmeans' ``contrast(emm, list(...))``.
@@ -401,10 +495,11 @@ class MarginalMeans(_ShownTable):
         contrasts : dict or pandas.DataFrame
             ``{name: weights}``, the weights a sequence with one number per level (in the
             table's order) or a dict ``{level: weight}`` (other levels 0); or a DataFrame
-            with one row per contrast and the levels as columns.
-        adjust : {"none", "sidak", "bonferroni"}
-            Adjustment of the p-values and intervals for the family (``"tukey"`` is for
-            pairwise comparisons: :meth:`pairs`).
+            with one row per contrast and the levels as columns. With ``by``, the same
+            contrasts within each level of ``by``.
+        adjust : {"none", "holm", "sidak", "bonferroni"}
+            Adjustment of the p-values and intervals for the family (each level of ``by``
+            is a family); ``"tukey"`` is for pairwise comparisons: :meth:`pairs`.
         level : float, optional
             Confidence level (by default the means').
 
@@ -414,15 +509,16 @@ class MarginalMeans(_ShownTable):
         """
         adjust = _check_adjust(adjust)
         if adjust == "tukey":
-            raise ValueError("adjust='tukey' is for the pairwise comparisons of pairs(); use 'sidak', 'bonferroni' "
-                             "or 'none' for other contrasts")
-        levels = self._table.index
+            raise ValueError("adjust='tukey' is for the pairwise comparisons of pairs(); use 'holm', 'sidak', "
+                             "'bonferroni' or 'none' for other contrasts")
+        levels = self._levels
         if isinstance(contrasts, pd.DataFrame):
             unknown = [c for c in contrasts.columns if c not in levels]
             if unknown:
                 raise ModelDataError(f"contrast columns {unknown!r} are not levels of {self.spec!r} "
                                      f"({list(levels)!r})")
-            C = contrasts.reindex(columns=levels, fill_value=0.0)
+            rows = {name: row.to_numpy(dtype=np.float64)
+                    for name, row in contrasts.reindex(columns=levels, fill_value=0.0).iterrows()}
         elif isinstance(contrasts, dict) and contrasts:
             rows = {}
             for name, weights in contrasts.items():
@@ -438,20 +534,21 @@ class MarginalMeans(_ShownTable):
                         raise ModelDataError(f"contrast {name!r} has {values.size} weights; {self.spec!r} has "
                                              f"{len(levels)} levels ({list(levels)!r})")
                     rows[name] = values
-            C = pd.DataFrame(rows, index=levels).T
         else:
             raise ModelDataError("contrasts must be a non-empty dict {name: weights} or a DataFrame of weights "
                                  "with the levels as columns")
-        return self._contrasts(C, adjust, level, len(C))
+        C, family = self._stacked(rows)
+        return self._contrasts(C, family, adjust, level, len(rows))
 
     def pairs(self, adjust: str = PAIRS_ADJUST, level: float | None = None) -> ContrastTable:
         """Every pairwise difference ``a - b`` of the means, as emmeans' ``pairs(emm)``.
 
         Parameters
         ----------
-        adjust : {"tukey", "sidak", "bonferroni", "none"}
-            Adjustment of the p-values and intervals for the family of comparisons;
-            Tukey's (the studentized range), emmeans' default for ``pairs()``.
+        adjust : {"tukey", "holm", "sidak", "bonferroni", "none"}
+            Adjustment of the p-values and intervals for the family of comparisons (each
+            level of ``by`` is a family); Tukey's (the studentized range), emmeans'
+            default for ``pairs()``.
         level : float, optional
             Confidence level of the intervals (by default the means').
 
@@ -460,41 +557,52 @@ class MarginalMeans(_ShownTable):
         ContrastTable
             Rows ``"a - b"`` for the levels in order (``a`` before ``b``), labelled as
             emmeans labels them: a level with ``-``, ``+``, ``/`` or ``*`` in its name in
-            parentheses, numbers prefixed by the variable's name (``nitro0 - nitro0.2``).
+            parentheses, numbers prefixed by the variable's name (``nitro0 - nitro0.2``);
+            with ``by``, indexed by (level of ``by``, contrast).
         """
         adjust = _check_adjust(adjust)
-        labels = _pair_labels(self.spec, self._table.index)
+        labels = _pair_labels(self.spec, self._levels)
         k = len(labels)
         rows = {}
         for i, j in itertools.combinations(range(k), 2):
             weights = np.zeros(k)
             weights[i], weights[j] = 1.0, -1.0
             rows[f"{labels[i]} - {labels[j]}"] = weights
-        C = pd.DataFrame(rows, index=self._table.index).T
-        return self._contrasts(C, adjust, level, k)
+        C, family = self._stacked(rows)
+        return self._contrasts(C, family, adjust, level, k)
 
-    def _contrasts(self, C: pd.DataFrame, adjust: str, level: float | None, n_means: int) -> ContrastTable:
+    def _contrasts(self, C: pd.DataFrame, family: np.ndarray, adjust: str, level: float | None,
+                   n_means: int) -> ContrastTable:
         level = self.level if level is None else _check_level(level)
         L = C.to_numpy(dtype=np.float64) @ self.grid.weights.to_numpy()
         estimate, se, df = linear_combinations(self.fit, L, self.ddf)
         with np.errstate(divide="ignore", invalid="ignore"):
             t = estimate / se
-        p, crit = _adjusted(t, df, adjust, level, n_means)
+        p, crit = np.empty(len(t)), np.empty(len(t))
+        for f in np.unique(family):
+            rows = family == f
+            p[rows], crit[rows] = _adjusted(t[rows], df[rows], adjust, level, n_means)
         table = pd.DataFrame({"estimate": estimate, "se": se, "df": df, "t": t, "p": p,
-                              "lower": estimate - crit * se, "upper": estimate + crit * se},
-                             index=pd.Index(C.index, name="contrast"))
-        m = len(C)
+                              "lower": estimate - crit * se, "upper": estimate + crit * se}, index=C.index)
+        m = int(np.sum(family == family[0]))
         notes = [f"degrees of freedom: {self.ddf}"]
+        within = f", within each level of {self.by}" if self.by is not None else ""
         if adjust != "none" and m > 1:
-            family = f"{n_means} estimates" if adjust == "tukey" else f"{m} tests"
-            notes.append(f"p-values and {level:g} intervals adjusted by the {adjust} method for {family}")
+            family_text = f"{n_means} estimates" if adjust == "tukey" else f"{m} tests"
+            if adjust == "holm":
+                notes.append(f"p-values adjusted by the holm method for {family_text}{within}; {level:g} intervals "
+                             "by the bonferroni method (Holm's method has no intervals of its own)")
+            else:
+                notes.append(f"p-values and {level:g} intervals adjusted by the {adjust} method for "
+                             f"{family_text}{within}")
         else:
             notes.append(f"confidence level {level:g}, no adjustment")
         weights = pd.DataFrame(L, index=C.index, columns=self.grid.weights.columns)
         return ContrastTable(table, adjust, level, weights, tuple(notes))
 
 
-def emmeans(fit, spec: str, ddf: str = "satterthwaite", level: float = DEFAULT_LEVEL) -> MarginalMeans:
+def emmeans(fit, spec: str, ddf: str = "satterthwaite", level: float = DEFAULT_LEVEL,
+            by: str | None = None) -> MarginalMeans:
     """Estimated marginal means of the levels of ``spec`` (see the module).
 
     Parameters
@@ -502,12 +610,15 @@ def emmeans(fit, spec: str, ddf: str = "satterthwaite", level: float = DEFAULT_L
     fit : LmerFit or TermsFit
         A fit made by :func:`reml_engine.lmer` from a DataFrame.
     spec : str
-        A categorical variable of the fixed part.
+        A categorical variable of the fixed part; ``"f | g"`` reads as ``by="g"``.
     ddf : {"satterthwaite", "kenward-roger", "residual"}
         Satterthwaite's df (default; emmeans' ``lmer.df = "satterthwaite"``),
         Kenward-Roger's with the adjusted covariance (REML fits), or ``n - p``.
     level : float
         Confidence level of the intervals.
+    by : str, optional
+        Another categorical variable: the means of ``spec`` within each of its levels
+        (emmeans' ``by``), compared within each level by ``pairs()`` and ``contrast()``.
 
     Returns
     -------
@@ -526,7 +637,8 @@ def emmeans(fit, spec: str, ddf: str = "satterthwaite", level: float = DEFAULT_L
     """
     method = normalize_ddf(ddf)
     level = _check_level(level)
-    grid = reference_grid(fit, spec)
+    spec, by = split_spec(spec, by)
+    grid = reference_grid(fit, spec, by)
     estimate, se, df = linear_combinations(fit, grid.weights.to_numpy(), method)
     half = sps.t.ppf(0.5 + 0.5 * level, df) * se
     table = pd.DataFrame({"emmean": estimate, "se": se, "df": df, "lower": estimate - half,
@@ -539,7 +651,7 @@ def emmeans(fit, spec: str, ddf: str = "satterthwaite", level: float = DEFAULT_L
     if grid.in_interaction:
         notes.append(f"{spec} is part of an interaction: the means may mislead (emmeans' note)")
     notes.append(f"degrees of freedom: {method}; confidence level {level:g}")
-    return MarginalMeans(table, spec, method, level, grid, tuple(notes), fit)
+    return MarginalMeans(table, spec, method, level, grid, tuple(notes), fit, by)
 
 
 __all__ = ["ADJUSTMENTS", "ContrastTable", "MarginalMeans", "ReferenceGrid", "emmeans", "linear_combinations",

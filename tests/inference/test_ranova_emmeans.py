@@ -232,8 +232,8 @@ def test_emmeans_refuses_bad_arguments(orthodont_fit):
     with pytest.raises(ValueError, match="level"):
         orthodont_fit.emmeans("Sex", level=95)
     emm = orthodont_fit.emmeans("Sex")
-    with pytest.raises(ValueError, match="'holm'"):
-        emm.pairs(adjust="holm")
+    with pytest.raises(ValueError, match="'holm'"):  # the names are emmeans'
+        emm.pairs(adjust="hommel")
     with pytest.raises(ValueError, match="adjust"):
         emm.pairs(adjust=None)
     with pytest.raises(ValueError, match="pairs"):
