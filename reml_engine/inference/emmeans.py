@@ -395,6 +395,11 @@ class _ShownTable:
     def __repr__(self) -> str:
         return str(self)
 
+    def _repr_html_(self) -> str:
+        from ..report.notebook import shown_table_html
+
+        return shown_table_html(self, self._title())
+
 
 # repr=False: the text of the table (_ShownTable.__repr__), not the dataclass's fields.
 @dataclass(frozen=True, repr=False)
@@ -423,6 +428,9 @@ class ContrastTable(_ShownTable):
     @property
     def weights(self) -> pd.DataFrame:
         return self._weights.copy()
+
+    def _title(self) -> str:
+        return f"Contrasts of marginal means (adjustment: {self.adjust})"
 
 
 @dataclass(frozen=True, repr=False)
@@ -455,6 +463,9 @@ class MarginalMeans(_ShownTable):
     notes: tuple[str, ...]
     fit: object = field(repr=False)
     by: str | None = None
+
+    def _title(self) -> str:
+        return f"Estimated marginal means of {self.spec}" + (f" by {self.by}" if self.by is not None else "")
 
     def _families(self) -> list[tuple[object, np.ndarray]]:
         """(level of ``by`` or None, positions of its rows in the table): each family of

@@ -61,7 +61,8 @@ def html_table(df: pd.DataFrame, caption: str = "", index_header: str = "",
     body = []
     for label, row in zip(df.index[:max_rows], df.iloc[:max_rows].itertuples(index=False), strict=True):
         cells = "".join(f'<td style="text-align:right">{html.escape(cell_text(v))}</td>' for v in row)
-        body.append(f'<tr><th style="text-align:left">{html.escape(str(label))}</th>{cells}</tr>')
+        text = ", ".join(map(str, label)) if isinstance(label, tuple) else str(label)  # a MultiIndex's row
+        body.append(f'<tr><th style="text-align:left">{html.escape(text)}</th>{cells}</tr>')
     if len(df) > max_rows:
         body.append(f'<tr><td colspan="{df.shape[1] + 1}">... {len(df) - max_rows} more rows</td></tr>')
     title = f'<caption style="text-align:left"><b>{html.escape(caption)}</b></caption>' if caption else ""
@@ -169,6 +170,13 @@ def mundlak_html(test) -> str:
 def anova_html(result) -> str:
     return html_result("Model comparison", html_table(result.table, index_header=result.table.index.name or ""),
                        html_notes(result.notes))
+
+
+def shown_table_html(result, title: str) -> str:
+    """A table with its notes (marginal means, contrasts): ``result.table`` and ``result.notes``."""
+    table = result.table
+    header = ", ".join(str(name) for name in table.index.names if name is not None)
+    return html_result(title, html_table(table, index_header=header), html_notes(result.notes))
 
 
 def bootstrap_html(result, level: float = 0.95) -> str:

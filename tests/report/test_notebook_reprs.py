@@ -298,3 +298,18 @@ def test_text_is_escaped():
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert re.search(r"x &lt; 1 &amp; y &gt; 2", page)
     assert table_with(parsed, "<b>").loc["a&b", "<b>"] == "<script>"
+
+
+def test_marginal_means_and_contrasts_html_show_their_tables():
+    oats = rl.lmer("yield ~ C(nitro) * Variety + (1|Block)", rl.datasets.oats())
+    emm = oats.emmeans("Variety", by="nitro")
+    for result, columns in ((emm, ("emmean", "se", "df")), (emm.pairs(adjust="holm"), ("estimate", "se", "p"))):
+        parsed = parse(result._repr_html_())
+        assert parsed.balanced
+        shown = table_with(parsed, *columns)
+        for label, row in result.table.iterrows():
+            for column in columns:
+                assert_shown(shown.loc[", ".join(map(str, label)), column], row[column])
+        text = " ".join(parsed.text)
+        assert all(note[:40] in text for note in result.notes)
+    assert "by nitro" in emm._repr_html_()
