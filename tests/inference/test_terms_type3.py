@@ -4,7 +4,9 @@ Reference: lmerTest's ``anova(m, type = 3)`` with Satterthwaite's and Kenward-Ro
 (``tests/data/multi/type3_reference.json``, ``tests/data/r/make_terms_type3_reference.R``)
 for nlme's Oats (a factor x factor and a factor x numeric interaction), lme4's cake (an
 ordered factor, coded by contr.poly in R), mlmRev's ScotsSec (crossed schools, one term at
-variance 0) and a simulated crossed subjects x items design, REML and ML. Each table is
+variance 0), the school x intake x sex cells of mlmRev's Exam (a numeric x factor
+interaction, unbalanced; the example of docs/several_terms.md) and a simulated crossed
+subjects x items design, REML and ML. Each table is
 compared only after checking that lme4 stopped at the engine's optimum (criterion and
 theta), so that the two tables are of the same fit.
 
@@ -33,7 +35,8 @@ MULTI = Path(__file__).parent.parent / "data" / "multi"
 REFERENCE = json.loads((MULTI / "type3_reference.json").read_text())
 CASES = sorted(name for name in REFERENCE if not name.startswith("_"))
 #: Grouping and factor columns of the case files, read as text.
-TEXT_COLUMNS = ("Block", "Variety", "replicate", "recipe", "sex", "primary", "second", "subj", "item", "A", "B")
+TEXT_COLUMNS = ("Block", "Variety", "replicate", "recipe", "sex", "primary", "second", "school", "intake", "subj",
+                "item", "A", "B")
 COLUMNS = ["sum_sq", "mean_sq", "num_df", "den_df", "f_value", "p_value"]
 
 #: lme4's REML criterion (deviance for ML) against the engine's: lme4 reaches the optimum

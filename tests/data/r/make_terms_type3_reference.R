@@ -8,6 +8,9 @@
 #   scots         mlmRev's ScotsSec  attain ~ sex * factor(social) + verbal + (1 | primary) + (1 | second)
 #                 (crossed primary x secondary schools, 3435 rows: Satterthwaite only, as the
 #                 engine's dense Kenward-Roger stops at 3000 rows)
+#   exam_cells    the school x intake x sex cells of mlmRev's Exam (cell means, as in
+#                 make_terms_kr_exam_reference.R and docs/several_terms.md)
+#                 normexam ~ standLRT * sex + (1 | school/intake)
 #   sim_crossed   simulated: 36 subjects x 24 items, 80% of the cells observed,
 #                 y ~ A * B + x + (1 | subj) + (1 | item) (A within subjects, B between items)
 # For each case the REML fit (and for oats_numeric and sim_crossed the ML fit, Satterthwaite
@@ -22,7 +25,8 @@
 #     Rscript tests/data/r/make_terms_type3_reference.R
 #
 # Writes tests/data/multi/type3_reference.json, tests/data/multi/cake.csv,
-# tests/data/multi/scots.csv and tests/data/multi/sim_crossed_type3.csv.
+# tests/data/multi/scots.csv, tests/data/multi/exam_cells.csv and
+# tests/data/multi/sim_crossed_type3.csv.
 suppressPackageStartupMessages({
   library(lme4)
   library(lmerTest)
@@ -41,6 +45,9 @@ write.csv(cake_out, file.path(dir, "cake.csv"), row.names = FALSE)
 
 scots_data <- mlmRev::ScotsSec[, c("attain", "verbal", "sex", "social", "primary", "second")]
 write.csv(scots_data, file.path(dir, "scots.csv"), row.names = FALSE)
+
+exam_cells <- aggregate(cbind(normexam, standLRT) ~ school + intake + sex, data = mlmRev::Exam, FUN = mean)
+write.csv(exam_cells, file.path(dir, "exam_cells.csv"), row.names = FALSE)
 
 set.seed(20261130)
 n_subj <- 36
@@ -81,6 +88,9 @@ cases <- list(
   scots = list(file = "scots.csv", factors = c("sex", "primary", "second"),
                formula = attain ~ sex * factor(social) + verbal + (1 | primary) + (1 | second),
                python = "attain ~ sex * C(social) + verbal + (1|primary) + (1|second)", kr = FALSE, ml = FALSE),
+  exam_cells = list(file = "exam_cells.csv", factors = c("school", "intake", "sex"),
+                    formula = normexam ~ standLRT * sex + (1 | school/intake),
+                    python = "normexam ~ standLRT * sex + (1|school/intake)", kr = TRUE, ml = FALSE),
   sim_crossed = list(file = "sim_crossed_type3.csv", factors = c("subj", "item", "A", "B"),
                      formula = y ~ A * B + x + (1 | subj) + (1 | item),
                      python = "y ~ A * B + x + (1|subj) + (1|item)", kr = TRUE, ml = TRUE)
