@@ -10,12 +10,13 @@
 #                 engine's dense Kenward-Roger stops at 3000 rows)
 #   exam_cells    the school x intake x sex cells of mlmRev's Exam (cell means, as in
 #                 make_terms_kr_exam_reference.R and docs/several_terms.md)
-#                 normexam ~ standLRT * sex + (1 | school/intake)
+#                 normexam ~ standLRT * sex + (1 | school/intake); and weighted by the
+#                 cells' sizes (exam_cells_weighted, Satterthwaite only)
 #   sim_crossed   simulated: 36 subjects x 24 items, 80% of the cells observed,
 #                 y ~ A * B + x + (1 | subj) + (1 | item) (A within subjects, B between items)
 # For each case the REML fit (and for oats_numeric and sim_crossed the ML fit, Satterthwaite
-# only) with lme4's default start; the criterion lme4 reached (REMLcrit or deviance) and
-# theta are written so that a test can check that lme4 sits at the engine's optimum before
+# only) with lme4's default start and tight optimizer tolerances (`tight` below); the
+# criterion lme4 reached (REMLcrit or deviance) and theta are written so that a test can check that lme4 sits at the engine's optimum before
 # comparing the tables. `python_formula` (and `python_contrasts`) is the same model in the
 # engine's formula syntax: factor(x) is C(x) there, and R's term labels map to formulaic's
 # by that spelling.
@@ -47,6 +48,8 @@ scots_data <- mlmRev::ScotsSec[, c("attain", "verbal", "sex", "social", "primary
 write.csv(scots_data, file.path(dir, "scots.csv"), row.names = FALSE)
 
 exam_cells <- aggregate(cbind(normexam, standLRT) ~ school + intake + sex, data = mlmRev::Exam, FUN = mean)
+exam_counts <- aggregate(normexam ~ school + intake + sex, data = mlmRev::Exam, FUN = length)
+exam_cells$n <- exam_counts$normexam  # the same rows in the same order (the same grouping)
 write.csv(exam_cells, file.path(dir, "exam_cells.csv"), row.names = FALSE)
 
 set.seed(20261130)
@@ -91,10 +94,21 @@ cases <- list(
   exam_cells = list(file = "exam_cells.csv", factors = c("school", "intake", "sex"),
                     formula = normexam ~ standLRT * sex + (1 | school/intake),
                     python = "normexam ~ standLRT * sex + (1|school/intake)", kr = TRUE, ml = FALSE),
+  # Prior weights (lme4's precision weights): Satterthwaite only, as pbkrtest's
+  # Kenward-Roger takes the residual's derivative as the identity whatever the weights.
+  exam_cells_weighted = list(file = "exam_cells.csv", factors = c("school", "intake", "sex"),
+                             formula = normexam ~ standLRT * sex + (1 | school/intake), weights = "n",
+                             python = "normexam ~ standLRT * sex + (1|school/intake)", kr = FALSE, ml = FALSE),
   sim_crossed = list(file = "sim_crossed_type3.csv", factors = c("subj", "item", "A", "B"),
                      formula = y ~ A * B + x + (1 | subj) + (1 | item),
                      python = "y ~ A * B + x + (1|subj) + (1|item)", kr = TRUE, ml = TRUE)
 )
+
+# lme4's default optimizer (nloptwrap's BOBYQA) stops within about 1e-5 of theta's
+# optimum, which moves F and p of the weighted Exam cells by 1e-4 relative; tighter
+# tolerances put it at the optimum the engine finds (same default start).
+tight <- lmerControl(optCtrl = list(ftol_abs = 1e-13, ftol_rel = 1e-15, xtol_abs = 1e-10, xtol_rel = 1e-12,
+                                    maxeval = 1e5))
 
 table_rows <- function(table) {
   list(term = rownames(table), sum_sq = unname(table[["Sum Sq"]]), mean_sq = unname(table[["Mean Sq"]]),
@@ -103,7 +117,9 @@ table_rows <- function(table) {
 }
 
 fit_values <- function(case, data, REML) {
-  m <- lmer(case$formula, data = data, REML = REML)
+  args <- list(case$formula, data = data, REML = REML, control = tight)
+  if (!is.null(case$weights)) args$weights <- data[[case$weights]]
+  m <- do.call(lmer, args)
   out <- list(criterion = if (REML) REMLcrit(m) else deviance(m), theta = unname(getME(m, "theta")),
               theta_terms = names(getME(m, "theta")), nobs = nobs(m),
               satterthwaite = table_rows(anova(m, type = 3, ddf = "Satterthwaite")))
@@ -121,6 +137,7 @@ for (name in names(cases)) {
   # The REML criterion depends on the coding (log|X'V^-1X|): the engine's fit compared
   # with lme4's criterion is coded as R codes it (contr.poly for the ordered factor).
   if (!is.null(case$python_contrasts)) entry$python_contrasts <- case$python_contrasts
+  if (!is.null(case$weights)) entry$weights <- case$weights
   if (case$ml) entry$ml <- fit_values(case, data, FALSE)
   result[[name]] <- entry
 }
