@@ -246,6 +246,40 @@ class ResultNames(InformationCriteria):
 
         return refit(self, newresp)
 
+    def anova(self, ddf: str = DEFAULT_DDF) -> pd.DataFrame:
+        """Type III F-tests of the formula's terms, as lmerTest's ``anova(m)`` (its
+        default ``type = 3``), for one random term and several alike.
+
+        Parameters
+        ----------
+        ddf : {"satterthwaite", "kenward-roger", "residual"}
+            Satterthwaite's df (lmerTest's default; a term of several df gets lmerTest's
+            combination of the df of its orthogonal directions), Kenward-Roger's scaled F
+            and df (pbkrtest's, REML fits; for several terms a fit that keeps its rows, at
+            most :data:`~reml_engine.inference.terms_kenward_roger.KR_MAX_NOBS` of them),
+            or ``n - p``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per term of the fixed part (formulaic's labels), columns ``sum_sq``,
+            ``mean_sq``, ``num_df``, ``den_df``, ``f_value``, ``p_value`` (see
+            :func:`reml_engine.inference.fixed_tests.anova_type3`).
+
+        Examples
+        --------
+        >>> import reml_engine as rl
+        >>> m = rl.lmer("yield ~ Variety * nitro + (1|Block/Variety)", rl.datasets.oats())
+        >>> print(m.anova()[["num_df", "den_df", "f_value"]].round(3))
+                       num_df  den_df  f_value
+        Variety             2  21.575    1.942
+        nitro               1  51.000  115.771
+        Variety:nitro       2  51.000    0.499
+        """
+        from ..inference.fixed_tests import anova_type3
+
+        return anova_type3(self, ddf)
+
     def ranova(self):
         """Each random term removed in turn, by likelihood ratio, as lmerTest's
         ``ranova(m)``: the model refitted without the term (by REML for a REML fit,

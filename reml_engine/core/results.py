@@ -434,12 +434,6 @@ class LmerFit(ResultNames):
 
         return contrast_test(self, L, rhs, ddf)
 
-    def anova(self, ddf: str = "satterthwaite") -> pd.DataFrame:
-        """Type III F-tests of the formula's terms, as lmerTest's ``anova(m)``."""
-        from ..inference.fixed_tests import anova_type3
-
-        return anova_type3(self, ddf)
-
     def test_random_intercept(self, method: str = "exact", n_sim: int | None = None, seed: int | None = 1):
         """Test var_group = 0: ``"exact"`` (R)LRT null or the 50:50 ``"mixture"``
         (see :func:`reml_engine.inference.variance_tests.test_random_intercept`)."""

@@ -195,12 +195,30 @@ def contrast_t(fit, L, rhs: float = 0.0, ddf: str = "satterthwaite", level: floa
 def anova_type3(fit, ddf: str = "satterthwaite") -> pd.DataFrame:
     """Type III F-tests for every term of the formula (lmerTest's ``anova(m)``).
 
+    Each term's hypothesis is :func:`~reml_engine.inference.type3.type3_hypotheses`'s
+    (the same for one random term and several: it depends on the fixed part alone),
+    tested as lmerTest's ``contestMD``: with Satterthwaite's df the F is taken over the
+    eigen-directions of ``L Cov(beta) L'`` and their df combined
+    (:func:`~reml_engine.inference.ddf.satterthwaite_ftest`); with Kenward-Roger's it is
+    pbkrtest's scaled F on the adjusted covariance
+    (:func:`~reml_engine.inference.ddf.kenward_roger_ftest`).
+
+    Parameters
+    ----------
+    fit : LmerFit or TermsFit
+        A fit made from a formula. Several random terms: Satterthwaite's df from the
+        criterion the fit keeps (also for fits from chunks, Dask or Parquet);
+        Kenward-Roger's need the rows (see
+        :func:`~reml_engine.inference.terms_kenward_roger.terms_kenward_roger_state`).
+    ddf : {"satterthwaite", "kenward-roger", "residual"}
+
     Returns
     -------
     pandas.DataFrame indexed by term with ``sum_sq``, ``mean_sq``, ``num_df``,
     ``den_df``, ``f_value``, ``p_value``; no rows when the formula has no term besides
     the intercept (``y ~ 1 + (1|g)``, ``y ~ 0 + (1|g)``), as lmerTest's.
     """
+    ddf = normalize_ddf(ddf)  # checked even when there is no term to test
     rows = {}
     for term, L in type3_hypotheses(fit).items():
         test = contrast_test(fit, L, 0.0, ddf)

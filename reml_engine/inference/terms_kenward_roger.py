@@ -144,7 +144,11 @@ def terms_kenward_roger_state(fit) -> KenwardRogerState:
         raise ValueError("the Kenward-Roger method needs a REML fit; refit with REML=True")
     tdesign = fit.design
     if tdesign is None:
-        raise ValueError("this fit holds no design (design=None), so its Kenward-Roger df cannot be computed")
+        raise ValueError(
+            "the Kenward-Roger df of a fit with several random terms build the covariance of the response from "
+            "its rows, and this fit keeps none (design=None: a fit from chunks, Dask, Parquet or statistics; "
+            "Kenward-Roger from the merged statistics alone is not implemented). Use ddf='satterthwaite' "
+            "(lmerTest's default), computed from the fit's statistics, or fit the rows in memory with rl.lmer")
     if fit.nobs > KR_MAX_NOBS:
         raise ValueError(
             f"the Kenward-Roger df of a fit with several random terms build the {fit.nobs} x {fit.nobs} covariance "

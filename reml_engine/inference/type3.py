@@ -138,18 +138,20 @@ def type3_hypotheses(fit) -> dict[str, np.ndarray]:
 
     Parameters
     ----------
-    fit : LmerFit
-        A fit made from a formula (``rl.lmer``, in memory or chunk by chunk: the
-        hypotheses depend on the encoding, not on the rows), with any full-rank coding of
-        its categorical variables.
+    fit : LmerFit or TermsFit
+        A fit made from a formula (``rl.lmer``, in memory or chunk by chunk, one random
+        term or several: the hypotheses depend on the fixed part's encoding, not on the
+        rows or the random terms), with any full-rank coding of its categorical variables.
 
     Returns
     -------
     dict mapping term label (formulaic's, e.g. ``"x1:cat"``) to an array (rows, p)
     over the fit's coefficients ``fit.fixef``.
     """
-    # A chunked fit has no design but keeps its encoding (LmerFit.encoding).
+    # A chunked fit has no design but keeps its encoding (LmerFit.encoding); a fit with
+    # several random terms keeps the fixed part's in its TermsEncoding's ``fixed``.
     encoding = getattr(fit, "encoding", None) or getattr(fit, "design", None)
+    encoding = getattr(encoding, "fixed", encoding)
     spec = getattr(encoding, "model_spec", None)
     if spec is None:
         raise ModelDataError("a type III table needs a fit made from a formula (rl.lmer)")
