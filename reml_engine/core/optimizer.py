@@ -81,7 +81,8 @@ from scipy import optimize
 from ..errors import DegenerateCriterionError
 from ..frontend.arguments import check_bool
 from .blas import single_threaded_blas
-from .criterion import CriterionBatch, evaluate, tau_lower_limit
+from .criterion import DIRECT_KERNEL_MAX_Q, CriterionBatch, evaluate, residual_dof, tau_lower_limit
+from .criterion_kernels import brent_root, direct_workspace
 from .problem import CriterionProblem
 from .spectral import derivative_bounds, spectral_evaluate, spectral_form, spectral_pays
 from .statistics import PooledStats
@@ -108,6 +109,16 @@ LIMIT_UNBOUNDED_SLOPE = 0.5
 #: Relative tolerance on tau of the Brent refinement (the criterion is then exact to
 #: rounding, since it is flat to second order at a minimum).
 REFINE_RTOL = 4 * np.finfo(float).eps
+#: Iterations of a Brent refinement, at most (it converges in about ten).
+REFINE_MAX_ITER = 200
+#: Up to this q = p + 1 the Brent refinement of a bracketed minimum runs as one compiled
+#: loop on the compiled direct form (:func:`reml_engine.core.criterion_kernels.brent_root`),
+#: where scipy's ``brentq`` on numpy's path paid a dozen numpy calls (about 50 us) per
+#: step. Only the root's place comes from it: the root is then evaluated, tested for
+#: stationarity and reported on numpy's path as before, and a refinement the compiled
+#: loop cannot finish or whose root numpy's path does not accept is redone on numpy's
+#: path (``brentq``), so every decision stays numpy's. 0 refines on numpy's path only.
+COMPILED_REFINE_MAX_Q = DIRECT_KERNEL_MAX_Q
 #: Number of times the scan is extended upwards (by SCAN_TAU_LARGE each) while the
 #: criterion still falls at its top.
 SCAN_MAX_EXTENSIONS = 4
@@ -241,6 +252,22 @@ class _CountingCriterion:
     def value(self, tau: float) -> float:
         return float(self(tau).criterion[0])
 
+    def compiled_root(self, a: float, b: float, fa: float, fb: float) -> float | None:
+        """The root of the derivative in ``[a, b]`` (``fa < 0 < fb``) by the compiled
+        Brent loop (``COMPILED_REFINE_MAX_Q``); None when the design is too wide for it
+        or the loop met a point it could not evaluate."""
+        stats = self.stats
+        if stats.q > COMPILED_REFINE_MAX_Q:
+            return None
+        root, evaluations, ok = brent_root(
+            a, b, fa, fb, stats.within, stats.between, np.asarray(stats.sizes, dtype=np.float64),
+            np.asarray(stats.groups_per_size, dtype=np.float64), float(residual_dof(stats, self.REML)),
+            bool(self.REML), REFINE_RTOL, REFINE_MAX_ITER, direct_workspace(stats.q, len(stats.sizes)),
+            np.zeros(stats.p),
+        )
+        self.count += evaluations
+        return float(root) if ok else None
+
 
 def scan_grid(stats: PooledStats, extended: bool = True, tau_large: float = SCAN_TAU_LARGE) -> np.ndarray:
     """The scan points in tau, sorted (see the module docstring)."""
@@ -260,7 +287,7 @@ def scan_grid(stats: PooledStats, extended: bool = True, tau_large: float = SCAN
 
 def _refine(crit: _CountingCriterion, a: float, b: float) -> float:
     """Root of the derivative in [a, b], where it goes from negative to positive."""
-    return optimize.brentq(crit.derivative, a, b, xtol=1e-300, rtol=REFINE_RTOL, maxiter=200)
+    return optimize.brentq(crit.derivative, a, b, xtol=1e-300, rtol=REFINE_RTOL, maxiter=REFINE_MAX_ITER)
 
 
 def _towards_zero(slopes, margin=None) -> np.ndarray:
@@ -462,9 +489,20 @@ def _find_optima(stats: PooledStats, REML: bool, form) -> OptSummary:
     for a, b in sorted(set(brackets)):
         fa = crit.derivative(a)
         fb = crit.derivative(b)
+        point = None
         if fb == 0.0:
             root = b
         elif fa < 0 < fb:
+            # The compiled loop places the root; numpy's path evaluates and accepts it
+            # (or the refinement is redone on numpy's path, as without the loop).
+            root = crit.compiled_root(a, b, fa, fb)
+            if root is not None:
+                point = crit(root)
+                if not _stationary(point):
+                    root = point = None
+        else:
+            continue
+        if root is None:
             try:
                 root = _refine(crit, a, b)
             except ValueError:
@@ -477,11 +515,10 @@ def _find_optima(stats: PooledStats, REML: bool, form) -> OptSummary:
                 rejected.append(Optimum((a, b)[best], float(point.criterion[0]), "interior",
                                         float(point.derivative[0])))
                 continue
-        else:
-            continue
-        point = crit(root)
+        if point is None:
+            point = crit(root)
         found = Optimum(root, float(point.criterion[0]), "interior", float(point.derivative[0]))
-        if not abs(point.derivative[0]) <= STATIONARY_RTOL * point.derivative_scale[0]:
+        if not _stationary(point):
             rejected.append(found)
             continue
         refined.append(root)
@@ -547,6 +584,12 @@ def _find_optima(stats: PooledStats, REML: bool, form) -> OptSummary:
         limit_slope=limit_slope,
         notes=tuple(notes),
     )
+
+
+def _stationary(point: CriterionBatch) -> bool:
+    """True when the derivative at the (single) point is zero against its cancelling
+    terms (``STATIONARY_RTOL``): a true stationary point, not a rounding jump."""
+    return bool(abs(point.derivative[0]) <= STATIONARY_RTOL * point.derivative_scale[0])
 
 
 def _dedupe(optima: list[Optimum]) -> list[Optimum]:
