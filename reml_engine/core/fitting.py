@@ -58,19 +58,18 @@ def build_fit(problem: CriterionProblem, summary: OptSummary) -> LmerFit:
     group_stats = problem.group_stats
     lme4_pick = lme4_default_optimum(summary.optima, pooled, REML, problem.lme4_start)
     best = summary.global_optimum
+    at = _FixedEffectsAt(pooled, REML, to_original)
     optima = tuple(
-        _local_optimum(o, pooled, REML, to_original, o is best, o is lme4_pick) for o in summary.optima
+        _local_optimum(o, at, o is best, o is lme4_pick) for o in summary.optima
     )
     estimate = next(o for o in optima if o.is_global)
     _log_optima(problem, optima)
-    beta, vcov, sigma2 = fixed_effects(best.tau, pooled, REML)
-    fixef, vcov_df = to_original(beta, vcov)
+    _, _, sigma2, fixef, vcov_df = at(best)
 
-    cs = _compound_symmetry(summary, pooled, REML, to_original)
+    cs = _compound_symmetry(summary, at)
     boundary = boundary_diagnosis(summary, cs) if best.kind == "boundary" else None
     notes = (optimum_notes(optima, estimate, cs, boundary, REML, problem.lme4_start) + list(summary.notes)
              + list(problem.notes))
-    ranef = _ranef(group_stats, to_original.internal_sums(group_stats), best.tau, beta, sigma2)
     return LmerFit(
         REML=REML,
         fixef=fixef,
@@ -83,7 +82,6 @@ def build_fit(problem: CriterionProblem, summary: OptSummary) -> LmerFit:
         optima=optima,
         boundary=boundary,
         compound_symmetry=cs,
-        ranef=ranef,
         opt_summary=summary,
         stats=pooled,
         group_stats=group_stats,
@@ -192,17 +190,35 @@ def refit_statistics(fit: LmerFit, REML: bool) -> LmerFit:
     return replace(refit, fixed_encoding=fit.fixed_encoding, data_name=fit.data_name)
 
 
-def _local_optimum(opt: Optimum, pooled, REML, to_original, is_global, is_default) -> LocalOptimum:
-    beta, vcov, sigma2 = fixed_effects(opt.tau, pooled, REML)
-    fixef, vcov_df = to_original(beta, vcov)
+class _FixedEffectsAt:
+    """The fixed effects at an optimum, in the internal and the user's columns, computed
+    once per optimum and shared by the fit, its optimum and its compound-symmetry fit
+    (the same optimum in a fit with an interior estimate: one computation, where there
+    were three). Each caller gets its own shallow copy of the pandas objects (pandas'
+    copy-on-write keeps them apart if one is modified)."""
+
+    def __init__(self, pooled: PooledStats, REML: bool, to_original):
+        self.pooled, self.REML, self._to_original = pooled, REML, to_original
+        self._done: dict[float, tuple] = {}
+
+    def __call__(self, opt: Optimum) -> tuple[np.ndarray, np.ndarray, float, pd.Series, pd.DataFrame]:
+        """``beta``, ``vcov`` (internal), ``sigma2``, and ``fixef``, ``vcov`` (user's) at ``opt.tau``."""
+        if opt.tau not in self._done:
+            beta, vcov, sigma2 = fixed_effects(opt.tau, self.pooled, self.REML)
+            self._done[opt.tau] = (beta, vcov, sigma2, *self._to_original(beta, vcov))
+        beta, vcov, sigma2, fixef, vcov_df = self._done[opt.tau]
+        return beta, vcov, sigma2, fixef.copy(deep=False), vcov_df.copy(deep=False)
+
+
+def _local_optimum(opt: Optimum, at: _FixedEffectsAt, is_global, is_default) -> LocalOptimum:
+    _, _, sigma2, fixef, vcov_df = at(opt)
     se = standard_errors(vcov_df)
     return LocalOptimum(opt.tau, opt.criterion, opt.kind, sigma2, fixef, se, is_global, is_default)
 
 
-def _compound_symmetry(summary: OptSummary, pooled: PooledStats, REML: bool, to_original) -> CompoundSymmetryFit:
+def _compound_symmetry(summary: OptSummary, at: _FixedEffectsAt) -> CompoundSymmetryFit:
     best = summary.extended_global_optimum
-    beta, vcov, sigma2 = fixed_effects(best.tau, pooled, REML)
-    fixef, vcov_df = to_original(beta, vcov)
+    _, _, sigma2, fixef, vcov_df = at(best)
     return CompoundSymmetryFit(
         tau=best.tau,
         fixef=fixef,
@@ -210,26 +226,8 @@ def _compound_symmetry(summary: OptSummary, pooled: PooledStats, REML: bool, to_
         # nlme's sigma^2 is the total variance of one response: sigma2 (1 + tau).
         sigma2=sigma2 * (1.0 + best.tau),
         criterion=best.criterion,
-        REML=REML,
-        nobs=pooled.nobs,
+        REML=at.REML,
+        nobs=at.pooled.nobs,
         at_limit=best.kind == "limit" or summary.unbounded_at_limit,
         optima=summary.extended_optima,
     )
-
-
-def _ranef(group_stats: GroupStats, sums: np.ndarray, tau, beta, sigma2) -> pd.DataFrame:
-    """Conditional modes and variances of the random intercepts (lme4's ranef(condVar=TRUE)).
-
-    ``b_g = tau n_g / (1 + n_g tau) * mean_g(y - X beta)`` and
-    ``Var(b_g | y) = sigma2 tau / (1 + n_g tau)`` (given beta, as lme4 reports it); ``sums``
-    are the group sums of the internal columns, in which ``beta`` is.
-    """
-    counts = group_stats.counts.astype(np.float64)
-    resid_mean = (sums[:, -1] - sums[:, :-1] @ beta) / counts
-    shrink = tau * counts / (1.0 + tau * counts)
-    return pd.DataFrame(
-        {"mode": shrink * resid_mean, "condvar": sigma2 * tau / (1.0 + tau * counts)},
-        index=group_stats.levels,
-    )
-
-

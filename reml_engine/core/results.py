@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..frontend.design import Design, FixedEncoding
+from .criterion import fixed_effects
 from .optimizer import OptSummary
 from .parametrization import UserParametrization, standard_errors
 from .result_names import InformationCriteria, ResultNames
@@ -161,6 +162,27 @@ class Boundary:
     message: str
 
 
+#: The columns of :attr:`LmerFit.ranef` (one Index shared by every fit: it is immutable).
+_RANEF_COLUMNS = pd.Index(["mode", "condvar"])
+
+
+def random_effects(group_stats: GroupStats, sums: np.ndarray, tau: float, beta: np.ndarray, sigma2: float
+                   ) -> pd.DataFrame:
+    """Conditional modes and variances of the random intercepts (lme4's ranef(condVar=TRUE)).
+
+    ``b_g = tau n_g / (1 + n_g tau) * mean_g(y - X beta)`` and
+    ``Var(b_g | y) = sigma2 tau / (1 + n_g tau)`` (given beta, as lme4 reports it); ``sums``
+    are the group sums of the internal columns, in which ``beta`` is.
+    """
+    counts = group_stats.counts.astype(np.float64)
+    resid_mean = (sums[:, -1] - sums[:, :-1] @ beta) / counts
+    shrink = tau * counts / (1.0 + tau * counts)
+    values = np.empty((len(counts), 2))
+    values[:, 0] = shrink * resid_mean
+    values[:, 1] = sigma2 * tau / (1.0 + tau * counts)
+    return pd.DataFrame(values, index=group_stats.levels, columns=_RANEF_COLUMNS)
+
+
 @dataclass(frozen=True)
 class LmerCall:
     """The arguments of the :func:`reml_engine.lmer` call that made a fit, for
@@ -205,7 +227,6 @@ class LmerFit(ResultNames):
     optima: tuple[LocalOptimum, ...]
     boundary: Boundary | None
     compound_symmetry: CompoundSymmetryFit
-    ranef: pd.DataFrame
     opt_summary: OptSummary
     stats: PooledStats = field(repr=False)
     group_stats: GroupStats = field(repr=False)
@@ -278,6 +299,19 @@ class LmerFit(ResultNames):
         if self.design is not None and self.design.model_spec is not None:
             return self.design
         return self.fixed_encoding
+
+    @cached_property
+    def ranef(self) -> pd.DataFrame:
+        """Conditional modes and variances of the random intercepts (lme4's
+        ``ranef(condVar = TRUE)``): columns ``mode`` and ``condvar``, one row per group level.
+
+        Computed on first read from the fit's own statistics and kept (a pure function
+        of the fit: most fits are never asked for it, and its table of G rows cost as
+        much as the rest of the result).
+        """
+        beta = fixed_effects(self.tau, self.stats, self.REML)[0]
+        return random_effects(self.group_stats, self.parametrization.internal_sums(self.group_stats), self.tau,
+                              beta, self.sigma2)
 
     # -- conditional fitted values -----------------------------------------------------
     @cached_property
