@@ -72,6 +72,7 @@ when the derivative there is non-negative.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -130,6 +131,8 @@ SCAN_MAX_EXTENSIONS = 4
 #: sets, every scan point); a larger difference than this at any re-evaluated point sends
 #: the whole scan to the direct form.
 SCAN_CERTIFY_RTOL = 1e-3
+#: Scan grids kept (one per largest and smallest group size met, about 11 kB each).
+SCAN_GRID_CACHE_SIZE = 64
 #: How the scan evaluates the criterion: ``"auto"`` (the spectral form when its set-up
 #: pays, see :func:`reml_engine.core.spectral.spectral_pays`), ``"direct"`` (every scan
 #: point by :func:`reml_engine.core.criterion.evaluate`) or ``"spectral"``.
@@ -271,18 +274,28 @@ class _CountingCriterion:
 
 def scan_grid(stats: PooledStats, extended: bool = True, tau_large: float = SCAN_TAU_LARGE) -> np.ndarray:
     """The scan points in tau, sorted (see the module docstring)."""
+    # A function of the largest and smallest group size alone: built once per design
+    # shape (its aranges, exponentials and sort cost as much as the spectral scan
+    # itself) and copied out, so that a caller may write into its own.
+    return _scan_grid(stats.max_size, stats.min_size, bool(extended), float(tau_large)).copy()
+
+
+@functools.lru_cache(maxsize=SCAN_GRID_CACHE_SIZE)
+def _scan_grid(max_size: float, min_size: float, extended: bool, tau_large: float) -> np.ndarray:
     step = 1.0 / SCAN_POINTS_PER_UNIT
-    s_lo = math.log(SCAN_TAU_SMALL / stats.max_size)
-    s_hi = math.log(tau_large / stats.min_size)
+    s_lo = math.log(SCAN_TAU_SMALL / max_size)
+    s_hi = math.log(tau_large / min_size)
     positive = np.exp(np.arange(s_lo, s_hi + step, step))
     parts = [np.zeros(1), positive]
     if extended:
-        s_neg_hi = math.log(0.5 / stats.max_size)
+        s_neg_hi = math.log(0.5 / max_size)
         negative = -np.exp(np.append(np.arange(s_lo, s_neg_hi, step), s_neg_hi))
         t = np.arange(math.log(SCAN_LIMIT_GAP), math.log(0.5), step)
-        near_limit = -(1.0 - np.exp(t)) / stats.max_size
+        near_limit = -(1.0 - np.exp(t)) / max_size
         parts += [negative, near_limit]
-    return np.unique(np.concatenate(parts))
+    grid = np.unique(np.concatenate(parts))
+    grid.setflags(write=False)
+    return grid
 
 
 def _refine(crit: _CountingCriterion, a: float, b: float) -> float:

@@ -93,8 +93,9 @@ class GroupStats:
     lo: np.ndarray | None = None
     hi: np.ndarray | None = None
 
-    @property
+    @cached_property
     def nobs(self) -> int:
+        # Cached: the checks of criterion_problem read it a dozen times.
         return int(self.counts.sum())
 
     @property
