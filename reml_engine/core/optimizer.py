@@ -415,10 +415,13 @@ def _scan(crit: _CountingCriterion, form, taus: np.ndarray):
         out = crit(taus)
         zeros = np.zeros(len(taus))
         return out.criterion, out.derivative, zeros, np.ones(len(taus), dtype=bool), None
-    fast = spectral_evaluate(taus, form, crit.REML)
+    # The spectral criterion is not computed: no decision reads it, and every value the
+    # scan reports (its first point, the optima, the limit) is the direct form's. A tau
+    # where the spectral form is not defined has a NaN slope too.
+    fast = spectral_evaluate(taus, form, crit.REML, with_criterion=False)
     crit.count += len(taus)
     values, slopes = fast["criterion"].copy(), fast["derivative"].copy()
-    if not (np.all(np.isfinite(values)) and np.all(np.isfinite(slopes))):
+    if not np.all(np.isfinite(slopes)):
         raise _SpectralUnsure
     margin = SCAN_CERTIFY_RTOL * fast["derivative_scale"]
     lower, upper, scale = derivative_bounds(fast, form.nobs - form.p if crit.REML else form.nobs)
@@ -471,7 +474,8 @@ def _find_optima(stats: PooledStats, REML: bool, form) -> OptSummary:
             "exactly, or there are as many between-group fixed effects as groups)"
         )
     # (The spectral scan has no invalid point: it would have been redone directly.)
-    valid = np.isfinite(slopes) & np.isfinite(values)
+    # (Points the spectral scan did not evaluate directly have no value: see _scan.)
+    valid = np.isfinite(slopes) & (np.isfinite(values) | ~exact)
     taus, slopes, values = taus[valid], slopes[valid], values[valid]
     n_scan = len(taus)
 
