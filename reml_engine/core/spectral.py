@@ -44,8 +44,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
-from scipy.linalg import solve_triangular
 
+from .blas import solve_lower
 from .statistics import PooledStats
 
 LOG_2PI = float(np.log(2.0 * np.pi))
@@ -130,9 +130,9 @@ def spectral_form(stats: PooledStats) -> SpectralForm | None:
     # solver) keep that basis exact to rounding whatever the columns' scales.
     U = len(stats.sizes)
     # [B_1 ... B_U] side by side -> [L^-1 B_1 ...] -> [(L^-1 B_1)' ...] -> [L^-1 B_1 L^-T ...].
-    half = solve_triangular(L, stats.between.transpose(1, 0, 2).reshape(q, U * q), lower=True)
+    half = solve_lower(L, stats.between.transpose(1, 0, 2).reshape(q, U * q), check_finite=True)
     half = half.reshape(q, U, q).transpose(2, 1, 0).reshape(q, U * q)
-    scaled = solve_triangular(L, half, lower=True).reshape(q, U, q).transpose(1, 0, 2)
+    scaled = solve_lower(L, half, check_finite=True).reshape(q, U, q).transpose(1, 0, 2)
     values, vectors = np.linalg.eigh(0.5 * (scaled + scaled.transpose(0, 2, 1)))
     keep = np.minimum(stats.groups_per_size, q).astype(np.int64)
     # The top keep[u] eigenpairs of each size, sizes in turn and eigenvalues ascending

@@ -232,3 +232,54 @@ def test_same_fit_with_either_refinement(monkeypatch):
     np.testing.assert_allclose(fast.ranef, general.ranef, rtol=1e-9, atol=1e-12)
     assert [o.kind for o in fast.optima] == [o.kind for o in general.optima]
     assert [o.is_lme4_default for o in fast.optima] == [o.is_lme4_default for o in general.optima]
+
+
+# -- scipy's triangular solve without its wrapper, and the scan's slopes alone -------------
+
+
+@pytest.mark.parametrize("order", ["C", "F", "slice"])
+@pytest.mark.parametrize("columns", [None, 1, 7])
+def test_solve_lower_is_scipys_solve_triangular_bit_for_bit(order, columns):
+    """The rank check and the spectral form call LAPACK's trtrs themselves: the same
+    bits as scipy.linalg.solve_triangular(L, b, lower=True), whatever the layout."""
+    from scipy.linalg import solve_triangular
+
+    from reml_engine.core.blas import solve_lower
+
+    rng = np.random.default_rng(11)
+    for n in (1, 2, 5, 12, 40):
+        A = rng.normal(size=(n + 3, n + 3)) * 10.0 ** rng.uniform(-6, 6, size=n + 3)
+        L = np.tril(A)
+        np.fill_diagonal(L, np.abs(np.diag(L)) + 1e-3)
+        if order == "F":
+            L = np.asfortranarray(L)[:n, :n].copy(order="F")
+        elif order == "C":
+            L = np.ascontiguousarray(L[:n, :n])
+        else:
+            L = L[:n, :n]  # a view of a larger C array, neither C nor F contiguous
+        b = rng.normal(size=n if columns is None else (n, columns))
+        assert np.array_equal(solve_lower(L, b), solve_triangular(L, b, lower=True, check_finite=False))
+        assert np.array_equal(solve_lower(L, b, check_finite=True), solve_triangular(L, b, lower=True))
+    with pytest.raises(ValueError):
+        solve_lower(np.eye(2), np.array([1.0, np.nan]), check_finite=True)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(datasets(), st.booleans())
+def test_spectral_slopes_without_the_criterion_are_the_same(data, REML):
+    """The scan's spectral_evaluate(with_criterion=False): the same slopes, scales and
+    pwrss bit for bit, the criterion left NaN."""
+    from reml_engine.core.optimizer import scan_grid
+    from reml_engine.core.spectral import spectral_evaluate, spectral_form
+
+    if data is None:
+        return
+    X, y, groups = data
+    stats = _stats(X, y, groups)
+    form = spectral_form(stats)
+    taus = scan_grid(stats)
+    full = spectral_evaluate(taus, form, REML)
+    slopes = spectral_evaluate(taus, form, REML, with_criterion=False)
+    for key in ("derivative", "derivative_scale", "logdet_slope", "curvature_sum", "pwrss"):
+        np.testing.assert_array_equal(slopes[key], full[key])
+    assert np.isnan(slopes["criterion"]).all()
