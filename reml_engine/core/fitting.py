@@ -30,7 +30,6 @@ from .diagnosis import boundary_diagnosis, optimum_notes
 from .identifiability import check_dof
 from .lme4_path import lme4_default_optimum
 from .optimizer import Optimum, OptSummary, find_optima
-from .parametrization import standard_errors
 from .problem import CriterionProblem, criterion_problem
 from .results import CompoundSymmetryFit, LmerFit, LocalOptimum
 from .statistics import GroupStats, PooledStats, Reread, SufficientStatistics, sufficient_statistics
@@ -64,7 +63,8 @@ def build_fit(problem: CriterionProblem, summary: OptSummary) -> LmerFit:
     )
     estimate = next(o for o in optima if o.is_global)
     _log_optima(problem, optima)
-    _, _, sigma2, fixef, vcov_df = at(best)
+    sigma2 = at.numbers(best.tau)[2]
+    fixef, vcov_df = at.tables(best.tau)
 
     cs = _compound_symmetry(summary, at)
     boundary = boundary_diagnosis(summary, cs) if best.kind == "boundary" else None
@@ -191,43 +191,66 @@ def refit_statistics(fit: LmerFit, REML: bool) -> LmerFit:
 
 
 class _FixedEffectsAt:
-    """The fixed effects at an optimum, in the internal and the user's columns, computed
-    once per optimum and shared by the fit, its optimum and its compound-symmetry fit
-    (the same optimum in a fit with an interior estimate: one computation, where there
-    were three). Each caller gets its own shallow copy of the pandas objects (pandas'
-    copy-on-write keeps them apart if one is modified)."""
+    """The fixed effects at an optimum, computed once per tau and shared by the fit, its
+    optima and its compound-symmetry fit (the same optimum when the estimate is
+    interior: one computation, where there were three).
+
+    The fit's own ``fixef`` and ``vcov`` are the objects built (:meth:`tables`); the
+    optima and the compound-symmetry fit call it on first read of their ``fixef`` and
+    get shallow copies (pandas' copy-on-write keeps them apart if one is modified). A
+    pure function of the statistics, kept by the fit.
+    """
 
     def __init__(self, pooled: PooledStats, REML: bool, to_original):
         self.pooled, self.REML, self._to_original = pooled, REML, to_original
-        self._done: dict[float, tuple] = {}
+        self._numbers: dict[float, tuple] = {}
+        self._tables: dict[float, tuple] = {}
 
-    def __call__(self, opt: Optimum) -> tuple[np.ndarray, np.ndarray, float, pd.Series, pd.DataFrame]:
-        """``beta``, ``vcov`` (internal), ``sigma2``, and ``fixef``, ``vcov`` (user's) at ``opt.tau``."""
-        if opt.tau not in self._done:
-            beta, vcov, sigma2 = fixed_effects(opt.tau, self.pooled, self.REML)
-            self._done[opt.tau] = (beta, vcov, sigma2, *self._to_original(beta, vcov))
-        beta, vcov, sigma2, fixef, vcov_df = self._done[opt.tau]
-        return beta, vcov, sigma2, fixef.copy(deep=False), vcov_df.copy(deep=False)
+    def numbers(self, tau: float) -> tuple[np.ndarray, np.ndarray, float]:
+        """``beta``, ``vcov`` (internal columns) and ``sigma2`` at ``tau``."""
+        if tau not in self._numbers:
+            self._numbers[tau] = fixed_effects(tau, self.pooled, self.REML)
+        return self._numbers[tau]
+
+    def tables(self, tau: float) -> tuple[pd.Series, pd.DataFrame]:
+        """The user's ``(fixef, vcov)`` at ``tau``, the objects kept (for the fit's own
+        fields)."""
+        tables = self._tables.get(tau)
+        if tables is None:
+            beta, vcov, _ = self.numbers(tau)
+            tables = self._tables[tau] = self._to_original(beta, vcov)
+        return tables
+
+    def __call__(self, tau: float) -> tuple[pd.Series, pd.DataFrame]:
+        """Shallow copies of :meth:`tables` (a caller's own objects)."""
+        fixef, vcov_df = self.tables(tau)
+        return fixef.copy(deep=False), vcov_df.copy(deep=False)
+
+    # Pickled as what it computes from, so that a fit pickles the same before and after
+    # a lazy value was read (tests/metamorphic/test_immutability.py compares the bytes).
+    def __getstate__(self) -> dict:
+        return {"pooled": self.pooled, "REML": self.REML, "to_original": self._to_original}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["pooled"], state["REML"], state["to_original"])
 
 
 def _local_optimum(opt: Optimum, at: _FixedEffectsAt, is_global, is_default) -> LocalOptimum:
-    _, _, sigma2, fixef, vcov_df = at(opt)
-    se = standard_errors(vcov_df)
-    return LocalOptimum(opt.tau, opt.criterion, opt.kind, sigma2, fixef, se, is_global, is_default)
+    sigma2 = at.numbers(opt.tau)[2]
+    return LocalOptimum(opt.tau, opt.criterion, opt.kind, sigma2, is_global, is_default, at)
 
 
 def _compound_symmetry(summary: OptSummary, at: _FixedEffectsAt) -> CompoundSymmetryFit:
     best = summary.extended_global_optimum
-    _, _, sigma2, fixef, vcov_df = at(best)
+    sigma2 = at.numbers(best.tau)[2]
     return CompoundSymmetryFit(
         tau=best.tau,
-        fixef=fixef,
-        vcov=vcov_df,
         # nlme's sigma^2 is the total variance of one response: sigma2 (1 + tau).
         sigma2=sigma2 * (1.0 + best.tau),
         criterion=best.criterion,
         REML=at.REML,
         nobs=at.pooled.nobs,
         at_limit=best.kind == "limit" or summary.unbounded_at_limit,
+        fixed_effects_at=at,
         optima=summary.extended_optima,
     )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 
 import numpy as np
@@ -20,6 +21,11 @@ from .statistics import GroupStats, PooledStats
 SINGULAR_TOL = 1e-4
 
 
+#: The fixed effects at a tau in the user's columns, ``(fixef, vcov)``: what an optimum
+#: reads on first access of its ``fixef`` (see :func:`reml_engine.build_fit`).
+FixedEffectsAt = Callable[[float], tuple[pd.Series, pd.DataFrame]]
+
+
 @dataclass(frozen=True)
 class LocalOptimum:
     """One local minimum of the profiled criterion over var_group >= 0, as a fit.
@@ -32,6 +38,8 @@ class LocalOptimum:
         ``"boundary"`` (var_group = 0) or ``"interior"``.
     sigma2, var_group : float
     fixef, se : pandas.Series
+        Computed on first read (a pure function of the fit's statistics at ``tau``) and
+        kept: most fits never read them, and the estimate's are the fit's own.
     is_global : bool
         True for the estimate.
     is_lme4_default : bool
@@ -44,10 +52,25 @@ class LocalOptimum:
     criterion: float
     kind: str
     sigma2: float
-    fixef: pd.Series
-    se: pd.Series
     is_global: bool
     is_lme4_default: bool
+    fixed_effects_at: FixedEffectsAt = field(repr=False, compare=False)
+
+    # Pickled as its fields, whether or not a lazy value was read.
+    def __getstate__(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __setstate__(self, state: dict) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+
+    @cached_property
+    def fixef(self) -> pd.Series:
+        return self.fixed_effects_at(self.tau)[0]
+
+    @cached_property
+    def se(self) -> pd.Series:
+        return standard_errors(self.fixed_effects_at(self.tau)[1])
 
     @property
     def theta(self) -> float:
@@ -78,6 +101,8 @@ class CompoundSymmetryFit(InformationCriteria):
         Within-group correlation rho = tau / (1 + tau) (nlme's ``Rho``).
     fixef, se : pandas.Series
     vcov : pandas.DataFrame
+        Computed on first read (a pure function of the fit's statistics at ``tau``) and
+        kept.
     sigma2 : float
         Total variance of one response (nlme's ``sigma^2``).
     criterion : float
@@ -91,20 +116,35 @@ class CompoundSymmetryFit(InformationCriteria):
     """
 
     tau: float
-    fixef: pd.Series
-    vcov: pd.DataFrame
     sigma2: float
     criterion: float
     REML: bool
     nobs: int
     at_limit: bool
+    fixed_effects_at: FixedEffectsAt = field(repr=False, compare=False)
     optima: tuple = ()
+
+    # Pickled as its fields, whether or not a lazy value was read.
+    def __getstate__(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __setstate__(self, state: dict) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
         from ..report.notebook import short_repr
 
         return short_repr("CompoundSymmetryFit", tau=self.tau, icc=self.icc, sigma2=self.sigma2,
                           criterion=self.criterion, at_limit=self.at_limit, optima=len(self.optima))
+
+    @cached_property
+    def fixef(self) -> pd.Series:
+        return self.fixed_effects_at(self.tau)[0]
+
+    @cached_property
+    def vcov(self) -> pd.DataFrame:
+        return self.fixed_effects_at(self.tau)[1]
 
     @property
     def icc(self) -> float:
