@@ -7,6 +7,11 @@ the same steps as the numpy path, per tau, in one compiled loop: ``M(tau) = with
 sum_u between[u] / (1 + n_u tau)``, its Cholesky factor, ``log|X'H^-1X|``, ``pwrss``,
 ``beta``, the derivative with its trace term. Plain arrays in and out, no exceptions: a
 matrix that is not numerically positive definite gives ``ok = False``.
+
+:func:`brent_root` refines a root of the derivative on this form in one compiled loop:
+the optimizer's refinements (:func:`reml_engine.core.optimizer.find_optima`, which
+evaluates, tests and reports the root on numpy's path) and the batched scan of many
+responses (:mod:`reml_engine.core.many_scan_kernels`).
 """
 
 from __future__ import annotations
