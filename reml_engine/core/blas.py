@@ -21,6 +21,9 @@ import sys
 import threading
 from collections.abc import Iterator
 
+import numpy as np
+from scipy.linalg.lapack import dtrtrs as _dtrtrs
+
 #: BLAS threads inside the single-term optimizer; None leaves the process's setting.
 SCAN_BLAS_THREADS: int | None = 1
 
@@ -111,3 +114,21 @@ def single_threaded_blas() -> Iterator[None]:
                 for (setter, get), before in zip(controls, _limit_previous, strict=True):
                     if int(get()) != before:
                         setter(before)
+
+
+def solve_lower(L: np.ndarray, b: np.ndarray, check_finite: bool = False) -> np.ndarray:
+    """``L^{-1} b`` for a lower-triangular ``L`` with a positive diagonal: exactly
+    ``scipy.linalg.solve_triangular(L, b, lower=True, check_finite=check_finite)``.
+
+    The same LAPACK call as scipy makes for a C-ordered ``L`` (``trtrs`` on ``L'``,
+    transposed), without its wrapper's argument handling, which cost about 25 us a
+    call against 3 us for the solve at the orders of the fit's rank check. The caller
+    guarantees the positive diagonal (no singularity to report).
+    """
+    if check_finite:
+        L, b = np.asarray_chkfinite(L), np.asarray_chkfinite(b)
+    if L.flags.f_contiguous:
+        x, _ = _dtrtrs(L, b, lower=1, trans=0)
+    else:
+        x, _ = _dtrtrs(L.T, b, lower=0, trans=1)
+    return x

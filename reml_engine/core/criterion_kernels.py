@@ -7,6 +7,11 @@ the same steps as the numpy path, per tau, in one compiled loop: ``M(tau) = with
 sum_u between[u] / (1 + n_u tau)``, its Cholesky factor, ``log|X'H^-1X|``, ``pwrss``,
 ``beta``, the derivative with its trace term. Plain arrays in and out, no exceptions: a
 matrix that is not numerically positive definite gives ``ok = False``.
+
+:func:`brent_root` refines a root of the derivative on this form in one compiled loop:
+the optimizer's refinements (:func:`reml_engine.core.optimizer.find_optima`, which
+evaluates, tests and reports the root on numpy's path) and the batched scan of many
+responses (:mod:`reml_engine.core.many_scan_kernels`).
 """
 
 from __future__ import annotations
@@ -154,3 +159,60 @@ def direct_point(tau, within, between, sizes, groups_per_size, dof, REML, with_d
             derivative -= trace
             scale += abs(trace)
     return True, ld_V, ld_X, rss, value, derivative, scale
+
+
+@njit(cache=True)
+def brent_root(a, b, fa, fb, within, between, sizes, groups_per_size, dof, REML, rtol, max_iter, work, beta_buf):
+    """Root of the direct derivative in [a, b] (``fa < 0 < fb``) by Brent's method
+    (inverse quadratic interpolation, secant or bisection, whichever is safe), to
+    ``|step| <= rtol |root|``, in the scratch ``work`` (:func:`direct_workspace`) and
+    ``beta_buf`` (p,). Returns (root, evaluations, ok); ok is False when the derivative
+    is not finite inside or the iterations run out."""
+    c, fc = a, fa
+    d = e = b - a
+    evaluations = 0
+    for _ in range(max_iter):
+        if (fb > 0.0) == (fc > 0.0):
+            c, fc = a, fa
+            d = e = b - a
+        if abs(fc) < abs(fb):
+            a, b, c = b, c, b
+            fa, fb, fc = fb, fc, fb
+        tol = 2.0 * rtol * abs(b) + 1e-300
+        half = 0.5 * (c - b)
+        if abs(half) <= tol or fb == 0.0:
+            return b, evaluations, True
+        if abs(e) >= tol and abs(fa) > abs(fb):
+            s = fb / fa
+            if a == c:
+                pp = 2.0 * half * s
+                qq = 1.0 - s
+            else:
+                qa = fa / fc
+                r = fb / fc
+                pp = s * (2.0 * half * qa * (qa - r) - (b - a) * (r - 1.0))
+                qq = (qa - 1.0) * (r - 1.0) * (s - 1.0)
+            if pp > 0.0:
+                qq = -qq
+            else:
+                pp = -pp
+            if 2.0 * pp < min(3.0 * half * qq - abs(tol * qq), abs(e * qq)):
+                e = d
+                d = pp / qq
+            else:
+                d = half
+                e = d
+        else:
+            d = half
+            e = d
+        a, fa = b, fb
+        if abs(d) > tol:
+            b = b + d
+        else:
+            b = b + (tol if half > 0.0 else -tol)
+        ok, _, _, _, _, fb, _ = direct_point(b, within, between, sizes, groups_per_size, dof, REML, True, work,
+                                             beta_buf)
+        evaluations += 1
+        if not (ok and np.isfinite(fb)):
+            return b, evaluations, False
+    return b, evaluations, False

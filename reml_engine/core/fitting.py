@@ -30,7 +30,6 @@ from .diagnosis import boundary_diagnosis, optimum_notes
 from .identifiability import check_dof
 from .lme4_path import lme4_default_optimum
 from .optimizer import Optimum, OptSummary, find_optima
-from .parametrization import standard_errors
 from .problem import CriterionProblem, criterion_problem
 from .results import CompoundSymmetryFit, LmerFit, LocalOptimum
 from .statistics import GroupStats, PooledStats, Reread, SufficientStatistics, sufficient_statistics
@@ -58,19 +57,19 @@ def build_fit(problem: CriterionProblem, summary: OptSummary) -> LmerFit:
     group_stats = problem.group_stats
     lme4_pick = lme4_default_optimum(summary.optima, pooled, REML, problem.lme4_start)
     best = summary.global_optimum
+    at = _FixedEffectsAt(pooled, REML, to_original)
     optima = tuple(
-        _local_optimum(o, pooled, REML, to_original, o is best, o is lme4_pick) for o in summary.optima
+        _local_optimum(o, at, o is best, o is lme4_pick) for o in summary.optima
     )
     estimate = next(o for o in optima if o.is_global)
     _log_optima(problem, optima)
-    beta, vcov, sigma2 = fixed_effects(best.tau, pooled, REML)
-    fixef, vcov_df = to_original(beta, vcov)
+    sigma2 = at.numbers(best.tau)[2]
+    fixef, vcov_df = at.tables(best.tau)
 
-    cs = _compound_symmetry(summary, pooled, REML, to_original)
+    cs = _compound_symmetry(summary, at)
     boundary = boundary_diagnosis(summary, cs) if best.kind == "boundary" else None
     notes = (optimum_notes(optima, estimate, cs, boundary, REML, problem.lme4_start) + list(summary.notes)
              + list(problem.notes))
-    ranef = _ranef(group_stats, to_original.internal_sums(group_stats), best.tau, beta, sigma2)
     return LmerFit(
         REML=REML,
         fixef=fixef,
@@ -83,7 +82,6 @@ def build_fit(problem: CriterionProblem, summary: OptSummary) -> LmerFit:
         optima=optima,
         boundary=boundary,
         compound_symmetry=cs,
-        ranef=ranef,
         opt_summary=summary,
         stats=pooled,
         group_stats=group_stats,
@@ -192,44 +190,67 @@ def refit_statistics(fit: LmerFit, REML: bool) -> LmerFit:
     return replace(refit, fixed_encoding=fit.fixed_encoding, data_name=fit.data_name)
 
 
-def _local_optimum(opt: Optimum, pooled, REML, to_original, is_global, is_default) -> LocalOptimum:
-    beta, vcov, sigma2 = fixed_effects(opt.tau, pooled, REML)
-    fixef, vcov_df = to_original(beta, vcov)
-    se = standard_errors(vcov_df)
-    return LocalOptimum(opt.tau, opt.criterion, opt.kind, sigma2, fixef, se, is_global, is_default)
+class _FixedEffectsAt:
+    """The fixed effects at an optimum, computed once per tau and shared by the fit, its
+    optima and its compound-symmetry fit (the same optimum when the estimate is
+    interior: one computation, where there were three).
+
+    The fit's own ``fixef`` and ``vcov`` are the objects built (:meth:`tables`); the
+    optima and the compound-symmetry fit call it on first read of their ``fixef`` and
+    get shallow copies (pandas' copy-on-write keeps them apart if one is modified). A
+    pure function of the statistics, kept by the fit.
+    """
+
+    def __init__(self, pooled: PooledStats, REML: bool, to_original):
+        self.pooled, self.REML, self._to_original = pooled, REML, to_original
+        self._numbers: dict[float, tuple] = {}
+        self._tables: dict[float, tuple] = {}
+
+    def numbers(self, tau: float) -> tuple[np.ndarray, np.ndarray, float]:
+        """``beta``, ``vcov`` (internal columns) and ``sigma2`` at ``tau``."""
+        if tau not in self._numbers:
+            self._numbers[tau] = fixed_effects(tau, self.pooled, self.REML)
+        return self._numbers[tau]
+
+    def tables(self, tau: float) -> tuple[pd.Series, pd.DataFrame]:
+        """The user's ``(fixef, vcov)`` at ``tau``, the objects kept (for the fit's own
+        fields)."""
+        tables = self._tables.get(tau)
+        if tables is None:
+            beta, vcov, _ = self.numbers(tau)
+            tables = self._tables[tau] = self._to_original(beta, vcov)
+        return tables
+
+    def __call__(self, tau: float) -> tuple[pd.Series, pd.DataFrame]:
+        """Shallow copies of :meth:`tables` (a caller's own objects)."""
+        fixef, vcov_df = self.tables(tau)
+        return fixef.copy(deep=False), vcov_df.copy(deep=False)
+
+    # Pickled as what it computes from, so that a fit pickles the same before and after
+    # a lazy value was read (tests/metamorphic/test_immutability.py compares the bytes).
+    def __getstate__(self) -> dict:
+        return {"pooled": self.pooled, "REML": self.REML, "to_original": self._to_original}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["pooled"], state["REML"], state["to_original"])
 
 
-def _compound_symmetry(summary: OptSummary, pooled: PooledStats, REML: bool, to_original) -> CompoundSymmetryFit:
+def _local_optimum(opt: Optimum, at: _FixedEffectsAt, is_global, is_default) -> LocalOptimum:
+    sigma2 = at.numbers(opt.tau)[2]
+    return LocalOptimum(opt.tau, opt.criterion, opt.kind, sigma2, is_global, is_default, at)
+
+
+def _compound_symmetry(summary: OptSummary, at: _FixedEffectsAt) -> CompoundSymmetryFit:
     best = summary.extended_global_optimum
-    beta, vcov, sigma2 = fixed_effects(best.tau, pooled, REML)
-    fixef, vcov_df = to_original(beta, vcov)
+    sigma2 = at.numbers(best.tau)[2]
     return CompoundSymmetryFit(
         tau=best.tau,
-        fixef=fixef,
-        vcov=vcov_df,
         # nlme's sigma^2 is the total variance of one response: sigma2 (1 + tau).
         sigma2=sigma2 * (1.0 + best.tau),
         criterion=best.criterion,
-        REML=REML,
-        nobs=pooled.nobs,
+        REML=at.REML,
+        nobs=at.pooled.nobs,
         at_limit=best.kind == "limit" or summary.unbounded_at_limit,
+        fixed_effects_at=at,
         optima=summary.extended_optima,
     )
-
-
-def _ranef(group_stats: GroupStats, sums: np.ndarray, tau, beta, sigma2) -> pd.DataFrame:
-    """Conditional modes and variances of the random intercepts (lme4's ranef(condVar=TRUE)).
-
-    ``b_g = tau n_g / (1 + n_g tau) * mean_g(y - X beta)`` and
-    ``Var(b_g | y) = sigma2 tau / (1 + n_g tau)`` (given beta, as lme4 reports it); ``sums``
-    are the group sums of the internal columns, in which ``beta`` is.
-    """
-    counts = group_stats.counts.astype(np.float64)
-    resid_mean = (sums[:, -1] - sums[:, :-1] @ beta) / counts
-    shrink = tau * counts / (1.0 + tau * counts)
-    return pd.DataFrame(
-        {"mode": shrink * resid_mean, "condvar": sigma2 * tau / (1.0 + tau * counts)},
-        index=group_stats.levels,
-    )
-
-

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
 from ..errors import ModelDataError, warn
 from ..progress import logger
+from .blas import solve_lower
 
 #: lme4's default tolerance for rank deficiency of the fixed-effect design (qr tol).
 RANK_TOL = 1e-7
@@ -120,7 +120,7 @@ def rank_decisions(
         k = len(kept)
         if kept:
             g = gram[kept, j]
-            w = solve_triangular(chol[:k, :k], g, lower=True, check_finite=False)
+            w = solve_lower(chol[:k, :k], g)
             resid2 = gram[j, j] - w @ w
         else:
             w = np.zeros(0)

@@ -544,7 +544,12 @@ def lme4_default_optimum(optima, stats, REML: bool, theta0: float) -> Optimum:
     """The minimum lme4's ``lmer()`` returns with its default settings, started at ``theta0``.
 
     lme4's own path (BOBYQA from ``theta0``) is followed on the criterion; the optimum is
-    the one whose basin it ends in (it stops within its tolerances of it).
+    the one whose basin it ends in (it stops within its tolerances of it). With a
+    single optimum that is the one, wherever the path ends (:func:`~reml_engine.core.optimizer.descent_optimum`
+    has nothing else to choose), so the path is not followed.
     """
+    optima = tuple(optima)
+    if len(optima) == 1:
+        return optima[0]
     end = lme4_path_of_stats(stats, REML, theta0)
     return optimum_reached_from(optima, stats, REML, end.theta * end.theta)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .criterion_kernels import direct_point, direct_workspace
+from .criterion_kernels import brent_root, direct_point, direct_workspace
 
 #: The response's scan was decided here (its brackets are in the output).
 DECIDED = 0
@@ -35,61 +35,6 @@ def _direct_at(tau, within, between, sizes, groups_per_size, dof, REML, work, be
     ok, logdet_V, logdet_X, pwrss, crit, deriv, dscale = direct_point(
         tau, within, between, sizes, groups_per_size, dof, REML, True, work, beta_buf)
     return crit, deriv, dscale, pwrss, ok, beta_buf
-
-
-@njit(cache=True)
-def _brent_root(a, b, fa, fb, within, between, sizes, groups_per_size, dof, REML, rtol, max_iter, work, beta_buf):
-    """Root of the direct derivative in [a, b] (``fa < 0 < fb``) by Brent's method
-    (inverse quadratic interpolation, secant or bisection, whichever is safe), to
-    ``|step| <= rtol |root|``. Returns (root, evaluations, ok); ok is False when the
-    derivative is not finite inside or the iterations run out."""
-    c, fc = a, fa
-    d = e = b - a
-    evaluations = 0
-    for _ in range(max_iter):
-        if (fb > 0.0) == (fc > 0.0):
-            c, fc = a, fa
-            d = e = b - a
-        if abs(fc) < abs(fb):
-            a, b, c = b, c, b
-            fa, fb, fc = fb, fc, fb
-        tol = 2.0 * rtol * abs(b) + 1e-300
-        half = 0.5 * (c - b)
-        if abs(half) <= tol or fb == 0.0:
-            return b, evaluations, True
-        if abs(e) >= tol and abs(fa) > abs(fb):
-            s = fb / fa
-            if a == c:
-                pp = 2.0 * half * s
-                qq = 1.0 - s
-            else:
-                qa = fa / fc
-                r = fb / fc
-                pp = s * (2.0 * half * qa * (qa - r) - (b - a) * (r - 1.0))
-                qq = (qa - 1.0) * (r - 1.0) * (s - 1.0)
-            if pp > 0.0:
-                qq = -qq
-            else:
-                pp = -pp
-            if 2.0 * pp < min(3.0 * half * qq - abs(tol * qq), abs(e * qq)):
-                e = d
-                d = pp / qq
-            else:
-                d = half
-                e = d
-        else:
-            d = half
-            e = d
-        a, fa = b, fb
-        if abs(d) > tol:
-            b = b + d
-        else:
-            b = b + (tol if half > 0.0 else -tol)
-        crit, fb, scale, pwrss, ok, beta = _direct_at(b, within, between, sizes, groups_per_size, dof, REML, work, beta_buf)
-        evaluations += 1
-        if not (ok and np.isfinite(fb)):
-            return b, evaluations, False
-    return b, evaluations, False
 
 
 @njit(cache=True)
@@ -308,8 +253,8 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
                 bad = True
                 break
             a, b = taus[i], taus[i + 1]
-            root, used, ok = _brent_root(a, b, slope[i], slope[i + 1], W, Bt, sizes, groups_per_size, dof, REML,
-                                         refine_rtol, max_iter, work, beta_buf)
+            root, used, ok = brent_root(a, b, slope[i], slope[i + 1], W, Bt, sizes, groups_per_size, dof, REML,
+                                        refine_rtol, max_iter, work, beta_buf)
             evaluations[j] += used
             if not ok:
                 bad = True

@@ -72,6 +72,7 @@ when the derivative there is non-negative.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -81,7 +82,8 @@ from scipy import optimize
 from ..errors import DegenerateCriterionError
 from ..frontend.arguments import check_bool
 from .blas import single_threaded_blas
-from .criterion import CriterionBatch, evaluate, tau_lower_limit
+from .criterion import DIRECT_KERNEL_MAX_Q, CriterionBatch, evaluate, residual_dof, tau_lower_limit
+from .criterion_kernels import brent_root, direct_workspace
 from .problem import CriterionProblem
 from .spectral import derivative_bounds, spectral_evaluate, spectral_form, spectral_pays
 from .statistics import PooledStats
@@ -108,6 +110,16 @@ LIMIT_UNBOUNDED_SLOPE = 0.5
 #: Relative tolerance on tau of the Brent refinement (the criterion is then exact to
 #: rounding, since it is flat to second order at a minimum).
 REFINE_RTOL = 4 * np.finfo(float).eps
+#: Iterations of a Brent refinement, at most (it converges in about ten).
+REFINE_MAX_ITER = 200
+#: Up to this q = p + 1 the Brent refinement of a bracketed minimum runs as one compiled
+#: loop on the compiled direct form (:func:`reml_engine.core.criterion_kernels.brent_root`),
+#: where scipy's ``brentq`` on numpy's path paid a dozen numpy calls (about 50 us) per
+#: step. Only the root's place comes from it: the root is then evaluated, tested for
+#: stationarity and reported on numpy's path as before, and a refinement the compiled
+#: loop cannot finish or whose root numpy's path does not accept is redone on numpy's
+#: path (``brentq``), so every decision stays numpy's. 0 refines on numpy's path only.
+COMPILED_REFINE_MAX_Q = DIRECT_KERNEL_MAX_Q
 #: Number of times the scan is extended upwards (by SCAN_TAU_LARGE each) while the
 #: criterion still falls at its top.
 SCAN_MAX_EXTENSIONS = 4
@@ -119,6 +131,8 @@ SCAN_MAX_EXTENSIONS = 4
 #: sets, every scan point); a larger difference than this at any re-evaluated point sends
 #: the whole scan to the direct form.
 SCAN_CERTIFY_RTOL = 1e-3
+#: Scan grids kept (one per largest and smallest group size met, about 11 kB each).
+SCAN_GRID_CACHE_SIZE = 64
 #: How the scan evaluates the criterion: ``"auto"`` (the spectral form when its set-up
 #: pays, see :func:`reml_engine.core.spectral.spectral_pays`), ``"direct"`` (every scan
 #: point by :func:`reml_engine.core.criterion.evaluate`) or ``"spectral"``.
@@ -241,26 +255,52 @@ class _CountingCriterion:
     def value(self, tau: float) -> float:
         return float(self(tau).criterion[0])
 
+    def compiled_root(self, a: float, b: float, fa: float, fb: float) -> float | None:
+        """The root of the derivative in ``[a, b]`` (``fa < 0 < fb``) by the compiled
+        Brent loop (``COMPILED_REFINE_MAX_Q``); None when the design is too wide for it
+        or the loop met a point it could not evaluate."""
+        stats = self.stats
+        if stats.q > COMPILED_REFINE_MAX_Q:
+            return None
+        root, evaluations, ok = brent_root(
+            a, b, fa, fb, stats.within, stats.between, np.asarray(stats.sizes, dtype=np.float64),
+            np.asarray(stats.groups_per_size, dtype=np.float64), float(residual_dof(stats, self.REML)),
+            bool(self.REML), REFINE_RTOL, REFINE_MAX_ITER, direct_workspace(stats.q, len(stats.sizes)),
+            np.zeros(stats.p),
+        )
+        self.count += evaluations
+        return float(root) if ok else None
+
 
 def scan_grid(stats: PooledStats, extended: bool = True, tau_large: float = SCAN_TAU_LARGE) -> np.ndarray:
     """The scan points in tau, sorted (see the module docstring)."""
+    # A function of the largest and smallest group size alone: built once per design
+    # shape (its aranges, exponentials and sort cost as much as the spectral scan
+    # itself) and copied out, so that a caller may write into its own.
+    return _scan_grid(stats.max_size, stats.min_size, bool(extended), float(tau_large)).copy()
+
+
+@functools.lru_cache(maxsize=SCAN_GRID_CACHE_SIZE)
+def _scan_grid(max_size: float, min_size: float, extended: bool, tau_large: float) -> np.ndarray:
     step = 1.0 / SCAN_POINTS_PER_UNIT
-    s_lo = math.log(SCAN_TAU_SMALL / stats.max_size)
-    s_hi = math.log(tau_large / stats.min_size)
+    s_lo = math.log(SCAN_TAU_SMALL / max_size)
+    s_hi = math.log(tau_large / min_size)
     positive = np.exp(np.arange(s_lo, s_hi + step, step))
     parts = [np.zeros(1), positive]
     if extended:
-        s_neg_hi = math.log(0.5 / stats.max_size)
+        s_neg_hi = math.log(0.5 / max_size)
         negative = -np.exp(np.append(np.arange(s_lo, s_neg_hi, step), s_neg_hi))
         t = np.arange(math.log(SCAN_LIMIT_GAP), math.log(0.5), step)
-        near_limit = -(1.0 - np.exp(t)) / stats.max_size
+        near_limit = -(1.0 - np.exp(t)) / max_size
         parts += [negative, near_limit]
-    return np.unique(np.concatenate(parts))
+    grid = np.unique(np.concatenate(parts))
+    grid.setflags(write=False)
+    return grid
 
 
 def _refine(crit: _CountingCriterion, a: float, b: float) -> float:
     """Root of the derivative in [a, b], where it goes from negative to positive."""
-    return optimize.brentq(crit.derivative, a, b, xtol=1e-300, rtol=REFINE_RTOL, maxiter=200)
+    return optimize.brentq(crit.derivative, a, b, xtol=1e-300, rtol=REFINE_RTOL, maxiter=REFINE_MAX_ITER)
 
 
 def _towards_zero(slopes, margin=None) -> np.ndarray:
@@ -375,10 +415,13 @@ def _scan(crit: _CountingCriterion, form, taus: np.ndarray):
         out = crit(taus)
         zeros = np.zeros(len(taus))
         return out.criterion, out.derivative, zeros, np.ones(len(taus), dtype=bool), None
-    fast = spectral_evaluate(taus, form, crit.REML)
+    # The spectral criterion is not computed: no decision reads it, and every value the
+    # scan reports (its first point, the optima, the limit) is the direct form's. A tau
+    # where the spectral form is not defined has a NaN slope too.
+    fast = spectral_evaluate(taus, form, crit.REML, with_criterion=False)
     crit.count += len(taus)
     values, slopes = fast["criterion"].copy(), fast["derivative"].copy()
-    if not (np.all(np.isfinite(values)) and np.all(np.isfinite(slopes))):
+    if not np.all(np.isfinite(slopes)):
         raise _SpectralUnsure
     margin = SCAN_CERTIFY_RTOL * fast["derivative_scale"]
     lower, upper, scale = derivative_bounds(fast, form.nobs - form.p if crit.REML else form.nobs)
@@ -431,7 +474,8 @@ def _find_optima(stats: PooledStats, REML: bool, form) -> OptSummary:
             "exactly, or there are as many between-group fixed effects as groups)"
         )
     # (The spectral scan has no invalid point: it would have been redone directly.)
-    valid = np.isfinite(slopes) & np.isfinite(values)
+    # (Points the spectral scan did not evaluate directly have no value: see _scan.)
+    valid = np.isfinite(slopes) & (np.isfinite(values) | ~exact)
     taus, slopes, values = taus[valid], slopes[valid], values[valid]
     n_scan = len(taus)
 
@@ -462,9 +506,20 @@ def _find_optima(stats: PooledStats, REML: bool, form) -> OptSummary:
     for a, b in sorted(set(brackets)):
         fa = crit.derivative(a)
         fb = crit.derivative(b)
+        point = None
         if fb == 0.0:
             root = b
         elif fa < 0 < fb:
+            # The compiled loop places the root; numpy's path evaluates and accepts it
+            # (or the refinement is redone on numpy's path, as without the loop).
+            root = crit.compiled_root(a, b, fa, fb)
+            if root is not None:
+                point = crit(root)
+                if not _stationary(point):
+                    root = point = None
+        else:
+            continue
+        if root is None:
             try:
                 root = _refine(crit, a, b)
             except ValueError:
@@ -477,11 +532,10 @@ def _find_optima(stats: PooledStats, REML: bool, form) -> OptSummary:
                 rejected.append(Optimum((a, b)[best], float(point.criterion[0]), "interior",
                                         float(point.derivative[0])))
                 continue
-        else:
-            continue
-        point = crit(root)
+        if point is None:
+            point = crit(root)
         found = Optimum(root, float(point.criterion[0]), "interior", float(point.derivative[0]))
-        if not abs(point.derivative[0]) <= STATIONARY_RTOL * point.derivative_scale[0]:
+        if not _stationary(point):
             rejected.append(found)
             continue
         refined.append(root)
@@ -547,6 +601,12 @@ def _find_optima(stats: PooledStats, REML: bool, form) -> OptSummary:
         limit_slope=limit_slope,
         notes=tuple(notes),
     )
+
+
+def _stationary(point: CriterionBatch) -> bool:
+    """True when the derivative at the (single) point is zero against its cancelling
+    terms (``STATIONARY_RTOL``): a true stationary point, not a rounding jump."""
+    return bool(abs(point.derivative[0]) <= STATIONARY_RTOL * point.derivative_scale[0])
 
 
 def _dedupe(optima: list[Optimum]) -> list[Optimum]:

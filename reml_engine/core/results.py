@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
 from ..frontend.design import Design, FixedEncoding
+from .criterion import fixed_effects
 from .optimizer import OptSummary
 from .parametrization import UserParametrization, standard_errors
 from .result_names import InformationCriteria, ResultNames
@@ -17,6 +19,11 @@ from .statistics import GroupStats, PooledStats
 
 #: lme4's isSingular() tolerance on theta = sigma_b / sigma.
 SINGULAR_TOL = 1e-4
+
+
+#: The fixed effects at a tau in the user's columns, ``(fixef, vcov)``: what an optimum
+#: reads on first access of its ``fixef`` (see :func:`reml_engine.build_fit`).
+FixedEffectsAt = Callable[[float], tuple[pd.Series, pd.DataFrame]]
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,8 @@ class LocalOptimum:
         ``"boundary"`` (var_group = 0) or ``"interior"``.
     sigma2, var_group : float
     fixef, se : pandas.Series
+        Computed on first read (a pure function of the fit's statistics at ``tau``) and
+        kept: most fits never read them, and the estimate's are the fit's own.
     is_global : bool
         True for the estimate.
     is_lme4_default : bool
@@ -43,10 +52,25 @@ class LocalOptimum:
     criterion: float
     kind: str
     sigma2: float
-    fixef: pd.Series
-    se: pd.Series
     is_global: bool
     is_lme4_default: bool
+    fixed_effects_at: FixedEffectsAt = field(repr=False, compare=False)
+
+    # Pickled as its fields, whether or not a lazy value was read.
+    def __getstate__(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __setstate__(self, state: dict) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+
+    @cached_property
+    def fixef(self) -> pd.Series:
+        return self.fixed_effects_at(self.tau)[0]
+
+    @cached_property
+    def se(self) -> pd.Series:
+        return standard_errors(self.fixed_effects_at(self.tau)[1])
 
     @property
     def theta(self) -> float:
@@ -77,6 +101,8 @@ class CompoundSymmetryFit(InformationCriteria):
         Within-group correlation rho = tau / (1 + tau) (nlme's ``Rho``).
     fixef, se : pandas.Series
     vcov : pandas.DataFrame
+        Computed on first read (a pure function of the fit's statistics at ``tau``) and
+        kept.
     sigma2 : float
         Total variance of one response (nlme's ``sigma^2``).
     criterion : float
@@ -90,20 +116,35 @@ class CompoundSymmetryFit(InformationCriteria):
     """
 
     tau: float
-    fixef: pd.Series
-    vcov: pd.DataFrame
     sigma2: float
     criterion: float
     REML: bool
     nobs: int
     at_limit: bool
+    fixed_effects_at: FixedEffectsAt = field(repr=False, compare=False)
     optima: tuple = ()
+
+    # Pickled as its fields, whether or not a lazy value was read.
+    def __getstate__(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __setstate__(self, state: dict) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
         from ..report.notebook import short_repr
 
         return short_repr("CompoundSymmetryFit", tau=self.tau, icc=self.icc, sigma2=self.sigma2,
                           criterion=self.criterion, at_limit=self.at_limit, optima=len(self.optima))
+
+    @cached_property
+    def fixef(self) -> pd.Series:
+        return self.fixed_effects_at(self.tau)[0]
+
+    @cached_property
+    def vcov(self) -> pd.DataFrame:
+        return self.fixed_effects_at(self.tau)[1]
 
     @property
     def icc(self) -> float:
@@ -161,6 +202,27 @@ class Boundary:
     message: str
 
 
+#: The columns of :attr:`LmerFit.ranef` (one Index shared by every fit: it is immutable).
+_RANEF_COLUMNS = pd.Index(["mode", "condvar"])
+
+
+def random_effects(group_stats: GroupStats, sums: np.ndarray, tau: float, beta: np.ndarray, sigma2: float
+                   ) -> pd.DataFrame:
+    """Conditional modes and variances of the random intercepts (lme4's ranef(condVar=TRUE)).
+
+    ``b_g = tau n_g / (1 + n_g tau) * mean_g(y - X beta)`` and
+    ``Var(b_g | y) = sigma2 tau / (1 + n_g tau)`` (given beta, as lme4 reports it); ``sums``
+    are the group sums of the internal columns, in which ``beta`` is.
+    """
+    counts = group_stats.counts.astype(np.float64)
+    resid_mean = (sums[:, -1] - sums[:, :-1] @ beta) / counts
+    shrink = tau * counts / (1.0 + tau * counts)
+    values = np.empty((len(counts), 2))
+    values[:, 0] = shrink * resid_mean
+    values[:, 1] = sigma2 * tau / (1.0 + tau * counts)
+    return pd.DataFrame(values, index=group_stats.levels, columns=_RANEF_COLUMNS)
+
+
 @dataclass(frozen=True)
 class LmerCall:
     """The arguments of the :func:`reml_engine.lmer` call that made a fit, for
@@ -205,7 +267,6 @@ class LmerFit(ResultNames):
     optima: tuple[LocalOptimum, ...]
     boundary: Boundary | None
     compound_symmetry: CompoundSymmetryFit
-    ranef: pd.DataFrame
     opt_summary: OptSummary
     stats: PooledStats = field(repr=False)
     group_stats: GroupStats = field(repr=False)
@@ -278,6 +339,19 @@ class LmerFit(ResultNames):
         if self.design is not None and self.design.model_spec is not None:
             return self.design
         return self.fixed_encoding
+
+    @cached_property
+    def ranef(self) -> pd.DataFrame:
+        """Conditional modes and variances of the random intercepts (lme4's
+        ``ranef(condVar = TRUE)``): columns ``mode`` and ``condvar``, one row per group level.
+
+        Computed on first read from the fit's own statistics and kept (a pure function
+        of the fit: most fits are never asked for it, and its table of G rows cost as
+        much as the rest of the result).
+        """
+        beta = fixed_effects(self.tau, self.stats, self.REML)[0]
+        return random_effects(self.group_stats, self.parametrization.internal_sums(self.group_stats), self.tau,
+                              beta, self.sigma2)
 
     # -- conditional fitted values -----------------------------------------------------
     @cached_property

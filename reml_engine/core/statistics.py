@@ -93,8 +93,9 @@ class GroupStats:
     lo: np.ndarray | None = None
     hi: np.ndarray | None = None
 
-    @property
+    @cached_property
     def nobs(self) -> int:
+        # Cached: the checks of criterion_problem read it a dozen times.
         return int(self.counts.sum())
 
     @property
@@ -216,23 +217,25 @@ class PooledStats:
     between: np.ndarray
     model_shift: np.ndarray
 
-    @property
+    # Cached (computed on first read, from fields that do not change): the criterion and
+    # the optimizer read them at every evaluation, thousands of times per fit.
+    @cached_property
     def q(self) -> int:
         return self.within.shape[0]
 
-    @property
+    @cached_property
     def p(self) -> int:
         return self.q - 1
 
-    @property
+    @cached_property
     def ngroups(self) -> int:
         return int(self.groups_per_size.sum())
 
-    @property
+    @cached_property
     def max_size(self) -> float:
         return float(self.sizes.max())
 
-    @property
+    @cached_property
     def min_size(self) -> float:
         return float(self.sizes.min())
 
