@@ -287,13 +287,16 @@ def _effect_and_group(inside: str, term: str) -> tuple[str, str]:
 
 
 def _term_specs(terms: list[tuple[int, int, str]], formula: str) -> tuple[RandomTermSpec, ...]:
-    """Each random term, ``a/b/c`` expanded as lme4 expands it: ``a``, ``b:a``, ``c:(b:a)``
-    (the innermost factor first in the name; an interaction inside is parenthesized)."""
+    """Each random term, ``a/b/c`` expanded as lme4's ``findbars`` expands it, in its order:
+    ``c:(b:a)``, ``b:a``, ``a`` (the innermost factor first in the name; an interaction
+    inside is parenthesized). The order matters where terms tie in their number of levels
+    (:func:`~reml_engine.frontend.terms_design.lme4_term_order`)."""
     specs: list[RandomTermSpec] = []
     for _, _, inside in terms:
         term = f"({inside.strip()})"
         _, group = _effect_and_group(inside, term)
         name, columns = "", ()
+        nested: list[RandomTermSpec] = []
         for part in group.split("/"):
             if not part.strip():
                 raise ModelDataError(f"random term '{term}' of formula {formula!r} has an empty grouping factor")
@@ -304,7 +307,8 @@ def _term_specs(terms: list[tuple[int, int, str]], formula: str) -> tuple[Random
             else:
                 name = f"{part_name}:{f'({name})' if ':' in name else name}"
                 columns = part_columns + columns
-            specs.append(RandomTermSpec(name, columns))
+            nested.append(RandomTermSpec(name, columns))
+        specs.extend(reversed(nested))
     seen: dict[frozenset, str] = {}
     for spec in specs:
         key = frozenset(spec.columns)
@@ -327,8 +331,8 @@ def random_term_specs(formula: str) -> tuple[RandomTermSpec, ...]:
     Examples
     --------
     >>> [t.name for t in random_term_specs("y ~ x + (1|school/class) + (1|rater)")]
-    ['school', 'class:school', 'rater']
-    >>> random_term_specs("y ~ (1|a/b/c)")[-1]
+    ['class:school', 'school', 'rater']
+    >>> random_term_specs("y ~ (1|a/b/c)")[0]
     RandomTermSpec(name='c:(b:a)', columns=('c', 'b', 'a'))
     """
     if not isinstance(formula, str) or "~" not in formula:

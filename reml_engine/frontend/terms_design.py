@@ -206,8 +206,17 @@ def uses_terms_engine(formula: str, weights=None, offset=None) -> bool:
 
 
 def lme4_term_order(nlevels) -> list[int]:
-    """lme4's order of the terms: decreasing number of levels, ties in the formula's order."""
-    return sorted(range(len(nlevels)), key=lambda j: -nlevels[j])
+    """lme4's order of the terms (``mkReTrms``), from their number of levels in the order of
+    :func:`~reml_engine.frontend.formula.random_term_specs` (lme4's ``findbars``).
+
+    Terms already in non-increasing order stay as they are; otherwise lme4 takes
+    ``rev(order(nl))``: decreasing levels, ties in the reverse of the formula's order
+    (``(1|c) + (1|a) + (1|b)`` with 4, 6 and 6 levels is ``b``, ``a``, ``c``).
+    """
+    n = len(nlevels)
+    if all(nlevels[j + 1] <= nlevels[j] for j in range(n - 1)):
+        return list(range(n))
+    return sorted(range(n), key=lambda j: (-nlevels[j], -j))
 
 
 def build_terms_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, weights=None, offset=None,
