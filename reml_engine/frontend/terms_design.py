@@ -16,13 +16,14 @@ model frame names them).
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from ..core.identifiability import RANK_TOL, rank_decisions, warn_dropped_columns
-from ..errors import ModelDataError
+from ..errors import ModelDataError, ModelDataWarning
 from ..varcomp.terms import RandomTerms
 from .design import Design, FixedEncoding, build_design
 from .formula import RandomTermSpec, count_random_terms, has_offset_term, parse_formula
@@ -281,6 +282,7 @@ def build_terms_design(formula: str, data: pd.DataFrame, na_action: str = "omit"
                         tuple(terms.levels[j] for j in order))
     specs = tuple(parsed.random_terms[j] for j in order)
     check_levels(terms.names, terms.nlevels, design.y.shape[0])
+    warn_same_grouping(terms)
     return TermsDesign(design, terms, specs, w, total_offset, data_index, rows, parsed.offset_columns,
                        offset_label is not None, dropped, weights if isinstance(weights, str) else None)
 
@@ -311,6 +313,30 @@ def check_levels(names, nlevels, nobs: int) -> None:
             )
 
 
+def warn_same_grouping(terms: RandomTerms) -> None:
+    """Warn about two terms that group the rows the same way under different names
+    (``(1|school/vr)`` with ``vr`` constant within school: ``vr:school`` is ``school``).
+
+    Only the sum of their variances is identified: the criterion is flat along it, so the
+    split reported is one of many with the same criterion (lme4 goes on too, with
+    convergence warnings). Two terms group alike when they have as many levels as they have
+    distinct pairs of levels.
+    """
+    for a in range(len(terms.names)):
+        for b in range(a + 1, len(terms.names)):
+            m = terms.nlevels[a]
+            if terms.nlevels[b] != m:
+                continue
+            pairs = np.unique(terms.codes[a] * np.int64(m) + terms.codes[b]).size
+            if pairs == m:
+                warnings.warn(
+                    f"random terms {terms.names[a]!r} and {terms.names[b]!r} group the rows the same way ({m} "
+                    "levels each, every level of one is a single level of the other): only the sum of their "
+                    "variances is identified, and the split reported is one of many with the same criterion; "
+                    "keep one of the two terms",
+                    ModelDataWarning, stacklevel=3)
+
+
 __all__ = [
     "OFFSET_COLUMN",
     "TermsDesign",
@@ -324,4 +350,5 @@ __all__ = [
     "full_rank_columns_from_moments",
     "lme4_term_order",
     "uses_terms_engine",
+    "warn_same_grouping",
 ]

@@ -77,6 +77,21 @@ def test_terms_tied_in_levels_are_in_lme4s_order(formula, names):
     assert list(m.variances.index) == names
 
 
+def test_terms_grouping_the_rows_alike_are_named_in_a_warning():
+    """Regression: (1|school/vr) with vr constant within school fitted a split of one
+    identified variance silently (found on mlmRev's Exam; lme4 warns of a degenerate
+    Hessian). Terms that only tie in levels, or differ in one row, give no warning."""
+    data = _tied_levels_data()
+    with pytest.warns(rl.ModelDataWarning, match=r"'vr:school' and 'school' group the rows the same way "
+                                                 r"\(6 levels each"):
+        rl.lmer("y ~ (1|school/vr)", data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", rl.ModelDataWarning)
+        rl.lmer("y ~ (1|a) + (1|b) + (1|c)", data.astype({"a": str, "b": str, "c": str}))
+        one_row_moved = data.assign(vr=data["vr"].where(data.index != 0, "lo"))
+        rl.lmer("y ~ (1|school/vr)", one_row_moved)
+
+
 @pytest.mark.parametrize("formula", ["y ~ x + (x|f) + (1|g)", "y ~ (0 + x|f) + (1|g)", "y ~ (1 + x|f/g)",
                                      "y ~ x + (x|f)"])
 def test_random_slopes_are_refused_with_the_alternatives(formula):
