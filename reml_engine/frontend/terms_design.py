@@ -282,7 +282,7 @@ def build_terms_design(formula: str, data: pd.DataFrame, na_action: str = "omit"
                         tuple(terms.levels[j] for j in order))
     specs = tuple(parsed.random_terms[j] for j in order)
     check_levels(terms.names, terms.nlevels, design.y.shape[0])
-    warn_same_grouping(terms)
+    warn_same_grouping(terms.names, terms.nlevels, _occupied_cells(terms))
     return TermsDesign(design, terms, specs, w, total_offset, data_index, rows, parsed.offset_columns,
                        offset_label is not None, dropped, weights if isinstance(weights, str) else None)
 
@@ -313,28 +313,32 @@ def check_levels(names, nlevels, nobs: int) -> None:
             )
 
 
-def warn_same_grouping(terms: RandomTerms) -> None:
+def warn_same_grouping(names, nlevels, occupied_cells) -> None:
     """Warn about two terms that group the rows the same way under different names
     (``(1|school/vr)`` with ``vr`` constant within school: ``vr:school`` is ``school``).
 
     Only the sum of their variances is identified: the criterion is flat along it, so the
     split reported is one of many with the same criterion (lme4 goes on too, with
     convergence warnings). Two terms group alike when they have as many levels as they have
-    distinct pairs of levels.
+    occupied cells (pairs of levels seen together): ``occupied_cells(a, b)`` counts them
+    for terms ``a < b``.
     """
-    for a in range(len(terms.names)):
-        for b in range(a + 1, len(terms.names)):
-            m = terms.nlevels[a]
-            if terms.nlevels[b] != m:
-                continue
-            pairs = np.unique(terms.codes[a] * np.int64(m) + terms.codes[b]).size
-            if pairs == m:
+    for a in range(len(names)):
+        for b in range(a + 1, len(names)):
+            m = nlevels[a]
+            if nlevels[b] == m and occupied_cells(a, b) == m:
                 warnings.warn(
-                    f"random terms {terms.names[a]!r} and {terms.names[b]!r} group the rows the same way ({m} "
-                    "levels each, every level of one is a single level of the other): only the sum of their "
+                    f"random terms {names[a]!r} and {names[b]!r} group the rows the same way ({m} levels "
+                    "each, every level of one is a single level of the other): only the sum of their "
                     "variances is identified, and the split reported is one of many with the same criterion; "
                     "keep one of the two terms",
-                    ModelDataWarning, stacklevel=3)
+                    ModelDataWarning, stacklevel=4)
+
+
+def _occupied_cells(terms: RandomTerms):
+    def count(a: int, b: int) -> int:
+        return int(np.unique(terms.codes[a] * np.int64(terms.nlevels[b]) + terms.codes[b]).size)
+    return count
 
 
 __all__ = [

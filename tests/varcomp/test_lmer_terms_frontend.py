@@ -17,6 +17,7 @@ from reml_engine.core.fitting import fit_design
 from reml_engine.core.terms_results import TermsFit
 from reml_engine.frontend.design import build_design
 from reml_engine.frontend.formula import count_random_terms, random_term_specs
+from reml_engine.scaleout.chunked import lmer_chunks
 
 # -- which formulas go where ---------------------------------------------------------------
 
@@ -85,6 +86,9 @@ def test_terms_grouping_the_rows_alike_are_named_in_a_warning():
     with pytest.warns(rl.ModelDataWarning, match=r"'vr:school' and 'school' group the rows the same way "
                                                  r"\(6 levels each"):
         rl.lmer("y ~ (1|school/vr)", data)
+    # From chunks, the statistics' contingency tables tell the same.
+    with pytest.warns(rl.ModelDataWarning, match=r"'vr:school' and 'school' group the rows the same way"):
+        lmer_chunks("y ~ (1|school/vr)", [data.iloc[:20], data.iloc[20:]], progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error", rl.ModelDataWarning)
         rl.lmer("y ~ (1|a) + (1|b) + (1|c)", data.astype({"a": str, "b": str, "c": str}))
