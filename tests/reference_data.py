@@ -3,6 +3,7 @@ that read them, for every test directory (``tests`` is on pytest's ``pythonpath`
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -74,3 +75,28 @@ CASE_NAMES = list(load_cases()["name"])
 #: criterion that is not the global one (sim_contextual: rho = -0.16, criterion 58.31,
 #: where the global optimum is at tau = 1040, criterion 12.64).
 NLME_AT_A_LOCAL_OPTIMUM = ("sim_contextual",)
+
+
+MULTI_REAL = DATA / "multi_real"
+
+
+@functools.cache
+def load_multi_real_reference() -> dict:
+    """Real data sets with two to four random-intercept terms: lme4's global optimum,
+    lme4's default answer and lmerTest's Satterthwaite df
+    (``tests/data/r/make_multi_real_reference.R``)."""
+    with open(MULTI_REAL / "reference.json") as fh:
+        cases = json.load(fh)
+    cases.pop("_about", None)
+    return cases
+
+
+def multi_real_data(case: str) -> pd.DataFrame:
+    """The case's CSV with the grouping columns read as text, as R's factors. The rows are
+    complete, and no text is a missing value (Alfalfa's ``Date`` has a level ``None``)."""
+    from reml_engine.frontend.formula import random_term_specs
+
+    ref = load_multi_real_reference()[case]
+    grouping = {c for spec in random_term_specs(ref["formula"]) for c in spec.columns}
+    return pd.read_csv(MULTI_REAL / ref["file"], dtype={c: str for c in grouping},
+                       keep_default_na=False)

@@ -288,15 +288,16 @@ def _effect_and_group(inside: str, term: str) -> tuple[str, str]:
 
 def _term_specs(terms: list[tuple[int, int, str]], formula: str) -> tuple[RandomTermSpec, ...]:
     """Each random term, ``a/b/c`` expanded as lme4's ``findbars`` expands it, in its order:
-    ``c:(b:a)``, ``b:a``, ``a`` (the innermost factor first in the name and in the list; an
-    interaction inside is parenthesized). lme4 orders the terms of a fit by decreasing
-    number of levels with ties in this order, and lmerTest's ``ranova`` lists them in it."""
+    ``c:(b:a)``, ``b:a``, ``a`` (the innermost factor first in the name; an interaction
+    inside is parenthesized). The order matters where terms tie in their number of levels
+    (:func:`~reml_engine.frontend.terms_design.lme4_term_order`), and lmerTest's ``ranova``
+    lists the terms in it."""
     specs: list[RandomTermSpec] = []
     for _, _, inside in terms:
         term = f"({inside.strip()})"
         _, group = _effect_and_group(inside, term)
         name, columns = "", ()
-        expanded: list[RandomTermSpec] = []
+        nested: list[RandomTermSpec] = []
         for part in group.split("/"):
             if not part.strip():
                 raise ModelDataError(f"random term '{term}' of formula {formula!r} has an empty grouping factor")
@@ -307,8 +308,8 @@ def _term_specs(terms: list[tuple[int, int, str]], formula: str) -> tuple[Random
             else:
                 name = f"{part_name}:{f'({name})' if ':' in name else name}"
                 columns = part_columns + columns
-            expanded.append(RandomTermSpec(name, columns))
-        specs.extend(reversed(expanded))
+            nested.append(RandomTermSpec(name, columns))
+        specs.extend(reversed(nested))
     seen: dict[frozenset, str] = {}
     for spec in specs:
         key = frozenset(spec.columns)

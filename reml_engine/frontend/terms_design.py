@@ -16,13 +16,14 @@ model frame names them).
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from ..core.identifiability import RANK_TOL, rank_decisions, warn_dropped_columns
-from ..errors import ModelDataError
+from ..errors import ModelDataError, ModelDataWarning
 from ..varcomp.terms import RandomTerms
 from .design import Design, FixedEncoding, build_design
 from .formula import RandomTermSpec, count_random_terms, has_offset_term, parse_formula
@@ -206,8 +207,17 @@ def uses_terms_engine(formula: str, weights=None, offset=None) -> bool:
 
 
 def lme4_term_order(nlevels) -> list[int]:
-    """lme4's order of the terms: decreasing number of levels, ties in the formula's order."""
-    return sorted(range(len(nlevels)), key=lambda j: -nlevels[j])
+    """lme4's order of the terms (``mkReTrms``), from their number of levels in the order of
+    :func:`~reml_engine.frontend.formula.random_term_specs` (lme4's ``findbars``).
+
+    Terms already in non-increasing order stay as they are; otherwise lme4 takes
+    ``rev(order(nl))``: decreasing levels, ties in the reverse of the formula's order
+    (``(1|c) + (1|a) + (1|b)`` with 4, 6 and 6 levels is ``b``, ``a``, ``c``).
+    """
+    n = len(nlevels)
+    if all(nlevels[j + 1] <= nlevels[j] for j in range(n - 1)):
+        return list(range(n))
+    return sorted(range(n), key=lambda j: (-nlevels[j], -j))
 
 
 def build_terms_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, weights=None, offset=None,
@@ -272,6 +282,7 @@ def build_terms_design(formula: str, data: pd.DataFrame, na_action: str = "omit"
                         tuple(terms.levels[j] for j in order))
     specs = tuple(parsed.random_terms[j] for j in order)
     check_levels(terms.names, terms.nlevels, design.y.shape[0])
+    warn_same_grouping(terms.names, terms.nlevels, _occupied_cells(terms))
     return TermsDesign(design, terms, specs, w, total_offset, data_index, rows, parsed.offset_columns,
                        offset_label is not None, dropped, weights if isinstance(weights, str) else None)
 
@@ -302,6 +313,34 @@ def check_levels(names, nlevels, nobs: int) -> None:
             )
 
 
+def warn_same_grouping(names, nlevels, occupied_cells) -> None:
+    """Warn about two terms that group the rows the same way under different names
+    (``(1|school/vr)`` with ``vr`` constant within school: ``vr:school`` is ``school``).
+
+    Only the sum of their variances is identified: the criterion is flat along it, so the
+    split reported is one of many with the same criterion (lme4 goes on too, with
+    convergence warnings). Two terms group alike when they have as many levels as they have
+    occupied cells (pairs of levels seen together): ``occupied_cells(a, b)`` counts them
+    for terms ``a < b``.
+    """
+    for a in range(len(names)):
+        for b in range(a + 1, len(names)):
+            m = nlevels[a]
+            if nlevels[b] == m and occupied_cells(a, b) == m:
+                warnings.warn(
+                    f"random terms {names[a]!r} and {names[b]!r} group the rows the same way ({m} levels "
+                    "each, every level of one is a single level of the other): only the sum of their "
+                    "variances is identified, and the split reported is one of many with the same criterion; "
+                    "keep one of the two terms",
+                    ModelDataWarning, stacklevel=4)
+
+
+def _occupied_cells(terms: RandomTerms):
+    def count(a: int, b: int) -> int:
+        return int(np.unique(terms.codes[a] * np.int64(terms.nlevels[b]) + terms.codes[b]).size)
+    return count
+
+
 __all__ = [
     "OFFSET_COLUMN",
     "TermsDesign",
@@ -315,4 +354,5 @@ __all__ = [
     "full_rank_columns_from_moments",
     "lme4_term_order",
     "uses_terms_engine",
+    "warn_same_grouping",
 ]

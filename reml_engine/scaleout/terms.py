@@ -45,6 +45,7 @@ from ..frontend.terms_design import (
     check_weights,
     full_rank_columns_from_moments,
     lme4_term_order,
+    warn_same_grouping,
 )
 from ..varcomp import RandomTerms, VCStats, compute_vc_stats, lme4_start_theta, merge_vc_stats
 from ..varcomp.statistics import pilot_shift, union_levels
@@ -202,6 +203,7 @@ def fit_terms_total(encoding: ChunkEncoding, total: PartialStats, REML: bool = T
     order = lme4_term_order(stats.nlevels)
     stats = stats.reordered(order)
     check_levels(stats.names, stats.nlevels, stats.nobs)
+    warn_same_grouping(stats.names, stats.nlevels, lambda a, b: stats.pair(a, b).nnz)
     start = lme4_start_theta(stats.nobs, merged.response_sum, merged.response_sumsq, stats.counts,
                              [merged.response_sums[j] for j in order])
     model = TermsModel(tuple(names[j] for j in kept), parsed.formula, parsed.response, dropped,

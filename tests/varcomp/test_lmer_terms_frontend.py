@@ -17,6 +17,7 @@ from reml_engine.core.fitting import fit_design
 from reml_engine.core.terms_results import TermsFit
 from reml_engine.frontend.design import build_design
 from reml_engine.frontend.formula import count_random_terms, random_term_specs
+from reml_engine.scaleout.chunked import lmer_chunks
 
 # -- which formulas go where ---------------------------------------------------------------
 
@@ -27,16 +28,72 @@ from reml_engine.frontend.formula import count_random_terms, random_term_specs
         ("y ~ x + (1|a) + (1|b)", ["a", "b"]),
         ("y ~ (1|a/b)", ["b:a", "a"]),
         ("y ~ (1|a/b/c)", ["c:(b:a)", "b:a", "a"]),
+        ("y ~ (1|a/b/c) + (1|d)", ["c:(b:a)", "b:a", "a", "d"]),
         ("y ~ x + (1|a:b) + (1|c)", ["a:b", "c"]),
         ("y ~ (1|school/class) + (1 | rater) + x", ["class:school", "school", "rater"]),
         ("y ~ (1|factor(a)) + (1||b)", ["a", "b"]),
     ],
 )
 def test_term_names_as_lme4(formula, names):
-    """lme4 names (1|a/b/c) 'c:(b:a)', 'b:a', 'a', in findbars' order (checked with R, lme4 1.1-31:
-    ``findbars(y ~ (1|a/b/c))``)."""
+    """lme4 names (1|a/b/c) 'c:(b:a)', 'b:a', 'a', in findbars' order (checked with R,
+    lme4 1.1-31: ``findbars(y ~ (1|a/b/c) + (1|d))``)."""
     assert [t.name for t in random_term_specs(formula)] == names
     assert count_random_terms(formula) == len(names)
+
+
+def _tied_levels_data() -> pd.DataFrame:
+    """a and b with 6 levels, c with 4 (crossed); vr constant within school (vr:school
+    has as many levels as school)."""
+    rows = np.arange(48)
+    school = np.array([f"s{i}" for i in rows // 8 + 1])
+    return pd.DataFrame({
+        "a": rows // 8, "b": rows % 6, "c": rows % 4, "school": school,
+        "vr": np.where((rows // 8) % 2 == 0, "hi", "lo"),
+        "y": np.sin(rows * 1.3) + np.cos(rows // 8 * 2.1) + 0.5 * np.cos(rows % 6 * 0.7),
+    })
+
+
+@pytest.mark.parametrize(
+    ("formula", "names"),
+    [
+        # lme4 1.1-31 (getME(m, "theta") names): a term with more levels after a smaller one
+        # makes mkReTrms take rev(order(nl)), so the tied a and b come in reverse order.
+        ("y ~ (1|c) + (1|a) + (1|b)", ["b", "a", "c"]),
+        ("y ~ (1|a) + (1|c) + (1|b)", ["b", "a", "c"]),
+        ("y ~ (1|a) + (1|b) + (1|c)", ["a", "b", "c"]),
+        # Already non-increasing in findbars' order: kept.
+        ("y ~ (1|school/vr)", ["vr:school", "school"]),
+        ("y ~ (1|vr:school) + (1|school)", ["vr:school", "school"]),
+        ("y ~ (1|school) + (1|vr:school)", ["school", "vr:school"]),
+    ],
+)
+def test_terms_tied_in_levels_are_in_lme4s_order(formula, names):
+    """Regression: ties were kept in the formula's order with a/b expanded a, b:a, where
+    lme4 expands b:a, a and reverses ties when it reorders (found on mlmRev's Exam with
+    (1|school/vr), vr a school-level factor)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = rl.lmer(formula, _tied_levels_data().astype({"a": str, "b": str, "c": str}))
+    assert list(m.term_names) == names
+    assert list(m.variances.index) == names
+
+
+def test_terms_grouping_the_rows_alike_are_named_in_a_warning():
+    """Regression: (1|school/vr) with vr constant within school fitted a split of one
+    identified variance silently (found on mlmRev's Exam; lme4 warns of a degenerate
+    Hessian). Terms that only tie in levels, or differ in one row, give no warning."""
+    data = _tied_levels_data()
+    with pytest.warns(rl.ModelDataWarning, match=r"'vr:school' and 'school' group the rows the same way "
+                                                 r"\(6 levels each"):
+        rl.lmer("y ~ (1|school/vr)", data)
+    # From chunks, the statistics' contingency tables tell the same.
+    with pytest.warns(rl.ModelDataWarning, match=r"'vr:school' and 'school' group the rows the same way"):
+        lmer_chunks("y ~ (1|school/vr)", [data.iloc[:20], data.iloc[20:]], progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", rl.ModelDataWarning)
+        rl.lmer("y ~ (1|a) + (1|b) + (1|c)", data.astype({"a": str, "b": str, "c": str}))
+        one_row_moved = data.assign(vr=data["vr"].where(data.index != 0, "lo"))
+        rl.lmer("y ~ (1|school/vr)", one_row_moved)
 
 
 @pytest.mark.parametrize("formula", ["y ~ x + (x|f) + (1|g)", "y ~ (0 + x|f) + (1|g)", "y ~ (1 + x|f/g)",
