@@ -16,7 +16,9 @@ with types that agree across files or can be unified: integers and floats, or te
 categoricals, and for grouping columns numbers and text), then one Dask partition reads
 about :data:`~reml_engine.scaleout.chunked.CHUNK_ROWS` rows (whole row groups) of one file, only
 the formula's columns, and checks the numbers against the ranges the footer records.
-Errors name the file.
+Errors name the file. Local files fitted with a formula of plain numeric columns and one
+random intercept, on the threaded scheduler, skip Dask and pandas: see
+:mod:`reml_engine.scaleout.parquet_numeric` (the same checks and the same fit).
 
 Dask is optional: this module imports it only when a Dask fit is asked for, and
 :func:`require_dask` says how to install it when it is missing.
@@ -523,6 +525,7 @@ def lmer_dask(formula: str, data, REML: bool = True, na_action: str = "omit", le
     """
     if isinstance(data, (str, PathLike)):
         check_progress(progress)
+        require_dask()
         plan = parquet_plan(formula, data, dialect=dialect, weights=weights, offset=offset)
         numeric = numeric_plan(plan, plan.columns) if _local_threads(scheduler, progress) else None
         if numeric is not None:

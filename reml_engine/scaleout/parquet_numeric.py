@@ -81,6 +81,8 @@ class NumericPlan:
     dense: DenseIds | None
     dtypes: pd.Series
     rows: int
+    #: Each file's footer (``pyarrow.parquet.FileMetaData``), by path.
+    footers: dict
 
 
 def numeric_plan(plan, columns: FormulaColumns) -> NumericPlan | None:
@@ -126,7 +128,7 @@ def numeric_plan(plan, columns: FormulaColumns) -> NumericPlan | None:
         return None
     rows = sum(footer.num_rows for footer in plan.footers.values())
     return NumericPlan(tuple(plan.pieces), tuple(columns.used), response, group, parsed.group_name, dense,
-                       plan.dtypes, rows)
+                       plan.dtypes, rows, plan.footers)
 
 
 def _dense_ids(plan, group: str) -> DenseIds | None:
@@ -195,7 +197,8 @@ class NumericParquetPass:
 
         piece = self.plan.pieces[index]
         try:
-            parquet = pq.ParquetFile(piece.path, memory_map=False)
+            # The footer read by the plan: not parsed again for every piece.
+            parquet = pq.ParquetFile(piece.path, memory_map=False, metadata=self.plan.footers[piece.path])
             # One thread per piece: the pieces themselves run on READ_THREADS threads.
             table = parquet.read_row_groups(list(piece.row_groups), columns=list(self.plan.used), use_threads=False)
             _check_footer_ranges(parquet.metadata, table, piece)
