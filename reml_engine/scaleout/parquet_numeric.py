@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.fitting import fit_statistics
+from ..core.kernels import group_sums_and_cross_with_intercept
 from ..core.results import LmerFit
 from ..core.statistics import PILOT_ROWS, GroupStats, compute_group_stats, merge_ranges
 from ..errors import ModelDataError
@@ -300,11 +301,19 @@ class NumericParquetPass:
             # threads overlap (as on Dask's threaded scheduler).
             threads = None if threading.current_thread() is threading.main_thread() else 1
 
+            pass_shift = encoding.shift if shift is None else shift
+            intercept = encoding.intercept_index
+
             def reduced(piece: _Piece) -> GroupStats | None:
                 if len(piece.y) == 0:
                     return None
-                return compute_group_stats(piece.X, piece.y, piece.groups, encoding.shift if shift is None else shift,
-                                           exact_within=False, transform=transform, threads=threads)
+                if transform is None and threads == 1 and intercept is not None and pass_shift[intercept] == 0.0:
+                    # compute_group_stats' kernel to the last bit, without the counts' scatter.
+                    counts, sums, cross, lo, hi = group_sums_and_cross_with_intercept(
+                        piece.X, piece.y, piece.groups.codes, piece.groups.ngroups, pass_shift, intercept)
+                    return GroupStats(piece.groups.levels, counts, sums, cross, pass_shift, None, lo, hi)
+                return compute_group_stats(piece.X, piece.y, piece.groups, pass_shift, exact_within=False,
+                                           transform=transform, threads=threads)
 
             # First without looking for NaN: finite statistics prove there is none (a NaN
             # makes its column's sums and cross-products NaN), saving a pass per column.
