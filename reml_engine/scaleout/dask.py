@@ -309,11 +309,13 @@ def _is_local(fs) -> bool:
     return "file" in protocols or "local" in protocols
 
 
-def _check_footer_ranges(metadata, table, piece: ParquetPiece) -> None:
+def _check_footer_ranges(metadata, table, piece: ParquetPiece, ranges: dict | None = None) -> None:
     """Numbers outside the minimum and maximum the footer records are corrupted data.
 
     A damaged data page often decodes without error into absurd values (1e+293); the
-    writer's statistics, kept in the footer, show they were never written.
+    writer's statistics, kept in the footer, show they were never written. ``ranges``:
+    ``{column: (min, max)}`` known already for some columns (the Parquet fast path's
+    kernel gives them), which are then not computed again.
     """
     import pyarrow as pa
 
@@ -330,7 +332,8 @@ def _check_footer_ranges(metadata, table, piece: ParquetPiece) -> None:
                 return
             bounds.append((stats.min, stats.max))
         low, high = min(b[0] for b in bounds), max(b[1] for b in bounds)
-        found = _min_max(values)
+        known = (ranges or {}).get(column)
+        found = _min_max(values) if known is None else {"min": known[0], "max": known[1]}
         if found["min"] is None:
             continue
         if found["min"] < low or found["max"] > high:

@@ -174,6 +174,8 @@ class _Piece:
     missing: dict
     n_dropped: int
     name: str
+    #: The smallest and largest group id, when the shared table codes them.
+    group_range: tuple[int, int] | None = None
 
 
 class NumericParquetPass:
@@ -189,12 +191,13 @@ class NumericParquetPass:
 
     # -- reading ------------------------------------------------------------------
 
-    def read(self, index: int):
+    def read(self, index: int, check: bool = True):
         """Piece ``index`` as an Arrow table of the used columns, after the footer range
-        check; errors name the piece (as the general path's reader)."""
+        check (``check=False``: the caller checks, see :meth:`check_footer`); errors
+        name the piece (as the general path's reader)."""
         import pyarrow.parquet as pq
 
-        from .dask import _check_footer_ranges, _one_line
+        from .dask import _one_line
 
         piece = self.plan.pieces[index]
         try:
@@ -202,14 +205,33 @@ class NumericParquetPass:
             parquet = pq.ParquetFile(piece.path, memory_map=False, metadata=self.plan.footers[piece.path])
             # One thread per piece: the pieces themselves run on READ_THREADS threads.
             table = parquet.read_row_groups(list(piece.row_groups), columns=list(self.plan.used), use_threads=False)
-            _check_footer_ranges(parquet.metadata, table, piece)
-        except ModelDataError:
-            raise
         except Exception as err:
             raise ModelDataError(f"{piece.name} cannot be read ({_one_line(err)}); the file may be corrupted") from None
+        if check:
+            self.check_footer(table, index)
         return table
 
-    def complete_rows(self, table, names: tuple[str, ...], name: str, nan: bool = True) -> _Piece:
+    def check_footer(self, table, index: int, ranges: dict | None = None) -> None:
+        """The general path's footer range check of a piece (``ranges``: the
+        ``{column: (min, max)}`` known already)."""
+        from .dask import _check_footer_ranges
+
+        piece = self.plan.pieces[index]
+        _check_footer_ranges(self.plan.footers[piece.path], table, piece, ranges)
+
+    def known_ranges(self, table, piece: _Piece, names: tuple[str, ...], stats: GroupStats) -> dict:
+        """The raw ranges the kernel found (``stats.lo``/``hi``, of the float columns: an
+        integer column past 2**53 would not be its floats' range) and the group ids'."""
+        import pyarrow as pa
+
+        columns = [*names, self.plan.response]
+        ranges = {column: (float(stats.lo[j]), float(stats.hi[j])) for j, column in enumerate(columns)
+                  if column != FORMULAIC_INTERCEPT and pa.types.is_floating(table.column(column).type)}
+        if piece.group_range is not None:
+            ranges[self.plan.group] = piece.group_range
+        return ranges
+
+    def complete_rows(self, table, names: tuple[str, ...], index: int, nan: bool = True) -> _Piece:
         """The table's complete rows as ``X`` (formulaic's columns ``names``, Fortran
         order, as the general path's numeric design), ``y`` and the group codes.
 
@@ -217,6 +239,7 @@ class NumericParquetPass:
         whose statistics, when finite, prove there was no NaN (see :meth:`statistics`).
         """
         plan = self.plan
+        name = plan.pieces[index].name
         arrays = {c: _numpy(table.column(c)) for c in plan.used}
         masks = {c: _missing(table.column(c), arrays[c], nan) for c in plan.used}
         found = {c: m for c, m in masks.items() if m is not None and m.any()}
@@ -241,26 +264,31 @@ class NumericParquetPass:
             else:
                 X[:, j] = arrays[column]
         y = np.asarray(arrays[plan.response], dtype=np.float64)
-        groups = self._codes(arrays[plan.group], table, None if not found else ~bad, name)
-        return _Piece(X, y, groups, n_rows, missing, n_bad, name)
+        groups, group_range = self._codes(arrays[plan.group], table, None if not found else ~bad, index)
+        return _Piece(X, y, groups, n_rows, missing, n_bad, name, group_range)
 
-    def _codes(self, values, table, keep, name: str) -> GroupCodes:
+    def _codes(self, values, table, keep, index: int) -> tuple[GroupCodes, tuple[int, int] | None]:
+        """The rows' group codes, and the range of the ids when the shared table codes them."""
         dense = self.plan.dense
         if dense is not None:
             # Ids with a missing one among them were read as floats (integral, below 2**53).
             codes = np.subtract(values.astype(np.int64, copy=False), dense.low, dtype=np.int64)
-            if len(codes) and (codes.min() < 0 or codes.max() >= dense.span):
-                # The footers' ranges were checked by the reader for the columns they
-                # cover; this guards the table against any they did not.
-                raise ModelDataError(f"{name}: column {self.plan.group!r} holds ids outside the range its footer "
-                                     "records: the file is corrupted; rewrite it from its source")
-            return GroupCodes(codes, self.dense_levels)
+            if not len(codes):
+                return GroupCodes(codes, self.dense_levels), None
+            low, high = int(codes.min()), int(codes.max())
+            if low < 0 or high >= dense.span:
+                # The kernel would write outside the table: the footer check names the
+                # column and the range; this guards against ids it does not cover.
+                self.check_footer(table, index)
+                raise ModelDataError(f"{self.plan.pieces[index].name}: column {self.plan.group!r} holds ids outside "
+                                     "the range its footer records: the file is corrupted; rewrite it from its source")
+            return GroupCodes(codes, self.dense_levels), (low + dense.low, high + dense.low)
         if values is None:  # text: coded per piece by the canonical label rule
             # As the general path reads them: the table with its pandas metadata.
             labels = table.select([self.plan.group]).to_pandas()[self.plan.group]
             labels = labels if keep is None else labels[keep]
-            return factorize_groups(labels.reset_index(drop=True), self.plan.group_name)
-        return factorize_groups(values, self.plan.group_name)
+            return factorize_groups(labels.reset_index(drop=True), self.plan.group_name), None
+        return factorize_groups(values, self.plan.group_name), None
 
     # -- the passes -----------------------------------------------------------------
 
@@ -289,7 +317,7 @@ class NumericParquetPass:
 
         def reduce(index: int, table=None) -> PartialStats | None:
             if table is None:
-                table = self.read(index)
+                table = self.read(index, check=False)
             name = pieces[index].name
             if table.num_rows == 0:
                 return PartialStats(None, 0)
@@ -315,13 +343,25 @@ class NumericParquetPass:
                 return compute_group_stats(piece.X, piece.y, piece.groups, pass_shift, exact_within=False,
                                            transform=transform, threads=threads)
 
+            names = encoding.numeric_columns
+            # The footer check comes first, as in the general path's reader. Without nulls
+            # (no rows dropped) and without a transform, it reads the ranges the kernel
+            # finds, after it, instead of passing over the columns itself.
+            from_kernel = transform is None and not any(table.column(c).null_count for c in self.plan.used)
+            if not from_kernel:
+                self.check_footer(table, index)
             # First without looking for NaN: finite statistics prove there is none (a NaN
             # makes its column's sums and cross-products NaN), saving a pass per column.
-            piece = self.complete_rows(table, encoding.numeric_columns, name, nan=False)
+            piece = self.complete_rows(table, names, index, nan=False)
             stats = reduced(piece)
             if stats is not None and not (np.isfinite(stats.cross).all() and np.isfinite(stats.sums).all()):
-                piece = self.complete_rows(table, encoding.numeric_columns, name)
+                if from_kernel:
+                    self.check_footer(table, index)
+                    from_kernel = False
+                piece = self.complete_rows(table, names, index)
                 stats = reduced(piece)
+            if from_kernel and stats is not None:
+                self.check_footer(table, index, self.known_ranges(table, piece, names, stats))
             del table
             if stats is None:
                 return PartialStats(None, piece.n_rows, piece.missing, piece.n_dropped)
@@ -335,7 +375,8 @@ class NumericParquetPass:
         tracker = ReadProgress(False if callable(self.progress) else self.progress, "statistics", self.plan.rows)
         merger = _DaskTree(self._merge_all)
         with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(pieces))) as pool:
-            first = pool.submit(self.read, 0)
+            # Checked by its reduction, as every piece.
+            first = pool.submit(self.read, 0, False)
             results = [pool.submit(reduce, index) for index in range(1, len(pieces))]
             try:
                 fixed[0] = encode(first.result())

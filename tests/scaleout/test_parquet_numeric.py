@@ -302,3 +302,27 @@ def test_the_merge_tree_is_dasks(count):
 
 def test_read_threads_is_a_positive_count():
     assert parquet_numeric.READ_THREADS >= 1
+
+
+@pytest.mark.parametrize(("column", "value", "shown"), [("x1", 3e293, "3e+293"), ("x1", 1e4, "10000"),
+                                                         ("g", 10**6, "1e+06"), ("x2", 555, "555")])
+def test_corrupted_values_are_caught_by_the_footer_ranges(tmp_path, column, value, shown):
+    """A value overwritten inside a data page: huge (the kernel's sums overflow), or
+    finite (the check reads the kernel's ranges), in a float, an id or an integer column."""
+    df = _frame(n=400, seed=21)
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, compression="none", use_dictionary=False)
+    raw = bytearray(path.read_bytes())
+    values = df[column].to_numpy()
+    start = bytes(raw).index(values[100:102].tobytes())  # plain-encoded values of the column
+    raw[start:start + 8] = np.array([value], dtype=values.dtype).tobytes()
+    path.write_bytes(bytes(raw))
+    assert pd.read_parquet(path)[column].max() == value  # pyarrow reads the damage silently
+    message = rf"file '.*a.parquet': column '{column}' holds values from .* to {re.escape(shown)}, outside the range"
+    plan = parquet_plan(FORMULA, str(path))
+    assert numeric_plan(plan, plan.columns) is not None
+    with pytest.raises(rl.ModelDataError, match=message):
+        rl.lmer(FORMULA, data=str(path))
+    source = parquet_source(FORMULA, str(path), progress=False, scheduler="threads", plan=plan)
+    with pytest.raises(rl.ModelDataError, match=message):
+        fit_source(FORMULA, source)
