@@ -161,24 +161,35 @@ def group_sums_and_cross(X, y, codes, n_groups, shift):
 
 
 @njit(cache=True, nogil=True)
-def group_sums_and_cross_with_intercept(X, y, codes, n_groups, shift, intercept):
-    """:func:`group_sums_and_cross` for an ``X`` whose column ``intercept`` is ones with
-    shift 0: the same arithmetic, the same results to the last bit, but the counts are
-    read off that column's group sums (each a sum of ones, exact below 2**53 rows)
-    instead of a second scattered update per row, the slower half of the scatter when
-    there are many groups.
+def group_sums_and_cross_with_intercept(X_rest, y, codes, n_groups, shift, intercept):
+    """:func:`group_sums_and_cross` of ``X`` = ``X_rest`` with a column of ones (shift 0)
+    inserted at position ``intercept``: the same arithmetic, the same results to the
+    last bit, with less memory traffic. The ones are not stored, read or copied (one
+    block of them serves every block), and the counts are read off their group sums
+    (each a sum of ones, exact below 2**53 rows) instead of a second scattered update
+    per row, the slower half of the scatter when there are many groups.
+
+    ``shift`` has ``X_rest.shape[1] + 2`` entries (those of ``[X | y]``), ``shift[intercept]``
+    0; the outputs are those of :func:`group_sums_and_cross` on ``X``.
     """
-    n, p = X.shape
-    q = p + 1
+    n, rest = X_rest.shape
+    q = rest + 2
+    p = q - 1
     sums = np.zeros((n_groups, q), dtype=np.float64)
     cross = np.zeros((q, q), dtype=np.float64)
     lo = np.full(q, np.inf)
     hi = np.full(q, -np.inf)
     buf = np.empty((q, BLOCK_ROWS), dtype=np.float64)
+    buf[intercept, :] = 1.0
+    if n > 0:
+        lo[intercept] = 1.0
+        hi[intercept] = 1.0
     for block_start in range(0, n, BLOCK_ROWS):
         m = min(block_start + BLOCK_ROWS, n) - block_start
         for j in range(p):
-            _shifted_column(X[:, j], shift[j], block_start, m, buf[j], lo, hi, j)
+            if j != intercept:
+                column = j if j < intercept else j - 1
+                _shifted_column(X_rest[:, column], shift[j], block_start, m, buf[j], lo, hi, j)
         _shifted_column(y, shift[p], block_start, m, buf[p], lo, hi, p)
         for i in range(m):
             g = codes[block_start + i]

@@ -165,7 +165,12 @@ def _dense_ids(plan, group: str) -> DenseIds | None:
 
 @dataclass(frozen=True)
 class _Piece:
-    """One piece's complete rows as arrays, and its bookkeeping."""
+    """One piece's complete rows as arrays, and its bookkeeping.
+
+    ``X`` lacks the intercept's column of ones when ``intercept`` says where it goes
+    (the kernel :func:`~reml_engine.core.kernels.group_sums_and_cross_with_intercept`
+    needs no ones); :meth:`design` is the whole design.
+    """
 
     X: np.ndarray
     y: np.ndarray
@@ -176,6 +181,16 @@ class _Piece:
     name: str
     #: The smallest and largest group id, when the shared table codes them.
     group_range: tuple[int, int] | None = None
+    intercept: int | None = None
+
+    def design(self) -> np.ndarray:
+        """``X`` with its intercept column (Fortran order, as the general path's)."""
+        if self.intercept is None:
+            return self.X
+        X = np.empty((self.X.shape[0], self.X.shape[1] + 1), dtype=np.float64, order="F")
+        X[:, self.intercept] = 1.0
+        X[:, [j for j in range(X.shape[1]) if j != self.intercept]] = self.X
+        return X
 
 
 class NumericParquetPass:
@@ -231,9 +246,11 @@ class NumericParquetPass:
             ranges[self.plan.group] = piece.group_range
         return ranges
 
-    def complete_rows(self, table, names: tuple[str, ...], index: int, nan: bool = True) -> _Piece:
+    def complete_rows(self, table, names: tuple[str, ...], index: int, nan: bool = True,
+                      without_intercept: bool = False) -> _Piece:
         """The table's complete rows as ``X`` (formulaic's columns ``names``, Fortran
-        order, as the general path's numeric design), ``y`` and the group codes.
+        order, as the general path's numeric design; ``without_intercept``: without
+        the intercept's ones), ``y`` and the group codes.
 
         ``nan=False`` drops the rows with nulls only, not those with NaN: for a first try
         whose statistics, when finite, prove there was no NaN (see :meth:`statistics`).
@@ -257,15 +274,17 @@ class NumericParquetPass:
             keep = ~bad
             arrays = {c: None if values is None else values[keep] for c, values in arrays.items()}
         rows = n_rows - n_bad
-        X = np.empty((rows, len(names)), dtype=np.float64, order="F")
-        for j, column in enumerate(names):
+        intercept = names.index(FORMULAIC_INTERCEPT) if without_intercept else None
+        kept = [column for column in names if intercept is None or column != FORMULAIC_INTERCEPT]
+        X = np.empty((rows, len(kept)), dtype=np.float64, order="F")
+        for j, column in enumerate(kept):
             if column == FORMULAIC_INTERCEPT:
                 X[:, j] = 1.0
             else:
                 X[:, j] = arrays[column]
         y = np.asarray(arrays[plan.response], dtype=np.float64)
         groups, group_range = self._codes(arrays[plan.group], table, None if not found else ~bad, index)
-        return _Piece(X, y, groups, n_rows, missing, n_bad, name, group_range)
+        return _Piece(X, y, groups, n_rows, missing, n_bad, name, group_range, intercept)
 
     def _codes(self, values, table, keep, index: int) -> tuple[GroupCodes, tuple[int, int] | None]:
         """The rows' group codes, and the range of the ids when the shared table codes them."""
@@ -331,14 +350,16 @@ class NumericParquetPass:
 
             pass_shift = encoding.shift if shift is None else shift
             intercept = encoding.intercept_index
+            # compute_group_stats' kernel to the last bit, without the ones and the counts'
+            # scatter (see group_sums_and_cross_with_intercept).
+            ones_free = transform is None and threads == 1 and intercept is not None and pass_shift[intercept] == 0.0
 
             def reduced(piece: _Piece) -> GroupStats | None:
                 if len(piece.y) == 0:
                     return None
-                if transform is None and threads == 1 and intercept is not None and pass_shift[intercept] == 0.0:
-                    # compute_group_stats' kernel to the last bit, without the counts' scatter.
+                if piece.intercept is not None:
                     counts, sums, cross, lo, hi = group_sums_and_cross_with_intercept(
-                        piece.X, piece.y, piece.groups.codes, piece.groups.ngroups, pass_shift, intercept)
+                        piece.X, piece.y, piece.groups.codes, piece.groups.ngroups, pass_shift, piece.intercept)
                     return GroupStats(piece.groups.levels, counts, sums, cross, pass_shift, None, lo, hi)
                 return compute_group_stats(piece.X, piece.y, piece.groups, pass_shift, exact_within=False,
                                            transform=transform, threads=threads)
@@ -352,13 +373,13 @@ class NumericParquetPass:
                 self.check_footer(table, index)
             # First without looking for NaN: finite statistics prove there is none (a NaN
             # makes its column's sums and cross-products NaN), saving a pass per column.
-            piece = self.complete_rows(table, names, index, nan=False)
+            piece = self.complete_rows(table, names, index, nan=False, without_intercept=ones_free)
             stats = reduced(piece)
             if stats is not None and not (np.isfinite(stats.cross).all() and np.isfinite(stats.sums).all()):
                 if from_kernel:
                     self.check_footer(table, index)
                     from_kernel = False
-                piece = self.complete_rows(table, names, index)
+                piece = self.complete_rows(table, names, index, without_intercept=ones_free)
                 stats = reduced(piece)
             if from_kernel and stats is not None:
                 self.check_footer(table, index, self.known_ranges(table, piece, names, stats))
@@ -367,7 +388,7 @@ class NumericParquetPass:
                 return PartialStats(None, piece.n_rows, piece.missing, piece.n_dropped)
             with located(name):
                 if transform is not None or not _checked_from_ranges(stats, encoding.column_names):
-                    check_design_finite(piece.X, encoding.column_names)
+                    check_design_finite(piece.design(), encoding.column_names)
                     check_response_finite(piece.y, encoding.columns.parsed.response)
             return PartialStats(stats, piece.n_rows, piece.missing, piece.n_dropped)
 

@@ -116,11 +116,12 @@ def test_lower_inverse_batched_is_the_textbook_substitution_to_the_last_bit():
     np.testing.assert_array_equal(lower_inverse_batched(L), expected)
 
 
-@pytest.mark.parametrize("intercept", [0, 2])
+@pytest.mark.parametrize("intercept", [0, 2, 3])
 @pytest.mark.parametrize("n_groups", [1, 50, 5000])
 def test_kernel_with_intercept_is_the_serial_kernel_to_the_last_bit(intercept, n_groups):
-    # The counts are read off the intercept's sums instead of scattered: every output is
-    # the serial kernel's, bit for bit (the Parquet fast path relies on it), and numpy's.
+    # The ones are not stored and the counts are read off their sums instead of
+    # scattered: every output is the serial kernel's on the X with the ones, bit for bit
+    # (the Parquet fast path relies on it), and numpy's.
     rng = np.random.default_rng(n_groups + intercept)
     n = 3 * BLOCK_ROWS + 5
     X = np.asfortranarray(rng.normal(3.0, 2.0, (n, 4)))
@@ -129,7 +130,7 @@ def test_kernel_with_intercept_is_the_serial_kernel_to_the_last_bit(intercept, n
     codes = rng.integers(0, n_groups, n).astype(np.int64)
     shift = np.r_[X[:100].mean(axis=0), y[:100].mean()]
     shift[intercept] = 0.0
-    fast = group_sums_and_cross_with_intercept(X, y, codes, n_groups, shift, intercept)
+    fast = group_sums_and_cross_with_intercept(np.delete(X, intercept, axis=1), y, codes, n_groups, shift, intercept)
     serial = group_sums_and_cross(X, y, codes, n_groups, shift)
     for name, a, b in zip(("counts", "sums", "cross", "lo", "hi"), fast, serial, strict=True):
         assert a.dtype == b.dtype and np.array_equal(a, b), name
