@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from itertools import islice
 
 import numpy as np
 import pandas as pd
@@ -55,6 +57,9 @@ from .encoding import (
 #: Pieces decoded and reduced at once: one per core (pyarrow and the kernel both
 #: release the GIL, so the threads overlap).
 READ_THREADS = os.cpu_count() or 1
+
+#: Pieces submitted ahead of the one being merged, per thread.
+PIECES_AHEAD = 2
 
 
 @dataclass(frozen=True)
@@ -153,8 +158,8 @@ def _dense_ids(plan, group: str) -> DenseIds | None:
             high = stats.max if high is None else max(high, stats.max)
     if low is None:
         return None
-    # Ids past 2**53 take the general path: there a missing id turns the column into
-    # floats, which cannot hold them.
+    # Ids past 2**53 are coded per piece, as in the general path (where a missing id
+    # turns the column into floats, as here): no table for them.
     if max(abs(low), abs(high)) >= EXACT_FLOAT_INTEGER:
         return None
     span = int(high) - int(low) + 1
@@ -395,24 +400,36 @@ class NumericParquetPass:
         # A callable hears once per pass, as from the general path's Dask computation.
         tracker = ReadProgress(False if callable(self.progress) else self.progress, "statistics", self.plan.rows)
         merger = _DaskTree(self._merge_all)
-        with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(pieces))) as pool:
-            # Checked by its reduction, as every piece.
-            first = pool.submit(self.read, 0, False)
-            results = [pool.submit(reduce, index) for index in range(1, len(pieces))]
+        workers = min(READ_THREADS, len(pieces))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            # A few pieces in flight at a time: memory holds a few pieces and their
+            # statistics, however many files there are.
+            upcoming = iter(range(1, len(pieces)))
+            pending = deque()
             try:
-                fixed[0] = encode(first.result())
+                # Checked by its reduction, as every piece.
+                first = pool.submit(self.read, 0, False)
+                pending.extend(pool.submit(reduce, index) for index in islice(upcoming, PIECES_AHEAD * workers))
+                try:
+                    fixed[0] = encode(first.result())
+                finally:
+                    # The workers waiting for the encoding go on (or stop, without one).
+                    ready.set()
+                if fixed[0] is None:
+                    return None, None
+                pending.appendleft(pool.submit(reduce, 0, first.result()))
+                del first
+                while pending:
+                    result = pending.popleft().result()
+                    following = next(upcoming, None)
+                    if following is not None:
+                        pending.append(pool.submit(reduce, following))
+                    merger.add(result)
+                    tracker.update(result.n_rows)
             finally:
-                # The workers waiting for the encoding go on (or stop, without one).
-                ready.set()
-            if fixed[0] is None:
-                return None, None
-            results.insert(0, pool.submit(reduce, 0, first.result()))
-            del first
-            for future in results:
-                result = future.result()
-                merger.add(result)
-                tracker.update(result.n_rows)
-                del future
+                # An error (or the general path taking over) stops the pieces not started.
+                for future in pending:
+                    future.cancel()
         tracker.close()
         total = merger.result()
         if callable(self.progress):

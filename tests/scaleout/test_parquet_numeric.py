@@ -76,14 +76,14 @@ def _fit(fitter, *args, **kwargs):
     return fit, [str(w.message) for w in caught if issubclass(w.category, rl.ModelDataWarning)]
 
 
-def _both_paths(path: str, rows_per_piece: int, na_action: str = "omit"):
+def _both_paths(path: str, rows_per_piece: int, na_action: str = "omit", formula: str = FORMULA):
     """The fast path's and the general path's fits of the same pieces of the same files."""
-    plan = parquet_plan(FORMULA, path, rows_per_piece)
+    plan = parquet_plan(formula, path, rows_per_piece)
     numeric = numeric_plan(plan, plan.columns)
     assert numeric is not None
-    fast = _fit(fit_numeric, FORMULA, plan.columns, numeric, na_action=na_action, progress=False)
-    source = parquet_source(FORMULA, path, progress=False, scheduler="threads", plan=plan)
-    general = _fit(fit_source, FORMULA, source, na_action=na_action)
+    fast = _fit(fit_numeric, formula, plan.columns, numeric, na_action=na_action, progress=False)
+    source = parquet_source(formula, path, progress=False, scheduler="threads", plan=plan)
+    general = _fit(fit_source, formula, source, na_action=na_action)
     return fast, general, numeric
 
 
@@ -177,6 +177,17 @@ def test_first_piece_without_complete_rows(tmp_path):
     (fast, fast_warned), (general, general_warned), _ = _both_paths(path, 600)
     assert_identical(fast, general)
     assert fast_warned == general_warned
+
+
+@pytest.mark.parametrize("formula", ["y ~ 0 + x1 + x2 + (1|g)", "y ~ 1 + (1|g)", "y ~ x2 + x1 + (1|g)",
+                                     "y ~ x2 - 1 + (1|g)"])
+def test_formulas_with_and_without_an_intercept(tmp_path, formula):
+    df = _with_missing(_frame(seed=22))
+    path = _write(tmp_path, [df.iloc[:1300], df.iloc[1300:]], [300, 900])
+    (fast, fast_warned), (general, general_warned), _ = _both_paths(path, 600, formula=formula)
+    assert_identical(fast, general)
+    assert fast_warned == general_warned
+    assert_same_fit(fast, _fit(rl.lmer, formula, df)[0])
 
 
 def test_lmer_takes_the_fast_path_for_a_numeric_formula(tmp_path, monkeypatch):
