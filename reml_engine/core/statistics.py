@@ -142,7 +142,8 @@ class GroupStats:
     @cached_property
     def raw_cross(self) -> np.ndarray:
         """``Z'Z`` of the unshifted columns (computed once; read-only)."""
-        cross = self.rebase(np.zeros(self.q)).cross
+        # A copy: about a zero shift already, rebase returns these very statistics.
+        cross = np.array(self.rebase(np.zeros(self.q)).cross)
         cross.setflags(write=False)
         return cross
 
