@@ -547,6 +547,8 @@ def fit_numeric(formula: str, columns: FormulaColumns, numeric: NumericPlan, REM
     """The fit of :func:`~reml_engine.scaleout.dask.lmer_dask` for a :class:`NumericPlan`,
     or None when the sample shows the formula needs formulaic after all (the general
     path then fits it)."""
+    if na_action not in ("omit", "raise"):
+        raise ValueError(f"na_action must be 'omit' or 'raise', got {na_action!r}")
     reader = NumericParquetPass(numeric, na_action, progress)
 
     def encode(first_table) -> ChunkEncoding | None:

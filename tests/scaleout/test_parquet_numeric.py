@@ -337,3 +337,9 @@ def test_corrupted_values_are_caught_by_the_footer_ranges(tmp_path, column, valu
     source = parquet_source(FORMULA, str(path), progress=False, scheduler="threads", plan=plan)
     with pytest.raises(rl.ModelDataError, match=message):
         fit_source(FORMULA, source)
+
+
+def test_na_action_is_validated(tmp_path):
+    path = _write(tmp_path, [_frame(seed=23)], [1000])
+    with pytest.raises(ValueError, match="na_action must be 'omit' or 'raise', got 'drop'"):
+        lmer_dask(FORMULA, path, na_action="drop")
