@@ -4,8 +4,10 @@ Writes ``--rows`` rows (default 2e8, about 6 GB of float64 columns) of a simulat
 random-intercept model to Parquet files in a temporary directory, then, each in a fresh
 process so that peak memory is measured alone:
 
-* **fit**: ``rl.lmer("y ~ x1 + x2 + (1|g)", data="DIR/*.parquet")`` (Dask's threaded
-  scheduler, lazy read of the four columns, per-partition statistics, tree merge);
+* **fit**: ``rl.lmer("y ~ x1 + x2 + (1|g)", data="DIR/*.parquet")`` with Dask's threaded
+  scheduler active (for this numeric formula the Parquet fast path,
+  :mod:`reml_engine.scaleout.parquet_numeric`: the four columns read by pyarrow on a
+  thread per core, per-piece statistics, the same tree merge);
 * **pyarrow**: reading the same four columns with ``pyarrow.dataset`` alone, batch by
   batch (the floor any Parquet-based fit pays).
 

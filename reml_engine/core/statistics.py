@@ -109,6 +109,10 @@ class GroupStats:
     def rebase(self, shift: np.ndarray) -> GroupStats:
         """The same statistics about another shift (exact algebra, no data needed)."""
         shift = np.asarray(shift, dtype=np.float64)
+        if np.array_equal(shift, self.shift):
+            # Nothing moves (adding zeros): skip the passes over the groups, which a merge
+            # of many pieces about one shift would pay for every piece.
+            return self
         delta = self.shift - shift
         total = self.sums.sum(axis=0)
         n = self.nobs
@@ -139,7 +143,8 @@ class GroupStats:
     @cached_property
     def raw_cross(self) -> np.ndarray:
         """``Z'Z`` of the unshifted columns (computed once; read-only)."""
-        cross = self.rebase(np.zeros(self.q)).cross
+        # A copy: about a zero shift already, rebase returns these very statistics.
+        cross = np.array(self.rebase(np.zeros(self.q)).cross)
         cross.setflags(write=False)
         return cross
 

@@ -16,7 +16,9 @@ with types that agree across files or can be unified: integers and floats, or te
 categoricals, and for grouping columns numbers and text), then one Dask partition reads
 about :data:`~reml_engine.scaleout.chunked.CHUNK_ROWS` rows (whole row groups) of one file, only
 the formula's columns, and checks the numbers against the ranges the footer records.
-Errors name the file.
+Errors name the file. Local files fitted with a formula of plain numeric columns and one
+random intercept, on the threaded scheduler, skip Dask and pandas: see
+:mod:`reml_engine.scaleout.parquet_numeric` (the same checks and the same fit).
 
 Dask is optional: this module imports it only when a Dask fit is asked for, and
 :func:`require_dask` says how to install it when it is missing.
@@ -44,6 +46,7 @@ from ..frontend.formula import parse_formula
 from ..progress import PROGRESS_AFTER_SECONDS, check_progress
 from .chunked import CHUNK_ROWS, MERGE_FANOUT, ChunkSource, IteratorSource, fit_source
 from .encoding import FormulaColumns, PartialStats, drop_incomplete, located, require_columns
+from .parquet_numeric import fit_numeric, numeric_plan
 
 #: The message when Dask is needed but missing.
 INSTALL_HINT = (
@@ -306,11 +309,13 @@ def _is_local(fs) -> bool:
     return "file" in protocols or "local" in protocols
 
 
-def _check_footer_ranges(metadata, table, piece: ParquetPiece) -> None:
+def _check_footer_ranges(metadata, table, piece: ParquetPiece, ranges: dict | None = None) -> None:
     """Numbers outside the minimum and maximum the footer records are corrupted data.
 
     A damaged data page often decodes without error into absurd values (1e+293); the
-    writer's statistics, kept in the footer, show they were never written.
+    writer's statistics, kept in the footer, show they were never written. ``ranges``:
+    ``{column: (min, max)}`` known already for some columns (the Parquet fast path's
+    kernel gives them), which are then not computed again.
     """
     import pyarrow as pa
 
@@ -327,7 +332,8 @@ def _check_footer_ranges(metadata, table, piece: ParquetPiece) -> None:
                 return
             bounds.append((stats.min, stats.max))
         low, high = min(b[0] for b in bounds), max(b[1] for b in bounds)
-        found = _min_max(values)
+        known = (ranges or {}).get(column)
+        found = _min_max(values) if known is None else {"min": known[0], "max": known[1]}
         if found["min"] is None:
             continue
         if found["min"] < low or found["max"] > high:
@@ -355,20 +361,32 @@ def _min_max(values) -> dict:
     return pc.min_max(values).as_py()
 
 
-def parquet_source(formula: str, path, progress="auto", scheduler=None, rows_per_piece: int = CHUNK_ROWS,
-                   dialect: str = "python", *, weights: str | None = None, offset: str | None = None) -> DaskSource:
-    """The Parquet files of ``path`` as a Dask source, one partition per ``rows_per_piece``
-    rows (whole row groups), reading only the formula's columns (and the ``weights`` and
-    ``offset`` columns).
+@dataclass(frozen=True)
+class ParquetPlan:
+    """Checked Parquet files, before any data is read: the files and their footers, the
+    formula's columns, the dtype casts that unify the files (:func:`_unified_dtypes`),
+    the pieces (one partition each) and the dtypes of the used columns as read."""
 
-    Every file is checked before any data is read: that it is a Parquet file, that it
-    holds the columns the formula uses, and that the types of those columns agree across
-    files (or can be unified: see :func:`_unified_dtypes`).
-    """
-    dd = require_dask()
-    from dask.dataframe.utils import clear_known_categories
+    fs: object
+    footers: dict
+    columns: FormulaColumns
+    casts: dict
+    pieces: list
+    #: An empty frame of the used columns, with the dtypes they are read with.
+    meta: pd.DataFrame
+
+    @property
+    def dtypes(self) -> pd.Series:
+        return self.meta.dtypes
 
 
+def parquet_plan(formula: str, path, rows_per_piece: int = CHUNK_ROWS, dialect: str = "python", *,
+                 weights: str | None = None, offset: str | None = None) -> ParquetPlan:
+    """Every file of ``path`` checked from its footer: that it is a Parquet file, that it
+    holds the columns the formula uses (and the ``weights`` and ``offset`` columns), and
+    that the types of those columns agree across files (or can be unified: see
+    :func:`_unified_dtypes`); and the pieces of about ``rows_per_piece`` rows (whole row
+    groups) the files are read in."""
     fs, files = parquet_files(path)
     footers = {f: _footer(fs, f) for f in files}
     dtypes_by_file = {f: footer.schema.to_arrow_schema().empty_table().to_pandas().dtypes
@@ -382,13 +400,33 @@ def parquet_source(formula: str, path, progress="auto", scheduler=None, rows_per
         require_columns(pd.DataFrame(columns=dtypes.index), used, f"file {f!r}")
     casts = _unified_dtypes(formula, dtypes_by_file, used, dialect, columns.several_terms)
     pieces = [piece for f in files for piece in _pieces(f, footers[f], rows_per_piece)]
-    meta = footers[first].schema.to_arrow_schema().empty_table().select(list(used)).to_pandas()
-    meta = meta.astype(casts) if casts else meta
-    categorical = [c for c in used if isinstance(meta[c].dtype, pd.CategoricalDtype)]
-    meta = clear_known_categories(meta, cols=categorical) if categorical else meta
     if not pieces:
         raise ModelDataError(f"the Parquet files of {str(path)!r} hold no rows: no observations to fit")
-    reader = _ReadPiece(fs, tuple(used), casts)
+    meta = footers[first].schema.to_arrow_schema().empty_table().select(list(used)).to_pandas()
+    meta = meta.astype(casts) if casts else meta
+    return ParquetPlan(fs, footers, columns, casts, pieces, meta)
+
+
+def parquet_source(formula: str, path, progress="auto", scheduler=None, rows_per_piece: int = CHUNK_ROWS,
+                   dialect: str = "python", *, weights: str | None = None, offset: str | None = None,
+                   plan: ParquetPlan | None = None) -> DaskSource:
+    """The Parquet files of ``path`` as a Dask source, one partition per ``rows_per_piece``
+    rows (whole row groups), reading only the formula's columns (and the ``weights`` and
+    ``offset`` columns).
+
+    Every file is checked before any data is read (:func:`parquet_plan`; ``plan``: its
+    result when the caller has it already).
+    """
+    dd = require_dask()
+    from dask.dataframe.utils import clear_known_categories
+
+    if plan is None:
+        plan = parquet_plan(formula, path, rows_per_piece, dialect, weights=weights, offset=offset)
+    used, pieces = plan.columns.used, plan.pieces
+    meta = plan.meta
+    categorical = [c for c in used if isinstance(meta[c].dtype, pd.CategoricalDtype)]
+    meta = clear_known_categories(meta, cols=categorical) if categorical else meta
+    reader = _ReadPiece(plan.fs, tuple(used), plan.casts)
     ddf = dd.from_map(reader, pieces, meta=meta, label="reml-read-parquet")
     return DaskSource(ddf, progress=progress, scheduler=scheduler, names=[p.name for p in pieces],
                       head=lambda i: reader.head(pieces[i]))
@@ -489,8 +527,17 @@ def lmer_dask(formula: str, data, REML: bool = True, na_action: str = "omit", le
         (:mod:`reml_engine.scaleout.terms`).
     """
     if isinstance(data, (str, PathLike)):
+        check_progress(progress)
+        require_dask()
+        plan = parquet_plan(formula, data, dialect=dialect, weights=weights, offset=offset)
+        numeric = numeric_plan(plan, plan.columns) if _local_threads(scheduler, progress) else None
+        if numeric is not None:
+            fit = fit_numeric(formula, plan.columns, numeric, REML=REML, na_action=na_action,
+                              progress=progress, dialect=dialect, contrasts=contrasts)
+            if fit is not None:
+                return fit
         source = parquet_source(formula, data, progress=progress, scheduler=scheduler, dialect=dialect,
-                                weights=weights, offset=offset)
+                                weights=weights, offset=offset, plan=plan)
     elif is_dask_dataframe(data):
         source = DaskSource(_used_columns(formula, data, dialect, weights, offset), progress=progress,
                             scheduler=scheduler)
@@ -498,6 +545,20 @@ def lmer_dask(formula: str, data, REML: bool = True, na_action: str = "omit", le
         raise ModelDataError(f"data must be a Dask DataFrame or a Parquet path, got {type(data).__name__}")
     return fit_source(formula, source, REML=REML, na_action=na_action, levels=levels, dialect=dialect,
                       contrasts=contrasts, weights=weights, offset=offset)
+
+
+def _local_threads(scheduler, progress) -> bool:
+    """Whether Dask would run a Parquet fit on this machine's threads (the scheduler given,
+    or else the active one, is the threaded one, and no ``distributed.Client`` is
+    active), without a progress bar asked for: the Parquet fast path
+    (:mod:`reml_engine.scaleout.parquet_numeric`) then reads the files on threads of its
+    own. A scheduler asked for by name, processes or a cluster, gets Dask."""
+    import dask
+
+    chosen = scheduler if scheduler is not None else dask.config.get("scheduler", None)
+    if chosen is not None and chosen not in ("threads", "threading"):
+        return False
+    return progress is not True and _distributed_client(scheduler) is None
 
 
 def _used_columns(formula: str, ddf, dialect: str = "python", weights: str | None = None,

@@ -180,3 +180,13 @@ def test_checks_read_off_the_one_pass_match_direct_checks():
     direct = np.all((X == 0.0) | (X == 1.0), axis=0)
     assert list(binary_columns_from_stats(stats)) == list(direct) == [False, True, True, False]
     assert intercept_from_stats(stats) == 1
+
+
+def test_rebase_about_the_same_shift_is_the_statistics_and_raw_cross_leaves_them_writable():
+    # Merging many pieces about one shift skips the passes over the groups; the cached
+    # read-only raw cross-product must then be a copy, not the statistics' own array.
+    stats = GroupStats(pd.Index([0, 1]), np.array([2, 3]), np.ones((2, 2)), 2 * np.eye(2), np.zeros(2))
+    assert stats.rebase(np.zeros(2)) is stats
+    assert not stats.raw_cross.flags.writeable and stats.cross.flags.writeable
+    moved = stats.rebase(np.array([1.0, 0.0]))
+    np.testing.assert_allclose(moved.rebase(np.zeros(2)).cross, stats.cross)
