@@ -47,6 +47,17 @@ def column_dtypes(data: pd.DataFrame, columns) -> dict:
     return {c: dtypes[c] for c in columns if c in dtypes}
 
 
+def column_values(data: pd.DataFrame, name):
+    """The values of one column (a numpy array or a pandas extension array), without the
+    Series ``data[name]`` would make: on a thousand rows, making a Series per column
+    costs as much as reading it. The name must be the only column of its name."""
+    position = data.columns.get_loc(name)
+    getter = getattr(data, "_get_column_array", None)
+    if getter is None or not isinstance(position, int):  # another pandas, or a repeated name
+        return data[name].array if isinstance(data[name], pd.Series) else data[name].to_numpy()
+    return getter(position)
+
+
 def drop_unused_categories(data: pd.DataFrame, dtypes: dict) -> pd.DataFrame:
     """Categorical columns without the categories they never take, as R's
     ``model.frame(drop.unused.levels = TRUE)`` in lme4: the first category that occurs

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -396,6 +397,17 @@ def formula_variables(formula: str) -> set[str]:
     ``Sepal.Length``, as for a method call ``x.fillna``), so backticked names, which
     include the dotted names :func:`parse_formula` quoted, are taken whole.
     """
+    return set(_formula_variables(formula))
+
+
+#: Formulas whose variables are remembered (parsing one costs formulaic a fraction of
+#: a millisecond, as much as the rest of a small fit's design).
+FORMULA_CACHE_SIZE = 256
+
+
+@functools.lru_cache(maxsize=FORMULA_CACHE_SIZE)
+def _formula_variables(formula: str) -> frozenset[str]:
+    """:func:`formula_variables`, cached by the formula's text (they depend on nothing else)."""
     quoted = {}
 
     def placeholder(match: re.Match) -> str:
@@ -407,7 +419,7 @@ def formula_variables(formula: str) -> set[str]:
         return key
 
     names = {str(n) for n in formulaic.Formula(_BACKTICKED.sub(placeholder, formula)).required_variables}
-    return {quoted.get(n, n) for n in names}
+    return frozenset(quoted.get(n, n) for n in names)
 
 
 def fixed_variables(parsed: ParsedFormula) -> set[str]:
