@@ -154,7 +154,12 @@ def _term_plan(fixed: str) -> _TermPlan | None:
         call = _C_CALL.match(factor.expr) if factor.eval_method.value == "python" else None
         if call is None:
             return None
-        factors.add(call.group(1) or call.group(2))
+        column = call.group(1) or call.group(2)
+        # C(x, levels=...) must read nothing but x: levels taken from another variable's
+        # values would depend on rows the sample does not hold.
+        if {str(name) for name in formulaic.Formula(factor.expr).required_variables} != {column}:
+            return None
+        factors.add(column)
     return _TermPlan(lhs[0].factors[0].expr, frozenset(plain), frozenset(factors))
 
 
