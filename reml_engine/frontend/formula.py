@@ -168,7 +168,12 @@ def functions_called(parsed: ParsedFormula) -> frozenset[str]:
     """Names the fixed part reads as functions, not columns: modules, formulaic's C/I/Q,
     within/between, and R's functions (:mod:`reml_engine.frontend.r_functions`) where they are
     called (a variable named ``sign`` is still a column the data must have)."""
-    called = {name for name in R_FUNCTIONS if re.search(rf"(?<![\w.`]){name}\s*\(", parsed.fixed)}
+    return _functions_called(parsed.fixed)
+
+
+@functools.lru_cache(maxsize=256)
+def _functions_called(fixed: str) -> frozenset[str]:
+    called = {name for name in R_FUNCTIONS if re.search(rf"(?<![\w.`]){name}\s*\(", fixed)}
     return frozenset((*_FORMULA_NAMESPACE, *called))
 
 

@@ -182,13 +182,13 @@ def _has_levels(dtype) -> bool:
     return dtype == "str"
 
 
-def _dtype_key(dtype) -> tuple:
+def _dtype_key(dtype):
     """A dtype as part of the cache key: a categorical's categories in their order (the
     reference level), which pandas' dtype equality does not compare."""
     if isinstance(dtype, pd.CategoricalDtype):
         categories = dtype.categories
         return ("category", str(categories.dtype), tuple(categories), bool(dtype.ordered))
-    return (str(dtype),)
+    return dtype  # numpy and pandas' other dtypes compare and hash by what they are
 
 
 @dataclass(frozen=True)
