@@ -44,6 +44,10 @@ from .formula import FORMULAIC_INTERCEPT
 
 #: Recipes kept in memory (the least recently used is dropped first).
 RECIPE_CACHE_SIZE = 128
+#: Bytes of level tables the kept recipes may hold together (a factor of L levels has
+#: a table of about L x L floats: 8 MB at L = 1000); a recipe with more is used for its
+#: own fit and not kept.
+RECIPE_CACHE_BYTES = 64 * 2**20
 #: The sample shown to formulaic may hold at most this share of the rows (a factor
 #: with a level on most rows, such as ``C(x)`` of a continuous x, goes the general way:
 #: a sample that large would save nothing).
@@ -95,11 +99,14 @@ class _Recipe:
 
 
 class _RecipeCache:
-    """A small least-recently-used cache, safe for fits run in threads."""
+    """A small least-recently-used cache, bounded in entries and in the bytes of their
+    tables, safe for fits run in threads."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, nbytes: int) -> None:
         self.size = size
+        self.nbytes = nbytes
         self._items: OrderedDict = OrderedDict()
+        self._held = 0
         self._lock = threading.Lock()
 
     def get(self, key):
@@ -107,25 +114,38 @@ class _RecipeCache:
             if key not in self._items:
                 return None
             self._items.move_to_end(key)
-            return self._items[key]
+            return self._items[key][0]
 
     def put(self, key, recipe) -> None:
+        nbytes = _table_bytes(recipe)
+        if nbytes > self.nbytes:
+            return
         with self._lock:
-            self._items[key] = recipe
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+            if key in self._items:
+                self._held -= self._items.pop(key)[1]
+            self._items[key] = (recipe, nbytes)
+            self._held += nbytes
+            while len(self._items) > self.size or self._held > self.nbytes:
+                _, (_, dropped) = self._items.popitem(last=False)
+                self._held -= dropped
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self._held = 0
 
     def __len__(self) -> int:
         return len(self._items)
 
 
+def _table_bytes(recipe) -> int:
+    if not isinstance(recipe, _Recipe):
+        return 0
+    return sum(part.table.nbytes for part in recipe.parts if part.table is not None)
+
+
 #: The recipes made so far (``_RECIPES.clear()`` empties it).
-_RECIPES = _RecipeCache(RECIPE_CACHE_SIZE)
+_RECIPES = _RecipeCache(RECIPE_CACHE_SIZE, RECIPE_CACHE_BYTES)
 #: Recorded for a key whose formula formulaic does not build as the recipe expects.
 _NOT_A_RECIPE = "not a recipe"
 
@@ -397,4 +417,4 @@ def clear_recipes() -> None:
     _RECIPES.clear()
 
 
-__all__ = ["MAX_SAMPLE_SHARE", "RECIPE_CACHE_SIZE", "clear_recipes", "recipe_matrices"]
+__all__ = ["MAX_SAMPLE_SHARE", "RECIPE_CACHE_BYTES", "RECIPE_CACHE_SIZE", "clear_recipes", "recipe_matrices"]

@@ -200,6 +200,16 @@ def test_the_cache_is_bounded(frame):
     assert len(term_recipes._RECIPES) == term_recipes.RECIPE_CACHE_SIZE
 
 
+def test_large_tables_are_used_but_not_kept(frame):
+    clear_recipes()
+    with mock.patch.object(term_recipes._RECIPES, "nbytes", 100):
+        matrices = recipe_matrices("y ~ x + txt + cat", frame)  # tables of 3 x 2 and 4 x 3 floats: 144 bytes
+        assert isinstance(matrices, FastMatrices) and len(term_recipes._RECIPES) == 0
+        recipe_matrices("y ~ x + txt", frame)  # 48 bytes
+        recipe_matrices("y ~ x + C(k)", frame)  # 96 bytes: the first is dropped
+        assert len(term_recipes._RECIPES) == 1 and term_recipes._RECIPES._held == 96
+
+
 # -- generated data ------------------------------------------------------------------------
 
 TERMS = ["a", "k", "f32", "flag", "txt", "cat", "code", "C(k)", "C(txt, contr.sum)", "C(cat, contr.helmert)",
