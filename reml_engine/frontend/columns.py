@@ -162,6 +162,8 @@ NUMBERS_OR_NOTHING = ("empty", "integer", "floating", "mixed-integer-float")
 
 def is_number_dtype(dtype) -> bool:
     """Numbers or booleans of any backend (numpy, nullable, Arrow), not categories."""
+    if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+        return True  # the usual case, without pandas' slower dtype tests
     return not isinstance(dtype, pd.CategoricalDtype) and (
         pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
     )
