@@ -207,7 +207,8 @@ def _dtype_key(dtype):
     reference level), which pandas' dtype equality does not compare."""
     if isinstance(dtype, pd.CategoricalDtype):
         categories = dtype.categories
-        return ("category", str(categories.dtype), tuple(categories), bool(dtype.ordered))
+        # to_numpy first: iterating an Arrow-backed Index takes a call per element.
+        return ("category", str(categories.dtype), tuple(categories.to_numpy()), bool(dtype.ordered))
     return dtype  # numpy and pandas' other dtypes compare and hash by what they are
 
 
