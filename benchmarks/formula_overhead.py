@@ -32,12 +32,16 @@ DESIGNS = (
     ("N=1e3 G=100 p=10 unbalanced", 1000, 100, 10, False, 0),
     ("N=3000 G=50 p=57 (56-level factor)", 3000, 50, 57, True, 56),
 )
-ENGINES = ("arrays", "formula", "mixedlm")
+#: "arrays": rl.fit on the simulated X; "design X": rl.fit on the X, y and groups the
+#: formula's design built (the same numbers, possibly another memory order, whose rounding
+#: can move the optimizer by a few evaluations); "formula": rl.lmer.
+ENGINES = ("arrays", "design X", "formula", "mixedlm")
 
 
 def _child(repeats: int, peers: bool) -> dict:
     """Timings of this process's reml_engine (first on sys.path) on every design."""
     import reml_engine as rl
+    from reml_engine.frontend.design import build_design
 
     from .engines import MIXEDLM, align_fixef, fit_mixedlm, peer_version
     from .simulate import Config, simulate
@@ -47,8 +51,10 @@ def _child(repeats: int, peers: bool) -> dict:
     for label, nobs, ngroups, p, balanced, levels in DESIGNS:
         data = simulate(Config(nobs, ngroups, p, balanced, levels))
         frame, formula = data.frame(), data.config.formula()
+        design = build_design(formula, frame)
         calls = {
             "arrays": lambda data=data: rl.fit(data.X, data.y, data.groups),
+            "design X": lambda design=design: rl.fit(design.X, design.y, design.groups),
             "formula": lambda frame=frame, formula=formula: rl.lmer(formula, frame),
         }
         if use_mixedlm:
@@ -102,23 +108,27 @@ def main(argv=None) -> None:
             print(f"round {number + 1} {side}: load {result['load']:.1f} ({result['reml_engine']})", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(rounds, indent=1))
-    print("| data | side | arrays wall | formula wall | formula - arrays | mixedlm wall | arrays CPU | formula CPU "
-          "| formula - arrays CPU | mixedlm CPU | load |")
-    print("| --- " * 11 + "|")
+    print(table(rounds))
+
+
+def table(rounds: dict) -> str:
+    """The medians over the rounds, one row per design and side (a markdown table)."""
+    lines = ["| data | side | arrays CPU | formula CPU | formula - arrays CPU | formula - fit of its design's X, CPU "
+             "| mixedlm CPU | arrays wall | formula wall | mixedlm wall | load |", "| --- " * 11 + "|"]
     for label, *_ in DESIGNS:
         for side, results in rounds.items():
             def median(kind, engine, results=results, label=label):
-                values = [r["designs"][label][kind].get(engine, np.nan) for r in results]
-                return float(np.median(values))
+                return float(np.median([r["designs"][label][kind].get(engine, np.nan) for r in results]))
             wall = {e: median("wall_ms", e) for e in ENGINES}
             cpu = {e: median("cpu_ms", e) for e in ENGINES}
             load = float(np.median([r["load"] for r in results]))
             same = all(r["designs"][label]["formula_equals_arrays"] for r in results)
-            print(f"| {label} | {side}{'' if same else ' (fixef differ!)'} | {wall['arrays']:.2f} | "
-                  f"{wall['formula']:.2f} | {wall['formula'] - wall['arrays']:+.2f} | {wall['mixedlm']:.2f} | "
-                  f"{cpu['arrays']:.2f} | {cpu['formula']:.2f} | {cpu['formula'] - cpu['arrays']:+.2f} | "
-                  f"{cpu['mixedlm']:.2f} | {load:.1f} |")
-
+            lines.append(
+                f"| {label} | {side}{'' if same else ' (fixed effects differ!)'} | {cpu['arrays']:.2f} ms | "
+                f"{cpu['formula']:.2f} ms | **{cpu['formula'] - cpu['arrays']:+.2f} ms** | "
+                f"{cpu['formula'] - cpu['design X']:+.2f} ms | {cpu['mixedlm']:.2f} ms | "
+                f"{wall['arrays']:.1f} ms | {wall['formula']:.1f} ms | {wall['mixedlm']:.1f} ms | {load:.1f} |")
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     main()
