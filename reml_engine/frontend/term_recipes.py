@@ -79,8 +79,8 @@ class _Part:
     start: int
     stop: int
     column: str | None = None
-    #: The term's columns (rows of the table) for each level of ``column`` (its
-    #: columns, in the order of ``_Recipe.levels``).
+    #: (columns of the term, levels of ``column``): the term's columns on each level, the
+    #: levels in the order of ``_Recipe.labels[column]``.
     table: np.ndarray | None = None
 
 
