@@ -69,7 +69,7 @@ def drop_unused_categories(data: pd.DataFrame, dtypes: dict) -> pd.DataFrame:
     """
     unused = [
         c for c, dtype in dtypes.items()
-        if isinstance(dtype, pd.CategoricalDtype) and len(dtype.categories) > data[c].nunique(dropna=True)
+        if isinstance(dtype, pd.CategoricalDtype) and len(dtype.categories) > _categories_used(data, c)
     ]
     if not unused:
         return data
@@ -77,6 +77,15 @@ def drop_unused_categories(data: pd.DataFrame, dtypes: dict) -> pd.DataFrame:
     for c in unused:
         data[c] = data[c].cat.remove_unused_categories()
     return data
+
+
+def _categories_used(data: pd.DataFrame, name) -> int:
+    """How many categories a categorical column takes (its ``nunique()``), from its codes."""
+    values = column_values(data, name)
+    if not isinstance(values, pd.Categorical):
+        return int(data[name].nunique(dropna=True))
+    codes = values.codes
+    return int(np.count_nonzero(np.bincount(codes[codes >= 0], minlength=len(values.categories))))
 
 
 def _object_column_types(values: pd.Series, name: str, where: str) -> None:
