@@ -6,6 +6,8 @@
   :mod:`~reml_engine.frontend.r_translate`, :mod:`~reml_engine.frontend.r_functions`: formulas
   written in Python's or R's dialect;
 * :mod:`~reml_engine.frontend.columns`: pandas dtypes brought to those formulaic reads;
+* :mod:`~reml_engine.frontend.term_recipes`: X of numeric and factor terms from a
+  cached recipe, formulaic shown only a sample of the rows;
 * :mod:`~reml_engine.frontend.fast_design`: X without formulaic when every term is a
   numeric column;
 * :mod:`~reml_engine.frontend.transforms`: ``within(x)`` and ``between(x)``;

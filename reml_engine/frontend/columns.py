@@ -47,6 +47,17 @@ def column_dtypes(data: pd.DataFrame, columns) -> dict:
     return {c: dtypes[c] for c in columns if c in dtypes}
 
 
+def column_values(data: pd.DataFrame, name):
+    """The values of one column (a numpy array or a pandas extension array), without the
+    Series ``data[name]`` would make: on a thousand rows, making a Series per column
+    costs as much as reading it. The name must be the only column of its name."""
+    position = data.columns.get_loc(name)
+    getter = getattr(data, "_get_column_array", None)
+    if getter is None or not isinstance(position, int):  # another pandas, or a repeated name
+        return data[name].array if isinstance(data[name], pd.Series) else data[name].to_numpy()
+    return getter(position)
+
+
 def drop_unused_categories(data: pd.DataFrame, dtypes: dict) -> pd.DataFrame:
     """Categorical columns without the categories they never take, as R's
     ``model.frame(drop.unused.levels = TRUE)`` in lme4: the first category that occurs
@@ -58,7 +69,7 @@ def drop_unused_categories(data: pd.DataFrame, dtypes: dict) -> pd.DataFrame:
     """
     unused = [
         c for c, dtype in dtypes.items()
-        if isinstance(dtype, pd.CategoricalDtype) and len(dtype.categories) > data[c].nunique(dropna=True)
+        if isinstance(dtype, pd.CategoricalDtype) and len(dtype.categories) > _categories_used(data, c)
     ]
     if not unused:
         return data
@@ -66,6 +77,15 @@ def drop_unused_categories(data: pd.DataFrame, dtypes: dict) -> pd.DataFrame:
     for c in unused:
         data[c] = data[c].cat.remove_unused_categories()
     return data
+
+
+def _categories_used(data: pd.DataFrame, name) -> int:
+    """How many categories a categorical column takes (its ``nunique()``), from its codes."""
+    values = column_values(data, name)
+    if not isinstance(values, pd.Categorical):
+        return int(data[name].nunique(dropna=True))
+    codes = values.codes
+    return int(np.count_nonzero(np.bincount(codes[codes >= 0], minlength=len(values.categories))))
 
 
 def _object_column_types(values: pd.Series, name: str, where: str) -> None:
@@ -151,6 +171,8 @@ NUMBERS_OR_NOTHING = ("empty", "integer", "floating", "mixed-integer-float")
 
 def is_number_dtype(dtype) -> bool:
     """Numbers or booleans of any backend (numpy, nullable, Arrow), not categories."""
+    if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+        return True  # the usual case, without pandas' slower dtype tests
     return not isinstance(dtype, pd.CategoricalDtype) and (
         pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
     )

@@ -16,7 +16,7 @@ import pandas as pd
 from ..core.kernels import column_ranges
 from ..errors import ModelDataError, warn
 from ..progress import logger
-from .columns import is_number_dtype
+from .columns import column_values, is_number_dtype
 
 #: Rows from which the data checks read the columns in one compiled pass.
 KERNEL_CHECK_ROWS = 100_000
@@ -80,9 +80,15 @@ def missing_rows(data: pd.DataFrame, used: Sequence[str]) -> tuple[np.ndarray, d
         return (bad, {}) if not bad.any() else (bad, {c: int(v) for c, v in missing.sum().items() if v})
     # Column by column: selecting the columns first would copy them all (millions of
     # rows per chunk in a chunked fit) only to test them.
-    masks = {c: data[c].isna().to_numpy() for c in dict.fromkeys(used)}
     bad = np.zeros(len(data), dtype=bool)
-    for mask in masks.values():
+    masks = {}
+    for c in dict.fromkeys(used):
+        values = column_values(data, c)
+        if isinstance(values, np.ndarray) and values.dtype.kind in "iub":
+            continue  # numpy integers and booleans have no missing value
+        mask = np.isnan(values) if isinstance(values, np.ndarray) and values.dtype.kind == "f" else \
+            np.asarray(pd.isna(values), dtype=bool)
+        masks[c] = mask
         bad |= mask
     if not bad.any():
         return bad, {}

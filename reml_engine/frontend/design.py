@@ -60,6 +60,7 @@ from .formula import (
     rhs_variables,
 )
 from .groups import group_labels, level_positions
+from .term_recipes import recipe_matrices
 from .transforms import formula_context
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
@@ -267,8 +268,11 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, d
         # Invalid values (log of a negative number) become NaN or inf; the finiteness
         # checks below name the column, so numpy's own warning would only add noise.
         with np.errstate(all="ignore"):
-            # Plain numeric columns skip formulaic's materialization (see fast_design).
-            matrices = model_matrices(parsed.fixed, frame, context)
+            # Numeric and factor terms skip formulaic's materialization (see term_recipes),
+            # plain numeric columns too on the general path (see fast_design).
+            matrices = recipe_matrices(parsed.fixed, frame, context)
+            if matrices is None:
+                matrices = model_matrices(parsed.fixed, frame, context)
     except ModelDataError:
         raise
     except Exception as err:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -167,7 +168,12 @@ def functions_called(parsed: ParsedFormula) -> frozenset[str]:
     """Names the fixed part reads as functions, not columns: modules, formulaic's C/I/Q,
     within/between, and R's functions (:mod:`reml_engine.frontend.r_functions`) where they are
     called (a variable named ``sign`` is still a column the data must have)."""
-    called = {name for name in R_FUNCTIONS if re.search(rf"(?<![\w.`]){name}\s*\(", parsed.fixed)}
+    return _functions_called(parsed.fixed)
+
+
+@functools.lru_cache(maxsize=256)
+def _functions_called(fixed: str) -> frozenset[str]:
+    called = {name for name in R_FUNCTIONS if re.search(rf"(?<![\w.`]){name}\s*\(", fixed)}
     return frozenset((*_FORMULA_NAMESPACE, *called))
 
 
@@ -401,6 +407,17 @@ def formula_variables(formula: str) -> set[str]:
     ``Sepal.Length``, as for a method call ``x.fillna``), so backticked names, which
     include the dotted names :func:`parse_formula` quoted, are taken whole.
     """
+    return set(_formula_variables(formula))
+
+
+#: Formulas whose variables are remembered (parsing one costs formulaic a fraction of
+#: a millisecond, as much as the rest of a small fit's design).
+FORMULA_CACHE_SIZE = 256
+
+
+@functools.lru_cache(maxsize=FORMULA_CACHE_SIZE)
+def _formula_variables(formula: str) -> frozenset[str]:
+    """:func:`formula_variables`, cached by the formula's text (they depend on nothing else)."""
     quoted = {}
 
     def placeholder(match: re.Match) -> str:
@@ -412,7 +429,7 @@ def formula_variables(formula: str) -> set[str]:
         return key
 
     names = {str(n) for n in formulaic.Formula(_BACKTICKED.sub(placeholder, formula)).required_variables}
-    return {quoted.get(n, n) for n in names}
+    return frozenset(quoted.get(n, n) for n in names)
 
 
 def fixed_variables(parsed: ParsedFormula) -> set[str]:
