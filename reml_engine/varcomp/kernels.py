@@ -571,22 +571,32 @@ def dense_rows(indptr, local_index, data, rows, size):
     return out
 
 
-@njit(cache=True, parallel=True)
 def pooled_outer_sums(indptr, local_index, data, rows, group_ptr, size, tile):
     """Per group g, ``sum over rows l of n_l n_l'`` over one block's local positions,
-    its lower triangle packed by rows ((i, j), j <= i, at i (i + 1) / 2 + j): out[g].
+    its lower triangle packed by rows ((i, j), j <= i, at i (i + 1) / 2 + j): out[g]
+    (float64; :func:`pooled_outer_sums_into` writes the same numbers into any array)."""
+    out = np.zeros((group_ptr.shape[0] - 1, size * (size + 1) // 2))
+    pooled_outer_sums_into(indptr, local_index, data, rows, group_ptr, size, tile, out)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def pooled_outer_sums_into(indptr, local_index, data, rows, group_ptr, size, tile, out):
+    """:func:`pooled_outer_sums` written into ``out`` (n_groups, size (size + 1) / 2),
+    zeros on entry, of any dtype that holds the sums exactly (the caller checks).
 
     Group g's rows are ``rows[group_ptr[g]:group_ptr[g + 1]]``. Each row's local
     indices must be strictly ascending, so the entries at or before p1 are exactly the
     j <= i (no branch in the inner loop). The packed rows are done a band of about
-    ``tile`` numbers at a time, so the scattered updates stay in cache; each row keeps a
-    cursor to its first entry in the band (its indices ascend). Every entry still adds
-    its rows in their order, whatever the bands or threads: groups run in parallel,
-    each writing only its own output row."""
+    ``tile`` numbers at a time, summed in float64 in a buffer that stays in cache (the
+    scattered updates) and then stored; each row keeps a cursor to its first entry in
+    the band (its indices ascend). Every entry still adds its rows in their order,
+    whatever the bands, the threads or the output's dtype: groups run in parallel, each
+    writing only its own output row."""
     n_groups = group_ptr.shape[0] - 1
-    out = np.zeros((n_groups, size * (size + 1) // 2))
     for g in prange(n_groups):
         packed = out[g]
+        band = np.zeros(max(tile, size))
         first_row = group_ptr[g]
         n_rows = group_ptr[g + 1] - first_row
         cursor = np.empty(n_rows, dtype=np.int64)
@@ -597,6 +607,8 @@ def pooled_outer_sums(indptr, local_index, data, rows, group_ptr, size, tile):
             band_end = band_start + 1
             while band_end < size and (band_end + 1) * (band_end + 2) // 2 - band_start * (band_start + 1) // 2 <= tile:
                 band_end += 1
+            offset = band_start * (band_start + 1) // 2
+            count = band_end * (band_end + 1) // 2 - offset
             for r in range(n_rows):
                 lv = rows[first_row + r]
                 first = indptr[lv]
@@ -604,13 +616,67 @@ def pooled_outer_sums(indptr, local_index, data, rows, group_ptr, size, tile):
                 p1 = cursor[r]
                 while p1 < last and local_index[p1] < band_end:
                     i = local_index[p1]
-                    base = i * (i + 1) // 2
+                    base = i * (i + 1) // 2 - offset
                     v = data[p1]
                     for p2 in range(first, p1 + 1):
-                        packed[base + local_index[p2]] += v * data[p2]
+                        band[base + local_index[p2]] += v * data[p2]
                     p1 += 1
                 cursor[r] = p1
+            for t in range(count):
+                packed[offset + t] = band[t]
+                band[t] = 0.0
             band_start = band_end
+
+
+@njit(cache=True, nogil=True)
+def pooled_combination(pooled, coef, chunk):
+    """``sum_u coef[u] pooled[u]`` (float64), each entry summed in the order of u: the
+    same numbers whatever the dtype of ``pooled`` when it holds the matrices exactly.
+    ``chunk`` entries at a time, so that their sums stay in the first-level cache while
+    each row's stretch streams through (a vectorized loop, as BLAS's would be)."""
+    total = pooled.shape[1]
+    out = np.zeros(total)
+    start = 0
+    while start < total:
+        stop = min(start + chunk, total)
+        acc = out[start:stop]
+        for u in range(coef.shape[0]):
+            c = coef[u]
+            row = pooled[u, start:stop]
+            for t in range(stop - start):
+                acc[t] += c * row[t]
+        start = stop
+    return out
+
+
+@njit(cache=True, nogil=True)
+def subtract_packed(K, base, size, packed, tile):
+    """``K_block -= P`` for one block (base, size) with P symmetric, given by its packed
+    lower triangle; ``tile`` x ``tile`` squares at a time, so that the writes to the
+    upper triangle (down columns) stay in cache."""
+    for bi in range(0, size, tile):
+        for bj in range(0, bi + 1, tile):
+            for i in range(bi, min(bi + tile, size)):
+                row = i * (i + 1) // 2
+                for j in range(bj, min(bj + tile, i + 1)):
+                    v = packed[row + j]
+                    K[base + i * size + j] -= v
+                    if j != i:
+                        K[base + j * size + i] -= v
+
+
+@njit(cache=True, nogil=True)
+def packed_inner_product(S, base, size, packed):
+    """``<S_block, P>`` for one symmetric block (base, size) of S (its lower triangle
+    read by rows) and a symmetric P given by its packed lower triangle."""
+    out = 0.0
+    for i in range(size):
+        row = i * (i + 1) // 2
+        S_row = base + i * size
+        part = 0.0
+        for j in range(i):
+            part += packed[row + j] * S[S_row + j]
+        out += 2.0 * part + packed[row + i] * S[S_row + i]
     return out
 
 
@@ -642,33 +708,6 @@ def pack_lower(M):
     for i in range(n):
         for j in range(i + 1):
             out[pos] = M[i, j]
-            pos += 1
-    return out
-
-
-@njit(cache=True, nogil=True)
-def subtract_packed(K, base, size, packed):
-    """``K_block -= P`` for one block (base, size) with P symmetric, given by its packed
-    lower triangle."""
-    pos = 0
-    for i in range(size):
-        for j in range(i + 1):
-            v = packed[pos]
-            K[base + i * size + j] -= v
-            if j != i:
-                K[base + j * size + i] -= v
-            pos += 1
-
-
-@njit(cache=True, nogil=True)
-def pack_for_inner_product(S, base, size):
-    """The packed lower triangle of a symmetric block with the off-diagonal entries
-    doubled: its dot product with a packed G is ``<S, G>``."""
-    out = np.empty(size * (size + 1) // 2)
-    pos = 0
-    for i in range(size):
-        for j in range(i + 1):
-            out[pos] = S[base + i * size + j] * (1.0 if j == i else 2.0)
             pos += 1
     return out
 
