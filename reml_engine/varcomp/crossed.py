@@ -36,6 +36,8 @@ cancel at its tau (:data:`TRACE_SWITCH`).
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import scipy.linalg as sla
 
@@ -111,6 +113,21 @@ POOL_MIN_BLOCK = 64
 
 #: Memory for the pooled matrices, in bytes.
 POOL_MAX_BYTES = 4 << 30
+
+#: Solutions kept by tau (log|H| and C, a few numbers each) for a later call at the same
+#: tau without the gradient: the fit's beta and random effects at the optimum, which
+#: the search evaluated with its gradient.
+FACTORED_CACHE = 256
+
+#: What :meth:`CrossedSolver.level_parts` needs from a solve with the gradient (``A^-1``
+#: of the blocks and the coefficients) is kept for the last few such solves, within
+#: this many bytes: the search's last evaluations are the optimum's verification (the
+#: optimum, the Hessian's steps, the polish), and the fit then asks for the conditional
+#: modes and variances at the optimum. Reused arrays are the same numbers a new
+#: factorization gives (the same computation on the same tau).
+LEVEL_CACHE_BYTES = 64 << 20
+#: ... and at most this many solves.
+LEVEL_CACHE_ENTRIES = 6
 
 #: The sparse path (:mod:`.sparse`) is considered when the cheapest dense plan leaves a
 #: block of more than this many levels (a dense evaluation with its gradient then costs
@@ -244,6 +261,26 @@ class CrossedSolver:
         self._base_matrix(stats)
         self._pool()
         self._alternatives: dict[int, CrossedSolver] = {}
+        # What earlier solves at a tau left (see _remember): the fit asks again at the
+        # optimum for beta and the random effects.
+        self._clear_caches()
+
+    def _clear_caches(self) -> None:
+        self._factored: dict[bytes, tuple[float, np.ndarray]] = {}
+        self._level_inputs: dict[bytes, tuple] = {}
+        self._cache_lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        # The caches hold nothing a result depends on (the same numbers are recomputed
+        # on a miss): a pickle, and the state of a fit compared through one, leaves them out.
+        state = self.__dict__.copy()
+        for name in ("_factored", "_level_inputs", "_cache_lock"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._clear_caches()
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -548,12 +585,21 @@ class CrossedSolver:
     # -- the solver interface -----------------------------------------------------------
 
     def solve(self, tau: np.ndarray, gradient: bool = True) -> Solution:
+        key = np.asarray(tau, dtype=np.float64).tobytes()
+        hit = self._factored.get(key) if not gradient else None
+        if hit is not None:
+            return Solution(hit[0], hit[1].copy())
         fac = self._factor(tau)
+        with self._cache_lock:
+            if len(self._factored) >= FACTORED_CACHE:
+                self._factored.clear()
+            self._factored[key] = (fac["logdet"], fac["C"].copy())
         if not gradient:
             return Solution(fac["logdet"], fac["C"])
         layout = self.layout
         U, R_core = self._core_coefficients(fac)
         A_inv_diag, Sigma = self._sigma(fac)
+        self._remember(key, fac, U, R_core, A_inv_diag, Sigma)
         traces = self._core_traces(fac, A_inv_diag, Sigma, tau)
         chain_trace, chain_rtr, _, _ = self._chain_pass(fac, U, Sigma, True, False)
         # The innermost levels' n' Sigma n, left out of the pass: pooled or row by row.
@@ -575,11 +621,32 @@ class CrossedSolver:
             RtR[c] = part.T @ part
         return Solution(fac["logdet"], fac["C"], traces, RtR)
 
+    def _remember(self, key: bytes, fac: dict, U, R_core, A_inv_diag, Sigma) -> None:
+        """Keep what :meth:`level_parts` needs from this solve (:data:`LEVEL_CACHE_BYTES`).
+        Nothing kept is written afterwards: the solve is done with these arrays."""
+        size = Sigma.nbytes + U.nbytes + R_core.nbytes + A_inv_diag.nbytes
+        if LEVEL_CACHE_ENTRIES * size > LEVEL_CACHE_BYTES:
+            return
+        kept = {name: fac[name] for name in ("d", "s", "chain_tau", "up_values", "f")}
+        with self._cache_lock:
+            while len(self._level_inputs) >= LEVEL_CACHE_ENTRIES:
+                del self._level_inputs[next(iter(self._level_inputs))]
+            self._level_inputs[key] = (kept, U, R_core, A_inv_diag, Sigma)
+
     def level_parts(self, tau: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Per term: ``R_j`` (m_j, q) and ``diag((T^-1 + Z'WZ)^-1)`` for its levels."""
-        fac = self._factor(tau)
-        U, R_core = self._core_coefficients(fac)
-        A_inv_diag, Sigma = self._sigma(fac)
+        """Per term: ``R_j`` (m_j, q) and ``diag((T^-1 + Z'WZ)^-1)`` for its levels.
+
+        From the last solves with the gradient at this tau when one is kept
+        (:data:`LEVEL_CACHE_BYTES`: the same arrays a new factorization gives), else
+        factored afresh."""
+        kept = self._level_inputs.get(np.asarray(tau, dtype=np.float64).tobytes())
+        if kept is not None:
+            fac, U, R_core, A_inv_diag, Sigma = kept
+            R_core = R_core.copy()
+        else:
+            fac = self._factor(tau)
+            U, R_core = self._core_coefficients(fac)
+            A_inv_diag, Sigma = self._sigma(fac)
         _, _, R_chain, cond_chain = self._chain_pass(fac, U, Sigma, True, True)
         cond_core = tau[self.term_of_core] * A_inv_diag
         R_terms: list = [None] * self.k
@@ -634,14 +701,21 @@ class CrossedSolver:
             L = layout.block_factor(fac["L"], b)
             s = int(layout.block_size[b])
             lam = fac["lam"][layout.block_first[b]:layout.block_first[b] + s]
+            # Every ratio of the block at 0 (a sweep along the only core term): W = 0
+            # exactly, and the triangular solve with the block's columns is skipped.
+            flat = not lam.any()
             if j == self.e:
-                N = dense_rows(self.indptr, self.local_index, self.data, members.astype(np.int64), s).T
-                W = sla.solve_triangular(L, lam[:, None] * N, lower=True, check_finite=False)
-                K = np.diag(self.d[members]) - W.T @ W
+                K = np.diag(self.d[members])
+                if not flat:
+                    N = dense_rows(self.indptr, self.local_index, self.data, members.astype(np.int64), s).T
+                    W = sla.solve_triangular(L, lam[:, None] * N, lower=True, check_finite=False)
+                    K = K - W.T @ W
             else:
                 K_block = layout.block(fac["K"], b)
                 local = layout.level_local[members + self.core_offsets[self.core.index(j)]]
-                W = sla.solve_triangular(L, lam[:, None] * K_block[:, local], lower=True, check_finite=False)
-                K = K_block[np.ix_(local, local)] - W.T @ W
+                K = K_block[np.ix_(local, local)]
+                if not flat:
+                    W = sla.solve_triangular(L, lam[:, None] * K_block[:, local], lower=True, check_finite=False)
+                    K = K - W.T @ W
             blocks.append((members, 0.5 * (K + K.T)))
         return blocks

@@ -821,15 +821,16 @@ def schur_subtract_rows(K, indptr, local_index, values, coef, row_base, row_size
 
 
 @njit(cache=True, nogil=True)
-def _row_bilinear(S, base, size, idx_a, val_a, start_a, stop_a, idx_b, val_b, start_b, stop_b):
-    """``k_a' S k_b`` for two sparse rows in one block of S."""
+def _row_quadratic(S, base, size, idx, val, start, stop):
+    """``k' S k`` for one sparse row (local indices ascending) in one symmetric block of
+    S: each pair once, from S's lower triangle read along its rows."""
     total = 0.0
-    for p in range(start_a, stop_a):
-        row = base + idx_a[p] * size
-        inner = 0.0
-        for p2 in range(start_b, stop_b):
-            inner += S[row + idx_b[p2]] * val_b[p2]
-        total += val_a[p] * inner
+    for p in range(start, stop):
+        row = base + idx[p] * size
+        off = 0.0
+        for p2 in range(start, p):
+            off += S[row + idx[p2]] * val[p2]
+        total += val[p] * (2.0 * off + S[row + idx[p]] * val[p])
     return total
 
 
@@ -940,7 +941,7 @@ def chain_downward(d, s, parent, term_of, tau, n_pos, ku, m_inner,
                 w_up[p] = acc
                 Q += val[p] * acc
         elif inner_quadratic:
-            Q = _row_bilinear(Sigma, base, size, idx, val, start, stop, idx, val, start, stop)
+            Q = _row_quadratic(Sigma, base, size, idx, val, start, stop)
         else:
             Q = 0.0
         quad = d[level] * d[level] * P_up + 2.0 * d[level] * X + Q
