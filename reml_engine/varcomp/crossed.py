@@ -51,7 +51,7 @@ from .kernels import (
     nested_upward,
     pack_lower,
     packed_inner_product,
-    pooled_combination,
+    pooled_combinations,
     pooled_outer_sums_into,
     row_entries,
     schur_subtract_by_row,
@@ -487,7 +487,10 @@ class CrossedSolver:
 
     # -- factorization ------------------------------------------------------------------
 
-    def _factor(self, tau: np.ndarray) -> dict:
+    def _factor(self, tau: np.ndarray, gradient: bool = False) -> dict:
+        """The factorization at tau; with ``gradient``, also the pooled matrices'
+        combination the gradient needs (``pooled_quad``, weights ``1 / (1 + tau d)^2``),
+        from the same pass over them."""
         layout = self.layout
         chain_tau = np.ascontiguousarray(tau[list(self.chain)], dtype=np.float64)
         d_eff, s_eff, omega, logdet_chain = nested_upward(self.d, self.S_e, self.parent, self.term_of, chain_tau)
@@ -497,12 +500,16 @@ class CrossedSolver:
         m1 = self.m_inner
         te = float(chain_tau[0])
         K = self.K0.copy()
+        pooled_quad: list[np.ndarray] = []
         if te > 0:
             schur_subtract_by_row(K, *self.direct_by_column, self.indptr, self.local_index, self.data, f[:m1],
                                   layout.level_base, layout.level_local, layout.level_size)
             for b, values, G in self.pooled:
-                combined = pooled_combination(G, te / (1.0 + te * values), POOL_CHUNK)
-                subtract_packed(K, layout.block_base[b], layout.block_size[b], combined, POOL_WRITE_TILE)
+                coefs = [te / (1.0 + te * values)] + ([1.0 / (1.0 + te * values) ** 2] if gradient else [])
+                combined = pooled_combinations(G, np.array(coefs), POOL_CHUNK)
+                subtract_packed(K, layout.block_base[b], layout.block_size[b], combined[0], POOL_WRITE_TILE)
+                if gradient:
+                    pooled_quad.append(combined[1])
         S_E = self.S_core - table_transpose_times(self.indptr, self.indices, self.data, self.S_e, f[:m1], self.m_core)
         up_values = np.zeros(0)
         if len(self.up_indices):
@@ -519,7 +526,7 @@ class CrossedSolver:
         logdet = -self.stats.sum_log_weights + logdet_chain + logdet_A
         return {"tau": tau, "chain_tau": chain_tau, "d": d_eff, "s": s_eff, "one_plus": one_plus, "f": f,
                 "up_values": up_values, "K": K, "lam": lam, "L": factors, "S_E": S_E, "Y": Y,
-                "C": 0.5 * (C + C.T), "logdet": float(logdet)}
+                "C": 0.5 * (C + C.T), "logdet": float(logdet), "pooled_quad": pooled_quad}
 
     def _core_coefficients(self, fac: dict) -> tuple[np.ndarray, np.ndarray]:
         """``U = Lambda A^-1 Lambda S_E`` (level order) and ``R`` of the core levels."""
@@ -589,7 +596,7 @@ class CrossedSolver:
         hit = self._factored.get(key) if not gradient else None
         if hit is not None:
             return Solution(hit[0], hit[1].copy())
-        fac = self._factor(tau)
+        fac = self._factor(tau, gradient)
         with self._cache_lock:
             if len(self._factored) >= FACTORED_CACHE:
                 self._factored.clear()
@@ -607,8 +614,11 @@ class CrossedSolver:
         quad = weighted_quadratic_sum(Sigma, *self.direct_by_column, self.indptr, self.local_index, self.data, g,
                                       layout.level_base, layout.level_local, layout.level_size)
         te = float(fac["chain_tau"][0])
-        for b, values, G in self.pooled:
-            combined = pooled_combination(G, 1.0 / (1.0 + te * values) ** 2, POOL_CHUNK)
+        for i, (b, values, G) in enumerate(self.pooled):
+            if fac["pooled_quad"]:
+                combined = fac["pooled_quad"][i]
+            else:
+                combined = pooled_combinations(G, (1.0 / (1.0 + te * values) ** 2)[None, :], POOL_CHUNK)[0]
             quad += packed_inner_product(Sigma, layout.block_base[b], layout.block_size[b], combined)
         chain_trace[0] -= quad
         q = R_core.shape[1]

@@ -629,24 +629,33 @@ def pooled_outer_sums_into(indptr, local_index, data, rows, group_ptr, size, til
 
 
 @njit(cache=True, nogil=True)
-def pooled_combination(pooled, coef, chunk):
-    """``sum_u coef[u] pooled[u]`` (float64), each entry summed in the order of u: the
-    same numbers whatever the dtype of ``pooled`` when it holds the matrices exactly.
-    ``chunk`` entries at a time, so that their sums stay in the first-level cache while
-    each row's stretch streams through (a vectorized loop, as BLAS's would be)."""
+def pooled_combinations(pooled, coefs, chunk):
+    """``out[o] = sum_u coefs[o, u] pooled[u]`` (float64), each entry summed in the order
+    of u: the same numbers whatever the dtype of ``pooled`` when it holds the matrices
+    exactly, and whatever the other combinations asked for in the same pass. ``chunk``
+    entries at a time, so that their sums stay in the first-level cache while each
+    row's stretch streams through (vectorized loops, as BLAS's would be); several
+    combinations read the rows once."""
     total = pooled.shape[1]
-    out = np.zeros(total)
+    n_out = coefs.shape[0]
+    out = np.zeros((n_out, total))
     start = 0
     while start < total:
         stop = min(start + chunk, total)
-        acc = out[start:stop]
-        for u in range(coef.shape[0]):
-            c = coef[u]
+        for u in range(coefs.shape[1]):
             row = pooled[u, start:stop]
-            for t in range(stop - start):
-                acc[t] += c * row[t]
+            for o in range(n_out):
+                c = coefs[o, u]
+                acc = out[o, start:stop]
+                for t in range(stop - start):
+                    acc[t] += c * row[t]
         start = stop
     return out
+
+
+def pooled_combination(pooled, coef, chunk):
+    """``sum_u coef[u] pooled[u]``: :func:`pooled_combinations` with one combination."""
+    return pooled_combinations(pooled, np.ascontiguousarray(coef, dtype=np.float64)[None, :], chunk)[0]
 
 
 @njit(cache=True, nogil=True)

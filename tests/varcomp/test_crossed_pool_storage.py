@@ -19,6 +19,7 @@ from reml_engine.varcomp.kernels import (
     pack_lower,
     packed_inner_product,
     pooled_combination,
+    pooled_combinations,
     subtract_packed,
 )
 
@@ -42,6 +43,17 @@ def test_combination_is_the_same_in_every_dtype(dtype, chunk):
     general = pooled_combination(G.astype(np.float64), coef, C.POOL_CHUNK)
     np.testing.assert_array_equal(narrow, general)
     np.testing.assert_allclose(general, coef @ G.astype(np.float64), rtol=SUM_RTOL)
+
+
+def test_combinations_in_one_pass_are_each_alone():
+    """The factorization's and the gradient's combinations read the matrices once: each
+    is the number it would be alone, bit for bit."""
+    rng = np.random.default_rng(2)
+    G = _random_pooled(rng, 9, 40, 200).astype(np.uint8)
+    coefs = rng.random((2, 9))
+    both = pooled_combinations(G, coefs, C.POOL_CHUNK)
+    for o in range(2):
+        np.testing.assert_array_equal(both[o], pooled_combination(G, coefs[o], C.POOL_CHUNK))
 
 
 @pytest.mark.parametrize("tile", [1, 3, C.POOL_WRITE_TILE, 1000])
