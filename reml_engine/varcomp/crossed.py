@@ -53,6 +53,7 @@ from .kernels import (
     packed_inner_product,
     pooled_combinations,
     pooled_outer_sums_into,
+    pooled_storage_bound,
     row_entries,
     schur_subtract_by_row,
     schur_subtract_rows,
@@ -424,16 +425,10 @@ class CrossedSolver:
         if not POOL_COMPACT:
             return np.dtype(np.float64)
         rows = np.concatenate([order[a:b] for a, b in zip(starts, ends, strict=True)]).astype(np.int64)
-        positions, owner = row_entries(self.indptr, rows)
-        weights = self.data[positions]
-        if not (np.all(weights >= 0) and np.all(weights == np.rint(weights))):
+        group_ptr = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
+        integral, largest = pooled_storage_bound(self.indptr, self.local_index, self.data, rows, group_ptr, size)
+        if not integral:
             return np.dtype(np.float64)
-        group = np.repeat(np.arange(len(starts)), ends - starts)
-        group_of_row = np.empty(self.m_inner, dtype=np.int64)
-        group_of_row[rows] = group
-        diagonal = np.bincount(group_of_row[owner] * size + self.local_index[positions], weights=weights**2,
-                               minlength=len(starts) * size)
-        largest = float(diagonal.max()) if len(diagonal) else 0.0
         for dtype in (np.uint8, np.uint16, np.uint32):
             if largest <= np.iinfo(dtype).max:
                 return np.dtype(dtype)

@@ -629,6 +629,29 @@ def pooled_outer_sums_into(indptr, local_index, data, rows, group_ptr, size, til
 
 
 @njit(cache=True, nogil=True)
+def pooled_storage_bound(indptr, local_index, data, rows, group_ptr, size):
+    """(whether every table weight of the groups' rows is a non-negative integer, the
+    largest diagonal entry of their sums ``sum n_l n_l'``): what the pooled matrices'
+    storage type depends on. One pass over the rows, memory of one block's diagonal."""
+    diagonal = np.zeros(size)
+    integral = True
+    largest = 0.0
+    for g in range(group_ptr.shape[0] - 1):
+        diagonal[:] = 0.0
+        for r in range(group_ptr[g], group_ptr[g + 1]):
+            lv = rows[r]
+            for p in range(indptr[lv], indptr[lv + 1]):
+                v = data[p]
+                if not (v >= 0.0 and v == np.floor(v)):
+                    integral = False
+                diagonal[local_index[p]] += v * v
+        for a in range(size):
+            if diagonal[a] > largest:
+                largest = diagonal[a]
+    return integral, largest
+
+
+@njit(cache=True, nogil=True)
 def pooled_combinations(pooled, coefs, chunk):
     """``out[o] = sum_u coefs[o, u] pooled[u]`` (float64), each entry summed in the order
     of u: the same numbers whatever the dtype of ``pooled`` when it holds the matrices

@@ -20,6 +20,7 @@ from reml_engine.varcomp.kernels import (
     packed_inner_product,
     pooled_combination,
     pooled_combinations,
+    pooled_storage_bound,
     subtract_packed,
 )
 
@@ -43,6 +44,36 @@ def test_combination_is_the_same_in_every_dtype(dtype, chunk):
     general = pooled_combination(G.astype(np.float64), coef, C.POOL_CHUNK)
     np.testing.assert_array_equal(narrow, general)
     np.testing.assert_allclose(general, coef @ G.astype(np.float64), rtol=SUM_RTOL)
+
+
+@pytest.mark.parametrize("kind", ["counts", "fractional", "negative"])
+def test_storage_bound_is_the_largest_diagonal_entry(kind):
+    """Against numpy's dense sums of outer products per group (whose diagonal bounds every
+    entry), and the integrality of the weights."""
+    rng = np.random.default_rng(len(kind))
+    size, n_rows = 29, 50
+    lengths = rng.integers(0, size + 1, n_rows)
+    local_index = np.concatenate([np.sort(rng.choice(size, k, replace=False)) for k in lengths]).astype(np.int64)
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    data = rng.integers(1, 6, len(local_index)).astype(np.float64)
+    if kind == "fractional":
+        data[len(data) // 2] += 0.5
+    elif kind == "negative":
+        data[0] = -1.0
+    rows = rng.permutation(n_rows).astype(np.int64)
+    group_ptr = np.array([0, 20, 20, 50], dtype=np.int64)
+    integral, largest = pooled_storage_bound(indptr, local_index, data, rows, group_ptr, size)
+    sums = []
+    for g in range(3):
+        dense = np.zeros((size, size))
+        for lv in rows[group_ptr[g]:group_ptr[g + 1]]:
+            n = np.zeros(size)
+            n[local_index[indptr[lv]:indptr[lv + 1]]] = data[indptr[lv]:indptr[lv + 1]]
+            dense += np.outer(n, n)
+        sums.append(dense)
+    assert integral == (kind == "counts")
+    assert largest == max(float(np.diag(d).max()) for d in sums)
+    assert all(np.abs(d).max() <= largest for d in sums)
 
 
 def test_combinations_in_one_pass_are_each_alone():
