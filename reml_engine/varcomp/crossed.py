@@ -36,6 +36,8 @@ cancel at its tau (:data:`TRACE_SWITCH`).
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import scipy.linalg as sla
 
@@ -47,9 +49,11 @@ from .kernels import (
     dense_rows,
     nested_between,
     nested_upward,
-    pack_for_inner_product,
     pack_lower,
-    pooled_outer_sums,
+    packed_inner_product,
+    pooled_combinations,
+    pooled_outer_sums_into,
+    pooled_storage_bound,
     row_entries,
     schur_subtract_by_row,
     schur_subtract_rows,
@@ -85,6 +89,22 @@ DENSE_POOL_RATIO = 30.0
 #: 2.7 ms at 100 entries a row, in the measurement above).
 POOL_TILE = 32768
 
+#: Pooled matrices of non-negative integer table weights (unweighted rows: counts) are
+#: stored in the narrowest unsigned integer type that holds every entry exactly (an
+#: entry of ``sum n_l n_l'`` is at most the largest diagonal one, by Cauchy-Schwarz), and
+#: read as float64 by the kernels: the same numbers in a fraction of the memory each
+#: evaluation streams through (the 1e6-row subjects x items design: 53 matrices of 500,500
+#: entries, 27 MB as uint8 against 212 MB). False keeps float64 (for checks).
+POOL_COMPACT = True
+
+#: Packed entries of the pooled matrices combined at a time (the chunk of sums stays in
+#: the first-level cache while each matrix's stretch streams through).
+POOL_CHUNK = 2048
+
+#: Side of the squares in which a combination of pooled matrices is subtracted from a
+#: dense block (its upper triangle is written down columns: a square stays in cache).
+POOL_WRITE_TILE = 64
+
 #: Rows of a group made dense at a time when pooling through BLAS.
 DENSE_POOL_ROWS = 2048
 
@@ -94,6 +114,21 @@ POOL_MIN_BLOCK = 64
 
 #: Memory for the pooled matrices, in bytes.
 POOL_MAX_BYTES = 4 << 30
+
+#: Solutions kept by tau (log|H| and C, a few numbers each) for a later call at the same
+#: tau without the gradient: the fit's beta and random effects at the optimum, which
+#: the search evaluated with its gradient.
+FACTORED_CACHE = 256
+
+#: What :meth:`CrossedSolver.level_parts` needs from a solve with the gradient (``A^-1``
+#: of the blocks and the coefficients) is kept for the last few such solves, within
+#: this many bytes: the search's last evaluations are the optimum's verification (the
+#: optimum, the Hessian's steps, the polish), and the fit then asks for the conditional
+#: modes and variances at the optimum. Reused arrays are the same numbers a new
+#: factorization gives (the same computation on the same tau).
+LEVEL_CACHE_BYTES = 64 << 20
+#: ... and at most this many solves.
+LEVEL_CACHE_ENTRIES = 6
 
 #: The sparse path (:mod:`.sparse`) is considered when the cheapest dense plan leaves a
 #: block of more than this many levels (a dense evaluation with its gradient then costs
@@ -227,6 +262,26 @@ class CrossedSolver:
         self._base_matrix(stats)
         self._pool()
         self._alternatives: dict[int, CrossedSolver] = {}
+        # What earlier solves at a tau left (see _remember): the fit asks again at the
+        # optimum for beta and the random effects.
+        self._clear_caches()
+
+    def _clear_caches(self) -> None:
+        self._factored: dict[bytes, tuple[float, np.ndarray]] = {}
+        self._level_inputs: dict[bytes, tuple] = {}
+        self._cache_lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        # The caches hold nothing a result depends on (the same numbers are recomputed
+        # on a miss): a pickle, and the state of a fit compared through one, leaves them out.
+        state = self.__dict__.copy()
+        for name in ("_factored", "_level_inputs", "_cache_lock"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._clear_caches()
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -333,25 +388,27 @@ class CrossedSolver:
     def _pooled_matrices(self, order: np.ndarray, starts: np.ndarray, ends: np.ndarray,
                          sparse_cost: np.ndarray, size: int) -> np.ndarray:
         """Per group u (rows ``order[starts[u]:ends[u]]``, of one block), ``sum over rows
-        l of n_l n_l'``, its lower triangle packed: (len(starts), size (size + 1) / 2).
+        l of n_l n_l'``, its lower triangle packed: (len(starts), size (size + 1) / 2), in
+        the type :meth:`_pool_dtype` chooses.
 
         The groups whose rows are dense enough (:data:`DENSE_POOL_RATIO`) are summed by
         BLAS from the rows made dense; the others all at once by
-        :func:`~reml_engine.varcomp.kernels.pooled_outer_sums`, which reads each row's
+        :func:`~reml_engine.varcomp.kernels.pooled_outer_sums_into`, which reads each row's
         local indices in ascending order (the CSR keeps the core levels ascending in a
         row, and a block's local positions follow the core levels' order).
         """
         n_pool = len(starts)
         dense = (ends - starts) * float(size) * size <= DENSE_POOL_RATIO * sparse_cost
         sparse = np.flatnonzero(~dense)
-        group_ptr = np.concatenate([[0], np.cumsum(ends[sparse] - starts[sparse])]).astype(np.int64)
-        rows = (np.concatenate([order[starts[u]:ends[u]] for u in sparse]) if len(sparse)
-                else np.zeros(0)).astype(np.int64)
-        packed = pooled_outer_sums(self.indptr, self.local_index, self.data, rows, group_ptr, size, POOL_TILE)
-        if not dense.any():
-            return packed
-        G = np.empty((n_pool, size * (size + 1) // 2))
-        G[sparse] = packed
+        G = np.zeros((n_pool, size * (size + 1) // 2), dtype=self._pool_dtype(order, starts, ends, size))
+        if len(sparse):
+            group_ptr = np.concatenate([[0], np.cumsum(ends[sparse] - starts[sparse])]).astype(np.int64)
+            rows = np.concatenate([order[starts[u]:ends[u]] for u in sparse]).astype(np.int64)
+            target = G if len(sparse) == n_pool else np.zeros((len(sparse), G.shape[1]), dtype=G.dtype)
+            pooled_outer_sums_into(self.indptr, self.local_index, self.data, rows, group_ptr, size, POOL_TILE,
+                                   target)
+            if target is not G:
+                G[sparse] = target
         for u in np.flatnonzero(dense):
             rows = order[starts[u]:ends[u]].astype(np.int64)
             total = np.zeros((size, size))
@@ -360,6 +417,22 @@ class CrossedSolver:
                 total += D.T @ D
             G[u] = pack_lower(total)
         return G
+
+    def _pool_dtype(self, order: np.ndarray, starts: np.ndarray, ends: np.ndarray, size: int) -> np.dtype:
+        """The storage of the pooled matrices of these groups (:data:`POOL_COMPACT`):
+        the narrowest unsigned integer type above their largest diagonal entry when every
+        table weight of their rows is a non-negative integer, float64 otherwise."""
+        if not POOL_COMPACT:
+            return np.dtype(np.float64)
+        rows = np.concatenate([order[a:b] for a, b in zip(starts, ends, strict=True)]).astype(np.int64)
+        group_ptr = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
+        integral, largest = pooled_storage_bound(self.indptr, self.local_index, self.data, rows, group_ptr, size)
+        if not integral:
+            return np.dtype(np.float64)
+        for dtype in (np.uint8, np.uint16, np.uint32):
+            if largest <= np.iinfo(dtype).max:
+                return np.dtype(dtype)
+        return np.dtype(np.float64)
 
     @classmethod
     def best(cls, stats: VCStats, max_dense_block: int):
@@ -409,7 +482,10 @@ class CrossedSolver:
 
     # -- factorization ------------------------------------------------------------------
 
-    def _factor(self, tau: np.ndarray) -> dict:
+    def _factor(self, tau: np.ndarray, gradient: bool = False) -> dict:
+        """The factorization at tau; with ``gradient``, also the pooled matrices'
+        combination the gradient needs (``pooled_quad``, weights ``1 / (1 + tau d)^2``),
+        from the same pass over them."""
         layout = self.layout
         chain_tau = np.ascontiguousarray(tau[list(self.chain)], dtype=np.float64)
         d_eff, s_eff, omega, logdet_chain = nested_upward(self.d, self.S_e, self.parent, self.term_of, chain_tau)
@@ -419,11 +495,16 @@ class CrossedSolver:
         m1 = self.m_inner
         te = float(chain_tau[0])
         K = self.K0.copy()
+        pooled_quad: list[np.ndarray] = []
         if te > 0:
             schur_subtract_by_row(K, *self.direct_by_column, self.indptr, self.local_index, self.data, f[:m1],
                                   layout.level_base, layout.level_local, layout.level_size)
             for b, values, G in self.pooled:
-                subtract_packed(K, layout.block_base[b], layout.block_size[b], (te / (1.0 + te * values)) @ G)
+                coefs = [te / (1.0 + te * values)] + ([1.0 / (1.0 + te * values) ** 2] if gradient else [])
+                combined = pooled_combinations(G, np.array(coefs), POOL_CHUNK)
+                subtract_packed(K, layout.block_base[b], layout.block_size[b], combined[0], POOL_WRITE_TILE)
+                if gradient:
+                    pooled_quad.append(combined[1])
         S_E = self.S_core - table_transpose_times(self.indptr, self.indices, self.data, self.S_e, f[:m1], self.m_core)
         up_values = np.zeros(0)
         if len(self.up_indices):
@@ -440,7 +521,7 @@ class CrossedSolver:
         logdet = -self.stats.sum_log_weights + logdet_chain + logdet_A
         return {"tau": tau, "chain_tau": chain_tau, "d": d_eff, "s": s_eff, "one_plus": one_plus, "f": f,
                 "up_values": up_values, "K": K, "lam": lam, "L": factors, "S_E": S_E, "Y": Y,
-                "C": 0.5 * (C + C.T), "logdet": float(logdet)}
+                "C": 0.5 * (C + C.T), "logdet": float(logdet), "pooled_quad": pooled_quad}
 
     def _core_coefficients(self, fac: dict) -> tuple[np.ndarray, np.ndarray]:
         """``U = Lambda A^-1 Lambda S_E`` (level order) and ``R`` of the core levels."""
@@ -506,12 +587,21 @@ class CrossedSolver:
     # -- the solver interface -----------------------------------------------------------
 
     def solve(self, tau: np.ndarray, gradient: bool = True) -> Solution:
-        fac = self._factor(tau)
+        key = np.asarray(tau, dtype=np.float64).tobytes()
+        hit = self._factored.get(key) if not gradient else None
+        if hit is not None:
+            return Solution(hit[0], hit[1].copy())
+        fac = self._factor(tau, gradient)
+        with self._cache_lock:
+            if len(self._factored) >= FACTORED_CACHE:
+                self._factored.clear()
+            self._factored[key] = (fac["logdet"], fac["C"].copy())
         if not gradient:
             return Solution(fac["logdet"], fac["C"])
         layout = self.layout
         U, R_core = self._core_coefficients(fac)
         A_inv_diag, Sigma = self._sigma(fac)
+        self._remember(key, fac, U, R_core, A_inv_diag, Sigma)
         traces = self._core_traces(fac, A_inv_diag, Sigma, tau)
         chain_trace, chain_rtr, _, _ = self._chain_pass(fac, U, Sigma, True, False)
         # The innermost levels' n' Sigma n, left out of the pass: pooled or row by row.
@@ -519,9 +609,12 @@ class CrossedSolver:
         quad = weighted_quadratic_sum(Sigma, *self.direct_by_column, self.indptr, self.local_index, self.data, g,
                                       layout.level_base, layout.level_local, layout.level_size)
         te = float(fac["chain_tau"][0])
-        for b, values, G in self.pooled:
-            packed = pack_for_inner_product(Sigma, layout.block_base[b], layout.block_size[b])
-            quad += float((1.0 / (1.0 + te * values) ** 2) @ (G @ packed))
+        for i, (b, values, G) in enumerate(self.pooled):
+            if fac["pooled_quad"]:
+                combined = fac["pooled_quad"][i]
+            else:
+                combined = pooled_combinations(G, (1.0 / (1.0 + te * values) ** 2)[None, :], POOL_CHUNK)[0]
+            quad += packed_inner_product(Sigma, layout.block_base[b], layout.block_size[b], combined)
         chain_trace[0] -= quad
         q = R_core.shape[1]
         RtR = np.zeros((self.k, q, q))
@@ -533,11 +626,32 @@ class CrossedSolver:
             RtR[c] = part.T @ part
         return Solution(fac["logdet"], fac["C"], traces, RtR)
 
+    def _remember(self, key: bytes, fac: dict, U, R_core, A_inv_diag, Sigma) -> None:
+        """Keep what :meth:`level_parts` needs from this solve (:data:`LEVEL_CACHE_BYTES`).
+        Nothing kept is written afterwards: the solve is done with these arrays."""
+        size = Sigma.nbytes + U.nbytes + R_core.nbytes + A_inv_diag.nbytes
+        if LEVEL_CACHE_ENTRIES * size > LEVEL_CACHE_BYTES:
+            return
+        kept = {name: fac[name] for name in ("d", "s", "chain_tau", "up_values", "f")}
+        with self._cache_lock:
+            while len(self._level_inputs) >= LEVEL_CACHE_ENTRIES:
+                del self._level_inputs[next(iter(self._level_inputs))]
+            self._level_inputs[key] = (kept, U, R_core, A_inv_diag, Sigma)
+
     def level_parts(self, tau: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Per term: ``R_j`` (m_j, q) and ``diag((T^-1 + Z'WZ)^-1)`` for its levels."""
-        fac = self._factor(tau)
-        U, R_core = self._core_coefficients(fac)
-        A_inv_diag, Sigma = self._sigma(fac)
+        """Per term: ``R_j`` (m_j, q) and ``diag((T^-1 + Z'WZ)^-1)`` for its levels.
+
+        From the last solves with the gradient at this tau when one is kept
+        (:data:`LEVEL_CACHE_BYTES`: the same arrays a new factorization gives), else
+        factored afresh."""
+        kept = self._level_inputs.get(np.asarray(tau, dtype=np.float64).tobytes())
+        if kept is not None:
+            fac, U, R_core, A_inv_diag, Sigma = kept
+            R_core = R_core.copy()
+        else:
+            fac = self._factor(tau)
+            U, R_core = self._core_coefficients(fac)
+            A_inv_diag, Sigma = self._sigma(fac)
         _, _, R_chain, cond_chain = self._chain_pass(fac, U, Sigma, True, True)
         cond_core = tau[self.term_of_core] * A_inv_diag
         R_terms: list = [None] * self.k
@@ -592,14 +706,21 @@ class CrossedSolver:
             L = layout.block_factor(fac["L"], b)
             s = int(layout.block_size[b])
             lam = fac["lam"][layout.block_first[b]:layout.block_first[b] + s]
+            # Every ratio of the block at 0 (a sweep along the only core term): W = 0
+            # exactly, and the triangular solve with the block's columns is skipped.
+            flat = not lam.any()
             if j == self.e:
-                N = dense_rows(self.indptr, self.local_index, self.data, members.astype(np.int64), s).T
-                W = sla.solve_triangular(L, lam[:, None] * N, lower=True, check_finite=False)
-                K = np.diag(self.d[members]) - W.T @ W
+                K = np.diag(self.d[members])
+                if not flat:
+                    N = dense_rows(self.indptr, self.local_index, self.data, members.astype(np.int64), s).T
+                    W = sla.solve_triangular(L, lam[:, None] * N, lower=True, check_finite=False)
+                    K = K - W.T @ W
             else:
                 K_block = layout.block(fac["K"], b)
                 local = layout.level_local[members + self.core_offsets[self.core.index(j)]]
-                W = sla.solve_triangular(L, lam[:, None] * K_block[:, local], lower=True, check_finite=False)
-                K = K_block[np.ix_(local, local)] - W.T @ W
+                K = K_block[np.ix_(local, local)]
+                if not flat:
+                    W = sla.solve_triangular(L, lam[:, None] * K_block[:, local], lower=True, check_finite=False)
+                    K = K - W.T @ W
             blocks.append((members, 0.5 * (K + K.T)))
         return blocks

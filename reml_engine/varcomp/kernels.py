@@ -571,22 +571,32 @@ def dense_rows(indptr, local_index, data, rows, size):
     return out
 
 
-@njit(cache=True, parallel=True)
 def pooled_outer_sums(indptr, local_index, data, rows, group_ptr, size, tile):
     """Per group g, ``sum over rows l of n_l n_l'`` over one block's local positions,
-    its lower triangle packed by rows ((i, j), j <= i, at i (i + 1) / 2 + j): out[g].
+    its lower triangle packed by rows ((i, j), j <= i, at i (i + 1) / 2 + j): out[g]
+    (float64; :func:`pooled_outer_sums_into` writes the same numbers into any array)."""
+    out = np.zeros((group_ptr.shape[0] - 1, size * (size + 1) // 2))
+    pooled_outer_sums_into(indptr, local_index, data, rows, group_ptr, size, tile, out)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def pooled_outer_sums_into(indptr, local_index, data, rows, group_ptr, size, tile, out):
+    """:func:`pooled_outer_sums` written into ``out`` (n_groups, size (size + 1) / 2),
+    zeros on entry, of any dtype that holds the sums exactly (the caller checks).
 
     Group g's rows are ``rows[group_ptr[g]:group_ptr[g + 1]]``. Each row's local
     indices must be strictly ascending, so the entries at or before p1 are exactly the
     j <= i (no branch in the inner loop). The packed rows are done a band of about
-    ``tile`` numbers at a time, so the scattered updates stay in cache; each row keeps a
-    cursor to its first entry in the band (its indices ascend). Every entry still adds
-    its rows in their order, whatever the bands or threads: groups run in parallel,
-    each writing only its own output row."""
+    ``tile`` numbers at a time, summed in float64 in a buffer that stays in cache (the
+    scattered updates) and then stored; each row keeps a cursor to its first entry in
+    the band (its indices ascend). Every entry still adds its rows in their order,
+    whatever the bands, the threads or the output's dtype: groups run in parallel, each
+    writing only its own output row."""
     n_groups = group_ptr.shape[0] - 1
-    out = np.zeros((n_groups, size * (size + 1) // 2))
     for g in prange(n_groups):
         packed = out[g]
+        band = np.zeros(max(tile, size))
         first_row = group_ptr[g]
         n_rows = group_ptr[g + 1] - first_row
         cursor = np.empty(n_rows, dtype=np.int64)
@@ -597,6 +607,8 @@ def pooled_outer_sums(indptr, local_index, data, rows, group_ptr, size, tile):
             band_end = band_start + 1
             while band_end < size and (band_end + 1) * (band_end + 2) // 2 - band_start * (band_start + 1) // 2 <= tile:
                 band_end += 1
+            offset = band_start * (band_start + 1) // 2
+            count = band_end * (band_end + 1) // 2 - offset
             for r in range(n_rows):
                 lv = rows[first_row + r]
                 first = indptr[lv]
@@ -604,13 +616,99 @@ def pooled_outer_sums(indptr, local_index, data, rows, group_ptr, size, tile):
                 p1 = cursor[r]
                 while p1 < last and local_index[p1] < band_end:
                     i = local_index[p1]
-                    base = i * (i + 1) // 2
+                    base = i * (i + 1) // 2 - offset
                     v = data[p1]
                     for p2 in range(first, p1 + 1):
-                        packed[base + local_index[p2]] += v * data[p2]
+                        band[base + local_index[p2]] += v * data[p2]
                     p1 += 1
                 cursor[r] = p1
+            for t in range(count):
+                packed[offset + t] = band[t]
+                band[t] = 0.0
             band_start = band_end
+
+
+@njit(cache=True, nogil=True)
+def pooled_storage_bound(indptr, local_index, data, rows, group_ptr, size):
+    """(whether every table weight of the groups' rows is a non-negative integer, the
+    largest diagonal entry of their sums ``sum n_l n_l'``): what the pooled matrices'
+    storage type depends on. One pass over the rows, memory of one block's diagonal."""
+    diagonal = np.zeros(size)
+    integral = True
+    largest = 0.0
+    for g in range(group_ptr.shape[0] - 1):
+        diagonal[:] = 0.0
+        for r in range(group_ptr[g], group_ptr[g + 1]):
+            lv = rows[r]
+            for p in range(indptr[lv], indptr[lv + 1]):
+                v = data[p]
+                if not (v >= 0.0 and v == np.floor(v)):
+                    integral = False
+                diagonal[local_index[p]] += v * v
+        for a in range(size):
+            if diagonal[a] > largest:
+                largest = diagonal[a]
+    return integral, largest
+
+
+@njit(cache=True, nogil=True)
+def pooled_combinations(pooled, coefs, chunk):
+    """``out[o] = sum_u coefs[o, u] pooled[u]`` (float64), each entry summed in the order
+    of u: the same numbers whatever the dtype of ``pooled`` when it holds the matrices
+    exactly, and whatever the other combinations asked for in the same pass. ``chunk``
+    entries at a time, so that their sums stay in the first-level cache while each
+    row's stretch streams through (vectorized loops, as BLAS's would be); several
+    combinations read the rows once."""
+    total = pooled.shape[1]
+    n_out = coefs.shape[0]
+    out = np.zeros((n_out, total))
+    start = 0
+    while start < total:
+        stop = min(start + chunk, total)
+        for u in range(coefs.shape[1]):
+            row = pooled[u, start:stop]
+            for o in range(n_out):
+                c = coefs[o, u]
+                acc = out[o, start:stop]
+                for t in range(stop - start):
+                    acc[t] += c * row[t]
+        start = stop
+    return out
+
+
+def pooled_combination(pooled, coef, chunk):
+    """``sum_u coef[u] pooled[u]``: :func:`pooled_combinations` with one combination."""
+    return pooled_combinations(pooled, np.ascontiguousarray(coef, dtype=np.float64)[None, :], chunk)[0]
+
+
+@njit(cache=True, nogil=True)
+def subtract_packed(K, base, size, packed, tile):
+    """``K_block -= P`` for one block (base, size) with P symmetric, given by its packed
+    lower triangle; ``tile`` x ``tile`` squares at a time, so that the writes to the
+    upper triangle (down columns) stay in cache."""
+    for bi in range(0, size, tile):
+        for bj in range(0, bi + 1, tile):
+            for i in range(bi, min(bi + tile, size)):
+                row = i * (i + 1) // 2
+                for j in range(bj, min(bj + tile, i + 1)):
+                    v = packed[row + j]
+                    K[base + i * size + j] -= v
+                    if j != i:
+                        K[base + j * size + i] -= v
+
+
+@njit(cache=True, nogil=True)
+def packed_inner_product(S, base, size, packed):
+    """``<S_block, P>`` for one symmetric block (base, size) of S (its lower triangle
+    read by rows) and a symmetric P given by its packed lower triangle."""
+    out = 0.0
+    for i in range(size):
+        row = i * (i + 1) // 2
+        S_row = base + i * size
+        part = 0.0
+        for j in range(i):
+            part += packed[row + j] * S[S_row + j]
+        out += 2.0 * part + packed[row + i] * S[S_row + i]
     return out
 
 
@@ -642,33 +740,6 @@ def pack_lower(M):
     for i in range(n):
         for j in range(i + 1):
             out[pos] = M[i, j]
-            pos += 1
-    return out
-
-
-@njit(cache=True, nogil=True)
-def subtract_packed(K, base, size, packed):
-    """``K_block -= P`` for one block (base, size) with P symmetric, given by its packed
-    lower triangle."""
-    pos = 0
-    for i in range(size):
-        for j in range(i + 1):
-            v = packed[pos]
-            K[base + i * size + j] -= v
-            if j != i:
-                K[base + j * size + i] -= v
-            pos += 1
-
-
-@njit(cache=True, nogil=True)
-def pack_for_inner_product(S, base, size):
-    """The packed lower triangle of a symmetric block with the off-diagonal entries
-    doubled: its dot product with a packed G is ``<S, G>``."""
-    out = np.empty(size * (size + 1) // 2)
-    pos = 0
-    for i in range(size):
-        for j in range(i + 1):
-            out[pos] = S[base + i * size + j] * (1.0 if j == i else 2.0)
             pos += 1
     return out
 
@@ -782,15 +853,16 @@ def schur_subtract_rows(K, indptr, local_index, values, coef, row_base, row_size
 
 
 @njit(cache=True, nogil=True)
-def _row_bilinear(S, base, size, idx_a, val_a, start_a, stop_a, idx_b, val_b, start_b, stop_b):
-    """``k_a' S k_b`` for two sparse rows in one block of S."""
+def _row_quadratic(S, base, size, idx, val, start, stop):
+    """``k' S k`` for one sparse row (local indices ascending) in one symmetric block of
+    S: each pair once, from S's lower triangle read along its rows."""
     total = 0.0
-    for p in range(start_a, stop_a):
-        row = base + idx_a[p] * size
-        inner = 0.0
-        for p2 in range(start_b, stop_b):
-            inner += S[row + idx_b[p2]] * val_b[p2]
-        total += val_a[p] * inner
+    for p in range(start, stop):
+        row = base + idx[p] * size
+        off = 0.0
+        for p2 in range(start, p):
+            off += S[row + idx[p2]] * val[p2]
+        total += val[p] * (2.0 * off + S[row + idx[p]] * val[p])
     return total
 
 
@@ -901,7 +973,7 @@ def chain_downward(d, s, parent, term_of, tau, n_pos, ku, m_inner,
                 w_up[p] = acc
                 Q += val[p] * acc
         elif inner_quadratic:
-            Q = _row_bilinear(Sigma, base, size, idx, val, start, stop, idx, val, start, stop)
+            Q = _row_quadratic(Sigma, base, size, idx, val, start, stop)
         else:
             Q = 0.0
         quad = d[level] * d[level] * P_up + 2.0 * d[level] * X + Q
