@@ -85,12 +85,21 @@ def _accumulate_rows(X, y, codes, shift, start, stop, counts, sums, cross, lo, h
             counts[g] += 1
             for j in range(q):
                 sums[g, j] += buf[j, i]
-        for a in range(q):
-            for b in range(a + 1):
-                value = _dot(buf[a, :m], buf[b, :m])
-                cross[a, b] += value
-                if b != a:
-                    cross[b, a] += value
+        _add_block_cross(buf, m, cross)
+
+
+@njit(cache=True, nogil=True)
+def _add_block_cross(buf, m, cross):
+    """Add the cross-product of the block's ``m`` rows (the columns of ``buf``) to
+    ``cross``, by column dot products (no BLAS call per block), the lower triangle
+    mirrored."""
+    q = cross.shape[0]
+    for a in range(q):
+        for b in range(a + 1):
+            value = _dot(buf[a, :m], buf[b, :m])
+            cross[a, b] += value
+            if b != a:
+                cross[b, a] += value
 
 
 @njit(cache=True, nogil=True)
@@ -195,12 +204,7 @@ def group_sums_and_cross_with_intercept(X_rest, y, codes, n_groups, shift, inter
             g = codes[block_start + i]
             for j in range(q):
                 sums[g, j] += buf[j, i]
-        for a in range(q):
-            for b in range(a + 1):
-                value = _dot(buf[a, :m], buf[b, :m])
-                cross[a, b] += value
-                if b != a:
-                    cross[b, a] += value
+        _add_block_cross(buf, m, cross)
     counts = sums[:, intercept].astype(np.int64)
     return counts, sums, cross, lo, hi
 
