@@ -49,7 +49,7 @@ from ..frontend.formula import ParsedFormula
 from ..frontend.groups import GroupCodes, factorize_groups
 from .criterion import fixed_effects
 from .fitting import build_fit
-from .many_kernels import many_sums_and_cross, many_within
+from .many_kernels import group_segments, many_sums_and_cross, many_within
 from .many_scan import BatchedFits, batched_optima
 from .optimizer import OptSummary, find_optima
 from .parametrization import standard_errors
@@ -62,6 +62,14 @@ from .statistics import (
     SufficientStatistics,
     compute_group_stats,
 )
+from .workers import run_pieces
+
+#: Segments of whole groups the pass over the rows is cut into (run on two threads
+#: where two cores are free, :mod:`reml_engine.core.workers`) ...
+PASS_SEGMENTS = 2
+#: ... from this many values of ``[X | Y]`` on (below, one segment: a thread costs more
+#: than it saves).
+PASS_SEGMENT_VALUES = 2**22
 
 
 @dataclass(frozen=True)
@@ -210,8 +218,8 @@ def many_statistics(X: np.ndarray, Y: np.ndarray, groups: GroupCodes, intercept_
     if intercept_index is not None:
         shift_x[intercept_index] = 0.0
     shift_y = Y[:m].mean(axis=0)
-    (counts, sums_x, sums_y, cross_xx, cross_xy, squares_y,
-     lo_x, hi_x, lo_y, hi_y) = many_sums_and_cross(X, Y, groups.codes, groups.ngroups, shift_x, shift_y)
+    counts, sums_x, sums_y, cross_xx, cross_xy, squares_y, lo_x, hi_x, lo_y, hi_y = _one_pass(
+        X, Y, groups, shift_x, shift_y)
     finite_x = bool(np.isfinite(cross_xx).all())
     finite = finite_x & np.isfinite(cross_xy).all(axis=0) & np.isfinite(squares_y)
     total_x = np.diag(cross_xx)
@@ -226,6 +234,38 @@ def many_statistics(X: np.ndarray, Y: np.ndarray, groups: GroupCodes, intercept_
         X, Y, groups.codes, sums_x / counts[:, None], sums_y / counts[:, None], shift_x, shift_y
     )
     return replace(stats, within_xx=within_xx, within_xy=within_xy, within_yy=within_yy)
+
+
+def _segment_count(X: np.ndarray, Y: np.ndarray) -> int:
+    """Segments of the pass over the rows: ``PASS_SEGMENTS`` from ``PASS_SEGMENT_VALUES``
+    values of ``[X | Y]`` on, else one (by the size of the data alone, so the sums are
+    the same whatever the number of threads)."""
+    return PASS_SEGMENTS if X.shape[0] * (X.shape[1] + Y.shape[1]) >= PASS_SEGMENT_VALUES else 1
+
+
+def _one_pass(X: np.ndarray, Y: np.ndarray, groups: GroupCodes, shift_x: np.ndarray, shift_y: np.ndarray) -> tuple:
+    """The pass over the rows, in segments of whole groups (on threads when there are
+    cores for them): each segment's groups get their counts and sums, and the segments'
+    cross-products, sums of squares and ranges are combined in their order."""
+    G, p, k = groups.ngroups, X.shape[1], Y.shape[1]
+    order, bounds = group_segments(groups.codes, G, _segment_count(X, Y))
+    counts = np.zeros(G, dtype=np.int64)
+    sums_x = np.zeros((G, p))
+    sums_y = np.zeros((G, k))
+
+    def segment(s: int) -> tuple:
+        return many_sums_and_cross(X, Y, groups.codes, order, bounds[s], bounds[s + 1], shift_x, shift_y, counts,
+                                   sums_x, sums_y)
+
+    parts = run_pieces(segment, range(len(bounds) - 1))
+    cross_xx, cross_xy, squares_y, lo_x, hi_x, lo_y, hi_y = parts[0]
+    for part in parts[1:]:
+        cross_xx = cross_xx + part[0]
+        cross_xy = cross_xy + part[1]
+        squares_y = squares_y + part[2]
+        lo_x, hi_x = np.minimum(lo_x, part[3]), np.maximum(hi_x, part[4])
+        lo_y, hi_y = np.minimum(lo_y, part[5]), np.maximum(hi_y, part[6])
+    return counts, sums_x, sums_y, cross_xx, cross_xy, squares_y, lo_x, hi_x, lo_y, hi_y
 
 
 @dataclass(frozen=True)

@@ -50,31 +50,59 @@ def _group_order(codes, n_groups):
     return order
 
 
+#: Rows of one group read together by :func:`many_sums_and_cross`: each response's
+#: running sums are loaded and stored once per this many rows instead of once per row
+#: (the pass is bound by those loads and stores, not by reading Y). Four rows' values
+#: and the accumulators stay in the vector registers.
+ROWS_TOGETHER = 4
+
+
 @njit(cache=True, nogil=True)
-def many_sums_and_cross(X, Y, codes, n_groups, shift_x, shift_y):
-    """Group counts and sums of ``X - shift_x`` and ``Y - shift_y``, ``X'X``, ``X'Y`` and
-    the sums of squares of Y's columns (all of the shifted values), and the raw ranges.
+def group_segments(codes, n_groups, n_segments):
+    """The rows in group order (:func:`_group_order`) and the bounds of ``n_segments``
+    runs of whole groups of about equal rows: segment s is ``order[bounds[s]:bounds[s +
+    1]]`` (empty segments when there are fewer groups)."""
+    order = _group_order(codes, n_groups)
+    n = codes.shape[0]
+    bounds = np.empty(n_segments + 1, dtype=np.int64)
+    bounds[0] = 0
+    r = 0
+    for s in range(1, n_segments):
+        r = max(r, (n * s) // n_segments)
+        while 0 < r < n and codes[order[r]] == codes[order[r - 1]]:
+            r += 1
+        bounds[s] = r
+    bounds[n_segments] = n
+    return order, bounds
+
+
+@njit(cache=True, nogil=True)
+def many_sums_and_cross(X, Y, codes, order, first, stop, shift_x, shift_y, counts, sums_x, sums_y):
+    """One segment of whole groups, rows ``order[first:stop]``: their groups' counts and
+    sums of ``X - shift_x`` and ``Y - shift_y`` (written into ``counts``, ``sums_x``,
+    ``sums_y``: segments touch different groups), and the segment's ``X'X``, ``X'Y``,
+    sums of squares of Y's columns (all of the shifted values) and raw ranges.
 
     Parameters
     ----------
     X : float64[:, :] (n, p)
     Y : float64[:, :] (n, k)
-    codes : int64[:] (n,), group codes in ``0 .. n_groups - 1``
-    n_groups : int
+    codes : int64[:] (n,), group codes
+    order : int64[:] (n,), the rows in group order (:func:`group_segments`)
+    first, stop : int, the segment's bounds in ``order``
     shift_x : float64[:] (p,)
     shift_y : float64[:] (k,)
+    counts : int64[:] (G,), sums_x : float64[:, :] (G, p), sums_y : float64[:, :] (G, k)
+        zero on entry for this segment's groups
 
     Returns
     -------
-    counts (G,), sums_x (G, p), sums_y (G, k), cross_xx (p, p), cross_xy (p, k),
-    squares_y (k,), lo_x, hi_x (p,), lo_y, hi_y (k,)
+    cross_xx (p, p), cross_xy (p, k), squares_y (k,), lo_x, hi_x (p,), lo_y, hi_y (k,)
     """
-    n, p = X.shape
+    p = X.shape[1]
     k = Y.shape[1]
-    counts = np.zeros(n_groups, dtype=np.int64)
-    sums_x = np.zeros((n_groups, p), dtype=np.float64)
-    sums_y = np.zeros((n_groups, k), dtype=np.float64)
     cross_xx = np.zeros((p, p), dtype=np.float64)
+    cross_xy = np.zeros((p, k), dtype=np.float64)
     squares_y = np.zeros(k, dtype=np.float64)
     lo_x = np.full(p, np.inf)
     hi_x = np.full(p, -np.inf)
@@ -82,43 +110,65 @@ def many_sums_and_cross(X, Y, codes, n_groups, shift_x, shift_y):
     hi_y = np.full(k, -np.inf)
     # Rows in group order (stable: each group's rows in their own order, so each group
     # sum adds the same numbers in the same order as a pass in row order): a group's
-    # k sums stay in cache while its rows are read, where rows in data order would
-    # visit a random group's k sums at every row.
-    order = _group_order(codes, n_groups)
-    # X'Y accumulated row by row, in the same pass as the sums (for p of a few columns,
-    # BLAS on (p x rows) blocks ran at a fraction of the memory speed): each row's
-    # shifted Y values once into ``y``, then p contiguous multiply-adds over the k
-    # responses, loops the compiler vectorizes (branch-free ranges for the same reason).
-    cross_xy = np.zeros((p, k), dtype=np.float64)
-    x = np.empty(p, dtype=np.float64)
-    y = np.empty(k, dtype=np.float64)
-    for r in range(n):
-        row = order[r]
-        g = codes[row]
-        counts[g] += 1
-        for j in range(p):
-            v = X[row, j]
-            lo_x[j] = min(lo_x[j], v)
-            hi_x[j] = max(hi_x[j], v)
-            v -= shift_x[j]
-            x[j] = v
-            sums_x[g, j] += v
-        for a in range(p):
-            for b in range(p):
-                cross_xx[a, b] += x[a] * x[b]
-        for j in range(k):
-            v = Y[row, j]
-            lo_y[j] = min(lo_y[j], v)
-            hi_y[j] = max(hi_y[j], v)
-            v -= shift_y[j]
-            y[j] = v
-            sums_y[g, j] += v
-            squares_y[j] += v * v
-        for a in range(p):
-            xa = x[a]
+    # k sums stay in cache while its rows are read.
+    x = np.empty((ROWS_TOGETHER, p), dtype=np.float64)
+    y = np.empty((ROWS_TOGETHER, k), dtype=np.float64)
+    r = first
+    while r < stop:
+        g = codes[order[r]]
+        m = 1
+        while m < ROWS_TOGETHER and r + m < stop and codes[order[r + m]] == g:
+            m += 1
+        for t in range(m):
+            row = order[r + t]
+            counts[g] += 1
+            for j in range(p):
+                v = X[row, j]
+                lo_x[j] = min(lo_x[j], v)
+                hi_x[j] = max(hi_x[j], v)
+                v -= shift_x[j]
+                x[t, j] = v
+                sums_x[g, j] += v
+            for a in range(p):
+                for b in range(p):
+                    cross_xx[a, b] += x[t, a] * x[t, b]
+        group_sums = sums_y[g]
+        if m == ROWS_TOGETHER:
+            # Four rows at once, each sum still adding them one after the other (the
+            # same numbers in the same order as row by row: the same rounding).
+            y0, y1, y2, y3 = Y[order[r]], Y[order[r + 1]], Y[order[r + 2]], Y[order[r + 3]]
+            s0, s1, s2, s3 = y[0], y[1], y[2], y[3]
             for j in range(k):
-                cross_xy[a, j] += xa * y[j]
-    return counts, sums_x, sums_y, cross_xx, cross_xy, squares_y, lo_x, hi_x, lo_y, hi_y
+                a0, a1, a2, a3 = y0[j], y1[j], y2[j], y3[j]
+                lo_y[j] = min(min(min(min(lo_y[j], a0), a1), a2), a3)
+                hi_y[j] = max(max(max(max(hi_y[j], a0), a1), a2), a3)
+                shift = shift_y[j]
+                a0 -= shift
+                a1 -= shift
+                a2 -= shift
+                a3 -= shift
+                s0[j], s1[j], s2[j], s3[j] = a0, a1, a2, a3
+                group_sums[j] = (((group_sums[j] + a0) + a1) + a2) + a3
+                squares_y[j] = (((squares_y[j] + a0 * a0) + a1 * a1) + a2 * a2) + a3 * a3
+            for c in range(p):
+                x0, x1, x2, x3 = x[0, c], x[1, c], x[2, c], x[3, c]
+                cross = cross_xy[c]
+                for j in range(k):
+                    cross[j] = (((cross[j] + x0 * s0[j]) + x1 * s1[j]) + x2 * s2[j]) + x3 * s3[j]
+        else:
+            for t in range(m):
+                values = Y[order[r + t]]
+                for j in range(k):
+                    v = values[j]
+                    lo_y[j] = min(lo_y[j], v)
+                    hi_y[j] = max(hi_y[j], v)
+                    v -= shift_y[j]
+                    group_sums[j] += v
+                    squares_y[j] += v * v
+                    for c in range(p):
+                        cross_xy[c, j] += x[t, c] * v
+        r += m
+    return cross_xx, cross_xy, squares_y, lo_x, hi_x, lo_y, hi_y
 
 
 @njit(cache=True, nogil=True)

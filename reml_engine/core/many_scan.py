@@ -56,6 +56,7 @@ from .optimizer import (
     scan_grid,
 )
 from .statistics import COLLINEARITY_TOL, WITHIN_ZERO_TOL, PooledStats
+from .workers import run_pieces
 
 #: The batched scan takes a decision only when it is certain with this many times the
 #: single scan's margin (``SCAN_CERTIFY_RTOL`` of the derivative scale), and leaves a
@@ -74,6 +75,10 @@ MANY_MAX_BRACKETS = 8
 MANY_MAX_ITERATIONS = 200
 #: Doubles of pooled statistics (``k_block (U + 1) q^2``) per block of responses.
 MANY_BLOCK_DOUBLES = 2**22
+#: Responses per block at most: the blocks are scanned on the threads of
+#: :mod:`reml_engine.core.workers` (blocks of about a thousand keep two threads evenly
+#: busy and cost one set of small array operations each).
+MANY_SCAN_BLOCK = 1024
 
 
 @dataclass(frozen=True)
@@ -278,52 +283,72 @@ def batched_optima(stats, nobs: int, p: int, intercept_index: int, REML: bool) -
         k = stats.sums_y.shape[1]
         U, q = len(shared.sizes), p + 1
         block_size = max(1, MANY_BLOCK_DOUBLES // ((U + 1) * q * q + len(shared.xi)))
+        # Blocks of about MANY_SCAN_BLOCK responses at most, cut by k alone (the same
+        # blocks whatever the threads that scan them, reml_engine.core.workers).
+        n_blocks = max(-(-k // block_size), -(-k // MANY_SCAN_BLOCK))
+        edges = np.linspace(0, k, n_blocks + 1).round().astype(np.int64)
+        blocks = [np.arange(edges[b], edges[b + 1]) for b in range(n_blocks) if edges[b + 1] > edges[b]]
+
+        def scan_block(block: np.ndarray):
+            # Each thread sets its own floating-point state (numpy's is per thread).
+            with np.errstate(all="ignore"):
+                return _scan_block(shared, stats, block, p, taus, dof, REML, intercept_index)
+
         fitted = np.zeros(k, dtype=bool)
         tau_k, crit_k, sigma2_k = np.full(k, np.nan), np.full(k, np.nan), np.full(k, np.nan)
         at_zero, n_optima = np.zeros(k, dtype=bool), np.zeros(k, dtype=np.int64)
         fixef_k, se_k = np.full((k, p), np.nan), np.full((k, p), np.nan)
         block_of, row_of = np.full(k, -1, dtype=np.int64), np.full(k, -1, dtype=np.int64)
         records = []
-        for start in range(0, k, block_size):
-            block = np.arange(start, min(k, start + block_size))
-            within, between, h2, rss0, ok = _response_parts(shared, stats, block, p)
-            status = np.where(ok, DECIDED, 1 - DECIDED).astype(np.int64)
-            (status, n_brackets, brackets, roots, root_crit, root_deriv, root_pwrss, root_beta, zero, zero_beta,
-             evaluations, first) = scan_responses(
-                taus, shared.xi, np.ascontiguousarray(h2), shared.phantom_counts, shared.sizes,
-                shared.groups_per_size, rss0, shared.logdet_XtX, within, between, dof, bool(REML),
-                SCAN_CERTIFY_RTOL, MANY_SAFETY, MANY_SIGN_RTOL, REFINE_RTOL, STATIONARY_RTOL, MANY_MAX_BRACKETS,
-                MANY_MAX_ITERATIONS, status,
-            )
-            valid, best, tau, crit, count = global_optima(float(taus[0]), status, n_brackets, roots, root_crit, first,
-                                                          zero)
-            decided = np.flatnonzero(valid)
-            if not len(decided):
+        for scanned in run_pieces(scan_block, blocks):
+            if scanned is None:
                 continue
-            chosen = best[decided]
-            interior = chosen >= 0
-            beta = zero_beta[decided].copy()
-            pwrss = zero[decided, 2].copy()
-            beta[interior] = root_beta[decided[interior], chosen[interior]]
-            pwrss[interior] = root_pwrss[decided[interior], chosen[interior]]
-            fixef, se, sigma2 = _estimates(stats, block[decided], tau[decided], beta, pwrss, within[decided],
-                                           between[decided], shared.sizes, dof, intercept_index)
-            finite = np.isfinite(fixef).all(axis=1) & np.isfinite(se).all(axis=1) & np.isfinite(sigma2)
-            decided, fixef, se, sigma2 = decided[finite], fixef[finite], se[finite], sigma2[finite]
-            if not len(decided):
-                continue
-            columns = block[decided]
+            columns, tau, crit, sigma2, best, count, fixef, se, record = scanned
             fitted[columns] = True
-            tau_k[columns], crit_k[columns], sigma2_k[columns] = tau[decided], crit[decided], sigma2
-            at_zero[columns], n_optima[columns] = best[decided] == -1, count[decided]
+            tau_k[columns], crit_k[columns], sigma2_k[columns] = tau, crit, sigma2
+            at_zero[columns], n_optima[columns] = best == -1, count
             fixef_k[columns], se_k[columns] = fixef, se
-            block_of[columns], row_of[columns] = len(records), np.arange(len(decided))
-            records.append(_BlockRecords(
-                n_brackets[decided], brackets[decided], roots[decided], root_crit[decided], root_deriv[decided],
-                root_beta[decided], root_pwrss[decided], zero[decided], zero_beta[decided], evaluations[decided],
-                first[decided]))
+            block_of[columns], row_of[columns] = len(records), np.arange(len(columns))
+            records.append(record)
     return BatchedFits(fitted, tau_k, crit_k, at_zero, n_optima, fixef_k, se_k, sigma2_k, block_of, row_of,
                        tuple(records), taus, lower, max_size, bool(REML))
+
+
+def _scan_block(shared: _SharedX, stats, block: np.ndarray, p: int, taus: np.ndarray, dof: float, REML: bool,
+                intercept_index: int):
+    """The batched scan of the responses ``block``: None when it decides none of them,
+    else (the responses it fitted, their tau, criterion, sigma2, chosen optimum (-1: tau
+    = 0), number of optima, fixef, se, and their :class:`_BlockRecords`)."""
+    within, between, h2, rss0, ok = _response_parts(shared, stats, block, p)
+    status = np.where(ok, DECIDED, 1 - DECIDED).astype(np.int64)
+    (status, n_brackets, brackets, roots, root_crit, root_deriv, root_pwrss, root_beta, zero, zero_beta,
+     evaluations, first) = scan_responses(
+        taus, shared.xi, np.ascontiguousarray(h2), shared.phantom_counts, shared.sizes,
+        shared.groups_per_size, rss0, shared.logdet_XtX, within, between, dof, bool(REML),
+        SCAN_CERTIFY_RTOL, MANY_SAFETY, MANY_SIGN_RTOL, REFINE_RTOL, STATIONARY_RTOL, MANY_MAX_BRACKETS,
+        MANY_MAX_ITERATIONS, status,
+    )
+    valid, best, tau, crit, count = global_optima(float(taus[0]), status, n_brackets, roots, root_crit, first, zero)
+    decided = np.flatnonzero(valid)
+    if not len(decided):
+        return None
+    chosen = best[decided]
+    interior = chosen >= 0
+    beta = zero_beta[decided].copy()
+    pwrss = zero[decided, 2].copy()
+    beta[interior] = root_beta[decided[interior], chosen[interior]]
+    pwrss[interior] = root_pwrss[decided[interior], chosen[interior]]
+    fixef, se, sigma2 = _estimates(stats, block[decided], tau[decided], beta, pwrss, within[decided],
+                                   between[decided], shared.sizes, dof, intercept_index)
+    finite = np.isfinite(fixef).all(axis=1) & np.isfinite(se).all(axis=1) & np.isfinite(sigma2)
+    decided, fixef, se, sigma2 = decided[finite], fixef[finite], se[finite], sigma2[finite]
+    if not len(decided):
+        return None
+    record = _BlockRecords(
+        n_brackets[decided], brackets[decided], roots[decided], root_crit[decided], root_deriv[decided],
+        root_beta[decided], root_pwrss[decided], zero[decided], zero_beta[decided], evaluations[decided],
+        first[decided])
+    return block[decided], tau[decided], crit[decided], sigma2, best[decided], count[decided], fixef, se, record
 
 
 def _summary(taus, lower, bracket_index, roots, root_crit, root_deriv, root_beta, root_pwrss, zero, zero_beta,

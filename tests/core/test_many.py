@@ -162,6 +162,61 @@ def test_several_row_blocks_and_string_labels():
         assert_same_fit(fits[j], rl.fit(X, Y[:, j], labels))
 
 
+@pytest.fixture
+def small_pieces(monkeypatch):
+    """Segments of the pass and blocks of the scan on small data (the sizes from which
+    they apply lowered), so that a test of a few hundred rows cuts both."""
+    from reml_engine.core import many, many_scan
+
+    monkeypatch.setattr(many, "PASS_SEGMENT_VALUES", 1)
+    monkeypatch.setattr(many, "PASS_SEGMENTS", 3)
+    monkeypatch.setattr(many_scan, "MANY_SCAN_BLOCK", 7)
+
+
+def _batched_arrays(fits) -> list:
+    return [fits.tau.to_numpy(), fits.criterion.to_numpy(), fits.sigma2.to_numpy(), fits.fixef.to_numpy(),
+            fits.se.to_numpy(), fits.n_optima.to_numpy()]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_segments_and_blocks_give_each_response_its_own_fit_whatever_the_threads(small_pieces, monkeypatch,
+                                                                                 threads):
+    from reml_engine.core import workers
+
+    X, Y, groups = unbalanced_data(24, seed=3)
+    X = X[:, :2]  # no group-level column: the batched scan takes most responses
+    monkeypatch.setattr(workers, "MAX_THREADS", 1)
+    one_thread = rl.fit(X, Y, groups)
+    monkeypatch.setattr(workers, "MAX_THREADS", threads)
+    fits = rl.fit(X, Y, groups)
+    # The pieces are cut by the size of the data alone: the same numbers, bit for bit.
+    for got, expected in zip(_batched_arrays(fits), _batched_arrays(one_thread), strict=True):
+        np.testing.assert_array_equal(got, expected)
+    for j in (0, 6, 7, 13, 23):  # both sides of the blocks' edges
+        assert_same_fit(fits[j], rl.fit(X, Y[:, j], groups))
+
+
+def test_the_segments_statistics_are_the_one_pass_statistics(monkeypatch):
+    from reml_engine.core import many
+
+    X, Y, groups = unbalanced_data(5, seed=5)
+    codes = factorize_groups(groups)
+    whole = many_statistics(X, Y, codes, 0)
+    monkeypatch.setattr(many, "PASS_SEGMENT_VALUES", 1)
+    monkeypatch.setattr(many, "PASS_SEGMENTS", 4)
+    cut = many_statistics(X, Y, codes, 0)
+    # Each group lies in one segment: its counts and sums are the same sums.
+    for name in ("counts", "sums_x", "sums_y", "lo_x", "hi_x", "lo_y", "hi_y", "shift_x", "shift_y"):
+        np.testing.assert_array_equal(getattr(cut, name), getattr(whole, name))
+    # The cross-products add the segments' parts: the same sums in another order.
+    for name in ("cross_xx", "cross_xy", "squares_y"):
+        expected = getattr(whole, name)
+        np.testing.assert_allclose(getattr(cut, name), expected, rtol=1e-13, atol=1e-13 * np.abs(expected).max())
+    direct = np.column_stack([X - whole.shift_x, Y - whole.shift_y])
+    np.testing.assert_allclose(cut.cross_xy, direct[:, :3].T @ direct[:, 3:], rtol=1e-12,
+                               atol=1e-12 * np.abs(cut.cross_xy).max())
+
+
 def test_a_dataframe_names_the_responses_and_fits_are_found_by_name(seed_responses):
     X, Y, groups = seed_responses
     frame = pd.DataFrame(Y, columns=["a", "b", "c", "d"])
