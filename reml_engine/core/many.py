@@ -6,6 +6,9 @@ design and groups. Everything a fit reads from the data is the :class:`GroupStat
 the rows (:func:`reml_engine.core.many_kernels.many_sums_and_cross`) computes the group
 sums of X and of all k responses, ``X'X``, ``X'Y`` and each response's sum of squares;
 the statistics of response j are then assembled from those (:meth:`ManyStatistics.group_stats`).
+On large data the pass runs in segments of whole groups and the batched scan in blocks of
+responses, on the free cores (:mod:`reml_engine.core.workers`); the pieces are cut by the
+size of the data alone, so the numbers do not depend on the number of threads.
 The first response runs the ordinary single-response chain
 (``criterion_problem -> find_optima -> build_fit``), which decides what depends only on
 X (columns kept, the intercept, no conditioning transform); the others go through the
