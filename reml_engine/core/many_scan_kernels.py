@@ -121,7 +121,6 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
     value = np.full(K, np.nan)
     scale = np.empty(K)
     margin = np.empty(K)
-    ld_slope = np.empty(K)
     curv = np.empty(K)
     pwrss = np.empty(K)
     exact = np.zeros(K, dtype=np.bool_)
@@ -174,17 +173,17 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
             for i in range(K):
                 pwrss[i] -= tw[s, i] * h
                 curv[i] += w2[s, i] * h
-        bad = False
+        # Branch-free, so that the compiler vectorizes it; the check is one count after.
+        failed = 0
         for i in range(K):
             fit_slope = dof * curv[i] / pwrss[i]
             slope[i] = shared_slope[i] - fit_slope
             scale[i] = shared_scale[i] + abs(fit_slope)
-            if not (pwrss[i] > 0.0 and np.isfinite(slope[i]) and np.isfinite(scale[i])):
-                bad = True
+            failed += not (pwrss[i] > 0.0 and abs(slope[i]) < np.inf and abs(scale[i]) < np.inf)
             margin[i] = certify_rtol * scale[i]
-            ld_slope[i] = shared_slope[i]
             exact[i] = False
             value[i] = np.nan
+        bad = failed > 0
         if bad:
             status[j] = FALLBACK
             continue
@@ -218,8 +217,8 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
             # ``reml_engine.core.spectral.derivative_bounds``, with the safety factor)?
             definite = True
             for a in range(i - 1, i + 1):
-                lower = ld_slope[a + 1] - dof * curv[a] / pwrss[a + 1]
-                upper = ld_slope[a] - dof * curv[a + 1] / pwrss[a]
+                lower = shared_slope[a + 1] - dof * curv[a] / pwrss[a + 1]
+                upper = shared_slope[a] - dof * curv[a + 1] / pwrss[a]
                 tol = safety * certify_rtol * max(scale[a], scale[a + 1])
                 if not (lower > tol or upper < -tol):
                     definite = False
