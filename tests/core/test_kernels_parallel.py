@@ -137,3 +137,20 @@ def test_kernel_with_intercept_is_the_serial_kernel_to_the_last_bit(intercept, n
     for name, a, b in zip(("counts", "sums", "cross", "lo", "hi"), fast, _numpy_reference(X, y, codes, n_groups, shift),
                           strict=True):
         np.testing.assert_allclose(a, b, rtol=SUM_ORDER_RTOL, atol=SUM_ORDER_RTOL * np.abs(b).max(), err_msg=name)
+
+
+def test_column_ranges_are_the_row_by_row_scans():
+    # The ranges are kept in lanes: a NaN is still not seen, and of 0.0 and -0.0 the
+    # first in the rows is kept, as the row-by-row scan keeps it.
+    n = BLOCK_ROWS + 7
+    for first, second, where in ((-0.0, 0.0, 5), (0.0, -0.0, 6), (-0.0, 0.0, BLOCK_ROWS + 2)):
+        values = np.full(n, 2.0)
+        values[where] = first
+        values[where + 3] = second
+        values[11] = np.nan
+        X = np.column_stack([np.ones(n), values, -values])
+        *_, lo, hi = group_sums_and_cross(X, np.arange(n, dtype=np.float64), np.zeros(n, dtype=np.int64), 1,
+                                          np.zeros(4))
+        assert lo[1] == 0.0 and np.signbit(lo[1]) == np.signbit(first)
+        assert hi[2] == 0.0 and np.signbit(hi[2]) == np.signbit(-first)
+        assert (hi[1], lo[2], lo[3], hi[3]) == (2.0, -2.0, 0.0, n - 1.0)
