@@ -256,6 +256,71 @@ def group_sums_and_cross_with_intercept(X_rest, y, codes, n_groups, shift, inter
 
 
 @njit(cache=True, nogil=True)
+def _block_codes(ids, id_low, block_start, m, out):
+    """``ids[block_start:block_start + m] - id_low`` into ``out``; their smallest and
+    largest value."""
+    low = high = ids[block_start] - id_low
+    for i in range(m):
+        code = ids[block_start + i] - id_low
+        if code < low:
+            low = code
+        if code > high:
+            high = code
+        out[i] = code
+    return low, high
+
+
+@njit(cache=True, nogil=True)
+def group_sums_and_cross_of_columns(columns, ids, id_low, n_groups, shift, intercept):
+    """:func:`group_sums_and_cross_with_intercept` reading the columns where they are and
+    coding the groups on the way: the same arithmetic, the same results to the last bit.
+
+    ``columns``: the columns of ``[X | y]`` but the intercept's (a tuple of float64
+    arrays of ``n`` rows, ``y`` last; Arrow's buffers as they are, no design matrix is
+    built). ``ids``: int64, the group code of row ``i`` is ``ids[i] - id_low`` (ids on a
+    shared table, or codes with ``id_low`` 0), coded block by block instead of by a pass
+    and an array of their own.
+
+    Returns the five outputs of :func:`group_sums_and_cross` on ``X`` and ``code_range``,
+    int64 (2,): the smallest and largest code. A code outside ``0 .. n_groups - 1``
+    stops the pass before its block is added (the statistics are then partial):
+    ``code_range`` shows it, and the caller refuses the data.
+    """
+    n = ids.shape[0]
+    q = len(columns) + 1
+    sums = np.zeros((n_groups, q), dtype=np.float64)
+    cross = np.zeros((q, q), dtype=np.float64)
+    lo = np.full(q, np.inf)
+    hi = np.full(q, -np.inf)
+    code_range = np.zeros(2, dtype=np.int64)
+    buf = np.empty((q, BLOCK_ROWS), dtype=np.float64)
+    codes = np.empty(BLOCK_ROWS, dtype=np.int64)
+    buf[intercept, :] = 1.0
+    if n > 0:
+        lo[intercept] = 1.0
+        hi[intercept] = 1.0
+    for block_start in range(0, n, BLOCK_ROWS):
+        m = min(block_start + BLOCK_ROWS, n) - block_start
+        low, high = _block_codes(ids, id_low, block_start, m, codes)
+        if block_start == 0 or low < code_range[0]:
+            code_range[0] = low
+        if block_start == 0 or high > code_range[1]:
+            code_range[1] = high
+        if low < 0 or high >= n_groups:
+            break
+        for j in range(q):
+            if j != intercept:
+                _shifted_column(columns[j if j < intercept else j - 1], shift[j], block_start, m, buf[j], lo, hi, j)
+        for i in range(m):
+            g = codes[i]
+            for j in range(q):
+                sums[g, j] += buf[j, i]
+        _add_block_cross(buf, m, cross)
+    counts = sums[:, intercept].astype(np.int64)
+    return counts, sums, cross, lo, hi, code_range
+
+
+@njit(cache=True, nogil=True)
 def group_sums_and_cross_transformed(X, y, codes, n_groups, shift, transform):
     """:func:`group_sums_and_cross` of the ``r`` columns ``([X | y] - shift) transform``
     (``transform`` float64 (p + 1, r), C order; a reparametrization, see
