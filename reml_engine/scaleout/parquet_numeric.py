@@ -379,7 +379,7 @@ class NumericParquetPass:
             # group_sums_and_cross_of_columns).
             ones_free = transform is None and threads == 1 and intercept is not None and pass_shift[intercept] == 0.0
 
-            def reduced(piece: _Piece) -> tuple[GroupStats | None, tuple[int, int] | None]:
+            def reduced(piece: _Piece, table) -> tuple[GroupStats | None, tuple[int, int] | None]:
                 """The piece's statistics, and the range of its ids on the shared table."""
                 if len(piece.y) == 0:
                     return None, None
@@ -405,13 +405,13 @@ class NumericParquetPass:
             # First without looking for NaN: finite statistics prove there is none (a NaN
             # makes its column's sums and cross-products NaN), saving a pass per column.
             piece = self.complete_rows(table, names, index, nan=False)
-            stats, group_range = reduced(piece)
+            stats, group_range = reduced(piece, table)
             if stats is not None and not (np.isfinite(stats.cross).all() and np.isfinite(stats.sums).all()):
                 if from_kernel:
                     self.check_footer(table, index)
                     from_kernel = False
                 piece = self.complete_rows(table, names, index)
-                stats, group_range = reduced(piece)
+                stats, group_range = reduced(piece, table)
             if from_kernel and stats is not None:
                 self.check_footer(table, index, self.known_ranges(table, group_range, names, stats))
             del table
