@@ -261,7 +261,7 @@ def binary_columns_from_stats(stats) -> np.ndarray | None:
     if stats.lo is None or stats.hi is None:
         return None
     squares = np.diag(stats.raw_cross)[:-1]
-    totals = (stats.sums.sum(axis=0) + stats.nobs * stats.shift)[:-1]
+    totals = (stats.column_totals + stats.nobs * stats.shift)[:-1]
     in_unit = (stats.lo[:-1] >= 0.0) & (stats.hi[:-1] <= 1.0)
     return in_unit & (np.abs(squares - totals) <= BINARY_SUM_RTOL * max(stats.nobs, 1))
 

@@ -48,7 +48,54 @@ def _dot(a, b):
 @njit(cache=True, nogil=True)
 def _shifted_column(values, shift_j, start, m, out, lo, hi, j):
     """``values[start:start + m] - shift_j`` into ``out``, widening ``lo[j]``/``hi[j]`` to
-    the raw values' range (a NaN fails both comparisons: the ranges do not see it)."""
+    the raw values' range (a NaN fails both comparisons: the ranges do not see it).
+
+    The range is kept in four lanes (rows ``i`` mod 4), which the compiler turns into
+    vector minima and maxima (a single running minimum waits on the previous row). The
+    result is the row-by-row scan's: equal doubles have the same bits except 0.0 and
+    -0.0, where the scan keeps the first it meets; a block whose range ends at zero is
+    scanned again row by row (:func:`_column_range_in_order`) so that it keeps that one.
+    """
+    low0 = low1 = low2 = low3 = np.inf
+    high0 = high1 = high2 = high3 = -np.inf
+    whole = m - m % 4
+    for i in range(0, whole, 4):
+        a = values[start + i]
+        b = values[start + i + 1]
+        c = values[start + i + 2]
+        d = values[start + i + 3]
+        low0 = a if a < low0 else low0
+        low1 = b if b < low1 else low1
+        low2 = c if c < low2 else low2
+        low3 = d if d < low3 else low3
+        high0 = a if a > high0 else high0
+        high1 = b if b > high1 else high1
+        high2 = c if c > high2 else high2
+        high3 = d if d > high3 else high3
+        out[i] = a - shift_j
+        out[i + 1] = b - shift_j
+        out[i + 2] = c - shift_j
+        out[i + 3] = d - shift_j
+    for i in range(whole, m):
+        a = values[start + i]
+        low0 = a if a < low0 else low0
+        high0 = a if a > high0 else high0
+        out[i] = a - shift_j
+    low = min(min(low0, low1), min(low2, low3))
+    high = max(max(high0, high1), max(high2, high3))
+    if low == 0.0 or high == 0.0:
+        _column_range_in_order(values, start, m, lo, hi, j)
+        return
+    if low < lo[j]:
+        lo[j] = low
+    if high > hi[j]:
+        hi[j] = high
+
+
+@njit(cache=True, nogil=True)
+def _column_range_in_order(values, start, m, lo, hi, j):
+    """Widen ``lo[j]``/``hi[j]`` to ``values[start:start + m]`` row by row (of two equal
+    values, the first met is kept)."""
     low, high = lo[j], hi[j]
     for i in range(m):
         v = values[start + i]
@@ -56,7 +103,6 @@ def _shifted_column(values, shift_j, start, m, out, lo, hi, j):
             low = v
         if v > high:
             high = v
-        out[i] = v - shift_j
     lo[j], hi[j] = low, high
 
 
@@ -207,6 +253,71 @@ def group_sums_and_cross_with_intercept(X_rest, y, codes, n_groups, shift, inter
         _add_block_cross(buf, m, cross)
     counts = sums[:, intercept].astype(np.int64)
     return counts, sums, cross, lo, hi
+
+
+@njit(cache=True, nogil=True)
+def _block_codes(ids, id_low, block_start, m, out):
+    """``ids[block_start:block_start + m] - id_low`` into ``out``; their smallest and
+    largest value."""
+    low = high = ids[block_start] - id_low
+    for i in range(m):
+        code = ids[block_start + i] - id_low
+        if code < low:
+            low = code
+        if code > high:
+            high = code
+        out[i] = code
+    return low, high
+
+
+@njit(cache=True, nogil=True)
+def group_sums_and_cross_of_columns(columns, ids, id_low, n_groups, shift, intercept):
+    """:func:`group_sums_and_cross_with_intercept` reading the columns where they are and
+    coding the groups on the way: the same arithmetic, the same results to the last bit.
+
+    ``columns``: the columns of ``[X | y]`` but the intercept's (a tuple of float64
+    arrays of ``n`` rows, ``y`` last; Arrow's buffers as they are, no design matrix is
+    built). ``ids``: int64, the group code of row ``i`` is ``ids[i] - id_low`` (ids on a
+    shared table, or codes with ``id_low`` 0), coded block by block instead of by a pass
+    and an array of their own.
+
+    Returns the five outputs of :func:`group_sums_and_cross` on ``X`` and ``code_range``,
+    int64 (2,): the smallest and largest code. A code outside ``0 .. n_groups - 1``
+    stops the pass before its block is added (the statistics are then partial):
+    ``code_range`` shows it, and the caller refuses the data.
+    """
+    n = ids.shape[0]
+    q = len(columns) + 1
+    sums = np.zeros((n_groups, q), dtype=np.float64)
+    cross = np.zeros((q, q), dtype=np.float64)
+    lo = np.full(q, np.inf)
+    hi = np.full(q, -np.inf)
+    code_range = np.zeros(2, dtype=np.int64)
+    buf = np.empty((q, BLOCK_ROWS), dtype=np.float64)
+    codes = np.empty(BLOCK_ROWS, dtype=np.int64)
+    buf[intercept, :] = 1.0
+    if n > 0:
+        lo[intercept] = 1.0
+        hi[intercept] = 1.0
+    for block_start in range(0, n, BLOCK_ROWS):
+        m = min(block_start + BLOCK_ROWS, n) - block_start
+        low, high = _block_codes(ids, id_low, block_start, m, codes)
+        if block_start == 0 or low < code_range[0]:
+            code_range[0] = low
+        if block_start == 0 or high > code_range[1]:
+            code_range[1] = high
+        if low < 0 or high >= n_groups:
+            break
+        for j in range(q):
+            if j != intercept:
+                _shifted_column(columns[j if j < intercept else j - 1], shift[j], block_start, m, buf[j], lo, hi, j)
+        for i in range(m):
+            g = codes[i]
+            for j in range(q):
+                sums[g, j] += buf[j, i]
+        _add_block_cross(buf, m, cross)
+    counts = sums[:, intercept].astype(np.int64)
+    return counts, sums, cross, lo, hi, code_range
 
 
 @njit(cache=True, nogil=True)

@@ -385,7 +385,7 @@ def _reduction_on(gram: np.ndarray, basis: list[int]) -> np.ndarray:
 def _centred_norm2(group_stats: GroupStats) -> np.ndarray:
     """Squared norms of the columns about their means; a column constant to rounding
     (the intercept) keeps its raw squared norm."""
-    total = group_stats.sums.sum(axis=0)
+    total = group_stats.column_totals
     centred = np.diag(group_stats.cross) - total**2 / group_stats.nobs
     raw = np.diag(group_stats.raw_cross)
     return np.where(centred > ROUNDING_TOL**2 * raw, centred, raw)
@@ -393,7 +393,7 @@ def _centred_norm2(group_stats: GroupStats) -> np.ndarray:
 
 def _column_sd(group_stats: GroupStats) -> np.ndarray:
     n = group_stats.nobs
-    total = group_stats.sums.sum(axis=0)
+    total = group_stats.column_totals
     var = (np.diag(group_stats.cross) - total**2 / n) / max(n - 1, 1)
     return np.sqrt(np.maximum(var[:-1], 0.0))
 

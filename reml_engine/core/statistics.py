@@ -63,6 +63,27 @@ PILOT_ROWS = 1024
 WITHIN_CANCELLATION_TOL = 1e-6
 
 
+#: :func:`distinct_sizes` tallies the sizes (instead of sorting them) when the largest is
+#: at most this many times the number of groups (plus :data:`TALLY_SLACK`): the tally
+#: then costs no more memory than a few copies of the counts.
+TALLY_SPAN_FACTOR = 8
+TALLY_SLACK = 1024
+
+
+def distinct_sizes(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(counts, return_inverse=True, return_counts=True)`` for group sizes
+    (non-negative integers): by a tally instead of a sort when the sizes are small
+    enough (see :data:`TALLY_SPAN_FACTOR`), as they are when there are many groups."""
+    counts = np.asarray(counts, dtype=np.int64)
+    if not len(counts) or counts.min() < 0 or counts.max() > TALLY_SPAN_FACTOR * len(counts) + TALLY_SLACK:
+        return np.unique(counts, return_inverse=True, return_counts=True)
+    tally = np.bincount(counts)
+    sizes = np.flatnonzero(tally)
+    rank = np.zeros(len(tally), dtype=np.int64)
+    rank[sizes] = np.arange(len(sizes))
+    return sizes, rank[counts], tally[sizes]
+
+
 @dataclass(frozen=True)
 class GroupStats:
     """Mergeable per-group sums and global cross-products of ``Z - shift``.
@@ -114,16 +135,24 @@ class GroupStats:
             # of many pieces about one shift would pay for every piece.
             return self
         delta = self.shift - shift
-        total = self.sums.sum(axis=0)
-        n = self.nobs
-        cross = (
-            self.cross
-            + np.outer(delta, total)
-            + np.outer(total, delta)
-            + n * np.outer(delta, delta)
-        )
         sums = self.sums + self.counts[:, None] * delta[None, :]
-        return GroupStats(self.levels, self.counts, sums, cross, shift, self.within, self.lo, self.hi)
+        return GroupStats(self.levels, self.counts, sums, self._cross_about(delta), shift, self.within, self.lo,
+                          self.hi)
+
+    def _cross_about(self, delta: np.ndarray) -> np.ndarray:
+        """``cross`` of the columns shifted by ``delta`` less (the cross-product part of
+        :meth:`rebase`)."""
+        total = self.column_totals
+        return self.cross + np.outer(delta, total) + np.outer(total, delta) + self.nobs * np.outer(delta, delta)
+
+    @cached_property
+    def column_totals(self) -> np.ndarray:
+        """``sums.sum(axis=0)``: the column sums of ``Z - shift`` over all rows (computed
+        once, read-only; the data checks and the rank decisions each need them, and with
+        many groups each sum is a pass over the ``(G, q)`` sums)."""
+        total = self.sums.sum(axis=0)
+        total.setflags(write=False)
+        return total
 
     def select(self, columns) -> GroupStats:
         """The statistics of a subset of the X columns (the response column is kept)."""
@@ -143,8 +172,10 @@ class GroupStats:
     @cached_property
     def raw_cross(self) -> np.ndarray:
         """``Z'Z`` of the unshifted columns (computed once; read-only)."""
-        # A copy: about a zero shift already, rebase returns these very statistics.
-        cross = np.array(self.rebase(np.zeros(self.q)).cross)
+        # rebase's cross-product about a zero shift, without its sums (a copy: about a
+        # zero shift already, these very statistics').
+        shift = np.zeros(self.q)
+        cross = np.array(self.cross if np.array_equal(shift, self.shift) else self._cross_about(self.shift - shift))
         cross.setflags(write=False)
         return cross
 
@@ -179,9 +210,7 @@ class GroupStats:
             model_shift = np.zeros(self.q)
         model_shift = np.asarray(model_shift, dtype=np.float64)
         between_sums = self.sums + self.counts[:, None] * (self.shift - model_shift)[None, :]
-        sizes, size_index, groups_per_size = np.unique(
-            self.counts, return_inverse=True, return_counts=True
-        )
+        sizes, size_index, groups_per_size = distinct_sizes(self.counts)
         between = pool_by_size(self.counts, between_sums, size_index.astype(np.int64), len(sizes))
         within = self.within_cross()
         within = 0.5 * (within + within.T)

@@ -4,10 +4,12 @@
 numeric column and one grouping column needs neither pandas nor Dask between the file
 and the one-pass kernel: each piece (the row groups of :func:`~reml_engine.scaleout.dask._pieces`,
 the partitions of the general path) is decoded by pyarrow on a small thread pool,
-its columns are read as NumPy arrays, and the single-threaded kernel (which releases
-the GIL) reduces them on the same thread. Integer group ids whose range the footers
-record (and which is at most :data:`~reml_engine.frontend.groups.DENSE_SPAN_FACTOR`
-times the rows) are coded against one table for all files, ``id - smallest id``, so that
+its columns are read as NumPy arrays (Arrow's buffers, not copied), and the
+single-threaded kernel (which releases the GIL) reduces them on the same thread, where
+they are: no design matrix and no array of group codes is built for it. Integer group
+ids whose range the footers record (and which is at most
+:data:`~reml_engine.frontend.groups.DENSE_SPAN_FACTOR` times the rows) are coded against
+one table for all files, ``id - smallest id`` (by the kernel, block by block), so that
 merging the pieces is adding arrays; other ids and text labels are coded per piece by
 the canonical label rule and merged as in the general path.
 
@@ -34,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.fitting import fit_statistics
-from ..core.kernels import group_sums_and_cross_with_intercept
+from ..core.kernels import group_sums_and_cross_of_columns
 from ..core.results import LmerFit
 from ..core.statistics import PILOT_ROWS, GroupStats, compute_group_stats, merge_ranges
 from ..errors import ModelDataError
@@ -172,29 +174,33 @@ def _dense_ids(plan, group: str) -> DenseIds | None:
 class _Piece:
     """One piece's complete rows as arrays, and its bookkeeping.
 
-    ``X`` lacks the intercept's column of ones when ``intercept`` says where it goes
-    (the kernel :func:`~reml_engine.core.kernels.group_sums_and_cross_with_intercept`
-    needs no ones); :meth:`design` is the whole design.
+    ``columns`` are the design's columns as float64 arrays (Arrow's buffers when they
+    are float64 already: no design matrix is built), without the intercept's ones when
+    ``intercept`` says where they go (the kernel
+    :func:`~reml_engine.core.kernels.group_sums_and_cross_of_columns` needs none);
+    :meth:`design` is the whole design. The group code of row ``i`` is
+    ``ids[i] - id_low`` against ``levels`` (see :meth:`NumericParquetPass.coded`).
     """
 
-    X: np.ndarray
+    columns: tuple
     y: np.ndarray
-    groups: GroupCodes
+    ids: np.ndarray
+    id_low: int
+    levels: pd.Index
     n_rows: int
     missing: dict
     n_dropped: int
     name: str
-    #: The smallest and largest group id, when the shared table codes them.
-    group_range: tuple[int, int] | None = None
     intercept: int | None = None
 
     def design(self) -> np.ndarray:
-        """``X`` with its intercept column (Fortran order, as the general path's)."""
-        if self.intercept is None:
-            return self.X
-        X = np.empty((self.X.shape[0], self.X.shape[1] + 1), dtype=np.float64, order="F")
-        X[:, self.intercept] = 1.0
-        X[:, [j for j in range(X.shape[1]) if j != self.intercept]] = self.X
+        """The design with its intercept column (Fortran order, as the general path's)."""
+        X = np.empty((len(self.y), len(self.columns) + (self.intercept is not None)), dtype=np.float64, order="F")
+        kept = [j for j in range(X.shape[1]) if j != self.intercept]
+        for j, values in zip(kept, self.columns, strict=True):
+            X[:, j] = values
+        if self.intercept is not None:
+            X[:, self.intercept] = 1.0
         return X
 
 
@@ -221,8 +227,11 @@ class NumericParquetPass:
 
         piece = self.plan.pieces[index]
         try:
-            # The footer read by the plan: not parsed again for every piece.
-            parquet = pq.ParquetFile(piece.path, memory_map=False, metadata=self.plan.footers[piece.path])
+            # The footer read by the plan: not parsed again for every piece. Memory-mapped:
+            # the pages are decompressed from the page cache where they are, without a
+            # copy into buffers first (a fifth less CPU for the read; the mapped pages
+            # are the kernel's to evict, so files larger than memory still read).
+            parquet = pq.ParquetFile(piece.path, memory_map=True, metadata=self.plan.footers[piece.path])
             # One thread per piece: the pieces themselves run on READ_THREADS threads.
             table = parquet.read_row_groups(list(piece.row_groups), columns=list(self.plan.used), use_threads=False)
         except Exception as err:
@@ -239,23 +248,24 @@ class NumericParquetPass:
         piece = self.plan.pieces[index]
         _check_footer_ranges(self.plan.footers[piece.path], table, piece, ranges)
 
-    def known_ranges(self, table, piece: _Piece, names: tuple[str, ...], stats: GroupStats) -> dict:
+    def known_ranges(self, table, group_range: tuple[int, int] | None, names: tuple[str, ...],
+                     stats: GroupStats) -> dict:
         """The raw ranges the kernel found (``stats.lo``/``hi``, of the float columns: an
-        integer column past 2**53 would not be its floats' range) and the group ids'."""
+        integer column past 2**53 would not be its floats' range) and the group ids'
+        (``group_range``, see :meth:`checked_range`)."""
         import pyarrow as pa
 
         columns = [*names, self.plan.response]
         ranges = {column: (float(stats.lo[j]), float(stats.hi[j])) for j, column in enumerate(columns)
                   if column != FORMULAIC_INTERCEPT and pa.types.is_floating(table.column(column).type)}
-        if piece.group_range is not None:
-            ranges[self.plan.group] = piece.group_range
+        if group_range is not None:
+            ranges[self.plan.group] = group_range
         return ranges
 
-    def complete_rows(self, table, names: tuple[str, ...], index: int, nan: bool = True,
-                      without_intercept: bool = False) -> _Piece:
-        """The table's complete rows as ``X`` (formulaic's columns ``names``, Fortran
-        order, as the general path's numeric design; ``without_intercept``: without
-        the intercept's ones), ``y`` and the group codes.
+    def complete_rows(self, table, names: tuple[str, ...], index: int, nan: bool = True) -> _Piece:
+        """The table's complete rows: the design's columns (formulaic's ``names``, as the
+        general path's numeric design, without the intercept's ones), ``y`` and the group
+        ids.
 
         ``nan=False`` drops the rows with nulls only, not those with NaN: for a first try
         whose statistics, when finite, prove there was no NaN (see :meth:`statistics`).
@@ -278,41 +288,50 @@ class NumericParquetPass:
                     refuse_missing(n_bad, missing)
             keep = ~bad
             arrays = {c: None if values is None else values[keep] for c, values in arrays.items()}
-        rows = n_rows - n_bad
-        intercept = names.index(FORMULAIC_INTERCEPT) if without_intercept else None
-        kept = [column for column in names if intercept is None or column != FORMULAIC_INTERCEPT]
-        X = np.empty((rows, len(kept)), dtype=np.float64, order="F")
-        for j, column in enumerate(kept):
-            if column == FORMULAIC_INTERCEPT:
-                X[:, j] = 1.0
-            else:
-                X[:, j] = arrays[column]
-        y = np.asarray(arrays[plan.response], dtype=np.float64)
-        groups, group_range = self._codes(arrays[plan.group], table, None if not found else ~bad, index)
-        return _Piece(X, y, groups, n_rows, missing, n_bad, name, group_range, intercept)
+        intercept = names.index(FORMULAIC_INTERCEPT) if FORMULAIC_INTERCEPT in names else None
+        columns = tuple(_kernel_column(arrays[column]) for column in names if column != FORMULAIC_INTERCEPT)
+        ids, id_low, levels = self._group_ids(arrays[plan.group], table, None if not found else ~bad)
+        return _Piece(columns, _kernel_column(arrays[plan.response]), ids, id_low, levels, n_rows, missing, n_bad,
+                      name, intercept)
 
-    def _codes(self, values, table, keep, index: int) -> tuple[GroupCodes, tuple[int, int] | None]:
-        """The rows' group codes, and the range of the ids when the shared table codes them."""
+    def _group_ids(self, values, table, keep) -> tuple[np.ndarray, int, pd.Index]:
+        """The rows' group ids (int64), the id of code 0 and the levels: the shared
+        table's, or codes and levels of the piece's own."""
         dense = self.plan.dense
         if dense is not None:
             # Ids with a missing one among them were read as floats (integral, below 2**53).
-            codes = np.subtract(values.astype(np.int64, copy=False), dense.low, dtype=np.int64)
-            if not len(codes):
-                return GroupCodes(codes, self.dense_levels), None
-            low, high = int(codes.min()), int(codes.max())
-            if low < 0 or high >= dense.span:
-                # The kernel would write outside the table: the footer check names the
-                # column and the range; this guards against ids it does not cover.
-                self.check_footer(table, index)
-                raise ModelDataError(f"{self.plan.pieces[index].name}: column {self.plan.group!r} holds ids outside "
-                                     "the range its footer records: the file is corrupted; rewrite it from its source")
-            return GroupCodes(codes, self.dense_levels), (low + dense.low, high + dense.low)
+            return np.ascontiguousarray(values, dtype=np.int64), dense.low, self.dense_levels
         if values is None:  # text: coded per piece by the canonical label rule
             # As the general path reads them: the table with its pandas metadata.
             labels = table.select([self.plan.group]).to_pandas()[self.plan.group]
             labels = labels if keep is None else labels[keep]
-            return factorize_groups(labels.reset_index(drop=True), self.plan.group_name), None
-        return factorize_groups(values, self.plan.group_name), None
+            groups = factorize_groups(labels.reset_index(drop=True), self.plan.group_name)
+        else:
+            groups = factorize_groups(values, self.plan.group_name)
+        return np.ascontiguousarray(groups.codes, dtype=np.int64), 0, groups.levels
+
+    def group_codes(self, piece: _Piece, table, index: int) -> tuple[GroupCodes, tuple[int, int] | None]:
+        """The piece's group codes, checked (see :meth:`checked_range`), and the range of
+        its ids on the shared table."""
+        codes = np.subtract(piece.ids, piece.id_low, dtype=np.int64)
+        if not len(codes):
+            return GroupCodes(codes, piece.levels), None
+        return GroupCodes(codes, piece.levels), self.checked_range(table, index, int(codes.min()), int(codes.max()))
+
+    def checked_range(self, table, index: int, low: int, high: int) -> tuple[int, int] | None:
+        """The smallest and largest id of a piece whose codes run from ``low`` to
+        ``high``, when the shared table codes them (else None); an error when the table
+        does not cover them."""
+        dense = self.plan.dense
+        if dense is None:
+            return None
+        if low < 0 or high >= dense.span:
+            # The kernel would write outside the table: the footer check names the
+            # column and the range; this guards against ids it does not cover.
+            self.check_footer(table, index)
+            raise ModelDataError(f"{self.plan.pieces[index].name}: column {self.plan.group!r} holds ids outside "
+                                 "the range its footer records: the file is corrupted; rewrite it from its source")
+        return low + dense.low, high + dense.low
 
     # -- the passes -----------------------------------------------------------------
 
@@ -355,19 +374,26 @@ class NumericParquetPass:
 
             pass_shift = encoding.shift if shift is None else shift
             intercept = encoding.intercept_index
-            # compute_group_stats' kernel to the last bit, without the ones and the counts'
-            # scatter (see group_sums_and_cross_with_intercept).
+            # compute_group_stats' kernel to the last bit, without the ones, the counts'
+            # scatter, a design matrix or an array of codes (see
+            # group_sums_and_cross_of_columns).
             ones_free = transform is None and threads == 1 and intercept is not None and pass_shift[intercept] == 0.0
 
-            def reduced(piece: _Piece) -> GroupStats | None:
+            def reduced(piece: _Piece, table) -> tuple[GroupStats | None, tuple[int, int] | None]:
+                """The piece's statistics, and the range of its ids on the shared table."""
                 if len(piece.y) == 0:
-                    return None
-                if piece.intercept is not None:
-                    counts, sums, cross, lo, hi = group_sums_and_cross_with_intercept(
-                        piece.X, piece.y, piece.groups.codes, piece.groups.ngroups, pass_shift, piece.intercept)
-                    return GroupStats(piece.groups.levels, counts, sums, cross, pass_shift, None, lo, hi)
-                return compute_group_stats(piece.X, piece.y, piece.groups, pass_shift, exact_within=False,
-                                           transform=transform, threads=threads)
+                    return None, None
+                if ones_free:
+                    # Its codes are checked by the kernel, which stops at the first block
+                    # holding one outside the table (its statistics are then not used).
+                    counts, sums, cross, lo, hi, code_range = group_sums_and_cross_of_columns(
+                        (*piece.columns, piece.y), piece.ids, piece.id_low, len(piece.levels), pass_shift,
+                        piece.intercept)
+                    group_range = self.checked_range(table, index, int(code_range[0]), int(code_range[1]))
+                    return GroupStats(piece.levels, counts, sums, cross, pass_shift, None, lo, hi), group_range
+                groups, group_range = self.group_codes(piece, table, index)
+                return compute_group_stats(piece.design(), piece.y, groups, pass_shift, exact_within=False,
+                                           transform=transform, threads=threads), group_range
 
             names = encoding.numeric_columns
             # The footer check comes first, as in the general path's reader. Without nulls
@@ -378,16 +404,16 @@ class NumericParquetPass:
                 self.check_footer(table, index)
             # First without looking for NaN: finite statistics prove there is none (a NaN
             # makes its column's sums and cross-products NaN), saving a pass per column.
-            piece = self.complete_rows(table, names, index, nan=False, without_intercept=ones_free)
-            stats = reduced(piece)
+            piece = self.complete_rows(table, names, index, nan=False)
+            stats, group_range = reduced(piece, table)
             if stats is not None and not (np.isfinite(stats.cross).all() and np.isfinite(stats.sums).all()):
                 if from_kernel:
                     self.check_footer(table, index)
                     from_kernel = False
-                piece = self.complete_rows(table, names, index, without_intercept=ones_free)
-                stats = reduced(piece)
+                piece = self.complete_rows(table, names, index)
+                stats, group_range = reduced(piece, table)
             if from_kernel and stats is not None:
-                self.check_footer(table, index, self.known_ranges(table, piece, names, stats))
+                self.check_footer(table, index, self.known_ranges(table, group_range, names, stats))
             del table
             if stats is None:
                 return PartialStats(None, piece.n_rows, piece.missing, piece.n_dropped)
@@ -518,6 +544,17 @@ def _numpy(column) -> np.ndarray | None:
     if column.num_chunks == 1:
         return column.chunk(0).to_numpy(zero_copy_only=True)
     return column.to_numpy()
+
+
+def _kernel_column(values: np.ndarray) -> np.ndarray:
+    """A column as the kernel reads it: float64, contiguous and read-only, as Arrow's
+    own buffers are (so that every column of the kernel's tuple has one type); no copy
+    when it is one already."""
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    if values.flags.writeable:
+        values = values.view()
+        values.flags.writeable = False
+    return values
 
 
 def _missing(column, values: np.ndarray | None, nan: bool = True) -> np.ndarray | None:

@@ -10,6 +10,7 @@ from reml_engine.core import statistics as S
 from reml_engine.core.kernels import (
     BLOCK_ROWS,
     group_sums_and_cross,
+    group_sums_and_cross_of_columns,
     group_sums_and_cross_parallel,
     group_sums_and_cross_with_intercept,
 )
@@ -137,3 +138,62 @@ def test_kernel_with_intercept_is_the_serial_kernel_to_the_last_bit(intercept, n
     for name, a, b in zip(("counts", "sums", "cross", "lo", "hi"), fast, _numpy_reference(X, y, codes, n_groups, shift),
                           strict=True):
         np.testing.assert_allclose(a, b, rtol=SUM_ORDER_RTOL, atol=SUM_ORDER_RTOL * np.abs(b).max(), err_msg=name)
+
+
+def _read_only(values: np.ndarray) -> np.ndarray:
+    """A contiguous read-only float64 copy (as Arrow's buffers reach the kernel)."""
+    values = np.array(values, dtype=np.float64)
+    values.flags.writeable = False
+    return values
+
+
+@pytest.mark.parametrize("intercept", [0, 2, 3])
+@pytest.mark.parametrize("n_groups", [1, 50, 5000])
+def test_kernel_of_columns_is_the_serial_kernel_to_the_last_bit(intercept, n_groups):
+    # The columns read where they are and the groups coded block by block (ids minus
+    # the smallest one): every output the serial kernel's on the design with its ones.
+    rng = np.random.default_rng(n_groups + intercept)
+    n = 3 * BLOCK_ROWS + 5
+    X = np.asfortranarray(rng.normal(3.0, 2.0, (n, 4)))
+    X[:, intercept] = 1.0
+    y = rng.normal(size=n)
+    codes = rng.integers(0, n_groups, n).astype(np.int64)
+    id_low = 1_000_003
+    shift = np.r_[X[:100].mean(axis=0), y[:100].mean()]
+    shift[intercept] = 0.0
+    columns = tuple(_read_only(X[:, j]) for j in range(4) if j != intercept) + (_read_only(y),)
+    *fast, code_range = group_sums_and_cross_of_columns(columns, codes + id_low, id_low, n_groups, shift, intercept)
+    serial = group_sums_and_cross(X, y, codes, n_groups, shift)
+    for name, a, b in zip(("counts", "sums", "cross", "lo", "hi"), fast, serial, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+    assert list(code_range) == [codes.min(), codes.max()]
+
+
+@pytest.mark.parametrize("bad_id", [-1, 50])
+def test_kernel_of_columns_stops_at_a_code_outside_the_table(bad_id):
+    # A code the table has no slot for is not written anywhere: the pass stops and
+    # the code range shows it (the caller refuses the data).
+    rng = np.random.default_rng(3)
+    n = 2 * BLOCK_ROWS + 9
+    codes = rng.integers(0, 50, n).astype(np.int64)
+    codes[BLOCK_ROWS + 4] = bad_id
+    columns = (_read_only(rng.normal(size=n)), _read_only(rng.normal(size=n)))
+    *_, code_range = group_sums_and_cross_of_columns(columns, codes, 0, 50, np.zeros(3), 0)
+    assert code_range[0] < 0 or code_range[1] >= 50
+
+
+def test_column_ranges_are_the_row_by_row_scans():
+    # The ranges are kept in lanes: a NaN is still not seen, and of 0.0 and -0.0 the
+    # first in the rows is kept, as the row-by-row scan keeps it.
+    n = BLOCK_ROWS + 7
+    for first, second, where in ((-0.0, 0.0, 5), (0.0, -0.0, 6), (-0.0, 0.0, BLOCK_ROWS + 2)):
+        values = np.full(n, 2.0)
+        values[where] = first
+        values[where + 3] = second
+        values[11] = np.nan
+        X = np.column_stack([np.ones(n), values, -values])
+        *_, lo, hi = group_sums_and_cross(X, np.arange(n, dtype=np.float64), np.zeros(n, dtype=np.int64), 1,
+                                          np.zeros(4))
+        assert lo[1] == 0.0 and np.signbit(lo[1]) == np.signbit(first)
+        assert hi[2] == 0.0 and np.signbit(hi[2]) == np.signbit(-first)
+        assert (hi[1], lo[2], lo[3], hi[3]) == (2.0, -2.0, 0.0, n - 1.0)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reml_engine.core.statistics import GroupStats, compute_group_stats, pilot_shift
+from reml_engine.core.statistics import GroupStats, compute_group_stats, distinct_sizes, pilot_shift
 from reml_engine.frontend.groups import factorize_groups
 
 
@@ -190,3 +190,12 @@ def test_rebase_about_the_same_shift_is_the_statistics_and_raw_cross_leaves_them
     assert not stats.raw_cross.flags.writeable and stats.cross.flags.writeable
     moved = stats.rebase(np.array([1.0, 0.0]))
     np.testing.assert_allclose(moved.rebase(np.zeros(2)).cross, stats.cross)
+
+
+@pytest.mark.parametrize("counts", [[3, 1, 3, 7, 1, 1], [5], [0, 2, 0], list(range(40, 0, -3)) * 2, [10**7, 2, 2]])
+def test_distinct_sizes_are_numpys_unique(counts):
+    # A tally for small sizes, a sort for a huge one: the same three arrays either way.
+    counts = np.asarray(counts, dtype=np.int64)
+    for got, expected in zip(distinct_sizes(counts), np.unique(counts, return_inverse=True, return_counts=True),
+                             strict=True):
+        np.testing.assert_array_equal(got, expected)
