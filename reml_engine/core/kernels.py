@@ -216,46 +216,6 @@ def group_sums_and_cross(X, y, codes, n_groups, shift):
 
 
 @njit(cache=True, nogil=True)
-def group_sums_and_cross_with_intercept(X_rest, y, codes, n_groups, shift, intercept):
-    """:func:`group_sums_and_cross` of ``X`` = ``X_rest`` with a column of ones (shift 0)
-    inserted at position ``intercept``: the same arithmetic, the same results to the
-    last bit, with less memory traffic. The ones are not stored, read or copied (one
-    block of them serves every block), and the counts are read off their group sums
-    (each a sum of ones, exact below 2**53 rows) instead of a second scattered update
-    per row, the slower half of the scatter when there are many groups.
-
-    ``shift`` has ``X_rest.shape[1] + 2`` entries (those of ``[X | y]``), ``shift[intercept]``
-    0; the outputs are those of :func:`group_sums_and_cross` on ``X``.
-    """
-    n, rest = X_rest.shape
-    q = rest + 2
-    p = q - 1
-    sums = np.zeros((n_groups, q), dtype=np.float64)
-    cross = np.zeros((q, q), dtype=np.float64)
-    lo = np.full(q, np.inf)
-    hi = np.full(q, -np.inf)
-    buf = np.empty((q, BLOCK_ROWS), dtype=np.float64)
-    buf[intercept, :] = 1.0
-    if n > 0:
-        lo[intercept] = 1.0
-        hi[intercept] = 1.0
-    for block_start in range(0, n, BLOCK_ROWS):
-        m = min(block_start + BLOCK_ROWS, n) - block_start
-        for j in range(p):
-            if j != intercept:
-                column = j if j < intercept else j - 1
-                _shifted_column(X_rest[:, column], shift[j], block_start, m, buf[j], lo, hi, j)
-        _shifted_column(y, shift[p], block_start, m, buf[p], lo, hi, p)
-        for i in range(m):
-            g = codes[block_start + i]
-            for j in range(q):
-                sums[g, j] += buf[j, i]
-        _add_block_cross(buf, m, cross)
-    counts = sums[:, intercept].astype(np.int64)
-    return counts, sums, cross, lo, hi
-
-
-@njit(cache=True, nogil=True)
 def _block_codes(ids, id_low, block_start, m, out):
     """``ids[block_start:block_start + m] - id_low`` into ``out``; their smallest and
     largest value."""
@@ -272,8 +232,12 @@ def _block_codes(ids, id_low, block_start, m, out):
 
 @njit(cache=True, nogil=True)
 def group_sums_and_cross_of_columns(columns, ids, id_low, n_groups, shift, intercept):
-    """:func:`group_sums_and_cross_with_intercept` reading the columns where they are and
-    coding the groups on the way: the same arithmetic, the same results to the last bit.
+    """:func:`group_sums_and_cross` of ``X`` = the columns with a column of ones (shift 0)
+    at position ``intercept``, reading the columns where they are and coding the groups
+    on the way: the same arithmetic, the same results to the last bit, with less memory
+    traffic. The ones are not stored, read or copied (one block of them serves every
+    block), and the counts are read off their group sums (each a sum of ones, exact below
+    2**53 rows) instead of a second scattered update per row.
 
     ``columns``: the columns of ``[X | y]`` but the intercept's (a tuple of float64
     arrays of ``n`` rows, ``y`` last; Arrow's buffers as they are, no design matrix is

@@ -12,7 +12,6 @@ from reml_engine.core.kernels import (
     group_sums_and_cross,
     group_sums_and_cross_of_columns,
     group_sums_and_cross_parallel,
-    group_sums_and_cross_with_intercept,
 )
 
 #: Sums over a few thousand rows in a different order agree to this relative precision.
@@ -115,29 +114,6 @@ def test_lower_inverse_batched_is_the_textbook_substitution_to_the_last_bit():
                     total += L[k, i, m] * expected[k, m, j]
                 expected[k, i, j] = -total / L[k, i, i]
     np.testing.assert_array_equal(lower_inverse_batched(L), expected)
-
-
-@pytest.mark.parametrize("intercept", [0, 2, 3])
-@pytest.mark.parametrize("n_groups", [1, 50, 5000])
-def test_kernel_with_intercept_is_the_serial_kernel_to_the_last_bit(intercept, n_groups):
-    # The ones are not stored and the counts are read off their sums instead of
-    # scattered: every output is the serial kernel's on the X with the ones, bit for bit
-    # (the Parquet fast path relies on it), and numpy's.
-    rng = np.random.default_rng(n_groups + intercept)
-    n = 3 * BLOCK_ROWS + 5
-    X = np.asfortranarray(rng.normal(3.0, 2.0, (n, 4)))
-    X[:, intercept] = 1.0
-    y = rng.normal(size=n)
-    codes = rng.integers(0, n_groups, n).astype(np.int64)
-    shift = np.r_[X[:100].mean(axis=0), y[:100].mean()]
-    shift[intercept] = 0.0
-    fast = group_sums_and_cross_with_intercept(np.delete(X, intercept, axis=1), y, codes, n_groups, shift, intercept)
-    serial = group_sums_and_cross(X, y, codes, n_groups, shift)
-    for name, a, b in zip(("counts", "sums", "cross", "lo", "hi"), fast, serial, strict=True):
-        assert a.dtype == b.dtype and np.array_equal(a, b), name
-    for name, a, b in zip(("counts", "sums", "cross", "lo", "hi"), fast, _numpy_reference(X, y, codes, n_groups, shift),
-                          strict=True):
-        np.testing.assert_allclose(a, b, rtol=SUM_ORDER_RTOL, atol=SUM_ORDER_RTOL * np.abs(b).max(), err_msg=name)
 
 
 def _read_only(values: np.ndarray) -> np.ndarray:
