@@ -596,7 +596,9 @@ def pooled_outer_sums_into(indptr, local_index, data, rows, group_ptr, size, til
     n_groups = group_ptr.shape[0] - 1
     for g in prange(n_groups):
         packed = out[g]
-        band = np.zeros(max(tile, size))
+        # A band holds at most max(tile, one row) numbers, and never more than the
+        # whole packed matrix (a tile larger than that is one band).
+        band = np.zeros(min(max(tile, size), size * (size + 1) // 2))
         first_row = group_ptr[g]
         n_rows = group_ptr[g + 1] - first_row
         cursor = np.empty(n_rows, dtype=np.int64)
@@ -901,14 +903,50 @@ def schur_subtract_rows(K, indptr, local_index, values, coef, row_base, row_size
 @njit(cache=True, nogil=True)
 def _row_quadratic(S, base, size, idx, val, start, stop):
     """``k' S k`` for one sparse row (local indices ascending) in one symmetric block of
-    S: each pair once, from S's lower triangle read along its rows."""
+    S: each pair once, from S's lower triangle read along its rows.
+
+    Entry p's sum over the entries before it is a chain of dependent additions; four
+    entries' chains run side by side over their common entries (then each adds its own
+    last few), so the additions overlap instead of waiting for one another. Every sum,
+    and the total, adds the same terms in the same order as one entry at a time."""
     total = 0.0
-    for p in range(start, stop):
+    p = start
+    while p + 3 < stop:
+        row_a = base + idx[p] * size
+        row_b = base + idx[p + 1] * size
+        row_c = base + idx[p + 2] * size
+        row_d = base + idx[p + 3] * size
+        off_a = 0.0
+        off_b = 0.0
+        off_c = 0.0
+        off_d = 0.0
+        for p2 in range(start, p):
+            col = idx[p2]
+            v = val[p2]
+            off_a += S[row_a + col] * v
+            off_b += S[row_b + col] * v
+            off_c += S[row_c + col] * v
+            off_d += S[row_d + col] * v
+        col_a, col_b, col_c = idx[p], idx[p + 1], idx[p + 2]
+        v_a, v_b, v_c, v_d = val[p], val[p + 1], val[p + 2], val[p + 3]
+        off_b += S[row_b + col_a] * v_a
+        off_c += S[row_c + col_a] * v_a
+        off_c += S[row_c + col_b] * v_b
+        off_d += S[row_d + col_a] * v_a
+        off_d += S[row_d + col_b] * v_b
+        off_d += S[row_d + col_c] * v_c
+        total += v_a * (2.0 * off_a + S[row_a + col_a] * v_a)
+        total += v_b * (2.0 * off_b + S[row_b + col_b] * v_b)
+        total += v_c * (2.0 * off_c + S[row_c + col_c] * v_c)
+        total += v_d * (2.0 * off_d + S[row_d + idx[p + 3]] * v_d)
+        p += 4
+    while p < stop:
         row = base + idx[p] * size
         off = 0.0
         for p2 in range(start, p):
             off += S[row + idx[p2]] * val[p2]
         total += val[p] * (2.0 * off + S[row + idx[p]] * val[p])
+        p += 1
     return total
 
 
