@@ -583,11 +583,9 @@ class CrossedSolver:
         """``diag(A^-1)`` (level order within blocks: the layout's diagonal) and
         ``Sigma = Lambda A^-1 Lambda`` in the block layout. The factors are consumed
         (a large block's factor becomes its inverse in place)."""
-        layout = self.layout
-        A_inv = layout.inverse(fac["L"], overwrite=True)
+        A_inv_diag, Sigma = self.layout.scaled_inverse(fac["L"], fac["lam"], overwrite=True)
         fac["L"] = None
-        A_inv_diag = A_inv[layout.diagonal()]
-        return A_inv_diag, layout.scale_in_place(A_inv, fac["lam"])
+        return A_inv_diag, Sigma
 
     def _core_traces(self, fac: dict, A_inv_diag: np.ndarray, Sigma: np.ndarray, tau: np.ndarray) -> np.ndarray:
         """``tr(Z_j' H^-1 Z_j)`` for each core term."""

@@ -786,6 +786,34 @@ def symmetrize_lower(M):
             M[i, j] = M[j, i]
 
 
+@njit(cache=True, nogil=True)
+def symmetrize_lower_scaled(M, lam, diagonal):
+    """``diagonal = diag(M)``, then ``M = diag(lam) M diag(lam)`` with M's lower triangle
+    copied onto its upper one (in place; M square, only its lower triangle read): one
+    pass for :func:`symmetrize_lower` followed by a scaling, with the same products
+    (``M[r, c] * (lam[r] * lam[c])``; multiplication commutes exactly)."""
+    n = M.shape[0]
+    for c in range(n):
+        diagonal[c] = M[c, c]
+        lam_c = lam[c]
+        for r in range(c, n):
+            v = M[r, c] * (lam_c * lam[r])
+            M[r, c] = v
+            M[c, r] = v
+
+
+@njit(cache=True, nogil=True)
+def is_identity(M):
+    """Whether the square matrix M is exactly the identity (stops at the first entry
+    that is not)."""
+    n = M.shape[0]
+    for i in range(n):
+        for j in range(n):
+            if M[i, j] != (1.0 if i == j else 0.0):
+                return False
+    return True
+
+
 # ---------------------------------------------------------------------------------------
 # Set-up of the crossed solver
 # ---------------------------------------------------------------------------------------
