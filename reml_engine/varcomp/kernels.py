@@ -292,6 +292,73 @@ def pair_table_hashed(codes_major, codes_minor, weights, m_major, m_minor, initi
 
 
 @njit(cache=True, nogil=True)
+def is_nondecreasing(codes):
+    """Whether the codes never decrease from one row to the next (rows sorted by them)."""
+    for i in range(1, codes.shape[0]):
+        if codes[i] < codes[i - 1]:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def pair_table_sorted(codes_a, codes_b, weights, m_a, m_b):
+    """Weighted contingency table of two factors when the rows are sorted by the first
+    (``codes_a`` non-decreasing): the cells of one level of a are summed in a dense row
+    of m_b numbers while its run of rows lasts. Same outputs as
+    :func:`pair_table_dense` (each cell adds its rows' weights in row order, from 0),
+    with memory of one row of the table: a first pass counts the cells."""
+    n = codes_a.shape[0]
+    weighted = weights.shape[0] > 0
+    stamp = np.full(m_b, -1, dtype=np.int64)
+    nnz = 0
+    for i in range(n):
+        a = codes_a[i]
+        b = codes_b[i]
+        if stamp[b] != a:
+            stamp[b] = a
+            nnz += 1
+    rows = np.empty(nnz, dtype=np.int64)
+    cols = np.empty(nnz, dtype=np.int64)
+    cell_w = np.empty(nnz, dtype=np.float64)
+    row = np.zeros(m_b, dtype=np.float64)
+    touched = np.empty(m_b, dtype=np.int64)
+    stamp[:] = -1
+    pos = 0
+    start = 0
+    while start < n:
+        a = codes_a[start]
+        stop = start
+        count = 0
+        while stop < n and codes_a[stop] == a:
+            b = codes_b[stop]
+            if stamp[b] != a:
+                stamp[b] = a
+                touched[count] = b
+                count += 1
+            row[b] += weights[stop] if weighted else 1.0
+            stop += 1
+        if 16 * count < m_b:
+            ordered = np.sort(touched[:count])
+            for t in range(count):
+                b = ordered[t]
+                rows[pos] = a
+                cols[pos] = b
+                cell_w[pos] = row[b]
+                row[b] = 0.0
+                pos += 1
+        else:
+            for b in range(m_b):
+                if stamp[b] == a:
+                    rows[pos] = a
+                    cols[pos] = b
+                    cell_w[pos] = row[b]
+                    row[b] = 0.0
+                    pos += 1
+        start = stop
+    return rows, cols, cell_w
+
+
+@njit(cache=True, nogil=True)
 def run_breaks(codes, limit):
     """Number of changes of level between consecutive rows among the first ``limit``."""
     breaks = 0
