@@ -16,10 +16,12 @@ import numpy as np
 import scipy.linalg as sla
 
 from .kernels import (
+    is_identity,
     lower_solve_batched,
     scale_blocks,
     scale_blocks_in_place,
     symmetrize_lower,
+    symmetrize_lower_scaled,
     upper_solve_batched,
 )
 
@@ -31,6 +33,10 @@ SMALL_BLOCK = 48
 def cholesky_stack(stack: np.ndarray) -> np.ndarray:
     """Lower Cholesky factors of a stack of positive definite matrices (I + PSD)."""
     if stack.shape[0] == 1 and stack.shape[1] > SMALL_BLOCK:
+        if is_identity(stack[0]):
+            # Every ratio of the block at 0 (the rank check at tau = 0, a sweep along
+            # the block's term): the factor is the identity, what LAPACK returns for it.
+            return stack[0].T[None]
         # One large block: LAPACK in place on the (symmetric) buffer, no copy.
         L, info = sla.lapack.dpotrf(stack[0].T, lower=1, clean=1, overwrite_a=1)
         if info != 0:
@@ -189,6 +195,19 @@ class BlockLayout:
                 L_inv = np.linalg.inv(L)
                 A_inv[g.buffer] = (np.swapaxes(L_inv, 1, 2) @ L_inv).reshape(-1)
         return A_inv
+
+    def scaled_inverse(self, factors, lam_block_order: np.ndarray, overwrite: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """``diag(A^-1)`` (at :meth:`diagonal`'s positions, level order) and
+        ``Lambda A^-1 Lambda`` in the layout: :meth:`inverse` then :meth:`scale_in_place`,
+        in one pass over a single large block (the same numbers)."""
+        if len(self.groups) == 1 and self.groups[0].count == 1 and self.groups[0].size > SMALL_BLOCK:
+            inv, _ = sla.lapack.dpotri(factors[0][0], lower=1, overwrite_c=int(overwrite))
+            diagonal = np.empty(inv.shape[0])
+            symmetrize_lower_scaled(inv, lam_block_order, diagonal)
+            return diagonal[self.level_local], inv.T.reshape(-1)
+        A_inv = self.inverse(factors, overwrite)
+        return A_inv[self.diagonal()], self.scale_in_place(A_inv, lam_block_order)
 
     def block_factor(self, factors, b: int) -> np.ndarray:
         g = self.groups[int(self.group_of_block[b])]

@@ -45,6 +45,7 @@ from ..errors import ModelDataError
 from .blocks import BlockLayout
 from .kernels import (
     chain_downward,
+    component_labels,
     counting_sort_order,
     dense_rows,
     nested_between,
@@ -52,15 +53,17 @@ from .kernels import (
     pack_lower,
     packed_inner_product,
     pooled_combinations,
+    pooled_combinations_into,
     pooled_outer_sums_into,
     pooled_storage_bound,
     row_entries,
+    rows_then_columns_sorted,
     schur_subtract_by_row,
     schur_subtract_rows,
     subtract_packed,
     table_times,
     table_transpose_times,
-    union_components,
+    union_edges,
     upper_row_values,
     weighted_quadratic_sum,
 )
@@ -146,23 +149,31 @@ TRACE_SWITCH = 1.0
 
 def _table(stats: VCStats, t: int, core: list[int], offsets: np.ndarray):
     """The table of term t against every core level as (rows: level of t, cols: core
-    level, weights), from each pair's table as stored (no transposition)."""
+    level, weights), from each pair's table as stored (no transposition). With one core
+    term the arrays may be the table's own: read them, never write them."""
     rows, cols, data = [], [], []
     for i, c in enumerate(core):
         if t < c:
             table = stats.pairs[t, c]
             rows.append(table.rows)
-            cols.append(table.cols + offsets[i])
+            cols.append(table.cols + offsets[i] if offsets[i] else table.cols)
         else:
             table = stats.pairs[c, t]
             rows.append(table.cols)
-            cols.append(table.rows + offsets[i])
+            cols.append(table.rows + offsets[i] if offsets[i] else table.rows)
         data.append(table.weights)
+    if len(core) == 1:
+        return rows[0], cols[0], data[0]
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(data)
 
 
 def _csr(rows, cols, data, n_rows: int, n_cols: int):
-    """CSR with the columns ascending in each row (two stable counting passes)."""
+    """CSR with the columns ascending in each row (two stable counting passes; none
+    when the entries are already in that order, as a pair's table is stored)."""
+    if rows_then_columns_sorted(rows, cols):
+        indptr = np.zeros(n_rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+        return indptr, np.array(cols, order="C"), np.array(data, order="C")
     by_col, _ = counting_sort_order(cols, n_cols)
     by_row, indptr = counting_sort_order(rows[by_col], n_rows)
     order = by_col[by_row]
@@ -173,20 +184,20 @@ def _components(stats: VCStats, chain, core, offsets) -> np.ndarray:
     """Connected components of the core levels, linked by a common level of a chain
     term (rows of its table) or by the tables between core terms."""
     m_core = int(offsets[-1])
-    heads, tails = [], []
+    n_nodes = m_core + sum(stats.nlevels[t] for t in chain)
+    parent = np.arange(n_nodes, dtype=np.int64)
     node = m_core
     for t in chain:
-        rows, cols, _ = _table(stats, t, core, offsets)
-        heads.append(node + rows)
-        tails.append(cols)
+        for i, c in enumerate(core):
+            table = stats.pair(min(t, c), max(t, c))
+            rows, cols = (table.rows, table.cols) if t < c else (table.cols, table.rows)
+            union_edges(parent, rows, cols, node, int(offsets[i]))
         node += stats.nlevels[t]
     for i, a in enumerate(core):
         for jb in range(i + 1, len(core)):
             table = stats.pair(a, core[jb])
-            heads.append(table.rows + offsets[i])
-            tails.append(table.cols + offsets[jb])
-    labels = union_components(node, np.concatenate(heads).astype(np.int64), np.concatenate(tails).astype(np.int64))
-    return labels[:m_core]
+            union_edges(parent, table.rows, table.cols, int(offsets[i]), int(offsets[jb]))
+    return component_labels(parent)[:m_core]
 
 
 def nesting_chains(structure: TermStructure) -> list[tuple[int, ...]]:
@@ -270,12 +281,25 @@ class CrossedSolver:
         self._factored: dict[bytes, tuple[float, np.ndarray]] = {}
         self._level_inputs: dict[bytes, tuple] = {}
         self._cache_lock = threading.Lock()
+        self._local = threading.local()
+
+    def _work(self) -> dict:
+        """This thread's work arrays of :meth:`_factor` (K and the pooled matrices'
+        combinations): reused from one evaluation to the next, as a fresh array of this
+        size costs more in page faults on first touch than the work written into it (a
+        1000-level block: 8 MB for K, 4 MB per combination)."""
+        work = getattr(self._local, "work", None)
+        if work is None:
+            work = {"K": np.empty(self.layout.buffer_size),
+                    "pooled": [np.empty((2, G.shape[1])) for _, _, G in self.pooled]}
+            self._local.work = work
+        return work
 
     def __getstate__(self) -> dict:
         # The caches hold nothing a result depends on (the same numbers are recomputed
         # on a miss): a pickle, and the state of a fit compared through one, leaves them out.
         state = self.__dict__.copy()
-        for name in ("_factored", "_level_inputs", "_cache_lock"):
+        for name in ("_factored", "_level_inputs", "_cache_lock", "_local"):
             state.pop(name, None)
         return state
 
@@ -485,7 +509,8 @@ class CrossedSolver:
     def _factor(self, tau: np.ndarray, gradient: bool = False) -> dict:
         """The factorization at tau; with ``gradient``, also the pooled matrices'
         combination the gradient needs (``pooled_quad``, weights ``1 / (1 + tau d)^2``),
-        from the same pass over them."""
+        from the same pass over them. ``K`` and ``pooled_quad`` are this thread's work
+        arrays (:meth:`_work`): valid until its next factorization."""
         layout = self.layout
         chain_tau = np.ascontiguousarray(tau[list(self.chain)], dtype=np.float64)
         d_eff, s_eff, omega, logdet_chain = nested_upward(self.d, self.S_e, self.parent, self.term_of, chain_tau)
@@ -494,14 +519,17 @@ class CrossedSolver:
         f = level_tau / one_plus
         m1 = self.m_inner
         te = float(chain_tau[0])
-        K = self.K0.copy()
+        work = self._work()
+        K = work["K"]
+        np.copyto(K, self.K0)
         pooled_quad: list[np.ndarray] = []
         if te > 0:
             schur_subtract_by_row(K, *self.direct_by_column, self.indptr, self.local_index, self.data, f[:m1],
                                   layout.level_base, layout.level_local, layout.level_size)
-            for b, values, G in self.pooled:
+            for (b, values, G), buffer in zip(self.pooled, work["pooled"], strict=True):
                 coefs = [te / (1.0 + te * values)] + ([1.0 / (1.0 + te * values) ** 2] if gradient else [])
-                combined = pooled_combinations(G, np.array(coefs), POOL_CHUNK)
+                combined = buffer[:len(coefs)]
+                pooled_combinations_into(G, np.array(coefs), POOL_CHUNK, combined)
                 subtract_packed(K, layout.block_base[b], layout.block_size[b], combined[0], POOL_WRITE_TILE)
                 if gradient:
                     pooled_quad.append(combined[1])
@@ -555,11 +583,9 @@ class CrossedSolver:
         """``diag(A^-1)`` (level order within blocks: the layout's diagonal) and
         ``Sigma = Lambda A^-1 Lambda`` in the block layout. The factors are consumed
         (a large block's factor becomes its inverse in place)."""
-        layout = self.layout
-        A_inv = layout.inverse(fac["L"], overwrite=True)
+        A_inv_diag, Sigma = self.layout.scaled_inverse(fac["L"], fac["lam"], overwrite=True)
         fac["L"] = None
-        A_inv_diag = A_inv[layout.diagonal()]
-        return A_inv_diag, layout.scale_in_place(A_inv, fac["lam"])
+        return A_inv_diag, Sigma
 
     def _core_traces(self, fac: dict, A_inv_diag: np.ndarray, Sigma: np.ndarray, tau: np.ndarray) -> np.ndarray:
         """``tr(Z_j' H^-1 Z_j)`` for each core term."""

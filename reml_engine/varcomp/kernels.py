@@ -292,6 +292,73 @@ def pair_table_hashed(codes_major, codes_minor, weights, m_major, m_minor, initi
 
 
 @njit(cache=True, nogil=True)
+def is_nondecreasing(codes):
+    """Whether the codes never decrease from one row to the next (rows sorted by them)."""
+    for i in range(1, codes.shape[0]):
+        if codes[i] < codes[i - 1]:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def pair_table_sorted(codes_a, codes_b, weights, m_a, m_b):
+    """Weighted contingency table of two factors when the rows are sorted by the first
+    (``codes_a`` non-decreasing): the cells of one level of a are summed in a dense row
+    of m_b numbers while its run of rows lasts. Same outputs as
+    :func:`pair_table_dense` (each cell adds its rows' weights in row order, from 0),
+    with memory of one row of the table: a first pass counts the cells."""
+    n = codes_a.shape[0]
+    weighted = weights.shape[0] > 0
+    stamp = np.full(m_b, -1, dtype=np.int64)
+    nnz = 0
+    for i in range(n):
+        a = codes_a[i]
+        b = codes_b[i]
+        if stamp[b] != a:
+            stamp[b] = a
+            nnz += 1
+    rows = np.empty(nnz, dtype=np.int64)
+    cols = np.empty(nnz, dtype=np.int64)
+    cell_w = np.empty(nnz, dtype=np.float64)
+    row = np.zeros(m_b, dtype=np.float64)
+    touched = np.empty(m_b, dtype=np.int64)
+    stamp[:] = -1
+    pos = 0
+    start = 0
+    while start < n:
+        a = codes_a[start]
+        stop = start
+        count = 0
+        while stop < n and codes_a[stop] == a:
+            b = codes_b[stop]
+            if stamp[b] != a:
+                stamp[b] = a
+                touched[count] = b
+                count += 1
+            row[b] += weights[stop] if weighted else 1.0
+            stop += 1
+        if 16 * count < m_b:
+            ordered = np.sort(touched[:count])
+            for t in range(count):
+                b = ordered[t]
+                rows[pos] = a
+                cols[pos] = b
+                cell_w[pos] = row[b]
+                row[b] = 0.0
+                pos += 1
+        else:
+            for b in range(m_b):
+                if stamp[b] == a:
+                    rows[pos] = a
+                    cols[pos] = b
+                    cell_w[pos] = row[b]
+                    row[b] = 0.0
+                    pos += 1
+        start = stop
+    return rows, cols, cell_w
+
+
+@njit(cache=True, nogil=True)
 def run_breaks(codes, limit):
     """Number of changes of level between consecutive rows among the first ``limit``."""
     breaks = 0
@@ -596,7 +663,9 @@ def pooled_outer_sums_into(indptr, local_index, data, rows, group_ptr, size, til
     n_groups = group_ptr.shape[0] - 1
     for g in prange(n_groups):
         packed = out[g]
-        band = np.zeros(max(tile, size))
+        # A band holds at most max(tile, one row) numbers, and never more than the
+        # whole packed matrix (a tile larger than that is one band).
+        band = np.zeros(min(max(tile, size), size * (size + 1) // 2))
         first_row = group_ptr[g]
         n_rows = group_ptr[g + 1] - first_row
         cursor = np.empty(n_rows, dtype=np.int64)
@@ -651,29 +720,60 @@ def pooled_storage_bound(indptr, local_index, data, rows, group_ptr, size):
     return integral, largest
 
 
-@njit(cache=True, nogil=True)
 def pooled_combinations(pooled, coefs, chunk):
     """``out[o] = sum_u coefs[o, u] pooled[u]`` (float64), each entry summed in the order
     of u: the same numbers whatever the dtype of ``pooled`` when it holds the matrices
-    exactly, and whatever the other combinations asked for in the same pass. ``chunk``
-    entries at a time, so that their sums stay in the first-level cache while each
-    row's stretch streams through (vectorized loops, as BLAS's would be); several
-    combinations read the rows once."""
+    exactly, and whatever the other combinations asked for in the same pass
+    (:func:`pooled_combinations_into` a new array)."""
+    out = np.empty((coefs.shape[0], pooled.shape[1]))
+    pooled_combinations_into(pooled, np.ascontiguousarray(coefs, dtype=np.float64), chunk, out)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def pooled_combinations_into(pooled, coefs, chunk, out):
+    """:func:`pooled_combinations` written into ``out`` (n_out, len), overwritten.
+
+    ``chunk`` entries at a time, so that their sums stay in the first-level cache while
+    each row's stretch streams through (vectorized loops, as BLAS's would be); several
+    combinations read the rows once. Four rows are added per pass over a chunk (in order:
+    ``((acc + c0 r0) + c1 r1) + ...``, the sums of one row at a time), so the partial sums
+    are loaded and stored a quarter as often."""
     total = pooled.shape[1]
     n_out = coefs.shape[0]
-    out = np.zeros((n_out, total))
+    n_u = coefs.shape[1]
+    out[:, :] = 0.0
     start = 0
     while start < total:
         stop = min(start + chunk, total)
-        for u in range(coefs.shape[1]):
+        n = stop - start
+        u = 0
+        while u + 4 <= n_u:
+            r0 = pooled[u, start:stop]
+            r1 = pooled[u + 1, start:stop]
+            r2 = pooled[u + 2, start:stop]
+            r3 = pooled[u + 3, start:stop]
+            for o in range(n_out):
+                c0 = coefs[o, u]
+                c1 = coefs[o, u + 1]
+                c2 = coefs[o, u + 2]
+                c3 = coefs[o, u + 3]
+                acc = out[o, start:stop]
+                for t in range(n):
+                    total_t = acc[t] + c0 * r0[t]
+                    total_t = total_t + c1 * r1[t]
+                    total_t = total_t + c2 * r2[t]
+                    acc[t] = total_t + c3 * r3[t]
+            u += 4
+        while u < n_u:
             row = pooled[u, start:stop]
             for o in range(n_out):
                 c = coefs[o, u]
                 acc = out[o, start:stop]
-                for t in range(stop - start):
+                for t in range(n):
                     acc[t] += c * row[t]
+            u += 1
         start = stop
-    return out
 
 
 def pooled_combination(pooled, coef, chunk):
@@ -753,6 +853,34 @@ def symmetrize_lower(M):
             M[i, j] = M[j, i]
 
 
+@njit(cache=True, nogil=True)
+def symmetrize_lower_scaled(M, lam, diagonal):
+    """``diagonal = diag(M)``, then ``M = diag(lam) M diag(lam)`` with M's lower triangle
+    copied onto its upper one (in place; M square, only its lower triangle read): one
+    pass for :func:`symmetrize_lower` followed by a scaling, with the same products
+    (``M[r, c] * (lam[r] * lam[c])``; multiplication commutes exactly)."""
+    n = M.shape[0]
+    for c in range(n):
+        diagonal[c] = M[c, c]
+        lam_c = lam[c]
+        for r in range(c, n):
+            v = M[r, c] * (lam_c * lam[r])
+            M[r, c] = v
+            M[c, r] = v
+
+
+@njit(cache=True, nogil=True)
+def is_identity(M):
+    """Whether the square matrix M is exactly the identity (stops at the first entry
+    that is not)."""
+    n = M.shape[0]
+    for i in range(n):
+        for j in range(n):
+            if M[i, j] != (1.0 if i == j else 0.0):
+                return False
+    return True
+
+
 # ---------------------------------------------------------------------------------------
 # Set-up of the crossed solver
 # ---------------------------------------------------------------------------------------
@@ -789,22 +917,37 @@ def _find(parent, x):
 
 
 @njit(cache=True, nogil=True)
-def union_components(n_nodes, heads, tails):
-    """Connected components of an undirected graph given by its edges: a label per node
-    (the smallest node of its component), by union-find."""
-    parent = np.arange(n_nodes)
+def union_edges(parent, heads, tails, head_offset, tail_offset):
+    """Join, in the union-find forest ``parent``, the nodes ``heads[i] + head_offset``
+    and ``tails[i] + tail_offset`` of every edge i (the smaller root becomes the parent:
+    each root is the smallest node of its tree, whatever the order of the edges)."""
     for i in range(heads.shape[0]):
-        a = _find(parent, heads[i])
-        b = _find(parent, tails[i])
+        a = _find(parent, heads[i] + head_offset)
+        b = _find(parent, tails[i] + tail_offset)
         if a != b:
             if a < b:
                 parent[b] = a
             else:
                 parent[a] = b
-    labels = np.empty(n_nodes, dtype=np.int64)
-    for x in range(n_nodes):
+
+
+@njit(cache=True, nogil=True)
+def component_labels(parent):
+    """The root of every node of a union-find forest (the smallest node of its component)."""
+    labels = np.empty(parent.shape[0], dtype=np.int64)
+    for x in range(parent.shape[0]):
         labels[x] = _find(parent, x)
     return labels
+
+
+@njit(cache=True, nogil=True)
+def rows_then_columns_sorted(rows, cols):
+    """Whether the entries are ordered by (row, column), ties allowed: a stable sort by
+    that key leaves them in place."""
+    for i in range(1, rows.shape[0]):
+        if rows[i] < rows[i - 1] or (rows[i] == rows[i - 1] and cols[i] < cols[i - 1]):
+            return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------
@@ -855,14 +998,50 @@ def schur_subtract_rows(K, indptr, local_index, values, coef, row_base, row_size
 @njit(cache=True, nogil=True)
 def _row_quadratic(S, base, size, idx, val, start, stop):
     """``k' S k`` for one sparse row (local indices ascending) in one symmetric block of
-    S: each pair once, from S's lower triangle read along its rows."""
+    S: each pair once, from S's lower triangle read along its rows.
+
+    Entry p's sum over the entries before it is a chain of dependent additions; four
+    entries' chains run side by side over their common entries (then each adds its own
+    last few), so the additions overlap instead of waiting for one another. Every sum,
+    and the total, adds the same terms in the same order as one entry at a time."""
     total = 0.0
-    for p in range(start, stop):
+    p = start
+    while p + 3 < stop:
+        row_a = base + idx[p] * size
+        row_b = base + idx[p + 1] * size
+        row_c = base + idx[p + 2] * size
+        row_d = base + idx[p + 3] * size
+        off_a = 0.0
+        off_b = 0.0
+        off_c = 0.0
+        off_d = 0.0
+        for p2 in range(start, p):
+            col = idx[p2]
+            v = val[p2]
+            off_a += S[row_a + col] * v
+            off_b += S[row_b + col] * v
+            off_c += S[row_c + col] * v
+            off_d += S[row_d + col] * v
+        col_a, col_b, col_c = idx[p], idx[p + 1], idx[p + 2]
+        v_a, v_b, v_c, v_d = val[p], val[p + 1], val[p + 2], val[p + 3]
+        off_b += S[row_b + col_a] * v_a
+        off_c += S[row_c + col_a] * v_a
+        off_c += S[row_c + col_b] * v_b
+        off_d += S[row_d + col_a] * v_a
+        off_d += S[row_d + col_b] * v_b
+        off_d += S[row_d + col_c] * v_c
+        total += v_a * (2.0 * off_a + S[row_a + col_a] * v_a)
+        total += v_b * (2.0 * off_b + S[row_b + col_b] * v_b)
+        total += v_c * (2.0 * off_c + S[row_c + col_c] * v_c)
+        total += v_d * (2.0 * off_d + S[row_d + idx[p + 3]] * v_d)
+        p += 4
+    while p < stop:
         row = base + idx[p] * size
         off = 0.0
         for p2 in range(start, p):
             off += S[row + idx[p2]] * val[p2]
         total += val[p] * (2.0 * off + S[row + idx[p]] * val[p])
+        p += 1
     return total
 
 

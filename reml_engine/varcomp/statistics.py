@@ -31,8 +31,10 @@ import pandas as pd
 from ..errors import ModelDataError
 from ..frontend.groups import encode_labels
 from .kernels import (
+    is_nondecreasing,
     pair_table_dense,
     pair_table_hashed,
+    pair_table_sorted,
     run_breaks,
     term_sums_and_cross,
     term_sums_and_cross_parallel,
@@ -368,6 +370,10 @@ def _validate_rows(X, y, terms: RandomTerms, weights, offset):
 def _pair_table(codes_a, codes_b, weights, m_a, m_b) -> PairTable:
     if m_a * m_b <= DENSE_TABLE_MAX_CELLS:
         rows, cols, cell_w = pair_table_dense(codes_a, codes_b, weights, m_a, m_b)
+    elif is_nondecreasing(codes_a):
+        # Rows sorted by the first factor (long data sorted by subject): one dense row
+        # of the table at a time, in the cells' order; no hashing.
+        rows, cols, cell_w = pair_table_sorted(codes_a, codes_b, weights, m_a, m_b)
     else:
         # Every level occurs in some cell: start with room for the larger factor's levels.
         bits = max(10, int(np.ceil(np.log2(2 * max(m_a, m_b)))))
