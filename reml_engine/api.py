@@ -217,7 +217,10 @@ def fit(X, y, groups, REML: bool = True, names=None, *, response_names=None,
     y : array (n,), or (n, k) for k responses on the same design
         With k responses (a 2-d array or a DataFrame), one pass over the rows computes
         the statistics of all of them, and each response gets its own fit, equal to
-        ``fit(X, y[:, j], groups)``: a :class:`~reml_engine.core.many.ManyFits`.
+        ``fit(X, y[:, j], groups)``: a :class:`~reml_engine.core.many.ManyFits`. On
+        large data the pass and the responses' scans run on the cores this process may
+        use (``reml_engine.core.workers.MAX_THREADS`` sets a limit); the numbers are the
+        same whatever the number of threads.
     groups : array (n,)
         Group labels of any type (strings, integers, categoricals).
     REML : bool
