@@ -55,7 +55,7 @@ from .optimizer import (
     _dedupe,
     scan_grid,
 )
-from .statistics import COLLINEARITY_TOL, WITHIN_ZERO_TOL, PooledStats
+from .statistics import COLLINEARITY_TOL, WITHIN_ZERO_TOL, PooledStats, distinct_sizes
 from .workers import run_pieces
 
 #: The batched scan takes a decision only when it is certain with this many times the
@@ -162,7 +162,7 @@ class _SharedX:
 
 def _shared_x(stats, p: int) -> _SharedX | None:
     counts = stats.counts
-    sizes, size_index, groups_per_size = np.unique(counts, return_inverse=True, return_counts=True)
+    sizes, size_index, groups_per_size = distinct_sizes(counts)
     U, G = len(sizes), len(counts)
     weights = np.zeros((U, G))
     weights[size_index, np.arange(G)] = 1.0 / counts
