@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 import reml_engine as rl
+from reml_engine.core.statistics import PARALLEL_CHUNK_ROWS
 
 from . import engines as E
 from .simulate import Config, simulate
@@ -182,12 +183,18 @@ def verdict(run: E.Run, fit: rl.LmerFit | None, crit_diff: float, REML: bool = T
 
 
 def warm_up() -> None:
-    """Fit a small data set from arrays and from a formula, untimed: numba loads (or
-    compiles) reml_engine's kernels here, so that no timing of the run includes it, even
-    when a point's time budget allows only one call."""
-    data = simulate(Config(2_000, 20, 3, True))
-    rl.fit(data.X, data.y, data.groups)
-    rl.lmer(data.config.formula(), data.frame())
+    """Fit data sets from arrays and from a formula, untimed: numba loads (or compiles)
+    reml_engine's kernels here, so that no timing of the run includes it, even when a
+    point's time budget allows only one call.
+
+    Two sizes: a small one, and one just large enough for the statistics pass to split
+    the rows over threads (its parallel kernels are others, and compiling them takes
+    seconds when numba's cache is empty or stale, as after any change to the kernels'
+    source: a first 1e6-row point once timed 9-18 s instead of 15 ms that way)."""
+    for rows, groups in ((2_000, 20), (2 * PARALLEL_CHUNK_ROWS, 1_000)):
+        data = simulate(Config(rows, groups, 3, True))
+        rl.fit(data.X, data.y, data.groups)
+        rl.lmer(data.config.formula(), data.frame())
 
 
 def run_grid(configs: list[Config], settings: Settings, log=print) -> pd.DataFrame:
