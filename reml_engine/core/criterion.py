@@ -53,7 +53,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg.lapack import dtrtri
+from scipy.linalg.lapack import dpotri, dtrtri, dtrtrs
 
 from .criterion_kernels import direct_criterion
 from .kernels import lower_inverse_batched
@@ -274,13 +274,16 @@ def _evaluate_batch(taus: np.ndarray, stats: PooledStats, REML: bool) -> dict[st
     denom, between_flat, L, ok, logdet_XtVinvX, pwrss, logdet_V, sigma2, criterion = _factor_batch(taus, stats, REML)
     dof = residual_dof(stats, REML)
 
-    # One triangular inverse per tau gives beta and the trace in the derivative.
-    Lxx_inv = _lower_inverse(L[:, :p, :p])
-    beta = np.einsum("kji,kj->ki", Lxx_inv, L[:, p, :p])
-
     # Derivative: D = sum_u n_u B_u / (1 + n_u tau)^2.
     d_weights = stats.sizes[None, :] / denom**2
     D = (d_weights @ between_flat).reshape(-1, q, q)
+    wide = p >= LAPACK_INVERSE_MIN_P
+    if wide:
+        beta, trace = _wide_beta_and_trace(L, D, p, REML)
+    else:
+        # One triangular inverse per tau gives beta and the trace in the derivative.
+        Lxx_inv = _lower_inverse(L[:, :p, :p])
+        beta = np.einsum("kji,kj->ki", Lxx_inv, L[:, p, :p])
     d_logdet_V = (stats.sizes[None, :] / denom) @ stats.groups_per_size
     v = np.concatenate([-beta, np.ones((len(taus), 1))], axis=1)
     d_pwrss = -np.einsum("ka,kab,kb->k", v, D, v)
@@ -290,7 +293,7 @@ def _evaluate_batch(taus: np.ndarray, stats: PooledStats, REML: bool) -> dict[st
     # The size of the terms that cancel at a stationary point, to judge "zero" against.
     derivative_scale = np.abs(d_logdet_V) + np.abs(d_fit_term)
     if REML and p > 0:
-        d_logdet_XtVinvX = -_trace_inverse(Lxx_inv, D[:, :p, :p])
+        d_logdet_XtVinvX = -(trace if wide else _trace_inverse(Lxx_inv, D[:, :p, :p]))
         derivative = derivative + d_logdet_XtVinvX
         derivative_scale = derivative_scale + np.abs(d_logdet_XtVinvX)
 
@@ -344,6 +347,41 @@ def _lower_inverse(Lxx: np.ndarray) -> np.ndarray:
         if info != 0:  # a zero on the diagonal: flagged as the kernel's inf would be
             inverse[k] = np.nan
     return inverse
+
+
+def _wide_beta_and_trace(L: np.ndarray, D: np.ndarray, p: int, REML: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """beta and ``tr(A^{-1} D_xx)`` (REML only; else None) for each k, from the Cholesky
+    factor ``L`` of ``M(tau)`` (``A = Lxx Lxx'``), for wide designs (``p >=
+    LAPACK_INVERSE_MIN_P``): LAPACK per tau.
+
+    beta solves ``Lxx' beta = l`` (``l`` the response's row of ``L``: a triangular solve,
+    ``O(p^2)``); the trace is the sum of the elementwise product of ``A^{-1}`` (from the
+    factor, ``dpotri``: ``2 p^3 / 3`` flops) and the symmetric ``D_xx``. The narrow path's
+    ``Lxx^{-1}`` and its product with ``D_xx`` take ``7 p^3 / 3``. A factor with a zero on
+    its diagonal gives NaN, as the narrow path's infinities do.
+    """
+    K = L.shape[0]
+    beta = np.empty((K, p))
+    trace = np.empty(K) if REML else None
+    with np.errstate(all="ignore"):
+        for k in range(K):
+            Lxx = L[k, :p, :p]
+            beta[k], info = dtrtrs(Lxx, L[k, p, :p], lower=1, trans=1)
+            if info != 0:
+                beta[k] = np.nan
+            if not REML:
+                continue
+            inverse, info = dpotri(Lxx, lower=1)
+            if info != 0:
+                trace[k] = np.nan
+                continue
+            # dpotri writes A^{-1}'s lower triangle over the factor's and leaves the rest
+            # of its input, the zeros above numpy's factor: ``inverse`` is that lower
+            # triangle. The trace of A^{-1} D counts each off-diagonal pair twice (both
+            # matrices symmetric).
+            Dxx = D[k, :p, :p]
+            trace[k] = 2.0 * np.einsum("ij,ij->", inverse, Dxx) - np.einsum("ii,ii->", inverse, Dxx)
+    return beta, trace
 
 
 def _trace_inverse(Lxx_inv: np.ndarray, Dxx: np.ndarray) -> np.ndarray:

@@ -148,6 +148,46 @@ def _add_block_cross(buf, m, cross):
                 cross[b, a] += value
 
 
+#: Columns per tile in :func:`wide_block_into`: eight doubles, one cache line of a row.
+WIDE_TILE_COLUMNS = 8
+
+
+@njit(cache=True, nogil=True)
+def wide_block_into(X, y, codes, shift, start, m, buf, counts, sums, lo, hi):
+    """The row-side work of one block of a wide design's pass: rows ``start .. start + m
+    - 1`` of ``[X | y] - shift`` into the columns of ``buf`` (q, BLOCK_ROWS), the rest of
+    ``buf`` zeroed (so that its whole cross-product is the block's), the rows added to
+    ``counts`` and ``sums`` and the ranges ``lo``/``hi`` widened, in place. The caller
+    adds ``buf buf'`` to the cross-product by BLAS.
+
+    The counts, sums and ranges are those of :func:`_accumulate_rows` to the last bit
+    (each sum takes its rows in row order, each range meets its values in row order).
+    The copy reads ``X`` in tiles of ``WIDE_TILE_COLUMNS`` columns, row after row: a
+    C-ordered row of a wide design spans many cache lines, and a column at a time would
+    reload each of them once per column.
+    """
+    p = X.shape[1]
+    for j0 in range(0, p, WIDE_TILE_COLUMNS):
+        j1 = min(j0 + WIDE_TILE_COLUMNS, p)
+        for i in range(m):
+            row = start + i
+            for j in range(j0, j1):
+                v = X[row, j]
+                if v < lo[j]:
+                    lo[j] = v
+                if v > hi[j]:
+                    hi[j] = v
+                buf[j, i] = v - shift[j]
+    _column_range_in_order(y, start, m, lo, hi, p)
+    for i in range(m):
+        buf[p, i] = y[start + i] - shift[p]
+        counts[codes[start + i]] += 1
+    for j in range(p + 1):
+        for i in range(m):
+            sums[codes[start + i], j] += buf[j, i]
+    buf[:, m:] = 0.0
+
+
 @njit(cache=True, nogil=True)
 def _shifted_block(X, y, shift, block_start, m, buf):
     """Rows ``block_start .. block_start + m - 1`` of ``[X | y] - shift``, into ``buf``."""

@@ -82,7 +82,7 @@ from scipy import optimize
 from ..errors import DegenerateCriterionError
 from ..frontend.arguments import check_bool
 from .blas import single_threaded_blas
-from .criterion import DIRECT_KERNEL_MAX_Q, CriterionBatch, evaluate, residual_dof, tau_lower_limit
+from .criterion import DIRECT_KERNEL_MAX_Q, CriterionBatch, batch_length, evaluate, residual_dof, tau_lower_limit
 from .criterion_kernels import brent_root, direct_workspace
 from .problem import CriterionProblem
 from .spectral import derivative_bounds, spectral_evaluate, spectral_form, spectral_pays
@@ -120,6 +120,15 @@ REFINE_MAX_ITER = 200
 #: loop cannot finish or whose root numpy's path does not accept is redone on numpy's
 #: path (``brentq``), so every decision stays numpy's. 0 refines on numpy's path only.
 COMPILED_REFINE_MAX_Q = DIRECT_KERNEL_MAX_Q
+#: How far from the spectral form's root of the derivative, relative to it, a wide
+#: design's refinement looks first for the direct form's root (the two forms' slopes
+#: differ by at most 2e-7 of their scale, see SCAN_CERTIFY_RTOL), and how much farther
+#: at each further look (:func:`_refine_from_spectral`).
+SPECTRAL_ROOT_RTOL = 1e-9
+SPECTRAL_STEP_GROWTH = 100.0
+#: From this q on (designs too wide for the compiled loop), a bracketed minimum found by
+#: the spectral scan is refined from the spectral form's root (:func:`_refine_from_spectral`).
+SPECTRAL_REFINE_MIN_Q = COMPILED_REFINE_MAX_Q + 1
 #: Number of times the scan is extended upwards (by SCAN_TAU_LARGE each) while the
 #: criterion still falls at its top.
 SCAN_MAX_EXTENSIONS = 4
@@ -237,17 +246,39 @@ class OptSummary:
 
 
 class _CountingCriterion:
-    """Vectorized criterion with an evaluation counter."""
+    """Vectorized criterion with an evaluation counter.
+
+    It remembers every tau it evaluated alone (a call with one tau, or any call when
+    :func:`~reml_engine.core.criterion.evaluate` takes the taus one per batch, as it does
+    for wide designs): asked for one of those again (a bracket's ends, which the scan or
+    the refinement has met, or Brent's first steps), it returns the same numbers without
+    computing them again. The numbers are those a new evaluation would give, to the last
+    bit (the same operations on the same single tau).
+    """
 
     def __init__(self, stats: PooledStats, REML: bool):
         self.stats = stats
         self.REML = REML
         self.count = 0
+        self._alone = batch_length(stats.q) == 1
+        self._seen: dict[float, CriterionBatch] = {}
 
     def __call__(self, taus) -> CriterionBatch:
         taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
+        if len(taus) == 1:
+            seen = self._seen.get(float(taus[0]))
+            if seen is not None:
+                return seen
         self.count += len(taus)
-        return evaluate(taus, self.stats, self.REML)
+        out = evaluate(taus, self.stats, self.REML)
+        if len(taus) == 1:
+            self._seen[float(taus[0])] = out
+        elif self._alone:
+            for k, tau in enumerate(taus):
+                self._seen[float(tau)] = CriterionBatch(
+                    **{name: getattr(out, name)[k:k + 1] for name in CriterionBatch.__dataclass_fields__}
+                )
+        return out
 
     def derivative(self, tau: float) -> float:
         return float(self(tau).derivative[0])
@@ -301,6 +332,53 @@ def _scan_grid(max_size: float, min_size: float, extended: bool, tau_large: floa
 def _refine(crit: _CountingCriterion, a: float, b: float) -> float:
     """Root of the derivative in [a, b], where it goes from negative to positive."""
     return optimize.brentq(crit.derivative, a, b, xtol=1e-300, rtol=REFINE_RTOL, maxiter=REFINE_MAX_ITER)
+
+
+def _refine_from_spectral(crit: _CountingCriterion, form, a: float, b: float, fa: float) -> float | None:
+    """:func:`_refine` for a design too wide for the compiled loop, started from the
+    spectral form's root: the same root (Brent on the direct form's derivative, to
+    ``REFINE_RTOL``), in a fraction of the direct evaluations.
+
+    The spectral form's derivative (``O(p)`` per tau) agrees with the direct one to a
+    small fraction of its scale, so its root (found by Brent, free) is next to the
+    direct one. The direct derivative there says on which side; a step of
+    ``SPECTRAL_ROOT_RTOL`` of the root, growing ``SPECTRAL_STEP_GROWTH`` times while the
+    sign stays, brackets it; Brent then refines that narrow bracket on the direct form,
+    its ends already evaluated. Every value and decision is still the direct form's.
+    Returns None (the caller refines the whole bracket) when the spectral slopes do not
+    change sign on ``[a, b]`` or a direct value is not finite.
+    """
+
+    def spectral_slope(tau: float) -> float:
+        return float(spectral_evaluate([tau], form, crit.REML, with_criterion=False)["derivative"][0])
+
+    try:
+        guess = optimize.brentq(spectral_slope, a, b, xtol=1e-300, rtol=REFINE_RTOL, maxiter=REFINE_MAX_ITER)
+    except (ValueError, RuntimeError):
+        return None
+    slope = crit.derivative(guess)
+    if not np.isfinite(slope):
+        return None
+    if slope == 0.0:
+        return guess
+    # The direct root is in [lo, hi]: the derivative is negative at lo, positive at hi.
+    lo, hi = (guess, b) if slope < 0 else (a, guess)
+    step = SPECTRAL_ROOT_RTOL * max(abs(guess), np.finfo(float).tiny)
+    while True:
+        tau = guess + step if slope < 0 else guess - step
+        if not lo < tau < hi:
+            break
+        value = crit.derivative(tau)
+        if not np.isfinite(value):
+            return None
+        if value == 0.0:
+            return tau
+        if (value > 0) == (slope < 0):  # the sign changed between guess and tau
+            lo, hi = (guess, tau) if slope < 0 else (tau, guess)
+            break
+        lo, hi = (tau, hi) if slope < 0 else (lo, tau)
+        step *= SPECTRAL_STEP_GROWTH
+    return _refine(crit, lo, hi)
 
 
 def _towards_zero(slopes, margin=None) -> np.ndarray:
@@ -517,6 +595,8 @@ def _find_optima(stats: PooledStats, REML: bool, form) -> OptSummary:
                 point = crit(root)
                 if not _stationary(point):
                     root = point = None
+            elif form is not None and stats.q >= SPECTRAL_REFINE_MIN_Q:
+                root = _refine_from_spectral(crit, form, a, b, fa)
         else:
             continue
         if root is None:

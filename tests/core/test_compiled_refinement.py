@@ -129,8 +129,9 @@ def test_a_root_numpys_path_does_not_accept_is_refined_again(monkeypatch):
     general = _numpy_refinement(stats, True, "auto", monkeypatch)
     monkeypatch.setattr(optimizer._CountingCriterion, "compiled_root", lambda self, a, b, fa, fb: a)
     redone = find_optima(stats, True)
-    # (Counting the evaluations of the roots turned down.)
-    assert redone.n_evaluations > general.n_evaluations
+    # (The root turned down is the bracket's end, evaluated already: the criterion
+    # remembers single evaluations, so it costs no new one.)
+    assert redone.n_evaluations >= general.n_evaluations
     assert replace(redone, n_evaluations=general.n_evaluations) == general
 
 
@@ -283,3 +284,33 @@ def test_spectral_slopes_without_the_criterion_are_the_same(data, REML):
     for key in ("derivative", "derivative_scale", "logdet_slope", "curvature_sum", "pwrss"):
         np.testing.assert_array_equal(slopes[key], full[key])
     assert np.isnan(slopes["criterion"]).all()
+
+
+def test_wide_refinement_from_the_spectral_root_is_the_general_refinement(monkeypatch):
+    """From SPECTRAL_REFINE_MIN_Q on, a bracket is refined from the spectral form's root:
+    the same optima as Brent on the whole bracket (both to REFINE_RTOL in tau), every
+    value the direct form's, in fewer direct evaluations."""
+    rng = np.random.default_rng(8)
+    n_groups = 60
+    groups = np.repeat(np.arange(n_groups), 25)
+    X = np.column_stack([np.ones(len(groups)), rng.normal(size=(len(groups), optimizer.SPECTRAL_REFINE_MIN_Q + 4))])
+    y = X @ rng.normal(size=X.shape[1]) + 0.7 * rng.normal(size=n_groups)[groups] + rng.normal(size=len(groups))
+    stats = rl.fit(X, y, groups).stats
+    assert stats.q >= optimizer.SPECTRAL_REFINE_MIN_Q
+    started = []
+    original = optimizer._refine_from_spectral
+    monkeypatch.setattr(optimizer, "_refine_from_spectral", lambda *a: started.append(1) or original(*a))
+    for REML in (True, False):
+        fast = find_optima(stats, REML, scan="spectral")
+        with monkeypatch.context() as patch:
+            patch.setattr(optimizer, "SPECTRAL_REFINE_MIN_Q", 10**9)
+            general = find_optima(stats, REML, scan="spectral")
+        assert started and fast.n_evaluations < general.n_evaluations
+        assert len(fast.extended_optima) == len(general.extended_optima)
+        for a, b in zip(fast.extended_optima, general.extended_optima, strict=True):
+            assert a.kind == b.kind
+            assert a.tau == pytest.approx(b.tau, rel=64 * np.finfo(float).eps, abs=1e-300)
+            assert a.criterion == pytest.approx(b.criterion, rel=1e-13)
+            point = evaluate([a.tau], stats, REML)
+            assert a.criterion == point.criterion[0] and a.derivative == point.derivative[0]
+        started.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import reml_engine as rl
@@ -173,3 +174,78 @@ def test_column_ranges_are_the_row_by_row_scans():
         assert lo[1] == 0.0 and np.signbit(lo[1]) == np.signbit(first)
         assert hi[2] == 0.0 and np.signbit(hi[2]) == np.signbit(-first)
         assert (hi[1], lo[2], lo[3], hi[3]) == (2.0, -2.0, 0.0, n - 1.0)
+
+
+# --- the wide pass: BLAS's rank-k update for the cross-product ---------------------------------
+
+
+def _wide_data(n, p, n_groups, layout, seed=3):
+    rng = np.random.default_rng(seed)
+    X = np.column_stack([np.ones(n), rng.normal(3.0, 2.0, (n, p - 1))])
+    if n:
+        X[rng.integers(0, n, 40), rng.integers(1, p, 40)] = 0.0
+        X[rng.integers(0, n, 40), rng.integers(1, p, 40)] = -0.0
+    y = rng.normal(size=n)
+    codes = rng.integers(0, n_groups, n).astype(np.int64)
+    shift = np.r_[0.0, rng.normal(3.0, 0.1, p - 1), 0.1]
+    return np.asarray(X, order=layout), y, codes, shift
+
+
+@pytest.mark.parametrize("layout", ["C", "F"])
+@pytest.mark.parametrize("n", [0, 5, BLOCK_ROWS, 2 * BLOCK_ROWS + 31])
+def test_wide_pass_is_the_general_kernel(layout, n):
+    # The wide path of the one-pass statistics against the general kernel on the same
+    # rows: counts, sums and ranges to the last bit (signs of zero included), the
+    # cross-product to rounding, and both against numpy.
+    from reml_engine.frontend.groups import GroupCodes
+
+    p, n_groups = S.WIDE_PASS_COLUMNS + 9, 23
+    X, y, codes, shift = _wide_data(n, p, n_groups, layout)
+    groups = GroupCodes(codes=codes, levels=pd.Index(range(n_groups)))
+    wide = S._wide_pass(X, y, groups, shift)
+    general = group_sums_and_cross(X, y, codes, n_groups, shift)
+    np.testing.assert_array_equal(wide[0], general[0])
+    np.testing.assert_array_equal(wide[1], general[1])
+    for got, want in zip(wide[3:], general[3:]):
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+    np.testing.assert_allclose(wide[2], general[2], rtol=SUM_ORDER_RTOL, atol=1e-9)
+    assert np.array_equal(wide[2], wide[2].T) and wide[2].flags.c_contiguous
+    if n:
+        expected = _numpy_reference(X, y, codes, n_groups, shift)
+        np.testing.assert_allclose(wide[2], expected[2], rtol=SUM_ORDER_RTOL, atol=1e-9)
+
+
+def test_wide_pass_keeps_a_nan_out_of_the_ranges_but_not_the_sums():
+    from reml_engine.frontend.groups import GroupCodes
+
+    X, y, codes, shift = _wide_data(300, S.WIDE_PASS_COLUMNS, 7, "C")
+    X[17, 4] = np.nan
+    groups = GroupCodes(codes=codes, levels=pd.Index(range(7)))
+    counts, sums, cross, lo, hi = S._one_pass(X, y, groups, shift, S._NO_TRANSFORM)
+    general = group_sums_and_cross(X, y, codes, 7, shift)
+    assert np.isnan(sums[codes[17], 4]) and np.isnan(cross[4, 4])
+    assert np.isfinite(lo[4]) and np.isfinite(hi[4])
+    np.testing.assert_array_equal(lo, general[3])
+    np.testing.assert_array_equal(np.isnan(cross), np.isnan(general[2]))
+
+
+_WIDE_PASS = S._wide_pass
+
+
+def test_fit_through_the_wide_pass_is_the_fit_through_the_kernel(monkeypatch):
+    # The same fit of a wide design with the wide pass and with the general kernel.
+    rng = np.random.default_rng(11)
+    n, n_groups = 3 * BLOCK_ROWS + 5, 60
+    X = np.column_stack([np.ones(n), rng.normal(size=(n, 40))])
+    codes = rng.integers(0, n_groups, n)
+    y = X[:, 1:6].sum(axis=1) + rng.normal(size=n_groups)[codes] + rng.normal(size=n)
+    calls = []
+    monkeypatch.setattr(S, "_wide_pass", lambda *args: calls.append(1) or _WIDE_PASS(*args))
+    wide = rl.fit(X, y, codes)
+    assert calls
+    monkeypatch.setattr(S, "WIDE_PASS_COLUMNS", 10**9)
+    general = rl.fit(X, y, codes)
+    assert wide.criterion == pytest.approx(general.criterion, rel=1e-12)
+    np.testing.assert_allclose(wide.fixef, general.fixef, rtol=1e-9, atol=1e-12)
+    assert wide.tau == pytest.approx(general.tau, rel=1e-8)

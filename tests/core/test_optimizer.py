@@ -182,3 +182,37 @@ def test_a_minimum_that_fails_the_stationarity_test_is_still_reported(monkeypatc
     assert len(summary.optima) == 1 and summary.optima[0].tau > 0
     assert summary.global_optimum.criterion == pytest.approx(m.criterion, abs=1e-9)
     assert any("could not be refined" in note for note in summary.notes)
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_counting_criterion_remembers_single_evaluations_to_the_last_bit(wide, monkeypatch):
+    # A tau evaluated alone (or, when evaluate takes one tau per batch, in any call: as
+    # for wide designs, here by a small memory budget) is not evaluated again: the
+    # numbers are those a new evaluation gives, bit for bit.
+    import dataclasses
+
+    from reml_engine.core import criterion, optimizer
+    from reml_engine.core.criterion import batch_length, evaluate
+
+    if wide:
+        monkeypatch.setattr(criterion, "EVALUATION_MEMORY_BUDGET", 1)
+
+    rng = np.random.default_rng(3)
+    groups = np.repeat(np.arange(20), 15)
+    p = 3
+    X = np.column_stack([np.ones(len(groups)), rng.normal(size=(len(groups), p - 1))])
+    y = X[:, :3].sum(axis=1) + rng.normal(size=20)[groups] + rng.normal(size=len(groups))
+    stats = rl.fit(X, y, groups).stats
+    assert (batch_length(stats.q) == 1) == wide
+    crit = optimizer._CountingCriterion(stats, True)
+    taus = np.array([0.01, 0.5, 3.0])
+    crit(taus)
+    crit(0.5)
+    expected_count = 3 if wide else 4
+    assert crit.count == expected_count
+    for tau in taus:
+        got = crit(tau)
+        fresh = evaluate([tau], stats, True)
+        for field in dataclasses.fields(fresh):
+            np.testing.assert_array_equal(getattr(got, field.name), getattr(fresh, field.name))
+    assert crit.count == expected_count + (0 if wide else 2)

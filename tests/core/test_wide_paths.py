@@ -78,3 +78,53 @@ def test_rank_decisions_equal_the_rule_on_the_rows(p):
     assert kept == _kept_by_least_squares(X, 1e-7)
     assert undecided == []
     assert 3 not in kept and p - 1 in kept and (p <= 10 or 40 not in kept)
+
+
+@pytest.fixture(scope="module")
+def wide_stats():
+    import warnings
+
+    import reml_engine as rl
+
+    rng = np.random.default_rng(5)
+    n, n_groups, p = 3000, 40, criterion.LAPACK_INVERSE_MIN_P + 6
+    codes = rng.integers(0, n_groups, n)
+    X = np.column_stack([np.ones(n), rng.normal(size=(n, p - 1))])
+    y = X[:, 1:4].sum(axis=1) + rng.normal(size=n_groups)[codes] + rng.normal(size=n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return rl.fit(X, y, codes).stats
+
+
+@pytest.mark.parametrize("REML", [True, False])
+def test_wide_beta_and_derivative_equal_the_narrow_path(wide_stats, monkeypatch, REML):
+    # From LAPACK_INVERSE_MIN_P on, beta comes from a triangular solve and the trace in
+    # the derivative from A^{-1} (dpotri); below, from the explicit factor inverse. The
+    # same numbers to rounding on the same statistics, and the derivative is the
+    # criterion's slope (central difference).
+    taus = np.array([-0.8 / wide_stats.max_size, 0.0, 0.07, 1.3, 40.0])
+    assert wide_stats.p >= criterion.LAPACK_INVERSE_MIN_P
+    wide = criterion.evaluate(taus, wide_stats, REML)
+    monkeypatch.setattr(criterion, "LAPACK_INVERSE_MIN_P", 10**9)
+    narrow = criterion.evaluate(taus, wide_stats, REML)
+    np.testing.assert_array_equal(wide.criterion, narrow.criterion)
+    np.testing.assert_allclose(wide.beta, narrow.beta, rtol=1e-10, atol=1e-12)
+    assert np.all(np.abs(wide.derivative - narrow.derivative) <= 1e-10 * narrow.derivative_scale)
+    np.testing.assert_allclose(wide.derivative_scale, narrow.derivative_scale, rtol=1e-9)
+    h = 1e-6 * np.maximum(np.abs(taus[2:]), 1e-3)
+    slope = (criterion.evaluate(taus[2:] + h, wide_stats, REML).criterion
+             - criterion.evaluate(taus[2:] - h, wide_stats, REML).criterion) / (2 * h)
+    assert np.all(np.abs(wide.derivative[2:] - slope) <= 1e-6 * wide.derivative_scale[2:])
+
+
+def test_wide_beta_and_trace_flag_a_singular_factor():
+    p = criterion.LAPACK_INVERSE_MIN_P
+    L = _factors(2, p + 1, seed=4)
+    L[1, 7, 7] = 0.0
+    D = np.broadcast_to(np.eye(p + 1), (2, p + 1, p + 1))
+    beta, trace = criterion._wide_beta_and_trace(L, D, p, True)
+    assert np.isfinite(beta[0]).all() and np.isfinite(trace[0])
+    assert not np.isfinite(beta[1]).all() and np.isnan(trace[1])
+    Lxx = L[0, :p, :p]
+    np.testing.assert_allclose(trace[0], np.trace(np.linalg.inv(Lxx @ Lxx.T)), rtol=1e-10)
+    np.testing.assert_allclose(beta[0], np.linalg.solve(Lxx.T, L[0, p, :p]), rtol=1e-10)
