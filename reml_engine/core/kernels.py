@@ -482,6 +482,17 @@ def dense_integer_codes(labels, offset, span):
     return codes, level_pos
 
 
+@njit(cache=True, nogil=True)
+def integer_range(values):
+    """Smallest and largest of int64 ``values`` (at least one), in one pass (numpy's
+    ``min`` and ``max`` take one each)."""
+    low = high = values[0]
+    for i in range(1, values.shape[0]):
+        low = min(low, values[i])
+        high = max(high, values[i])
+    return low, high
+
+
 @njit(cache=True)
 def column_ranges(X):
     """Per column of ``X`` (n, p): smallest and largest finite value, and the number of

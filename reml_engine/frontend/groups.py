@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..core.kernels import dense_integer_codes
+from ..core.kernels import dense_integer_codes, integer_range
 
 #: Integer labels whose range (max - min + 1) is at most this many times the number of
 #: rows are coded by a direct table lookup instead of hashing.
@@ -168,7 +168,7 @@ def _from_uniques(codes: np.ndarray, uniques, sort: bool) -> GroupCodes:
 
 def _integer_codes(values: np.ndarray, sort: bool) -> GroupCodes:
     """Integer labels of any width: a table lookup when their range is small."""
-    lo, hi = int(values.min()), int(values.max())
+    lo, hi = integer_range(values) if values.dtype == np.int64 else (int(values.min()), int(values.max()))
     dtype = np.uint64 if hi > INT64_MAX else np.int64
     span = hi - lo + 1
     if sort and span <= DENSE_SPAN_FACTOR * values.size + 1024:
@@ -349,7 +349,8 @@ def factorize_groups(groups, name: str = "group") -> GroupCodes:
         coded = encode_labels(groups)
     except ValueError as err:
         raise ValueError(f"groups ({name}): {err}") from None
-    n_missing = int((coded.codes < 0).sum())
+    # The smallest code first (one pass, no temporary): missing labels are rare.
+    n_missing = int((coded.codes < 0).sum()) if coded.codes.size and coded.codes.min() < 0 else 0
     if n_missing:
         raise ValueError(f"grouping variable {name!r} has {n_missing} missing labels; drop those rows first")
     levels = coded.levels

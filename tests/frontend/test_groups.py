@@ -202,3 +202,19 @@ def test_unsorted_coding_keeps_the_order_of_first_appearance(labels):
     # A Dask categorical's categories are gathered partition by partition in this order.
     levels = encode_labels(pd.Series(labels), sort=False).levels
     assert [label_text(v) for v in levels] == [label_text(v) for v in pd.unique(pd.Series(labels).dropna())]
+
+
+def test_integer_range_is_numpys_min_and_max():
+    from reml_engine.core.kernels import integer_range
+
+    rng = np.random.default_rng(1)
+    info = np.iinfo(np.int64)
+    for values in (np.array([7]), rng.integers(-50, 50, 1001), np.array([3, info.max, info.min, 0]),
+                   np.arange(10**5)[::-1].copy(), np.full(9, -4)):
+        assert integer_range(values.astype(np.int64)) == (values.min(), values.max())
+
+
+def test_missing_labels_are_counted_whatever_their_place():
+    for labels in ([np.nan, 1.0, 2.0], [1.0, 2.0, np.nan, np.nan], [None, "a", None]):
+        with pytest.raises(ValueError, match=f"has {sum(pd.isna(labels))} missing labels"):
+            factorize_groups(labels)
