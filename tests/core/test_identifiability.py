@@ -41,3 +41,50 @@ def test_a_predictor_far_from_0_with_as_few_groups_as_columns_is_not_a_constant(
     lme4 = load_closure_reference()["two_groups"]
     assert m.criterion == pytest.approx(lme4["criterion"], abs=1e-6)
     assert m.fixef["x"] == pytest.approx(lme4["fixef"]["x"], rel=1e-6)
+
+
+def _raises(call) -> bool:
+    try:
+        call()
+    except rl.ModelDataError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("case", ["clear", "exact", "exact_wide", "near", "dependent"])
+def test_residual_check_decides_as_least_squares(case, monkeypatch):
+    # The Cholesky shortcut only vouches for a residual clearly above the threshold; every
+    # other case is decided by the least-squares solution, as without it.
+    from reml_engine.core import identifiability as I
+
+    rng = np.random.default_rng(4)
+    n, n_groups, p = 600, 30, 120 if case == "exact_wide" else 12
+    groups = np.repeat(np.arange(n_groups), n // n_groups)
+    X = np.column_stack([np.ones(n), rng.normal(size=(n, p - 2)), rng.normal(size=n_groups)[groups]])
+    if case == "dependent":
+        X[:, 5] = X[:, 4] + 1e-7 * rng.normal(size=n)
+    between = rng.normal(size=n_groups)[groups]
+    y = X[:, 1:4].sum(axis=1) + between + {"clear": 1.0, "near": 1e-5}.get(case, 0.0) * rng.normal(size=n)
+    if case == "dependent":
+        y = y + rng.normal(size=n)
+    Z = np.column_stack([X, y])
+    means = np.zeros((n_groups, Z.shape[1]))
+    np.add.at(means, groups, Z)
+    means /= np.bincount(groups)[:, None]
+    within = (Z - means[groups]).T @ (Z - means[groups])
+    within[0, :] = within[:, 0] = 0.0  # the intercept and the group-level column: no within part
+    within[p - 1, :] = within[:, p - 1] = 0.0
+    total = float(np.sum((y - y.mean()) ** 2))
+    threshold = I.EXACT_FIT_TOL * total
+    if case == "near":
+        # The residual just above the threshold: the shortcut declines, least squares decides.
+        total = float(within[-1, -1] - within[-1, :-1] @ np.linalg.lstsq(within[:-1, :-1], within[:-1, -1],
+                                                                          rcond=None)[0]) / (2 * I.EXACT_FIT_TOL)
+        threshold = I.EXACT_FIT_TOL * total
+    check = lambda: I.check_residual_variance(within, total, "y", "g")  # noqa: E731
+    with_shortcut = _raises(check)
+    shortcut = I._clearly_left(within[:-1, :-1], within[:-1, -1], within[-1, -1], threshold)
+    monkeypatch.setattr(I, "_clearly_left", lambda *args: False)
+    assert with_shortcut == _raises(check)
+    assert with_shortcut == case.startswith("exact")
+    assert shortcut == (case == "clear")

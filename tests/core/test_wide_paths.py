@@ -128,3 +128,31 @@ def test_wide_beta_and_trace_flag_a_singular_factor():
     Lxx = L[0, :p, :p]
     np.testing.assert_allclose(trace[0], np.trace(np.linalg.inv(Lxx @ Lxx.T)), rtol=1e-10)
     np.testing.assert_allclose(beta[0], np.linalg.solve(Lxx.T, L[0, p, :p]), rtol=1e-10)
+
+
+@pytest.mark.parametrize("noise_tol", [0.0, 1e-12])
+def test_blocked_rank_decisions_equal_the_column_by_column_ones(monkeypatch, noise_tol):
+    # From RANK_BLOCKED_MIN_P columns on the rule runs block by block: the same columns
+    # kept and undecided as column by column, and as the rule stated on the rows.
+    from reml_engine.core import identifiability
+
+    rng = np.random.default_rng(21)
+    n, p = 900, identifiability.RANK_BLOCKED_MIN_P + 2 * identifiability.RANK_BLOCK_COLUMNS + 9
+    X = rng.normal(size=(n, p))
+    X[:, 3] = X[:, 0] - 2 * X[:, 1]                                   # dropped, first block
+    X[:, 70] = X[:, 10:20].sum(axis=1)                               # on columns of an earlier block
+    X[:, 100] = X[:, 66] + X[:, 90] - X[:, 5]                        # inside and before its block
+    X[:, 150] = 0.0                                                  # a zero column
+    X[:, 200] = X[:, 199] + 1e-4 * rng.normal(size=n)                # nearly, kept
+    X[:, p - 1] = X[:, 130:140].sum(axis=1) + 1e-10 * rng.normal(size=n)  # below the tolerance
+    gram = X.T @ X
+    blocked = rank_decisions(gram, np.diag(gram).copy(), tol=1e-7, noise_tol=noise_tol)
+    monkeypatch.setattr(identifiability, "RANK_BLOCKED_MIN_P", 10**9)
+    single = rank_decisions(gram, np.diag(gram).copy(), tol=1e-7, noise_tol=noise_tol)
+    assert blocked == single
+    kept, undecided = blocked
+    assert {3, 70, 100, 150, p - 1}.isdisjoint(kept) and {199, 200} <= set(kept)
+    if noise_tol == 0.0:
+        assert kept == _kept_by_least_squares(X, 1e-7) and undecided == []
+    else:  # exactly collinear columns are within the noise band: undecided, not kept
+        assert {3, 70, 100} <= set(undecided)
