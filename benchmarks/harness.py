@@ -182,16 +182,21 @@ def verdict(run: E.Run, fit: rl.LmerFit | None, crit_diff: float, REML: bool = T
     return "stopped short"
 
 
-def warm_up() -> None:
+def warm_up(largest: int | None = None) -> None:
     """Fit data sets from arrays and from a formula, untimed: numba loads (or compiles)
     reml_engine's kernels here, so that no timing of the run includes it, even when a
     point's time budget allows only one call.
 
-    Two sizes: a small one, and one just large enough for the statistics pass to split
-    the rows over threads (its parallel kernels are others, and compiling them takes
-    seconds when numba's cache is empty or stale, as after any change to the kernels'
-    source: a first 1e6-row point once timed 9-18 s instead of 15 ms that way)."""
-    for rows, groups in ((2_000, 20), (2 * PARALLEL_CHUNK_ROWS, 1_000)):
+    A small size, and, when the run has points of ``largest`` rows or more (None: any
+    run), one just large enough for the statistics pass to split the rows over threads
+    (its parallel kernels are others, and compiling them takes seconds when numba's
+    cache is empty or stale, as after any change to the kernels' source: a first
+    1e6-row point once timed 9-18 s instead of 15 ms that way)."""
+    sizes = [(2_000, 20)]
+    threaded = 2 * PARALLEL_CHUNK_ROWS
+    if largest is None or largest >= threaded:
+        sizes.append((threaded, 1_000))
+    for rows, groups in sizes:
         data = simulate(Config(rows, groups, 3, True))
         rl.fit(data.X, data.y, data.groups)
         rl.lmer(data.config.formula(), data.frame())
@@ -199,7 +204,7 @@ def warm_up() -> None:
 
 def run_grid(configs: list[Config], settings: Settings, log=print) -> pd.DataFrame:
     """Run every engine on every configuration; one row per (configuration, engine)."""
-    warm_up()
+    warm_up(max((config.nobs for config in configs), default=0))
     caps = TimeCaps(settings.max_seconds)
     rows = []
     for config in configs:
