@@ -127,6 +127,8 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
     curv = np.empty(K)
     pwrss = np.empty(K)
     exact = np.zeros(K, dtype=np.bool_)
+    visit = np.zeros(K, dtype=np.bool_)
+    indefinite = np.zeros(K, dtype=np.bool_)
     work = direct_workspace(q, sizes.shape[0])
     beta_buf = np.zeros(p)
     # What every response shares at each scan point (the eigenvalues and group sizes):
@@ -190,8 +192,22 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
         if bad:
             status[j] = FALLBACK
             continue
-        # The points the single scan evaluates directly (with the safety factor).
+        # The points the single scan evaluates directly (with the safety factor), in
+        # order. Their test reads the slope of the point before, which a direct
+        # evaluation may have changed; the sign alone matters. So the test on the
+        # spectral slopes (branch-free, vectorized) finds every point to look at, and
+        # a direct slope of another sign than its spectral one adds the next point.
+        for i in range(1, K - 1):
+            positive = slope[i] > 0.0
+            visit[i] = (abs(slope[i]) <= safety * margin[i]) | (positive != (slope[i + 1] > 0.0)) \
+                | (positive != (slope[i - 1] > 0.0))
+        visit[0] = True
+        visit[K - 1] = True
+        flipped = False
         for i in range(K):
+            if not (visit[i] or flipped):
+                continue
+            flipped = False
             unsure = i == 0 or i == K - 1 or abs(slope[i]) <= safety * margin[i]
             if not unsure and i + 1 < K and (slope[i] > 0.0) != (slope[i + 1] > 0.0):
                 unsure = True
@@ -200,15 +216,40 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
             if not unsure:
                 continue
             evaluations[j] += 1
+            spectral_positive = slope[i] > 0.0
             if not _make_exact(i, taus, slope, margin, exact, W, Bt, sizes, groups_per_size, dof, REML, sign_rtol,
                                work, beta_buf, value):
                 bad = True
                 break
+            flipped = (slope[i] > 0.0) != spectral_positive
         if bad or not slope[K - 1] > 0.0:
             status[j] = FALLBACK
             continue
         # The relaxed search for hidden minima, with margins times the safety factor.
+        # Its tests at point i read points i - 1 to i + 1, which its direct
+        # evaluations at an earlier point may have changed (i - 2 or i - 1): so they
+        # run branch-free on the slopes after the pass above, and the search visits in
+        # order the points that pass them and the two after any point it evaluated.
+        # Whether an interval is sign-definite by the spectral bounds of
+        # ``reml_engine.core.spectral.derivative_bounds`` (with the safety factor) reads
+        # the spectral arrays alone, which no direct evaluation changes.
+        for a in range(K - 1):
+            lower = shared_slope[a + 1] - dof * curv[a] / pwrss[a + 1]
+            upper = shared_slope[a] - dof * curv[a + 1] / pwrss[a]
+            tol = safety * certify_rtol * max(scale[a], scale[a + 1])
+            indefinite[a] = not ((lower > tol) | (upper < -tol))
         for i in range(1, K - 1):
+            mid = slope[i]
+            positive = mid > 0.0
+            same_sign = (positive == (slope[i - 1] > 0.0)) & (positive == (slope[i + 1] > 0.0))
+            slack_before = 2.0 * safety * (margin[i] + margin[i - 1])
+            slack_after = 2.0 * safety * (margin[i] + margin[i + 1])
+            smallest = (abs(mid) <= abs(slope[i - 1]) + slack_before) & (abs(mid) <= abs(slope[i + 1]) + slack_after)
+            visit[i] = same_sign & smallest & (indefinite[i - 1] | indefinite[i])
+        changed_until = 0
+        for i in range(1, K - 1):
+            if not (visit[i] or i <= changed_until):
+                continue
             mid = slope[i]
             if (mid > 0.0) != (slope[i - 1] > 0.0) or (mid > 0.0) != (slope[i + 1] > 0.0):
                 continue
@@ -216,17 +257,9 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
             slack_after = 2.0 * safety * (margin[i] + margin[i + 1])
             if not (abs(mid) <= abs(slope[i - 1]) + slack_before and abs(mid) <= abs(slope[i + 1]) + slack_after):
                 continue
-            # Sign-definite on both neighbouring intervals (the spectral bounds of
-            # ``reml_engine.core.spectral.derivative_bounds``, with the safety factor)?
-            definite = True
-            for a in range(i - 1, i + 1):
-                lower = shared_slope[a + 1] - dof * curv[a] / pwrss[a + 1]
-                upper = shared_slope[a] - dof * curv[a + 1] / pwrss[a]
-                tol = safety * certify_rtol * max(scale[a], scale[a + 1])
-                if not (lower > tol or upper < -tol):
-                    definite = False
-            if definite:
+            if not (indefinite[i - 1] or indefinite[i]):
                 continue
+            changed_until = i + 2
             # As the single scan: the point and its neighbours directly, then the exact
             # test; a point that passes it (within rounding) is searched by the single
             # chain.
