@@ -30,34 +30,31 @@ DECIDED = 0
 FALLBACK = 1
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _direct_at(tau, within, between, sizes, groups_per_size, dof, REML, work, beta_buf):
-    """The direct form at one tau: (criterion, derivative, derivative scale, pwrss, ok)
-    and beta (p,) (in ``beta_buf``, overwritten by the next call), in the scratch
-    matrices ``work`` (:func:`~reml_engine.core.criterion_kernels.direct_workspace`)."""
-    ok, logdet_V, logdet_X, pwrss, crit, deriv, dscale = direct_point(
-        tau, within, between, sizes, groups_per_size, dof, REML, True, work, beta_buf)
-    return crit, deriv, dscale, pwrss, ok, beta_buf
+# The scan calls the direct form (``direct_point``) itself and leaves the checks and the
+# bookkeeping to the two helpers below, which take scalars or run straight through: a
+# compiled helper that takes arrays and branches makes numba count a reference to each
+# of its arrays on entry and exit, atomic operations that cost about as much as a
+# quarter of the direct evaluation they wrapped.
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _make_exact(i, taus, slope, margin, exact, within, between, sizes, groups_per_size, dof, REML, sign_rtol, work, beta_buf,
-                value):
-    """Scan point i by the direct form, in place. False when the direct slope is not
-    finite, farther from the spectral one than its margin (the single scan would redo
-    the scan directly) or within ``sign_rtol`` of its scale of zero (its sign is
-    rounding)."""
-    crit, deriv, dscale, rss, ok, beta = _direct_at(taus[i], within, between, sizes, groups_per_size, dof, REML,
-                                                    work, beta_buf)
+def _usable_direct_slope(ok, crit, deriv, dscale, spectral_slope, margin, sign_rtol):
+    """Whether a direct evaluation replaces a scan point's spectral slope: False when it
+    failed or is not finite, when its slope is farther from the spectral one than the
+    margin (the single scan would redo the scan directly) or within ``sign_rtol`` of its
+    scale of zero (its sign is rounding)."""
     if not (ok and np.isfinite(crit) and np.isfinite(deriv)):
         return False
-    if abs(deriv - slope[i]) > margin[i] or abs(deriv) <= sign_rtol * dscale:
-        return False
+    return not (abs(deriv - spectral_slope) > margin or abs(deriv) <= sign_rtol * dscale)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _set_exact(i, crit, deriv, slope, value, margin, exact):
+    """Scan point i takes its direct criterion and slope (its margin is then 0)."""
     slope[i] = deriv
     value[i] = crit
     margin[i] = 0.0
     exact[i] = True
-    return True
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -216,12 +213,13 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
             if not unsure:
                 continue
             evaluations[j] += 1
-            spectral_positive = slope[i] > 0.0
-            if not _make_exact(i, taus, slope, margin, exact, W, Bt, sizes, groups_per_size, dof, REML, sign_rtol,
-                               work, beta_buf, value):
+            ok, _, _, _, crit, deriv, dscale = direct_point(taus[i], W, Bt, sizes, groups_per_size, dof, REML, True,
+                                                            work, beta_buf)
+            if not _usable_direct_slope(ok, crit, deriv, dscale, slope[i], margin[i], sign_rtol):
                 bad = True
                 break
-            flipped = (slope[i] > 0.0) != spectral_positive
+            flipped = (deriv > 0.0) != (slope[i] > 0.0)
+            _set_exact(i, crit, deriv, slope, value, margin, exact)
         if bad or not slope[K - 1] > 0.0:
             status[j] = FALLBACK
             continue
@@ -266,8 +264,11 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
             for a in range(i - 1, i + 2):
                 if not exact[a]:
                     evaluations[j] += 1
-                    if not _make_exact(a, taus, slope, margin, exact, W, Bt, sizes, groups_per_size, dof, REML,
-                                       sign_rtol, work, beta_buf, value):
+                    ok, _, _, _, crit, deriv, dscale = direct_point(taus[a], W, Bt, sizes, groups_per_size, dof, REML,
+                                                                    True, work, beta_buf)
+                    if _usable_direct_slope(ok, crit, deriv, dscale, slope[a], margin[a], sign_rtol):
+                        _set_exact(a, crit, deriv, slope, value, margin, exact)
+                    else:
                         bad = True
             if bad:
                 break
@@ -294,7 +295,8 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
             if not ok:
                 bad = True
                 break
-            crit, deriv, dscale, rss, ok, beta = _direct_at(root, W, Bt, sizes, groups_per_size, dof, REML, work, beta_buf)
+            ok, _, _, rss, crit, deriv, dscale = direct_point(root, W, Bt, sizes, groups_per_size, dof, REML, True,
+                                                              work, beta_buf)
             evaluations[j] += 1
             if not (ok and np.isfinite(crit) and abs(deriv) <= stationary_rtol * dscale):
                 bad = True
@@ -305,7 +307,7 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
             root_deriv[j, count] = deriv
             root_pwrss[j, count] = rss
             for c in range(p):
-                root_beta[j, count, c] = beta[c]
+                root_beta[j, count, c] = beta_buf[c]
             count += 1
         if bad:
             status[j] = FALLBACK
@@ -313,7 +315,8 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
         n_brackets[j] = count
         first[j, 0] = value[0]
         first[j, 1] = slope[0]
-        crit, deriv, dscale, rss, ok, beta = _direct_at(0.0, W, Bt, sizes, groups_per_size, dof, REML, work, beta_buf)
+        ok, _, _, rss, crit, deriv, dscale = direct_point(0.0, W, Bt, sizes, groups_per_size, dof, REML, True, work,
+                                                          beta_buf)
         evaluations[j] += 1
         if not (ok and np.isfinite(crit) and np.isfinite(deriv)):
             status[j] = FALLBACK
@@ -322,7 +325,7 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
         zero[j, 1] = deriv
         zero[j, 2] = rss
         for c in range(p):
-            zero_beta[j, c] = beta[c]
+            zero_beta[j, c] = beta_buf[c]
     return (status, n_brackets, brackets, roots, root_crit, root_deriv, root_pwrss, root_beta, zero, zero_beta,
             evaluations, first)
 
