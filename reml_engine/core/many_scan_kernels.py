@@ -170,7 +170,18 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
         for i in range(K):
             pwrss[i] = rss0[j]
             curv[i] = 0.0
-        for s in range(R):
+        # Two eigenvalues per pass over the points (each sum still adds its terms one
+        # after the other, in the order of s: the same rounding as one per pass), so
+        # that the running sums are loaded and stored half as often.
+        s = 0
+        while s + 1 < R:
+            h_a = h2[j, s]
+            h_b = h2[j, s + 1]
+            for i in range(K):
+                pwrss[i] = (pwrss[i] - tw[s, i] * h_a) - tw[s + 1, i] * h_b
+                curv[i] = (curv[i] + w2[s, i] * h_a) + w2[s + 1, i] * h_b
+            s += 2
+        if s < R:
             h = h2[j, s]
             for i in range(K):
                 pwrss[i] -= tw[s, i] * h
