@@ -118,6 +118,8 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
     evaluations = np.zeros(k, dtype=np.int64)
     first = np.full((k, 2), np.nan)
     slope = np.empty(K)
+    # The direct criterion at the scan points: only value[0] is read, and the first point
+    # is always evaluated directly before it is, so it is not reset per response.
     value = np.full(K, np.nan)
     scale = np.empty(K)
     margin = np.empty(K)
@@ -195,7 +197,6 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
             failed += not (pwrss[i] > 0.0 and abs(slope[i]) < np.inf and abs(scale[i]) < np.inf)
             margin[i] = certify_rtol * scale[i]
             exact[i] = False
-            value[i] = np.nan
         bad = failed > 0
         if bad:
             status[j] = FALLBACK
