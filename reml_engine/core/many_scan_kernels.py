@@ -169,13 +169,23 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
             continue
         W = within[j]
         Bt = between[j]
-        for i in range(K):
-            pwrss[i] = rss0[j]
-            curv[i] = 0.0
         # Two eigenvalues per pass over the points (each sum still adds its terms one
-        # after the other, in the order of s: the same rounding as one per pass), so
-        # that the running sums are loaded and stored half as often.
+        # after the other, in the order of s, from y'P_0y and 0.0: the same rounding as
+        # one per pass), so that the running sums are loaded and stored half as often;
+        # the first pass starts them.
         s = 0
+        start = rss0[j]
+        if R >= 2:
+            h_a = h2[j, 0]
+            h_b = h2[j, 1]
+            for i in range(K):
+                pwrss[i] = (start - tw[0, i] * h_a) - tw[1, i] * h_b
+                curv[i] = (0.0 + w2[0, i] * h_a) + w2[1, i] * h_b
+            s = 2
+        else:
+            for i in range(K):
+                pwrss[i] = start
+                curv[i] = 0.0
         while s + 1 < R:
             h_a = h2[j, s]
             h_b = h2[j, s + 1]
