@@ -266,9 +266,18 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
             slack_after = 2.0 * safety * (margin[i] + margin[i + 1])
             smallest = (abs(mid) <= abs(slope[i - 1]) + slack_before) & (abs(mid) <= abs(slope[i + 1]) + slack_after)
             visit[i] = same_sign & smallest & (indefinite[i - 1] | indefinite[i])
+        # The search stops past the last point to visit and the two after its last
+        # evaluation (on most responses there is no point to visit at all).
+        remaining = 0
+        for i in range(1, K - 1):
+            remaining += visit[i]
         changed_until = 0
         for i in range(1, K - 1):
-            if not (visit[i] or i <= changed_until):
+            if visit[i]:
+                remaining -= 1
+            elif i > changed_until:
+                if remaining == 0:
+                    break
                 continue
             mid = slope[i]
             if (mid > 0.0) != (slope[i - 1] > 0.0) or (mid > 0.0) != (slope[i + 1] > 0.0):
