@@ -29,20 +29,26 @@ def criterion_name(REML: bool) -> str:
     return "REML criterion" if REML else "deviance"
 
 
+def boundary_reason(derivative_at_zero: float) -> str:
+    """The reason for an estimate at var_group = 0 (``Boundary.reason``), from the slope
+    of the criterion in tau there alone: ``"negative_icc"`` when it rises from 0, else
+    ``"flat"``."""
+    return "negative_icc" if derivative_at_zero > 0 else "flat"
+
+
 def boundary_diagnosis(summary: OptSummary, cs: CompoundSymmetryFit) -> Boundary:
     """The reason for an estimate at var_group = 0, with the numbers behind it."""
     slope = summary.derivative_at_zero
     at_zero = next(o for o in summary.optima if o.kind == "boundary")
     name = criterion_name(summary.REML)
-    if slope > 0:
-        reason = "negative_icc"
+    reason = boundary_reason(slope)
+    if reason == "negative_icc":
         message = (
             f"var_group is estimated at 0 (boundary): the {name} rises from there (slope {slope:.4g} in tau), "
             "so the data point to a negative ICC; compound symmetry (nlme's corCompSymm) has ICC = "
             f"{cs.icc:.4g}, {name} {cs.criterion:.4f} vs {at_zero.criterion:.4f} here."
         )
     else:
-        reason = "flat"
         message = (
             f"var_group is estimated at 0 (boundary), where the {name} is flat (zero slope): the data "
             "cannot tell a small group variance from none."

@@ -51,6 +51,7 @@ from ..frontend.design import Design, FixedEncoding
 from ..frontend.formula import ParsedFormula
 from ..frontend.groups import GroupCodes, factorize_groups
 from .criterion import fixed_effects
+from .diagnosis import boundary_reason
 from .fitting import build_fit
 from .many_kernels import group_segments, many_sums_and_cross, many_within
 from .many_scan import BatchedFits, batched_optima
@@ -631,8 +632,10 @@ class ManyFits(Sequence):
         or empty for an interior estimate), ``n_optima``, then each fixed effect and its
         standard error (``fixef[x]``, ``se[x]``).
 
-        The boundary reason builds the fits of the responses at the boundary; the other
-        columns come from the criterion problems.
+        The columns come from the batched scan's arrays and the criterion problems, the
+        boundary reason of a batched response from its record's slope of the criterion
+        at tau = 0; only a response at the boundary that the single chain fitted builds
+        its fit for its reason.
         """
         fixef, se, sigma2 = self._estimates()
         tau = self.tau.to_numpy()
@@ -659,7 +662,13 @@ class ManyFits(Sequence):
         at_zero = self._per_response(None if self._batch is None else self._batch.fits.at_zero,
                                      lambda e: e.optimum.kind == "boundary", dtype=bool)
         reasons = [""] * len(self)
+        rows = self._batch_index
         for j in np.flatnonzero(at_zero):
+            if rows[j] >= 0:
+                # The reason its fit would give, from the record's slope at tau = 0
+                # (the fit is not built for it).
+                reasons[j] = boundary_reason(self._batch.fits.derivative_at_zero[rows[j]])
+                continue
             boundary = self[int(j)].boundary
             reasons[j] = "" if boundary is None else boundary.reason
         return reasons

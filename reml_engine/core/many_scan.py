@@ -105,8 +105,9 @@ class BatchedFits:
 
     ``fitted[j]`` says whether response j was fitted here (the others are left to the
     single chain). For those: ``tau`` and ``criterion`` at the global optimum,
-    ``at_zero`` (the global optimum is tau = 0, kind ``"boundary"``), ``n_optima``, and
-    ``fixef``, ``se`` (k, p) in the user's columns and ``sigma2``. Each optimizer record
+    ``at_zero`` (the global optimum is tau = 0, kind ``"boundary"``), ``n_optima``,
+    ``fixef``, ``se`` (k, p) in the user's columns, ``sigma2`` and ``derivative_at_zero``
+    (the record's slope of the criterion at tau = 0, which gives the boundary reason). Each optimizer record
     (:class:`~reml_engine.core.optimizer.OptSummary`) is built from the scan's arrays
     when asked for (:meth:`summary`), so k responses cost no Python object each up front;
     the arrays give the same global optimum and count of optima as the record
@@ -121,6 +122,7 @@ class BatchedFits:
     fixef: np.ndarray
     se: np.ndarray
     sigma2: np.ndarray
+    derivative_at_zero: np.ndarray
     block: np.ndarray = field(repr=False)
     row: np.ndarray = field(repr=False)
     records: tuple = field(repr=False)
@@ -298,6 +300,7 @@ def batched_optima(stats, nobs: int, p: int, intercept_index: int, REML: bool) -
         tau_k, crit_k, sigma2_k = np.full(k, np.nan), np.full(k, np.nan), np.full(k, np.nan)
         at_zero, n_optima = np.zeros(k, dtype=bool), np.zeros(k, dtype=np.int64)
         fixef_k, se_k = np.full((k, p), np.nan), np.full((k, p), np.nan)
+        slope_zero_k = np.full(k, np.nan)
         block_of, row_of = np.full(k, -1, dtype=np.int64), np.full(k, -1, dtype=np.int64)
         records = []
         for scanned in run_pieces(scan_block, blocks):
@@ -308,10 +311,11 @@ def batched_optima(stats, nobs: int, p: int, intercept_index: int, REML: bool) -
             tau_k[columns], crit_k[columns], sigma2_k[columns] = tau, crit, sigma2
             at_zero[columns], n_optima[columns] = best == -1, count
             fixef_k[columns], se_k[columns] = fixef, se
+            slope_zero_k[columns] = record.zero[:, 1]
             block_of[columns], row_of[columns] = len(records), np.arange(len(columns))
             records.append(record)
-    return BatchedFits(fitted, tau_k, crit_k, at_zero, n_optima, fixef_k, se_k, sigma2_k, block_of, row_of,
-                       tuple(records), taus, lower, max_size, bool(REML))
+    return BatchedFits(fitted, tau_k, crit_k, at_zero, n_optima, fixef_k, se_k, sigma2_k, slope_zero_k, block_of,
+                       row_of, tuple(records), taus, lower, max_size, bool(REML))
 
 
 def _scan_block(shared: _SharedX, stats, block: np.ndarray, p: int, taus: np.ndarray, dof: float, REML: bool,

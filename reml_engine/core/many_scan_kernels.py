@@ -30,34 +30,31 @@ DECIDED = 0
 FALLBACK = 1
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _direct_at(tau, within, between, sizes, groups_per_size, dof, REML, work, beta_buf):
-    """The direct form at one tau: (criterion, derivative, derivative scale, pwrss, ok)
-    and beta (p,) (in ``beta_buf``, overwritten by the next call), in the scratch
-    matrices ``work`` (:func:`~reml_engine.core.criterion_kernels.direct_workspace`)."""
-    ok, logdet_V, logdet_X, pwrss, crit, deriv, dscale = direct_point(
-        tau, within, between, sizes, groups_per_size, dof, REML, True, work, beta_buf)
-    return crit, deriv, dscale, pwrss, ok, beta_buf
+# The scan calls the direct form (``direct_point``) itself and leaves the checks and the
+# bookkeeping to the two helpers below, which take scalars or run straight through: a
+# compiled helper that takes arrays and branches makes numba count a reference to each
+# of its arrays on entry and exit, atomic operations that cost about as much as a
+# quarter of the direct evaluation they wrapped.
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _make_exact(i, taus, slope, margin, exact, within, between, sizes, groups_per_size, dof, REML, sign_rtol, work, beta_buf,
-                value):
-    """Scan point i by the direct form, in place. False when the direct slope is not
-    finite, farther from the spectral one than its margin (the single scan would redo
-    the scan directly) or within ``sign_rtol`` of its scale of zero (its sign is
-    rounding)."""
-    crit, deriv, dscale, rss, ok, beta = _direct_at(taus[i], within, between, sizes, groups_per_size, dof, REML,
-                                                    work, beta_buf)
+def _usable_direct_slope(ok, crit, deriv, dscale, spectral_slope, margin, sign_rtol):
+    """Whether a direct evaluation replaces a scan point's spectral slope: False when it
+    failed or is not finite, when its slope is farther from the spectral one than the
+    margin (the single scan would redo the scan directly) or within ``sign_rtol`` of its
+    scale of zero (its sign is rounding)."""
     if not (ok and np.isfinite(crit) and np.isfinite(deriv)):
         return False
-    if abs(deriv - slope[i]) > margin[i] or abs(deriv) <= sign_rtol * dscale:
-        return False
+    return not (abs(deriv - spectral_slope) > margin or abs(deriv) <= sign_rtol * dscale)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _set_exact(i, crit, deriv, slope, value, margin, exact):
+    """Scan point i takes its direct criterion and slope (its margin is then 0)."""
     slope[i] = deriv
     value[i] = crit
     margin[i] = 0.0
     exact[i] = True
-    return True
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -121,12 +118,16 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
     evaluations = np.zeros(k, dtype=np.int64)
     first = np.full((k, 2), np.nan)
     slope = np.empty(K)
+    # The direct criterion at the scan points: only value[0] is read, and the first point
+    # is always evaluated directly before it is, so it is not reset per response.
     value = np.full(K, np.nan)
     scale = np.empty(K)
     margin = np.empty(K)
     curv = np.empty(K)
     pwrss = np.empty(K)
     exact = np.zeros(K, dtype=np.bool_)
+    visit = np.zeros(K, dtype=np.bool_)
+    indefinite = np.zeros(K, dtype=np.bool_)
     work = direct_workspace(q, sizes.shape[0])
     beta_buf = np.zeros(p)
     # What every response shares at each scan point (the eigenvalues and group sizes):
@@ -168,10 +169,31 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
             continue
         W = within[j]
         Bt = between[j]
-        for i in range(K):
-            pwrss[i] = rss0[j]
-            curv[i] = 0.0
-        for s in range(R):
+        # Two eigenvalues per pass over the points (each sum still adds its terms one
+        # after the other, in the order of s, from y'P_0y and 0.0: the same rounding as
+        # one per pass), so that the running sums are loaded and stored half as often;
+        # the first pass starts them.
+        s = 0
+        start = rss0[j]
+        if R >= 2:
+            h_a = h2[j, 0]
+            h_b = h2[j, 1]
+            for i in range(K):
+                pwrss[i] = (start - tw[0, i] * h_a) - tw[1, i] * h_b
+                curv[i] = (0.0 + w2[0, i] * h_a) + w2[1, i] * h_b
+            s = 2
+        else:
+            for i in range(K):
+                pwrss[i] = start
+                curv[i] = 0.0
+        while s + 1 < R:
+            h_a = h2[j, s]
+            h_b = h2[j, s + 1]
+            for i in range(K):
+                pwrss[i] = (pwrss[i] - tw[s, i] * h_a) - tw[s + 1, i] * h_b
+                curv[i] = (curv[i] + w2[s, i] * h_a) + w2[s + 1, i] * h_b
+            s += 2
+        if s < R:
             h = h2[j, s]
             for i in range(K):
                 pwrss[i] -= tw[s, i] * h
@@ -185,13 +207,26 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
             failed += not (pwrss[i] > 0.0 and abs(slope[i]) < np.inf and abs(scale[i]) < np.inf)
             margin[i] = certify_rtol * scale[i]
             exact[i] = False
-            value[i] = np.nan
         bad = failed > 0
         if bad:
             status[j] = FALLBACK
             continue
-        # The points the single scan evaluates directly (with the safety factor).
+        # The points the single scan evaluates directly (with the safety factor), in
+        # order. Their test reads the slope of the point before, which a direct
+        # evaluation may have changed; the sign alone matters. So the test on the
+        # spectral slopes (branch-free, vectorized) finds every point to look at, and
+        # a direct slope of another sign than its spectral one adds the next point.
+        for i in range(1, K - 1):
+            positive = slope[i] > 0.0
+            visit[i] = (abs(slope[i]) <= safety * margin[i]) | (positive != (slope[i + 1] > 0.0)) \
+                | (positive != (slope[i - 1] > 0.0))
+        visit[0] = True
+        visit[K - 1] = True
+        flipped = False
         for i in range(K):
+            if not (visit[i] or flipped):
+                continue
+            flipped = False
             unsure = i == 0 or i == K - 1 or abs(slope[i]) <= safety * margin[i]
             if not unsure and i + 1 < K and (slope[i] > 0.0) != (slope[i + 1] > 0.0):
                 unsure = True
@@ -200,15 +235,50 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
             if not unsure:
                 continue
             evaluations[j] += 1
-            if not _make_exact(i, taus, slope, margin, exact, W, Bt, sizes, groups_per_size, dof, REML, sign_rtol,
-                               work, beta_buf, value):
+            ok, _, _, _, crit, deriv, dscale = direct_point(taus[i], W, Bt, sizes, groups_per_size, dof, REML, True,
+                                                            work, beta_buf)
+            if not _usable_direct_slope(ok, crit, deriv, dscale, slope[i], margin[i], sign_rtol):
                 bad = True
                 break
+            flipped = (deriv > 0.0) != (slope[i] > 0.0)
+            _set_exact(i, crit, deriv, slope, value, margin, exact)
         if bad or not slope[K - 1] > 0.0:
             status[j] = FALLBACK
             continue
         # The relaxed search for hidden minima, with margins times the safety factor.
+        # Its tests at point i read points i - 1 to i + 1, which its direct
+        # evaluations at an earlier point may have changed (i - 2 or i - 1): so they
+        # run branch-free on the slopes after the pass above, and the search visits in
+        # order the points that pass them and the two after any point it evaluated.
+        # Whether an interval is sign-definite by the spectral bounds of
+        # ``reml_engine.core.spectral.derivative_bounds`` (with the safety factor) reads
+        # the spectral arrays alone, which no direct evaluation changes.
+        for a in range(K - 1):
+            lower = shared_slope[a + 1] - dof * curv[a] / pwrss[a + 1]
+            upper = shared_slope[a] - dof * curv[a + 1] / pwrss[a]
+            tol = safety * certify_rtol * max(scale[a], scale[a + 1])
+            indefinite[a] = not ((lower > tol) | (upper < -tol))
         for i in range(1, K - 1):
+            mid = slope[i]
+            positive = mid > 0.0
+            same_sign = (positive == (slope[i - 1] > 0.0)) & (positive == (slope[i + 1] > 0.0))
+            slack_before = 2.0 * safety * (margin[i] + margin[i - 1])
+            slack_after = 2.0 * safety * (margin[i] + margin[i + 1])
+            smallest = (abs(mid) <= abs(slope[i - 1]) + slack_before) & (abs(mid) <= abs(slope[i + 1]) + slack_after)
+            visit[i] = same_sign & smallest & (indefinite[i - 1] | indefinite[i])
+        # The search stops past the last point to visit and the two after its last
+        # evaluation (on most responses there is no point to visit at all).
+        remaining = 0
+        for i in range(1, K - 1):
+            remaining += visit[i]
+        changed_until = 0
+        for i in range(1, K - 1):
+            if visit[i]:
+                remaining -= 1
+            elif i > changed_until:
+                if remaining == 0:
+                    break
+                continue
             mid = slope[i]
             if (mid > 0.0) != (slope[i - 1] > 0.0) or (mid > 0.0) != (slope[i + 1] > 0.0):
                 continue
@@ -216,25 +286,20 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
             slack_after = 2.0 * safety * (margin[i] + margin[i + 1])
             if not (abs(mid) <= abs(slope[i - 1]) + slack_before and abs(mid) <= abs(slope[i + 1]) + slack_after):
                 continue
-            # Sign-definite on both neighbouring intervals (the spectral bounds of
-            # ``reml_engine.core.spectral.derivative_bounds``, with the safety factor)?
-            definite = True
-            for a in range(i - 1, i + 1):
-                lower = shared_slope[a + 1] - dof * curv[a] / pwrss[a + 1]
-                upper = shared_slope[a] - dof * curv[a + 1] / pwrss[a]
-                tol = safety * certify_rtol * max(scale[a], scale[a + 1])
-                if not (lower > tol or upper < -tol):
-                    definite = False
-            if definite:
+            if not (indefinite[i - 1] or indefinite[i]):
                 continue
+            changed_until = i + 2
             # As the single scan: the point and its neighbours directly, then the exact
             # test; a point that passes it (within rounding) is searched by the single
             # chain.
             for a in range(i - 1, i + 2):
                 if not exact[a]:
                     evaluations[j] += 1
-                    if not _make_exact(a, taus, slope, margin, exact, W, Bt, sizes, groups_per_size, dof, REML,
-                                       sign_rtol, work, beta_buf, value):
+                    ok, _, _, _, crit, deriv, dscale = direct_point(taus[a], W, Bt, sizes, groups_per_size, dof, REML,
+                                                                    True, work, beta_buf)
+                    if _usable_direct_slope(ok, crit, deriv, dscale, slope[a], margin[a], sign_rtol):
+                        _set_exact(a, crit, deriv, slope, value, margin, exact)
+                    else:
                         bad = True
             if bad:
                 break
@@ -261,7 +326,8 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
             if not ok:
                 bad = True
                 break
-            crit, deriv, dscale, rss, ok, beta = _direct_at(root, W, Bt, sizes, groups_per_size, dof, REML, work, beta_buf)
+            ok, _, _, rss, crit, deriv, dscale = direct_point(root, W, Bt, sizes, groups_per_size, dof, REML, True,
+                                                              work, beta_buf)
             evaluations[j] += 1
             if not (ok and np.isfinite(crit) and abs(deriv) <= stationary_rtol * dscale):
                 bad = True
@@ -272,7 +338,7 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
             root_deriv[j, count] = deriv
             root_pwrss[j, count] = rss
             for c in range(p):
-                root_beta[j, count, c] = beta[c]
+                root_beta[j, count, c] = beta_buf[c]
             count += 1
         if bad:
             status[j] = FALLBACK
@@ -280,7 +346,8 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
         n_brackets[j] = count
         first[j, 0] = value[0]
         first[j, 1] = slope[0]
-        crit, deriv, dscale, rss, ok, beta = _direct_at(0.0, W, Bt, sizes, groups_per_size, dof, REML, work, beta_buf)
+        ok, _, _, rss, crit, deriv, dscale = direct_point(0.0, W, Bt, sizes, groups_per_size, dof, REML, True, work,
+                                                          beta_buf)
         evaluations[j] += 1
         if not (ok and np.isfinite(crit) and np.isfinite(deriv)):
             status[j] = FALLBACK
@@ -289,7 +356,7 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
         zero[j, 1] = deriv
         zero[j, 2] = rss
         for c in range(p):
-            zero_beta[j, c] = beta[c]
+            zero_beta[j, c] = beta_buf[c]
     return (status, n_brackets, brackets, roots, root_crit, root_deriv, root_pwrss, root_beta, zero, zero_beta,
             evaluations, first)
 

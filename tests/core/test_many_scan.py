@@ -145,3 +145,16 @@ def test_a_response_the_batched_scan_cannot_decide_goes_to_the_single_chain(monk
     for j in range(5):
         np.testing.assert_allclose(fits.criterion.iloc[j], rl.fit(X, Y[:, j], groups).criterion,
                                    rtol=0, atol=CRITERION_TOL)
+
+
+def test_the_tables_boundary_reasons_are_those_of_the_built_fits():
+    # The table reads a batched response's boundary reason from its optimizer record
+    # without building its fit; each fit, built afterwards, gives the same reason.
+    X, Y, groups = _simulated(400, 25, 3, 60, 12)
+    fits = rl.fit(X, Y, groups)
+    table = fits.table()
+    batched = np.array([isinstance(e, _BatchedResponse) for e in fits._entries])
+    assert (batched & (table.tau.to_numpy() == 0.0)).sum() >= 5
+    assert not any(batched[j] for j in fits._fits), "the table built the fit of a batched response"
+    built = [fits[j].boundary for j in range(Y.shape[1])]
+    assert list(table.boundary) == ["" if b is None else b.reason for b in built]
