@@ -216,3 +216,26 @@ def test_counting_criterion_remembers_single_evaluations_to_the_last_bit(wide, m
         for field in dataclasses.fields(fresh):
             np.testing.assert_array_equal(getattr(got, field.name), getattr(fresh, field.name))
     assert crit.count == expected_count + (0 if wide else 2)
+
+
+def test_evaluations_reuse_their_working_arrays_without_changing_a_bit(monkeypatch):
+    # The (taus, sizes) working arrays are kept per thread between batches: the same
+    # numbers as with fresh arrays every time, whatever ran in between.
+    import dataclasses
+
+    from reml_engine.core import criterion
+    from reml_engine.core.optimizer import scan_grid
+
+    rng = np.random.default_rng(12)
+    sizes = rng.integers(1, 60, 80)
+    groups = np.repeat(np.arange(len(sizes)), sizes)
+    X = np.column_stack([np.ones(len(groups)), rng.normal(size=len(groups))])
+    y = X[:, 1] + rng.normal(size=len(sizes))[groups] + rng.normal(size=len(groups))
+    stats = rl.fit(X, y, groups).stats
+    taus = scan_grid(stats)
+    reused = [criterion.evaluate(part, stats, REML) for part in (taus, taus[:9], taus) for REML in (True, False)]
+    monkeypatch.setattr(criterion, "SCRATCH_MAX_DOUBLES", -1)  # every array fresh
+    fresh = [criterion.evaluate(part, stats, REML) for part in (taus, taus[:9], taus) for REML in (True, False)]
+    for a, b in zip(reused, fresh, strict=True):
+        for field in dataclasses.fields(a):
+            np.testing.assert_array_equal(getattr(a, field.name), getattr(b, field.name))
