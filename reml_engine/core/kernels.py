@@ -155,7 +155,7 @@ WIDE_TILE_COLUMNS = 8
 @njit(cache=True, nogil=True)
 def wide_block_into(X, y, codes, shift, start, m, buf, counts, sums, lo, hi):
     """The row-side work of one block of a wide design's pass: rows ``start .. start + m
-    - 1`` of ``[X | y] - shift`` into the columns of ``buf`` (q, BLOCK_ROWS), the rest of
+    - 1`` of ``[X | y] - shift`` into the columns of ``buf`` (q, at least m), the rest of
     ``buf`` zeroed (so that its whole cross-product is the block's), the rows added to
     ``counts`` and ``sums`` and the ranges ``lo``/``hi`` widened, in place. The caller
     adds ``buf buf'`` to the cross-product by BLAS.

@@ -334,7 +334,7 @@ def _refine(crit: _CountingCriterion, a: float, b: float) -> float:
     return optimize.brentq(crit.derivative, a, b, xtol=1e-300, rtol=REFINE_RTOL, maxiter=REFINE_MAX_ITER)
 
 
-def _refine_from_spectral(crit: _CountingCriterion, form, a: float, b: float, fa: float) -> float | None:
+def _refine_from_spectral(crit: _CountingCriterion, form, a: float, b: float) -> float | None:
     """:func:`_refine` for a design too wide for the compiled loop, started from the
     spectral form's root: the same root (Brent on the direct form's derivative, to
     ``REFINE_RTOL``), in a fraction of the direct evaluations.
@@ -346,7 +346,7 @@ def _refine_from_spectral(crit: _CountingCriterion, form, a: float, b: float, fa
     sign stays, brackets it; Brent then refines that narrow bracket on the direct form,
     its ends already evaluated. Every value and decision is still the direct form's.
     Returns None (the caller refines the whole bracket) when the spectral slopes do not
-    change sign on ``[a, b]`` or a direct value is not finite.
+    change sign on ``[a, b]``, a direct value is not finite or Brent fails.
     """
 
     def spectral_slope(tau: float) -> float:
@@ -378,7 +378,10 @@ def _refine_from_spectral(crit: _CountingCriterion, form, a: float, b: float, fa
             break
         lo, hi = (tau, hi) if slope < 0 else (lo, tau)
         step *= SPECTRAL_STEP_GROWTH
-    return _refine(crit, lo, hi)
+    try:
+        return _refine(crit, lo, hi)
+    except (ValueError, RuntimeError):
+        return None
 
 
 def _towards_zero(slopes, margin=None) -> np.ndarray:
@@ -596,7 +599,7 @@ def _find_optima(stats: PooledStats, REML: bool, form) -> OptSummary:
                 if not _stationary(point):
                     root = point = None
             elif form is not None and stats.q >= SPECTRAL_REFINE_MIN_Q:
-                root = _refine_from_spectral(crit, form, a, b, fa)
+                root = _refine_from_spectral(crit, form, a, b)
         else:
             continue
         if root is None:

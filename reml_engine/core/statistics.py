@@ -490,9 +490,10 @@ def _wide_pass(X, y, groups: GroupCodes, shift: np.ndarray):
     hi = np.full(q, -np.inf)
     # Fortran order, updated in place by the BLAS call; its lower triangle is the result.
     cross = np.zeros((q, q), dtype=np.float64, order="F")
-    # C order (q, BLOCK_ROWS): its transpose is the (BLOCK_ROWS, q) Fortran array whose
-    # A'A is the block's cross-product.
-    buf = np.zeros((q, BLOCK_ROWS), dtype=np.float64)
+    # C order (q, rows of a block): its transpose is the Fortran array whose A'A is the
+    # block's cross-product (no wider than the data, so that fewer rows than a block are
+    # not padded with zeros).
+    buf = np.zeros((q, min(BLOCK_ROWS, max(n, 1))), dtype=np.float64)
     limit = single_threaded_blas() if n * q * q <= SINGLE_THREAD_BLAS_WORK else contextlib.nullcontext()
     with limit:
         for start in range(0, n, BLOCK_ROWS):
