@@ -82,7 +82,14 @@ from scipy import optimize
 from ..errors import DegenerateCriterionError
 from ..frontend.arguments import check_bool
 from .blas import single_threaded_blas
-from .criterion import DIRECT_KERNEL_MAX_Q, CriterionBatch, batch_length, evaluate, residual_dof, tau_lower_limit
+from .criterion import (
+    DIRECT_KERNEL_MAX_Q,
+    CriterionBatch,
+    batch_length,
+    evaluate,
+    residual_dof,
+    tau_lower_limit,
+)
 from .criterion_kernels import brent_root, direct_workspace
 from .problem import CriterionProblem
 from .spectral import derivative_bounds, spectral_evaluate, spectral_form, spectral_pays

@@ -206,7 +206,7 @@ def test_wide_pass_is_the_general_kernel(layout, n):
     general = group_sums_and_cross(X, y, codes, n_groups, shift)
     np.testing.assert_array_equal(wide[0], general[0])
     np.testing.assert_array_equal(wide[1], general[1])
-    for got, want in zip(wide[3:], general[3:]):
+    for got, want in zip(wide[3:], general[3:], strict=True):
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
     np.testing.assert_allclose(wide[2], general[2], rtol=SUM_ORDER_RTOL, atol=1e-9)
