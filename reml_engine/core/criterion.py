@@ -76,6 +76,15 @@ ARRAYS_PER_EVALUATION = 8
 #: numpy's batched path at every q: the optimizer's decisions on statistics that lost
 #: most of their digits depend on its rounding, and the tests pin them.
 DIRECT_KERNEL_MAX_Q = 24
+#: Up to this q = p + 1 the criterion the optimizer minimizes (and :func:`criterion_parts`,
+#: :func:`fixed_effects` report) is the compiled loop's (:func:`evaluate_compiled`), not
+#: numpy's batched path (:func:`evaluate`): the same formulas, another rounding. For a
+#: few columns numpy's dozen calls per batch (about 55 us for one tau) cost more than
+#: the arithmetic, and the loop evaluates each tau on its own, so the value it gives a
+#: tau in a batch is the value it gives that tau alone, to the last bit (the optimizer
+#: reuses the scan's values at a bracket's ends). 0 evaluates on numpy's path only
+#: (tests/core/test_compiled_refinement.py compares the two).
+COMPILED_CRITERION_MAX_Q = DIRECT_KERNEL_MAX_Q
 #: From this p on, :func:`_lower_inverse` calls LAPACK (``dtrtri``, blocked, BLAS-3) for
 #: each tau instead of the compiled forward substitution, whose column-wise loops are
 #: cache-bound for large p. Below it the kernel is kept: same rounding as before, and
@@ -195,9 +204,27 @@ def evaluate(taus, stats: PooledStats, REML: bool = True) -> CriterionBatch:
     return CriterionBatch(**{key: np.concatenate([part[key] for part in parts]) for key in parts[0]})
 
 
-def _evaluate_compiled(taus: np.ndarray, stats: PooledStats, REML: bool) -> dict[str, np.ndarray]:
-    """:func:`evaluate`'s output by the compiled loop (for tests and experiments; memory
-    ``O(len(taus) p)``): the same formulas, another rounding."""
+def compiled_criterion(stats: PooledStats) -> bool:
+    """Whether the criterion of ``stats`` is the compiled loop's (``COMPILED_CRITERION_MAX_Q``)."""
+    return stats.q <= COMPILED_CRITERION_MAX_Q
+
+
+def evaluate_minimized(taus, stats: PooledStats, REML: bool = True) -> CriterionBatch:
+    """The criterion the optimizer minimizes, at many tau: :func:`evaluate_compiled` for
+    small designs (``COMPILED_CRITERION_MAX_Q``), :func:`evaluate` above. What
+    :func:`criterion_parts`, :func:`criterion`, :func:`criterion_derivative` and
+    :func:`fixed_effects` report."""
+    taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
+    if compiled_criterion(stats):
+        return CriterionBatch(**evaluate_compiled(taus, stats, REML))
+    return evaluate(taus, stats, REML)
+
+
+def evaluate_compiled(taus: np.ndarray, stats: PooledStats, REML: bool) -> dict[str, np.ndarray]:
+    """:func:`evaluate`'s output by the compiled loop (memory ``O(len(taus) p)``): the same
+    formulas, another rounding, each tau on its own (its value does not depend on the
+    other taus of the call). The optimizer's criterion for small designs
+    (:data:`reml_engine.core.optimizer.COMPILED_CRITERION_MAX_Q`)."""
     logdet_V, logdet_X, pwrss, beta, crit, deriv, scale, ok = direct_criterion(
         np.ascontiguousarray(taus), stats.within, stats.between, np.asarray(stats.sizes, dtype=np.float64),
         np.asarray(stats.groups_per_size, dtype=np.float64), float(residual_dof(stats, REML)), bool(REML), True,
@@ -448,7 +475,7 @@ def criterion_parts(tau: float, stats: PooledStats, REML: bool = True) -> Criter
     lower = tau_lower_limit(stats)
     if not tau > lower:
         raise ValueError(f"tau = {tau} is at or below {lower:.6g} = -1/max(n_g), where V is singular")
-    out = evaluate([tau], stats, REML)
+    out = evaluate_minimized([tau], stats, REML)
     return CriterionParts(
         tau=float(tau),
         logdet_V=float(out.logdet_V[0]),
@@ -464,12 +491,12 @@ def criterion_parts(tau: float, stats: PooledStats, REML: bool = True) -> Criter
 
 def criterion(tau: float, stats: PooledStats, REML: bool = True) -> float:
     """REML criterion (or ML deviance) at tau: ``criterion_parts(...).criterion``."""
-    return float(evaluate([tau], stats, REML).criterion[0])
+    return float(evaluate_minimized([tau], stats, REML).criterion[0])
 
 
 def criterion_derivative(tau: float, stats: PooledStats, REML: bool = True) -> float:
     """Analytic derivative of the criterion in tau."""
-    return float(evaluate([tau], stats, REML).derivative[0])
+    return float(evaluate_minimized([tau], stats, REML).derivative[0])
 
 
 def xtvinvx(tau: float, stats: PooledStats) -> np.ndarray:

@@ -1,4 +1,6 @@
-"""Compiled loop of the direct criterion for small designs (:func:`reml_engine.core.criterion.criterion_values`).
+"""Compiled loop of the direct criterion for small designs: the optimizer's criterion up to
+``COMPILED_CRITERION_MAX_Q`` (:mod:`reml_engine.core.optimizer`) and
+:func:`reml_engine.core.criterion.criterion_values`.
 
 For a few fixed effects one evaluation is a few hundred operations, and numpy's batched
 calls (a dozen per evaluation, a few microseconds each) cost more than the arithmetic:
@@ -10,7 +12,7 @@ matrix that is not numerically positive definite gives ``ok = False``.
 
 :func:`brent_root` refines a root of the derivative on this form in one compiled loop:
 the optimizer's refinements (:func:`reml_engine.core.optimizer.find_optima`, which
-evaluates, tests and reports the root on numpy's path) and the batched scan of many
+evaluates, tests and reports the root by its own criterion) and the batched scan of many
 responses (:mod:`reml_engine.core.many_scan_kernels`).
 """
 

@@ -86,7 +86,9 @@ from .criterion import (
     DIRECT_KERNEL_MAX_Q,
     CriterionBatch,
     batch_length,
+    compiled_criterion,
     evaluate,
+    evaluate_minimized,
     residual_dof,
     tau_lower_limit,
 )
@@ -121,11 +123,12 @@ REFINE_RTOL = 4 * np.finfo(float).eps
 REFINE_MAX_ITER = 200
 #: Up to this q = p + 1 the Brent refinement of a bracketed minimum runs as one compiled
 #: loop on the compiled direct form (:func:`reml_engine.core.criterion_kernels.brent_root`),
-#: where scipy's ``brentq`` on numpy's path paid a dozen numpy calls (about 50 us) per
-#: step. Only the root's place comes from it: the root is then evaluated, tested for
-#: stationarity and reported on numpy's path as before, and a refinement the compiled
-#: loop cannot finish or whose root numpy's path does not accept is redone on numpy's
-#: path (``brentq``), so every decision stays numpy's. 0 refines on numpy's path only.
+#: where scipy's ``brentq`` paid a Python call per step (and, on numpy's path, a dozen
+#: numpy calls, about 50 us). Only the root's place comes from it: the root is then
+#: evaluated, tested for stationarity and reported by the optimizer's criterion
+#: (:func:`reml_engine.core.criterion.evaluate_minimized`), and a refinement the compiled
+#: loop cannot finish or whose root that criterion does not accept is redone by
+#: ``brentq`` on it. 0 refines by ``brentq`` only.
 COMPILED_REFINE_MAX_Q = DIRECT_KERNEL_MAX_Q
 #: How far from the spectral form's root of the derivative, relative to it, a wide
 #: design's refinement looks first for the direct form's root (the two forms' slopes
@@ -151,7 +154,7 @@ SCAN_CERTIFY_RTOL = 1e-3
 SCAN_GRID_CACHE_SIZE = 64
 #: How the scan evaluates the criterion: ``"auto"`` (the spectral form when its set-up
 #: pays, see :func:`reml_engine.core.spectral.spectral_pays`), ``"direct"`` (every scan
-#: point by :func:`reml_engine.core.criterion.evaluate`) or ``"spectral"``.
+#: point by :func:`reml_engine.core.criterion.evaluate_minimized`) or ``"spectral"``.
 SCAN_METHODS = ("auto", "direct", "spectral")
 
 
@@ -255,7 +258,10 @@ class OptSummary:
 class _CountingCriterion:
     """Vectorized criterion with an evaluation counter.
 
-    It remembers every tau it evaluated alone (a call with one tau, or any call when
+    It evaluates :func:`~reml_engine.core.criterion.evaluate_minimized` (up to
+    ``COMPILED_CRITERION_MAX_Q`` by the compiled loop, above by numpy's batched path)
+    and remembers every tau it evaluated alone (a call with one tau; any tau of the
+    compiled loop, which evaluates each tau on its own; any call when
     :func:`~reml_engine.core.criterion.evaluate` takes the taus one per batch, as it does
     for wide designs): asked for one of those again (a bracket's ends, which the scan or
     the refinement has met, or Brent's first steps), it returns the same numbers without
@@ -267,25 +273,39 @@ class _CountingCriterion:
         self.stats = stats
         self.REML = REML
         self.count = 0
-        self._alone = batch_length(stats.q) == 1
+        self._compiled = compiled_criterion(stats)
+        self._alone = not self._compiled and batch_length(stats.q) == 1
         self._seen: dict[float, CriterionBatch] = {}
+        # The compiled loop's batches (taus, values): each value is also that tau's alone.
+        self._batches: list[tuple[np.ndarray, CriterionBatch]] = []
 
     def __call__(self, taus) -> CriterionBatch:
         taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
         if len(taus) == 1:
             seen = self._seen.get(float(taus[0]))
+            if seen is None and self._compiled:
+                seen = self._from_batches(taus[0])
             if seen is not None:
                 return seen
         self.count += len(taus)
-        out = evaluate(taus, self.stats, self.REML)
+        out = evaluate_minimized(taus, self.stats, self.REML)
+        if self._compiled and len(taus) > 1:
+            self._batches.append((taus, out))
         if len(taus) == 1:
             self._seen[float(taus[0])] = out
         elif self._alone:
             for k, tau in enumerate(taus):
-                self._seen[float(tau)] = CriterionBatch(
-                    **{name: getattr(out, name)[k:k + 1] for name in CriterionBatch.__dataclass_fields__}
-                )
+                self._seen[float(tau)] = _one(out, k)
         return out
+
+    def _from_batches(self, tau: float) -> CriterionBatch | None:
+        """The compiled loop's value at ``tau`` from an earlier batch, if it had tau."""
+        for known, out in self._batches:
+            hit = np.flatnonzero(known == tau)
+            if len(hit):
+                single = self._seen[float(tau)] = _one(out, int(hit[0]))
+                return single
+        return None
 
     def derivative(self, tau: float) -> float:
         return float(self(tau).derivative[0])
@@ -308,6 +328,11 @@ class _CountingCriterion:
         )
         self.count += evaluations
         return float(root) if ok else None
+
+
+def _one(batch: CriterionBatch, k: int) -> CriterionBatch:
+    """Point ``k`` of a batch, as a batch of one."""
+    return CriterionBatch(**{name: getattr(batch, name)[k:k + 1] for name in CriterionBatch.__dataclass_fields__})
 
 
 def scan_grid(stats: PooledStats, extended: bool = True, tau_large: float = SCAN_TAU_LARGE) -> np.ndarray:
@@ -598,8 +623,8 @@ def _find_optima(stats: PooledStats, REML: bool, form) -> OptSummary:
         if fb == 0.0:
             root = b
         elif fa < 0 < fb:
-            # The compiled loop places the root; numpy's path evaluates and accepts it
-            # (or the refinement is redone on numpy's path, as without the loop).
+            # The compiled loop places the root; the criterion evaluates and accepts it
+            # (or the refinement is redone by brentq, as without the loop).
             root = crit.compiled_root(a, b, fa, fb)
             if root is not None:
                 point = crit(root)

@@ -12,7 +12,7 @@ from oracle import dense_criterion
 from test_spectral import _stats, datasets
 
 from reml_engine.core import criterion
-from reml_engine.core.criterion import _evaluate_batch, _evaluate_compiled
+from reml_engine.core.criterion import _evaluate_batch, evaluate_compiled
 
 KEYS = ("logdet_V", "logdet_XtVinvX", "pwrss", "sigma2", "criterion")
 
@@ -26,7 +26,7 @@ def test_compiled_equals_numpy_path(data, REML):
     stats = _stats(X, y, groups)
     max_size = np.bincount(groups).max()
     taus = np.array([-0.999 / max_size, -0.5 / max_size, 0.0, 1e-6, 0.3, 7.0, 1e5])
-    ours = _evaluate_compiled(taus, stats, REML)
+    ours = evaluate_compiled(taus, stats, REML)
     numpy = _evaluate_batch(taus, stats, REML)
     for key in KEYS:
         assert np.allclose(ours[key], numpy[key], rtol=1e-10, atol=1e-10, equal_nan=True), key
@@ -50,7 +50,7 @@ def test_not_positive_definite_is_nan_in_both():
     stats = _stats(X, y, groups)
     taus = np.array([-0.5, 0.1])
     for REML in (True, False):
-        ours = _evaluate_compiled(taus, stats, REML)
+        ours = evaluate_compiled(taus, stats, REML)
         with np.errstate(all="ignore"):
             numpy = _evaluate_batch(taus, stats, REML)
         assert np.isnan(ours["criterion"][0]) and np.isnan(numpy["criterion"][0])

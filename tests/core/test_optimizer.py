@@ -184,17 +184,20 @@ def test_a_minimum_that_fails_the_stationarity_test_is_still_reported(monkeypatc
     assert any("could not be refined" in note for note in summary.notes)
 
 
-@pytest.mark.parametrize("wide", [False, True])
-def test_counting_criterion_remembers_single_evaluations_to_the_last_bit(wide, monkeypatch):
+@pytest.mark.parametrize("path", ["compiled", "numpy", "numpy-wide"])
+def test_counting_criterion_remembers_single_evaluations_to_the_last_bit(path, monkeypatch):
     # A tau evaluated alone (or, when evaluate takes one tau per batch, in any call: as
-    # for wide designs, here by a small memory budget) is not evaluated again: the
-    # numbers are those a new evaluation gives, bit for bit.
+    # for wide designs, here by a small memory budget; or by the compiled loop, which
+    # evaluates each tau on its own) is not evaluated again: the numbers are those a new
+    # evaluation gives, bit for bit.
     import dataclasses
 
     from reml_engine.core import criterion, optimizer
-    from reml_engine.core.criterion import batch_length, evaluate
+    from reml_engine.core.criterion import CriterionBatch, batch_length, evaluate, evaluate_compiled
 
-    if wide:
+    if path != "compiled":
+        monkeypatch.setattr(criterion, "COMPILED_CRITERION_MAX_Q", 0)
+    if path == "numpy-wide":
         monkeypatch.setattr(criterion, "EVALUATION_MEMORY_BUDGET", 1)
 
     rng = np.random.default_rng(3)
@@ -203,19 +206,22 @@ def test_counting_criterion_remembers_single_evaluations_to_the_last_bit(wide, m
     X = np.column_stack([np.ones(len(groups)), rng.normal(size=(len(groups), p - 1))])
     y = X[:, :3].sum(axis=1) + rng.normal(size=20)[groups] + rng.normal(size=len(groups))
     stats = rl.fit(X, y, groups).stats
-    assert (batch_length(stats.q) == 1) == wide
+    assert (batch_length(stats.q) == 1) == (path == "numpy-wide")
     crit = optimizer._CountingCriterion(stats, True)
     taus = np.array([0.01, 0.5, 3.0])
     crit(taus)
     crit(0.5)
-    expected_count = 3 if wide else 4
+    expected_count = 4 if path == "numpy" else 3
     assert crit.count == expected_count
     for tau in taus:
         got = crit(tau)
-        fresh = evaluate([tau], stats, True)
+        if path == "compiled":
+            fresh = CriterionBatch(**evaluate_compiled(np.array([tau]), stats, True))
+        else:
+            fresh = evaluate([tau], stats, True)
         for field in dataclasses.fields(fresh):
             np.testing.assert_array_equal(getattr(got, field.name), getattr(fresh, field.name))
-    assert crit.count == expected_count + (0 if wide else 2)
+    assert crit.count == expected_count + (2 if path == "numpy" else 0)
 
 
 def test_evaluations_reuse_their_working_arrays_without_changing_a_bit(monkeypatch):
