@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg.lapack import dpotri, dtrtri, dtrtrs
 
-from .criterion_kernels import direct_criterion
+from .criterion_kernels import direct_criterion, direct_slopes
 from .kernels import lower_inverse_batched
 from .statistics import PooledStats
 
@@ -220,15 +220,22 @@ def evaluate_minimized(taus, stats: PooledStats, REML: bool = True) -> Criterion
     return evaluate(taus, stats, REML)
 
 
-def evaluate_compiled(taus: np.ndarray, stats: PooledStats, REML: bool) -> dict[str, np.ndarray]:
+def evaluate_compiled(taus: np.ndarray, stats: PooledStats, REML: bool, with_criterion: bool = True
+                      ) -> dict[str, np.ndarray]:
     """:func:`evaluate`'s output by the compiled loop (memory ``O(len(taus) p)``): the same
     formulas, another rounding, each tau on its own (its value does not depend on the
     other taus of the call). The optimizer's criterion for small designs
-    (:data:`reml_engine.core.optimizer.COMPILED_CRITERION_MAX_Q`)."""
-    logdet_V, logdet_X, pwrss, beta, crit, deriv, scale, ok = direct_criterion(
-        np.ascontiguousarray(taus), stats.within, stats.between, np.asarray(stats.sizes, dtype=np.float64),
-        np.asarray(stats.groups_per_size, dtype=np.float64), float(residual_dof(stats, REML)), bool(REML), True,
-    )
+    (``COMPILED_CRITERION_MAX_Q``). Without ``with_criterion`` the log-determinants and
+    the criterion are NaN (a logarithm per group size and tau saved) and every other
+    output the same, to the last bit."""
+    arguments = (np.ascontiguousarray(taus), stats.within, stats.between, np.asarray(stats.sizes, dtype=np.float64),
+                 np.asarray(stats.groups_per_size, dtype=np.float64), float(residual_dof(stats, REML)), bool(REML))
+    if with_criterion:
+        logdet_V, logdet_X, pwrss, beta, crit, deriv, scale, ok = direct_criterion(*arguments, True)
+    else:
+        # The same slopes, several taus per vector instruction (direct_slopes).
+        pwrss, beta, deriv, scale, ok = direct_slopes(*arguments)
+        logdet_V, logdet_X, crit = np.full(len(taus), np.nan), np.full(len(taus), np.nan), np.full(len(taus), np.nan)
     out = {
         "tau": taus,
         "logdet_V": logdet_V,

@@ -128,7 +128,7 @@ def scan_responses(taus, xi, h2, phantom_counts, sizes, groups_per_size, rss0, l
     exact = np.zeros(K, dtype=np.bool_)
     visit = np.zeros(K, dtype=np.bool_)
     indefinite = np.zeros(K, dtype=np.bool_)
-    work = direct_workspace(q, sizes.shape[0])
+    work = direct_workspace(q)
     beta_buf = np.zeros(p)
     # What every response shares at each scan point (the eigenvalues and group sizes):
     # tau / (1 + tau xi_s) and 1 / (1 + tau xi_s)^2, the log-determinant's slope and the

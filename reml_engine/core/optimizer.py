@@ -88,11 +88,12 @@ from .criterion import (
     batch_length,
     compiled_criterion,
     evaluate,
+    evaluate_compiled,
     evaluate_minimized,
     residual_dof,
     tau_lower_limit,
 )
-from .criterion_kernels import brent_root, direct_workspace
+from .criterion_kernels import bounded_minimum, brent_root, direct_workspace
 from .problem import CriterionProblem
 from .spectral import derivative_bounds, spectral_evaluate, spectral_form, spectral_pays
 from .statistics import PooledStats
@@ -130,6 +131,9 @@ REFINE_MAX_ITER = 200
 #: loop cannot finish or whose root that criterion does not accept is redone by
 #: ``brentq`` on it. 0 refines by ``brentq`` only.
 COMPILED_REFINE_MAX_Q = DIRECT_KERNEL_MAX_Q
+#: Iterations of the search for a minimum hidden between scan points, at most (scipy's
+#: bounded ``minimize_scalar`` default).
+HIDDEN_SEARCH_MAX_ITER = 500
 #: How far from the spectral form's root of the derivative, relative to it, a wide
 #: design's refinement looks first for the direct form's root (the two forms' slopes
 #: differ by at most 2e-7 of their scale, see SCAN_CERTIFY_RTOL), and how much farther
@@ -276,8 +280,11 @@ class _CountingCriterion:
         self._compiled = compiled_criterion(stats)
         self._alone = not self._compiled and batch_length(stats.q) == 1
         self._seen: dict[float, CriterionBatch] = {}
-        # The compiled loop's batches (taus, values): each value is also that tau's alone.
+        # The compiled loop's batches (taus, values): each value is also that tau's alone;
+        # and its batches of slopes alone (:meth:`slopes`), for the derivative.
         self._batches: list[tuple[np.ndarray, CriterionBatch]] = []
+        self._slope_batches: list[tuple[np.ndarray, CriterionBatch]] = []
+        self._seen_slopes: dict[float, float] = {}
 
     def __call__(self, taus) -> CriterionBatch:
         taus = np.atleast_1d(np.asarray(taus, dtype=np.float64))
@@ -298,17 +305,60 @@ class _CountingCriterion:
                 self._seen[float(tau)] = _one(out, k)
         return out
 
-    def _from_batches(self, tau: float) -> CriterionBatch | None:
+    def _from_batches(self, tau: float, batches=None) -> CriterionBatch | None:
         """The compiled loop's value at ``tau`` from an earlier batch, if it had tau."""
-        for known, out in self._batches:
+        for known, out in self._batches if batches is None else batches:
             hit = np.flatnonzero(known == tau)
             if len(hit):
-                single = self._seen[float(tau)] = _one(out, int(hit[0]))
+                single = _one(out, int(hit[0]))
+                if batches is None:
+                    self._seen[float(tau)] = single
                 return single
         return None
 
+    def slopes(self, taus: np.ndarray) -> CriterionBatch:
+        """The derivative (and its scale) at many tau. The compiled loop leaves out the
+        criterion and the log-determinants (NaN), which cost a logarithm per group size
+        and tau and which no decision of the scan reads; numpy's path computes all."""
+        if not self._compiled:
+            return self(taus)
+        self.count += len(taus)
+        out = CriterionBatch(**evaluate_compiled(taus, self.stats, self.REML, with_criterion=False))
+        self._slope_batches.append((taus, out))
+        return out
+
     def derivative(self, tau: float) -> float:
+        """The derivative at ``tau``: remembered, or (compiled loop) by :meth:`slopes`."""
+        tau = float(tau)
+        if self._compiled and tau not in self._seen:
+            slope = self._seen_slopes.get(tau)
+            if slope is None:
+                known = self._from_batches(tau)
+                if known is None:
+                    known = self._from_batches(tau, self._slope_batches)
+                if known is None:
+                    self.count += 1
+                    known = CriterionBatch(**evaluate_compiled(np.array([tau]), self.stats, self.REML,
+                                                               with_criterion=False))
+                slope = self._seen_slopes[tau] = float(known.derivative[0])
+            return slope
         return float(self(tau).derivative[0])
+
+    def compiled_minimum(self, lo: float, hi: float, sign: float, xatol: float) -> tuple[float, float] | None:
+        """``(x, value)``: the minimum of ``sign`` times the derivative on ``[lo, hi]`` by the
+        compiled bounded Brent search (:func:`~reml_engine.core.criterion_kernels.bounded_minimum`),
+        for the compiled criterion; None otherwise, or when the search met a point it
+        could not evaluate."""
+        if not self._compiled:
+            return None
+        stats = self.stats
+        x, value, evaluations, ok = bounded_minimum(
+            lo, hi, sign, xatol, HIDDEN_SEARCH_MAX_ITER, stats.within, stats.between,
+            np.asarray(stats.sizes, dtype=np.float64), np.asarray(stats.groups_per_size, dtype=np.float64),
+            float(residual_dof(stats, self.REML)), bool(self.REML), direct_workspace(stats.q), np.zeros(stats.p),
+        )
+        self.count += evaluations
+        return (float(x), float(value)) if ok else None
 
     def value(self, tau: float) -> float:
         return float(self(tau).criterion[0])
@@ -323,7 +373,7 @@ class _CountingCriterion:
         root, evaluations, ok = brent_root(
             a, b, fa, fb, stats.within, stats.between, np.asarray(stats.sizes, dtype=np.float64),
             np.asarray(stats.groups_per_size, dtype=np.float64), float(residual_dof(stats, self.REML)),
-            bool(self.REML), REFINE_RTOL, REFINE_MAX_ITER, direct_workspace(stats.q, len(stats.sizes)),
+            bool(self.REML), REFINE_RTOL, REFINE_MAX_ITER, direct_workspace(stats.q),
             np.zeros(stats.p),
         )
         self.count += evaluations
@@ -448,13 +498,18 @@ def _hidden_sign_changes(crit, taus, slopes, candidates=None) -> list[tuple[floa
         towards_zero &= candidates[1:-1]
     for i in np.flatnonzero(towards_zero) + 1:
         s = sign[i]
-        lo, hi = taus[i - 1], taus[i + 1]
-        res = optimize.minimize_scalar(
-            lambda t, s=s: s * crit.derivative(t), bounds=(lo, hi), method="bounded",
-            options={"xatol": 1e-12 * max(abs(lo), abs(hi), 1e-300)},
-        )
-        if res.fun < 0:
-            turn = float(res.x)
+        lo, hi = float(taus[i - 1]), float(taus[i + 1])
+        xatol = 1e-12 * max(abs(lo), abs(hi), 1e-300)
+        # The same search as one compiled loop for the compiled criterion (each step a
+        # Python call and a single evaluation otherwise).
+        found = crit.compiled_minimum(lo, hi, float(s), xatol)
+        if found is None:
+            res = optimize.minimize_scalar(
+                lambda t, s=s: s * crit.derivative(t), bounds=(lo, hi), method="bounded", options={"xatol": xatol},
+            )
+            found = (float(res.x), float(res.fun))
+        if found[1] < 0:
+            turn = found[0]
             # The derivative changes sign twice: lo -> turn and turn -> hi.
             if s > 0:
                 brackets.append((turn, hi))  # negative at turn, positive at hi
@@ -525,9 +580,11 @@ def _scan(crit: _CountingCriterion, form, taus: np.ndarray):
     first and last points are always direct (the extension test and the limit read them).
     """
     if form is None:
-        out = crit(taus)
+        # The slopes alone where the compiled loop evaluates (the criterion NaN, and the
+        # points not "exact": their values are computed when read, see _value).
+        out = crit.slopes(taus)
         zeros = np.zeros(len(taus))
-        return out.criterion, out.derivative, zeros, np.ones(len(taus), dtype=bool), None
+        return out.criterion.copy(), out.derivative, zeros, ~np.isnan(out.criterion), None
     # The spectral criterion is not computed: no decision reads it, and every value the
     # scan reports (its first point, the optima, the limit) is the direct form's. A tau
     # where the spectral form is not defined has a NaN slope too.
@@ -587,9 +644,10 @@ def _find_optima(stats: PooledStats, REML: bool, form) -> OptSummary:
             "exactly, or there are as many between-group fixed effects as groups)"
         )
     # (The spectral scan has no invalid point: it would have been redone directly.)
-    # (Points the spectral scan did not evaluate directly have no value: see _scan.)
+    # (Points the spectral scan did not evaluate directly, or the compiled loop's slopes
+    # alone, have no value: see _scan and _with_values.)
     valid = np.isfinite(slopes) & (np.isfinite(values) | ~exact)
-    taus, slopes, values = taus[valid], slopes[valid], values[valid]
+    taus, slopes, values, exact = taus[valid], slopes[valid], values[valid], exact[valid]
     n_scan = len(taus)
 
     candidates = None
@@ -660,7 +718,8 @@ def _find_optima(stats: PooledStats, REML: bool, form) -> OptSummary:
     limit_slope = 0.0
     if slopes[0] > 0:
         # The compound-symmetry criterion falls all the way to the positive-definite limit.
-        extended.append(Optimum(float(taus[0]), float(values[0]), "limit", float(slopes[0])))
+        first = float(values[0]) if exact[0] else crit.value(float(taus[0]))
+        extended.append(Optimum(float(taus[0]), first, "limit", float(slopes[0])))
         # Its slope in log(1 + tau max n_g) there says whether it is bounded.
         limit_slope = float(slopes[0] * (1.0 + taus[0] * stats.max_size) / stats.max_size)
 
@@ -679,7 +738,8 @@ def _find_optima(stats: PooledStats, REML: bool, form) -> OptSummary:
         # refined sign change fail the stationarity test. Report the lowest one found
         # rather than none, and say so.
         candidates = [o for o in rejected if o.tau > 0] or [
-            Optimum(float(t), float(v), "interior", float(s)) for t, v, s in zip(taus, values, slopes, strict=True) if t > 0
+            Optimum(float(t), float(v), "interior", float(s))
+            for t, v, s in zip(taus, _with_values(crit, taus, values, exact), slopes, strict=True) if t > 0
         ]
         lowest = min(candidates, key=lambda o: o.criterion)
         optima.append(lowest)
@@ -693,7 +753,8 @@ def _find_optima(stats: PooledStats, REML: bool, form) -> OptSummary:
         # The same for the compound-symmetry extension (tau < 0 allowed): its minimum
         # next to the positive-definite limit could not be refined.
         candidates = rejected or [Optimum(float(t), float(v), "interior", float(sl))
-                                  for t, v, sl in zip(taus, values, slopes, strict=True)]
+                                  for t, v, sl in zip(taus, _with_values(crit, taus, values, exact), slopes,
+                                                      strict=True)]
         lowest = min(candidates, key=lambda o: o.criterion)
         extended.append(lowest)
         notes.append(
@@ -716,6 +777,16 @@ def _find_optima(stats: PooledStats, REML: bool, form) -> OptSummary:
         limit_slope=limit_slope,
         notes=tuple(notes),
     )
+
+
+def _with_values(crit: _CountingCriterion, taus: np.ndarray, values: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """The criterion at every scan point: the scan's values, and those it left out (the
+    compiled loop's slopes alone) evaluated now."""
+    if exact.all():
+        return values
+    values = values.copy()
+    values[~exact] = crit(taus[~exact]).criterion
+    return values
 
 
 def _stationary(point: CriterionBatch) -> bool:

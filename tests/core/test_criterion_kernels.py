@@ -94,3 +94,31 @@ def test_criterion_values_are_evaluates_criterion(monkeypatch, compiled, REML):
         np.testing.assert_allclose(values, expected, rtol=1e-12)
     else:
         assert np.array_equal(values, expected)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(datasets(), st.booleans(), st.integers(1, 70))
+def test_slopes_alone_are_the_loops_slopes_bit_for_bit(data, REML, n_taus):
+    """The slopes without the criterion (direct_slopes, several taus per vector
+    instruction, any number of taus: whole lanes, a part of one, idle lanes) are
+    direct_point's, to the last bit, with the same points flagged; a tau alone gives
+    the numbers it gives in a batch (the optimizer reuses them)."""
+    if data is None:
+        return
+    X, y, groups = data
+    stats = _stats(X, y, groups)
+    max_size = np.bincount(groups).max()
+    rng = np.random.default_rng(n_taus)
+    # From below the positive-definite limit (flagged) to far above the data's scale.
+    taus = np.sort(np.concatenate([[-1.5 / max_size, 0.0], rng.uniform(-1.0 / max_size, 50.0, n_taus)]))
+    full = evaluate_compiled(taus, stats, REML)
+    alone = evaluate_compiled(taus, stats, REML, with_criterion=False)
+    for key in ("pwrss", "beta", "derivative", "derivative_scale", "sigma2"):
+        np.testing.assert_array_equal(alone[key], full[key], err_msg=key)
+    for key in ("logdet_V", "logdet_XtVinvX", "criterion"):
+        assert np.isnan(alone[key]).all()
+    # (tau = -1.5 / max n_g is outside the domain: a weight is infinite or negative there;
+    # whatever both give, they give the same, without raising.)
+    for k in (1, len(taus) // 2, len(taus) - 1):
+        single = evaluate_compiled(taus[k:k + 1], stats, REML, with_criterion=False)
+        np.testing.assert_array_equal(single["derivative"], alone["derivative"][k:k + 1])

@@ -94,6 +94,9 @@ def test_hidden_pair_between_scan_points_is_found():
         def derivative(self, t):
             return 1.0 - 1.5 * np.exp(-(((t - 2.3) / 0.25) ** 2))
 
+        def compiled_minimum(self, lo, hi, sign, xatol):
+            return None  # (no compiled form: scipy's bounded search)
+
     crit = DippingDerivative()
     taus = np.arange(0.0, 6.0)
     slopes = np.array([crit.derivative(t) for t in taus])
@@ -104,6 +107,31 @@ def test_hidden_pair_between_scan_points_is_found():
     assert crit.derivative(lo) < 0 < crit.derivative(hi)  # a minimum inside
     root = 2.3 + 0.25 * np.sqrt(np.log(1.5))
     assert lo < root < hi
+
+
+@pytest.mark.parametrize("REML", [True, False])
+def test_compiled_hidden_search_is_scipys_bounded_search(REML):
+    """The compiled bounded Brent search of the sampled derivative's extrema
+    (criterion_kernels.bounded_minimum) finds what scipy's minimize_scalar(method="bounded")
+    finds on the same derivative: the same minimum, to the search's tolerance in tau."""
+    from scipy import optimize
+
+    from reml_engine.core import optimizer
+
+    m = rl.lmer("y ~ x + (1|f)", rl.load_seed(), REML=REML)
+    crit = optimizer._CountingCriterion(m.stats, REML)
+    # Intervals around each optimum and across the derivative's dip between them.
+    for lo, hi, sign in [(0.5, 200.0, 1.0), (1.0, 40.0, -1.0), (-0.2, 0.2, 1.0), (5.0, 80.0, 1.0)]:
+        xatol = 1e-12 * max(abs(lo), abs(hi))
+        x, value = crit.compiled_minimum(lo, hi, sign, xatol)
+        ref = optimize.minimize_scalar(lambda t, sign=sign: sign * crit.derivative(t), bounds=(lo, hi), method="bounded",
+                                       options={"xatol": xatol})
+        assert lo <= x <= hi
+        assert value == pytest.approx(ref.fun, rel=1e-9, abs=1e-9 * abs(crit.derivative(lo)))
+        assert value == pytest.approx(sign * crit.derivative(x), rel=0, abs=0)
+        if not (x - lo < 1e-6 * (hi - lo) or hi - x < 1e-6 * (hi - lo)):
+            # An interior minimum: scipy's and ours agree on where.
+            assert x == pytest.approx(ref.x, rel=1e-5)
 
 
 def test_refinement_precision():

@@ -19,7 +19,7 @@ from oracle import dense_criterion
 from reference_data import CASE_NAMES, fit_case
 
 import reml_engine as rl
-from reml_engine.core import optimizer
+from reml_engine.core import criterion, optimizer
 from reml_engine.core.criterion import evaluate
 from reml_engine.core.optimizer import SCAN_LIMIT_GAP, find_optima, scan_grid
 from reml_engine.core.spectral import (
@@ -253,7 +253,14 @@ def test_form_size_and_when_it_pays():
     assert spectral_rank(stats) == 5
     form = spectral_form(stats)
     assert form.rank == 5 and form.phantom_counts.tolist() == [35.0]
-    assert spectral_pays(stats, len(scan_grid(stats)))
+    # Against the compiled direct scan at q = 5 the spectral scan's fixed cost does not
+    # pay; on numpy's path (or at q = 11) the form does.
+    assert not spectral_pays(stats, len(scan_grid(stats)))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(criterion, "COMPILED_CRITERION_MAX_Q", 0)
+        assert spectral_pays(stats, len(scan_grid(stats)))
+    wide = _stats(np.column_stack([X, rng.normal(size=(200, 7))]), y, groups)
+    assert wide.q == 12 and spectral_pays(wide, len(scan_grid(wide)))
 
 
 def test_scan_argument_is_checked():
