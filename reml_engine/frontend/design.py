@@ -264,7 +264,8 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, d
     # The grouping columns keep their own dtype: groups.py codes any labels.
     frame = design_frame(clean, fixed_columns, dtypes=dtypes)
     try:
-        context = formula_context(group_labels(clean, parsed.group_columns))
+        groups = group_labels(clean, parsed.group_columns)
+        context = formula_context(groups)
         # Invalid values (log of a negative number) become NaN or inf; the finiteness
         # checks below name the column, so numpy's own warning would only add noise.
         with np.errstate(all="ignore"):
@@ -295,7 +296,6 @@ def build_design(formula: str, data: pd.DataFrame, na_action: str = "omit", *, d
             f"identified{_many_levels_hint(clean, used, parsed.response)}"
         )
     intercept = intercept_position(names)
-    groups = group_labels(clean, parsed.group_columns)
     return Design(
         X=X,
         y=y,
