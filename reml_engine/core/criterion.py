@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg.lapack import dpotri, dtrtri, dtrtrs
 
-from .criterion_kernels import direct_criterion, direct_slopes
+from .criterion_kernels import SLOPE_LANES, direct_criterion, direct_slopes
 from .kernels import lower_inverse_batched
 from .statistics import PooledStats
 
@@ -234,7 +234,7 @@ def evaluate_compiled(taus: np.ndarray, stats: PooledStats, REML: bool, with_cri
         logdet_V, logdet_X, pwrss, beta, crit, deriv, scale, ok = direct_criterion(*arguments, True)
     else:
         # The same slopes, several taus per vector instruction (direct_slopes).
-        pwrss, beta, deriv, scale, ok = direct_slopes(*arguments)
+        pwrss, beta, deriv, scale, ok = direct_slopes(*arguments, SLOPE_LANES)
         logdet_V, logdet_X, crit = np.full(len(taus), np.nan), np.full(len(taus), np.nan), np.full(len(taus), np.nan)
     out = {
         "tau": taus,

@@ -239,14 +239,15 @@ def brent_root(a, b, fa, fb, within, between, sizes, groups_per_size, dof, REML,
 
 
 #: Taus evaluated side by side by :func:`direct_slopes` (the lanes of its loops).
-SLOPE_LANES = 32
+SLOPE_LANES = 64
 
 
 @njit(cache=True, error_model="numpy")
-def direct_slopes(taus, within, between, sizes, groups_per_size, dof, REML):
+def direct_slopes(taus, within, between, sizes, groups_per_size, dof, REML, lanes=SLOPE_LANES):
     """:func:`direct_criterion` without the criterion (``with_criterion=False``), the
-    taus taken ``SLOPE_LANES`` at a time with the tau innermost in every loop, so that
-    the compiler issues one vector instruction for several taus. Each tau goes through
+    taus taken ``lanes`` at a time with the tau innermost in every loop, so that the
+    compiler issues one vector instruction for several taus (``lanes`` is an argument, not
+    a constant: a constant count has the loops unrolled into scalar code). Each tau goes through
     the operations of :func:`direct_point`, in its order: the same numbers, to the last
     bit (IEEE arithmetic is exact per lane; tests/core/test_criterion_kernels.py checks).
 
@@ -258,7 +259,7 @@ def direct_slopes(taus, within, between, sizes, groups_per_size, dof, REML):
     q = within.shape[0]
     p = q - 1
     U = sizes.shape[0]
-    B = SLOPE_LANES
+    B = lanes
     pwrss = np.zeros(K)
     beta_out = np.zeros((K, p))
     deriv = np.zeros(K)
@@ -270,8 +271,10 @@ def direct_slopes(taus, within, between, sizes, groups_per_size, dof, REML):
     Linv = np.zeros((max(p, 1), max(p, 1), B))
     beta = np.zeros((max(p, 1), B))
     t = np.empty(B)
-    w = np.empty(B)
-    dw = np.empty(B)
+    w = np.empty((U, B))
+    dw = np.empty((U, B))
+    m_acc = np.empty(B)
+    d_acc = np.empty(B)
     d_ld_V = np.empty(B)
     s = np.empty(B)
     vDv = np.empty(B)
@@ -281,11 +284,6 @@ def direct_slopes(taus, within, between, sizes, groups_per_size, dof, REML):
             # Idle lanes (past the last tau) repeat the first one: finite arithmetic.
             t[k] = taus[start + k] if k < n else taus[start]
             d_ld_V[k] = 0.0
-        for i in range(q):
-            for j in range(i + 1):
-                for k in range(B):
-                    M[i, j, k] = within[i, j]
-                    D[i, j, k] = 0.0
         for u in range(U):
             n_u = sizes[u]
             g_u = groups_per_size[u]
@@ -293,15 +291,24 @@ def direct_slopes(taus, within, between, sizes, groups_per_size, dof, REML):
                 denom = 1.0 + t[k] * n_u
                 wk = 1.0 / denom
                 nw = n_u * wk
-                w[k] = wk
-                dw[k] = nw * wk
+                w[u, k] = wk
+                dw[u, k] = nw * wk
                 d_ld_V[k] += g_u * nw
-            for i in range(q):
-                for j in range(i + 1):
+        # Entry by entry, the sizes in turn (within + w_1 B_1 + w_2 B_2 + ..., the order of
+        # direct_point), into running sums that stay in cache across the sizes.
+        for i in range(q):
+            for j in range(i + 1):
+                for k in range(B):
+                    m_acc[k] = within[i, j]
+                    d_acc[k] = 0.0
+                for u in range(U):
                     b = between[u, i, j]
                     for k in range(B):
-                        M[i, j, k] += w[k] * b
-                        D[i, j, k] += dw[k] * b
+                        m_acc[k] += w[u, k] * b
+                        d_acc[k] += dw[u, k] * b
+                for k in range(B):
+                    M[i, j, k] = m_acc[k]
+                    D[i, j, k] = d_acc[k]
         for i in range(q):
             for j in range(i):
                 for k in range(B):
