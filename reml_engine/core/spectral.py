@@ -55,13 +55,16 @@ LOG_2PI = float(np.log(2.0 * np.pi))
 #: the direct scan about ``U q^2 + 2 q^3`` per point. The form is used when its set-up
 #: costs at most this share of the direct scan's work.
 SPECTRAL_SETUP_SHARE = 1.0
-#: The spectral scan's fixed cost (its set-up in Python, the bounds, the points it
-#: evaluates again directly: about 0.3 ms), in the operations of the compiled direct
-#: scan (about 0.2 ns each, vectorized over the taus), against which it is weighed when
-#: the optimizer's criterion is the compiled loop
-#: (:data:`reml_engine.core.criterion.COMPILED_CRITERION_MAX_Q`): at p = 2 the direct
-#: scan then takes 0.15 to 0.3 ms, the spectral one 0.35 to 0.5 ms.
-SPECTRAL_FIXED_OPERATIONS = 1.5e6
+#: When the optimizer's criterion is the compiled loop
+#: (:data:`reml_engine.core.criterion.COMPILED_CRITERION_MAX_Q`), whose direct scan runs
+#: several taus per vector instruction (about 0.12 ns per operation), the spectral scan
+#: is weighed with its fixed cost (its set-up in Python, the bounds, the points it
+#: evaluates again directly: about 0.4 ms) in those operations, and its set-up's
+#: operations count this many times one of the direct scan's. Measured: at p = 2 the
+#: direct scan takes 0.15 to 0.5 ms, the spectral one 0.4 to 2.5 ms; at p = 10 with 82
+#: group sizes (r = 100) 2.4 against 3.0 ms; at p = 20 with one size 2.1 against 0.7 ms.
+SPECTRAL_FIXED_OPERATIONS = 3.5e6
+SPECTRAL_COMPILED_OPERATION_COST = 2.0
 #: The largest r for which the form is built (memory ``8 r^2`` bytes, 128 MB here).
 SPECTRAL_MAX_RANK = 4000
 
@@ -111,13 +114,15 @@ def spectral_rank(stats: PooledStats) -> int:
 
 def spectral_pays(stats: PooledStats, n_points: int) -> bool:
     """Whether the form's set-up costs less than evaluating ``n_points`` directly
-    (``SPECTRAL_SETUP_SHARE``, ``SPECTRAL_MAX_RANK``; ``SPECTRAL_FIXED_OPERATIONS`` when
-    the direct form is the compiled loop)."""
+    (``SPECTRAL_SETUP_SHARE``, ``SPECTRAL_MAX_RANK``; ``SPECTRAL_FIXED_OPERATIONS`` and
+    ``SPECTRAL_COMPILED_OPERATION_COST`` when the direct form is the compiled loop)."""
     r, q, U = spectral_rank(stats), stats.q, len(stats.sizes)
     if r > SPECTRAL_MAX_RANK:
         return False
-    fixed = SPECTRAL_FIXED_OPERATIONS if compiled_criterion(stats) else 0.0
-    return 10.0 * r**3 + fixed <= SPECTRAL_SETUP_SHARE * n_points * (U * q * q + 2.0 * q**3)
+    setup = 10.0 * r**3
+    if compiled_criterion(stats):
+        setup = SPECTRAL_COMPILED_OPERATION_COST * setup + SPECTRAL_FIXED_OPERATIONS
+    return setup <= SPECTRAL_SETUP_SHARE * n_points * (U * q * q + 2.0 * q**3)
 
 
 def spectral_form(stats: PooledStats) -> SpectralForm | None:
