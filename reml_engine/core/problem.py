@@ -26,7 +26,7 @@ from .criterion import (
     CriterionParts,
     criterion,
     criterion_parts,
-    evaluate,
+    evaluate_minimized,
     fixed_effects,
     tau_lower_limit,
 )
@@ -134,9 +134,9 @@ class CriterionProblem:
         return criterion_parts(tau, self.pooled, self.REML)
 
     def evaluate(self, taus) -> CriterionBatch:
-        """The criterion, its parts and derivative at many tau at once
-        (:func:`reml_engine.core.criterion.evaluate`)."""
-        return evaluate(taus, self.pooled, self.REML)
+        """The criterion, its parts and derivative at many tau at once, as the optimizer
+        evaluates them (:func:`reml_engine.core.criterion.evaluate_minimized`)."""
+        return evaluate_minimized(taus, self.pooled, self.REML)
 
     def fixed_effects(self, tau: float):
         """``beta_hat``, its covariance and ``sigma2`` at ``tau``, in the user's columns."""
