@@ -316,15 +316,17 @@ class _CountingCriterion:
                 return single
         return None
 
-    def slopes(self, taus: np.ndarray) -> CriterionBatch:
+    def slopes(self, taus: np.ndarray, keep: bool = True) -> CriterionBatch:
         """The derivative (and its scale) at many tau. The compiled loop leaves out the
         criterion and the log-determinants (NaN), which cost a logarithm per group size
-        and tau and which no decision of the scan reads; numpy's path computes all."""
+        and tau and which no decision of the scan reads; numpy's path computes all.
+        ``keep``: remember the batch for :meth:`derivative`."""
         if not self._compiled:
             return self(taus)
         self.count += len(taus)
         out = CriterionBatch(**evaluate_compiled(taus, self.stats, self.REML, with_criterion=False))
-        self._slope_batches.append((taus, out))
+        if keep:
+            self._slope_batches.append((taus, out))
         return out
 
     def derivative(self, tau: float) -> float:
@@ -337,9 +339,7 @@ class _CountingCriterion:
                 if known is None:
                     known = self._from_batches(tau, self._slope_batches)
                 if known is None:
-                    self.count += 1
-                    known = CriterionBatch(**evaluate_compiled(np.array([tau]), self.stats, self.REML,
-                                                               with_criterion=False))
+                    known = self.slopes(np.array([tau]), keep=False)
                 slope = self._seen_slopes[tau] = float(known.derivative[0])
             return slope
         return float(self(tau).derivative[0])
@@ -581,7 +581,7 @@ def _scan(crit: _CountingCriterion, form, taus: np.ndarray):
     """
     if form is None:
         # The slopes alone where the compiled loop evaluates (the criterion NaN, and the
-        # points not "exact": their values are computed when read, see _value).
+        # points not "exact": their values are computed when read, see _with_values).
         out = crit.slopes(taus)
         zeros = np.zeros(len(taus))
         return out.criterion.copy(), out.derivative, zeros, ~np.isnan(out.criterion), None
