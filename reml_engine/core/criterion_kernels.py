@@ -27,12 +27,11 @@ from numba import njit
 
 
 @njit(cache=True, error_model="numpy")
-def direct_criterion(taus, within, between, sizes, groups_per_size, dof, REML, with_derivative, with_criterion=True):
+def direct_criterion(taus, within, between, sizes, groups_per_size, dof, REML, with_derivative):
     """The direct form at each tau (see :mod:`reml_engine.core.criterion`). Without
     ``with_derivative`` only ``logdet_V``, ``logdet_XtVinvX``, ``pwrss`` and the criterion
-    are computed; without ``with_criterion``, all but ``logdet_V``, ``logdet_XtVinvX``
-    and the criterion (left NaN), which cost a logarithm per group size. Either way the
-    same numbers: none depends on those left out.
+    are computed (the same numbers: they do not depend on the rest). The slopes without
+    the criterion are :func:`direct_slopes`'.
 
     Returns
     -------
@@ -54,8 +53,7 @@ def direct_criterion(taus, within, between, sizes, groups_per_size, dof, REML, w
     work = direct_workspace(q)
     for k in range(K):
         good, ld_V, ld_X, rss, value, derivative, scale = direct_point(
-            taus[k], within, between, sizes, groups_per_size, dof, REML, with_derivative, work, beta[k],
-            with_criterion)
+            taus[k], within, between, sizes, groups_per_size, dof, REML, with_derivative, work, beta[k])
         if not good:
             ok[k] = False
             continue
@@ -244,7 +242,8 @@ SLOPE_LANES = 64
 
 @njit(cache=True, error_model="numpy")
 def direct_slopes(taus, within, between, sizes, groups_per_size, dof, REML, lanes=SLOPE_LANES):
-    """:func:`direct_criterion` without the criterion (``with_criterion=False``), the
+    """:func:`direct_criterion`'s outputs without the criterion (:func:`direct_point`
+    with ``with_criterion=False``), the
     taus taken ``lanes`` at a time with the tau innermost in every loop, so that the
     compiler issues one vector instruction for several taus (``lanes`` is an argument, not
     a constant: a constant count has the loops unrolled into scalar code). Each tau goes through
